@@ -1,0 +1,1 @@
+"""raftkube: a small container orchestrator with Kubernetes' model on three Raft masters."""

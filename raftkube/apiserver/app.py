@@ -1,0 +1,387 @@
+"""The master's HTTP server: etcd's v3 JSON API, health, readiness and metrics.
+
+Every request but `/healthz` needs the admin bearer token. Errors use the grpc-gateway's
+body (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and
+an error answer never changes anything: requests are fully parsed and checked before a
+command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
+decided it in; the state machine refuses it if a newer leader has written since (fencing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from raftkube.apiserver import etcdjson as ej
+from raftkube.apiserver import metrics
+from raftkube.store import state as st
+from raftkube.store.replica import MAX_REQUEST_BYTES, MIN_LEASE_TTL, Replica, Unavailable
+
+# grpc code name -> (number, HTTP status), as grpc-gateway maps them.
+GRPC = {
+    "InvalidArgument": (3, 400),
+    "NotFound": (5, 404),
+    "FailedPrecondition": (9, 400),
+    "OutOfRange": (11, 400),
+    "Internal": (13, 500),
+    "Unavailable": (14, 503),
+    "Unauthenticated": (16, 401),
+    "ResourceExhausted": (8, 429),
+}
+BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
+TERM_HEADER = "X-Raftkube-Term"
+PROGRESS_EVERY = 5.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REPLICA = web.AppKey("replica", Replica)
+TOKEN = web.AppKey("token", str)
+METRICS = web.AppKey("metrics", metrics.Metrics)
+
+
+def grpc_error(message: str, code: str) -> web.Response:
+    number, status = GRPC.get(code, GRPC["InvalidArgument"])
+    return web.json_response({"error": message, "message": message, "code": number},
+                             status=status)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    m = request.app[METRICS]
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else "unmatched"
+    status = 500
+    try:
+        if request.path != "/healthz":
+            supplied = request.headers.get("Authorization", "")
+            wanted = "Bearer " + request.app[TOKEN]
+            if not hmac.compare_digest(supplied.encode(), wanted.encode()):
+                resp: web.StreamResponse = grpc_error(
+                    "etcdserver: invalid auth token" if supplied
+                    else "etcdserver: user name is empty (missing Authorization: Bearer token)",
+                    "Unauthenticated")
+                status = resp.status
+                return resp
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except ej.BadRequest as e:
+        status = 400
+        return grpc_error(str(e), "InvalidArgument")
+    except st.StoreError as e:
+        resp = grpc_error(e.message, e.code)
+        status = resp.status
+        return resp
+    except Unavailable as e:
+        status = 503
+        return grpc_error(str(e), "Unavailable")
+    except web.HTTPRequestEntityTooLarge:
+        status = 413
+        return web.json_response(
+            {"error": "etcdserver: request is too large", "message":
+             "etcdserver: request is too large", "code": 3}, status=413)
+    finally:
+        m.observe(request.method, path, status, time.perf_counter() - started)
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > BODY_LIMIT:
+        raise st.StoreError("etcdserver: request is too large")
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ej.BadRequest("body", f"malformed JSON: {e}") from None
+
+
+def fence_term(request: web.Request) -> int | None:
+    raw = request.headers.get(TERM_HEADER)
+    if raw is None:
+        return None
+    try:
+        term = int(raw)
+    except ValueError:
+        raise ej.BadRequest(TERM_HEADER, f"expected an integer, got {raw!r}") from None
+    if term <= 0:
+        raise ej.BadRequest(TERM_HEADER, "must be a positive Raft term")
+    return term
+
+
+def request_size(req: dict[str, Any]) -> int:
+    size = 0
+    for v in req.values():
+        if isinstance(v, bytes):
+            size += len(v)
+        elif isinstance(v, dict):
+            size += request_size(v)
+        elif isinstance(v, list):
+            size += sum(request_size(x) if isinstance(x, dict) else 0 for x in v)
+    return size
+
+
+def check_size(req: dict[str, Any]) -> None:
+    if request_size(req) > MAX_REQUEST_BYTES:
+        raise st.StoreError("etcdserver: request is too large")
+
+
+class EtcdApi:
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+
+    def header(self, revision: int | None = None) -> dict[str, str]:
+        r = self.r
+        if revision is None:
+            with r.lock:
+                revision = r.state.revision
+        return ej.header(cluster_id=r.cluster_id, member_id=r.member_id, revision=revision,
+                         raft_term=r.view.term)
+
+    def answer(self, result: st.Result, body: dict[str, Any]) -> web.Response:
+        if "error" in result:
+            return grpc_error(result["error"], result.get("code", "InvalidArgument"))
+        return web.json_response({"header": self.header(result.get("revision")), **body})
+
+    async def range(self, request: web.Request) -> web.Response:
+        req = ej.range_request(await read_json(request))
+        if not req["key"]:
+            raise ej.BadRequest("key", "must not be empty")
+        result = await self.r.range(req, serializable=req["serializable"])
+        return self.answer(result, ej.range_json(result))
+
+    async def put(self, request: web.Request) -> web.Response:
+        req = ej.put_request(await read_json(request))
+        if not req["key"]:
+            raise ej.BadRequest("key", "must not be empty")
+        check_size(req)
+        result = await self.r.propose("put", req, term=fence_term(request))
+        return self.answer(result, ej.put_json(result) if "error" not in result else {})
+
+    async def deleterange(self, request: web.Request) -> web.Response:
+        req = ej.delete_request(await read_json(request))
+        if not req["key"]:
+            raise ej.BadRequest("key", "must not be empty")
+        result = await self.r.propose("delete_range", req, term=fence_term(request))
+        return self.answer(result, ej.delete_json(result) if "error" not in result else {})
+
+    async def txn(self, request: web.Request) -> web.Response:
+        req = ej.txn_request(await read_json(request))
+        st.check_txn(req)
+        check_size(req)
+        result = await self.r.propose("txn", req, term=fence_term(request))
+        if "error" in result:
+            return self.answer(result, {})
+        return self.answer(result, ej.txn_json(result, self.header(result["revision"])))
+
+    async def compaction(self, request: web.Request) -> web.Response:
+        body = ej.obj(await read_json(request))
+        revision = ej.int64(body, "revision", "", minimum=1)
+        result = await self.r.propose("compact", {"revision": revision},
+                                      term=fence_term(request))
+        return self.answer(result, {})
+
+    async def lease_grant(self, request: web.Request) -> web.Response:
+        body = ej.obj(await read_json(request))
+        ttl = ej.int64(body, "TTL", "", minimum=1)
+        lease_id = ej.int64(body, "ID", "", minimum=0)
+        lease_id = lease_id or secrets.randbits(62) + 1
+        granted = max(ttl, MIN_LEASE_TTL)
+        result = await self.r.propose("lease_grant", {"ID": lease_id, "TTL": granted})
+        if "error" in result:
+            return self.answer(result, {})
+        return self.answer(result, {"ID": str(lease_id), "TTL": str(granted)})
+
+    async def lease_revoke(self, request: web.Request) -> web.Response:
+        body = ej.obj(await read_json(request))
+        lease_id = ej.int64(body, "ID", "", minimum=1)
+        result = await self.r.propose("lease_revoke", {"ID": lease_id})
+        return self.answer(result, {})
+
+    async def lease_keepalive(self, request: web.Request) -> web.Response:
+        body = ej.obj(await read_json(request))
+        lease_id = ej.int64(body, "ID", "", minimum=1)
+        result = await self.r.propose("lease_keepalive", {"ID": lease_id})
+        if "error" in result:
+            return self.answer(result, {})
+        # etcd's gateway answers keepalive as a one-message stream under "result".
+        out = {"header": self.header(result["revision"]), "ID": str(lease_id),
+               "TTL": str(result["TTL"])}
+        return web.json_response({"result": out})
+
+    async def lease_timetolive(self, request: web.Request) -> web.Response:
+        body = ej.obj(await read_json(request))
+        lease_id = ej.int64(body, "ID", "", minimum=1)
+        want_keys = ej.boolean(body, "keys", "")
+        await self.r.barrier()
+        info = self.r.lease_ttl(lease_id)
+        if info is None:
+            return web.json_response({"header": self.header(), "ID": str(lease_id), "TTL": "-1"})
+        remaining, granted, keys = info
+        out: dict[str, Any] = {"header": self.header(), "ID": str(lease_id),
+                               "TTL": str(remaining), "grantedTTL": str(granted)}
+        if want_keys and keys:
+            out["keys"] = [ej.enc(k) for k in keys]
+        return web.json_response(out)
+
+    async def lease_leases(self, request: web.Request) -> web.Response:
+        await read_json(request)
+        await self.r.barrier()
+        with self.r.lock:
+            ids = sorted(self.r.state.leases)
+        return web.json_response({"header": self.header(),
+                                  "leases": [{"ID": str(i)} for i in ids]})
+
+    async def status(self, request: web.Request) -> web.Response:
+        await read_json(request)
+        r = self.r
+        with r.lock:
+            blob_size = len(r.state.kvs)
+        return web.json_response({
+            "header": self.header(),
+            "version": "3.4.0-raftkube",
+            "dbSize": str(blob_size),
+            "leader": str(r.leader_id),
+            "raftIndex": str(r.view.commit_index),
+            "raftTerm": str(r.view.term),
+            "raftAppliedIndex": str(r.view.last_applied),
+        })
+
+    async def member_list(self, request: web.Request) -> web.Response:
+        await read_json(request)
+        members = [{**m, "ID": str(m["ID"])} for m in self.r.members()]
+        return web.json_response({"header": self.header(), "members": members})
+
+    async def snapshot(self, request: web.Request) -> web.StreamResponse:
+        """The whole state at a linearizable point, as msgpack bytes plus a SHA-256."""
+        await read_json(request)
+        await self.r.barrier()
+        blob = self.r.dump_state()
+        resp = web.Response(body=blob + hashlib.sha256(blob).digest(),
+                            content_type="application/octet-stream")
+        return resp
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        body = ej.obj(await read_json(request))
+        create = ej.obj(body.get("create_request"), "create_request")
+        path = "create_request."
+        key = ej.b64(create, "key", path)
+        if not key:
+            raise ej.BadRequest(path + "key", "must not be empty")
+        end = ej.b64(create, "range_end", path)
+        start = ej.int64(create, "start_revision", path, minimum=0)
+        prev_kv = ej.boolean(create, "prev_kv", path)
+        progress = ej.boolean(create, "progress_notify", path)
+        filters = create.get("filters") or []
+        if not isinstance(filters, list):
+            raise ej.BadRequest(path + "filters", "expected a list")
+        dropped = {ej.enum({"f": f}, "f", f"{path}filters[{i}]", ej.WATCH_FILTERS)
+                   for i, f in enumerate(filters)}
+        drop_types = {"NOPUT": st.PUT, "NODELETE": st.DELETE}
+        skip = {drop_types[f] for f in dropped}
+
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await resp.prepare(request)
+
+        async def send(result: dict[str, Any]) -> None:
+            await resp.write(json.dumps({"result": result}).encode() + b"\n")
+
+        try:
+            history, watcher = self.r.open_watch(key, end, start)
+        except st.Compacted as e:
+            await send({"header": self.header(), "created": True, "canceled": True,
+                        "compact_revision": str(e.compact_revision),
+                        "cancel_reason": st.ERR_COMPACTED})
+            return resp
+        try:
+            await send({"header": self.header(), "created": True})
+
+            async def send_events(entries: list[tuple[int, list[st.Event]]]) -> None:
+                events = [ej.event_json(ev, prev_kv=prev_kv)
+                          for ev in st.iter_events(entries) if ev.type not in skip]
+                if events:
+                    await send({"header": self.header(entries[-1][0]), "events": events})
+
+            if history:
+                await send_events(history)
+            last_sent = time.monotonic()
+            while True:
+                batch = await watcher.next_batch(timeout=1.0)
+                if batch is None:
+                    if request.transport is None or request.transport.is_closing():
+                        return resp
+                    if progress and time.monotonic() - last_sent >= PROGRESS_EVERY:
+                        await send({"header": self.header()})
+                        last_sent = time.monotonic()
+                    continue
+                if batch.cancel_reason:
+                    out: dict[str, Any] = {"header": self.header(), "canceled": True,
+                                           "cancel_reason": batch.cancel_reason}
+                    if batch.compact_revision:
+                        out["compact_revision"] = str(batch.compact_revision)
+                    await send(out)
+                    return resp
+                await send_events(batch.events)
+                last_sent = time.monotonic()
+        except (ConnectionResetError, asyncio.CancelledError):
+            return resp
+        finally:
+            watcher.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    if replica.ready():
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="not ready: no leader known or log not applied\n")
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].render(request.app[REPLICA])
+    resp = web.Response(body=body)
+    resp.content_type = content_type.split(";")[0]
+    return resp
+
+
+def make_app(replica: Replica, *, token: str) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=BODY_LIMIT)
+    app[REPLICA] = replica
+    app[TOKEN] = token
+    app[METRICS] = metrics.Metrics()
+    api = EtcdApi(replica)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    for path, handler in [
+        ("/v3/kv/range", api.range),
+        ("/v3/kv/put", api.put),
+        ("/v3/kv/deleterange", api.deleterange),
+        ("/v3/kv/txn", api.txn),
+        ("/v3/kv/compaction", api.compaction),
+        ("/v3/watch", api.watch),
+        ("/v3/lease/grant", api.lease_grant),
+        ("/v3/lease/revoke", api.lease_revoke),
+        ("/v3/kv/lease/revoke", api.lease_revoke),
+        ("/v3/lease/keepalive", api.lease_keepalive),
+        ("/v3/lease/timetolive", api.lease_timetolive),
+        ("/v3/kv/lease/timetolive", api.lease_timetolive),
+        ("/v3/lease/leases", api.lease_leases),
+        ("/v3/kv/lease/leases", api.lease_leases),
+        ("/v3/maintenance/status", api.status),
+        ("/v3/maintenance/snapshot", api.snapshot),
+        ("/v3/cluster/member/list", api.member_list),
+    ]:
+        app.router.add_post(path, handler)
+    return app

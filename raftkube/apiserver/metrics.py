@@ -1,0 +1,69 @@
+"""Prometheus metrics for one master: request counts and latencies, and Raft's progress.
+
+A registry per server (not the global one), so that tests running several servers in
+one process do not collide. Raft figures are read from the replica at scrape time.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import prometheus_client as prom
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class RaftSource(Protocol):
+    @property
+    def view(self) -> object: ...
+
+
+class _RaftCollector(Collector):
+    def __init__(self) -> None:
+        self.replica: object | None = None
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        r = self.replica
+        if r is None:
+            return
+        view = r.view  # type: ignore[attr-defined]
+        yield GaugeMetricFamily("raftkube_raft_term", "Current Raft term.", value=view.term)
+        yield GaugeMetricFamily("raftkube_raft_commit_index", "Raft commit index.",
+                                value=view.commit_index)
+        yield GaugeMetricFamily("raftkube_raft_applied_index", "Last applied Raft index.",
+                                value=view.last_applied)
+        yield GaugeMetricFamily("raftkube_raft_is_leader", "1 if this master leads.",
+                                value=1 if view.is_leader else 0)
+        yield CounterMetricFamily("raftkube_raft_leader_changes",
+                                  "Leader changes seen by this master.",
+                                  value=view.leader_changes)
+        yield GaugeMetricFamily("raftkube_store_revision", "Store revision.",
+                                value=r.state.revision)  # type: ignore[attr-defined]
+        yield GaugeMetricFamily("raftkube_store_watchers", "Open watchers on this master.",
+                                value=len(r.hub))  # type: ignore[attr-defined]
+        yield CounterMetricFamily("raftkube_journal_flushes",
+                                  "Journal flushes (group commits) to disk.",
+                                  value=r.journal.flushes)  # type: ignore[attr-defined]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prom.CollectorRegistry()
+        self.requests = prom.Counter(
+            "raftkube_http_requests", "HTTP requests by route and status.",
+            ["method", "route", "code"], registry=self.registry)
+        self.latency = prom.Histogram(
+            "raftkube_http_request_duration_seconds", "HTTP request latency by route.",
+            ["route"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self._raft = _RaftCollector()
+        self.registry.register(self._raft)
+
+    def observe(self, method: str, route: str, code: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(code)).inc()
+        if route != "/v3/watch":
+            self.latency.labels(route).observe(seconds)
+
+    def render(self, replica: object) -> tuple[bytes, str]:
+        self._raft.replica = replica
+        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST

@@ -1,0 +1,3 @@
+from raftkube.cli.main import main
+
+main()

@@ -1,0 +1,87 @@
+"""`rk master`: one store replica plus its API server, until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiohttp import web
+
+from raftkube.apiserver.app import make_app
+from raftkube.store import recovery
+from raftkube.store.replica import Replica, Timing
+
+log = logging.getLogger("raftkube.master")
+
+
+def split_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{what}: expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def read_secret(path: str, what: str) -> str:
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read {path}: {e.strerror}") from None
+    if len(value) < 16:
+        raise ValueError(f"{what}: {path} must hold at least 16 characters")
+    return value
+
+
+async def serve(
+    *,
+    name: str,
+    api: str,
+    raft_addr: str,
+    peers: list[str],
+    data_dir: str,
+    token: str,
+    secret: str,
+    timing: Timing,
+    history_revisions: int,
+    force_new_cluster: bool,
+    join: bool,
+) -> None:
+    api_host, api_port = split_hostport(api, "--api")
+    split_hostport(raft_addr, "--raft")
+    for p in peers:
+        split_hostport(p, "--peer")
+    if force_new_cluster:
+        recovery.force_new_cluster(data_dir=data_dir, self_addr=raft_addr)
+        log.warning("forced a new one-member cluster from %s; peers rejoin with empty data",
+                    data_dir)
+    replica = Replica(
+        name=name, raft_addr=raft_addr, peers=peers, api_url=f"http://{api}",
+        data_dir=data_dir, secret=secret, timing=timing, history_revisions=history_revisions,
+        solo=force_new_cluster or recovery.is_solo(data_dir),
+        join=join and not recovery.has_data(data_dir),
+    )
+    loop = asyncio.get_running_loop()
+    replica.start(loop)
+    app = make_app(replica, token=token)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, api_host, api_port, reuse_address=True)
+    await site.start()
+    log.info("master %s: api http://%s raft %s peers %s", name, api, raft_addr, peers)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("master %s stopping", name)
+    await runner.cleanup()
+    await replica.stop()
+
+
+def run(**kwargs: object) -> None:
+    logging.basicConfig(
+        level=os.environ.get("RK_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(serve(**kwargs))  # type: ignore[arg-type]

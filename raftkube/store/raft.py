@@ -1,0 +1,280 @@
+"""The pysyncobj adapter: the only module that imports pysyncobj.
+
+It wraps one `SyncObj` replica around `State` and fixes, here and nowhere else, what
+PYSYNCOBJ-NOTES.md records about pysyncobj 0.3.17:
+
+- One replicated entry point, `_entry(data)`, taking msgpack bytes: method IDs are assigned
+  by sorted name, so a second method would remap old journal entries.
+- Pickle protocol 4 instead of 2 for journal entries and peer messages, so bytes are not
+  inflated by half again (bug 5). Peers decrypt before they unpickle, and the Fernet key
+  comes from the cluster secret, so nothing unauthenticated reaches pickle.
+- Durability: pysyncobj never syncs. `DurableJournal` records that entries were appended,
+  and the journal is flushed (msync) before a follower acknowledges entries to the leader
+  and, on the leader, at the start of the tick that counts its own copy toward a commit.
+  One flush covers every entry appended since the last one (group commit).
+- A peer ping every 0.5 s keeps idle follower-to-follower connections warm, so the first
+  vote request after a leader crash is not lost to a read timeout (bug 2).
+- Snapshots are msgpack through pysyncobj's serializer hooks, fsynced before the rename;
+  the directory is fsynced before the journal is truncated behind them.
+- Completion is tracked by the state's exactly-once table, not by pysyncobj callbacks,
+  which are lost when a follower installs a snapshot (bug 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import pysyncobj
+import pysyncobj.pickle
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+from pysyncobj.transport import TCPTransport
+
+log = logging.getLogger(__name__)
+
+# pysyncobj pickles with protocol 2, which stores bytes as latin-1 text (bug 5).
+setattr(pysyncobj.pickle, "__protocol", 4)  # noqa: B010 - the name is module-private
+
+NO_OP = b"\x01"  # pysyncobj's _COMMAND_TYPE.NO_OP
+
+
+class DurableJournal:
+    """Delegates to pysyncobj's FileJournal and knows whether it has unsynced appends."""
+
+    def __init__(self, inner: Any, data_dir: str) -> None:
+        self._inner = inner
+        self._data_dir = data_dir
+        self._dirty = False
+        self._lock = threading.Lock()
+        self.flushes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._inner[item]
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        self._inner.add(command, idx, term)
+        self._dirty = True
+
+    def clear(self) -> None:
+        self._inner.clear()
+        self._dirty = True
+
+    def deleteEntriesFrom(self, entry_from: int) -> None:  # noqa: N802 - pysyncobj's name
+        self._inner.deleteEntriesFrom(entry_from)
+        self._dirty = True
+
+    def deleteEntriesTo(self, entry_to: int) -> None:  # noqa: N802 - pysyncobj's name
+        # Called once a new dump has replaced the old one: make that rename durable
+        # before the entries it covers disappear from the journal.
+        fsync_dir(self._data_dir)
+        self._inner.deleteEntriesTo(entry_to)
+        self._dirty = True
+        self.flush_if_dirty()
+
+    def setCurrentTerm(self, term: int, voted_for: Any) -> None:  # noqa: N802
+        self._inner.setCurrentTerm(term, voted_for)
+        path = self._inner._FileJournal__metaStorer.getPath()
+        fsync_file(path)
+        fsync_dir(self._data_dir)
+
+    def flush_if_dirty(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._dirty = False
+                self._inner.flush()
+                self.flushes += 1
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    fsync_file(path)
+
+
+class RaftTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCP transport with the journal flush and the peer ping added."""
+
+    journal: DurableJournal | None = None
+    PING_EVERY = 0.5
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._next_ping = 0.0
+
+    def send(self, node: Any, message: Any) -> bool:
+        if (
+            self.journal is not None
+            and isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+            and message.get("success")
+        ):
+            # A follower's "I have these entries" must not outrun the disk.
+            self.journal.flush_if_dirty()
+        return bool(super().send(node, message))
+
+    def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
+        super()._onTick()
+        now = time.monotonic()
+        if now >= self._next_ping:
+            self._next_ping = now + self.PING_EVERY
+            for node in list(self._connections):
+                # Unknown message types are ignored by every pysyncobj state.
+                super().send(node, {"type": "rk_ping"})
+
+
+class RaftNode(SyncObj):  # type: ignore[misc]
+    """One replica. `on_apply(index, data)` runs on the tick thread for each entry."""
+
+    def __init__(
+        self,
+        *,
+        self_addr: str,
+        peers: list[str],
+        conf: SyncObjConf,
+        on_apply: Callable[[bytes], None],
+    ) -> None:
+        self._on_apply = on_apply
+        super().__init__(self_addr, peers, conf, transportClass=RaftTransport)
+
+    @replicated  # type: ignore[untyped-decorator]
+    def _entry(self, data: bytes) -> None:
+        self._on_apply(data)
+
+
+def make_conf(
+    *,
+    data_dir: str,
+    secret: str,
+    election_min: float,
+    election_max: float,
+    heartbeat: float,
+    serializer: Callable[[str, Any], None],
+    deserializer: Callable[[str], Any],
+    on_state_changed: Callable[[int, int], None],
+    log_compaction_entries: int,
+) -> SyncObjConf:
+    return SyncObjConf(
+        password=secret,
+        autoTick=False,
+        # Send each command at once instead of every appendEntriesPeriod: the default
+        # batching adds ~100 ms to every write (PYSYNCOBJ-NOTES, throughput table).
+        appendEntriesUseBatch=False,
+        appendEntriesPeriod=heartbeat,
+        raftMinTimeout=election_min,
+        raftMaxTimeout=election_max,
+        # An isolated leader steps down after this long without a majority. pysyncobj's
+        # 30 s default would keep a deposed leader's loops running for half a minute.
+        leaderFallbackTimeout=max(4 * election_max, 1.0),
+        connectionRetryTime=0.3,
+        connectionTimeout=3.5,
+        journalFile=os.path.join(data_dir, "journal"),
+        fullDumpFile=os.path.join(data_dir, "dump"),
+        serializer=serializer,
+        deserializer=deserializer,
+        logCompactionMinEntries=log_compaction_entries,
+        logCompactionMinTime=600,
+        onStateChanged=on_state_changed,
+        # On, so that a cluster forced down to one member can take its peers back.
+        dynamicMembershipChange=True,
+        commandsWaitLeader=True,
+    )
+
+
+def install_journal(node: RaftNode, data_dir: str) -> DurableJournal:
+    """Wrap the node's journal; must run before the first tick."""
+    inner = node._SyncObj__raftLog
+    journal = DurableJournal(inner, data_dir)
+    node._SyncObj__raftLog = journal
+    transport = node._SyncObj__transport
+    transport.journal = journal
+    return journal
+
+
+def node_status(node: RaftNode) -> dict[str, Any]:
+    return dict(node.getStatus())
+
+
+def leader_address(node: RaftNode) -> str | None:
+    leader = node._getLeader()
+    if leader is None:
+        return None
+    return str(leader.address if isinstance(leader, TCPNode) else leader)
+
+
+def pack_raft_entries(raft_data: Any) -> list[Any]:
+    """pysyncobj's (last entry, entry before it, cluster) made msgpack-able."""
+    last, before, cluster = raft_data
+    return [list(last), list(before), sorted(str(n.address) for n in cluster)]
+
+
+def unpack_raft_entries(packed: list[Any]) -> tuple[Any, Any, Any]:
+    last, before, cluster = packed
+    return tuple(last), tuple(before), {TCPNode(a) for a in cluster}
+
+
+def write_dump_file(path: str, state_blob: bytes, raft_data: list[Any]) -> None:
+    blob = msgpack.packb({"state": state_blob, "raft": raft_data}, use_bin_type=True)
+    with open(path, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_dump_file(path: str) -> tuple[bytes, list[Any]]:
+    with open(path, "rb") as f:
+        raw = msgpack.unpackb(f.read(), raw=False)
+    return raw["state"], raw["raft"]
+
+
+def fresh_raft_entries(self_addr: str) -> list[Any]:
+    """Raft entries for a data dir made by `rk snapshot restore`: two no-ops, term 1."""
+    return [[NO_OP, 2, 1], [NO_OP, 1, 1], [self_addr]]
+
+
+def journal_commands(path: str, *, after_index: int) -> list[bytes]:
+    """The store commands in a (local, trusted) journal file after a log index."""
+    from pysyncobj.journal import FileJournal
+
+    journal = FileJournal(path)
+    try:
+        out = []
+        for command, idx, _term in (journal[i] for i in range(len(journal))):
+            if idx <= after_index or command[:1] != b"\x00":  # not a regular command: no-op or membership
+                continue
+            payload = pysyncobj.pickle.loads(command[1:])
+            if isinstance(payload, tuple) and len(payload) == 2 and payload[1]:
+                out.append(payload[1][0])
+        return out
+    finally:
+        journal._destroy()
+
+
+def add_member(node: RaftNode, addr: str, done: Callable[[Any, Any], None]) -> None:
+    node.addNodeToCluster(addr, callback=done)
+
+
+def member_addresses(node: RaftNode) -> set[str]:
+    return {str(n.address) for n in node.otherNodes}
+
+
+def hold_off_elections(node: RaftNode, seconds: float) -> None:
+    """Keep a joining member from campaigning before it has heard from a leader."""
+    node._SyncObj__raftElectionDeadline = time.monotonic() + seconds

@@ -1,0 +1,509 @@
+"""One store replica as the API server sees it: propose, read, watch, leases, status.
+
+`Replica` joins three threads of control:
+- pysyncobj's tick thread (ours: `autoTick=False`), which applies committed entries to
+  `State` under `lock` and queues what happened in an outbox;
+- the asyncio loop, which receives that outbox once per tick, completes the proposals
+  whose `(client id, seq)` was applied, and publishes events to the watch hub;
+- the leader duties, an asyncio task that acts only while this replica leads.
+
+Exactly-once: every proposal carries this process's client id and a sequence number.
+The proposer waits until *its own* id is applied locally, and resubmits the same bytes
+when the leader changes or nothing happened for a while; the state's result table makes
+the second copy a no-op that returns the first copy's result.
+
+Linearizable reads use a read barrier: a no-op proposed after the read arrived. Once it
+is applied locally, every write acknowledged before the read began is applied too.
+Reads that arrive in the same event-loop turn share one barrier (a leader lease is not
+safe here: pysyncobj has no clock-bound lease and an isolated leader keeps its role for
+`leaderFallbackTimeout`).
+
+Leases: expiry is decided by the leader's clock and committed as `lease_expire`, which
+names the number of renewals the leader saw, so a keepalive that won the race keeps
+the lease alive. Every replica restarts each lease's countdown when it applies a grant or
+keepalive; a new leader restarts all countdowns, so no lease expires merely because of a
+failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from raftkube.store import raft, recovery
+from raftkube.store import state as st
+from raftkube.store.watch import Watcher, WatchHub
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1_572_864  # 1.5 MiB, etcd's --max-request-bytes default
+RESUBMIT_AFTER = 2.0
+MIN_LEASE_TTL = 2  # seconds; etcd raises shorter TTLs to ~1.5 election timeouts
+
+
+class Unavailable(Exception):
+    """No leader could commit the request in time; its outcome is unknown."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    election_min: float = 0.25
+    election_max: float = 0.5
+    heartbeat: float = 0.05
+    tick: float = 0.01
+
+
+def member_id(raft_addr: str) -> int:
+    """A stable uint64 ID for a member, from its Raft address (etcd's IDs are uint64)."""
+    return int.from_bytes(hashlib.sha256(raft_addr.encode()).digest()[:8], "big") >> 1
+
+
+def cluster_id(raft_addrs: list[str]) -> int:
+    joined = ",".join(sorted(raft_addrs)).encode()
+    return int.from_bytes(hashlib.sha256(joined).digest()[:8], "big") >> 1
+
+
+@dataclass
+class RaftView:
+    """What the tick thread last saw of Raft, for the loop side to read without locks."""
+
+    term: int = 0
+    commit_index: int = 0
+    last_applied: int = 0
+    leader: str | None = None
+    is_leader: bool = False
+    leader_changes: int = 0
+
+
+class Replica:
+    def __init__(
+        self,
+        *,
+        name: str,
+        raft_addr: str,
+        peers: list[str],
+        api_url: str,
+        data_dir: str,
+        secret: str,
+        timing: Timing = Timing(),
+        history_revisions: int = 10_000,
+        log_compaction_entries: int = 20_000,
+        solo: bool = False,
+        join: bool = False,
+    ) -> None:
+        self.name = name
+        self.raft_addr = raft_addr
+        self.peers = list(peers)
+        self.api_url = api_url
+        self.data_dir = data_dir
+        self.timing = timing
+        self.history_revisions = history_revisions
+        self.member_id = member_id(raft_addr)
+        self.cluster_id = cluster_id([raft_addr, *peers])
+        self.client_id = secrets.token_hex(8)
+        self.lock = threading.Lock()
+        self.state = st.State()
+        self.view = RaftView()
+        self.hub = WatchHub()
+        self.applied_total = 0
+        self._seq = itertools.count(1)
+        self._waiters: dict[tuple[str, int], asyncio.Future[st.Result]] = {}
+        self._outbox: list[tuple[Any, ...]] = []
+        self._outbox_lock = threading.Lock()
+        self._lease_deadline: dict[int, float] = {}
+        self._pending_barrier: asyncio.Future[None] | None = None
+        self._leader_changed: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._duties: asyncio.Task[None] | None = None
+        self._expiring: set[int] = set()
+        # solo: a cluster forced down to this member, taking its peers back one by one.
+        # join: a member with no data joining such a cluster; it must not campaign before
+        # a leader has reached it, or two empty members could elect each other.
+        self.solo = solo
+        self._joined = not join
+        os.makedirs(data_dir, exist_ok=True)
+        conf = raft.make_conf(
+            data_dir=data_dir,
+            secret=secret,
+            election_min=timing.election_min,
+            election_max=timing.election_max,
+            heartbeat=timing.heartbeat,
+            serializer=self._save_dump,
+            deserializer=self._load_dump,
+            on_state_changed=lambda _old, _new: None,
+            log_compaction_entries=log_compaction_entries,
+        )
+        self.node = raft.RaftNode(
+            self_addr=raft_addr, peers=[] if solo else self.peers, conf=conf,
+            on_apply=self._on_apply,
+        )
+        self.journal = raft.install_journal(self.node, data_dir)
+        self.node.addOnTickCallback(self._on_tick)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._leader_changed = loop.create_future()
+        self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
+        self._thread.start()
+        self._duties = loop.create_task(self._leader_duties())
+
+    async def stop(self) -> None:
+        if self._duties is not None:
+            self._duties.cancel()
+            await asyncio.gather(self._duties, return_exceptions=True)
+        self._stopping.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        self.journal.flush_if_dirty()
+        self.node.destroy()
+
+    def _tick_forever(self) -> None:
+        while not self._stopping.is_set():
+            # Entries appended during the previous tick reach the disk before this tick
+            # counts the leader's own copy toward a commit.
+            self.journal.flush_if_dirty()
+            if not self._joined:
+                raft.hold_off_elections(self.node, 1.0)
+            try:
+                self.node.doTick(self.timing.tick)
+            except Exception:
+                log.exception("raft tick failed")
+                time.sleep(self.timing.tick)
+
+    # ---- tick thread side ---------------------------------------------------------------
+
+    def _on_apply(self, data: bytes) -> None:
+        try:
+            cmd = st.decode_command(data)
+        except Exception as e:  # noqa: BLE001 - never raise inside apply (bug 3)
+            log.error("undecodable command: %r", e)
+            return
+        now = time.monotonic()
+        with self.lock:
+            result, events = self.state.apply(cmd)
+            self._track_lease(cmd, result, now)
+            revision = self.state.revision
+        self.applied_total += 1
+        op_id = (str(cmd.get("cid", "")), int(cmd.get("seq", 0)))
+        with self._outbox_lock:
+            self._outbox.append(("applied", op_id, result, revision, events))
+
+    def _track_lease(self, cmd: dict[str, Any], result: st.Result, now: float) -> None:
+        if "error" in result:
+            return
+        op = cmd.get("op")
+        if op in ("lease_grant", "lease_keepalive"):
+            self._lease_deadline[int(result["ID"])] = now + int(result["TTL"])
+        elif op in ("lease_revoke", "lease_expire"):
+            lease_id = int(cmd["req"]["ID"])
+            if lease_id not in self.state.leases:
+                self._lease_deadline.pop(lease_id, None)
+
+    def _save_dump(self, path: str, raft_data: Any) -> None:
+        with self.lock:
+            blob = self.state.dump()
+        raft.write_dump_file(path, blob, raft.pack_raft_entries(raft_data))
+
+    def _load_dump(self, path: str) -> Any:
+        blob, raft_data = raft.read_dump_file(path)
+        new = st.State.load(blob)
+        now = time.monotonic()
+        with self.lock:
+            old_revision = self.state.revision
+            self.state = new
+            self._lease_deadline = {i: now + ls.ttl for i, ls in new.leases.items()}
+        with self._outbox_lock:
+            self._outbox.append(("snapshot", old_revision))
+        return raft.unpack_raft_entries(raft_data)
+
+    def _on_tick(self) -> None:
+        node = self.node
+        leader = raft.leader_address(node)
+        view = self.view
+        if leader != view.leader:
+            view.leader_changes += 1
+        view.term = node.raftCurrentTerm
+        view.commit_index = node.raftCommitIndex
+        view.last_applied = node.raftLastApplied
+        view.is_leader = bool(node._isLeader())
+        changed = leader != view.leader
+        view.leader = leader
+        if leader is not None:
+            self._joined = True
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+        if (batch or changed) and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver, batch, changed)
+
+    # ---- loop side ----------------------------------------------------------------------
+
+    def _deliver(self, batch: list[tuple[Any, ...]], leader_changed: bool) -> None:
+        for item in batch:
+            if item[0] == "applied":
+                _, op_id, result, revision, events = item
+                fut = self._waiters.pop(op_id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(result)
+                if events:
+                    self.hub.publish(revision, events)
+            else:
+                self._after_snapshot(item[1])
+        if leader_changed and self._leader_changed is not None:
+            if not self._leader_changed.done():
+                self._leader_changed.set_result(None)
+            assert self._loop is not None
+            self._leader_changed = self._loop.create_future()
+
+    def _after_snapshot(self, old_revision: int) -> None:
+        """A snapshot replaced the state: replay what it skipped, settle waiters."""
+        with self.lock:
+            try:
+                missed = self.state.events_from(old_revision + 1, b"\0", b"\0")
+            except st.Compacted as e:
+                missed = None
+                compact = e.compact_revision
+            results = self.state.results
+            done = {op_id: results[op_id] for op_id in self._waiters if op_id in results}
+        if missed is None:
+            self.hub.cancel_all(st.ERR_COMPACTED, compact)
+        else:
+            for revision, events in missed:
+                self.hub.publish(revision, events)
+        for op_id, result in done.items():
+            fut = self._waiters.pop(op_id)
+            if not fut.done():
+                fut.set_result(result)
+
+    async def propose(
+        self,
+        op: str,
+        req: dict[str, Any] | None = None,
+        *,
+        term: int | None = None,
+        timeout: float = 10.0,
+    ) -> st.Result:
+        """Commit one command and return its result once this replica has applied it."""
+        loop = asyncio.get_running_loop()
+        op_id = (self.client_id, next(self._seq))
+        cmd: dict[str, Any] = {"op": op, "req": req or {}, "cid": op_id[0], "seq": op_id[1]}
+        if term:
+            cmd["term"] = term
+        data = st.encode_command(cmd)
+        if len(data) > MAX_REQUEST_BYTES + 4096:
+            raise st.StoreError("etcdserver: request is too large")
+        fut: asyncio.Future[st.Result] = loop.create_future()
+        self._waiters[op_id] = fut
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                self.node._entry(data)
+                resubmit_at = loop.time() + RESUBMIT_AFTER
+                while True:
+                    wait = min(deadline, resubmit_at) - loop.time()
+                    if wait <= 0:
+                        break
+                    assert self._leader_changed is not None
+                    await asyncio.wait(
+                        {fut, self._leader_changed}, timeout=wait,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if fut.done():
+                        return fut.result()
+                    if self._leader_changed.done():
+                        await asyncio.sleep(0)  # let _deliver install the next future
+                        break
+                if loop.time() >= deadline:
+                    raise Unavailable("etcdserver: request timed out")
+        finally:
+            self._waiters.pop(op_id, None)
+
+    async def barrier(self, timeout: float = 10.0) -> None:
+        """Wait until this replica has applied everything committed before the call."""
+        loop = asyncio.get_running_loop()
+        if self._pending_barrier is None:
+            self._pending_barrier = loop.create_future()
+            loop.call_soon(self._launch_barrier, timeout)
+        await asyncio.shield(self._pending_barrier)
+
+    def _launch_barrier(self, timeout: float) -> None:
+        fut, self._pending_barrier = self._pending_barrier, None
+        assert fut is not None
+
+        def settle(task: asyncio.Task[st.Result]) -> None:
+            if fut.done():
+                return
+            if task.cancelled():
+                fut.set_exception(Unavailable("etcdserver: read barrier cancelled"))
+            elif task.exception() is not None:
+                fut.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                fut.set_result(None)
+
+        asyncio.ensure_future(self.propose("noop", timeout=timeout)).add_done_callback(settle)
+
+    async def range(self, req: dict[str, Any], *, serializable: bool = False) -> st.Result:
+        if not serializable:
+            await self.barrier()
+        with self.lock:
+            return self.state.range(req)
+
+    def open_watch(
+        self, key: bytes, end: bytes, start_revision: int
+    ) -> tuple[list[tuple[int, list[st.Event]]], Watcher]:
+        """History from `start_revision` and a watcher for everything after it.
+
+        Raises `Compacted` when the start lies below the compaction point.
+        """
+        with self.lock:
+            current = self.state.revision
+            if start_revision and start_revision <= current:
+                history = self.state.events_from(start_revision, key, end)
+            else:
+                history = []
+            watcher = self.hub.add(key, end, max(current + 1, start_revision))
+        return history, watcher
+
+    def lease_ttl(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:
+        """(remaining TTL, granted TTL, keys) as this replica's clock sees it."""
+        with self.lock:
+            lease = self.state.leases.get(lease_id)
+            if lease is None:
+                return None
+            deadline = self._lease_deadline.get(lease_id, time.monotonic() + lease.ttl)
+            remaining = max(0, round(deadline - time.monotonic()))
+            return remaining, lease.ttl, sorted(lease.keys)
+
+    def dump_state(self) -> bytes:
+        with self.lock:
+            return self.state.dump()
+
+    @property
+    def leader_id(self) -> int:
+        leader = self.view.leader
+        return member_id(leader) if leader else 0
+
+    def members(self) -> list[dict[str, Any]]:
+        with self.lock:
+            known = dict(self.state.members)
+        out = []
+        for addr in sorted({self.raft_addr, *self.peers}):
+            info = known.get(addr, {})
+            out.append({
+                "ID": member_id(addr),
+                "name": info.get("name", ""),
+                "peerURLs": [f"http://{addr}"],
+                "clientURLs": [info["api"]] if info.get("api") else [],
+            })
+        return out
+
+    def ready(self) -> bool:
+        view = self.view
+        return view.leader is not None and view.last_applied >= view.commit_index
+
+    # ---- leader duties ------------------------------------------------------------------
+
+    async def _leader_duties(self) -> None:
+        """Lease expiry, automatic compaction and the term fence, while this replica leads."""
+        registered = False
+        led_term = 0
+        next_compact = 0.0
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                if not registered and self.view.leader is not None:
+                    await self.propose("member", {"raft": self.raft_addr, "name": self.name,
+                                                  "api": self.api_url}, timeout=5)
+                    registered = True
+                if not self.view.is_leader:
+                    led_term = 0
+                    continue
+                term = self.view.term
+                if term != led_term:
+                    # The first write of a new leader: fences off every older leader's
+                    # stamped writes, and restarts every lease countdown from now.
+                    await self.propose("noop", term=term, timeout=5)
+                    now = time.monotonic()
+                    with self.lock:
+                        self._lease_deadline = {
+                            i: now + ls.ttl for i, ls in self.state.leases.items()
+                        }
+                    led_term = term
+                self._expire_due_leases(term)
+                if self.solo:
+                    await self._take_back_peers()
+                now = time.monotonic()
+                if now >= next_compact:
+                    next_compact = now + 5.0
+                    await self._auto_compact(term)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - duties retry on the next round
+                log.info("leader duties: %s", e)
+
+    def _expire_due_leases(self, term: int) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = [
+                (i, self.state.leases[i].renewals)
+                for i, deadline in self._lease_deadline.items()
+                if deadline <= now and i in self.state.leases and i not in self._expiring
+            ]
+        for lease_id, renewals in due:
+            self._expiring.add(lease_id)
+            task = asyncio.ensure_future(self.propose(
+                "lease_expire", {"ID": lease_id, "renewals": renewals}, term=term, timeout=5))
+            task.add_done_callback(self._expired_callback(lease_id))
+
+    def _expired_callback(self, lease_id: int) -> Callable[[asyncio.Future[st.Result]], None]:
+        def done(task: asyncio.Future[st.Result]) -> None:
+            self._expiring.discard(lease_id)
+            if not task.cancelled():
+                task.exception()  # retrieved: a failed expiry is retried next round
+
+        return done
+
+    async def _take_back_peers(self) -> None:
+        """Solo mode: add each configured peer that answers on its Raft port, one a time."""
+        loop = asyncio.get_running_loop()
+        for peer in self.peers:
+            if peer in raft.member_addresses(self.node):
+                continue
+            host, _, port = peer.rpartition(":")
+            try:
+                _r, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 0.5)
+                w.close()
+            except (OSError, TimeoutError):
+                return
+            added: asyncio.Future[Any] = loop.create_future()
+
+            def done(result: Any, err: Any, fut: asyncio.Future[Any] = added) -> None:
+                loop.call_soon_threadsafe(
+                    lambda: fut.done() or fut.set_result(err))
+
+            raft.add_member(self.node, peer, done)
+            err = await asyncio.wait_for(added, 10)
+            log.warning("solo cluster: adding member %s: %s", peer, err)
+            return  # one membership change at a time
+        self.solo = False
+        recovery.end_solo(self.data_dir)
+        log.warning("solo cluster: every configured peer is back")
+
+    async def _auto_compact(self, term: int) -> None:
+        with self.lock:
+            target = self.state.revision - self.history_revisions
+            compacted = self.state.compact_revision
+        if target > compacted and target > 1:
+            await self.propose("compact", {"revision": target}, term=term, timeout=5)
