@@ -146,7 +146,7 @@ def wait_for_leader(servers: list[str], token: str, *, timeout: float) -> str:
         leaders = [s.get("leader") for s in (status_of(u, token) for u in servers) if s]
         agreed = [x for x in leaders if x and x != "0"]
         if agreed and len(agreed) > len(servers) // 2 and len(set(agreed)) == 1:
-            return agreed[0]
+            return str(agreed[0])
         time.sleep(0.1)
     raise ClientError(f"no leader elected within {timeout:.0f}s; see the logs/ directory")
 

@@ -73,6 +73,12 @@ def cluster_id(raft_addrs: list[str]) -> int:
 
 
 @dataclass
+class Pending:
+    data: bytes
+    submitted: float
+
+
+@dataclass
 class RaftView:
     """What the tick thread last saw of Raft, for the loop side to read without locks."""
 
@@ -121,7 +127,7 @@ class Replica:
         self._outbox_lock = threading.Lock()
         self._lease_deadline: dict[int, float] = {}
         self._pending_barrier: asyncio.Future[None] | None = None
-        self._leader_changed: asyncio.Future[None] | None = None
+        self._pending: dict[tuple[str, int], Pending] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,7 +161,6 @@ class Replica:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._leader_changed = loop.create_future()
         self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
         self._thread.start()
         self._duties = loop.create_task(self._leader_duties())
@@ -231,6 +236,7 @@ class Replica:
 
     def _on_tick(self) -> None:
         node = self.node
+        node.flush_appends()
         leader = raft.leader_address(node)
         view = self.view
         if leader != view.leader:
@@ -261,11 +267,8 @@ class Replica:
                     self.hub.publish(revision, events)
             else:
                 self._after_snapshot(item[1])
-        if leader_changed and self._leader_changed is not None:
-            if not self._leader_changed.done():
-                self._leader_changed.set_result(None)
-            assert self._loop is not None
-            self._leader_changed = self._loop.create_future()
+        if leader_changed and self.view.leader is not None:
+            self._resubmit(older_than=0.0)
 
     def _after_snapshot(self, old_revision: int) -> None:
         """A snapshot replaced the state: replay what it skipped, settle waiters."""
@@ -306,29 +309,24 @@ class Replica:
             raise st.StoreError("etcdserver: request is too large")
         fut: asyncio.Future[st.Result] = loop.create_future()
         self._waiters[op_id] = fut
-        deadline = loop.time() + timeout
+        self._pending[op_id] = Pending(data, loop.time())
+        self.node.submit(data)
         try:
-            while True:
-                self.node._entry(data)
-                resubmit_at = loop.time() + RESUBMIT_AFTER
-                while True:
-                    wait = min(deadline, resubmit_at) - loop.time()
-                    if wait <= 0:
-                        break
-                    assert self._leader_changed is not None
-                    await asyncio.wait(
-                        {fut, self._leader_changed}, timeout=wait,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                    if fut.done():
-                        return fut.result()
-                    if self._leader_changed.done():
-                        await asyncio.sleep(0)  # let _deliver install the next future
-                        break
-                if loop.time() >= deadline:
-                    raise Unavailable("etcdserver: request timed out")
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Unavailable("etcdserver: request timed out") from None
         finally:
             self._waiters.pop(op_id, None)
+            self._pending.pop(op_id, None)
+
+    def _resubmit(self, *, older_than: float) -> None:
+        """Submit again what may have been lost with a leader; the state dedups copies."""
+        assert self._loop is not None
+        now = self._loop.time()
+        for p in self._pending.values():
+            if now - p.submitted >= older_than:
+                p.submitted = now
+                self.node.submit(p.data)
 
     async def barrier(self, timeout: float = 10.0) -> None:
         """Wait until this replica has applied everything committed before the call."""
@@ -422,6 +420,7 @@ class Replica:
         next_compact = 0.0
         while True:
             await asyncio.sleep(0.1)
+            self._resubmit(older_than=RESUBMIT_AFTER)
             try:
                 if not registered and self.view.leader is not None:
                     await self.propose("member", {"raft": self.raft_addr, "name": self.name,
@@ -490,8 +489,11 @@ class Replica:
             added: asyncio.Future[Any] = loop.create_future()
 
             def done(result: Any, err: Any, fut: asyncio.Future[Any] = added) -> None:
-                loop.call_soon_threadsafe(
-                    lambda: fut.done() or fut.set_result(err))
+                def settle() -> None:
+                    if not fut.done():
+                        fut.set_result(err)
+
+                loop.call_soon_threadsafe(settle)
 
             raft.add_member(self.node, peer, done)
             err = await asyncio.wait_for(added, 10)

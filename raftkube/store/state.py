@@ -365,8 +365,9 @@ class State:
         for cmp in req.get("compare", []):
             key = cmp.get("key", b"")
             end = cmp.get("range_end", b"")
-            kvs = list(self._iter_current(key, end)) if end else [self.kvs.get(key)]
-            if not kvs and end:
+            kvs: list[KeyValue | None] = (
+                list(self._iter_current(key, end)) if end else [self.kvs.get(key)])
+            if not kvs:
                 kvs = [None]
             if not all(_compare_holds(cmp, kv) for kv in kvs):
                 succeeded = False
@@ -506,16 +507,15 @@ class State:
 
     @staticmethod
     def _filter(kvs: list[KeyValue], req: dict[str, Any]) -> list[KeyValue]:
-        bounds = [
-            ("min_mod_revision", lambda kv: kv.mod_revision, 1),
-            ("max_mod_revision", lambda kv: kv.mod_revision, -1),
-            ("min_create_revision", lambda kv: kv.create_revision, 1),
-            ("max_create_revision", lambda kv: kv.create_revision, -1),
-        ]
-        for name, get, sign in bounds:
+        for name, field, sign in (
+            ("min_mod_revision", "mod_revision", 1),
+            ("max_mod_revision", "mod_revision", -1),
+            ("min_create_revision", "create_revision", 1),
+            ("max_create_revision", "create_revision", -1),
+        ):
             bound = int(req.get(name, 0))
             if bound:
-                kvs = [kv for kv in kvs if (get(kv) - bound) * sign >= 0]
+                kvs = [kv for kv in kvs if (getattr(kv, field) - bound) * sign >= 0]
         return kvs
 
     def events_from(
@@ -540,7 +540,7 @@ class State:
 
     def dump(self) -> bytes:
         """The whole state as msgpack (never pickle: a snapshot crosses the network)."""
-        return msgpack.packb(
+        blob: bytes = msgpack.packb(
             {
                 "v": 1,
                 "revision": self.revision,
@@ -559,6 +559,7 @@ class State:
             },
             use_bin_type=True,
         )
+        return blob
 
     @classmethod
     def load(cls, data: bytes) -> State:
@@ -584,7 +585,8 @@ class State:
 
 
 def encode_command(command: dict[str, Any]) -> bytes:
-    return msgpack.packb(command, use_bin_type=True)
+    data: bytes = msgpack.packb(command, use_bin_type=True)
+    return data
 
 
 def decode_command(data: bytes) -> dict[str, Any]:
