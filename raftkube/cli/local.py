@@ -93,6 +93,17 @@ def master_argv(m: dict[str, Any], layout: dict[str, Any], state_dir: str,
     return argv + extra
 
 
+# Members started by this process. `rk up` exits right after starting them, but a
+# long-lived caller (a test harness) keeps them here so that they are reaped when they die.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def reap() -> None:
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+
+
 def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> int:
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
@@ -103,6 +114,7 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> i
         master_argv(m, layout, state_dir, extra or []), stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
+    _children.append(proc)
     _write(os.path.join(state_dir, "pids", f"{name}.pid"), f"{proc.pid}\n")
     return proc.pid
 
@@ -177,6 +189,7 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
 
 
 def _running(pid: int) -> bool:
+    reap()
     try:
         os.kill(pid, 0)
     except OSError:

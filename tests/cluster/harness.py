@@ -1,0 +1,196 @@
+"""A controller for real `rk master` processes on loopback, for cluster tests and chaos.
+
+It starts members through `rk up`'s own code (so the tests exercise what users run),
+kills them with real signals, and talks to them over the etcd JSON API with aiohttp.
+Waiting is always on a predicate with a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import yaml
+
+from raftkube.cli import local
+from raftkube.store.replica import member_id
+
+
+def b64(b: bytes | str) -> str:
+    return base64.b64encode(b.encode() if isinstance(b, str) else b).decode()
+
+
+def unb64(s: str | None) -> bytes:
+    return base64.b64decode(s or "")
+
+
+class RequestFailed(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class Cluster:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = str(state_dir)
+        self.session: aiohttp.ClientSession | None = None
+
+    # ---- processes ----------------------------------------------------------------------
+
+    def up(self) -> None:
+        local.up(state_dir=self.state_dir, masters=3, agents=0)
+        with open(os.path.join(self.state_dir, "config.yaml")) as f:
+            cfg = yaml.safe_load(f)
+        self.token = cfg["token"]
+        layout = local.load_layout(self.state_dir, 3)
+        self.members = {m["name"]: m for m in layout["masters"]}
+        self.url = {name: f"http://{m['api']}" for name, m in self.members.items()}
+        self.by_id = {str(member_id(m["raft"])): name for name, m in self.members.items()}
+
+    def down(self) -> None:
+        local.down(state_dir=self.state_dir)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.members)
+
+    def pid(self, name: str) -> int | None:
+        return local.pid_alive(os.path.join(self.state_dir, "pids", f"{name}.pid"))
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        pid = self.pid(name)
+        assert pid is not None, f"{name} is not running"
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 10
+        while local._running(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def start(self, name: str, extra: list[str] | None = None) -> None:
+        local.start_member(self.state_dir, name, extra)
+
+    def data_dir(self, name: str) -> str:
+        return os.path.join(self.state_dir, "data", name)
+
+    def log(self, name: str) -> str:
+        with open(os.path.join(self.state_dir, "logs", f"{name}.log")) as f:
+            return f.read()
+
+    # ---- API ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Cluster:
+        self.session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.token}"},
+            connector=aiohttp.TCPConnector(limit=200))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def call(self, name: str, path: str, body: dict[str, Any] | None = None, *,
+                   timeout: float = 5.0, headers: dict[str, str] | None = None) -> Any:
+        assert self.session is not None
+        async with self.session.post(
+                self.url[name] + path, json=body or {}, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status != 200:
+                raise RequestFailed(resp.status, data)
+            return data
+
+    async def put(self, name: str, key: str, value: str, **kw: Any) -> int:
+        resp = await self.call(name, "/v3/kv/put", {"key": b64(key), "value": b64(value)}, **kw)
+        return int(resp["header"]["revision"])
+
+    async def get_prefix(self, name: str, prefix: str, *,
+                         serializable: bool = False) -> dict[str, tuple[str, int]]:
+        from raftkube.store.state import prefix_end
+
+        resp = await self.call(name, "/v3/kv/range", {
+            "key": b64(prefix), "range_end": b64(prefix_end(prefix.encode())),
+            "serializable": serializable})
+        return {unb64(kv["key"]).decode(): (unb64(kv.get("value")).decode(),
+                                            int(kv["mod_revision"]))
+                for kv in resp.get("kvs", [])}
+
+    async def status(self, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.call(name, "/v3/maintenance/status",
+                                                     timeout=1.0)
+            return result
+        except (aiohttp.ClientError, TimeoutError, RequestFailed):
+            return None
+
+    async def leader(self, *, among: list[str] | None = None, timeout: float = 15.0) -> str:
+        """The member a majority of `among` agree leads, once they do."""
+        among = among or self.names
+
+        async def agreed() -> str | None:
+            statuses = await asyncio.gather(*(self.status(n) for n in among))
+            leaders = [s["leader"] for s in statuses if s and s.get("leader") not in (None, "0")]
+            if len(leaders) >= 2 and len(set(leaders)) == 1 and leaders[0] in self.by_id:
+                name = self.by_id[leaders[0]]
+                return name if name in among else None
+            return None
+
+        return await wait_for(agreed, timeout=timeout, what="a leader")
+
+    async def put_anywhere(self, key: str, value: str, *, among: list[str],
+                           deadline: float) -> int:
+        """Put through whichever member answers, retrying until `deadline` (monotonic)."""
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for name in among:
+                try:
+                    return await self.put(name, key, value, timeout=2.0)
+                except (aiohttp.ClientError, TimeoutError, RequestFailed) as e:
+                    last = e
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"put {key} not acknowledged: {last}")
+
+
+async def wait_for(pred: Callable[[], Awaitable[Any]], *, timeout: float, what: str,
+                   every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await pred()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+class Writer:
+    """Writes `prefix/N` keys in a loop through the given members; records what was acked."""
+
+    def __init__(self, cluster: Cluster, prefix: str, among: list[str]) -> None:
+        self.cluster = cluster
+        self.prefix = prefix
+        self.among = list(among)
+        self.acked: dict[str, int] = {}
+        self.ack_times: list[float] = []
+        self._stop = asyncio.Event()
+        self._n = 0
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            key = f"{self.prefix}/{self._n:06d}"
+            self._n += 1
+            try:
+                rev = await self.cluster.put_anywhere(
+                    key, f"v{self._n}", among=self.among, deadline=time.monotonic() + 20)
+            except TimeoutError:
+                continue
+            self.acked[key] = rev
+            self.ack_times.append(time.monotonic())
+
+    def stop(self) -> None:
+        self._stop.set()
