@@ -127,16 +127,14 @@ def snapshot_save(file: str) -> None:
 @snapshot.command("restore")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False))
-@click.option("--raft", "raft_addr", default="127.0.0.1:0", metavar="HOST:PORT",
-              help="The Raft address the restored member will use.")
-def snapshot_restore(file: str, data_dir: str, raft_addr: str) -> None:
+def snapshot_restore(file: str, data_dir: str) -> None:
     """Make a fresh data dir from a snapshot (do it for every member)."""
     from raftkube.store import recovery
 
     with open(file, "rb") as f:
         data = f.read()
     try:
-        state = recovery.restore_snapshot(snapshot=data, data_dir=data_dir, self_addr=raft_addr)
+        state = recovery.restore_snapshot(snapshot=data, data_dir=data_dir)
     except (recovery.RecoveryError, ValueError) as e:
         fail(str(e))
     click.echo(f"restored revision {state.revision} ({len(state.kvs)} keys) into {data_dir}")

@@ -53,7 +53,7 @@ async def serve(
     for p in peers:
         split_hostport(p, "--peer")
     if force_new_cluster:
-        recovery.force_new_cluster(data_dir=data_dir, self_addr=raft_addr)
+        recovery.force_new_cluster(data_dir=data_dir)
         log.warning("forced a new one-member cluster from %s; peers rejoin with empty data",
                     data_dir)
     replica = Replica(

@@ -251,9 +251,10 @@ def pack_raft_entries(raft_data: Any) -> list[Any]:
     return [list(last), list(before), sorted(str(n.address) for n in cluster)]
 
 
-def unpack_raft_entries(packed: list[Any]) -> tuple[Any, Any, Any]:
+def unpack_raft_entries(packed: list[Any], *, configured: list[str]) -> tuple[Any, Any, Any]:
+    """The inverse; a dump made by restore or force names no cluster: use the flags'."""
     last, before, cluster = packed
-    return tuple(last), tuple(before), {TCPNode(a) for a in cluster}
+    return tuple(last), tuple(before), {TCPNode(a) for a in (cluster or configured)}
 
 
 def write_dump_file(path: str, state_blob: bytes, raft_data: list[Any]) -> None:
@@ -270,9 +271,10 @@ def read_dump_file(path: str) -> tuple[bytes, list[Any]]:
     return raw["state"], raw["raft"]
 
 
-def fresh_raft_entries(self_addr: str) -> list[Any]:
-    """Raft entries for a data dir made by `rk snapshot restore`: two no-ops, term 1."""
-    return [[NO_OP, 2, 1], [NO_OP, 1, 1], [self_addr]]
+def fresh_raft_entries() -> list[Any]:
+    """Raft entries for a data dir made by restore or force: two no-ops of term 1, and no
+    cluster, so that the member's own flags say who its peers are."""
+    return [[NO_OP, 2, 1], [NO_OP, 1, 1], []]
 
 
 def journal_commands(path: str, *, after_index: int) -> list[bytes]:

@@ -42,22 +42,22 @@ def has_data(data_dir: str) -> bool:
     return any(os.path.exists(os.path.join(data_dir, n)) for n in ("journal", "dump"))
 
 
-def _write_fresh(data_dir: str, state: st.State, self_addr: str) -> None:
+def _write_fresh(data_dir: str, state: st.State) -> None:
     state.max_term = 0
     state.members = {}
     os.makedirs(data_dir, exist_ok=True)
     path = os.path.join(data_dir, "dump")
-    raft.write_dump_file(path + ".tmp", state.dump(), raft.fresh_raft_entries(self_addr))
+    raft.write_dump_file(path + ".tmp", state.dump(), raft.fresh_raft_entries())
     os.replace(path + ".tmp", path)
     raft.fsync_dir(data_dir)
 
 
-def restore_snapshot(*, snapshot: bytes, data_dir: str, self_addr: str) -> st.State:
+def restore_snapshot(*, snapshot: bytes, data_dir: str) -> st.State:
     if has_data(data_dir):
         raise RecoveryError(f"snapshot restore: {data_dir} already holds a member's data; "
                             "restore into an empty directory")
     state = st.State.load(split_snapshot(snapshot))
-    _write_fresh(data_dir, state, self_addr)
+    _write_fresh(data_dir, state)
     return state
 
 
@@ -77,7 +77,7 @@ def local_state(data_dir: str) -> st.State:
     return state
 
 
-def force_new_cluster(*, data_dir: str, self_addr: str) -> st.State:
+def force_new_cluster(*, data_dir: str) -> st.State:
     if not has_data(data_dir):
         raise RecoveryError(f"--force-new-cluster: {data_dir} holds no member data")
     state = local_state(data_dir)
@@ -86,7 +86,7 @@ def force_new_cluster(*, data_dir: str, self_addr: str) -> st.State:
     for name in os.listdir(data_dir):
         if name.startswith(("journal", "dump")):
             shutil.move(os.path.join(data_dir, name), os.path.join(backup, name))
-    _write_fresh(data_dir, state, self_addr)
+    _write_fresh(data_dir, state)
     with open(os.path.join(data_dir, SOLO_MARKER), "w") as f:
         f.write("forced new cluster; peers rejoin through membership changes\n")
     return state

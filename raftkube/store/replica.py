@@ -232,7 +232,8 @@ class Replica:
             self._lease_deadline = {i: now + ls.ttl for i, ls in new.leases.items()}
         with self._outbox_lock:
             self._outbox.append(("snapshot", old_revision))
-        return raft.unpack_raft_entries(raft_data)
+        configured = [self.raft_addr] + ([] if self.solo else self.peers)
+        return raft.unpack_raft_entries(raft_data, configured=configured)
 
     def _on_tick(self) -> None:
         node = self.node
