@@ -1,0 +1,3 @@
+from tests.cluster.conftest import cluster
+
+__all__ = ["cluster"]
