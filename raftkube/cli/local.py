@@ -82,6 +82,7 @@ def pid_alive(pid_file: str) -> int | None:
 
 def master_argv(m: dict[str, Any], layout: dict[str, Any], state_dir: str,
                 extra: list[str]) -> list[str]:
+    extra = list(layout.get("master_args", [])) + extra
     argv = [sys.executable, "-m", "raftkube.cli", "master", "--name", m["name"],
             "--api", m["api"], "--raft", m["raft"],
             "--data-dir", os.path.join(state_dir, "data", m["name"]),
@@ -119,13 +120,17 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> i
     return proc.pid
 
 
-def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0) -> list[str]:
+def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
+       master_args: list[str] | None = None) -> list[str]:
     if masters not in (1, 3, 5):
         raise ClientError("--masters: must be 1, 3 or 5")
     if agents:
         raise ClientError("--agents: node agents are not implemented yet; use --agents 0")
     state_dir = os.path.abspath(state_dir)
     layout = load_layout(state_dir, masters)
+    if master_args is not None:
+        layout["master_args"] = master_args
+        _write(os.path.join(state_dir, "cluster.yaml"), yaml.safe_dump(layout))
     started = []
     for m in layout["masters"]:
         if pid_alive(os.path.join(state_dir, "pids", f"{m['name']}.pid")) is None:

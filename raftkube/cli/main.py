@@ -47,12 +47,14 @@ def main() -> None:
               help="Revisions kept for reads of the past and watches (auto-compaction).")
 @click.option("--force-new-cluster", is_flag=True,
               help="After quorum loss: start a one-member cluster from this member's data.")
+@click.option("--unsafe-no-fsync", is_flag=True, hidden=True,
+              help="Never flush the journal (only to measure what durability costs).")
 @click.option("--initial-cluster-state", type=click.Choice(["new", "existing"]),
               default="new", show_default=True,
               help="'existing' when an empty member joins a running (forced) cluster.")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, election_timeout: str, heartbeat: float,
-           history_revisions: int, force_new_cluster: bool,
+           history_revisions: int, force_new_cluster: bool, unsafe_no_fsync: bool,
            initial_cluster_state: str) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
@@ -68,7 +70,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
               data_dir=data_dir, token=token, secret=secret, timing=timing,
               history_revisions=history_revisions, force_new_cluster=force_new_cluster,
-              join=initial_cluster_state == "existing")
+              join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
     except ValueError as e:
         fail(str(e))
 
@@ -77,10 +79,13 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
 @click.option("--masters", default=3, show_default=True, type=int)
 @click.option("--agents", default=0, show_default=True, type=int)
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
-def up(masters: int, agents: int, state_dir: str) -> None:
+@click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
+              help="Extra argument for every `rk master` (kept for later `rk up` runs).")
+def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...]) -> None:
     """Start a local HA cluster (or the members of it that are not running)."""
     try:
-        started = local.up(state_dir=state_dir, masters=masters, agents=agents)
+        started = local.up(state_dir=state_dir, masters=masters, agents=agents,
+                           master_args=list(master_args) or None)
     except cl.ClientError as e:
         fail(str(e))
     for name in started:

@@ -47,6 +47,7 @@ async def serve(
     history_revisions: int,
     force_new_cluster: bool,
     join: bool,
+    sync: bool = True,
 ) -> None:
     api_host, api_port = split_hostport(api, "--api")
     split_hostport(raft_addr, "--raft")
@@ -60,7 +61,7 @@ async def serve(
         name=name, raft_addr=raft_addr, peers=peers, api_url=f"http://{api}",
         data_dir=data_dir, secret=secret, timing=timing, history_revisions=history_revisions,
         solo=force_new_cluster or recovery.is_solo(data_dir),
-        join=join and not recovery.has_data(data_dir),
+        join=join and not recovery.has_data(data_dir), sync=sync,
     )
     loop = asyncio.get_running_loop()
     replica.start(loop)

@@ -105,6 +105,7 @@ class Replica:
         log_compaction_entries: int = 20_000,
         solo: bool = False,
         join: bool = False,
+        sync: bool = True,
     ) -> None:
         self.name = name
         self.raft_addr = raft_addr
@@ -154,7 +155,7 @@ class Replica:
             self_addr=raft_addr, peers=[] if solo else self.peers, conf=conf,
             on_apply=self._on_apply,
         )
-        self.journal = raft.install_journal(self.node, data_dir)
+        self.journal = raft.install_journal(self.node, data_dir, sync=sync)
         self.node.addOnTickCallback(self._on_tick)
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -238,6 +239,7 @@ class Replica:
     def _on_tick(self) -> None:
         node = self.node
         node.flush_appends()
+        self.journal.flush_if_dirty()  # while the followers write their copies
         leader = raft.leader_address(node)
         view = self.view
         if leader != view.leader:
