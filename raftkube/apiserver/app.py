@@ -73,6 +73,14 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = await handler(request)
         status = resp.status
         return resp
+    except web.HTTPRequestEntityTooLarge:
+        status = 413
+        return web.json_response(
+            {"error": "etcdserver: request is too large", "message":
+             "etcdserver: request is too large", "code": 3}, status=413)
+    except web.HTTPException as e:
+        status = e.status
+        raise
     except ej.BadRequest as e:
         status = 400
         return grpc_error(str(e), "InvalidArgument")
@@ -83,11 +91,6 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Unavailable as e:
         status = 503
         return grpc_error(str(e), "Unavailable")
-    except web.HTTPRequestEntityTooLarge:
-        status = 413
-        return web.json_response(
-            {"error": "etcdserver: request is too large", "message":
-             "etcdserver: request is too large", "code": 3}, status=413)
     finally:
         m.observe(request.method, path, status, time.perf_counter() - started)
 
@@ -104,7 +107,7 @@ async def read_json(request: web.Request) -> Any:
         raise ej.BadRequest("body", f"malformed JSON: {e}") from None
 
 
-def fence_term(request: web.Request) -> int | None:
+def fence_term(request: web.Request, replica: Replica) -> int | None:
     raw = request.headers.get(TERM_HEADER)
     if raw is None:
         return None
@@ -114,6 +117,10 @@ def fence_term(request: web.Request) -> int | None:
         raise ej.BadRequest(TERM_HEADER, f"expected an integer, got {raw!r}") from None
     if term <= 0:
         raise ej.BadRequest(TERM_HEADER, "must be a positive Raft term")
+    if term > replica.view.term:
+        # A term no leader has had yet would fence off every real leader's writes.
+        raise ej.BadRequest(TERM_HEADER, f"term {term} is newer than this member's "
+                                         f"Raft term {replica.view.term}")
     return term
 
 
@@ -163,35 +170,35 @@ class EtcdApi:
         if not req["key"]:
             raise ej.BadRequest("key", "must not be empty")
         check_size(req)
-        result = await self.r.propose("put", req, term=fence_term(request))
+        result = await self.r.propose("put", req, term=fence_term(request, self.r))
         return self.answer(result, ej.put_json(result) if "error" not in result else {})
 
     async def deleterange(self, request: web.Request) -> web.Response:
         req = ej.delete_request(await read_json(request))
         if not req["key"]:
             raise ej.BadRequest("key", "must not be empty")
-        result = await self.r.propose("delete_range", req, term=fence_term(request))
+        result = await self.r.propose("delete_range", req, term=fence_term(request, self.r))
         return self.answer(result, ej.delete_json(result) if "error" not in result else {})
 
     async def txn(self, request: web.Request) -> web.Response:
         req = ej.txn_request(await read_json(request))
         st.check_txn(req)
         check_size(req)
-        result = await self.r.propose("txn", req, term=fence_term(request))
+        result = await self.r.propose("txn", req, term=fence_term(request, self.r))
         if "error" in result:
             return self.answer(result, {})
         return self.answer(result, ej.txn_json(result, self.header(result["revision"])))
 
     async def compaction(self, request: web.Request) -> web.Response:
         body = ej.obj(await read_json(request))
-        revision = ej.int64(body, "revision", "", minimum=1)
+        revision = ej.int64(body, "revision", "", minimum=1, required=True)
         result = await self.r.propose("compact", {"revision": revision},
-                                      term=fence_term(request))
+                                      term=fence_term(request, self.r))
         return self.answer(result, {})
 
     async def lease_grant(self, request: web.Request) -> web.Response:
         body = ej.obj(await read_json(request))
-        ttl = ej.int64(body, "TTL", "", minimum=1)
+        ttl = ej.int64(body, "TTL", "", minimum=1, required=True)
         lease_id = ej.int64(body, "ID", "", minimum=0)
         lease_id = lease_id or secrets.randbits(62) + 1
         granted = max(ttl, MIN_LEASE_TTL)
@@ -202,13 +209,13 @@ class EtcdApi:
 
     async def lease_revoke(self, request: web.Request) -> web.Response:
         body = ej.obj(await read_json(request))
-        lease_id = ej.int64(body, "ID", "", minimum=1)
+        lease_id = ej.int64(body, "ID", "", minimum=1, required=True)
         result = await self.r.propose("lease_revoke", {"ID": lease_id})
         return self.answer(result, {})
 
     async def lease_keepalive(self, request: web.Request) -> web.Response:
         body = ej.obj(await read_json(request))
-        lease_id = ej.int64(body, "ID", "", minimum=1)
+        lease_id = ej.int64(body, "ID", "", minimum=1, required=True)
         result = await self.r.propose("lease_keepalive", {"ID": lease_id})
         if "error" in result:
             return self.answer(result, {})
@@ -219,7 +226,7 @@ class EtcdApi:
 
     async def lease_timetolive(self, request: web.Request) -> web.Response:
         body = ej.obj(await read_json(request))
-        lease_id = ej.int64(body, "ID", "", minimum=1)
+        lease_id = ej.int64(body, "ID", "", minimum=1, required=True)
         want_keys = ej.boolean(body, "keys", "")
         await self.r.barrier()
         info = self.r.lease_ttl(lease_id)
@@ -283,7 +290,7 @@ class EtcdApi:
         filters = create.get("filters") or []
         if not isinstance(filters, list):
             raise ej.BadRequest(path + "filters", "expected a list")
-        dropped = {ej.enum({"f": f}, "f", f"{path}filters[{i}]", ej.WATCH_FILTERS)
+        dropped = {ej.enum({f"filters[{i}]": f}, f"filters[{i}]", path, ej.WATCH_FILTERS)
                    for i, f in enumerate(filters)}
         drop_types = {"NOPUT": st.PUT, "NODELETE": st.DELETE}
         skip = {drop_types[f] for f in dropped}

@@ -46,9 +46,12 @@ def b64(body: dict[str, Any], name: str, path: str) -> bytes:
         raise BadRequest(path + name, "not valid base64") from None
 
 
-def int64(body: dict[str, Any], name: str, path: str, *, minimum: int | None = None) -> int:
+def int64(body: dict[str, Any], name: str, path: str, *, minimum: int | None = None,
+          required: bool = False) -> int:
     raw = body.get(name)
     if raw is None:
+        if required:
+            raise BadRequest(path + name, "required")
         return 0
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise BadRequest(path + name, f"expected an integer, got {type(raw).__name__}")
@@ -141,16 +144,21 @@ def compare(body: Any, path: str) -> dict[str, Any]:
 def txn_request(body: Any, path: str = "") -> dict[str, Any]:
     body = obj(body, path.rstrip("."))
     out: dict[str, Any] = {}
-    compares = body.get("compare") or []
-    if not isinstance(compares, list):
-        raise BadRequest(path + "compare", "expected a list")
+    compares = listed(body, "compare", path)
     out["compare"] = [compare(c, f"{path}compare[{i}].") for i, c in enumerate(compares)]
     for branch in ("success", "failure"):
-        ops = body.get(branch) or []
-        if not isinstance(ops, list):
-            raise BadRequest(path + branch, "expected a list")
+        ops = listed(body, branch, path)
         out[branch] = [request_op(op, f"{path}{branch}[{i}].") for i, op in enumerate(ops)]
     return out
+
+
+def listed(body: dict[str, Any], name: str, path: str) -> list[Any]:
+    raw = body.get(name)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise BadRequest(path + name, f"expected a list, got {type(raw).__name__}")
+    return raw
 
 
 def request_op(body: Any, path: str) -> dict[str, Any]:

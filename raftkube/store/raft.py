@@ -169,6 +169,15 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     def _entry(self, data: bytes) -> None:
         self._on_apply(data)
 
+    def close(self) -> None:
+        """Stop the node (the tick thread must have stopped) and release its descriptors."""
+        self.destroy()
+        for fd in (self._wake._PipeNotifier__pipeR, self._wake._PipeNotifier__pipeW):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def submit(self, data: bytes) -> None:
         """Queue a command from any thread and wake the tick thread at once."""
         self._entry(data)

@@ -174,7 +174,7 @@ class Replica:
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
         self.journal.flush_if_dirty()
-        self.node.destroy()
+        self.node.close()
 
     def _tick_forever(self) -> None:
         while not self._stopping.is_set():
