@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import json
 import os
 import signal
 import time
@@ -97,8 +99,11 @@ class Cluster:
     async def call(self, name: str, path: str, body: dict[str, Any] | None = None, *,
                    timeout: float = 5.0, headers: dict[str, str] | None = None) -> Any:
         assert self.session is not None
+        # A BytesIO body: aiohttp warns about sending large bytes in one piece.
+        data = io.BytesIO(json.dumps(body or {}).encode())
         async with self.session.post(
-                self.url[name] + path, json=body or {}, headers=headers,
+                self.url[name] + path, data=data,
+                headers={"Content-Type": "application/json", **(headers or {})},
                 timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             data = await resp.json(content_type=None)
             if resp.status != 200:
