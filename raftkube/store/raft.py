@@ -163,7 +163,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
         self._sent_log_index = 0
         self._sent_commit_index = 0
-        self._wake = PipeNotifier(self._poller)
+        # Cleared when the poller drains the pipe, before the tick that takes the queued
+        # commands, so a command submitted after that always sends a new wake-up.
+        self._wake_pending = False
+        self._wake = PipeNotifier(self._poller, self._woken)
 
     @replicated  # type: ignore[untyped-decorator]
     def _entry(self, data: bytes) -> None:
@@ -178,13 +181,18 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             except OSError:
                 pass
 
+    def _woken(self) -> None:
+        self._wake_pending = False
+
     def submit(self, data: bytes) -> None:
         """Queue a command from any thread and wake the tick thread at once."""
         self._entry(data)
-        try:
-            self._wake.notify()
-        except BlockingIOError:
-            pass  # the pipe is full of wake-ups already
+        if not self._wake_pending:  # one wake-up per tick is enough
+            self._wake_pending = True
+            try:
+                self._wake.notify()
+            except BlockingIOError:
+                pass  # the pipe is full of wake-ups already
 
     def flush_appends(self) -> None:
         """On the leader, at the end of a tick: replicate new entries and commit index."""
