@@ -77,7 +77,7 @@ def pid_alive(pid_file: str) -> int | None:
                 return None
     except OSError:
         return None
-    return pid
+    return pid if _running(pid) else None
 
 
 def master_argv(m: dict[str, Any], layout: dict[str, Any], state_dir: str,

@@ -47,6 +47,8 @@ def main() -> None:
               help="Revisions kept for reads of the past and watches (auto-compaction).")
 @click.option("--force-new-cluster", is_flag=True,
               help="After quorum loss: start a one-member cluster from this member's data.")
+@click.option("--log-compaction-entries", default=20_000, show_default=True, type=int,
+              help="Raft log entries between snapshots of the state.")
 @click.option("--unsafe-no-fsync", is_flag=True, hidden=True,
               help="Never flush the journal (only to measure what durability costs).")
 @click.option("--initial-cluster-state", type=click.Choice(["new", "existing"]),
@@ -54,8 +56,8 @@ def main() -> None:
               help="'existing' when an empty member joins a running (forced) cluster.")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, election_timeout: str, heartbeat: float,
-           history_revisions: int, force_new_cluster: bool, unsafe_no_fsync: bool,
-           initial_cluster_state: str) -> None:
+           history_revisions: int, log_compaction_entries: int, force_new_cluster: bool,
+           unsafe_no_fsync: bool, initial_cluster_state: str) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
     from raftkube.store.replica import Timing
@@ -70,6 +72,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
               data_dir=data_dir, token=token, secret=secret, timing=timing,
               history_revisions=history_revisions, force_new_cluster=force_new_cluster,
+              log_compaction_entries=log_compaction_entries,
               join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
     except ValueError as e:
         fail(str(e))

@@ -47,6 +47,7 @@ async def serve(
     history_revisions: int,
     force_new_cluster: bool,
     join: bool,
+    log_compaction_entries: int = 20_000,
     sync: bool = True,
 ) -> None:
     api_host, api_port = split_hostport(api, "--api")
@@ -62,6 +63,7 @@ async def serve(
         data_dir=data_dir, secret=secret, timing=timing, history_revisions=history_revisions,
         solo=force_new_cluster or recovery.is_solo(data_dir),
         join=join and not recovery.has_data(data_dir), sync=sync,
+        log_compaction_entries=log_compaction_entries,
     )
     loop = asyncio.get_running_loop()
     replica.start(loop)

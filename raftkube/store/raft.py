@@ -137,6 +137,25 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
             self.journal.flush_if_dirty()
         return bool(super().send(node, message))
 
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        """Keep a follower's nextIndex from moving backwards on a success reply.
+
+        The leader sends entries without waiting for replies and moves nextIndex to the
+        end of what it sent; pysyncobj then sets nextIndex to the *reply's* index, which
+        is behind when several sends are in flight. The next send repeats entries the
+        follower has, and the follower truncates and rewrites its applied log (logged as
+        CRITICAL). Raft only moves nextIndex back on a failed reply.
+        """
+        if (isinstance(message, dict) and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            next_index = self._syncObj._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            super()._onMessageReceived(node, message)
+            if before is not None and node in next_index and next_index[node] < before:
+                next_index[node] = before
+            return
+        super()._onMessageReceived(node, message)
+
     def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
         super()._onTick()
         now = time.monotonic()

@@ -283,6 +283,7 @@ class Replica:
                 compact = e.compact_revision
             results = self.state.results
             done = {op_id: results[op_id] for op_id in self._waiters if op_id in results}
+        log.info("loaded a snapshot: revision %d -> %d", old_revision, self.state.revision)
         if missed is None:
             self.hub.cancel_all(st.ERR_COMPACTED, compact)
         else:

@@ -83,6 +83,23 @@ class Compacted(StoreError):
         self.compact_revision = compact_revision
 
 
+def _bytes(req: dict[str, Any], name: str) -> bytes:
+    value = req.get(name, b"")
+    if not isinstance(value, bytes):
+        raise StoreError(f"etcdserver: {name} must be bytes, got {type(value).__name__}")
+    return value
+
+
+def _int(req: dict[str, Any], name: str, *, lo: int = -(2**63), hi: int = 2**63 - 1) -> int:
+    """An integer field that fits etcd's int64 (so that every snapshot can be encoded)."""
+    value = req.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StoreError(f"etcdserver: {name} must be an integer, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise StoreError(f"etcdserver: {name} out of range: {value}")
+    return value
+
+
 def error(message: str, code: str = "InvalidArgument") -> Result:
     return {"error": message, "code": code}
 
@@ -113,18 +130,37 @@ class Lease(NamedTuple):
     renewals: int
 
 
-def _txn_write_keys(ops: list[dict[str, Any]]) -> Iterator[tuple[str, bytes, bytes]]:
+def _branch_writes(ops: list[dict[str, Any]]) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
+    """The keys a txn branch puts and the ranges it deletes, after etcd's checkIntervals:
+    no key put twice, no delete range covering a put. The success and failure branches of
+    a nested txn exclude each other, so they may write the same key; each of them must
+    still be free of clashes with its siblings in this branch."""
+    puts: set[bytes] = set()
+    dels: list[tuple[bytes, bytes]] = []
+    nested: list[set[bytes]] = []
     for op in ops:
         if "request_put" in op:
-            yield "put", op["request_put"].get("key", b""), b""
+            key = op["request_put"].get("key", b"")
+            if key in puts:
+                raise StoreError(ERR_DUPLICATE_KEY)
+            puts.add(key)
         elif "request_delete_range" in op:
             r = op["request_delete_range"]
-            yield "del", r.get("key", b""), r.get("range_end", b"")
+            dels.append((r.get("key", b""), r.get("range_end", b"")))
         elif "request_txn" in op:
-            # A nested txn runs one of its branches; both must be free of clashes.
             t = op["request_txn"]
-            yield from _txn_write_keys(t.get("success", []))
-            yield from _txn_write_keys(t.get("failure", []))
+            ps, ds = _branch_writes(t.get("success", []))
+            pf, df = _branch_writes(t.get("failure", []))
+            nested.append(ps | pf)
+            dels.extend(ds + df)
+    for inner in nested:
+        if inner & puts:
+            raise StoreError(ERR_DUPLICATE_KEY)
+        puts |= inner
+    for start, end in dels:
+        if any(in_range(p, start, end) for p in puts):
+            raise StoreError(ERR_DUPLICATE_KEY)
+    return puts, dels
 
 
 def check_txn(req: dict[str, Any]) -> None:
@@ -137,13 +173,7 @@ def check_txn(req: dict[str, Any]) -> None:
         for op in ops:
             if "request_txn" in op:
                 check_txn(op["request_txn"])
-        writes = list(_txn_write_keys(ops))
-        puts = [k for kind, k, _ in writes if kind == "put"]
-        if len(set(puts)) != len(puts):
-            raise StoreError(ERR_DUPLICATE_KEY)
-        for kind, start, end in writes:
-            if kind == "del" and any(in_range(p, start, end) for p in puts):
-                raise StoreError(ERR_DUPLICATE_KEY)
+        _branch_writes(ops)
 
 
 _SORT_TARGETS = {
@@ -219,25 +249,39 @@ class State:
     # ---- commands -----------------------------------------------------------------------
 
     def apply(self, command: dict[str, Any]) -> tuple[Result, list[Event]]:
-        """Apply one replicated command; returns its result and the events it produced."""
+        """Apply one replicated command; returns its result and the events it produced.
+
+        Every outcome of a command with a client id, errors included, goes into the
+        result table: a resubmitted copy must get the first copy's answer even when the
+        state has changed in between so that it would now succeed.
+        """
+        if not isinstance(command, dict):
+            return error(f"raftkube: a command is a map, got {type(command).__name__}"), []
         try:
-            op_id = (str(command.get("cid", "")), int(command.get("seq", 0)))
-            if op_id[0] and op_id in self.results:
-                return self.results[op_id], []
-            result, events = self._apply(command)
-            if op_id[0]:
-                self.results[op_id] = result
-                while len(self.results) > RESULT_TABLE_SIZE:
-                    self.results.popitem(last=False)
-            return result, events
+            cid = command.get("cid", "")
+            if not isinstance(cid, str):
+                raise StoreError("raftkube: cid must be a string")
+            op_id = (cid, _int(command, "seq", lo=0))
         except StoreError as e:
             return error(e.message, e.code), []
+        if op_id[0] and op_id in self.results:
+            return self.results[op_id], []
+        events: list[Event] = []
+        try:
+            result, events = self._apply(command)
+        except StoreError as e:
+            result = error(e.message, e.code)
         except Exception as e:  # noqa: BLE001 - an apply that raises wedges Raft
-            return error(f"raftkube: internal error applying {command.get('op')!r}: {e!r}",
-                         "Internal"), []
+            result = error(f"raftkube: internal error applying {command.get('op')!r}: {e!r}",
+                           "Internal")
+        if op_id[0]:
+            self.results[op_id] = result
+            while len(self.results) > RESULT_TABLE_SIZE:
+                self.results.popitem(last=False)
+        return result, events
 
     def _apply(self, command: dict[str, Any]) -> tuple[Result, list[Event]]:
-        term = int(command.get("term") or 0)
+        term = _int(command, "term", lo=0)
         if term:
             if term < self.max_term:
                 return error(
@@ -246,18 +290,20 @@ class State:
                 ), []
             self.max_term = term
         op = command.get("op")
-        req: dict[str, Any] = command.get("req") or {}
+        req = command.get("req") or {}
+        if not isinstance(req, dict):
+            raise StoreError("raftkube: req must be a map")
         if op == "noop":
             return {"revision": self.revision}, []
         if op == "member":
             self.members[str(req["raft"])] = {"name": str(req["name"]), "api": str(req["api"])}
             return {"revision": self.revision}, []
         if op == "compact":
-            return self._compact(int(req.get("revision", 0))), []
+            return self._compact(_int(req, "revision")), []
         if op == "lease_grant":
             return self._lease_grant(req), []
         if op == "lease_keepalive":
-            return self._lease_keepalive(int(req.get("ID", 0))), []
+            return self._lease_keepalive(_int(req, "ID")), []
         if op in ("lease_revoke", "lease_expire"):
             return self._lease_revoke(req, expiry=op == "lease_expire")
         if op in ("put", "delete_range", "txn"):
@@ -275,7 +321,9 @@ class State:
                 result = self._delete_range(req, rev, events, undo)
             else:
                 check_txn(req)
-                result = self._txn(req, rev, events, undo)
+                path: list[bool] = []
+                self._choose_branches(req, path)
+                result = self._txn(req, rev, events, undo, iter(path))
         except Exception:
             self._rollback(undo)
             raise
@@ -310,12 +358,12 @@ class State:
             lease.keys.discard(kv.key)
 
     def _put(self, req: dict[str, Any], rev: int, events: list[Event], undo: _Undo) -> Result:
-        key: bytes = req.get("key", b"")
+        key = _bytes(req, "key")
         if not key:
             raise StoreError(ERR_EMPTY_KEY)
         old = self.kvs.get(key)
-        value: bytes = req.get("value", b"")
-        lease_id = int(req.get("lease", 0))
+        value = _bytes(req, "value")
+        lease_id = _int(req, "lease")
         if req.get("ignore_value") or req.get("ignore_lease"):
             if old is None:
                 raise StoreError(ERR_KEY_NOT_FOUND)
@@ -346,10 +394,10 @@ class State:
     def _delete_range(
         self, req: dict[str, Any], rev: int, events: list[Event], undo: _Undo
     ) -> Result:
-        key: bytes = req.get("key", b"")
+        key = _bytes(req, "key")
         if not key:
             raise StoreError(ERR_EMPTY_KEY)
-        doomed = list(self._iter_current(key, req.get("range_end", b"")))
+        doomed = list(self._iter_current(key, _bytes(req, "range_end")))
         for old in doomed:
             undo.remember_key(old.key, old)
             self._detach(old, undo)
@@ -360,11 +408,13 @@ class State:
             result["prev_kvs"] = [kv.as_dict() for kv in doomed]
         return result
 
-    def _txn(self, req: dict[str, Any], rev: int, events: list[Event], undo: _Undo) -> Result:
+    def _choose_branches(self, req: dict[str, Any], path: list[bool]) -> None:
+        """Evaluate every compare the txn will meet, nested ones included, against the
+        state before the txn writes anything (etcd's compareToPath), in pre-order."""
         succeeded = True
         for cmp in req.get("compare", []):
-            key = cmp.get("key", b"")
-            end = cmp.get("range_end", b"")
+            key = _bytes(cmp, "key")
+            end = _bytes(cmp, "range_end")
             kvs: list[KeyValue | None] = (
                 list(self._iter_current(key, end)) if end else [self.kvs.get(key)])
             if not kvs:
@@ -372,6 +422,14 @@ class State:
             if not all(_compare_holds(cmp, kv) for kv in kvs):
                 succeeded = False
                 break
+        path.append(succeeded)
+        for op in req.get("success" if succeeded else "failure", []):
+            if "request_txn" in op:
+                self._choose_branches(op["request_txn"], path)
+
+    def _txn(self, req: dict[str, Any], rev: int, events: list[Event], undo: _Undo,
+             path: Iterator[bool]) -> Result:
+        succeeded = next(path)
         responses: list[Result] = []
         for op in req.get("success" if succeeded else "failure", []):
             if "request_range" in op:
@@ -384,7 +442,7 @@ class State:
                 r = self._delete_range(op["request_delete_range"], rev, events, undo)
                 responses.append({"response_delete_range": r})
             elif "request_txn" in op:
-                r = self._txn(op["request_txn"], rev, events, undo)
+                r = self._txn(op["request_txn"], rev, events, undo, path)
                 responses.append({"response_txn": r})
             else:
                 raise StoreError(f"etcdserver: unknown txn operation {sorted(op)!r}")
@@ -403,8 +461,8 @@ class State:
         return {"revision": self.revision}
 
     def _lease_grant(self, req: dict[str, Any]) -> Result:
-        lease_id = int(req.get("ID", 0))
-        ttl = int(req.get("TTL", 0))
+        lease_id = _int(req, "ID")
+        ttl = _int(req, "TTL", lo=0, hi=2**31)
         if lease_id <= 0:
             return error("etcdserver: lease ID must be chosen by the proposer")
         if lease_id in self.leases:
@@ -420,11 +478,11 @@ class State:
         return {"ID": lease_id, "TTL": lease.ttl, "revision": self.revision}
 
     def _lease_revoke(self, req: dict[str, Any], *, expiry: bool) -> tuple[Result, list[Event]]:
-        lease_id = int(req.get("ID", 0))
+        lease_id = _int(req, "ID")
         lease = self.leases.get(lease_id)
         if lease is None:
             return error(ERR_LEASE_NOT_FOUND, "NotFound"), []
-        if expiry and int(req.get("renewals", -1)) != lease.renewals:
+        if expiry and _int(req, "renewals", lo=0) != lease.renewals:
             # A keepalive was committed after the leader decided the lease was due:
             # the lease lives on, with the deadline that keepalive set.
             return {"expired": False, "revision": self.revision}, []
@@ -476,11 +534,11 @@ class State:
 
     def range(self, req: dict[str, Any], *, _pending_revision: int | None = None) -> Result:
         """etcd's Range. Raises StoreError for compacted or future revisions."""
-        key: bytes = req.get("key", b"")
+        key = _bytes(req, "key")
         if not key:
             raise StoreError(ERR_EMPTY_KEY)
-        end: bytes = req.get("range_end", b"")
-        revision = int(req.get("revision", 0))
+        end = _bytes(req, "range_end")
+        revision = _int(req, "revision")
         self.check_revision(revision)
         if revision and revision < self.revision:
             kvs = self._kvs_at(key, end, revision)
@@ -494,9 +552,9 @@ class State:
             if target not in _SORT_TARGETS:
                 raise StoreError(f"etcdserver: unknown sort target {target!r}")
             kvs.sort(key=_SORT_TARGETS[target], reverse=order == "DESCEND")
-        limit = int(req.get("limit", 0))
+        limit = _int(req, "limit", lo=0)
         more = False
-        if limit and len(kvs) > limit:
+        if limit and len(kvs) > limit and not req.get("count_only"):
             kvs, more = kvs[:limit], True
         result: Result = {"count": count, "more": more}
         if not req.get("count_only"):
@@ -513,7 +571,7 @@ class State:
             ("min_create_revision", "create_revision", 1),
             ("max_create_revision", "create_revision", -1),
         ):
-            bound = int(req.get(name, 0))
+            bound = _int(req, name)
             if bound:
                 kvs = [kv for kv in kvs if (getattr(kv, field) - bound) * sign >= 0]
         return kvs

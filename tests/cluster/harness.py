@@ -66,12 +66,16 @@ class Cluster:
     def pid(self, name: str) -> int | None:
         return local.pid_alive(os.path.join(self.state_dir, "pids", f"{name}.pid"))
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        pid = self.pid(name)
-        assert pid is not None, f"{name} is not running"
-        os.kill(pid, sig)
+    def kill(self, *names: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the members at once, then wait until every one of them is gone."""
+        pids = []
+        for name in names:
+            pid = self.pid(name)
+            assert pid is not None, f"{name} is not running"
+            os.kill(pid, sig)
+            pids.append(pid)
         deadline = time.monotonic() + 10
-        while local._running(pid) and time.monotonic() < deadline:
+        while any(local._running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def start(self, name: str, extra: list[str] | None = None) -> None:
