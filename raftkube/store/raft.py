@@ -23,25 +23,152 @@ PYSYNCOBJ-NOTES.md records about pysyncobj 0.3.17:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import pysyncobj
 import pysyncobj.pickle
+import pysyncobj.tcp_connection
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
 log = logging.getLogger(__name__)
 
 # pysyncobj pickles with protocol 2, which stores bytes as latin-1 text (bug 5).
 setattr(pysyncobj.pickle, "__protocol", 4)  # noqa: B010 - the name is module-private
+
+
+class _StoredZlib:
+    """zlib for pysyncobj's peer messages with compression level 0 ("stored").
+
+    pysyncobj compresses every message at level 3: ~30 ms of the tick thread for a
+    1.5 MiB entry per follower, which delayed heartbeats into elections. Values are
+    mostly incompressible or small, and peers are on a LAN; level 0 still produces
+    a zlib stream, so members with either setting understand each other.
+    """
+
+    @staticmethod
+    def compress(data: bytes, level: int = -1) -> bytes:
+        return zlib.compress(data, 0)
+
+    decompress = staticmethod(zlib.decompress)
+
+
+pysyncobj.tcp_connection.zlib = _StoredZlib
+
+
+# pysyncobj keeps each connection's buffers as bytes and slices the sent or parsed part
+# off the front, copying what remains every time: quadratic in the message size. A
+# 1.5 MiB entry cost the tick thread hundreds of milliseconds, long enough for elections.
+# These replacements keep the buffers as bytearrays, whose front deletions are O(1).
+_TC = pysyncobj.tcp_connection.TcpConnection
+_EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def _process_send(self: Any) -> bool:
+    buf = self._TcpConnection__writeBuffer
+    if not buf:
+        return False
+    if not isinstance(buf, bytearray):
+        buf = self._TcpConnection__writeBuffer = bytearray(buf)
+    try:
+        sent = self._TcpConnection__socket.send(buf)
+    except OSError as e:
+        if e.errno not in _EAGAIN:
+            self.disconnect()
+        return False
+    if sent < 0:
+        self.disconnect()
+        return False
+    if sent == 0:
+        return False
+    del buf[:sent]
+    return True
+
+
+def _process_read(self: Any) -> bool:
+    sock = self._TcpConnection__socket
+    try:
+        incoming = sock.recv(self._TcpConnection__recvBufferSize)
+    except OSError as e:
+        if e.errno not in _EAGAIN:
+            self.disconnect()
+        return False
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or not incoming:
+        self.disconnect()
+        return False
+    buf = self._TcpConnection__readBuffer
+    if not isinstance(buf, bytearray):
+        buf = self._TcpConnection__readBuffer = bytearray(buf)
+    buf += incoming
+    return True
+
+
+def _process_parse_message(self: Any) -> Any:
+    buf = self._TcpConnection__readBuffer
+    if len(buf) < 4:
+        return None
+    (length,) = struct.unpack("i", bytes(buf[:4]))
+    if len(buf) - 4 < length:
+        return None
+    data = bytes(buf[4:4 + length])
+    try:
+        if self.encryptor:
+            stamp = self.encryptor.extract_timestamp(data)
+            if stamp < self.recvLastTimestamp:
+                raise ValueError("replayed message")
+            self.recvLastTimestamp = stamp
+            data = self.encryptor.decrypt(data)
+        message = pysyncobj.pickle.loads(zlib.decompress(data))
+        if self.recvRandKey:
+            rand_key, message = message
+            if rand_key != self.recvRandKey:
+                raise ValueError("wrong connection key")
+    except Exception as e:  # noqa: BLE001 - as pysyncobj: any bad message drops the connection
+        log.warning("dropping a Raft peer connection: bad message (%s)", type(e).__name__)
+        self.disconnect()
+        return None
+    del buf[:4 + length]
+    return message
+
+
+_original_send = _TC.send
+_ALL_EVENTS = POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR
+
+
+def _send(self: Any, message: Any) -> None:
+    """pysyncobj's send, plus: wait for the socket to be writable when data is left over.
+
+    pysyncobj writes what the socket takes and leaves the rest in the buffer without
+    asking the poller for a writable event, so the rest went out a socket-buffer at a
+    time with each *later* send (the leader's heartbeats), and the heartbeats queued
+    behind it: a 1.5 MiB entry starved a follower of heartbeats for seconds.
+    """
+    _original_send(self, message)
+    fileno = self._TcpConnection__fileno
+    if (self._TcpConnection__writeBuffer and fileno is not None
+            and self.state == CONNECTION_STATE.CONNECTED):
+        self._TcpConnection__poller.subscribe(
+            fileno, self._TcpConnection__processConnection, _ALL_EVENTS)
+
+
+_TC.send = _send
+_TC._TcpConnection__processSend = _process_send
+_TC._TcpConnection__processRead = _process_read
+_TC._TcpConnection__processParseMessage = _process_parse_message
 
 NO_OP = b"\x01"  # pysyncobj's _COMMAND_TYPE.NO_OP
 

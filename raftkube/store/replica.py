@@ -183,11 +183,17 @@ class Replica:
             self.journal.flush_if_dirty()
             if not self._joined:
                 raft.hold_off_elections(self.node, 1.0)
+            started = time.monotonic()
             try:
                 self.node.doTick(self.timing.tick)
             except Exception:
                 log.exception("raft tick failed")
                 time.sleep(self.timing.tick)
+            took = time.monotonic() - started - self.timing.tick
+            if took > self.timing.election_min / 2:
+                log.warning("raft tick took %.0f ms (election timeout %.0f-%.0f ms)",
+                            took * 1000, self.timing.election_min * 1000,
+                            self.timing.election_max * 1000)
 
     # ---- tick thread side ---------------------------------------------------------------
 
