@@ -402,10 +402,14 @@ class RaftkubeCluster(ClusterBackend):
     ``rk up --masters 3 --agents 0 --state-dir DIR`` writes ``DIR/config.yaml`` (``servers``:
     client URLs, ``token``: bearer token), ``DIR/pids/NAME.pid`` and ``DIR/logs/NAME.log`` for
     members m1..m3; running it again restarts any member that is not running;
-    ``rk down --state-dir DIR`` stops everything.
+    ``rk down --state-dir DIR`` stops everything. ``--master-arg=ARG`` (repeatable) passes ARG
+    to every ``rk master`` and is remembered in ``DIR/cluster.yaml``; subclasses set
+    :attr:`MASTER_ARGS` to use it, and every ``rk up`` passes them again and checks that each
+    running member's command line carries them.
     """
 
     label = "raftkube"
+    MASTER_ARGS: tuple[str, ...] = ()  # extra arguments for every `rk master`
     UP_TIMEOUT_S = 120.0
     DOWN_TIMEOUT_S = 60.0
 
@@ -476,9 +480,34 @@ class RaftkubeCluster(ClusterBackend):
     def _up(self) -> None:
         self._rk(
             "up", "--masters", "3", "--agents", "0", "--state-dir", str(self.state_dir),
+            *(f"--master-arg={a}" for a in self.MASTER_ARGS),
             timeout=self.UP_TIMEOUT_S,
         )  # fmt: skip
         self._register_pids()
+        self._check_master_args()
+
+    def _check_master_args(self) -> None:
+        """Fail unless every running member was started with :attr:`MASTER_ARGS`.
+
+        A variant whose flag silently did not reach the masters would be measured as the
+        normal configuration, so its figures would be meaningless.
+        """
+        if not self.MASTER_ARGS:
+            return
+        for name in MEMBER_NAMES:
+            pid = self.pid_of(name)
+            if pid is None:
+                continue
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue  # no procfs: nothing to check against
+            missing = [a for a in self.MASTER_ARGS if a not in argv.split("\0")]
+            if missing:
+                raise RuntimeError(
+                    f"{self.label}: member {name} (pid {pid}) runs without {missing}; "
+                    f"argv: {argv.replace(chr(0), ' ').strip()}"
+                )
 
     def _register_pids(self) -> None:
         # rk's members are not our children; remember their pids so atexit can SIGKILL them
@@ -566,7 +595,20 @@ class RaftkubeCluster(ClusterBackend):
         )
 
 
+class RaftkubeNoFsyncCluster(RaftkubeCluster):
+    """raftkube with ``rk master --unsafe-no-fsync``: the journal is never fdatasync'd.
+
+    Not a configuration anyone should run: it acknowledges writes that a power loss could
+    erase. It exists so bench/store.py can measure what the group commit (fdatasync of the
+    journal before a write is acknowledged) costs, by comparison with :class:`RaftkubeCluster`.
+    """
+
+    label = "raftkube-nofsync"
+    MASTER_ARGS = ("--unsafe-no-fsync",)
+
+
 BACKENDS: dict[str, type[ClusterBackend]] = {
     "raftkube": RaftkubeCluster,
+    "raftkube-nofsync": RaftkubeNoFsyncCluster,
     "etcd": EtcdCluster,
 }

@@ -29,12 +29,21 @@ Workload (one "round" per backend; rounds alternate raftkube, etcd, raftkube, ..
    before and after shows how many elections each failover took (a jump > 1 means split
    votes or spurious extra elections).
 
+**Durability cost** (``--fsync-cost``, on by default whenever raftkube runs): raftkube
+acknowledges a write only after its journal is fdatasync'd (group commit: one flush covers every
+write that arrived meanwhile). To show what that costs, each round also starts a fresh
+``raftkube-nofsync`` cluster (``rk up --master-arg=--unsafe-no-fsync``: the journal is never
+flushed; a measuring device only, never a configuration to run) right after the normal raftkube
+round and runs workloads 1 and 2 on it (no watch, no failover). An extra table puts the two
+side by side: throughput as the fsync / no-fsync ratio, latencies as the difference in ms.
+``--no-fsync-cost`` skips it.
+
 Leaders are found with ``POST /v3/maintenance/status`` on every member (``leader`` and
 ``header.member_id``; etcd's gateway renders int64 as JSON strings); a leader's member id is
 mapped to a process through ``/v3/cluster/member/list`` names.
 
 Run: ``python bench/store.py [--backend raftkube|etcd|both] [--rounds R] [--seq N]
-[--inflight-total N] [--watch N] [--failover K] [--attempt-timeout S]
+[--inflight-total N] [--watch N] [--failover K] [--attempt-timeout S] [--no-fsync-cost]
 [--record docs/benchmarks.md]``.
 A backend that cannot run here (no ``etcd`` binary, no raftkube CLI) is skipped with a note.
 All traffic goes to 127.0.0.1; every loop is bounded in count and time.
@@ -74,6 +83,7 @@ from bench.etcd_cluster import (  # noqa: E402
     BACKENDS,
     BackendUnavailable,
     ClusterBackend,
+    RaftkubeNoFsyncCluster,
 )
 
 VALUE_SIZE = 100
@@ -88,6 +98,9 @@ INFLIGHT = 64
 GOAL_SEQ_P99_MS = 5.0
 GOAL_WATCH_P99_MS = 10.0
 GOAL_FAILOVER_S = 0.6
+
+NOFSYNC = RaftkubeNoFsyncCluster.label
+DURABILITY_TITLE = "Durability cost (group commit: fdatasync before ack)"
 
 SECTION_BEGIN = "<!-- bench/store.py: begin -->"
 SECTION_END = "<!-- bench/store.py: end -->"
@@ -829,6 +842,40 @@ def goals_table(rk: Summary | None, etcd: Summary | None) -> str:
     return "\n".join(lines)
 
 
+DURABILITY_ROWS: list[tuple[str, str, str]] = [
+    # key, label, format; a row key ending in "_ops" is a throughput (cost = ratio), the
+    # others are latencies in ms (cost = difference)
+    ("seq_ops", "sequential put (100 B), ops/s", "{:,.0f}"),
+    ("seq_p50", "sequential put p50, ms", "{:.2f}"),
+    ("seq_p99", "sequential put p99, ms", "{:.2f}"),
+    ("par_ops", f"{INFLIGHT} puts in flight, ops/s", "{:,.0f}"),
+    ("par_p50", f"{INFLIGHT} in flight p50, ms", "{:.2f}"),
+    ("par_p99", f"{INFLIGHT} in flight p99, ms", "{:.2f}"),
+]
+
+
+def durability_table(fsync: Summary | None, nofsync: Summary | None) -> str:
+    """raftkube with and without the journal fdatasync, and what the flush costs."""
+    mf = fsync.metrics() if fsync else {}
+    mn = nofsync.metrics() if nofsync else {}
+    lines = [
+        "| metric | raftkube (fsync) | raftkube (no fsync) "
+        "| cost (ops/s: fsync / no fsync; latency: fsync − no fsync) |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label, spec in DURABILITY_ROWS:
+        a = mf.get(key, math.nan)
+        b = mn.get(key, math.nan)
+        if math.isnan(a) or math.isnan(b):
+            cost = "—"
+        elif key.endswith("_ops"):
+            cost = fmt(a / b, "{:.2f}×") if b != 0 else "—"
+        else:
+            cost = fmt(a - b, "{:+.2f} ms")
+        lines.append(f"| {label} | {fmt(a, spec)} | {fmt(b, spec)} | {cost} |")
+    return "\n".join(lines)
+
+
 def machine_description(etcd_version: str) -> list[str]:
     mem = "?"
     with contextlib.suppress(OSError):
@@ -872,13 +919,39 @@ def etcd_binary_version() -> str:
         return "not installed"
 
 
-def report(rk: Summary | None, etcd: Summary | None) -> str:
+def report(
+    rk: Summary | None,
+    etcd: Summary | None,
+    nofsync: Summary | None = None,
+    markdown: bool = False,
+) -> str:
+    """The tables; the durability one only when the no-fsync variant ran.
+
+    ``markdown`` (for --record) makes the durability title a heading and adds a method note.
+    """
     parts = [
         figures_table(rk, etcd),
         "",
         goals_table(rk, etcd),
     ]
-    for s in (rk, etcd):
+    if nofsync is not None:
+        parts += [
+            "",
+            f"### {DURABILITY_TITLE}" if markdown else DURABILITY_TITLE,
+            "",
+            durability_table(rk, nofsync),
+        ]
+        if markdown:
+            parts += [
+                "",
+                "No fsync: the same sequential and "
+                f"{INFLIGHT}-in-flight workloads on a fresh raftkube cluster started with "
+                "`rk up --master-arg=--unsafe-no-fsync` (the journal is never fdatasync'd; "
+                "only to measure this, never to run), right after the normal raftkube "
+                "cluster in every round. Throughput cost is the fsync / no-fsync ratio "
+                "(below 1× = slower with fsync); latency cost is the difference in ms.",
+            ]
+    for s in (rk, nofsync, etcd):
         if s and s.errors:
             parts += ["", f"{s.backend} errors:"] + [f"- {e}" for e in s.errors]
     return "\n".join(parts)
@@ -948,6 +1021,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="per-put timeout of the failover writer, s (the failover figure's resolution "
         "when leaderless members hold requests instead of failing fast)",
     )
+    p.add_argument(
+        "--fsync-cost",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="in every round also run the sequential and in-flight puts on raftkube "
+        "without the journal fdatasync (rk master --unsafe-no-fsync) and print what the "
+        "flush costs (default: on whenever raftkube runs)",
+    )
     p.add_argument("--record", type=Path, metavar="FILE", help="write the results into FILE")
     args = p.parse_args(argv)
     for name in ("rounds", "seq", "inflight_total", "watch", "failover"):
@@ -980,6 +1061,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runnable:
         print("nothing to benchmark: no requested backend is available", file=sys.stderr)
         return 2
+    fsync_cost = args.fsync_cost is not False and "raftkube" in runnable
+    if args.fsync_cost and not fsync_cost:
+        print("NOTE: --fsync-cost needs the raftkube backend; not measured", flush=True)
+    if fsync_cost and args.seq == 0 and args.inflight_total == 0:
+        print("NOTE: --fsync-cost with --seq 0 --inflight-total 0: nothing to measure", flush=True)
+        fsync_cost = False
+    # the no-fsync variant runs only the put workloads: no watch, no failover
+    nofsync_args = argparse.Namespace(**{**vars(args), "watch": 0, "failover": 0})
 
     results: list[RoundResult] = []
     for r in range(1, args.rounds + 1):
@@ -990,15 +1079,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"NOTE: {e}", flush=True)
                 skipped.append(str(e))
                 runnable = [n for n in runnable if n != name]
+                fsync_cost = fsync_cost and "raftkube" in runnable
+                continue
+            if name == "raftkube" and fsync_cost:  # alternate: fsync, no fsync, ...
+                try:
+                    results.append(run_backend_round(BACKENDS[NOFSYNC], nofsync_args, r))
+                except BackendUnavailable as e:
+                    print(f"NOTE: {e}", flush=True)
+                    skipped.append(str(e))
+                    fsync_cost = False
 
     rk = Summary.of("raftkube", results) if "raftkube" in runnable else None
     etcd = Summary.of("etcd", results) if "etcd" in runnable else None
-    body = report(rk, etcd)
+    nofsync = Summary.of(NOFSYNC, results) if fsync_cost else None
+    body = report(rk, etcd, nofsync)
     print()
     print(body)
     if args.record is not None:
         argv_line = shlex.join(["python", "bench/store.py", *(argv or sys.argv[1:])])
-        record(args.record, body, argv_line, etcd_binary_version(), skipped, args.attempt_timeout)
+        md_body = report(rk, etcd, nofsync, markdown=True)
+        record(
+            args.record, md_body, argv_line, etcd_binary_version(), skipped, args.attempt_timeout
+        )
         print(f"\nrecorded in {args.record}")
     failed = any(r.error for r in results)
     return 1 if failed else 0

@@ -38,12 +38,13 @@ GRPC = {
 }
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
 TERM_HEADER = "X-Raftkube-Term"
-PROGRESS_EVERY = 5.0
+PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a bookmark
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REPLICA = web.AppKey("replica", Replica)
 TOKEN = web.AppKey("token", str)
 METRICS = web.AppKey("metrics", metrics.Metrics)
+PROGRESS = web.AppKey("progress_every", float)
 
 
 def grpc_error(message: str, code: str) -> web.Response:
@@ -321,11 +322,11 @@ class EtcdApi:
                 await send_events(history)
             last_sent = time.monotonic()
             while True:
-                batch = await watcher.next_batch(timeout=1.0)
+                batch = await watcher.next_batch(timeout=min(1.0, request.app[PROGRESS]))
                 if batch is None:
                     if request.transport is None or request.transport.is_closing():
                         return resp
-                    if progress and time.monotonic() - last_sent >= PROGRESS_EVERY:
+                    if progress and time.monotonic() - last_sent >= request.app[PROGRESS]:
                         await send({"header": self.header()})
                         last_sent = time.monotonic()
                     continue
@@ -362,9 +363,11 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return resp
 
 
-def make_app(replica: Replica, *, token: str) -> web.Application:
+def make_app(replica: Replica, *, token: str,
+             progress_every: float = PROGRESS_EVERY) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=BODY_LIMIT)
     app[REPLICA] = replica
+    app[PROGRESS] = progress_every
     app[TOKEN] = token
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)

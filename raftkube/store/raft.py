@@ -15,8 +15,9 @@ PYSYNCOBJ-NOTES.md records about pysyncobj 0.3.17:
   every entry appended since the last one (group commit).
 - A peer ping every 0.5 s keeps idle follower-to-follower connections warm, so the first
   vote request after a leader crash is not lost to a read timeout (bug 2).
-- Snapshots are msgpack through pysyncobj's serializer hooks, fsynced before the rename;
-  the directory is fsynced before the journal is truncated behind them.
+- Snapshots are msgpack through pysyncobj's serializer hooks, written by a forked child
+  (the tick never waits for them), fsynced before the rename; the directory is fsynced
+  before the journal is truncated behind them.
 - Completion is tracked by the state's exactly-once table, not by pysyncobj callbacks,
   which are lost when a follower installs a snapshot (bug 1).
 """
@@ -39,6 +40,7 @@ import pysyncobj
 import pysyncobj.pickle
 import pysyncobj.tcp_connection
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 from pysyncobj.poller import POLL_EVENT_TYPE
@@ -360,6 +362,7 @@ def make_conf(
     election_max: float,
     heartbeat: float,
     serializer: Callable[[str, Any], None],
+    serialize_checker: Callable[[], int],
     deserializer: Callable[[str], Any],
     on_state_changed: Callable[[int, int], None],
     log_compaction_entries: int,
@@ -387,6 +390,7 @@ def make_conf(
         journalFile=os.path.join(data_dir, "journal"),
         fullDumpFile=os.path.join(data_dir, "dump"),
         serializer=serializer,
+        serializeChecker=serialize_checker,
         deserializer=deserializer,
         logCompactionMinEntries=log_compaction_entries,
         logCompactionMinTime=600,
@@ -430,6 +434,54 @@ def unpack_raft_entries(packed: list[Any], *, configured: list[str]) -> tuple[An
     """The inverse; a dump made by restore or force names no cluster: use the flags'."""
     last, before, cluster = packed
     return tuple(last), tuple(before), {TCPNode(a) for a in (cluster or configured)}
+
+
+NOT_SERIALIZING: int = SERIALIZER_STATE.NOT_SERIALIZING
+SERIALIZING: int = SERIALIZER_STATE.SERIALIZING
+SUCCESS: int = SERIALIZER_STATE.SUCCESS
+FAILED: int = SERIALIZER_STATE.FAILED
+
+
+class SnapshotWriter:
+    """Writes the state's snapshot in a forked child, so the tick thread never waits.
+
+    A synchronous dump of a large state (msgpack, write, fsync) stalled the tick past
+    the election timeout. The child sees the state as of the fork (copy-on-write), as
+    pysyncobj's own default serializer does. pysyncobj polls `check` each tick and cuts
+    its journal only after SUCCESS. (pysyncobj also tries to rename the `.tmp` path it
+    handed over; nothing is there, which it ignores once a checker is set: the child
+    renames its own file into place when, and only when, it is complete and synced.)
+    """
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.pid = 0
+
+    def start(self, make_blob: Callable[[], bytes], raft_data: list[Any]) -> None:
+        final = os.path.join(self.data_dir, "dump")
+        pid = os.fork()
+        if pid == 0:  # the child: no locks, no logging, no return
+            code = 1
+            try:
+                write_dump_file(final + ".snap", make_blob(), raft_data)
+                os.replace(final + ".snap", final)
+                fsync_dir(self.data_dir)
+                code = 0
+            finally:
+                os._exit(code)
+        self.pid = pid
+
+    def check(self) -> int:
+        if not self.pid:
+            return NOT_SERIALIZING
+        done, status = os.waitpid(self.pid, os.WNOHANG)
+        if done == 0:
+            return SERIALIZING
+        self.pid = 0
+        if status != 0:
+            log.error("writing a snapshot failed (exit status %d); the journal is kept", status)
+            return FAILED
+        return SUCCESS
 
 
 def write_dump_file(path: str, state_blob: bytes, raft_data: list[Any]) -> None:

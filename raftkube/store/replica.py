@@ -140,6 +140,7 @@ class Replica:
         self.solo = solo
         self._joined = not join
         os.makedirs(data_dir, exist_ok=True)
+        self._snapshots = raft.SnapshotWriter(data_dir)
         conf = raft.make_conf(
             data_dir=data_dir,
             secret=secret,
@@ -147,6 +148,7 @@ class Replica:
             election_max=timing.election_max,
             heartbeat=timing.heartbeat,
             serializer=self._save_dump,
+            serialize_checker=lambda: self._snapshots.check(),
             deserializer=self._load_dump,
             on_state_changed=lambda _old, _new: None,
             log_compaction_entries=log_compaction_entries,
@@ -225,9 +227,10 @@ class Replica:
                 self._lease_deadline.pop(lease_id, None)
 
     def _save_dump(self, path: str, raft_data: Any) -> None:
-        with self.lock:
-            blob = self.state.dump()
-        raft.write_dump_file(path, blob, raft.pack_raft_entries(raft_data))
+        # On the tick thread, which is the only writer of the state: the fork copies a
+        # state that no apply is halfway through.
+        state = self.state
+        self._snapshots.start(state.dump, raft.pack_raft_entries(raft_data))
 
     def _load_dump(self, path: str) -> Any:
         blob, raft_data = raft.read_dump_file(path)

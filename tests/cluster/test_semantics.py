@@ -145,3 +145,28 @@ async def test_raft_port_does_not_unpickle_unauthenticated_bytes(
         assert not os.path.exists(marker), "unauthenticated bytes reached pickle.loads"
         await c.put("m2", "still/working", "yes")
         await c.leader()
+
+
+async def test_no_elections_while_the_machine_is_busy(cluster: Cluster) -> None:
+    """64 writers saturate both cores for a few seconds; nobody may call an election."""
+    async with cluster as c:
+        leader = await c.leader()
+        before = {n: (await c.status(n) or {}).get("header", {}).get("raft_term")
+                  for n in c.names}
+        stop = time.monotonic() + 6.0
+        done = 0
+
+        async def writer(i: int) -> None:
+            nonlocal done
+            n = 0
+            while time.monotonic() < stop:
+                await c.put(c.names[(i + n) % 3], f"busy/{i}/{n}", "x" * 100, timeout=10)
+                n += 1
+                done += 1
+
+        await asyncio.gather(*(writer(i) for i in range(64)))
+        after = {n: (await c.status(n) or {}).get("header", {}).get("raft_term")
+                 for n in c.names}
+        assert done > 1000
+        assert after == before, f"terms moved under load: {before} -> {after}"
+        assert await c.leader() == leader

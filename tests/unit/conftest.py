@@ -83,7 +83,7 @@ async def replica(tmp_path: Path) -> AsyncIterator[rep.Replica]:
 
 @pytest.fixture
 async def served(replica: rep.Replica) -> AsyncIterator[Served]:
-    server = test_utils.TestServer(apiapp.make_app(replica, token=TOKEN))
+    server = test_utils.TestServer(apiapp.make_app(replica, token=TOKEN, progress_every=0.3))
     client: test_utils.TestClient[web.Request, web.Application] = test_utils.TestClient(server)
     await client.start_server()
     try:

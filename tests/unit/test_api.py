@@ -786,6 +786,40 @@ async def test_watch_streams_events_in_revision_order(served: Any) -> None:
         assert unb64(deleted["prev_kv"]["value"]) == b"3"
 
 
+async def test_watch_filters_drop_event_types(served: Any) -> None:
+    async with watch(served, key=b64("f/"), range_end=b64("f0"), filters=["NOPUT"]) as resp:
+        await next_message(resp)
+        await put(served, "f/a", "1")
+        gone = await ok(served, "/v3/kv/deleterange", {"key": b64("f/a")})
+        (only,) = await next_events(resp, 1)
+        assert only["type"] == "DELETE" and only["kv"]["mod_revision"] == str(rev(gone))
+    async with watch(served, key=b64("f/"), range_end=b64("f0"), filters=[1]) as resp:
+        await next_message(resp)  # NODELETE, given as its number
+        await ok(served, "/v3/kv/deleterange", {"key": b64("f/none")})  # deletes nothing
+        later = await put(served, "f/b", "2")
+        await ok(served, "/v3/kv/deleterange", {"key": b64("f/b")})
+        last = await put(served, "f/c", "3")
+        events = await next_events(resp, 2)
+        assert [e["kv"]["mod_revision"] for e in events] == [str(rev(later)), str(rev(last))]
+        assert all("type" not in e for e in events)
+
+
+async def test_watch_progress_notify_sends_the_current_revision(served: Any) -> None:
+    async with watch(served, key=b64("p/"), range_end=b64("p0"), progress_notify=True) as resp:
+        await next_message(resp)
+        elsewhere = await put(served, "q/other", "x")  # moves the revision, not the watch
+        while True:
+            msg = await next_message(resp)  # a bookmark within the progress interval
+            assert "events" not in msg
+            if msg["header"]["revision"] == str(rev(elsewhere)):
+                break
+    async with watch(served, key=b64("p/"), range_end=b64("p0")) as resp:
+        await next_message(resp)
+        with pytest.raises(TimeoutError):  # without progress_notify: silence
+            async with asyncio.timeout(1.0):
+                await resp.content.readline()
+
+
 async def test_watch_from_start_revision_replays_history(served: Any) -> None:
     first = await put(served, "r/x", "1")
     second = await put(served, "r/y", "2")
