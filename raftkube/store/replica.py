@@ -74,8 +74,12 @@ def cluster_id(raft_addrs: list[str]) -> int:
 
 @dataclass
 class Pending:
+    """A proposal this replica waits on: its bytes (to resubmit) and its deadline."""
+
     data: bytes
     submitted: float
+    deadline: float
+    future: asyncio.Future[st.Result]
 
 
 @dataclass
@@ -123,7 +127,6 @@ class Replica:
         self.hub = WatchHub()
         self.applied_total = 0
         self._seq = itertools.count(1)
-        self._waiters: dict[tuple[str, int], asyncio.Future[st.Result]] = {}
         self._outbox: list[tuple[Any, ...]] = []
         self._outbox_lock = threading.Lock()
         self._lease_deadline: dict[int, float] = {}
@@ -133,6 +136,7 @@ class Replica:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._duties: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._expiring: set[int] = set()
         # solo: a cluster forced down to this member, taking its peers back one by one.
         # join: a member with no data joining such a cluster; it must not campaign before
@@ -167,11 +171,13 @@ class Replica:
         self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
         self._thread.start()
         self._duties = loop.create_task(self._leader_duties())
+        self._sweeper = loop.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        if self._duties is not None:
-            self._duties.cancel()
-            await asyncio.gather(self._duties, return_exceptions=True)
+        for task in (self._duties, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         self._stopping.set()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
@@ -272,9 +278,9 @@ class Replica:
         for item in batch:
             if item[0] == "applied":
                 _, op_id, result, revision, events = item
-                fut = self._waiters.pop(op_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(result)
+                pending = self._pending.pop(op_id, None)
+                if pending is not None and not pending.future.done():
+                    pending.future.set_result(result)
                 if events:
                     self.hub.publish(revision, events)
             else:
@@ -291,7 +297,7 @@ class Replica:
                 missed = None
                 compact = e.compact_revision
             results = self.state.results
-            done = {op_id: results[op_id] for op_id in self._waiters if op_id in results}
+            done = {op_id: results[op_id] for op_id in self._pending if op_id in results}
         log.info("loaded a snapshot: revision %d -> %d", old_revision, self.state.revision)
         if missed is None:
             self.hub.cancel_all(st.ERR_COMPACTED, compact)
@@ -299,7 +305,7 @@ class Replica:
             for revision, events in missed:
                 self.hub.publish(revision, events)
         for op_id, result in done.items():
-            fut = self._waiters.pop(op_id)
+            fut = self._pending.pop(op_id).future
             if not fut.done():
                 fut.set_result(result)
 
@@ -320,16 +326,14 @@ class Replica:
         data = st.encode_command(cmd)
         if len(data) > MAX_REQUEST_BYTES + 4096:
             raise st.StoreError("etcdserver: request is too large")
-        fut: asyncio.Future[st.Result] = loop.create_future()
-        self._waiters[op_id] = fut
-        self._pending[op_id] = Pending(data, loop.time())
+        now = loop.time()
+        pending = Pending(data, now, now + timeout, loop.create_future())
+        self._pending[op_id] = pending
         self.node.submit(data)
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise Unavailable("etcdserver: request timed out") from None
+            # No timer per proposal: _sweep_pending fails it once its deadline passed.
+            return await pending.future
         finally:
-            self._waiters.pop(op_id, None)
             self._pending.pop(op_id, None)
 
     def _resubmit(self, *, older_than: float) -> None:
@@ -340,6 +344,21 @@ class Replica:
             if now - p.submitted >= older_than:
                 p.submitted = now
                 self.node.submit(p.data)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            self._sweep_pending()
+
+    def _sweep_pending(self) -> None:
+        """Resubmit stale proposals and fail those past their deadline (outcome unknown:
+        a timed-out command may still commit, as in etcd)."""
+        assert self._loop is not None
+        self._resubmit(older_than=RESUBMIT_AFTER)
+        now = self._loop.time()
+        for p in self._pending.values():
+            if now >= p.deadline and not p.future.done():
+                p.future.set_exception(Unavailable("etcdserver: request timed out"))
 
     async def barrier(self, timeout: float = 10.0) -> None:
         """Wait until this replica has applied everything committed before the call."""
@@ -433,7 +452,6 @@ class Replica:
         next_compact = 0.0
         while True:
             await asyncio.sleep(0.1)
-            self._resubmit(older_than=RESUBMIT_AFTER)
             try:
                 if not registered and self.view.leader is not None:
                     await self.propose("member", {"raft": self.raft_addr, "name": self.name,
