@@ -8,6 +8,8 @@ PY=$(bash scripts/setup.sh)
 export PATH="$(dirname "$PY"):$PATH"
 STATE=${STATE:-.state/demo}
 export RK_CONFIG="$PWD/$STATE/config.yaml"
+rk down --state-dir "$STATE" >/dev/null 2>&1 || true
+rm -rf "$STATE"  # the demo's own directory: start from nothing each time
 [ "${KEEP:-0}" = 1 ] || trap 'rk down --state-dir "$STATE" >/dev/null' EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 

@@ -157,15 +157,16 @@ def status_of(server: str, token: str) -> dict[str, Any] | None:
 
 
 def wait_for_leader(servers: list[str], token: str, *, timeout: float) -> str:
-    """Wait until a majority of members answer and agree on one leader; return its ID."""
+    """Wait until every member answers and all agree on one leader; return its ID."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         leaders = [s.get("leader") for s in (status_of(u, token) for u in servers) if s]
         agreed = [x for x in leaders if x and x != "0"]
-        if agreed and len(agreed) > len(servers) // 2 and len(set(agreed)) == 1:
+        if len(agreed) == len(servers) and len(set(agreed)) == 1:
             return str(agreed[0])
         time.sleep(0.1)
-    raise ClientError(f"no leader elected within {timeout:.0f}s; see the logs/ directory")
+    raise ClientError(f"the members did not all answer with one leader within {timeout:.0f}s;"
+                      " see the logs/ directory")
 
 
 def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
