@@ -1,0 +1,595 @@
+"""`rk apply`, `rk get`, `rk delete`: kubectl's core over the Kubernetes-style REST API.
+
+Three parts, in the order a command runs them:
+
+- Manifests: files, directories and stdin are read, split into YAML or JSON documents,
+  `kind: List`s are unpacked, and every object is checked (apiVersion, kind, name, a
+  known kind, its namespace) before the first request, so a bad document anywhere makes
+  an invocation change nothing.
+- Apply is kubectl's client-side apply: the manifest is kept on the object in the
+  `kubectl.kubernetes.io/last-applied-configuration` annotation, and a later apply sends
+  the three-way merge patch between that, the new manifest and the live object, or
+  nothing at all when the object already says what the manifest says. Fields the user
+  dropped from the manifest are removed; fields set by others (a controller's status, a
+  scaler's replicas not in the manifest) are left alone.
+- Output goes through `printers`; errors read like kubectl's, go to stderr, exit 1.
+
+`register(group)` adds the commands to a click group (`rk`'s `main`). The clock is an
+argument of `register` so that tests see fixed AGE columns.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import click
+import yaml
+
+from raftkube.api import kinds, merge
+from raftkube.cli import client as cl
+from raftkube.cli import printers, rest
+
+Obj = dict[str, Any]
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STDIN = "STDIN"
+PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan",
+               "true": "Background", "false": "Orphan"}
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as manifests mean it: `date: 2024-05-01` is a string, as it is for kubectl,
+    not a datetime that JSON cannot carry."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+class ManifestError(cl.ClientError):
+    """Manifests that cannot be applied as given; every problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class OperationError(cl.ClientError):
+    """One object's request failed; the command goes on with the others and exits 1."""
+
+
+# ---- manifests --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One object from a manifest, checked, with its kind and namespace resolved."""
+
+    source: str  # the file as named on the command line (under its directory), or STDIN
+    document: int  # 1-based, counting every `---`-separated document of the source
+    item: int | None  # 1-based position inside a `kind: List`
+    obj: Obj  # with metadata.namespace filled in for namespaced kinds
+    kind: kinds.Kind
+    namespace: str  # "" for cluster-scoped kinds
+
+    @property
+    def name(self) -> str:
+        return printers.name_of(self.obj)
+
+    @property
+    def ref(self) -> str:
+        return printers.object_ref(self.kind, self.obj)
+
+
+def _where(source: str, document: int, item: int | None = None) -> str:
+    inside = f", item {item}" if item is not None else ""
+    return f'"{source}" (document {document}{inside})'
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files to read: a directory stands for its manifest files, sorted by name."""
+    files = []
+    for path in paths:
+        if path == "-":
+            files.append(path)
+        elif os.path.isdir(path):
+            files += sorted(os.path.join(path, f) for f in os.listdir(path)
+                            if f.endswith(MANIFEST_SUFFIXES)
+                            and os.path.isfile(os.path.join(path, f)))
+        elif os.path.exists(path):
+            files.append(path)
+        else:
+            raise ManifestError([f'the path "{path}" does not exist'])
+    return files
+
+
+def parse_documents(source: str, text: str) -> list[Any]:
+    """The documents of one source: concatenated JSON values, or multi-document YAML."""
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return _json_stream(text)
+        except ValueError:
+            pass  # JSON-flow YAML (comments, unquoted keys): let YAML read it
+    docs: list[Any] = []
+    try:
+        for doc in yaml.load_all(text, Loader=_Loader):
+            docs.append(doc)
+    except yaml.YAMLError as e:
+        raise ManifestError([f"error parsing {_where(source, len(docs) + 1)}: "
+                             f"{_yaml_problem(e)}"]) from None
+    return docs
+
+
+def _json_stream(text: str) -> list[Any]:
+    decoder = json.JSONDecoder()
+    docs: list[Any] = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return docs
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        text = f"yaml: line {mark.line + 1}, column {mark.column + 1}: {e.problem}"
+        if e.context:
+            text += f" ({e.context})"
+        return text
+    return f"yaml: {e}"
+
+
+def check_object(obj: Any, where: str) -> list[str]:
+    """What keeps one document from being an object we can send; [] when nothing."""
+    if not isinstance(obj, dict):
+        return [f"error validating {where}: expected an object with apiVersion, kind and "
+                f"metadata, got {_type_word(obj)}"]
+    missing = []
+    for key in ("apiVersion", "kind"):
+        if not isinstance(obj.get(key), str) or not obj[key]:
+            missing.append(f"{key} not set")
+    meta = obj.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        missing.append("metadata must be a mapping")
+    elif not isinstance((meta or {}).get("name"), str) or not (meta or {}).get("name"):
+        missing.append("metadata.name not set")
+    elif not isinstance((meta or {}).get("namespace", ""), str):
+        missing.append("metadata.namespace must be a string")
+    if missing:
+        return [f"error validating {where}: error validating data: [{', '.join(missing)}]"]
+    return []
+
+
+def _type_word(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+def _is_list(doc: Any) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("kind"), str) \
+        and doc["kind"].endswith("List") and isinstance(doc.get("items"), list)
+
+
+def load_manifests(paths: list[str], *, read_stdin: Callable[[], str], namespace: str,
+                   explicit_namespace: bool, verb: str = "apply") -> list[Manifest]:
+    """Every object of every source, checked; ManifestError lists all that is wrong.
+
+    `namespace` fills in a namespaced object's missing namespace; when the user gave it
+    with -n (`explicit_namespace`) an object in another namespace is an error, as in
+    kubectl, rather than something silently sent elsewhere.
+    """
+    problems: list[str] = []
+    out: list[Manifest] = []
+    for path in expand_paths(paths):
+        source = STDIN if path == "-" else path
+        try:
+            if path == "-":
+                text = read_stdin()
+            else:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f'cannot read "{source}": {getattr(e, "strerror", None) or e}')
+            continue
+        try:
+            docs = parse_documents(source, text)
+        except ManifestError as e:
+            problems += e.problems
+            continue
+        for index, doc in enumerate(docs, start=1):
+            if doc is None:
+                continue  # an empty document, e.g. after a trailing `---`
+            entries: list[tuple[int | None, Any]]
+            if _is_list(doc):
+                entries = [(i, item) for i, item in enumerate(doc["items"], start=1)]
+            else:
+                entries = [(None, doc)]
+            for item, obj in entries:
+                where = _where(source, index, item)
+                found = check_object(obj, where)
+                if found:
+                    problems += found
+                    continue
+                manifest, problem = _resolve(obj, source=source, document=index, item=item,
+                                             namespace=namespace,
+                                             explicit_namespace=explicit_namespace)
+                if problem:
+                    problems.append(problem)
+                elif manifest is not None:
+                    out.append(manifest)
+    if problems:
+        raise ManifestError(problems)
+    if not out:
+        raise ManifestError([f"no objects passed to {verb}"])
+    return out
+
+
+def _resolve(obj: Obj, *, source: str, document: int, item: int | None, namespace: str,
+             explicit_namespace: bool) -> tuple[Manifest | None, str]:
+    meta = obj["metadata"]
+    kind = kinds.by_kind(obj["apiVersion"], obj["kind"])
+    if kind is None:
+        return None, (f'resource mapping not found for name: "{meta["name"]}" namespace: '
+                      f'"{meta.get("namespace", "")}" from {_where(source, document, item)}: '
+                      f'no matches for kind "{obj["kind"]}" in version "{obj["apiVersion"]}"')
+    ns = ""
+    obj = copy.deepcopy(obj)
+    if kind.namespaced:
+        ns = meta.get("namespace") or namespace
+        if explicit_namespace and ns != namespace:
+            return None, (f'the namespace from the provided object "{ns}" does not match the '
+                          f'namespace "{namespace}" in {_where(source, document, item)}. '
+                          f"You must pass '--namespace={ns}' to perform this operation.")
+        obj["metadata"]["namespace"] = ns
+    return Manifest(source, document, item, obj, kind, ns), ""
+
+
+def apply_order(manifests: list[Manifest]) -> list[Manifest]:
+    """The order given, but Namespaces first, so that objects can be created in them."""
+    return sorted(manifests, key=lambda m: m.kind.kind != "Namespace")
+
+
+# ---- apply -------------------------------------------------------------------------------
+
+
+def compact(obj: Obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def without_last_applied(obj: Obj) -> Obj:
+    """The manifest as recorded in its own annotation: without that annotation."""
+    out = copy.deepcopy(obj)
+    annotations = (out.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(LAST_APPLIED, None)
+    return out
+
+
+def with_last_applied(obj: Obj) -> Obj:
+    """What apply creates: the manifest, carrying itself in the annotation."""
+    out = without_last_applied(obj)
+    record = compact(out)
+    meta = out["metadata"]
+    meta["annotations"] = {**(meta.get("annotations") or {}), LAST_APPLIED: record}
+    return out
+
+
+def last_applied_of(live: Obj) -> Obj | None:
+    """The manifest the last apply recorded on a live object, if it recorded one."""
+    raw = ((live.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def apply_patch(*, manifest: Obj, live: Obj) -> Obj:
+    """The merge patch that makes `live` what `manifest` asks for; {} when it already is.
+
+    Without a recorded manifest (an object made by create, or by hand) nothing is removed,
+    only set, like kubectl with an object that lacks the annotation.
+    """
+    new = without_last_applied(manifest)
+    last = last_applied_of(live)
+    patch: Obj = copy.deepcopy(merge.three_way_patch(last_applied=last, new=new, live=live))
+    if last is None or not merge.same(last, new):
+        meta = patch.get("metadata")
+        if not isinstance(meta, dict):
+            meta = patch["metadata"] = {}
+        annotations = meta.get("annotations")
+        if not isinstance(annotations, dict):
+            # The patch drops every annotation the manifest had; keep ours.
+            live_annotations = (live.get("metadata") or {}).get("annotations") or {}
+            annotations = {k: None for k in live_annotations} if annotations is None else {}
+            meta["annotations"] = annotations
+        annotations[LAST_APPLIED] = compact(new)
+    return patch
+
+
+def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:
+    try:
+        return call()
+    except rest.RestError as e:
+        if e.code == 401:
+            raise
+        raise OperationError(rest.format_error(e, context=f'error when {what} "{source}"')
+                             ) from None
+
+
+def apply_one(client: rest.RestClient, m: Manifest) -> str:
+    """Create or patch one object; the word kubectl prints for what happened."""
+    try:
+        live = client.get(m.kind, m.namespace, m.name)
+    except rest.RestError as e:
+        if e.code != 404:
+            if e.code == 401:
+                raise
+            raise OperationError(rest.format_error(
+                e, context=f'error when retrieving current configuration of {m.ref} '
+                           f'from "{m.source}"')) from None
+        body = with_last_applied(m.obj)
+        _attempt("creating", m.source, lambda: client.create(m.kind, m.namespace, body))
+        return "created"
+    patch = apply_patch(manifest=m.obj, live=live)
+    if not patch:
+        return "unchanged"
+    _attempt("patching", m.source, lambda: client.patch(m.kind, m.namespace, m.name, patch))
+    return "configured"
+
+
+# ---- the commands --------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    client: rest.RestClient
+    namespace: str  # the default: -n, else the config's `namespace:`, else "default"
+
+
+def config_namespace(path: str | None = None) -> str:
+    """The config's optional `namespace:`; `load_config` has already checked the file."""
+    try:
+        with open(path or cl.default_config_path()) as f:
+            raw = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return "default"
+    ns = raw.get("namespace") if isinstance(raw, dict) else None
+    return ns if isinstance(ns, str) and ns else "default"
+
+
+def connect(namespace: str | None) -> Session:
+    config = cl.load_config()
+    return Session(rest.RestClient(config), namespace or config_namespace())
+
+
+def fail(error: str | cl.ClientError) -> NoReturn:
+    report(error)
+    sys.exit(1)
+
+
+def report(error: str | cl.ClientError) -> None:
+    if isinstance(error, ManifestError):
+        for problem in error.problems:
+            click.echo(f"error: {problem}", err=True)
+        return
+    text = str(error)
+    if isinstance(error, rest.RestError | OperationError):
+        click.echo(text, err=True)
+    else:
+        click.echo(f"error: {text}", err=True)
+
+
+def resolve_kind(word: str) -> kinds.Kind:
+    kind = kinds.resolve(word)
+    if kind is None:
+        raise cl.ClientError(f'the server doesn\'t have a resource type "{word}"')
+    return kind
+
+
+def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
+    """`KIND[,KIND] [NAME...]` or `KIND/NAME...` as (kind, names) in the order given."""
+    if any("/" in a for a in args):
+        groups: dict[kinds.Kind, list[str]] = {}
+        for arg in args:
+            word, slash, name = arg.partition("/")
+            if not slash or not name:
+                raise cl.ClientError(
+                    "there is no need to specify a resource type as a separate argument when "
+                    "passing arguments in resource/name form (e.g. 'rk get resource/<name>' "
+                    "instead of 'rk get resource resource/<name>')")
+            groups.setdefault(resolve_kind(word), []).append(name)
+        return list(groups.items())
+    words = [w for w in args[0].split(",") if w]
+    if not words:
+        raise cl.ClientError(f'the server doesn\'t have a resource type "{args[0]}"')
+    return [(resolve_kind(w), list(args[1:])) for w in dict.fromkeys(words)]
+
+
+def read_stdin() -> str:
+    return click.get_text_stream("stdin").read()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def register(group: click.Group, *, clock: Callable[[], datetime] = utcnow) -> None:
+    """Add `apply`, `get` and `delete` to `group`; `clock` is what AGE is measured from."""
+    for command in make_commands(clock):
+        group.add_command(command)
+
+
+def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
+    @click.command("apply")
+    @click.option("-f", "--filename", "filenames", multiple=True, required=True,
+                  metavar="FILE|DIR|-", help="Manifest(s) to apply; repeat for more.")
+    @click.option("-n", "--namespace", help="Namespace for objects that do not name one.")
+    def apply(filenames: tuple[str, ...], namespace: str | None) -> None:
+        """Create or update objects from manifests (kubectl's client-side apply)."""
+        try:
+            session = connect(namespace)
+            manifests = load_manifests(list(filenames), read_stdin=read_stdin,
+                                       namespace=session.namespace,
+                                       explicit_namespace=namespace is not None)
+        except cl.ClientError as e:
+            fail(e)
+        failed = False
+        for m in apply_order(manifests):
+            try:
+                outcome = apply_one(session.client, m)
+            except OperationError as e:
+                report(e)
+                failed = True
+                continue
+            except cl.ClientError as e:
+                fail(e)
+            click.echo(f"{m.ref} {outcome}")
+        if failed:
+            sys.exit(1)
+
+    @click.command("get")
+    @click.argument("args", nargs=-1)
+    @click.option("-n", "--namespace", help="Namespace to look in.")
+    @click.option("-A", "--all-namespaces", is_flag=True, help="Look in every namespace.")
+    @click.option("-l", "--selector", default="", help="Label selector, e.g. app=web,tier!=db.")
+    @click.option("--field-selector", default="", help="Field selector, e.g. spec.nodeName=n1.")
+    @click.option("-o", "--output", type=click.Choice(["wide", "yaml", "json", "name"]),
+                  help="Output format (default: a table).")
+    def get(args: tuple[str, ...], namespace: str | None, all_namespaces: bool,
+            selector: str, field_selector: str, output: str | None) -> None:
+        """Show objects: `rk get KIND [NAME...]` or `rk get KIND/NAME...`."""
+        if not args:
+            fail("You must specify the type of resource to get, e.g. `rk get pods`")
+        try:
+            targets = parse_targets(args)
+            if (selector or field_selector) and any(names for _, names in targets):
+                raise cl.ClientError("name cannot be provided when a selector is specified")
+            session = connect(namespace)
+        except cl.ClientError as e:
+            fail(e)
+        found: list[tuple[kinds.Kind, list[Obj]]] = []
+        failed = False
+        named = 0
+        for kind, names in targets:
+            objs: list[Obj] = []
+            try:
+                if names:
+                    named += len(names)
+                    for name in names:
+                        try:
+                            objs.append(session.client.get(kind, session.namespace, name))
+                        except rest.RestError as e:
+                            if e.code == 401:
+                                raise
+                            report(e)
+                            failed = True
+                else:
+                    ns = None if all_namespaces else session.namespace
+                    objs = session.client.list_all(kind, ns, label_selector=selector,
+                                                   field_selector=field_selector)
+            except cl.ClientError as e:
+                fail(e)
+            found.append((kind, objs))
+        options = printers.Options(output=output or "table", all_namespaces=all_namespaces,
+                                   with_kind=len(targets) > 1)
+        if any(objs for _, objs in found) or (not named and output in ("yaml", "json")):
+            text = printers.render(found, now=clock(), options=options,
+                                   single=named == 1 and len(targets) == 1)
+            click.echo(text, nl=False)
+        elif not named:
+            namespaced = any(k.namespaced for k, _ in targets) and not all_namespaces
+            where = f" in {session.namespace} namespace" if namespaced else ""
+            click.echo(f"No resources found{where}.", err=True)
+        if failed:
+            sys.exit(1)
+
+    @click.command("delete")
+    @click.argument("args", nargs=-1)
+    @click.option("-f", "--filename", "filenames", multiple=True, metavar="FILE|DIR|-",
+                  help="Delete the objects of these manifest(s).")
+    @click.option("-n", "--namespace", help="Namespace of the objects.")
+    @click.option("-l", "--selector", default="", help="Delete the objects with these labels.")
+    @click.option("--all", "all_", is_flag=True, help="Delete every object of the kind.")
+    @click.option("--cascade", default="background", show_default=True,
+                  type=click.Choice(list(PROPAGATION), case_sensitive=False),
+                  help="What happens to dependents: deleted in the background, before the "
+                       "owner (foreground), or left behind (orphan).")
+    @click.option("--ignore-not-found", is_flag=True, help="An object that is gone is fine.")
+    def delete(args: tuple[str, ...], filenames: tuple[str, ...], namespace: str | None,
+               selector: str, all_: bool, cascade: str, ignore_not_found: bool) -> None:
+        """Delete objects: `rk delete -f FILE`, `rk delete KIND NAME...`, `KIND/NAME...`."""
+        propagation = PROPAGATION[cascade.lower()]
+        plan: list[tuple[kinds.Kind, str, str, str]] = []  # kind, namespace, name, source
+        try:
+            session = connect(namespace)
+            if filenames:
+                if args:
+                    raise cl.ClientError("give either -f or resources as arguments, not both")
+                for m in load_manifests(list(filenames), read_stdin=read_stdin,
+                                        namespace=session.namespace,
+                                        explicit_namespace=namespace is not None,
+                                        verb="delete"):
+                    plan.append((m.kind, m.namespace, m.name, m.source))
+            elif not args:
+                raise cl.ClientError("You must provide one or more resources by argument or "
+                                     "filename (-f).")
+            else:
+                for kind, names in parse_targets(args):
+                    if names and (selector or all_):
+                        raise cl.ClientError("name cannot be provided when a selector or "
+                                             "--all is specified")
+                    if not names and not (selector or all_):
+                        raise cl.ClientError("resource(s) were provided, but no name was "
+                                             "specified")
+                    if not names:
+                        listed = session.client.list_all(kind, session.namespace,
+                                                         label_selector=selector)
+                        names = [printers.name_of(o) for o in listed]
+                    plan += [(kind, session.namespace, n, "") for n in names]
+        except cl.ClientError as e:
+            fail(e)
+        if not plan and (selector or all_):
+            click.echo("No resources found", err=True)
+        failed = False
+        for kind, ns, name, source in plan:
+            try:
+                session.client.delete(kind, ns if kind.namespaced else "", name,
+                                      propagation=propagation)
+            except rest.RestError as e:
+                if e.code == 404 and ignore_not_found:
+                    continue
+                if e.code == 401:
+                    fail(e)
+                context = f'error when deleting "{source}"' if source else ""
+                click.echo(rest.format_error(e, context=context), err=True)
+                failed = True
+                continue
+            except cl.ClientError as e:
+                fail(e)
+            click.echo(f'{printers.qualified(kind)} "{name}" deleted')
+        if failed:
+            sys.exit(1)
+
+    return [apply, get, delete]

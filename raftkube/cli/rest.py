@@ -1,0 +1,198 @@
+"""A small synchronous client for the Kubernetes-style REST API that every master serves.
+
+It owns paths, verbs and error answers, nothing else: `kubectl.py` decides what to send
+and `printers.py` how to show what comes back. It is synchronous and stdlib-only
+(urllib), like `client.py`, because a CLI run makes a handful of requests in sequence.
+
+Every master serves every request, so a request goes to the servers in turn until one
+answers: a refused or dropped connection and a 503 (a master that cannot reach a quorum
+right now) move on to the next server, while any other answer of a server (a 404, a 409,
+a 422...) is final. The server that answered last is tried first next time, so that one
+dead master costs one timeout per run rather than one per request.
+
+Errors form the CLI's one hierarchy: `client.ClientError` for what the user must fix
+(config, no server answered) and its subclass `RestError` for a server's `Status` answer.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from raftkube.api import kinds
+from raftkube.cli import client as cl
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class RestError(cl.ClientError):
+    """A server's error answer, a Kubernetes `Status` object: code, reason, message."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+        self.code = int(status.get("code") or 0)
+        self.reason = str(status.get("reason") or "")
+        self.message = str(status.get("message") or "")
+        super().__init__(self.message)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        details = self.status.get("details")
+        return details if isinstance(details, dict) else {}
+
+    def __str__(self) -> str:
+        return format_error(self)
+
+
+def format_error(error: RestError, *, context: str = "") -> str:
+    """kubectl's wording: `Error from server (NotFound): [context: ]pods "x" not found`."""
+    if error.code == 401:
+        return "error: You must be logged in to the server (Unauthorized)"
+    message = f"{context}: {error.message}" if context else error.message
+    if error.reason:
+        return f"Error from server ({error.reason}): {message}"
+    return f"Error from server: {message}"
+
+
+def path_of(kind: kinds.Kind, namespace: str | None = None, name: str | None = None) -> str:
+    """The REST path of a kind's collection or object; no namespace lists across all."""
+    path = f"/apis/{kind.group}/{kind.version}" if kind.group else f"/api/{kind.version}"
+    if kind.namespaced and namespace:
+        path += "/namespaces/" + _quote(namespace)
+    path += "/" + kind.plural
+    if name:
+        path += "/" + _quote(name)
+    return path
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _status_of(code: int, reason: str, data: bytes) -> dict[str, Any]:
+    """The `Status` in an error answer, or one made up from whatever else came back."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        body.setdefault("code", code)
+        return body
+    text = data.decode(errors="replace").strip() or reason
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+            "reason": _REASONS.get(code, ""), "message": text}
+
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            405: "MethodNotAllowed", 409: "Conflict", 410: "Gone", 415: "UnsupportedMediaType",
+            422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
+
+
+class RestClient:
+    def __init__(self, config: cl.Config, *, timeout: float = 10.0) -> None:
+        self.servers = list(config.servers)
+        self.token = config.token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, *, body: Any = None,
+                query: dict[str, str] | None = None,
+                content_type: str = "application/json") -> Any:
+        """Send one request to the first server that answers; return its JSON answer."""
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        errors = []
+        for url in list(self.servers):
+            req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+            except urllib.error.HTTPError as e:
+                with e:
+                    answer = e.read()
+                if e.code == 503:
+                    message = _status_of(e.code, str(e.reason), answer).get("message")
+                    errors.append(f"{url}: unavailable ({message})")
+                    continue
+                self._prefer(url)
+                raise RestError(_status_of(e.code, str(e.reason), answer)) from None
+            except (urllib.error.URLError, OSError) as e:
+                errors.append(f"{url}: {getattr(e, 'reason', e)}")
+                continue
+            self._prefer(url)
+            try:
+                return json.loads(raw) if raw else {}
+            except ValueError:
+                raise cl.ClientError(f"{url} answered {method} {path} with something "
+                                     "that is not JSON") from None
+        raise cl.ClientError("no server answered: " + "; ".join(errors))
+
+    def _prefer(self, url: str) -> None:
+        self.servers.remove(url)
+        self.servers.insert(0, url)
+
+    # ---- verbs ------------------------------------------------------------------------
+
+    def get(self, kind: kinds.Kind, namespace: str, name: str) -> dict[str, Any]:
+        obj: dict[str, Any] = self.request("GET", path_of(kind, namespace, name))
+        return obj
+
+    def list(self, kind: kinds.Kind, namespace: str | None, *, label_selector: str = "",
+             field_selector: str = "", limit: int = 0, continue_token: str = ""
+             ) -> dict[str, Any]:
+        """One page of a list (a `{Kind}List`); namespace None lists across namespaces."""
+        query = {}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        if limit:
+            query["limit"] = str(limit)
+        if continue_token:
+            query["continue"] = continue_token
+        answer: dict[str, Any] = self.request("GET", path_of(kind, namespace), query=query)
+        return answer
+
+    def list_all(self, kind: kinds.Kind, namespace: str | None, *, label_selector: str = "",
+                 field_selector: str = "", chunk: int = 500
+                 ) -> builtins.list[dict[str, Any]]:
+        """Every item of a list, fetched in pages of `chunk` (kubectl's --chunk-size)."""
+        items: builtins.list[dict[str, Any]] = []
+        token = ""
+        while True:
+            page = self.list(kind, namespace, label_selector=label_selector,
+                             field_selector=field_selector, limit=chunk, continue_token=token)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items
+
+    def create(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self.request("POST", path_of(kind, namespace), body=obj)
+        return created
+
+    def update(self, kind: kinds.Kind, namespace: str, name: str,
+               obj: dict[str, Any]) -> dict[str, Any]:
+        updated: dict[str, Any] = self.request("PUT", path_of(kind, namespace, name), body=obj)
+        return updated
+
+    def patch(self, kind: kinds.Kind, namespace: str, name: str,
+              patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386): null deletes a field, objects merge, lists replace."""
+        patched: dict[str, Any] = self.request("PATCH", path_of(kind, namespace, name),
+                                               body=patch, content_type=MERGE_PATCH)
+        return patched
+
+    def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
+               propagation: str = "") -> dict[str, Any]:
+        query = {"propagationPolicy": propagation} if propagation else None
+        answer: dict[str, Any] = self.request("DELETE", path_of(kind, namespace, name),
+                                              query=query)
+        return answer
