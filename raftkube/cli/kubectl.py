@@ -428,7 +428,9 @@ def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
 
 
 def read_stdin() -> str:
-    return click.get_text_stream("stdin").read()
+    # sys.stdin rather than click.get_text_stream: click's stubs for the latter differ
+    # between releases, and CliRunner swaps sys.stdin as well.
+    return sys.stdin.read()
 
 
 def utcnow() -> datetime:
