@@ -1,4 +1,5 @@
-"""The master's HTTP server: etcd's v3 JSON API, health, readiness and metrics.
+"""The master's HTTP server: etcd's v3 JSON API, Kubernetes-style REST (rest.py),
+health, readiness and metrics.
 
 Every request but `/healthz` needs the admin bearer token. Errors use the grpc-gateway's
 body (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and
@@ -13,6 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +24,9 @@ from aiohttp import web
 
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import metrics
+from raftkube.apiserver import objects as ob
+from raftkube.apiserver import status as stt
+from raftkube.apiserver.rest import Rest
 from raftkube.store import state as st
 from raftkube.store.replica import MAX_REQUEST_BYTES, MIN_LEASE_TTL, Replica, Unavailable
 
@@ -38,6 +43,7 @@ GRPC = {
 }
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
 TERM_HEADER = "X-Raftkube-Term"
+log = logging.getLogger(__name__)
 PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a bookmark
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,6 +51,28 @@ REPLICA = web.AppKey("replica", Replica)
 TOKEN = web.AppKey("token", str)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 PROGRESS = web.AppKey("progress_every", float)
+OBJECTS = web.AppKey("objects", ob.Objects)
+SETUP = web.AppKey("setup", asyncio.Task)
+
+
+async def _ensure_namespaces(objects: ob.Objects) -> None:
+    """`default` and `raftkube-system` exist on every cluster; every master makes sure."""
+    while True:
+        try:
+            await objects.ensure_namespaces()
+            return
+        except (Unavailable, stt.ApiError, st.StoreError) as e:
+            log.info("namespaces not created yet: %s", e)
+            await asyncio.sleep(0.5)
+
+
+async def _start_namespaces(app: web.Application) -> None:
+    app[SETUP] = asyncio.get_running_loop().create_task(_ensure_namespaces(app[OBJECTS]))
+
+
+async def _stop_namespaces(app: web.Application) -> None:
+    app[SETUP].cancel()
+    await asyncio.gather(app[SETUP], return_exceptions=True)
 
 
 def grpc_error(message: str, code: str) -> web.Response:
@@ -61,7 +89,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = route.canonical if route is not None else "unmatched"
     status = 500
     try:
-        if request.path != "/healthz":
+        # The Kubernetes-style REST paths authenticate (admin or node tokens) and answer
+        # with Status objects themselves.
+        if request.path != "/healthz" and not is_rest_path(request.path):
             supplied = request.headers.get("Authorization", "")
             wanted = "Bearer " + request.app[TOKEN]
             if not hmac.compare_digest(supplied.encode(), wanted.encode()):
@@ -94,6 +124,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return grpc_error(str(e), "Unavailable")
     finally:
         m.observe(request.method, path, status, time.perf_counter() - started)
+
+
+def is_rest_path(path: str) -> bool:
+    return path in ("/api", "/apis") or path.startswith(("/api/", "/apis/"))
 
 
 async def read_json(request: web.Request) -> Any:
@@ -363,11 +397,20 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return resp
 
 
-def make_app(replica: Replica, *, token: str,
-             progress_every: float = PROGRESS_EVERY) -> web.Application:
+def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None = None,
+             progress_every: float = PROGRESS_EVERY, bookmark_every: float = 10.0,
+             service_cidr: str = "10.96.0.0/16", event_ttl: int = 3600) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=BODY_LIMIT)
     app[REPLICA] = replica
     app[PROGRESS] = progress_every
+    objects = ob.Objects(replica, service_cidr=service_cidr, event_ttl=event_ttl)
+    app[OBJECTS] = objects
+    rest = Rest(replica, objects, admin_token=token, node_tokens=node_tokens or {},
+                bookmark_every=bookmark_every)
+    for path in ("/api", "/api/{tail:.*}", "/apis", "/apis/{tail:.*}"):
+        app.router.add_route("*", path, rest.handle)
+    app.on_startup.append(_start_namespaces)
+    app.on_cleanup.append(_stop_namespaces)
     app[TOKEN] = token
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)

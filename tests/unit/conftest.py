@@ -22,6 +22,7 @@ from raftkube.apiserver import app as apiapp
 from raftkube.store import replica as rep
 
 TOKEN = "t" * 24
+NODE_TOKEN = "n" * 24  # the agent of node "n1"
 SECRET = "s" * 32
 LEADER_DEADLINE = 10.0
 # A single member has nobody to split a vote with, so a short election timeout is safe,
@@ -83,9 +84,14 @@ async def replica(tmp_path: Path) -> AsyncIterator[rep.Replica]:
 
 @pytest.fixture
 async def served(replica: rep.Replica) -> AsyncIterator[Served]:
-    server = test_utils.TestServer(apiapp.make_app(replica, token=TOKEN, progress_every=0.3))
+    app = apiapp.make_app(replica, token=TOKEN, node_tokens={NODE_TOKEN: "n1"},
+                          progress_every=0.3, bookmark_every=0.3, event_ttl=2)
+    server = test_utils.TestServer(app)
     client: test_utils.TestClient[web.Request, web.Application] = test_utils.TestClient(server)
     await client.start_server()
+    # The server creates `default` and `raftkube-system` as it starts; let that finish
+    # so that tests see a store that changes only when they change it.
+    await asyncio.wait_for(asyncio.shield(app[apiapp.SETUP]), LEADER_DEADLINE)
     try:
         yield Served(replica=replica, client=client, token=TOKEN)
     finally:

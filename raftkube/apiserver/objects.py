@@ -1,0 +1,650 @@
+"""Kubernetes objects in the replicated store: keys, reads, and all-or-nothing writes.
+
+Every object lives at one key, `/registry/{group|core}/{plural}/[{namespace}/]{name}`,
+as JSON without its resourceVersion, which is the key's mod_revision. Every write is one
+store transaction whose compares carry all of its preconditions: the object does (not)
+exist or still has the revision the caller read, its namespace exists, the NodePorts and
+ClusterIP it takes are free. A write that fails a compare changes nothing; the caller
+re-reads and answers Conflict, AlreadyExists or NotFound. There is no read-modify-write
+window in which a concurrent writer could be overwritten.
+
+Service address allocations are keys too (`/registry/ranges/nodeports/30080`,
+`/registry/ranges/clusterips/10.96.0.10`), created and deleted in the same transaction
+as the Service that holds them, so two Services can never hold the same port.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import ipaddress
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftkube.api import defaults, kinds, merge, selectors, validation
+from raftkube.apiserver import status as stt
+from raftkube.store import state as st
+from raftkube.store.replica import Replica
+
+PREFIX = b"/registry/"
+NODEPORTS = b"/registry/ranges/nodeports/"
+CLUSTERIPS = b"/registry/ranges/clusterips/"
+NODEPORT_RANGE = (30000, 32767)
+MAX_OBJECT_BYTES = 1_500_000
+SYSTEM_NAMESPACES = ("default", "raftkube-system")
+# Kinds whose status is written through the status subresource only.
+STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet", "Job", "Node",
+                      "Namespace"}
+GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def key_of(kind: kinds.Kind, namespace: str, name: str) -> bytes:
+    return prefix_of(kind, namespace) + name.encode()
+
+
+def prefix_of(kind: kinds.Kind, namespace: str | None) -> bytes:
+    """The key prefix of a kind, in one namespace or (None) in all of them."""
+    base = PREFIX + f"{kind.group or 'core'}/{kind.plural}/".encode()
+    if kind.namespaced and namespace:
+        return base + f"{namespace}/".encode()
+    return base
+
+
+def known_kind(api_version: str, kind: str) -> kinds.Kind:
+    found = kinds.by_kind(api_version, kind)
+    assert found is not None, kind
+    return found
+
+
+NAMESPACE_KIND = known_kind("v1", "Namespace")
+SERVICE_KIND = known_kind("v1", "Service")
+
+
+@dataclass
+class Stored:
+    obj: dict[str, Any]
+    mod_revision: int
+    create_revision: int
+
+
+def decode(kv: dict[str, Any]) -> Stored:
+    obj = json.loads(kv["value"])
+    obj.setdefault("metadata", {})["resourceVersion"] = str(kv["mod_revision"])
+    return Stored(obj, kv["mod_revision"], kv["create_revision"])
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    body = dict(obj)
+    meta = dict(body.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    body["metadata"] = meta
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def resource_name(kind: kinds.Kind) -> str:
+    return kind.resource
+
+
+def _cmp(key: bytes, target: str, value: int) -> dict[str, Any]:
+    field_name = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version"}
+    return {"key": key, "range_end": b"", "target": target, "result": "EQUAL",
+            field_name[target]: value}
+
+
+def _exists(key: bytes) -> dict[str, Any]:
+    return {"key": key, "range_end": b"", "target": "VERSION", "result": "GREATER",
+            "version": 0}
+
+
+def _put(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
+    return {"request_put": {"key": key, "value": value, "lease": lease}}
+
+
+def _delete(key: bytes, end: bytes = b"") -> dict[str, Any]:
+    return {"request_delete_range": {"key": key, "range_end": end}}
+
+
+def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """What `generation` counts: everything but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+@dataclass
+class ListResult:
+    items: list[dict[str, Any]]
+    revision: int
+    continue_token: str = ""
+
+
+@dataclass
+class Objects:
+    """The REST layer's storage: one instance per master, around its replica."""
+
+    replica: Replica
+    service_cidr: str = "10.96.0.0/16"
+    clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    event_ttl: int = 3600
+    _event_lease: tuple[int, float] = (0, 0.0)
+
+    # ---- reads ----------------------------------------------------------------------
+
+    async def read(self, key: bytes, *, serializable: bool = False) -> Stored | None:
+        result = await self.replica.range({"key": key}, serializable=serializable)
+        kvs = result.get("kvs") or []
+        return decode(kvs[0]) if kvs else None
+
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Stored:
+        found = await self.read(key_of(kind, namespace, name))
+        if found is None:
+            raise stt.not_found(resource_name(kind), name)
+        return found
+
+    async def list_objects(self, kind: kinds.Kind, namespace: str | None, *,
+                   label: selectors.LabelSelector | None = None,
+                   fields: selectors.FieldSelector | None = None,
+                   limit: int = 0, continue_token: str = "") -> ListResult:
+        prefix = prefix_of(kind, namespace)
+        end = st.prefix_end(prefix)
+        start, revision = prefix, 0
+        if continue_token:
+            start, revision = self._decode_continue(continue_token, prefix)
+        items: list[dict[str, Any]] = []
+        while True:
+            req = {"key": start, "range_end": end, "revision": revision,
+                   "limit": max(limit - len(items), 0) + 1 if limit else 0}
+            try:
+                result = await self.replica.range(req)
+            except st.Compacted:
+                raise stt.gone("The provided continue parameter is too old to display a "
+                               "consistent list result. You can start a new list without "
+                               "the continue parameter.") from None
+            revision = revision or result["revision"]
+            kvs = result.get("kvs") or []
+            for kv in kvs:
+                obj = decode(kv).obj
+                if (label is None or label.matches(obj["metadata"].get("labels"))) and (
+                        fields is None or fields.matches(obj)):
+                    items.append(obj)
+                    if limit and len(items) == limit:
+                        nxt = kv["key"] + b"\0"
+                        more = await self._any_left(nxt, end, revision, label, fields)
+                        token = self._encode_continue(nxt, revision) if more else ""
+                        return ListResult(items, revision, token)
+            if not limit or not result.get("more"):
+                return ListResult(items, revision)
+            start = kvs[-1]["key"] + b"\0"
+
+    async def _any_left(self, start: bytes, end: bytes, revision: int,
+                        label: selectors.LabelSelector | None,
+                        fields: selectors.FieldSelector | None) -> bool:
+        if label is None and fields is None:
+            result = await self.replica.range({"key": start, "range_end": end,
+                                               "revision": revision, "count_only": True})
+            return bool(result.get("count"))
+        result = await self.replica.range({"key": start, "range_end": end,
+                                           "revision": revision})
+        for kv in result.get("kvs") or []:
+            obj = decode(kv).obj
+            if (label is None or label.matches(obj["metadata"].get("labels"))) and (
+                    fields is None or fields.matches(obj)):
+                return True
+        return False
+
+    @staticmethod
+    def _encode_continue(start: bytes, revision: int) -> str:
+        raw = json.dumps({"start": base64.b64encode(start).decode(), "rv": revision})
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+
+    @staticmethod
+    def _decode_continue(token: str, prefix: bytes) -> tuple[bytes, int]:
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(token.encode()))
+            start = base64.b64decode(raw["start"])
+            revision = int(raw["rv"])
+        except (ValueError, KeyError, TypeError):
+            raise stt.bad_request("continue: invalid continue token") from None
+        if not start.startswith(prefix) or revision <= 0:
+            raise stt.bad_request("continue: the token does not belong to this list")
+        return start, revision
+
+    # ---- writes ---------------------------------------------------------------------
+
+    async def commit(self, req: dict[str, Any]) -> st.Result:
+        result = await self.replica.propose("txn", req)
+        if "error" in result:
+            raise stt.ApiError(500, "InternalError", f"store: {result['error']}")
+        return result
+
+    def _prepare_new(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any]
+                     ) -> dict[str, Any]:
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise stt.ApiError(422, "Invalid", f"{kind.kind} is invalid: metadata: "
+                                               "Invalid value: must be an object")
+        if not meta.get("name") and isinstance(meta.get("generateName"), str):
+            suffix = "".join(self.rng.choice(GENERATE_ALPHABET) for _ in range(5))
+            meta["name"] = meta["generateName"] + suffix
+        if kind.namespaced:
+            meta["namespace"] = namespace
+        else:
+            meta.pop("namespace", None)
+        for system in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+                       "deletionGracePeriodSeconds", "generation", "selfLink"):
+            meta.pop(system, None)
+        meta["uid"] = str(uuid_from(self.rng))
+        meta["creationTimestamp"] = rfc3339(self.clock())
+        meta["generation"] = 1
+        out = defaults.apply_defaults(obj)
+        if kind.kind in STATUS_SUBRESOURCE and kind.kind not in ("Node",):
+            out.pop("status", None)
+        if kind.kind == "Namespace":
+            out["status"] = {"phase": "Active"}
+        if kind.kind == "Job":
+            _job_selector(out)
+        return out
+
+    async def create(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any], *,
+                     dry_run: bool = False) -> dict[str, Any]:
+        prepared = self._prepare_new(kind, namespace, obj)
+        name = prepared["metadata"].get("name") or ""
+        causes = validation.validate(prepared)
+        if causes:
+            raise stt.invalid(kind.kind, kind.group, name, causes)
+        key = key_of(kind, namespace, name)
+        for _attempt in range(5):
+            obj = copy.deepcopy(prepared)  # addresses are chosen afresh on each attempt
+            compare = [_cmp(key, "CREATE", 0)]
+            success: list[dict[str, Any]] = []
+            if kind.namespaced:
+                compare.append(_exists(key_of(NAMESPACE_KIND, "", namespace)))
+            if kind.kind == "Service":
+                taken = await self._allocate(obj, old=None)
+                for k in taken:
+                    compare.append(_cmp(k, "CREATE", 0))
+                    success.append(_put(k, f"{namespace}/{name}".encode()))
+            value = encode(obj)
+            if len(value) > MAX_OBJECT_BYTES:
+                raise stt.too_large(MAX_OBJECT_BYTES)
+            lease = await self._event_lease_id() if kind.kind == "Event" else 0
+            success.insert(0, _put(key, value, lease))
+            if dry_run:
+                return obj
+            result = await self.commit({"compare": compare, "success": success,
+                                        "failure": []})
+            if result["succeeded"]:
+                obj["metadata"]["resourceVersion"] = str(result["revision"])
+                return obj
+            if await self.read(key) is not None:
+                raise stt.already_exists(resource_name(kind), name)
+            if kind.namespaced and await self.read(key_of(NAMESPACE_KIND, "", namespace)) is None:
+                raise stt.not_found("namespaces", namespace)
+            # An address was taken between our read and our write: choose again.
+        raise stt.conflict(resource_name(kind), name)
+
+    async def update(self, kind: kinds.Kind, namespace: str, name: str,
+                     new: dict[str, Any], *, subresource: str = "", dry_run: bool = False,
+                     expect_revision: int | None = None) -> dict[str, Any]:
+        """PUT: replace the object (or, for `status`, only its status)."""
+        current = await self.get(kind, namespace, name)
+        wanted_rv = (new.get("metadata") or {}).get("resourceVersion")
+        if expect_revision is None and wanted_rv not in (None, ""):
+            try:
+                expect_revision = int(wanted_rv)
+            except (TypeError, ValueError):
+                raise stt.bad_request(
+                    f"metadata.resourceVersion: Invalid value: {wanted_rv!r}") from None
+        if expect_revision is not None and expect_revision != current.mod_revision:
+            raise stt.conflict(resource_name(kind), name)
+        merged = self._merge_for_update(kind, current.obj, new, subresource)
+        if kind.kind == "Service":
+            _keep_service_addresses(merged, current.obj)
+        causes = validation.validate(merged, old=_without_rv(current.obj))
+        if causes:
+            raise stt.invalid(kind.kind, kind.group, name, causes)
+        if _same(merged, current.obj):
+            return current.obj  # nothing changes: no write, no new resourceVersion
+        meta = merged["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            if dry_run:
+                return merged
+            await self._remove(kind, namespace, name, current)
+            return merged
+        key = key_of(kind, namespace, name)
+        compare = [_cmp(key, "MOD", current.mod_revision)]
+        success = [_put(key, encode(merged))]
+        if kind.kind == "Service":
+            added = await self._allocate(merged, old=current.obj)
+            for k in added:
+                compare.append(_cmp(k, "CREATE", 0))
+                success.append(_put(k, f"{namespace}/{name}".encode()))
+            for k in set(_allocation_keys(current.obj)) - set(_allocation_keys(merged)):
+                success.append(_delete(k))
+        if dry_run:
+            return merged
+        result = await self.commit({"compare": compare, "success": success, "failure": []})
+        if not result["succeeded"]:
+            raise stt.conflict(resource_name(kind), name)
+        merged["metadata"]["resourceVersion"] = str(result["revision"])
+        return merged
+
+    def _merge_for_update(self, kind: kinds.Kind, current: dict[str, Any],
+                          new: dict[str, Any], subresource: str) -> dict[str, Any]:
+        if subresource == "status":
+            merged = dict(_without_rv(current))
+            if "status" in new:
+                merged["status"] = new["status"]
+            return merged
+        merged = defaults.apply_defaults(new)
+        meta = dict(merged.get("metadata") or {})
+        old_meta = current["metadata"]
+        for system in ("uid", "creationTimestamp", "deletionTimestamp",
+                       "deletionGracePeriodSeconds", "generation"):
+            if system in old_meta:
+                meta[system] = old_meta[system]
+            else:
+                meta.pop(system, None)
+        if kind.namespaced:
+            meta.setdefault("namespace", old_meta.get("namespace"))
+        meta.pop("resourceVersion", None)
+        merged["metadata"] = meta
+        if kind.kind in STATUS_SUBRESOURCE and "status" in current:
+            merged["status"] = current["status"]
+        elif kind.kind in STATUS_SUBRESOURCE:
+            merged.pop("status", None)
+        if spec_of(merged) != spec_of(current):
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        return merged
+
+    async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
+                    subresource: str = "", dry_run: bool = False) -> dict[str, Any]:
+        if not isinstance(patch, dict):
+            raise stt.bad_request("the patch must be a JSON object (a merge patch)")
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            base = _without_rv(current.obj)
+            patched = merge.merge_patch(base, patch)
+            if not isinstance(patched, dict):
+                raise stt.bad_request("the patch must leave an object")
+            patched.setdefault("metadata", {})
+            if not isinstance(patched["metadata"], dict):
+                raise stt.invalid(kind.kind, kind.group, name, [validation.Cause(
+                    "metadata", "FieldValueTypeInvalid", "Invalid value: must be an object")])
+            patched["metadata"]["name"] = name
+            try:
+                return await self.update(kind, namespace, name, patched,
+                                         subresource=subresource, dry_run=dry_run,
+                                         expect_revision=current.mod_revision)
+            except stt.ApiError as e:
+                if e.reason != "Conflict":
+                    raise
+        raise stt.conflict(resource_name(kind), name)
+
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
+                     propagation: str = "Background", grace: int | None = None,
+                     dry_run: bool = False) -> dict[str, Any]:
+        current = await self.get(kind, namespace, name)
+        obj = current.obj
+        if dry_run:
+            return obj
+        meta = obj["metadata"]
+        if kind.kind == "Namespace" and name in SYSTEM_NAMESPACES:
+            raise stt.ApiError(403, "Forbidden",
+                               f'namespaces "{name}" is forbidden: this namespace may not be '
+                               "deleted")
+        graceful = (kind.kind == "Pod" and (obj.get("spec") or {}).get("nodeName")
+                    and (grace if grace is not None else
+                         int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)))
+                    > 0)
+        if meta.get("finalizers") or graceful:
+            if not meta.get("deletionTimestamp"):
+                patch: dict[str, Any] = {"metadata": {"deletionTimestamp": rfc3339(self.clock())}}
+                if graceful:
+                    patch["metadata"]["deletionGracePeriodSeconds"] = grace if grace is not None \
+                        else int(obj["spec"].get("terminationGracePeriodSeconds", 30))
+                marked: dict[str, Any] = merge.merge_patch(_without_rv(obj), patch)
+                key = key_of(kind, namespace, name)
+                result = await self.commit({
+                    "compare": [_cmp(key, "MOD", current.mod_revision)],
+                    "success": [_put(key, encode(marked))], "failure": []})
+                if not result["succeeded"]:
+                    raise stt.conflict(resource_name(kind), name)
+                marked["metadata"]["resourceVersion"] = str(result["revision"])
+                return marked
+            return obj
+        if kind.kind == "Namespace":
+            await self._delete_namespace(name, current)
+        else:
+            await self._remove(kind, namespace, name, current)
+        if propagation in ("Background", "Foreground"):
+            await self._delete_dependents(meta.get("uid", ""), namespace)
+        elif propagation == "Orphan":
+            await self._orphan_dependents(meta.get("uid", ""), namespace)
+        return obj
+
+    async def _remove(self, kind: kinds.Kind, namespace: str, name: str,
+                      current: Stored) -> None:
+        key = key_of(kind, namespace, name)
+        success = [_delete(key)] + [_delete(k) for k in _allocation_keys(current.obj)]
+        result = await self.commit({"compare": [_cmp(key, "MOD", current.mod_revision)],
+                                    "success": success, "failure": []})
+        if not result["succeeded"]:
+            raise stt.conflict(resource_name(kind), name)
+
+    async def _delete_namespace(self, name: str, current: Stored) -> None:
+        # Services first, one by one, so that their addresses are freed with them.
+        service = SERVICE_KIND
+        for svc in (await self.list_objects(service, name)).items:
+            try:
+                stored = await self.get(service, name, svc["metadata"]["name"])
+                await self._remove(service, name, svc["metadata"]["name"], stored)
+            except stt.ApiError:
+                pass
+        ns_key = key_of(NAMESPACE_KIND, "", name)
+        success = [_delete(ns_key)]
+        for k in kinds.KINDS:
+            if k.namespaced:
+                p = prefix_of(k, name)
+                success.append(_delete(p, st.prefix_end(p)))
+        result = await self.commit({"compare": [_cmp(ns_key, "MOD", current.mod_revision)],
+                                    "success": success, "failure": []})
+        if not result["succeeded"]:
+            raise stt.conflict("namespaces", name)
+
+    async def _dependents(self, uid: str, namespace: str
+                          ) -> list[tuple[kinds.Kind, Stored]]:
+        if not uid:
+            return []
+        found = []
+        for k in kinds.KINDS:
+            if not k.namespaced and namespace:
+                continue
+            prefix = prefix_of(k, namespace if k.namespaced else None)
+            result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix)})
+            for kv in result.get("kvs") or []:
+                stored = decode(kv)
+                owners = stored.obj["metadata"].get("ownerReferences") or []
+                if any(isinstance(o, dict) and o.get("uid") == uid for o in owners):
+                    found.append((k, stored))
+        return found
+
+    async def _delete_dependents(self, uid: str, namespace: str) -> None:
+        for k, stored in await self._dependents(uid, namespace):
+            meta = stored.obj["metadata"]
+            try:
+                await self.delete(k, meta.get("namespace", ""), meta["name"],
+                                  propagation="Background")
+            except stt.ApiError:
+                pass  # gone already, or changed: a later pass or the GC controller retries
+
+    async def _orphan_dependents(self, uid: str, namespace: str) -> None:
+        for k, stored in await self._dependents(uid, namespace):
+            meta = stored.obj["metadata"]
+            owners = [o for o in meta.get("ownerReferences") or [] if o.get("uid") != uid]
+            try:
+                await self.patch(k, meta.get("namespace", ""), meta["name"],
+                                 {"metadata": {"ownerReferences": owners or None}})
+            except stt.ApiError:
+                pass
+
+    # ---- services: addresses ----------------------------------------------------------
+
+    async def _allocate(self, svc: dict[str, Any], *, old: dict[str, Any] | None
+                        ) -> list[bytes]:
+        """Fill in the ClusterIP and NodePorts a Service needs; return the allocation keys
+        it takes that `old` did not hold. The caller's transaction checks they are free."""
+        spec = svc.setdefault("spec", {})
+        old_keys = set(_allocation_keys(old)) if old else set()
+        wanted: list[bytes] = []
+        if spec.get("clusterIP") in (None, ""):
+            spec["clusterIP"] = await self._free_cluster_ip()
+        if spec.get("clusterIP") not in ("None", ""):
+            wanted.append(CLUSTERIPS + str(spec["clusterIP"]).encode())
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            taken = await self._taken(NODEPORTS)
+            for port in spec.get("ports") or []:
+                if not isinstance(port, dict):
+                    continue
+                if port.get("nodePort") in (None, 0):
+                    port["nodePort"] = self._free_port(taken)
+                key = NODEPORTS + str(port["nodePort"]).encode()
+                if key in taken and key not in old_keys:
+                    raise stt.invalid("Service", "", svc["metadata"].get("name", ""), [
+                        validation.Cause(
+                            f"spec.ports[{spec['ports'].index(port)}].nodePort",
+                            "FieldValueInvalid",
+                            f"Invalid value: {port['nodePort']}: provided port is already "
+                            "allocated")])
+                taken.add(key)
+                wanted.append(key)
+        return [k for k in wanted if k not in old_keys]
+
+    async def _taken(self, prefix: bytes) -> set[bytes]:
+        result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix),
+                                           "keys_only": True})
+        return {kv["key"] for kv in result.get("kvs") or []}
+
+    def _free_port(self, taken: set[bytes]) -> int:
+        lo, hi = NODEPORT_RANGE
+        for _ in range(64):
+            port = self.rng.randint(lo, hi)
+            if NODEPORTS + str(port).encode() not in taken:
+                return port
+        for port in range(lo, hi + 1):
+            if NODEPORTS + str(port).encode() not in taken:
+                return port
+        raise stt.ApiError(500, "InternalError", "no NodePort is free in 30000-32767")
+
+    async def _free_cluster_ip(self) -> str:
+        net = ipaddress.ip_network(self.service_cidr)
+        taken = await self._taken(CLUSTERIPS)
+        first, last = int(net.network_address) + 2, int(net.broadcast_address) - 1
+        for _ in range(128):
+            ip = str(ipaddress.ip_address(self.rng.randint(first, last)))
+            if CLUSTERIPS + ip.encode() not in taken:
+                return ip
+        raise stt.ApiError(500, "InternalError", f"no ClusterIP is free in {self.service_cidr}")
+
+    # ---- events and namespaces ------------------------------------------------------------
+
+    async def _event_lease_id(self) -> int:
+        """Events are written on a shared lease so that they expire after `event_ttl`
+        (1 h by default) without a write each. A new lease is taken every event_ttl/60
+        (a minute for an hour), so an event lives between event_ttl and 61/60 of it."""
+        lease_id, until = self._event_lease
+        now = time.monotonic()
+        if lease_id and now < until:
+            return lease_id
+        window = self.event_ttl / 60
+        lease_id = self.rng.randrange(1, 2**62)
+        result = await self.replica.propose("lease_grant", {
+            "ID": lease_id, "TTL": max(2, int(self.event_ttl + window + 0.999))})
+        if "error" in result:
+            raise stt.ApiError(500, "InternalError", f"store: {result['error']}")
+        self._event_lease = (lease_id, now + window)
+        return lease_id
+
+    async def ensure_namespaces(self) -> None:
+        for name in SYSTEM_NAMESPACES:
+            try:
+                await self.create(NAMESPACE_KIND, "", {
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            except stt.ApiError as e:
+                if e.reason != "AlreadyExists":
+                    raise
+
+
+
+def _allocation_keys(svc: dict[str, Any] | None) -> list[bytes]:
+    if not svc or svc.get("kind") != "Service":
+        return []
+    spec = svc.get("spec") or {}
+    out = []
+    ip = spec.get("clusterIP")
+    if ip and ip != "None":
+        out.append(CLUSTERIPS + str(ip).encode())
+    if spec.get("type") in ("NodePort", "LoadBalancer"):
+        for port in spec.get("ports") or []:
+            if isinstance(port, dict) and port.get("nodePort"):
+                out.append(NODEPORTS + str(port["nodePort"]).encode())
+    return out
+
+
+def _keep_service_addresses(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A Service written without its addresses keeps the ones it was given."""
+    spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+    if not isinstance(spec, dict):
+        return
+    if spec.get("clusterIP") in (None, "") and old_spec.get("clusterIP"):
+        spec["clusterIP"] = old_spec["clusterIP"]
+    if spec.get("type") == old_spec.get("type") and isinstance(spec.get("ports"), list):
+        old_ports = {(p.get("name"), p.get("port")): p.get("nodePort")
+                     for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        for p in spec["ports"]:
+            if isinstance(p, dict) and not p.get("nodePort"):
+                kept = old_ports.get((p.get("name"), p.get("port")))
+                if kept:
+                    p["nodePort"] = kept
+
+
+def _job_selector(job: dict[str, Any]) -> None:
+    """Jobs select their pods by a label the server sets, as Kubernetes does."""
+    spec = job.setdefault("spec", {})
+    if not isinstance(spec, dict) or spec.get("manualSelector") or spec.get("selector"):
+        return
+    uid = job["metadata"]["uid"]
+    spec["selector"] = {"matchLabels": {"controller-uid": uid}}
+    template = spec.setdefault("template", {})
+    if isinstance(template, dict):
+        tmeta = template.setdefault("metadata", {})
+        if isinstance(tmeta, dict):
+            labels = tmeta.setdefault("labels", {})
+            if isinstance(labels, dict):
+                labels.setdefault("controller-uid", uid)
+                labels.setdefault("job-name", job["metadata"]["name"])
+
+
+def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    meta = dict(out.get("metadata") or {})
+    meta.pop("resourceVersion", None)
+    out["metadata"] = meta
+    return out
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return encode(_without_rv(a)) == encode(_without_rv(b))
+
+
+def rfc3339(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def uuid_from(rng: random.Random) -> str:
+    """A version-4 UUID from the injected randomness (tests can seed it)."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))

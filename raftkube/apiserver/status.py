@@ -1,0 +1,89 @@
+"""Kubernetes `Status` errors: one exception type the REST layer raises and renders.
+
+Every error a REST client can see is an `ApiError` with Kubernetes' reason, HTTP code
+and message wording, so kubectl-style clients print `Error from server (NotFound): ...`
+without special cases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raftkube.api import validation
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str, *,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.details = details or {}
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code,
+        }
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+def not_found(resource: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{resource} "{name}" not found',
+                    details={"name": name, "kind": resource.split(".")[0]})
+
+
+def already_exists(resource: str, name: str) -> ApiError:
+    return ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists',
+                    details={"name": name, "kind": resource.split(".")[0]})
+
+
+def conflict(resource: str, name: str) -> ApiError:
+    return ApiError(
+        409, "Conflict",
+        f'Operation cannot be fulfilled on {resource} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        details={"name": name, "kind": resource.split(".")[0]})
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def invalid(kind: str, group: str, name: str, causes: list[validation.Cause]) -> ApiError:
+    qualified = f"{kind}.{group}" if group else kind
+    listed = ", ".join(str(c) for c in causes)
+    text = listed if len(causes) == 1 else f"[{listed}]"
+    return ApiError(
+        422, "Invalid", f'{qualified} "{name}" is invalid: {text}',
+        details={"name": name, "group": group, "kind": kind,
+                 "causes": [{"reason": c.reason, "message": c.message, "field": c.field}
+                            for c in causes]})
+
+
+def forbidden(user: str, verb: str, resource: str, name: str, namespace: str) -> ApiError:
+    where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    what = f'{resource} "{name}"' if name else resource
+    return ApiError(403, "Forbidden",
+                    f'{what} is forbidden: User "{user}" cannot {verb} resource '
+                    f'"{resource.split(".")[0]}"{where}')
+
+
+def unauthorized() -> ApiError:
+    return ApiError(401, "Unauthorized", "Unauthorized")
+
+
+def gone(message: str) -> ApiError:
+    return ApiError(410, "Expired", message)
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, "RequestEntityTooLarge",
+                    f"Request entity too large: limit is {limit}")
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "ServiceUnavailable", message)
