@@ -32,3 +32,21 @@ step rk members
 step rk kv get /demo/ --prefix
 step rk up --state-dir "$STATE"
 step rk members
+
+printf '\n\033[1m# Kubernetes manifests, applied once and served by every master\033[0m\n'
+step rk apply -f examples/
+step rk apply -f examples/   # unchanged: nothing is written
+python - "$STATE" <<'PY'
+import sys, yaml
+state = sys.argv[1]
+cfg = yaml.safe_load(open(f"{state}/config.yaml"))
+for i, server in enumerate(cfg["servers"], 1):
+    with open(f"{state}/only-m{i}.yaml", "w") as f:
+        yaml.safe_dump({"servers": [server], "token": cfg["token"]}, f)
+PY
+for i in 1 2 3; do
+  printf '\n\033[1m# from m%s\033[0m\n' "$i"
+  RK_CONFIG="$PWD/$STATE/only-m$i.yaml" rk get deployments
+  RK_CONFIG="$PWD/$STATE/only-m$i.yaml" rk get services
+done
+step rk get configmap web-config -o yaml

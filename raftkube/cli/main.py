@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from raftkube.cli import client as cl
-from raftkube.cli import local
+from raftkube.cli import kubectl, local
 
 
 def fail(message: str) -> None:
@@ -39,6 +39,10 @@ def main() -> None:
 @click.option("--secret-file", type=click.Path(dir_okay=False),
               help="Cluster secret that authenticates and encrypts Raft traffic "
                    "(default: the token file).")
+@click.option("--node-token-file", type=click.Path(dir_okay=False),
+              help="Agent tokens, one `token,node-name` per line.")
+@click.option("--service-cluster-ip-range", default="10.96.0.0/16", show_default=True,
+              help="CIDR that Service ClusterIPs are allocated from.")
 @click.option("--election-timeout", default="0.25-0.5", show_default=True,
               metavar="MIN-MAX", help="Raft election timeout range in seconds.")
 @click.option("--heartbeat", default=0.05, show_default=True, type=float,
@@ -55,7 +59,8 @@ def main() -> None:
               default="new", show_default=True,
               help="'existing' when an empty member joins a running (forced) cluster.")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
-           token_file: str, secret_file: str | None, election_timeout: str, heartbeat: float,
+           token_file: str, secret_file: str | None, node_token_file: str | None,
+           service_cluster_ip_range: str, election_timeout: str, heartbeat: float,
            history_revisions: int, log_compaction_entries: int, force_new_cluster: bool,
            unsafe_no_fsync: bool, initial_cluster_state: str) -> None:
     """Run one master: a store replica and its API server."""
@@ -69,7 +74,10 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
             raise ValueError("--election-timeout: need 0 < heartbeat < MIN < MAX")
         token = m.read_secret(token_file, "--token-file")
         secret = m.read_secret(secret_file, "--secret-file") if secret_file else token
+        node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
+        m.check_cidr(service_cluster_ip_range)
         m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
+              node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
               data_dir=data_dir, token=token, secret=secret, timing=timing,
               history_revisions=history_revisions, force_new_cluster=force_new_cluster,
               log_compaction_entries=log_compaction_entries,
@@ -204,3 +212,6 @@ def members() -> None:
     click.echo(f"{'NAME':6} {'API':24} {'RAFT':26} ROLE")
     for name, url, peer, role in rows:
         click.echo(f"{name:6} {url:24} {peer:26} {role}")
+
+
+kubectl.register(main)

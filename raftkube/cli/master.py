@@ -23,6 +23,37 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def read_node_tokens(path: str) -> dict[str, str]:
+    """`token,node-name` per line; blank lines and # comments are skipped."""
+    tokens: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise ValueError(f"--node-token-file: cannot read {path}: {e.strerror}") from None
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        token, sep, node = line.partition(",")
+        if not sep or len(token.strip()) < 16 or not node.strip():
+            raise ValueError(f"--node-token-file: {path}:{n}: expected `token,node-name` "
+                             "with a token of at least 16 characters")
+        tokens[token.strip()] = node.strip()
+    return tokens
+
+
+def check_cidr(cidr: str) -> None:
+    import ipaddress
+
+    try:
+        net = ipaddress.ip_network(cidr)
+    except ValueError as e:
+        raise ValueError(f"--service-cluster-ip-range: {e}") from None
+    if net.num_addresses < 8:
+        raise ValueError("--service-cluster-ip-range: the range is too small")
+
+
 def read_secret(path: str, what: str) -> str:
     try:
         with open(path) as f:
@@ -47,6 +78,8 @@ async def serve(
     history_revisions: int,
     force_new_cluster: bool,
     join: bool,
+    node_tokens: dict[str, str] | None = None,
+    service_cidr: str = "10.96.0.0/16",
     log_compaction_entries: int = 20_000,
     sync: bool = True,
 ) -> None:
@@ -67,7 +100,7 @@ async def serve(
     )
     loop = asyncio.get_running_loop()
     replica.start(loop)
-    app = make_app(replica, token=token)
+    app = make_app(replica, token=token, node_tokens=node_tokens, service_cidr=service_cidr)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, api_host, api_port, reuse_address=True)
