@@ -26,12 +26,13 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.api import kinds, selectors
+from raftkube.api import kinds, selectors, yamltext
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica, Unavailable
 
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request limit; objects are capped lower, by the store
 NODE_READABLE = {"pods", "services", "endpoints", "configmaps", "secrets", "nodes",
                  "namespaces", "leases", "events"}
@@ -406,6 +407,18 @@ async def read_json(request: web.Request) -> Any:
         raise stt.too_large(MAX_BODY) from None
     if len(raw) > MAX_BODY:
         raise stt.too_large(MAX_BODY)
+    if request.content_type in YAML_TYPES:
+        # As the apiserver does, a manifest may be sent as it is written: one YAML document.
+        try:
+            docs = list(yamltext.load_all(raw.decode()))
+        except UnicodeDecodeError as e:
+            raise stt.bad_request(f"the body of the request is not valid UTF-8: {e}") from None
+        except yamltext.YAMLError as e:
+            raise stt.bad_request("the body of the request is not valid YAML: "
+                                  + yamltext.problem(e)) from None
+        if len(docs) != 1:
+            raise stt.bad_request(f"the body must be one YAML document, got {len(docs)}")
+        return docs[0]
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:

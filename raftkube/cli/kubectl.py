@@ -20,6 +20,7 @@ argument of `register` so that tests see fixed AGE columns.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -32,7 +33,7 @@ from typing import Any, NoReturn
 import click
 import yaml
 
-from raftkube.api import kinds, merge
+from raftkube.api import kinds, merge, yamltext
 from raftkube.cli import client as cl
 from raftkube.cli import printers, rest
 
@@ -42,16 +43,6 @@ MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "STDIN"
 PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan",
                "true": "Background", "false": "Orphan"}
-
-
-class _Loader(yaml.SafeLoader):
-    """YAML as manifests mean it: `date: 2024-05-01` is a string, as it is for kubectl,
-    not a datetime that JSON cannot carry."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
 class ManifestError(cl.ClientError):
@@ -120,11 +111,11 @@ def parse_documents(source: str, text: str) -> list[Any]:
             pass  # JSON-flow YAML (comments, unquoted keys): let YAML read it
     docs: list[Any] = []
     try:
-        for doc in yaml.load_all(text, Loader=_Loader):
+        for doc in yamltext.load_all(text):
             docs.append(doc)
-    except yaml.YAMLError as e:
+    except yamltext.YAMLError as e:
         raise ManifestError([f"error parsing {_where(source, len(docs) + 1)}: "
-                             f"{_yaml_problem(e)}"]) from None
+                             f"{yamltext.problem(e)}"]) from None
     return docs
 
 
@@ -139,16 +130,6 @@ def _json_stream(text: str) -> list[Any]:
             return docs
         doc, pos = decoder.raw_decode(text, pos)
         docs.append(doc)
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
-        mark = e.problem_mark
-        text = f"yaml: line {mark.line + 1}, column {mark.column + 1}: {e.problem}"
-        if e.context:
-            text += f" ({e.context})"
-        return text
-    return f"yaml: {e}"
 
 
 def check_object(obj: Any, where: str) -> list[str]:
@@ -313,7 +294,8 @@ def apply_patch(*, manifest: Obj, live: Obj) -> Obj:
     """
     new = without_last_applied(manifest)
     last = last_applied_of(live)
-    patch: Obj = copy.deepcopy(merge.three_way_patch(last_applied=last, new=new, live=live))
+    patch: Obj = copy.deepcopy(merge.three_way_patch(last_applied=last, new=new,
+                                                     live=_as_written(live, new)))
     if last is None or not merge.same(last, new):
         meta = patch.get("metadata")
         if not isinstance(meta, dict):
@@ -326,6 +308,24 @@ def apply_patch(*, manifest: Obj, live: Obj) -> Obj:
             meta["annotations"] = annotations
         annotations[LAST_APPLIED] = compact(new)
     return patch
+
+
+def _as_written(live: Obj, new: Obj) -> Obj:
+    """`live` in the manifest's terms where the server stores a field another way: a
+    Secret's `stringData` is kept folded into base64 `data`, so it is read back out for
+    the keys the manifest writes that way, and an unchanged Secret patches to nothing."""
+    string_data = new.get("stringData")
+    data = live.get("data")
+    if new.get("kind") != "Secret" or not isinstance(string_data, dict) \
+            or not isinstance(data, dict):
+        return live
+    shown: dict[str, str] = {}
+    for key in string_data:
+        try:
+            shown[key] = base64.b64decode(data[key], validate=True).decode()
+        except (KeyError, TypeError, ValueError):
+            continue  # not there, or not text: the manifest's value is sent
+    return {**live, "stringData": shown}
 
 
 def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:

@@ -457,6 +457,20 @@ def test_apply_patch_is_empty_when_live_already_matches() -> None:
     assert kubectl.apply_patch(manifest=manifest, live=live) == {}
 
 
+def test_a_secret_written_with_string_data_is_unchanged_once_folded() -> None:
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "stringData": {"user": "admin", "password": "hunter2"}}
+    live = kubectl.with_last_applied(manifest)
+    del live["stringData"]  # the server keeps it as base64 data
+    live["data"] = {"user": "YWRtaW4=", "password": "aHVudGVyMg==", "other": "eA=="}
+    assert kubectl.apply_patch(manifest=manifest, live=live) == {}
+    changed = copy.deepcopy(manifest)
+    changed["stringData"]["password"] = "correct horse"
+    patch = kubectl.apply_patch(manifest=changed, live=live)
+    assert patch["stringData"] == {"password": "correct horse"}
+    assert "data" not in patch
+
+
 def test_apply_patch_removes_dropped_fields_and_records_the_new_manifest() -> None:
     old = yaml.safe_load(CONFIGMAP_YAML)
     new = copy.deepcopy(old)

@@ -76,6 +76,7 @@ def revision(s: Served) -> int:
 
 BIG = "x" * 1_600_000
 NODE = {"Authorization": f"Bearer {NODE_TOKEN}"}
+YAML = {"Content-Type": "application/yaml"}
 
 BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
     # (id, method, path, body, options, status, reason, text in message)
@@ -174,6 +175,28 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
      "could not find"),
     ("delete system namespace", "DELETE", "/api/v1/namespaces/default", None, {}, 403,
      "Forbidden", "may not be deleted"),
+    ("stale resourceVersion", "PUT", CMS + "/a", {**configmap("a"), "metadata": {
+        "name": "a", "resourceVersion": "1"}}, {}, 409, "Conflict", "the object has been modified"),
+    ("create existing", "POST", CMS, configmap("a"), {}, 409, "AlreadyExists",
+     'configmaps "a" already exists'),
+    ("malformed YAML", "POST", CMS, None, {"raw": b"kind: ConfigMap\nmetadata: {name: [x\n",
+                                          "headers": YAML}, 400, "BadRequest", "not valid YAML"),
+    ("YAML indented with a tab", "POST", CMS, None, {
+        "raw": b"kind: ConfigMap\nmetadata:\n\tname: x\n", "headers": YAML}, 400, "BadRequest",
+     "yaml: line 3"),
+    ("two YAML documents", "POST", CMS, None, {"raw": b"kind: ConfigMap\n---\nkind: Secret\n",
+                                              "headers": YAML}, 400, "BadRequest",
+     "one YAML document"),
+    ("YAML scalar body", "POST", CMS, None, {"raw": b"just words", "headers": YAML}, 400,
+     "BadRequest", "JSON object"),
+    ("data value not a string", "POST", CMS, {**configmap("x"), "data": {"k": 5}}, {}, 422,
+     "Invalid", "data[k]"),
+    ("labels not a map", "POST", CMS, {**configmap("x"), "metadata": {"name": "x", "labels": [
+        "a"]}}, {}, 422, "Invalid", "metadata.labels"),
+    ("bad generateName", "POST", CMS, {**configmap("x"), "metadata": {"generateName": "Bad_"}},
+     {}, 422, "Invalid", "metadata.generateName"),
+    ("patch to a wrong type", "PATCH", CMS + "/a", {"data": "text"}, {"headers": {
+        "Content-Type": "application/merge-patch+json"}}, 422, "Invalid", "data"),
 ]
 
 
@@ -221,6 +244,14 @@ async def test_create_defaults_and_resource_version(served: Served) -> None:
     assert got == created
     status, out = await call(served, "POST", DEPLOY, deployment())
     assert status == 409 and out["reason"] == "AlreadyExists"
+
+
+async def test_a_manifest_may_be_posted_as_yaml(served: Served) -> None:
+    text = (b"# as written\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\n"
+            b"data:\n  when: 2024-05-01\n")
+    status, out = await call(served, "POST", CMS, raw=text, headers=YAML)
+    assert status == 201, out
+    assert out["data"] == {"when": "2024-05-01"}  # a date stays a string
 
 
 async def test_generate_name(served: Served) -> None:

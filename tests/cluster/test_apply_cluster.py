@@ -1,0 +1,151 @@
+"""`rk apply` of manifests as the Kubernetes documentation writes them, against real
+masters: every field round-trips, every master serves the same objects, an unchanged
+re-apply writes nothing, a changed one removes what the manifest dropped, and a bad file
+changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from raftkube.api import yamltext
+from tests.cluster.harness import Cluster
+
+pytestmark = pytest.mark.cluster
+
+DOCS = Path(__file__).parent.parent / "manifests" / "k8s-docs"
+RK = str(Path(sys.executable).parent / "rk")
+
+
+def rk(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RK_CONFIG": str(config)}
+    return subprocess.run([RK, *args], env=env, input=stdin, capture_output=True, text=True,
+                          timeout=60)
+
+
+def configs(c: Cluster, tmp: Path) -> dict[str, Path]:
+    """One client config per master, naming only that master."""
+    out = {}
+    for name in c.names:
+        path = tmp / f"only-{name}.yaml"
+        path.write_text(yaml.safe_dump({"servers": [c.url[name]], "token": c.token}))
+        out[name] = path
+    return out
+
+
+def documents() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(DOCS.glob("*.yaml")):
+        docs += [d for d in yamltext.load_all(path.read_text()) if d]
+    return docs
+
+
+def contains(live: Any, written: Any, path: str = "") -> list[str]:
+    """Where `live` does not hold what `written` says (defaults may be added, nothing
+    written may change)."""
+    if isinstance(written, dict):
+        if not isinstance(live, dict):
+            return [f"{path}: {live!r} is not an object"]
+        return [p for k, v in written.items() for p in contains(live.get(k), v, f"{path}.{k}")]
+    if isinstance(written, list):
+        if not isinstance(live, list) or len(live) != len(written):
+            return [f"{path}: {live!r} != {written!r}"]
+        return [p for i, (a, b) in enumerate(zip(live, written, strict=True))
+                for p in contains(a, b, f"{path}[{i}]")]
+    return [] if live == written else [f"{path}: {live!r} != {written!r}"]
+
+
+async def revision(c: Cluster) -> int:
+    st = await c.status(c.names[0])
+    assert st is not None
+    return int(st["header"]["revision"])
+
+
+async def test_kubernetes_documentation_manifests_apply_unchanged(
+        cluster: Cluster, tmp_path: Path) -> None:
+    async with cluster as c:
+        await c.leader()
+        only = configs(c, tmp_path)
+        everyone = Path(c.state_dir) / "config.yaml"
+        docs = documents()
+
+        # Applied once, through m2 alone: writes work through any master.
+        out = rk(only["m2"], "apply", "-f", str(DOCS))
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert len(lines) == len(docs) and all(ln.endswith(" created") for ln in lines), lines
+        assert lines[0] == "namespace/kube-system created"  # namespaces go first
+
+        # Every field written round-trips, and every master answers the same.
+        for doc in docs:
+            kind, name = doc["kind"], doc["metadata"]["name"]
+            ns = doc["metadata"].get("namespace", "default")
+            answers = []
+            for cfg in only.values():
+                got = rk(cfg, "get", kind, name, "-n", ns, "-o", "json")
+                assert got.returncode == 0, got.stderr
+                answers.append(json.loads(got.stdout))
+            assert answers[0] == answers[1] == answers[2], f"{kind}/{name} differs"
+            live = answers[0]
+            written = {k: v for k, v in doc.items() if k != "stringData"}
+            assert contains(live, written) == [], f"{kind}/{name}"
+            if kind == "Secret":  # stringData is folded into data, base64
+                assert set(live["data"]) == set(doc["stringData"]) and "stringData" not in live
+        svc = json.loads(rk(everyone, "get", "service", "nodeport-demo", "-o", "json").stdout)
+        assert svc["spec"]["ports"][0]["nodePort"] == 30007  # a requested nodePort is kept
+        assert svc["spec"]["clusterIP"].startswith("10.")
+
+        # Re-applied unchanged: nothing is written, not one revision.
+        before = await revision(c)
+        again = rk(everyone, "apply", "-f", str(DOCS))
+        assert again.returncode == 0, again.stderr
+        assert all(ln.endswith(" unchanged") for ln in again.stdout.splitlines()), again.stdout
+        assert await revision(c) == before
+
+        # Changed: the new value lands, a dropped field goes, server-set fields stay.
+        deployment = (DOCS / "nginx-deployment.yaml").read_text()
+        changed = deployment.replace("replicas: 3", "replicas: 5").replace(
+            "  labels:\n    app: nginx\nspec:", "spec:")
+        out = rk(only["m3"], "apply", "-f", "-", stdin=changed)
+        assert out.returncode == 0 and out.stdout == "deployment.apps/nginx-deployment configured\n"
+        live = json.loads(rk(only["m1"], "get", "deploy", "nginx-deployment", "-o", "json").stdout)
+        assert live["spec"]["replicas"] == 5
+        assert "labels" not in live["metadata"]
+        assert live["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "25%",
+                                                             "maxUnavailable": "25%"}
+        assert live["metadata"]["generation"] == 2
+
+
+async def test_a_bad_file_changes_nothing_and_says_where(cluster: Cluster, tmp_path: Path) -> None:
+    async with cluster as c:
+        await c.leader()
+        cfg = Path(c.state_dir) / "config.yaml"
+        good = (DOCS / "game-demo.yaml").read_text()
+        cases = {
+            "malformed.yaml": (good + "---\nkind: ConfigMap\nmetadata: {name: [x\n",
+                               "(document 2): yaml: line"),
+            "unknown-kind.yaml": (good + "---\napiVersion: v1\nkind: Widget\nmetadata:\n"
+                                  "  name: w\n", 'no matches for kind "Widget"'),
+            "bad-name.yaml": (good.replace("name: game-demo", "name: Game_Demo"),
+                              "metadata.name"),
+            "negative.yaml": ((DOCS / "nginx-deployment.yaml").read_text().replace(
+                "replicas: 3", "replicas: -1"), "spec.replicas"),
+            "wrong-type.yaml": ((DOCS / "nginx-deployment.yaml").read_text().replace(
+                "replicas: 3", "replicas: three"), "spec.replicas"),
+        }
+        before = await revision(c)
+        for file, (text, words) in cases.items():
+            path = tmp_path / file
+            path.write_text(text)
+            out = rk(cfg, "apply", "-f", str(path))
+            assert out.returncode != 0, (file, out.stdout)
+            assert words in out.stderr, (file, out.stderr)
+            assert "created" not in out.stdout, (file, out.stdout)
+        assert await revision(c) == before
