@@ -108,6 +108,14 @@ class Causes:
         self.add(Cause(field, REQUIRED, f"Required value: {detail}" if detail
                        else "Required value"))
 
+    def require(self, obj: dict[str, Any], name: str, path: str) -> Any:
+        """`obj[name]`, or a Required cause at `path.name` and None when it is missing or ""."""
+        value = obj.get(name)
+        if value is None or value == "":
+            self.required(child(path, name))
+            return None
+        return value
+
     def invalid(self, field: str, value: Any, detail: str) -> None:
         self.add(Cause(field, INVALID, f"Invalid value: {show(value)}: {detail}"))
 

@@ -34,10 +34,8 @@ _SUBSCRIPTED_FIELD = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]")
 def validate_container(c: dict[str, Any], *, path: str, volumes: Collection[str],
                        errs: causes.Causes) -> None:
     """Everything about one container except the uniqueness of its name (the pod's job)."""
-    image = c.get("image")
-    if image is None or image == "":
-        errs.required(causes.child(path, "image"))
-    elif isinstance(image, str) and image.strip() != image:
+    image = errs.require(c, "image", path)
+    if isinstance(image, str) and image.strip() != image:
         errs.invalid(causes.child(path, "image"), image,
                      "must not have leading or trailing whitespace")
     _one_of(c.get("imagePullPolicy"), PULL_POLICIES, path=causes.child(path, "imagePullPolicy"),
@@ -109,10 +107,8 @@ def _ports(ports: Any, *, path: str, errs: causes.Causes) -> None:
 def _env(env: Any, *, path: str, errs: causes.Causes) -> None:
     for i, var in schema.maps(env):
         at = causes.index(path, i)
-        name = var.get("name")
-        if name is None or name == "":
-            errs.required(causes.child(at, "name"))
-        elif isinstance(name, str):
+        name = errs.require(var, "name", at)
+        if isinstance(name, str):
             errs.invalid_each(causes.child(at, "name"), name, names.env_var_name_errors(name))
         source = schema.get_map(var, "valueFrom")
         if source is not None:
@@ -139,10 +135,8 @@ def _value_from(source: dict[str, Any], *, has_value: bool, path: str,
         if kind == "fieldRef":
             _field_ref(ref, path=at, errs=errs)
         elif kind == "resourceFieldRef":
-            resource = ref.get("resource")
-            if resource is None or resource == "":
-                errs.required(causes.child(at, "resource"))
-            elif isinstance(resource, str) and resource not in RESOURCE_FIELD_REFS:
+            resource = errs.require(ref, "resource", at)
+            if isinstance(resource, str) and resource not in RESOURCE_FIELD_REFS:
                 errs.not_supported(causes.child(at, "resource"), resource, RESOURCE_FIELD_REFS)
         else:
             key_selector(ref, path=at, errs=errs)
@@ -150,21 +144,16 @@ def _value_from(source: dict[str, Any], *, has_value: bool, path: str,
 
 def key_selector(ref: dict[str, Any], *, path: str, errs: causes.Causes) -> None:
     """A `configMapKeyRef` or `secretKeyRef`: a named object and a valid key in it."""
-    if ref.get("name") is None or ref.get("name") == "":
-        errs.required(causes.child(path, "name"))
-    key = ref.get("key")
-    if key is None or key == "":
-        errs.required(causes.child(path, "key"))
-    elif isinstance(key, str):
+    errs.require(ref, "name", path)
+    key = errs.require(ref, "key", path)
+    if isinstance(key, str):
         errs.invalid_each(causes.child(path, "key"), key, names.config_key_errors(key))
 
 
 def _field_ref(ref: dict[str, Any], *, path: str, errs: causes.Causes) -> None:
-    if ref.get("apiVersion") is None or ref.get("apiVersion") == "":
-        errs.required(causes.child(path, "apiVersion"))
-    field = ref.get("fieldPath")
-    if field is None or field == "":
-        errs.required(causes.child(path, "fieldPath"))
+    errs.require(ref, "apiVersion", path)
+    field = errs.require(ref, "fieldPath", path)
+    if field is None:
         return
     if not isinstance(field, str) or field in FIELD_PATHS:
         return
@@ -240,15 +229,11 @@ def _mounts(mounts: Any, *, path: str, volumes: Collection[str], errs: causes.Ca
     paths: set[str] = set()
     for i, mount in schema.maps(mounts):
         at = causes.index(path, i)
-        name = mount.get("name")
-        if name is None or name == "":
-            errs.required(causes.child(at, "name"))
-        elif isinstance(name, str) and name not in volumes:
+        name = errs.require(mount, "name", at)
+        if isinstance(name, str) and name not in volumes:
             errs.not_found(causes.child(at, "name"), name)
-        mount_path = mount.get("mountPath")
-        if mount_path is None or mount_path == "":
-            errs.required(causes.child(at, "mountPath"))
-        elif isinstance(mount_path, str):
+        mount_path = errs.require(mount, "mountPath", at)
+        if isinstance(mount_path, str):
             if mount_path in paths:
                 errs.invalid(causes.child(at, "mountPath"), mount_path, "must be unique")
             paths.add(mount_path)

@@ -58,43 +58,39 @@ def max_len_error(length: int) -> str:
     return f"must be no more than {length} characters"
 
 
+def _format_errors(value: str, max_len: int, rx: re.Pattern[str], msg: str, fmt: str,
+                   *examples: str) -> list[str]:
+    errs = [max_len_error(max_len)] if len(value) > max_len else []
+    if not rx.fullmatch(value):
+        errs.append(regex_error(msg, fmt, *examples))
+    return errs
+
+
 def dns1123_label_errors(value: str) -> list[str]:
     """A lowercase RFC 1123 label: namespace names, container and port names."""
-    errs = []
-    if len(value) > DNS1123_LABEL_MAX:
-        errs.append(max_len_error(DNS1123_LABEL_MAX))
-    if not _DNS1123_LABEL.fullmatch(value):
-        errs.append(regex_error(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
-            "or '-', and must start and end with an alphanumeric character",
-            _DNS1123_LABEL_FMT, "my-name", "123-abc"))
-    return errs
+    return _format_errors(
+        value, DNS1123_LABEL_MAX, _DNS1123_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+        "or '-', and must start and end with an alphanumeric character",
+        _DNS1123_LABEL_FMT, "my-name", "123-abc")
 
 
 def dns1123_subdomain_errors(value: str) -> list[str]:
     """A lowercase RFC 1123 subdomain: the names of most objects."""
-    errs = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX:
-        errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
-    if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        errs.append(regex_error(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-            "characters, '-' or '.', and must start and end with an alphanumeric character",
-            _DNS1123_SUBDOMAIN_FMT, "example.com"))
-    return errs
+    return _format_errors(
+        value, DNS1123_SUBDOMAIN_MAX, _DNS1123_SUBDOMAIN,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+        "characters, '-' or '.', and must start and end with an alphanumeric character",
+        _DNS1123_SUBDOMAIN_FMT, "example.com")
 
 
 def dns1035_label_errors(value: str) -> list[str]:
     """An RFC 1035 label (starts with a letter): Service names, which become DNS names."""
-    errs = []
-    if len(value) > DNS1123_LABEL_MAX:
-        errs.append(max_len_error(DNS1123_LABEL_MAX))
-    if not _DNS1035_LABEL.fullmatch(value):
-        errs.append(regex_error(
-            "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-            "start with an alphabetic character, and end with an alphanumeric character",
-            _DNS1035_LABEL_FMT, "my-name", "abc-123"))
-    return errs
+    return _format_errors(
+        value, DNS1123_LABEL_MAX, _DNS1035_LABEL,
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
+        "start with an alphabetic character, and end with an alphanumeric character",
+        _DNS1035_LABEL_FMT, "my-name", "abc-123")
 
 
 def qualified_name_errors(value: str) -> list[str]:
@@ -130,15 +126,11 @@ def label_key_errors(value: str) -> list[str]:
 
 def label_value_errors(value: str) -> list[str]:
     """A label value: empty, or up to 63 of `[A-Za-z0-9_.-]` starting and ending alphanumeric."""
-    errs = []
-    if len(value) > LABEL_VALUE_MAX:
-        errs.append(max_len_error(LABEL_VALUE_MAX))
-    if not _LABEL_VALUE.fullmatch(value):
-        errs.append(regex_error(
-            "a valid label must be an empty string or consist of alphanumeric characters, "
-            "'-', '_' or '.', and must start and end with an alphanumeric character",
-            _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errs
+    return _format_errors(
+        value, LABEL_VALUE_MAX, _LABEL_VALUE,
+        "a valid label must be an empty string or consist of alphanumeric characters, "
+        "'-', '_' or '.', and must start and end with an alphanumeric character",
+        _LABEL_VALUE_FMT, "MyValue", "my_value", "12345")
 
 
 def port_name_errors(value: str) -> list[str]:
@@ -163,16 +155,11 @@ def port_number_errors(value: int) -> list[str]:
 
 def config_key_errors(value: str) -> list[str]:
     """A ConfigMap or Secret key, which becomes a file name when mounted."""
-    errs = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX:
-        errs.append(max_len_error(DNS1123_SUBDOMAIN_MAX))
-    if not _CONFIG_KEY.fullmatch(value):
-        errs.append(regex_error(
-            "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
-            _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name"))
-    if not errs:
-        errs.extend(_chdir_errors(value))
-    return errs
+    errs = _format_errors(
+        value, DNS1123_SUBDOMAIN_MAX, _CONFIG_KEY,
+        "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+        _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name")
+    return errs or _chdir_errors(value)
 
 
 def env_var_name_errors(value: str) -> list[str]:

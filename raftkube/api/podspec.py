@@ -111,10 +111,8 @@ def _volumes(volumes: Any, *, path: str, errs: causes.Causes) -> set[str]:
     found: set[str] = set()
     for i, volume in schema.maps(volumes):
         at = causes.index(path, i)
-        name = volume.get("name")
-        if name is None or name == "":
-            errs.required(causes.child(at, "name"))
-        elif isinstance(name, str):
+        name = errs.require(volume, "name", at)
+        if isinstance(name, str):
             errs.invalid_each(causes.child(at, "name"), name, names.dns1123_label_errors(name))
             if name in found:
                 errs.duplicate(causes.child(at, "name"), name)
@@ -132,10 +130,8 @@ def _volume_source(volume: dict[str, Any], *, path: str, errs: causes.Causes) ->
     host = schema.get_map(volume, "hostPath")
     if host is not None:
         at = causes.child(path, "hostPath")
-        host_path = host.get("path")
-        if host_path is None or host_path == "":
-            errs.required(causes.child(at, "path"))
-        elif isinstance(host_path, str) and ".." in host_path.split("/"):
+        host_path = errs.require(host, "path", at)
+        if isinstance(host_path, str) and ".." in host_path.split("/"):
             errs.invalid(causes.child(at, "path"), host_path, "must not contain '..'")
         kind = schema.get_str(host, "type")
         if kind is not None and kind not in HOST_PATH_TYPES:
@@ -154,20 +150,16 @@ def _volume_source(volume: dict[str, Any], *, path: str, errs: causes.Causes) ->
         if found is None:
             continue
         at = causes.child(path, source)
-        if found.get(name_field) is None or found.get(name_field) == "":
-            errs.required(causes.child(at, name_field))
+        errs.require(found, name_field, at)
         _file_mode(found.get("defaultMode"), path=causes.child(at, "defaultMode"), errs=errs)
         for j, item in schema.maps(found.get("items")):
             _key_to_path(item, path=causes.index(causes.child(at, "items"), j), errs=errs)
 
 
 def _key_to_path(item: dict[str, Any], *, path: str, errs: causes.Causes) -> None:
-    if item.get("key") is None or item.get("key") == "":
-        errs.required(causes.child(path, "key"))
-    target = item.get("path")
-    if target is None or target == "":
-        errs.required(causes.child(path, "path"))
-    elif isinstance(target, str):
+    errs.require(item, "key", path)
+    target = errs.require(item, "path", path)
+    if isinstance(target, str):
         containers.relative_path(target, path=causes.child(path, "path"), errs=errs)
     _file_mode(item.get("mode"), path=causes.child(path, "mode"), errs=errs)
 
@@ -227,10 +219,8 @@ def _node_affinity(affinity: dict[str, Any], *, path: str, errs: causes.Causes) 
 def _node_selector_term(term: dict[str, Any], *, path: str, errs: causes.Causes) -> None:
     for i, req in schema.maps(term.get("matchExpressions")):
         at = causes.index(causes.child(path, "matchExpressions"), i)
-        key = req.get("key")
-        if key is None or key == "":
-            errs.required(causes.child(at, "key"))
-        elif isinstance(key, str):
+        key = errs.require(req, "key", at)
+        if isinstance(key, str):
             errs.invalid_each(causes.child(at, "key"), key, names.label_key_errors(key))
         _node_selector_values(req, path=at, errs=errs, label_values=True)
     for i, req in schema.maps(term.get("matchFields")):

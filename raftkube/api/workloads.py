@@ -120,10 +120,8 @@ def validate_label_selector(sel: dict[str, Any], *, path: str,
                              errs=errs)
     for i, expr in schema.maps(sel.get("matchExpressions")):
         at = causes.index(causes.child(path, "matchExpressions"), i)
-        key = expr.get("key")
-        if key is None or key == "":
-            errs.required(causes.child(at, "key"))
-        elif isinstance(key, str):
+        key = errs.require(expr, "key", at)
+        if isinstance(key, str):
             errs.invalid_each(causes.child(at, "key"), key, names.label_key_errors(key))
         operator = expr.get("operator")
         values = schema.get_list(expr, "values") or []

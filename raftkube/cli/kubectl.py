@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 import click
 import yaml
 
-from raftkube.api import kinds, merge, yamltext
+from raftkube.api import causes, kinds, merge, yamltext
 from raftkube.cli import client as cl
 from raftkube.cli import printers, rest
 
@@ -136,7 +136,7 @@ def check_object(obj: Any, where: str) -> list[str]:
     """What keeps one document from being an object we can send; [] when nothing."""
     if not isinstance(obj, dict):
         return [f"error validating {where}: expected an object with apiVersion, kind and "
-                f"metadata, got {_type_word(obj)}"]
+                f"metadata, got {causes.json_type(obj)}"]
     missing = []
     for key in ("apiVersion", "kind"):
         if not isinstance(obj.get(key), str) or not obj[key]:
@@ -151,18 +151,6 @@ def check_object(obj: Any, where: str) -> list[str]:
     if missing:
         return [f"error validating {where}: error validating data: [{', '.join(missing)}]"]
     return []
-
-
-def _type_word(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return type(value).__name__
 
 
 def _is_list(doc: Any) -> bool:

@@ -417,7 +417,7 @@ def test_namespaces_are_applied_first(tmp_path: Path) -> None:
      r"allowed here"),
     (f"{CONFIGMAP_YAML}---\n- just\n- a list\n",
      r'error validating "{f}" \(document 2\): expected an object with apiVersion, kind and '
-     r"metadata, got a list"),
+     r"metadata, got array"),
     ("metadata:\n  name: x\n",
      r'error validating "{f}" \(document 1\): error validating data: '
      r"\[apiVersion not set, kind not set\]"),
