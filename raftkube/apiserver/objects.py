@@ -41,6 +41,7 @@ SYSTEM_NAMESPACES = ("default", "raftkube-system")
 STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet", "Job", "Node",
                       "Namespace"}
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+FOREGROUND = "foregroundDeletion"
 
 
 def key_of(kind: kinds.Kind, namespace: str, name: str) -> bytes:
@@ -70,12 +71,13 @@ class Stored:
     obj: dict[str, Any]
     mod_revision: int
     create_revision: int
+    lease: int = 0
 
 
 def decode(kv: dict[str, Any]) -> Stored:
     obj = json.loads(kv["value"])
     obj.setdefault("metadata", {})["resourceVersion"] = str(kv["mod_revision"])
-    return Stored(obj, kv["mod_revision"], kv["create_revision"])
+    return Stored(obj, kv["mod_revision"], kv["create_revision"], int(kv.get("lease") or 0))
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -164,6 +166,8 @@ class Objects:
                 raise stt.gone("The provided continue parameter is too old to display a "
                                "consistent list result. You can start a new list without "
                                "the continue parameter.") from None
+            except st.StoreError as e:  # a token naming a revision from the future
+                raise stt.bad_request(f"continue: invalid continue token: {e.message}") from None
             revision = revision or result["revision"]
             kvs = result.get("kvs") or []
             for kv in kvs:
@@ -271,10 +275,10 @@ class Objects:
             value = encode(obj)
             if len(value) > MAX_OBJECT_BYTES:
                 raise stt.too_large(MAX_OBJECT_BYTES)
-            lease = await self._event_lease_id() if kind.kind == "Event" else 0
-            success.insert(0, _put(key, value, lease))
             if dry_run:
                 return obj
+            lease = await self._event_lease_id() if kind.kind == "Event" else 0
+            success.insert(0, _put(key, value, lease))
             result = await self.commit({"compare": compare, "success": success,
                                         "failure": []})
             if result["succeeded"]:
@@ -302,22 +306,27 @@ class Objects:
         if expect_revision is not None and expect_revision != current.mod_revision:
             raise stt.conflict(resource_name(kind), name)
         merged = self._merge_for_update(kind, current.obj, new, subresource)
-        if kind.kind == "Service":
-            _keep_service_addresses(merged, current.obj)
         causes = validation.validate(merged, old=_without_rv(current.obj))
         if causes:
             raise stt.invalid(kind.kind, kind.group, name, causes)
         if _same(merged, current.obj):
             return current.obj  # nothing changes: no write, no new resourceVersion
         meta = merged["metadata"]
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") \
+                and not meta.get("deletionGracePeriodSeconds"):
+            # The last finalizer is gone: the object goes, and its dependents with it. A
+            # pod in its grace period stays until its node deletes it with grace 0.
             if dry_run:
                 return merged
             await self._remove(kind, namespace, name, current)
+            await self._delete_dependents(meta.get("uid", ""), namespace)
             return merged
         key = key_of(kind, namespace, name)
+        value = encode(merged)
+        if len(value) > MAX_OBJECT_BYTES:
+            raise stt.too_large(MAX_OBJECT_BYTES)
         compare = [_cmp(key, "MOD", current.mod_revision)]
-        success = [_put(key, encode(merged))]
+        success = [_put(key, value, current.lease)]  # an Event keeps its expiry
         if kind.kind == "Service":
             added = await self._allocate(merged, old=current.obj)
             for k in added:
@@ -353,6 +362,8 @@ class Objects:
             meta.setdefault("namespace", old_meta.get("namespace"))
         meta.pop("resourceVersion", None)
         merged["metadata"] = meta
+        if kind.kind == "Service":
+            _keep_service_addresses(merged, current)
         if kind.kind in STATUS_SUBRESOURCE and "status" in current:
             merged["status"] = current["status"]
         elif kind.kind in STATUS_SUBRESOURCE:
@@ -365,8 +376,12 @@ class Objects:
                     subresource: str = "", dry_run: bool = False) -> dict[str, Any]:
         if not isinstance(patch, dict):
             raise stt.bad_request("the patch must be a JSON object (a merge patch)")
+        wanted_rv = (patch.get("metadata") or {}).get("resourceVersion") \
+            if isinstance(patch.get("metadata"), dict) else None
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
+            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
+                raise stt.conflict(resource_name(kind), name)  # a precondition: no retry
             base = _without_rv(current.obj)
             patched = merge.merge_patch(base, patch)
             if not isinstance(patched, dict):
@@ -390,33 +405,32 @@ class Objects:
                      dry_run: bool = False) -> dict[str, Any]:
         current = await self.get(kind, namespace, name)
         obj = current.obj
-        if dry_run:
-            return obj
         meta = obj["metadata"]
         if kind.kind == "Namespace" and name in SYSTEM_NAMESPACES:
             raise stt.ApiError(403, "Forbidden",
                                f'namespaces "{name}" is forbidden: this namespace may not be '
                                "deleted")
-        graceful = (kind.kind == "Pod" and (obj.get("spec") or {}).get("nodeName")
-                    and (grace if grace is not None else
-                         int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)))
-                    > 0)
-        if meta.get("finalizers") or graceful:
-            if not meta.get("deletionTimestamp"):
-                patch: dict[str, Any] = {"metadata": {"deletionTimestamp": rfc3339(self.clock())}}
-                if graceful:
-                    patch["metadata"]["deletionGracePeriodSeconds"] = grace if grace is not None \
-                        else int(obj["spec"].get("terminationGracePeriodSeconds", 30))
-                marked: dict[str, Any] = merge.merge_patch(_without_rv(obj), patch)
-                key = key_of(kind, namespace, name)
-                result = await self.commit({
-                    "compare": [_cmp(key, "MOD", current.mod_revision)],
-                    "success": [_put(key, encode(marked))], "failure": []})
-                if not result["succeeded"]:
-                    raise stt.conflict(resource_name(kind), name)
-                marked["metadata"]["resourceVersion"] = str(result["revision"])
-                return marked
+        if dry_run:
             return obj
+        spec = obj.get("spec") or {}
+        if grace is None and kind.kind == "Pod":
+            grace = int(spec.get("terminationGracePeriodSeconds", 30))
+        # A pod on a node is given its grace period: it is marked, its node stops it and
+        # then deletes it with grace 0. A pod on no node has nothing to stop.
+        graceful = kind.kind == "Pod" and bool(spec.get("nodeName")) and bool(grace)
+        foreground = propagation == "Foreground" and bool(
+            await self._dependents(meta.get("uid", ""), namespace))
+        if meta.get("finalizers") or graceful or foreground:
+            marked = await self._mark_deleted(kind, namespace, name, current,
+                                              grace=grace if graceful else None,
+                                              foreground=foreground)
+            if foreground:
+                await self._delete_dependents(meta.get("uid", ""), namespace,
+                                              propagation="Foreground")
+                await self._release_owner(kind, namespace, name)
+                found = await self.read(key_of(kind, namespace, name))
+                return found.obj if found is not None else marked
+            return marked
         if kind.kind == "Namespace":
             await self._delete_namespace(name, current)
         else:
@@ -427,6 +441,57 @@ class Objects:
             await self._orphan_dependents(meta.get("uid", ""), namespace)
         return obj
 
+    async def _mark_deleted(self, kind: kinds.Kind, namespace: str, name: str,
+                            current: Stored, *, grace: int | None,
+                            foreground: bool) -> dict[str, Any]:
+        """Set deletionTimestamp (now + the grace period, as Kubernetes does); a second
+        delete may shorten the grace period but never lengthen it."""
+        meta = current.obj["metadata"]
+        patch: dict[str, Any] = {}
+        old_grace = meta.get("deletionGracePeriodSeconds")
+        if not meta.get("deletionTimestamp"):
+            patch["deletionTimestamp"] = rfc3339(self.clock() + (grace or 0))
+            if grace:
+                patch["deletionGracePeriodSeconds"] = grace
+        elif grace is not None and old_grace is not None and grace < int(old_grace):
+            patch["deletionTimestamp"] = rfc3339(self.clock() + grace)
+            patch["deletionGracePeriodSeconds"] = grace
+        finalizers = list(meta.get("finalizers") or [])
+        if foreground and FOREGROUND not in finalizers:
+            patch["finalizers"] = finalizers + [FOREGROUND]
+        if not patch:
+            return current.obj
+        marked: dict[str, Any] = merge.merge_patch(_without_rv(current.obj),
+                                                   {"metadata": patch})
+        key = key_of(kind, namespace, name)
+        result = await self.commit({
+            "compare": [_cmp(key, "MOD", current.mod_revision)],
+            "success": [_put(key, encode(marked), current.lease)], "failure": []})
+        if not result["succeeded"]:
+            raise stt.conflict(resource_name(kind), name)
+        marked["metadata"]["resourceVersion"] = str(result["revision"])
+        return marked
+
+    async def _release_owner(self, kind: kinds.Kind, namespace: str, name: str) -> None:
+        """An owner deleted in the foreground goes once it has no dependents left."""
+        for _attempt in range(10):
+            found = await self.read(key_of(kind, namespace, name))
+            if found is None:
+                return
+            meta = found.obj["metadata"]
+            finalizers = meta.get("finalizers") or []
+            if FOREGROUND not in finalizers or await self._dependents(meta.get("uid", ""),
+                                                                      namespace):
+                return
+            try:
+                await self.patch(kind, namespace, name, {"metadata": {
+                    "finalizers": [f for f in finalizers if f != FOREGROUND] or None,
+                    "resourceVersion": str(found.mod_revision)}})
+                return
+            except stt.ApiError as e:
+                if e.reason != "Conflict":
+                    return
+
     async def _remove(self, kind: kinds.Kind, namespace: str, name: str,
                       current: Stored) -> None:
         key = key_of(kind, namespace, name)
@@ -435,26 +500,45 @@ class Objects:
                                     "success": success, "failure": []})
         if not result["succeeded"]:
             raise stt.conflict(resource_name(kind), name)
+        for ref in current.obj["metadata"].get("ownerReferences") or []:
+            owner = kinds.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", ""))) \
+                if isinstance(ref, dict) else None
+            if owner is not None and isinstance(ref.get("name"), str):
+                await self._release_owner(owner, namespace if owner.namespaced else "",
+                                          ref["name"])
 
     async def _delete_namespace(self, name: str, current: Stored) -> None:
-        # Services first, one by one, so that their addresses are freed with them.
-        service = SERVICE_KIND
-        for svc in (await self.list_objects(service, name)).items:
-            try:
-                stored = await self.get(service, name, svc["metadata"]["name"])
-                await self._remove(service, name, svc["metadata"]["name"], stored)
-            except stt.ApiError:
-                pass
+        """Everything in the namespace goes in one transaction, with the Service addresses
+        held in it. The transaction is refused, and tried again, if a Service in the
+        namespace changed after the addresses were read."""
         ns_key = key_of(NAMESPACE_KIND, "", name)
-        success = [_delete(ns_key)]
-        for k in kinds.KINDS:
-            if k.namespaced:
-                p = prefix_of(k, name)
-                success.append(_delete(p, st.prefix_end(p)))
-        result = await self.commit({"compare": [_cmp(ns_key, "MOD", current.mod_revision)],
-                                    "success": success, "failure": []})
-        if not result["succeeded"]:
-            raise stt.conflict("namespaces", name)
+        services = prefix_of(SERVICE_KIND, name)
+        for _attempt in range(10):
+            held: list[bytes] = []
+            revision = 0
+            for prefix in (NODEPORTS, CLUSTERIPS):
+                result = await self.replica.range({"key": prefix,
+                                                   "range_end": st.prefix_end(prefix),
+                                                   "revision": revision})
+                revision = revision or result["revision"]
+                held += [kv["key"] for kv in result.get("kvs") or []
+                         if kv["value"].startswith(f"{name}/".encode())]
+            compare = [_cmp(ns_key, "MOD", current.mod_revision),
+                       {"key": services, "range_end": st.prefix_end(services),
+                        "target": "MOD", "result": "LESS", "mod_revision": revision + 1}]
+            success = [_delete(ns_key)] + [_delete(k) for k in held]
+            for k in kinds.KINDS:
+                if k.namespaced:
+                    p = prefix_of(k, name)
+                    success.append(_delete(p, st.prefix_end(p)))
+            result = await self.commit({"compare": compare, "success": success,
+                                        "failure": []})
+            if result["succeeded"]:
+                return
+            latest = await self.read(ns_key)
+            if latest is None or latest.mod_revision != current.mod_revision:
+                raise stt.conflict("namespaces", name)
+        raise stt.conflict("namespaces", name)
 
     async def _dependents(self, uid: str, namespace: str
                           ) -> list[tuple[kinds.Kind, Stored]]:
@@ -473,14 +557,15 @@ class Objects:
                     found.append((k, stored))
         return found
 
-    async def _delete_dependents(self, uid: str, namespace: str) -> None:
+    async def _delete_dependents(self, uid: str, namespace: str, *,
+                                 propagation: str = "Background") -> None:
         for k, stored in await self._dependents(uid, namespace):
             meta = stored.obj["metadata"]
             try:
                 await self.delete(k, meta.get("namespace", ""), meta["name"],
-                                  propagation="Background")
+                                  propagation=propagation)
             except stt.ApiError:
-                pass  # gone already, or changed: a later pass or the GC controller retries
+                pass  # gone already, or changed meanwhile
 
     async def _orphan_dependents(self, uid: str, namespace: str) -> None:
         for k, stored in await self._dependents(uid, namespace):
@@ -503,6 +588,9 @@ class Objects:
         wanted: list[bytes] = []
         if spec.get("clusterIP") in (None, ""):
             spec["clusterIP"] = await self._free_cluster_ip()
+        elif spec["clusterIP"] != "None" and CLUSTERIPS + str(spec["clusterIP"]).encode() \
+                not in old_keys:
+            await self._check_requested_ip(svc, str(spec["clusterIP"]))
         if spec.get("clusterIP") not in ("None", ""):
             wanted.append(CLUSTERIPS + str(spec["clusterIP"]).encode())
         if spec.get("type") in ("NodePort", "LoadBalancer"):
@@ -524,6 +612,23 @@ class Objects:
                 wanted.append(key)
         return [k for k in wanted if k not in old_keys]
 
+    async def _check_requested_ip(self, svc: dict[str, Any], ip: str) -> None:
+        def refuse(detail: str) -> stt.ApiError:
+            return stt.invalid("Service", "", svc["metadata"].get("name", ""), [
+                validation.Cause("spec.clusterIP", "FieldValueInvalid",
+                                 f"Invalid value: {json.dumps(ip)}: {detail}")])
+
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            raise refuse("must be a valid IP address") from None
+        net = ipaddress.ip_network(self.service_cidr)
+        if address not in net or address in (net.network_address, net.broadcast_address):
+            raise refuse(f"provided IP is not in the valid range. The range of valid IPs is "
+                         f"{self.service_cidr}")
+        if CLUSTERIPS + ip.encode() in await self._taken(CLUSTERIPS):
+            raise refuse("provided IP is already allocated")
+
     async def _taken(self, prefix: bytes) -> set[bytes]:
         result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix),
                                            "keys_only": True})
@@ -544,8 +649,12 @@ class Objects:
         net = ipaddress.ip_network(self.service_cidr)
         taken = await self._taken(CLUSTERIPS)
         first, last = int(net.network_address) + 2, int(net.broadcast_address) - 1
-        for _ in range(128):
+        for _ in range(128 if first <= last else 0):
             ip = str(ipaddress.ip_address(self.rng.randint(first, last)))
+            if CLUSTERIPS + ip.encode() not in taken:
+                return ip
+        for n in range(first, last + 1):  # nearly full: look at every address
+            ip = str(ipaddress.ip_address(n))
             if CLUSTERIPS + ip.encode() not in taken:
                 return ip
         raise stt.ApiError(500, "InternalError", f"no ClusterIP is free in {self.service_cidr}")
@@ -602,6 +711,12 @@ def _keep_service_addresses(new: dict[str, Any], old: dict[str, Any]) -> None:
         return
     if spec.get("clusterIP") in (None, "") and old_spec.get("clusterIP"):
         spec["clusterIP"] = old_spec["clusterIP"]
+    if spec.get("type") in (None, "ClusterIP") and old_spec.get("type") == "NodePort" \
+            and isinstance(spec.get("ports"), list):
+        held = {p.get("nodePort") for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        for p in spec["ports"]:  # as Kubernetes drops them with the type that needs them
+            if isinstance(p, dict) and p.get("nodePort") in held:
+                p.pop("nodePort")
     if spec.get("type") == old_spec.get("type") and isinstance(spec.get("ports"), list):
         old_ports = {(p.get("name"), p.get("port")): p.get("nodePort")
                      for p in old_spec.get("ports") or [] if isinstance(p, dict)}

@@ -6,8 +6,9 @@ error is a Kubernetes `Status`; a request is fully checked before anything is wr
 
 Authentication: the admin bearer token, or a node token (`--node-token-file`, lines of
 `token,node-name`) for an agent, who acts as `system:node:NAME` and may read what an
-agent needs, write its own Node and its Lease in `raftkube-system`, create Events, and
-write the status of (and delete) the pods bound to it. Anything else is 403.
+agent needs (ConfigMaps and Secrets only by name, and only those its pods refer to),
+write its own Node and its Lease in `raftkube-system`, create Events, and write the
+status of (and delete) the pods bound to it. Anything else is 403.
 
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
@@ -32,10 +33,13 @@ from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica, Unavailable
 
+POD_KIND = ob.known_kind("v1", "Pod")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request limit; objects are capped lower, by the store
-NODE_READABLE = {"pods", "services", "endpoints", "configmaps", "secrets", "nodes",
-                 "namespaces", "leases", "events"}
+NODE_READABLE = {"pods", "services", "endpoints", "nodes", "namespaces", "leases", "events"}
+# A node reads these one by one, and only those that a pod bound to it refers to (as
+# Kubernetes' node authorizer allows): a node never sees the cluster's other secrets.
+NODE_REFERENCED = {"configmaps", "secrets"}
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,10 @@ class Rest:
         method = request.method
         if method == "GET":
             if t.name:
-                self.authorize(user, "get", t, None)
+                if not user.admin and t.kind.plural in NODE_REFERENCED:
+                    await self.authorize_referenced(user, t)
+                else:
+                    self.authorize(user, "get", t, None)
                 stored = await self.objects.get(t.kind, t.namespace, t.name)
                 return web.json_response(stored.obj)
             verb = "watch" if q.get("watch") in ("true", "1") else "list"
@@ -170,6 +177,7 @@ class Rest:
             return web.json_response(patched)
         if method == "DELETE":
             options = await read_json(request) if request.can_read_body else {}
+            options = {} if options is None else options  # an empty body, as kubectl sends
             if not isinstance(options, dict):
                 raise stt.bad_request("DeleteOptions must be an object")
             propagation = q.get("propagationPolicy") or options.get("propagationPolicy") \
@@ -210,6 +218,15 @@ class Rest:
         elif plural == "events" and verb == "create":
             return
         raise stt.forbidden(user.name, verb, t.kind.resource, t.name, t.namespace)
+
+    async def authorize_referenced(self, user: User, t: Target) -> None:
+        pods = await self.objects.list_objects(POD_KIND, t.namespace)
+        for pod in pods.items:
+            spec = pod.get("spec") or {}
+            if spec.get("nodeName") == user.node and \
+                    (t.kind.plural, t.name) in pod_references(spec):
+                return
+        raise stt.forbidden(user.name, "get", t.kind.resource, t.name, t.namespace)
 
     async def authorize_existing(self, user: User, verb: str, t: Target) -> None:
         """Writes to an existing object: a node only touches what is its own."""
@@ -276,9 +293,11 @@ class Rest:
                 if batch is None:
                     if request.transport is None or request.transport.is_closing():
                         break
-                    if bookmarks and time.monotonic() - last_sent >= self.bookmark_every:
-                        with self.replica.lock:
-                            last_revision = max(last_revision, self.replica.state.revision)
+                    if bookmarks and time.monotonic() - last_sent >= self.bookmark_every \
+                            and watcher.queue.empty():
+                        # What this watcher has been offered, all of it sent: never the
+                        # store's revision, which runs ahead of events still on their way.
+                        last_revision = max(last_revision, watcher.next_revision - 1)
                         await send("BOOKMARK", {
                             "kind": t.kind.kind, "apiVersion": t.kind.api_version,
                             "metadata": {"resourceVersion": str(last_revision)}})
@@ -360,7 +379,8 @@ def parse_path(path: str) -> tuple[Target | None, bool]:
     if len(rest) >= 3:
         sub = rest[2]
     kind = kinds.by_plural(group, version, plural)
-    if kind is None or len(rest) > 3 or (sub and sub != "status"):
+    if kind is None or len(rest) > 3 or (
+            sub and (sub != "status" or kind.kind not in ob.STATUS_SUBRESOURCE)):
         gv = f"{group}/{version}" if group else version
         raise stt.ApiError(404, "NotFound",
                            f'the server could not find the requested resource ({plural} in {gv})'
@@ -407,6 +427,8 @@ async def read_json(request: web.Request) -> Any:
         raise stt.too_large(MAX_BODY) from None
     if len(raw) > MAX_BODY:
         raise stt.too_large(MAX_BODY)
+    if not raw.strip():
+        return None
     if request.content_type in YAML_TYPES:
         # As the apiserver does, a manifest may be sent as it is written: one YAML document.
         try:
@@ -427,9 +449,40 @@ async def read_json(request: web.Request) -> Any:
 
 async def read_object(request: web.Request) -> dict[str, Any]:
     body = await read_json(request)
+    if body is None:
+        raise stt.bad_request("the request has no body: it must be a JSON object")
     if not isinstance(body, dict):
         raise stt.bad_request(f"the body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def pod_references(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (plural, name) of every ConfigMap and Secret a pod spec refers to."""
+    refs: set[tuple[str, str]] = set()
+
+    def add(plural: str, ref: Any, key: str = "name") -> None:
+        if isinstance(ref, dict) and isinstance(ref.get(key), str):
+            refs.add((plural, ref[key]))
+
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, dict):
+            add("configmaps", volume.get("configMap"))
+            add("secrets", volume.get("secret"), "secretName")
+    for secret in spec.get("imagePullSecrets") or []:
+        add("secrets", secret)
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        if not isinstance(c, dict):
+            continue
+        for var in c.get("env") or []:
+            source = var.get("valueFrom") if isinstance(var, dict) else None
+            if isinstance(source, dict):
+                add("configmaps", source.get("configMapKeyRef"))
+                add("secrets", source.get("secretKeyRef"))
+        for source in c.get("envFrom") or []:
+            if isinstance(source, dict):
+                add("configmaps", source.get("configMapRef"))
+                add("secrets", source.get("secretRef"))
+    return refs
 
 
 def check_body(body: dict[str, Any], t: Target) -> None:
