@@ -122,7 +122,13 @@ def _three_way(last: dict[str, Any], new: dict[str, Any], live: dict[str, Any], 
             if sub:
                 patch[key] = sub
         elif isinstance(want, list) and isinstance(have, list):
-            if not _list_reflects(before if isinstance(before, list) else [], want, have):
+            earlier = before if isinstance(before, list) else []
+            merge_key = _merge_key(key, want, have, earlier)
+            if merge_key:
+                merged = _merge_keyed(earlier, want, have, merge_key)
+                if not same(merged, have):
+                    patch[key] = merged
+            elif not _list_reflects(earlier, want, have):
                 patch[key] = copy.deepcopy(want)
         elif have is _MISSING or not same(want, have):
             patch[key] = copy.deepcopy(want)
@@ -130,6 +136,48 @@ def _three_way(last: dict[str, Any], new: dict[str, Any], live: dict[str, Any], 
         if key not in new and key in live:
             patch[key] = None
     return patch
+
+
+# Lists that Kubernetes' strategic merge treats as maps, by the key of their elements:
+# one applier's elements do not displace another's (`kubectl set env` adds an env var; a
+# later apply of a manifest without it keeps it).
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name",
+              "volumes": "name", "volumeMounts": "mountPath", "imagePullSecrets": "name",
+              "ports": ("containerPort", "port")}
+
+
+def _merge_key(field: str, *lists: list[Any]) -> str | None:
+    """The key that identifies the elements of `field`'s lists, if every element has it."""
+    choice = MERGE_KEYS.get(field)
+    if choice is None:
+        return None
+    elements = [e for items in lists for e in items]
+    for key in (choice,) if isinstance(choice, str) else choice:
+        if all(isinstance(e, dict) and isinstance(e.get(key), str | int)
+               and not isinstance(e.get(key), bool) for e in elements):
+            keys = [[e[key] for e in items] for items in lists]
+            if all(len(set(k)) == len(k) for k in keys):
+                return key
+    return None
+
+
+def _merge_keyed(last: list[Any], new: list[Any], live: list[Any], key: str) -> list[Any]:
+    """The list `live` becomes: `new`'s elements in `new`'s order, each merged into the live
+    element with its key (fields the server or others added are kept), then the live
+    elements that neither manifest mentions, in their order. Elements the last manifest
+    had and this one dropped are gone."""
+    live_by = {e[key]: e for e in live}
+    mentioned = {e[key] for e in last} | {e[key] for e in new}
+    last_by = {e[key]: e for e in last}
+    out: list[Any] = []
+    for want in new:
+        have = live_by.get(want[key])
+        if have is None:
+            out.append(copy.deepcopy(want))
+        else:
+            out.append(merge_patch(have, _three_way(last_by.get(want[key], {}), want, have)))
+    out += [copy.deepcopy(e) for e in live if e[key] not in mentioned]
+    return out
 
 
 def _list_reflects(last: list[Any], new: list[Any], live: list[Any]) -> bool:

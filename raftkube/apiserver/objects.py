@@ -322,18 +322,19 @@ class Objects:
             await self._delete_dependents(meta.get("uid", ""), namespace)
             return merged
         key = key_of(kind, namespace, name)
-        value = encode(merged)
-        if len(value) > MAX_OBJECT_BYTES:
-            raise stt.too_large(MAX_OBJECT_BYTES)
         compare = [_cmp(key, "MOD", current.mod_revision)]
-        success = [_put(key, value, current.lease)]  # an Event keeps its expiry
-        if kind.kind == "Service":
+        success: list[dict[str, Any]] = []
+        if kind.kind == "Service":  # first: it fills in the addresses the object holds
             added = await self._allocate(merged, old=current.obj)
             for k in added:
                 compare.append(_cmp(k, "CREATE", 0))
                 success.append(_put(k, f"{namespace}/{name}".encode()))
             for k in set(_allocation_keys(current.obj)) - set(_allocation_keys(merged)):
                 success.append(_delete(k))
+        value = encode(merged)
+        if len(value) > MAX_OBJECT_BYTES:
+            raise stt.too_large(MAX_OBJECT_BYTES)
+        success.insert(0, _put(key, value, current.lease))  # an Event keeps its expiry
         if dry_run:
             return merged
         result = await self.commit({"compare": compare, "success": success, "failure": []})
@@ -718,11 +719,15 @@ def _keep_service_addresses(new: dict[str, Any], old: dict[str, Any]) -> None:
             if isinstance(p, dict) and p.get("nodePort") in held:
                 p.pop("nodePort")
     if spec.get("type") == old_spec.get("type") and isinstance(spec.get("ports"), list):
-        old_ports = {(p.get("name"), p.get("port")): p.get("nodePort")
-                     for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        # A port keeps its nodePort when it keeps its name (or, unnamed, its number).
+        old_ports = [p for p in old_spec.get("ports") or [] if isinstance(p, dict)]
+        by_name = {p.get("name"): p.get("nodePort") for p in old_ports if p.get("name")}
+        by_number = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
+                     for p in old_ports}
         for p in spec["ports"]:
             if isinstance(p, dict) and not p.get("nodePort"):
-                kept = old_ports.get((p.get("name"), p.get("port")))
+                kept = by_name.get(p["name"]) if p.get("name") else \
+                    by_number.get((p.get("port"), p.get("protocol", "TCP")))
                 if kept:
                     p["nodePort"] = kept
 

@@ -138,16 +138,22 @@ def check_object(obj: Any, where: str) -> list[str]:
         return [f"error validating {where}: expected an object with apiVersion, kind and "
                 f"metadata, got {causes.json_type(obj)}"]
     missing = []
-    for key in ("apiVersion", "kind"):
-        if not isinstance(obj.get(key), str) or not obj[key]:
-            missing.append(f"{key} not set")
+
+    def text(value: Any, field: str) -> None:
+        if value is None or value == "":
+            missing.append(f"{field} not set")
+        elif not isinstance(value, str):
+            missing.append(f"{field} must be a string, got {causes.json_type(value)}")
+
+    text(obj.get("apiVersion"), "apiVersion")
+    text(obj.get("kind"), "kind")
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         missing.append("metadata must be a mapping")
-    elif not isinstance((meta or {}).get("name"), str) or not (meta or {}).get("name"):
-        missing.append("metadata.name not set")
-    elif not isinstance((meta or {}).get("namespace", ""), str):
-        missing.append("metadata.namespace must be a string")
+    else:
+        text((meta or {}).get("name"), "metadata.name")
+        if not isinstance((meta or {}).get("namespace", ""), str):
+            missing.append("metadata.namespace must be a string")
     if missing:
         return [f"error validating {where}: error validating data: [{', '.join(missing)}]"]
     return []
@@ -288,12 +294,15 @@ def apply_patch(*, manifest: Obj, live: Obj) -> Obj:
         meta = patch.get("metadata")
         if not isinstance(meta, dict):
             meta = patch["metadata"] = {}
-        annotations = meta.get("annotations")
-        if not isinstance(annotations, dict):
-            # The patch drops every annotation the manifest had; keep ours.
-            live_annotations = (live.get("metadata") or {}).get("annotations") or {}
-            annotations = {k: None for k in live_annotations} if annotations is None else {}
-            meta["annotations"] = annotations
+        if "annotations" not in meta:
+            annotations: Obj = {}  # the patch leaves them alone
+        elif isinstance(meta["annotations"], dict):
+            annotations = meta["annotations"]
+        else:
+            # The manifest dropped its annotations: remove the ones it had, only those.
+            before = ((last or {}).get("metadata") or {}).get("annotations") or {}
+            annotations = {k: None for k in before if k != LAST_APPLIED}
+        meta["annotations"] = annotations
         annotations[LAST_APPLIED] = compact(new)
     return patch
 
@@ -326,7 +335,7 @@ def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:
                              ) from None
 
 
-def apply_one(client: rest.RestClient, m: Manifest) -> str:
+def apply_one(client: rest.RestClient, m: Manifest, *, dry_run: bool = False) -> str:
     """Create or patch one object; the word kubectl prints for what happened."""
     try:
         live = client.get(m.kind, m.namespace, m.name)
@@ -338,13 +347,39 @@ def apply_one(client: rest.RestClient, m: Manifest) -> str:
                 e, context=f'error when retrieving current configuration of {m.ref} '
                            f'from "{m.source}"')) from None
         body = with_last_applied(m.obj)
-        _attempt("creating", m.source, lambda: client.create(m.kind, m.namespace, body))
+        _attempt("creating", m.source, lambda: client.create(m.kind, m.namespace, body,
+                                                             dry_run=dry_run))
         return "created"
     patch = apply_patch(manifest=m.obj, live=live)
     if not patch:
         return "unchanged"
-    _attempt("patching", m.source, lambda: client.patch(m.kind, m.namespace, m.name, patch))
+    _attempt("patching", m.source, lambda: client.patch(m.kind, m.namespace, m.name, patch,
+                                                        dry_run=dry_run))
     return "configured"
+
+
+def check(client: rest.RestClient, manifests: list[Manifest]) -> None:
+    """Every object through the server's checks first (`dryRun=All`), so that one bad
+    object anywhere makes the whole apply change nothing, with every problem reported.
+    Objects in a namespace this apply creates cannot be checked before it exists; they
+    are checked when they are applied."""
+    new_namespaces: set[str] = set()
+    failed = False
+    for m in manifests:
+        if m.kind.namespaced and m.namespace in new_namespaces:
+            continue
+        try:
+            outcome = apply_one(client, m, dry_run=True)
+        except OperationError as e:
+            report(e)
+            failed = True
+            continue
+        except cl.ClientError as e:
+            fail(e)
+        if m.kind.kind == "Namespace" and outcome == "created":
+            new_namespaces.add(m.name)
+    if failed:
+        sys.exit(1)
 
 
 # ---- the commands --------------------------------------------------------------------------
@@ -445,8 +480,10 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
                                        explicit_namespace=namespace is not None)
         except cl.ClientError as e:
             fail(e)
+        ordered = apply_order(manifests)
+        check(session.client, ordered)
         failed = False
-        for m in apply_order(manifests):
+        for m in ordered:
             try:
                 outcome = apply_one(session.client, m)
             except OperationError as e:
@@ -510,8 +547,9 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
             click.echo(text, nl=False)
         elif not named:
             namespaced = any(k.namespaced for k, _ in targets) and not all_namespaces
-            where = f" in {session.namespace} namespace" if namespaced else ""
-            click.echo(f"No resources found{where}.", err=True)
+            # kubectl's words: a period only after the namespace.
+            where = f" in {session.namespace} namespace." if namespaced else ""
+            click.echo(f"No resources found{where}", err=True)
         if failed:
             sys.exit(1)
 

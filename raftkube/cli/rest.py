@@ -27,6 +27,7 @@ from raftkube.api import kinds
 from raftkube.cli import client as cl
 
 MERGE_PATCH = "application/merge-patch+json"
+DRY_RUN = {"dryRun": "All"}  # the server checks everything and writes nothing
 
 
 class RestError(cl.ClientError):
@@ -73,6 +74,14 @@ def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def _is_status(data: bytes) -> bool:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status"
+
+
 def _status_of(code: int, reason: str, data: bytes) -> dict[str, Any]:
     """The `Status` in an error answer, or one made up from whatever else came back."""
     try:
@@ -93,7 +102,7 @@ _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotF
 
 
 class RestClient:
-    def __init__(self, config: cl.Config, *, timeout: float = 10.0) -> None:
+    def __init__(self, config: cl.Config, *, timeout: float = 15.0) -> None:
         self.servers = list(config.servers)
         self.token = config.token
         self.timeout = timeout
@@ -121,10 +130,21 @@ class RestClient:
                     message = _status_of(e.code, str(e.reason), answer).get("message")
                     errors.append(f"{url}: unavailable ({message})")
                     continue
+                if not _is_status(answer):
+                    # Not a raftkube (or Kubernetes) answer: something else on that address.
+                    errors.append(f"{url}: HTTP {e.code} without a Status: not an API server")
+                    continue
                 self._prefer(url)
                 raise RestError(_status_of(e.code, str(e.reason), answer)) from None
             except (urllib.error.URLError, OSError) as e:
-                errors.append(f"{url}: {getattr(e, 'reason', e)}")
+                reason = getattr(e, "reason", e)
+                if method != "GET" and isinstance(reason, TimeoutError):
+                    # The write may have been committed there: sending it to the next
+                    # server could apply it twice, or answer AlreadyExists for our own.
+                    raise cl.ClientError(
+                        f"{url} did not answer {method} {path} within {self.timeout:g}s; "
+                        "it may or may not have been applied") from None
+                errors.append(f"{url}: {reason}")
                 continue
             self._prefer(url)
             try:
@@ -174,8 +194,10 @@ class RestClient:
             if not token:
                 return items
 
-    def create(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
-        created: dict[str, Any] = self.request("POST", path_of(kind, namespace), body=obj)
+    def create(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any], *,
+               dry_run: bool = False) -> dict[str, Any]:
+        created: dict[str, Any] = self.request("POST", path_of(kind, namespace), body=obj,
+                                               query=DRY_RUN if dry_run else None)
         return created
 
     def update(self, kind: kinds.Kind, namespace: str, name: str,
@@ -184,10 +206,11 @@ class RestClient:
         return updated
 
     def patch(self, kind: kinds.Kind, namespace: str, name: str,
-              patch: dict[str, Any]) -> dict[str, Any]:
+              patch: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386): null deletes a field, objects merge, lists replace."""
         patched: dict[str, Any] = self.request("PATCH", path_of(kind, namespace, name),
-                                               body=patch, content_type=MERGE_PATCH)
+                                               body=patch, content_type=MERGE_PATCH,
+                                               query=DRY_RUN if dry_run else None)
         return patched
 
     def delete(self, kind: kinds.Kind, namespace: str, name: str, *,

@@ -135,11 +135,16 @@ async def test_a_bad_file_changes_nothing_and_says_where(cluster: Cluster, tmp_p
                                   "  name: w\n", 'no matches for kind "Widget"'),
             "bad-name.yaml": (good.replace("name: game-demo", "name: Game_Demo"),
                               "metadata.name"),
-            "negative.yaml": ((DOCS / "nginx-deployment.yaml").read_text().replace(
-                "replicas: 3", "replicas: -1"), "spec.replicas"),
-            "wrong-type.yaml": ((DOCS / "nginx-deployment.yaml").read_text().replace(
-                "replicas: 3", "replicas: three"), "spec.replicas"),
+            # The server refuses the second document: the first is not applied either.
+            "negative.yaml": (good + "---\n" + (DOCS / "nginx-deployment.yaml").read_text()
+                              .replace("replicas: 3", "replicas: -1"), "spec.replicas"),
+            "wrong-type.yaml": (good + "---\n" + (DOCS / "nginx-deployment.yaml").read_text()
+                                .replace("replicas: 3", "replicas: three"), "spec.replicas"),
+            "immutable.yaml": ((DOCS / "my-service.yaml").read_text().replace(
+                "spec:", "spec:\n  clusterIP: 10.96.0.77"), "spec.clusterIP"),
         }
+        made = rk(cfg, "apply", "-f", str(DOCS / "my-service.yaml"))
+        assert made.returncode == 0, made.stderr
         before = await revision(c)
         for file, (text, words) in cases.items():
             path = tmp_path / file

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from raftkube.api import kinds
+from raftkube.api import kinds, merge
 from raftkube.cli import client as cl
 from raftkube.cli import kubectl, printers, rest
 
@@ -425,6 +425,8 @@ def test_namespaces_are_applied_first(tmp_path: Path) -> None:
      r"\[metadata.name not set\]"),
     ("apiVersion: v1\nkind: ConfigMap\n",
      r"\[metadata.name not set\]"),
+    ("apiVersion: v1\nkind: 5\nmetadata: {name: 123}\n",
+     r"\[kind must be a string, got integer, metadata.name must be a string, got integer\]"),
     ("apiVersion: v9\nkind: Gadget\nmetadata: {name: g}\n",
      r'resource mapping not found for name: "g" namespace: "" from "{f}" \(document 1\): '
      r'no matches for kind "Gadget" in version "v9"'),
@@ -469,6 +471,27 @@ def test_a_secret_written_with_string_data_is_unchanged_once_folded() -> None:
     patch = kubectl.apply_patch(manifest=changed, live=live)
     assert patch["stringData"] == {"password": "correct horse"}
     assert "data" not in patch
+
+
+def test_apply_patch_keeps_annotations_it_does_not_own() -> None:
+    manifest = yaml.safe_load(CONFIGMAP_YAML)
+    manifest["metadata"]["annotations"] = {"owner": "me"}
+    live = kubectl.with_last_applied(manifest)
+    live["metadata"]["annotations"]["other"] = "x"  # written by someone else
+    changed = copy.deepcopy(manifest)
+    changed["data"]["lives"] = "9"
+    result = merge.merge_patch(live, kubectl.apply_patch(manifest=changed, live=live))
+    assert {k: v for k, v in result["metadata"]["annotations"].items() if k != LAST} == {
+        "owner": "me", "other": "x"}
+    # The manifest drops its annotations: its own go, the others' stay.
+    del changed["metadata"]["annotations"]
+    result = merge.merge_patch(live, kubectl.apply_patch(manifest=changed, live=live))
+    assert set(result["metadata"]["annotations"]) == {"other", LAST}
+    # An object made without apply keeps what others annotated.
+    made = copy.deepcopy(manifest)
+    made["metadata"]["annotations"] = {"tool": "helm"}
+    result = merge.merge_patch(made, kubectl.apply_patch(manifest=changed, live=made))
+    assert result["metadata"]["annotations"]["tool"] == "helm"
 
 
 def test_apply_patch_removes_dropped_fields_and_records_the_new_manifest() -> None:
@@ -536,7 +559,8 @@ class FakeApi:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def writes(self) -> list[Seen]:
-        return [s for s in self.seen if s.method != "GET"]
+        """What was asked to change something: dry runs do not count."""
+        return [s for s in self.seen if s.method != "GET" and s.query.get("dryRun") != "All"]
 
     def put(self, kind: kinds.Kind, obj: Obj) -> None:
         meta = obj["metadata"]
@@ -616,6 +640,8 @@ class FakeApi:
             obj["metadata"].update(uid=f"uid-{name}", creationTimestamp=ts(minutes=5))
             if kind.namespaced:
                 obj["metadata"]["namespace"] = ns
+            if query.get("dryRun") == "All":
+                return 201, obj
             self.put(kind, obj)
             return 201, copy.deepcopy(obj)
         if key not in self.objects:
@@ -627,6 +653,8 @@ class FakeApi:
             invalid = self.invalid(kind, obj)
             if invalid:
                 return 422, invalid
+            if query.get("dryRun") == "All":
+                return 200, obj
             self.put(kind, obj)
             return 200, copy.deepcopy(obj)
         if method == "DELETE":
@@ -826,15 +854,17 @@ def test_a_bad_document_applies_nothing(rk: Cli) -> None:
     assert rk.api.seen == []
 
 
-def test_apply_reports_server_errors_and_goes_on(rk: Cli) -> None:
+def test_a_refusal_by_the_server_anywhere_applies_nothing(rk: Cli) -> None:
     bad = DEPLOY_YAML.replace("replicas: 2", "replicas: -1")
-    f = rk.file("app.yaml", f"{bad}---\n{CONFIGMAP_YAML}")
+    f = rk.file("app.yaml", f"{CONFIGMAP_YAML}---\n{bad}")
     result = rk("apply", "-f", f)
     assert result.exit_code == 1
     assert result.stderr == (
         f'Error from server (Invalid): error when creating "{f}": Deployment.apps "front" is '
         "invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0\n")
-    assert result.stdout == "configmap/game-demo created\n"
+    assert result.stdout == ""  # the good ConfigMap before it was not applied either
+    assert rk.api.writes() == []
+    assert [s.query for s in rk.api.seen if s.method == "POST"] == [{"dryRun": "All"}] * 2
 
 
 def test_apply_error_wording_for_conflict_and_forbidden(rk: Cli) -> None:
@@ -918,9 +948,9 @@ def test_get_empty_lists_say_so_on_stderr(rk: Cli) -> None:
     assert (result.exit_code, result.stdout, result.stderr) == (
         0, "", "No resources found in default namespace.\n")
     result = rk("get", "pods", "-A")
-    assert (result.exit_code, result.stderr) == (0, "No resources found.\n")
+    assert (result.exit_code, result.stderr) == (0, "No resources found\n")
     result = rk("get", "nodes")
-    assert (result.exit_code, result.stderr) == (0, "No resources found.\n")
+    assert (result.exit_code, result.stderr) == (0, "No resources found\n")
 
 
 def test_get_errors(rk: Cli) -> None:
@@ -1004,6 +1034,30 @@ def test_a_final_answer_is_not_retried_elsewhere(
     result = Cli(first, tmp_path)("get", "pods", "nope")
     assert result.exit_code == 1
     assert (len(first.seen), len(second.seen)) == (1, 0)
+
+
+def test_an_answer_that_is_not_a_status_moves_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> None:
+    foreign = FakeApi(always=(404, {"detail": "Not Found"}))  # some other web server
+    good = FakeApi()
+    configure(tmp_path, monkeypatch, [serve(foreign), serve(good)])
+    assert Cli(good, tmp_path)("get", "cm").exit_code == 0
+    assert len(foreign.seen) == 1
+
+
+def test_a_write_that_timed_out_is_not_sent_again_elsewhere(serve: Any) -> None:
+    good = FakeApi()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # connections are queued, never answered
+        stuck = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        client = rest.RestClient(cl.Config([stuck, serve(good)], TOKEN), timeout=0.3)
+        cm = kind_of("v1", "ConfigMap")
+        with pytest.raises(cl.ClientError, match="may or may not have been applied"):
+            client.create(cm, "default", yaml.safe_load(CONFIGMAP_YAML))
+        assert good.writes() == []
+        client.servers = [stuck, client.servers[-1]]
+        assert client.list(cm, "default")["items"] == []  # a read moves on
 
 
 def test_no_server_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

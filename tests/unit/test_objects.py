@@ -1185,12 +1185,45 @@ def test_three_way_patch_sets_changes_and_removes_what_the_manifest_dropped() ->
     patch = merge.three_way_patch(last_applied=last, new=new, live=live)
     assert patch["spec"]["replicas"] == 5
     assert patch["metadata"] == {"annotations": {"team": None}}
-    assert patch["spec"]["template"]["spec"]["containers"] == new["spec"]["template"]["spec"][
-        "containers"]
+    containers = patch["spec"]["template"]["spec"]["containers"]
+    assert [c["image"] for c in containers] == ["nginx:1.25"]
+    assert containers[0]["terminationMessagePath"] == "/dev/termination-log"  # defaults kept
     result = merge.merge_patch(live, patch)
     assert result["status"] == {"replicas": 3} and result["metadata"]["uid"] == "u1"
     assert result["metadata"]["labels"]["added-by-someone"] == "x"
     assert "team" not in result["metadata"]["annotations"]
+
+
+def test_keyed_lists_merge_by_key_as_kubectls_strategic_merge_does() -> None:
+    last = doc("Deployment")
+    container = last["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]
+    live = live_of(last)
+    # Someone else (`kubectl set env`) adds a variable; the same manifest again keeps it.
+    live["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "INJECTED", "value": "x"})
+    assert merge.three_way_patch(last_applied=last, new=last, live=live) == {}
+    # Dropping B from the manifest removes B only; changing A changes A; INJECTED stays.
+    new = copy.deepcopy(last)
+    new["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": "9"}]
+    result = merge.merge_patch(live, merge.three_way_patch(last_applied=last, new=new,
+                                                           live=live))
+    env = result["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "A", "value": "9"}, {"name": "INJECTED", "value": "x"}]
+    # A second container is added after the first, which keeps its server defaults.
+    new["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "b:1"})
+    result = merge.merge_patch(live, merge.three_way_patch(last_applied=last, new=new,
+                                                           live=live))
+    names = [c["name"] for c in result["spec"]["template"]["spec"]["containers"]]
+    assert names == ["nginx", "side"]
+    assert result["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"]
+
+
+def test_lists_without_a_usable_key_are_replaced_whole() -> None:
+    last = {"spec": {"ports": [{"port": 80}, {"port": 80}]}}  # duplicate keys
+    new = {"spec": {"ports": [{"port": 81}]}}
+    patch = merge.three_way_patch(last_applied=last, new=new, live=last)
+    assert patch == {"spec": {"ports": [{"port": 81}]}}
 
 
 @pytest.mark.parametrize(("last", "new", "live", "patch"), [

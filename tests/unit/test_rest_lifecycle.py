@@ -280,3 +280,34 @@ async def test_delete_with_an_empty_body(served: Served) -> None:
     status, _ = await call(served, "DELETE", CMS + "/c", raw=b"",
                            headers={"Content-Type": "application/json"})
     assert status == 200
+
+
+def allocations(s: Served) -> dict[bytes, bytes]:
+    with s.replica.lock:
+        res = s.replica.state.range({"key": b"/registry/ranges/",
+                                     "range_end": b"/registry/ranges0"})
+    return {kv["key"]: kv["value"] for kv in res.get("kvs") or []}
+
+
+async def test_a_service_port_change_keeps_or_replaces_its_nodeport(served: Served) -> None:
+    named = svc("named")
+    named["spec"]["ports"][0]["name"] = "http"
+    made = await ok(served, "POST", SVCS, named)
+    node_port = made["spec"]["ports"][0]["nodePort"]
+    named["spec"]["ports"][0]["port"] = 81  # same name, new number: the nodePort stays
+    out = await ok(served, "PUT", SVCS + "/named", named)
+    assert out["spec"]["ports"][0]["nodePort"] == node_port
+
+    plain = await ok(served, "POST", SVCS, svc("plain"))
+    old_port = plain["spec"]["ports"][0]["nodePort"]
+    out = await ok(served, "PUT", SVCS + "/plain", svc("plain") | {"spec": {
+        **svc("plain")["spec"], "ports": [{"port": 82, "targetPort": 8080}]}})
+    new_port = out["spec"]["ports"][0]["nodePort"]  # an unnamed port is a new port
+    assert new_port
+    held = allocations(served)
+    assert f"/registry/ranges/nodeports/{new_port}".encode() in held
+    if new_port != old_port:
+        assert f"/registry/ranges/nodeports/{old_port}".encode() not in held
+    await ok(served, "DELETE", SVCS + "/plain")
+    await ok(served, "DELETE", SVCS + "/named")
+    assert not [v for v in allocations(served).values() if v.startswith(b"default/")]
