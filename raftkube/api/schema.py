@@ -8,9 +8,11 @@ semantic validators then read values through `as_map`/`as_int`/... which treat a
 wrongly-typed value as absent, so no value is reported twice and no validator needs to
 defend itself against a list where it expected a map.
 
-Unknown fields are accepted and not checked, as Kubernetes (without strict decoding)
-accepts and drops them; `null` is accepted anywhere and means "not set", as it does when
-Go decodes JSON.
+Unknown fields are not type errors. `unknown_fields` lists them, for the API server's
+`fieldValidation` (Strict refuses them, Warn, the default, warns, as Kubernetes does); a
+field of Kubernetes' API that raftkube does not act on is still known here (as OBJECT or
+ANY), so that a manifest written for Kubernetes passes Strict. `null` is accepted anywhere
+and means "not set", as it does when Go decodes JSON.
 """
 
 from __future__ import annotations
@@ -99,6 +101,27 @@ def check(value: Any, schema: Schema, *, path: str, errs: causes.Causes) -> None
     for name, sub in schema.fields.items():
         if name in value:
             check(value[name], sub, path=causes.child(path, name), errs=errs)
+
+
+def unknown_fields(value: Any, schema: Schema, path: str = "") -> list[str]:
+    """The paths of the fields of `value` that `schema` does not know, in order.
+    Statuses are written by raftkube itself and are not checked."""
+    if isinstance(schema, Arr) and isinstance(value, list):
+        return [u for i, item in enumerate(value)
+                for u in unknown_fields(item, schema.items, causes.index(path, i))]
+    if isinstance(schema, MapOf) and isinstance(value, dict):
+        return [u for k, v in value.items()
+                for u in unknown_fields(v, schema.values, causes.key(path, k))]
+    if not isinstance(schema, Obj) or not isinstance(value, dict):
+        return []
+    out: list[str] = []
+    for name, sub in value.items():
+        at = causes.child(path, str(name))
+        if name not in schema.fields:
+            out.append(at)
+        elif at != "status":
+            out += unknown_fields(sub, schema.fields[name], at)
+    return out
 
 
 # ---- reading values that may have the wrong type ---------------------------------------
@@ -199,12 +222,14 @@ CONTAINER = Obj({
         "configMapKeyRef": KEY_SELECTOR, "secretKeyRef": KEY_SELECTOR})})),
     "envFrom": Arr(Obj({"prefix": S, "configMapRef": Obj({"name": S, "optional": B}),
                         "secretRef": Obj({"name": S, "optional": B})})),
-    "resources": Obj({"limits": MapOf(Q), "requests": MapOf(Q)}),
+    "resources": Obj({"limits": MapOf(Q), "requests": MapOf(Q), "claims": Arr(OBJECT)}),
     "volumeMounts": Arr(Obj({"name": S, "mountPath": S, "subPath": S, "readOnly": B,
-                             "mountPropagation": S})),
+                             "mountPropagation": S, "subPathExpr": S,
+                             "recursiveReadOnly": S})),
     "livenessProbe": PROBE, "readinessProbe": PROBE, "startupProbe": PROBE,
     "lifecycle": OBJECT, "terminationMessagePath": S, "terminationMessagePolicy": S,
     "securityContext": OBJECT, "stdin": B, "stdinOnce": B, "tty": B,
+    "volumeDevices": Arr(OBJECT), "resizePolicy": Arr(OBJECT), "restartPolicy": S,
 })
 VOLUME = Obj({
     "name": S,
@@ -215,6 +240,11 @@ VOLUME = Obj({
                    "optional": B}),
     "persistentVolumeClaim": Obj({"claimName": S, "readOnly": B}),
     "projected": OBJECT, "downwardAPI": OBJECT,
+    **{source: OBJECT for source in (
+        "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi",
+        "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk", "gitRepo",
+        "glusterfs", "image", "iscsi", "nfs", "photonPersistentDisk", "portworxVolume",
+        "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume")},
 })
 NODE_SELECTOR_TERM = Obj({
     "matchExpressions": Arr(Obj({"key": S, "operator": S, "values": Arr(S)})),
@@ -238,7 +268,12 @@ POD_SPEC = Obj({
     "hostIPC": B, "securityContext": OBJECT, "imagePullSecrets": Arr(Obj({"name": S})),
     "hostname": S, "subdomain": S, "affinity": AFFINITY, "schedulerName": S,
     "tolerations": Arr(TOLERATION), "priorityClassName": S, "priority": INT,
-    "enableServiceLinks": B,
+    "enableServiceLinks": B, "ephemeralContainers": Arr(OBJECT), "shareProcessNamespace": B,
+    "hostUsers": B, "dnsConfig": OBJECT, "readinessGates": Arr(OBJECT),
+    "runtimeClassName": S, "overhead": MapOf(Q), "topologySpreadConstraints": Arr(OBJECT),
+    "setHostnameAsFQDN": B, "os": OBJECT, "schedulingGates": Arr(OBJECT),
+    "resourceClaims": Arr(OBJECT), "preemptionPolicy": S, "hostAliases": Arr(OBJECT),
+    "resources": OBJECT,
 })
 POD_TEMPLATE = Obj({"metadata": METADATA, "spec": POD_SPEC})
 CONDITIONS = Arr(Obj({"type": S, "status": S, "reason": S, "message": S,
@@ -281,7 +316,9 @@ SPECS: dict[str, Obj] = {
     "Job": Obj({"spec": Obj({
         "parallelism": INT, "completions": INT, "activeDeadlineSeconds": INT, "backoffLimit": INT,
         "selector": LABEL_SELECTOR, "manualSelector": B, "template": POD_TEMPLATE,
-        "ttlSecondsAfterFinished": INT, "completionMode": S, "suspend": B}),
+        "ttlSecondsAfterFinished": INT, "completionMode": S, "suspend": B,
+        "podFailurePolicy": OBJECT, "backoffLimitPerIndex": INT, "maxFailedIndexes": INT,
+        "podReplacementPolicy": S, "successPolicy": OBJECT, "managedBy": S}),
         "status": Obj({"startTime": S, "completionTime": S, "active": INT, "succeeded": INT,
                        "failed": INT, "ready": INT, "conditions": CONDITIONS})}),
     "Service": Obj({"spec": Obj({
@@ -290,7 +327,10 @@ SPECS: dict[str, Obj] = {
                           "nodePort": INT, "appProtocol": S})),
         "clusterIP": S, "clusterIPs": Arr(S), "externalIPs": Arr(S), "sessionAffinity": S,
         "externalTrafficPolicy": S, "internalTrafficPolicy": S, "ipFamilies": Arr(S),
-        "ipFamilyPolicy": S, "loadBalancerIP": S, "publishNotReadyAddresses": B}),
+        "ipFamilyPolicy": S, "loadBalancerIP": S, "publishNotReadyAddresses": B,
+        "loadBalancerSourceRanges": Arr(S), "externalName": S, "healthCheckNodePort": INT,
+        "sessionAffinityConfig": OBJECT, "allocateLoadBalancerNodePorts": B,
+        "loadBalancerClass": S, "trafficDistribution": S}),
         "status": Obj({"loadBalancer": Obj({"ingress": Arr(Obj({"ip": S,
                                                                "hostname": S}))})})}),
     "ConfigMap": Obj({"data": MapOf(S), "binaryData": MapOf(S), "immutable": B}),
@@ -298,6 +338,7 @@ SPECS: dict[str, Obj] = {
     "Namespace": Obj({"spec": Obj({"finalizers": Arr(S)}), "status": Obj({"phase": S})}),
     "Node": Obj({"spec": Obj({
         "podCIDR": S, "podCIDRs": Arr(S), "unschedulable": B, "providerID": S,
+        "configSource": OBJECT, "externalID": S,
         "taints": Arr(Obj({"key": S, "value": S, "effect": S, "timeAdded": S}))}),
         "status": Obj({"capacity": MapOf(Q), "allocatable": MapOf(Q), "conditions": CONDITIONS,
                        "addresses": Arr(Obj({"type": S, "address": S})),
@@ -307,9 +348,11 @@ SPECS: dict[str, Obj] = {
                                "apiVersion": S, "resourceVersion": S, "fieldPath": S}),
         "reason": S, "message": S, "source": Obj({"component": S, "host": S}),
         "firstTimestamp": S, "lastTimestamp": S, "count": INT, "type": S, "eventTime": S,
-        "reportingComponent": S, "reportingInstance": S, "action": S}),
+        "reportingComponent": S, "reportingInstance": S, "action": S, "series": OBJECT,
+        "related": OBJECT}),
     "Lease": Obj({"spec": Obj({"holderIdentity": S, "leaseDurationSeconds": INT,
-                               "acquireTime": S, "renewTime": S, "leaseTransitions": INT})}),
+                               "acquireTime": S, "renewTime": S, "leaseTransitions": INT,
+                               "preferredHolder": S, "strategy": S})}),
 }
 
 

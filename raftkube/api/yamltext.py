@@ -1,7 +1,8 @@
 """Manifest YAML as Kubernetes reads it, shared by `rk` and the API server.
 
 Timestamps stay strings (`date: 2024-05-01` is text to kubectl, and JSON cannot carry a
-datetime), and a parse error reads like the apiserver's: `yaml: line L, column C: ...`.
+datetime), a key given twice in one mapping is an error, and a parse error reads like the
+apiserver's: `yaml: line L, column C: ...`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,19 @@ import yaml
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A key given twice is an error, as it is for kubectl, not "the last one wins".
+        Keys brought in by a `<<` merge may be overridden, as YAML means them to be."""
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            first = seen.setdefault((key_node.tag, key_node.value), key_node)
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'mapping key "{key_node.value}" already defined at line '
+                    f"{first.start_mark.line + 1}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {

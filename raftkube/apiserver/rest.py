@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.api import kinds, selectors, yamltext
+from raftkube.api import kinds, schema, selectors, yamltext
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -111,6 +111,10 @@ class Rest:
             raise stt.bad_request(f'dryRun: Unsupported value: "{q.get("dryRun")}": '
                                   'supported values: "All"')
         method = request.method
+        strictness = q.get("fieldValidation", "Warn")
+        if strictness not in ("Strict", "Warn", "Ignore"):
+            raise stt.bad_request(f'fieldValidation: Unsupported value: "{strictness}": '
+                                  'supported values: "Ignore", "Strict", "Warn"')
         if method == "GET":
             if t.name:
                 if not user.admin and t.kind.plural in NODE_REFERENCED:
@@ -145,8 +149,9 @@ class Rest:
                 raise stt.bad_request("a namespaced object is created under "
                                       "/namespaces/{namespace}/")
             self.authorize(user, "create", t, body)
+            warnings = check_fields(body, t, strictness)
             created = await self.objects.create(t.kind, t.namespace, body, dry_run=dry_run)
-            return web.json_response(created, status=201)
+            return warn(web.json_response(created, status=201), warnings)
         if not t.name:
             raise stt.ApiError(405, "MethodNotAllowed",
                                "the server does not allow this method on the requested "
@@ -159,9 +164,10 @@ class Rest:
                 raise stt.bad_request(f"the name of the object ({name}) does not match the "
                                       f"name on the URL ({t.name})")
             await self.authorize_existing(user, "update", t)
+            warnings = check_fields(body, t, strictness)
             updated = await self.objects.update(t.kind, t.namespace, t.name, body,
                                                 subresource=t.subresource, dry_run=dry_run)
-            return web.json_response(updated)
+            return warn(web.json_response(updated), warnings)
         if method == "PATCH":
             ctype = request.content_type
             if ctype not in ("application/merge-patch+json",
@@ -172,9 +178,10 @@ class Rest:
                                    f"application/merge-patch+json (got {ctype})")
             patch = await read_json(request)
             await self.authorize_existing(user, "patch", t)
+            warnings = check_fields(patch, t, strictness)
             patched = await self.objects.patch(t.kind, t.namespace, t.name, patch,
                                                subresource=t.subresource, dry_run=dry_run)
-            return web.json_response(patched)
+            return warn(web.json_response(patched), warnings)
         if method == "DELETE":
             options = await read_json(request) if request.can_read_body else {}
             options = {} if options is None else options  # an empty body, as kubectl sends
@@ -454,6 +461,27 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise stt.bad_request(f"the body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def check_fields(body: Any, t: Target, strictness: str) -> list[str]:
+    """Kubernetes' field validation: fields its API does not have are refused (Strict) or
+    reported in Warning headers (Warn, the default), before anything is written."""
+    if strictness == "Ignore" or not isinstance(body, dict):
+        return []
+    unknown = schema.unknown_fields(body, schema.object_schema(t.kind.kind))
+    if not unknown:
+        return []
+    words = [f'unknown field "{field}"' for field in unknown]
+    if strictness == "Strict":
+        raise stt.bad_request(f'{t.kind.kind} in version "{t.kind.version}" cannot be handled '
+                              f"as a {t.kind.kind}: strict decoding error: " + ", ".join(words))
+    return words
+
+
+def warn(resp: web.Response, warnings: list[str]) -> web.Response:
+    for text in warnings:
+        resp.headers.add("Warning", f"299 - {json.dumps(text)}")
+    return resp
 
 
 def pod_references(spec: dict[str, Any]) -> set[tuple[str, str]]:

@@ -358,6 +358,16 @@ def apply_one(client: rest.RestClient, m: Manifest, *, dry_run: bool = False) ->
     return "configured"
 
 
+FIELD_VALIDATION = {"strict": "Strict", "true": "Strict", "warn": "Warn", "ignore": "Ignore",
+                    "false": "Ignore"}
+
+
+def show_warnings(client: rest.RestClient) -> None:
+    for text in client.warnings:
+        click.echo(f"Warning: {text}", err=True)
+    client.warnings.clear()
+
+
 def check(client: rest.RestClient, manifests: list[Manifest]) -> None:
     """Every object through the server's checks first (`dryRun=All`), so that one bad
     object anywhere makes the whole apply change nothing, with every problem reported.
@@ -471,10 +481,14 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
     @click.option("-f", "--filename", "filenames", multiple=True, required=True,
                   metavar="FILE|DIR|-", help="Manifest(s) to apply; repeat for more.")
     @click.option("-n", "--namespace", help="Namespace for objects that do not name one.")
-    def apply(filenames: tuple[str, ...], namespace: str | None) -> None:
+    @click.option("--validate", default="strict", show_default=True,
+                  type=click.Choice(["strict", "warn", "ignore", "true", "false"]),
+                  help="Fields the API does not have: refuse (strict), warn, or ignore.")
+    def apply(filenames: tuple[str, ...], namespace: str | None, validate: str) -> None:
         """Create or update objects from manifests (kubectl's client-side apply)."""
         try:
             session = connect(namespace)
+            session.client.field_validation = FIELD_VALIDATION[validate]
             manifests = load_manifests(list(filenames), read_stdin=read_stdin,
                                        namespace=session.namespace,
                                        explicit_namespace=namespace is not None)
@@ -482,10 +496,12 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
             fail(e)
         ordered = apply_order(manifests)
         check(session.client, ordered)
+        session.client.warnings.clear()  # the dry run's: the real requests repeat them
         failed = False
         for m in ordered:
             try:
                 outcome = apply_one(session.client, m)
+                show_warnings(session.client)
             except OperationError as e:
                 report(e)
                 failed = True

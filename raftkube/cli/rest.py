@@ -74,6 +74,16 @@ def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def _warning_text(header: str) -> str:
+    """`299 - "unknown field \\"x\\""` → `unknown field "x"` (RFC 7234's warn-value)."""
+    code, _, rest = header.partition(" - ")
+    try:
+        text = json.loads(rest)
+    except ValueError:
+        return header
+    return text if isinstance(text, str) and code.strip().isdigit() else header
+
+
 def _is_status(data: bytes) -> bool:
     try:
         body = json.loads(data)
@@ -106,6 +116,8 @@ class RestClient:
         self.servers = list(config.servers)
         self.token = config.token
         self.timeout = timeout
+        self.warnings: list[str] = []  # from the answers' Warning headers, oldest first
+        self.field_validation = "Strict"  # what create/update/patch ask the server for
 
     def request(self, method: str, path: str, *, body: Any = None,
                 query: dict[str, str] | None = None,
@@ -123,6 +135,8 @@ class RestClient:
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     raw = resp.read()
+                    self.warnings += [_warning_text(w) for w in resp.headers.get_all("Warning")
+                                      or []]
             except urllib.error.HTTPError as e:
                 with e:
                     answer = e.read()
@@ -197,20 +211,25 @@ class RestClient:
     def create(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any], *,
                dry_run: bool = False) -> dict[str, Any]:
         created: dict[str, Any] = self.request("POST", path_of(kind, namespace), body=obj,
-                                               query=DRY_RUN if dry_run else None)
+                                               query=self._write_query(dry_run))
         return created
 
     def update(self, kind: kinds.Kind, namespace: str, name: str,
                obj: dict[str, Any]) -> dict[str, Any]:
-        updated: dict[str, Any] = self.request("PUT", path_of(kind, namespace, name), body=obj)
+        updated: dict[str, Any] = self.request("PUT", path_of(kind, namespace, name), body=obj,
+                                               query=self._write_query(False))
         return updated
+
+    def _write_query(self, dry_run: bool) -> dict[str, str]:
+        query = {"fieldValidation": self.field_validation}
+        return {**query, **DRY_RUN} if dry_run else query
 
     def patch(self, kind: kinds.Kind, namespace: str, name: str,
               patch: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """A JSON merge patch (RFC 7386): null deletes a field, objects merge, lists replace."""
         patched: dict[str, Any] = self.request("PATCH", path_of(kind, namespace, name),
                                                body=patch, content_type=MERGE_PATCH,
-                                               query=DRY_RUN if dry_run else None)
+                                               query=self._write_query(dry_run))
         return patched
 
     def delete(self, kind: kinds.Kind, namespace: str, name: str, *,

@@ -140,6 +140,9 @@ async def test_a_bad_file_changes_nothing_and_says_where(cluster: Cluster, tmp_p
                               .replace("replicas: 3", "replicas: -1"), "spec.replicas"),
             "wrong-type.yaml": (good + "---\n" + (DOCS / "nginx-deployment.yaml").read_text()
                                 .replace("replicas: 3", "replicas: three"), "spec.replicas"),
+            "typo.yaml": ((DOCS / "nginx-deployment.yaml").read_text().replace(
+                "replicas: 3", "replcas: 3"), 'strict decoding error: unknown field '
+                                              '"spec.replcas"'),
             "immutable.yaml": ((DOCS / "my-service.yaml").read_text().replace(
                 "spec:", "spec:\n  clusterIP: 10.96.0.77"), "spec.clusterIP"),
         }
@@ -154,3 +157,9 @@ async def test_a_bad_file_changes_nothing_and_says_where(cluster: Cluster, tmp_p
             assert words in out.stderr, (file, out.stderr)
             assert "created" not in out.stdout, (file, out.stdout)
         assert await revision(c) == before
+
+        # As kubectl's --validate=warn: applied, and the unknown field named on stderr.
+        out = rk(cfg, "apply", "--validate=warn", "-f", str(tmp_path / "typo.yaml"))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == "deployment.apps/nginx-deployment created\n"
+        assert out.stderr == 'Warning: unknown field "spec.replcas"\n'

@@ -425,6 +425,9 @@ def test_namespaces_are_applied_first(tmp_path: Path) -> None:
      r"\[metadata.name not set\]"),
     ("apiVersion: v1\nkind: ConfigMap\n",
      r"\[metadata.name not set\]"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n",
+     r'error parsing "{f}" \(document 1\): yaml: line 5, column 3: mapping key "name" '
+     r"already defined at line 4"),
     ("apiVersion: v1\nkind: 5\nmetadata: {name: 123}\n",
      r"\[kind must be a string, got integer, metadata.name must be a string, got integer\]"),
     ("apiVersion: v9\nkind: Gadget\nmetadata: {name: g}\n",
@@ -864,7 +867,8 @@ def test_a_refusal_by_the_server_anywhere_applies_nothing(rk: Cli) -> None:
         "invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0\n")
     assert result.stdout == ""  # the good ConfigMap before it was not applied either
     assert rk.api.writes() == []
-    assert [s.query for s in rk.api.seen if s.method == "POST"] == [{"dryRun": "All"}] * 2
+    assert [s.query for s in rk.api.seen if s.method == "POST"] == [
+        {"fieldValidation": "Strict", "dryRun": "All"}] * 2
 
 
 def test_apply_error_wording_for_conflict_and_forbidden(rk: Cli) -> None:

@@ -175,6 +175,11 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
      "could not find"),
     ("delete system namespace", "DELETE", "/api/v1/namespaces/default", None, {}, 403,
      "Forbidden", "may not be deleted"),
+    ("unknown field, strict", "POST", DEPLOY + "?fieldValidation=Strict",
+     {**deployment(), "spec": {**deployment()["spec"], "replcas": 3}}, {}, 400, "BadRequest",
+     'strict decoding error: unknown field "spec.replcas"'),
+    ("bad fieldValidation", "POST", CMS + "?fieldValidation=Loose", configmap("x"), {}, 400,
+     "BadRequest", "fieldValidation"),
     ("stale resourceVersion", "PUT", CMS + "/a", {**configmap("a"), "metadata": {
         "name": "a", "resourceVersion": "1"}}, {}, 409, "Conflict", "the object has been modified"),
     ("create existing", "POST", CMS, configmap("a"), {}, 409, "AlreadyExists",
@@ -187,6 +192,9 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
     ("two YAML documents", "POST", CMS, None, {"raw": b"kind: ConfigMap\n---\nkind: Secret\n",
                                               "headers": YAML}, 400, "BadRequest",
      "one YAML document"),
+    ("YAML key given twice", "POST", CMS, None, {
+        "raw": b"kind: ConfigMap\nmetadata: {name: x}\ndata: {}\ndata: {a: b}\n",
+        "headers": YAML}, 400, "BadRequest", 'mapping key "data" already defined at line 3'),
     ("YAML scalar body", "POST", CMS, None, {"raw": b"just words", "headers": YAML}, 400,
      "BadRequest", "JSON object"),
     ("data value not a string", "POST", CMS, {**configmap("x"), "data": {"k": 5}}, {}, 422,
@@ -252,6 +260,16 @@ async def test_a_manifest_may_be_posted_as_yaml(served: Served) -> None:
     status, out = await call(served, "POST", CMS, raw=text, headers=YAML)
     assert status == 201, out
     assert out["data"] == {"when": "2024-05-01"}  # a date stays a string
+
+
+async def test_unknown_fields_are_warned_about_by_default(served: Served) -> None:
+    body = {**configmap("w", a="1"), "dta": {"b": "2"}}
+    async with served.client.post(CMS, json=body, headers=served.auth) as resp:
+        assert resp.status == 201
+        assert resp.headers.getall("Warning") == ['299 - "unknown field \\"dta\\""']
+    async with served.client.post(CMS + "?fieldValidation=Ignore", json={
+            **configmap("i"), "dta": {}}, headers=served.auth) as resp:
+        assert resp.status == 201 and "Warning" not in resp.headers
 
 
 async def test_generate_name(served: Served) -> None:
