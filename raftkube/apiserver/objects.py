@@ -421,6 +421,11 @@ class Objects:
         graceful = kind.kind == "Pod" and bool(spec.get("nodeName")) and bool(grace)
         foreground = propagation == "Foreground" and bool(
             await self._dependents(meta.get("uid", ""), namespace))
+        if foreground and FOREGROUND in (meta.get("finalizers") or []):
+            # Already being deleted in the foreground (or met again through a cycle of
+            # owners): its dependents are on their way; it goes once they are gone.
+            await self._release_owner(kind, namespace, name)
+            return obj
         if meta.get("finalizers") or graceful or foreground:
             marked = await self._mark_deleted(kind, namespace, name, current,
                                               grace=grace if graceful else None,
@@ -474,15 +479,20 @@ class Objects:
         return marked
 
     async def _release_owner(self, kind: kinds.Kind, namespace: str, name: str) -> None:
-        """An owner deleted in the foreground goes once it has no dependents left."""
+        """An owner deleted in the foreground goes once no dependent that blocks its
+        deletion (`blockOwnerDeletion: true`, as controllers set it) is left."""
         for _attempt in range(10):
             found = await self.read(key_of(kind, namespace, name))
             if found is None:
                 return
             meta = found.obj["metadata"]
             finalizers = meta.get("finalizers") or []
-            if FOREGROUND not in finalizers or await self._dependents(meta.get("uid", ""),
-                                                                      namespace):
+            uid = meta.get("uid", "")
+            blocking = [d for _, d in await self._dependents(uid, namespace)
+                        if any(isinstance(o, dict) and o.get("uid") == uid
+                               and o.get("blockOwnerDeletion") is True
+                               for o in d.obj["metadata"].get("ownerReferences") or [])]
+            if FOREGROUND not in finalizers or blocking:
                 return
             try:
                 await self.patch(kind, namespace, name, {"metadata": {
@@ -554,7 +564,8 @@ class Objects:
             for kv in result.get("kvs") or []:
                 stored = decode(kv)
                 owners = stored.obj["metadata"].get("ownerReferences") or []
-                if any(isinstance(o, dict) and o.get("uid") == uid for o in owners):
+                if stored.obj["metadata"].get("uid") != uid and any(
+                        isinstance(o, dict) and o.get("uid") == uid for o in owners):
                     found.append((k, stored))
         return found
 

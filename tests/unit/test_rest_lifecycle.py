@@ -311,3 +311,17 @@ async def test_a_service_port_change_keeps_or_replaces_its_nodeport(served: Serv
     await ok(served, "DELETE", SVCS + "/plain")
     await ok(served, "DELETE", SVCS + "/named")
     assert not [v for v in allocations(served).values() if v.startswith(b"default/")]
+
+
+async def test_foreground_deletion_ends_on_cycles_of_owners(served: Served) -> None:
+    a = await ok(served, "POST", CMS, cm("a"))
+    b = await ok(served, "POST", CMS, {**cm("b"), "metadata": {"name": "b", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": a["metadata"]["uid"]}]}})
+    await ok(served, "PATCH", CMS + "/a", {"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "b", "uid": b["metadata"]["uid"]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": a["metadata"]["uid"]}]}},
+        headers=MERGE)
+    async with asyncio.timeout(10):
+        await ok(served, "DELETE", CMS + "/a?propagationPolicy=Foreground")
+    assert (await call(served, "GET", CMS + "/b"))[0] == 404
+    assert (await call(served, "GET", CMS + "/a"))[0] == 404
