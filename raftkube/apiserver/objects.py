@@ -556,11 +556,13 @@ class Objects:
         if not uid:
             return []
         found = []
+        await self.replica.barrier()  # one linearizable point for all the reads below
         for k in kinds.KINDS:
             if not k.namespaced and namespace:
                 continue
             prefix = prefix_of(k, namespace if k.namespaced else None)
-            result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix)})
+            result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix)},
+                                              serializable=True)
             for kv in result.get("kvs") or []:
                 stored = decode(kv)
                 owners = stored.obj["metadata"].get("ownerReferences") or []
