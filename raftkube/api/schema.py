@@ -124,6 +124,20 @@ def unknown_fields(value: Any, schema: Schema, path: str = "") -> list[str]:
     return out
 
 
+def drop_unknown(value: Any, schema: Schema, path: str = "") -> Any:
+    """`value` without the fields `schema` does not know, as Kubernetes' decoding drops
+    them; a new value, `value` is not changed. Statuses are kept as they are."""
+    if isinstance(schema, Arr) and isinstance(value, list):
+        return [drop_unknown(item, schema.items, path) for item in value]
+    if isinstance(schema, MapOf) and isinstance(value, dict):
+        return {k: drop_unknown(v, schema.values, path) for k, v in value.items()}
+    if not isinstance(schema, Obj) or not isinstance(value, dict):
+        return value
+    return {name: sub if causes.child(path, str(name)) == "status"
+            else drop_unknown(sub, schema.fields[name], causes.child(path, str(name)))
+            for name, sub in value.items() if name in schema.fields}
+
+
 # ---- reading values that may have the wrong type ---------------------------------------
 
 

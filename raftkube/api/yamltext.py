@@ -14,19 +14,23 @@ import yaml
 
 
 class _Loader(yaml.SafeLoader):
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
         """A key given twice is an error, as it is for kubectl, not "the last one wins".
-        Keys brought in by a `<<` merge may be overridden, as YAML means them to be."""
-        seen: dict[tuple[str, str], yaml.Node] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
-                continue
-            first = seen.setdefault((key_node.tag, key_node.value), key_node)
-            if first is not key_node:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f'mapping key "{key_node.value}" already defined at line '
-                    f"{first.start_mark.line + 1}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+        Checked once per mapping, before `<<` merges rewrite it: merged keys may be
+        overridden, as YAML means them to be."""
+        checked: set[int] = self.__dict__.setdefault("_checked", set())
+        if id(node) not in checked:
+            checked.add(id(node))
+            seen: dict[tuple[str, str], yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                first = seen.setdefault((key_node.tag, key_node.value), key_node)
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'mapping key "{key_node.value}" already defined at line '
+                        f"{first.start_mark.line + 1}", key_node.start_mark)
+        super().flatten_mapping(node)
 
 
 _Loader.yaml_implicit_resolvers = {

@@ -42,6 +42,7 @@ STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet",
                       "Namespace"}
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 FOREGROUND = "foregroundDeletion"
+ORPHAN = "orphan"  # Kubernetes' name: dependents are orphaned when the object finally goes
 
 
 def key_of(kind: kinds.Kind, namespace: str, name: str) -> bytes:
@@ -312,14 +313,22 @@ class Objects:
         if _same(merged, current.obj):
             return current.obj  # nothing changes: no write, no new resourceVersion
         meta = merged["metadata"]
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") \
+        finalizers = meta.get("finalizers") or []
+        if meta.get("deletionTimestamp") and not [f for f in finalizers if f != ORPHAN] \
                 and not meta.get("deletionGracePeriodSeconds"):
-            # The last finalizer is gone: the object goes, and its dependents with it. A
-            # pod in its grace period stays until its node deletes it with grace 0.
+            # The last finalizer is gone: the object goes, and its dependents with it
+            # (or, deleted with propagationPolicy=Orphan, they are orphaned). A pod in its
+            # grace period stays until its node deletes it with grace 0.
             if dry_run:
                 return merged
-            await self._remove(kind, namespace, name, current)
-            await self._delete_dependents(meta.get("uid", ""), namespace)
+            if kind.kind == "Namespace":
+                await self._delete_namespace(name, current)
+            else:
+                await self._remove(kind, namespace, name, current)
+            if ORPHAN in finalizers:
+                await self._orphan_dependents(meta.get("uid", ""), namespace)
+            else:
+                await self._delete_dependents(meta.get("uid", ""), namespace)
             return merged
         key = key_of(kind, namespace, name)
         compare = [_cmp(key, "MOD", current.mod_revision)]
@@ -427,9 +436,11 @@ class Objects:
             await self._release_owner(kind, namespace, name)
             return obj
         if meta.get("finalizers") or graceful or foreground:
+            on_node = kind.kind == "Pod" and bool(spec.get("nodeName"))
             marked = await self._mark_deleted(kind, namespace, name, current,
-                                              grace=grace if graceful else None,
-                                              foreground=foreground)
+                                              grace=grace if on_node else None,
+                                              foreground=foreground,
+                                              orphan=propagation == "Orphan")
             if foreground:
                 await self._delete_dependents(meta.get("uid", ""), namespace,
                                               propagation="Foreground")
@@ -448,8 +459,8 @@ class Objects:
         return obj
 
     async def _mark_deleted(self, kind: kinds.Kind, namespace: str, name: str,
-                            current: Stored, *, grace: int | None,
-                            foreground: bool) -> dict[str, Any]:
+                            current: Stored, *, grace: int | None, foreground: bool,
+                            orphan: bool) -> dict[str, Any]:
         """Set deletionTimestamp (now + the grace period, as Kubernetes does); a second
         delete may shorten the grace period but never lengthen it."""
         meta = current.obj["metadata"]
@@ -464,7 +475,9 @@ class Objects:
             patch["deletionGracePeriodSeconds"] = grace
         finalizers = list(meta.get("finalizers") or [])
         if foreground and FOREGROUND not in finalizers:
-            patch["finalizers"] = finalizers + [FOREGROUND]
+            patch["finalizers"] = finalizers = finalizers + [FOREGROUND]
+        if orphan and ORPHAN not in finalizers and meta.get("finalizers"):
+            patch["finalizers"] = finalizers + [ORPHAN]
         if not patch:
             return current.obj
         marked: dict[str, Any] = merge.merge_patch(_without_rv(current.obj),
@@ -487,12 +500,11 @@ class Objects:
                 return
             meta = found.obj["metadata"]
             finalizers = meta.get("finalizers") or []
+            if FOREGROUND not in finalizers:
+                return
             uid = meta.get("uid", "")
-            blocking = [d for _, d in await self._dependents(uid, namespace)
-                        if any(isinstance(o, dict) and o.get("uid") == uid
-                               and o.get("blockOwnerDeletion") is True
-                               for o in d.obj["metadata"].get("ownerReferences") or [])]
-            if FOREGROUND not in finalizers or blocking:
+            if any(_blocks(d.obj, uid) and not _waits_for(d.obj, found.obj)
+                   for _, d in await self._dependents(uid, namespace)):
                 return
             try:
                 await self.patch(kind, namespace, name, {"metadata": {
@@ -525,19 +537,21 @@ class Objects:
         ns_key = key_of(NAMESPACE_KIND, "", name)
         services = prefix_of(SERVICE_KIND, name)
         for _attempt in range(10):
-            held: list[bytes] = []
+            held: list[dict[str, Any]] = []
             revision = 0
             for prefix in (NODEPORTS, CLUSTERIPS):
                 result = await self.replica.range({"key": prefix,
                                                    "range_end": st.prefix_end(prefix),
                                                    "revision": revision})
                 revision = revision or result["revision"]
-                held += [kv["key"] for kv in result.get("kvs") or []
+                held += [kv for kv in result.get("kvs") or []
                          if kv["value"].startswith(f"{name}/".encode())]
+            # Refused if a Service here changed, or an address read as ours changed hands.
             compare = [_cmp(ns_key, "MOD", current.mod_revision),
                        {"key": services, "range_end": st.prefix_end(services),
                         "target": "MOD", "result": "LESS", "mod_revision": revision + 1}]
-            success = [_delete(ns_key)] + [_delete(k) for k in held]
+            compare += [_cmp(kv["key"], "MOD", kv["mod_revision"]) for kv in held]
+            success = [_delete(ns_key)] + [_delete(kv["key"]) for kv in held]
             for k in kinds.KINDS:
                 if k.namespaced:
                     p = prefix_of(k, name)
@@ -703,6 +717,20 @@ class Objects:
 
 
 
+def _blocks(dependent: dict[str, Any], owner_uid: str) -> bool:
+    return any(isinstance(o, dict) and o.get("uid") == owner_uid
+               and o.get("blockOwnerDeletion") is True
+               for o in dependent["metadata"].get("ownerReferences") or [])
+
+
+def _waits_for(dependent: dict[str, Any], owner: dict[str, Any]) -> bool:
+    """Whether `dependent` is itself being deleted in the foreground and waits for
+    `owner` (a cycle of two): then neither may wait for the other, as Kubernetes'
+    garbage collector unblocks such cycles."""
+    meta = dependent["metadata"]
+    return FOREGROUND in (meta.get("finalizers") or []) and _blocks(owner, meta.get("uid", ""))
+
+
 def _allocation_keys(svc: dict[str, Any] | None) -> list[bytes]:
     if not svc or svc.get("kind") != "Service":
         return []
@@ -719,30 +747,41 @@ def _allocation_keys(svc: dict[str, Any] | None) -> list[bytes]:
 
 
 def _keep_service_addresses(new: dict[str, Any], old: dict[str, Any]) -> None:
-    """A Service written without its addresses keeps the ones it was given."""
+    """A Service written without its addresses keeps the ones it was given. Runs before
+    validation: values of the wrong type are left for it to report."""
     spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
-    if not isinstance(spec, dict):
+    if not isinstance(spec, dict) or not isinstance(old_spec, dict):
         return
     if spec.get("clusterIP") in (None, "") and old_spec.get("clusterIP"):
         spec["clusterIP"] = old_spec["clusterIP"]
-    if spec.get("type") in (None, "ClusterIP") and old_spec.get("type") == "NodePort" \
-            and isinstance(spec.get("ports"), list):
-        held = {p.get("nodePort") for p in old_spec.get("ports") or [] if isinstance(p, dict)}
-        for p in spec["ports"]:  # as Kubernetes drops them with the type that needs them
-            if isinstance(p, dict) and p.get("nodePort") in held:
+    ports = spec.get("ports")
+    if not isinstance(ports, list):
+        return
+    old_ports = [p for p in old_spec.get("ports") or [] if isinstance(p, dict)]
+    held_types = ("NodePort", "LoadBalancer")
+    if spec.get("type") in (None, "ClusterIP") and old_spec.get("type") in held_types:
+        held = {p.get("nodePort") for p in old_ports if type(p.get("nodePort")) is int}
+        for p in ports:  # as Kubernetes drops them with the type that needs them
+            if isinstance(p, dict) and type(p.get("nodePort")) is int and p["nodePort"] in held:
                 p.pop("nodePort")
-    if spec.get("type") == old_spec.get("type") and isinstance(spec.get("ports"), list):
+    if spec.get("type") == old_spec.get("type"):
         # A port keeps its nodePort when it keeps its name (or, unnamed, its number).
-        old_ports = [p for p in old_spec.get("ports") or [] if isinstance(p, dict)]
-        by_name = {p.get("name"): p.get("nodePort") for p in old_ports if p.get("name")}
-        by_number = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort")
-                     for p in old_ports}
-        for p in spec["ports"]:
-            if isinstance(p, dict) and not p.get("nodePort"):
-                kept = by_name.get(p["name"]) if p.get("name") else \
-                    by_number.get((p.get("port"), p.get("protocol", "TCP")))
-                if kept:
-                    p["nodePort"] = kept
+        by_name = {p["name"]: p.get("nodePort") for p in old_ports
+                   if isinstance(p.get("name"), str) and p["name"]}
+        by_number = {(p["port"], str(p.get("protocol", "TCP"))): p.get("nodePort")
+                     for p in old_ports if type(p.get("port")) is int}
+        for p in ports:
+            if not isinstance(p, dict) or p.get("nodePort"):
+                continue
+            name, number = p.get("name"), p.get("port")
+            if isinstance(name, str) and name:
+                kept = by_name.get(name)
+            elif type(number) is int:
+                kept = by_number.get((number, str(p.get("protocol", "TCP"))))
+            else:
+                kept = None
+            if kept:
+                p["nodePort"] = kept
 
 
 def _job_selector(job: dict[str, Any]) -> None:

@@ -149,7 +149,7 @@ class Rest:
                 raise stt.bad_request("a namespaced object is created under "
                                       "/namespaces/{namespace}/")
             self.authorize(user, "create", t, body)
-            warnings = check_fields(body, t, strictness)
+            body, warnings = check_fields(body, t, strictness)
             created = await self.objects.create(t.kind, t.namespace, body, dry_run=dry_run)
             return warn(web.json_response(created, status=201), warnings)
         if not t.name:
@@ -164,7 +164,7 @@ class Rest:
                 raise stt.bad_request(f"the name of the object ({name}) does not match the "
                                       f"name on the URL ({t.name})")
             await self.authorize_existing(user, "update", t)
-            warnings = check_fields(body, t, strictness)
+            body, warnings = check_fields(body, t, strictness)
             updated = await self.objects.update(t.kind, t.namespace, t.name, body,
                                                 subresource=t.subresource, dry_run=dry_run)
             return warn(web.json_response(updated), warnings)
@@ -178,7 +178,7 @@ class Rest:
                                    f"application/merge-patch+json (got {ctype})")
             patch = await read_json(request)
             await self.authorize_existing(user, "patch", t)
-            warnings = check_fields(patch, t, strictness)
+            patch, warnings = check_fields(patch, t, strictness)
             patched = await self.objects.patch(t.kind, t.namespace, t.name, patch,
                                                subresource=t.subresource, dry_run=dry_run)
             return warn(web.json_response(patched), warnings)
@@ -463,19 +463,21 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def check_fields(body: Any, t: Target, strictness: str) -> list[str]:
-    """Kubernetes' field validation: fields its API does not have are refused (Strict) or
-    reported in Warning headers (Warn, the default), before anything is written."""
-    if strictness == "Ignore" or not isinstance(body, dict):
-        return []
-    unknown = schema.unknown_fields(body, schema.object_schema(t.kind.kind))
+def check_fields(body: Any, t: Target, strictness: str) -> tuple[Any, list[str]]:
+    """Kubernetes' field validation: fields its API does not have are refused (Strict), or
+    dropped and reported in Warning headers (Warn, the default), or dropped (Ignore),
+    before anything is written. The body to go on with, and the warnings."""
+    if not isinstance(body, dict):
+        return body, []
+    object_schema = schema.object_schema(t.kind.kind)
+    unknown = schema.unknown_fields(body, object_schema)
     if not unknown:
-        return []
+        return body, []
     words = [f'unknown field "{field}"' for field in unknown]
     if strictness == "Strict":
         raise stt.bad_request(f'{t.kind.kind} in version "{t.kind.version}" cannot be handled '
                               f"as a {t.kind.kind}: strict decoding error: " + ", ".join(words))
-    return words
+    return schema.drop_unknown(body, object_schema), words if strictness == "Warn" else []
 
 
 def warn(resp: web.Response, warnings: list[str]) -> web.Response:

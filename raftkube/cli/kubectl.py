@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import os
 import sys
@@ -336,26 +337,41 @@ def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:
 
 
 def apply_one(client: rest.RestClient, m: Manifest, *, dry_run: bool = False) -> str:
-    """Create or patch one object; the word kubectl prints for what happened."""
-    try:
-        live = client.get(m.kind, m.namespace, m.name)
-    except rest.RestError as e:
-        if e.code != 404:
+    """Create or patch one object; the word kubectl prints for what happened.
+
+    The patch carries the live object's resourceVersion: it replaces keyed lists whole
+    (merged by key here), so a write that landed since the read must not be overwritten.
+    On a Conflict the object is read again and the patch computed again."""
+    for attempt in range(5):
+        try:
+            live = client.get(m.kind, m.namespace, m.name)
+        except rest.RestError as e:
+            if e.code != 404:
+                if e.code == 401:
+                    raise
+                raise OperationError(rest.format_error(
+                    e, context=f'error when retrieving current configuration of {m.ref} '
+                               f'from "{m.source}"')) from None
+            body = with_last_applied(m.obj)
+            _attempt("creating", m.source, functools.partial(
+                client.create, m.kind, m.namespace, body, dry_run=dry_run))
+            return "created"
+        patch = apply_patch(manifest=m.obj, live=live)
+        if not patch:
+            return "unchanged"
+        patch.setdefault("metadata", {})["resourceVersion"] = \
+            (live.get("metadata") or {}).get("resourceVersion")
+        try:
+            client.patch(m.kind, m.namespace, m.name, patch, dry_run=dry_run)
+        except rest.RestError as e:
+            if e.code == 409 and e.reason == "Conflict" and attempt < 4:
+                continue  # changed since we read it: read again
             if e.code == 401:
                 raise
             raise OperationError(rest.format_error(
-                e, context=f'error when retrieving current configuration of {m.ref} '
-                           f'from "{m.source}"')) from None
-        body = with_last_applied(m.obj)
-        _attempt("creating", m.source, lambda: client.create(m.kind, m.namespace, body,
-                                                             dry_run=dry_run))
-        return "created"
-    patch = apply_patch(manifest=m.obj, live=live)
-    if not patch:
-        return "unchanged"
-    _attempt("patching", m.source, lambda: client.patch(m.kind, m.namespace, m.name, patch,
-                                                        dry_run=dry_run))
-    return "configured"
+                e, context=f'error when patching "{m.source}"')) from None
+        return "configured"
+    raise AssertionError("unreachable")
 
 
 FIELD_VALIDATION = {"strict": "Strict", "true": "Strict", "warn": "Warn", "ignore": "Ignore",
