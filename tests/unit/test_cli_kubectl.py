@@ -1096,3 +1096,25 @@ def test_register_adds_the_commands() -> None:
     group = click.Group("rk")
     kubectl.register(group)
     assert {"apply", "get", "delete"} <= set(group.commands)
+
+
+def test_the_config_is_rk_config_else_the_home_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> None:
+    good = FakeApi()
+    monkeypatch.delenv("RK_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = Cli(good, tmp_path)("get", "cm")
+    assert result.exit_code == 1
+    assert f"cannot read config {tmp_path}/.raftkube/config.yaml" in result.stderr
+    (tmp_path / ".raftkube").mkdir()
+    (tmp_path / ".raftkube" / "config.yaml").write_text(
+        yaml.safe_dump({"servers": [serve(good)], "token": TOKEN}))
+    assert Cli(good, tmp_path)("get", "cm").exit_code == 0
+    for bad, words in (({"servers": [], "token": TOKEN}, "servers must be a non-empty list"),
+                       ({"servers": ["http://x"]}, "token must be a non-empty string"),
+                       (["a"], "expected a mapping")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(bad))
+        monkeypatch.setenv("RK_CONFIG", str(path))
+        result = Cli(good, tmp_path)("get", "cm")
+        assert result.exit_code == 1 and words in result.stderr, result.stderr
