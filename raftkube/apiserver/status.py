@@ -77,7 +77,11 @@ def unauthorized() -> ApiError:
 
 
 def gone(message: str) -> ApiError:
-    return ApiError(410, "Expired", message)
+    """410 for a resourceVersion or continue token older than the history window. The
+    reason is "Gone", as this project's API contract says; Kubernetes 1.16+ says
+    "Expired" for the same answer, and client-go treats the two alike (IsGone or
+    IsResourceExpired → relist)."""
+    return ApiError(410, "Gone", message)
 
 
 def too_large(limit: int) -> ApiError:

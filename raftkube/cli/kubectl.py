@@ -11,7 +11,14 @@ Three parts, in the order a command runs them:
   the three-way merge patch between that, the new manifest and the live object, or
   nothing at all when the object already says what the manifest says. Fields the user
   dropped from the manifest are removed; fields set by others (a controller's status, a
-  scaler's replicas not in the manifest) are left alone.
+  scaler's replicas not in the manifest) are left alone. Lists Kubernetes merges by key
+  (containers, env, ports...) are merged by key here, and the patch carries the
+  resourceVersion it was computed from, so a concurrent write is never overwritten.
+  Why client-side apply and not server-side apply: server-side apply needs field
+  ownership (`managedFields`) recorded in every object and kept by every writer, the
+  controllers and agents included, and conflict rules on top; client-side apply needs one
+  annotation, keeps the server's merge patch the only write path, and is the behaviour
+  kubectl users already know (`created`/`configured`/`unchanged`).
 - Output goes through `printers`; errors read like kubectl's, go to stderr, exit 1.
 
 `register(group)` adds the commands to a click group (`rk`'s `main`). The clock is an

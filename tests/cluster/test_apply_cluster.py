@@ -163,3 +163,40 @@ async def test_a_bad_file_changes_nothing_and_says_where(cluster: Cluster, tmp_p
         assert out.returncode == 0, out.stderr
         assert out.stdout == "deployment.apps/nginx-deployment created\n"
         assert out.stderr == 'Warning: unknown field "spec.replcas"\n'
+
+
+async def test_the_readme_demo_and_a_dead_master(cluster: Cluster, tmp_path: Path) -> None:
+    """What the README's demo shows, checked: examples/ applied once (created) and again
+    (unchanged, not one revision), listed alike by every master; then, with the first
+    configured master killed, rk moves on to the next for reads and writes."""
+    examples = Path(__file__).parent.parent.parent / "examples"
+    async with cluster as c:
+        await c.leader()
+        everyone = Path(c.state_dir) / "config.yaml"
+        first = rk(everyone, "apply", "-f", str(examples))
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.splitlines() == ["job.batch/pi created",
+                                             "configmap/web-config created",
+                                             "deployment.apps/web created",
+                                             "service/web created"]
+        before = await revision(c)
+        again = rk(everyone, "apply", "-f", str(examples))
+        assert again.stdout.replace("unchanged", "created") == first.stdout
+        assert await revision(c) == before
+        listed = {name: rk(cfg, "get", "deployments,services,configmaps,jobs", "-o",
+                           "json").stdout for name, cfg in configs(c, tmp_path).items()}
+        assert len(set(listed.values())) == 1, "the masters list different objects"
+        names = rk(everyone, "get", "deployments,services,configmaps,jobs", "-o", "name")
+        assert names.stdout.splitlines() == ["deployment.apps/web", "service/web",
+                                             "configmap/web-config", "job.batch/pi"]
+
+        servers = yaml.safe_load(everyone.read_text())["servers"]
+        dead = next(n for n in c.names if c.url[n] == servers[0])
+        c.kill(dead)
+        got = rk(everyone, "get", "svc", "web", "-o", "name")
+        assert (got.returncode, got.stdout) == (0, "service/web\n"), got.stderr
+        gone = rk(everyone, "delete", "-f", str(examples / "jobs.yaml"))
+        assert (gone.returncode, gone.stdout) == (0, 'job.batch "pi" deleted\n'), gone.stderr
+        missing = rk(everyone, "get", "job", "pi")
+        assert (missing.returncode, missing.stderr) == (
+            1, 'Error from server (NotFound): jobs.batch "pi" not found\n')

@@ -426,7 +426,7 @@ async def test_watch_from_a_compacted_version_is_gone(served: Served) -> None:
     result = await served.replica.propose("compact", {"revision": revision(served)})
     assert "error" not in result
     status, out = await call(served, "GET", CMS + "?watch=true&resourceVersion=2")
-    assert status == 410 and out["reason"] == "Expired"
+    assert status == 410 and out["reason"] == "Gone"
 
 
 # ---- deletes, namespaces, services ------------------------------------------------------
