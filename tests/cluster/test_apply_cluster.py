@@ -17,6 +17,7 @@ import yaml
 
 from raftkube.api import yamltext
 from tests.cluster.harness import Cluster
+from tests.support import contains
 
 pytestmark = pytest.mark.cluster
 
@@ -45,21 +46,6 @@ def documents() -> list[dict[str, Any]]:
     for path in sorted(DOCS.glob("*.yaml")):
         docs += [d for d in yamltext.load_all(path.read_text()) if d]
     return docs
-
-
-def contains(live: Any, written: Any, path: str = "") -> list[str]:
-    """Where `live` does not hold what `written` says (defaults may be added, nothing
-    written may change)."""
-    if isinstance(written, dict):
-        if not isinstance(live, dict):
-            return [f"{path}: {live!r} is not an object"]
-        return [p for k, v in written.items() for p in contains(live.get(k), v, f"{path}.{k}")]
-    if isinstance(written, list):
-        if not isinstance(live, list) or len(live) != len(written):
-            return [f"{path}: {live!r} != {written!r}"]
-        return [p for i, (a, b) in enumerate(zip(live, written, strict=True))
-                for p in contains(a, b, f"{path}[{i}]")]
-    return [] if live == written else [f"{path}: {live!r} != {written!r}"]
 
 
 async def revision(c: Cluster) -> int:

@@ -19,6 +19,7 @@ from click.testing import CliRunner, Result
 from raftkube.apiserver import app as apiapp
 from raftkube.cli import kubectl
 from raftkube.store import replica as rep
+from tests.support import contains
 from tests.unit.conftest import LEADER_DEADLINE, NODE_TOKEN, TOKEN, Served
 from tests.unit.test_rest import call, ok
 
@@ -29,21 +30,6 @@ APPS = "/apis/apps/v1/namespaces/default"
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/raftkube-system/leases"
 NODE = {"Authorization": f"Bearer {NODE_TOKEN}"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
-
-
-def contains(live: Any, written: Any, path: str = "") -> list[str]:
-    """Where `live` does not hold what `written` says (defaults may be added)."""
-    if isinstance(written, dict):
-        if not isinstance(live, dict):
-            return [f"{path}: {live!r} is not an object"]
-        return [p for k, v in written.items() for p in contains(live.get(k), v, f"{path}.{k}")]
-    if isinstance(written, list):
-        if not isinstance(live, list) or len(live) != len(written):
-            return [f"{path}: {live!r} != {written!r}"]
-        return [p for i, (a, b) in enumerate(zip(live, written, strict=True))
-                for p in contains(a, b, f"{path}[{i}]")]
-    return [] if type(live) is type(written) and live == written else \
-        [f"{path}: {live!r} != {written!r}"]
 
 
 CONTAINER = {
