@@ -8,16 +8,14 @@ ClusterIP it takes are free. A write that fails a compare changes nothing; the c
 re-reads and answers Conflict, AlreadyExists or NotFound. There is no read-modify-write
 window in which a concurrent writer could be overwritten.
 
-Service address allocations are keys too (`/registry/ranges/nodeports/30080`,
-`/registry/ranges/clusterips/10.96.0.10`), created and deleted in the same transaction
-as the Service that holds them, so two Services can never hold the same port.
+Service address allocations are keys too (see `addresses`), created and deleted in the
+same transaction as the Service that holds them, so two Services never hold one port.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import ipaddress
 import json
 import random
 import time
@@ -27,14 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftkube.api import defaults, kinds, merge, selectors, validation
+from raftkube.apiserver import addresses
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica
 
 PREFIX = b"/registry/"
-NODEPORTS = b"/registry/ranges/nodeports/"
-CLUSTERIPS = b"/registry/ranges/clusterips/"
-NODEPORT_RANGE = (30000, 32767)
 MAX_OBJECT_BYTES = 1_500_000
 SYSTEM_NAMESPACES = ("default", "raftkube-system")
 # Kinds whose status is written through the status subresource only.
@@ -134,6 +130,9 @@ class Objects:
     rng: random.Random = field(default_factory=random.Random)
     event_ttl: int = 3600
     _event_lease: tuple[int, float] = (0, 0.0)
+
+    def __post_init__(self) -> None:
+        self.addresses = addresses.Addresses(self.replica, self.service_cidr, self.rng)
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -269,7 +268,7 @@ class Objects:
             if kind.namespaced:
                 compare.append(_exists(key_of(NAMESPACE_KIND, "", namespace)))
             if kind.kind == "Service":
-                taken = await self._allocate(obj, old=None)
+                taken = await self.addresses.allocate(obj, old=None)
                 for k in taken:
                     compare.append(_cmp(k, "CREATE", 0))
                     success.append(_put(k, f"{namespace}/{name}".encode()))
@@ -334,12 +333,13 @@ class Objects:
         compare = [_cmp(key, "MOD", current.mod_revision)]
         success: list[dict[str, Any]] = []
         if kind.kind == "Service":  # first: it fills in the addresses the object holds
-            added = await self._allocate(merged, old=current.obj)
+            added = await self.addresses.allocate(merged, old=current.obj)
             for k in added:
                 compare.append(_cmp(k, "CREATE", 0))
                 success.append(_put(k, f"{namespace}/{name}".encode()))
-            for k in set(_allocation_keys(current.obj)) - set(_allocation_keys(merged)):
-                success.append(_delete(k))
+            freed = set(addresses.allocation_keys(current.obj)) - set(
+                addresses.allocation_keys(merged))
+            success += [_delete(k) for k in freed]
         value = encode(merged)
         if len(value) > MAX_OBJECT_BYTES:
             raise stt.too_large(MAX_OBJECT_BYTES)
@@ -373,7 +373,7 @@ class Objects:
         meta.pop("resourceVersion", None)
         merged["metadata"] = meta
         if kind.kind == "Service":
-            _keep_service_addresses(merged, current)
+            addresses.keep_on_update(merged, current)
         if kind.kind in STATUS_SUBRESOURCE and "status" in current:
             merged["status"] = current["status"]
         elif kind.kind in STATUS_SUBRESOURCE:
@@ -518,7 +518,7 @@ class Objects:
     async def _remove(self, kind: kinds.Kind, namespace: str, name: str,
                       current: Stored) -> None:
         key = key_of(kind, namespace, name)
-        success = [_delete(key)] + [_delete(k) for k in _allocation_keys(current.obj)]
+        success = [_delete(key)] + [_delete(k) for k in addresses.allocation_keys(current.obj)]
         result = await self.commit({"compare": [_cmp(key, "MOD", current.mod_revision)],
                                     "success": success, "failure": []})
         if not result["succeeded"]:
@@ -539,7 +539,7 @@ class Objects:
         for _attempt in range(10):
             held: list[dict[str, Any]] = []
             revision = 0
-            for prefix in (NODEPORTS, CLUSTERIPS):
+            for prefix in (addresses.NODEPORTS, addresses.CLUSTERIPS):
                 result = await self.replica.range({"key": prefix,
                                                    "range_end": st.prefix_end(prefix),
                                                    "revision": revision})
@@ -605,88 +605,6 @@ class Objects:
             except stt.ApiError:
                 pass
 
-    # ---- services: addresses ----------------------------------------------------------
-
-    async def _allocate(self, svc: dict[str, Any], *, old: dict[str, Any] | None
-                        ) -> list[bytes]:
-        """Fill in the ClusterIP and NodePorts a Service needs; return the allocation keys
-        it takes that `old` did not hold. The caller's transaction checks they are free."""
-        spec = svc.setdefault("spec", {})
-        old_keys = set(_allocation_keys(old)) if old else set()
-        wanted: list[bytes] = []
-        if spec.get("clusterIP") in (None, ""):
-            spec["clusterIP"] = await self._free_cluster_ip()
-        elif spec["clusterIP"] != "None" and CLUSTERIPS + str(spec["clusterIP"]).encode() \
-                not in old_keys:
-            await self._check_requested_ip(svc, str(spec["clusterIP"]))
-        if spec.get("clusterIP") not in ("None", ""):
-            wanted.append(CLUSTERIPS + str(spec["clusterIP"]).encode())
-        if spec.get("type") in ("NodePort", "LoadBalancer"):
-            taken = await self._taken(NODEPORTS)
-            for port in spec.get("ports") or []:
-                if not isinstance(port, dict):
-                    continue
-                if port.get("nodePort") in (None, 0):
-                    port["nodePort"] = self._free_port(taken)
-                key = NODEPORTS + str(port["nodePort"]).encode()
-                if key in taken and key not in old_keys:
-                    raise stt.invalid("Service", "", svc["metadata"].get("name", ""), [
-                        validation.Cause(
-                            f"spec.ports[{spec['ports'].index(port)}].nodePort",
-                            "FieldValueInvalid",
-                            f"Invalid value: {port['nodePort']}: provided port is already "
-                            "allocated")])
-                taken.add(key)
-                wanted.append(key)
-        return [k for k in wanted if k not in old_keys]
-
-    async def _check_requested_ip(self, svc: dict[str, Any], ip: str) -> None:
-        def refuse(detail: str) -> stt.ApiError:
-            return stt.invalid("Service", "", svc["metadata"].get("name", ""), [
-                validation.Cause("spec.clusterIP", "FieldValueInvalid",
-                                 f"Invalid value: {json.dumps(ip)}: {detail}")])
-
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            raise refuse("must be a valid IP address") from None
-        net = ipaddress.ip_network(self.service_cidr)
-        if address not in net or address in (net.network_address, net.broadcast_address):
-            raise refuse(f"provided IP is not in the valid range. The range of valid IPs is "
-                         f"{self.service_cidr}")
-        if CLUSTERIPS + ip.encode() in await self._taken(CLUSTERIPS):
-            raise refuse("provided IP is already allocated")
-
-    async def _taken(self, prefix: bytes) -> set[bytes]:
-        result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix),
-                                           "keys_only": True})
-        return {kv["key"] for kv in result.get("kvs") or []}
-
-    def _free_port(self, taken: set[bytes]) -> int:
-        lo, hi = NODEPORT_RANGE
-        for _ in range(64):
-            port = self.rng.randint(lo, hi)
-            if NODEPORTS + str(port).encode() not in taken:
-                return port
-        for port in range(lo, hi + 1):
-            if NODEPORTS + str(port).encode() not in taken:
-                return port
-        raise stt.ApiError(500, "InternalError", "no NodePort is free in 30000-32767")
-
-    async def _free_cluster_ip(self) -> str:
-        net = ipaddress.ip_network(self.service_cidr)
-        taken = await self._taken(CLUSTERIPS)
-        first, last = int(net.network_address) + 2, int(net.broadcast_address) - 1
-        for _ in range(128 if first <= last else 0):
-            ip = str(ipaddress.ip_address(self.rng.randint(first, last)))
-            if CLUSTERIPS + ip.encode() not in taken:
-                return ip
-        for n in range(first, last + 1):  # nearly full: look at every address
-            ip = str(ipaddress.ip_address(n))
-            if CLUSTERIPS + ip.encode() not in taken:
-                return ip
-        raise stt.ApiError(500, "InternalError", f"no ClusterIP is free in {self.service_cidr}")
-
     # ---- events and namespaces ------------------------------------------------------------
 
     async def _event_lease_id(self) -> int:
@@ -729,59 +647,6 @@ def _waits_for(dependent: dict[str, Any], owner: dict[str, Any]) -> bool:
     garbage collector unblocks such cycles."""
     meta = dependent["metadata"]
     return FOREGROUND in (meta.get("finalizers") or []) and _blocks(owner, meta.get("uid", ""))
-
-
-def _allocation_keys(svc: dict[str, Any] | None) -> list[bytes]:
-    if not svc or svc.get("kind") != "Service":
-        return []
-    spec = svc.get("spec") or {}
-    out = []
-    ip = spec.get("clusterIP")
-    if ip and ip != "None":
-        out.append(CLUSTERIPS + str(ip).encode())
-    if spec.get("type") in ("NodePort", "LoadBalancer"):
-        for port in spec.get("ports") or []:
-            if isinstance(port, dict) and port.get("nodePort"):
-                out.append(NODEPORTS + str(port["nodePort"]).encode())
-    return out
-
-
-def _keep_service_addresses(new: dict[str, Any], old: dict[str, Any]) -> None:
-    """A Service written without its addresses keeps the ones it was given. Runs before
-    validation: values of the wrong type are left for it to report."""
-    spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
-    if not isinstance(spec, dict) or not isinstance(old_spec, dict):
-        return
-    if spec.get("clusterIP") in (None, "") and old_spec.get("clusterIP"):
-        spec["clusterIP"] = old_spec["clusterIP"]
-    ports = spec.get("ports")
-    if not isinstance(ports, list):
-        return
-    old_ports = [p for p in old_spec.get("ports") or [] if isinstance(p, dict)]
-    held_types = ("NodePort", "LoadBalancer")
-    if spec.get("type") in (None, "ClusterIP") and old_spec.get("type") in held_types:
-        held = {p.get("nodePort") for p in old_ports if type(p.get("nodePort")) is int}
-        for p in ports:  # as Kubernetes drops them with the type that needs them
-            if isinstance(p, dict) and type(p.get("nodePort")) is int and p["nodePort"] in held:
-                p.pop("nodePort")
-    if spec.get("type") == old_spec.get("type"):
-        # A port keeps its nodePort when it keeps its name (or, unnamed, its number).
-        by_name = {p["name"]: p.get("nodePort") for p in old_ports
-                   if isinstance(p.get("name"), str) and p["name"]}
-        by_number = {(p["port"], str(p.get("protocol", "TCP"))): p.get("nodePort")
-                     for p in old_ports if type(p.get("port")) is int}
-        for p in ports:
-            if not isinstance(p, dict) or p.get("nodePort"):
-                continue
-            name, number = p.get("name"), p.get("port")
-            if isinstance(name, str) and name:
-                kept = by_name.get(name)
-            elif type(number) is int:
-                kept = by_number.get((number, str(p.get("protocol", "TCP"))))
-            else:
-                kept = None
-            if kept:
-                p["nodePort"] = kept
 
 
 def _job_selector(job: dict[str, Any]) -> None:

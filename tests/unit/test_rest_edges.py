@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from raftkube.api import kinds, yamltext
-from raftkube.apiserver import objects as ob
+from raftkube.apiserver import addresses
 from raftkube.cli import client as cl
 from raftkube.cli import kubectl, rest
 from tests.unit.conftest import Served
@@ -145,7 +145,7 @@ async def test_namespace_delete_frees_an_address_another_namespace_just_took(
     async def racing(req: dict[str, Any], **kw: Any) -> Any:
         nonlocal fired
         out = await real(req, **kw)
-        if req.get("key") == ob.CLUSTERIPS and "keys_only" not in req and not fired:
+        if req.get("key") == addresses.CLUSTERIPS and "keys_only" not in req and not fired:
             fired = True  # after the namespace delete read the addresses it holds
             await ok(served, "DELETE", NS + "/a/services/s")
             await ok(served, "POST", NS + "/b/services", svc("t", clusterIP="10.96.0.50"))
