@@ -2,10 +2,9 @@
 
 Three parts, in the order a command runs them:
 
-- Manifests: files, directories and stdin are read, split into YAML or JSON documents,
-  `kind: List`s are unpacked, and every object is checked (apiVersion, kind, name, a
-  known kind, its namespace) before the first request, so a bad document anywhere makes
-  an invocation change nothing.
+- Manifests are read and checked by `manifests` before the first request; then every
+  object goes through a server dry run, so a bad document anywhere makes an invocation
+  change nothing.
 - Apply is kubectl's client-side apply: the manifest is kept on the object in the
   `kubectl.kubernetes.io/last-applied-configuration` annotation, and a later apply sends
   the three-way merge patch between that, the new manifest and the live object, or
@@ -31,7 +30,6 @@ import base64
 import copy
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,214 +39,18 @@ from typing import Any, NoReturn
 import click
 import yaml
 
-from raftkube.api import causes, kinds, merge, yamltext
+from raftkube.api import kinds, merge
 from raftkube.cli import client as cl
-from raftkube.cli import printers, rest
+from raftkube.cli import manifests, printers, rest
 
 Obj = dict[str, Any]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-STDIN = "STDIN"
 PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan",
                "true": "Background", "false": "Orphan"}
 
 
-class ManifestError(cl.ClientError):
-    """Manifests that cannot be applied as given; every problem found, one per line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
 class OperationError(cl.ClientError):
     """One object's request failed; the command goes on with the others and exits 1."""
-
-
-# ---- manifests --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """One object from a manifest, checked, with its kind and namespace resolved."""
-
-    source: str  # the file as named on the command line (under its directory), or STDIN
-    document: int  # 1-based, counting every `---`-separated document of the source
-    item: int | None  # 1-based position inside a `kind: List`
-    obj: Obj  # with metadata.namespace filled in for namespaced kinds
-    kind: kinds.Kind
-    namespace: str  # "" for cluster-scoped kinds
-
-    @property
-    def name(self) -> str:
-        return printers.name_of(self.obj)
-
-    @property
-    def ref(self) -> str:
-        return printers.object_ref(self.kind, self.obj)
-
-
-def _where(source: str, document: int, item: int | None = None) -> str:
-    inside = f", item {item}" if item is not None else ""
-    return f'"{source}" (document {document}{inside})'
-
-
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files to read: a directory stands for its manifest files, sorted by name."""
-    files = []
-    for path in paths:
-        if path == "-":
-            files.append(path)
-        elif os.path.isdir(path):
-            files += sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if f.endswith(MANIFEST_SUFFIXES)
-                            and os.path.isfile(os.path.join(path, f)))
-        elif os.path.exists(path):
-            files.append(path)
-        else:
-            raise ManifestError([f'the path "{path}" does not exist'])
-    return files
-
-
-def parse_documents(source: str, text: str) -> list[Any]:
-    """The documents of one source: concatenated JSON values, or multi-document YAML."""
-    if text.lstrip().startswith(("{", "[")):
-        try:
-            return _json_stream(text)
-        except ValueError:
-            pass  # JSON-flow YAML (comments, unquoted keys): let YAML read it
-    docs: list[Any] = []
-    try:
-        for doc in yamltext.load_all(text):
-            docs.append(doc)
-    except yamltext.YAMLError as e:
-        raise ManifestError([f"error parsing {_where(source, len(docs) + 1)}: "
-                             f"{yamltext.problem(e)}"]) from None
-    return docs
-
-
-def _json_stream(text: str) -> list[Any]:
-    decoder = json.JSONDecoder()
-    docs: list[Any] = []
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos == len(text):
-            return docs
-        doc, pos = decoder.raw_decode(text, pos)
-        docs.append(doc)
-
-
-def check_object(obj: Any, where: str) -> list[str]:
-    """What keeps one document from being an object we can send; [] when nothing."""
-    if not isinstance(obj, dict):
-        return [f"error validating {where}: expected an object with apiVersion, kind and "
-                f"metadata, got {causes.json_type(obj)}"]
-    missing = []
-
-    def text(value: Any, field: str) -> None:
-        if value is None or value == "":
-            missing.append(f"{field} not set")
-        elif not isinstance(value, str):
-            missing.append(f"{field} must be a string, got {causes.json_type(value)}")
-
-    text(obj.get("apiVersion"), "apiVersion")
-    text(obj.get("kind"), "kind")
-    meta = obj.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        missing.append("metadata must be a mapping")
-    else:
-        text((meta or {}).get("name"), "metadata.name")
-        if not isinstance((meta or {}).get("namespace", ""), str):
-            missing.append("metadata.namespace must be a string")
-    if missing:
-        return [f"error validating {where}: error validating data: [{', '.join(missing)}]"]
-    return []
-
-
-def _is_list(doc: Any) -> bool:
-    return isinstance(doc, dict) and isinstance(doc.get("kind"), str) \
-        and doc["kind"].endswith("List") and isinstance(doc.get("items"), list)
-
-
-def load_manifests(paths: list[str], *, read_stdin: Callable[[], str], namespace: str,
-                   explicit_namespace: bool, verb: str = "apply") -> list[Manifest]:
-    """Every object of every source, checked; ManifestError lists all that is wrong.
-
-    `namespace` fills in a namespaced object's missing namespace; when the user gave it
-    with -n (`explicit_namespace`) an object in another namespace is an error, as in
-    kubectl, rather than something silently sent elsewhere.
-    """
-    problems: list[str] = []
-    out: list[Manifest] = []
-    for path in expand_paths(paths):
-        source = STDIN if path == "-" else path
-        try:
-            if path == "-":
-                text = read_stdin()
-            else:
-                with open(path, encoding="utf-8") as f:
-                    text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(f'cannot read "{source}": {getattr(e, "strerror", None) or e}')
-            continue
-        try:
-            docs = parse_documents(source, text)
-        except ManifestError as e:
-            problems += e.problems
-            continue
-        for index, doc in enumerate(docs, start=1):
-            if doc is None:
-                continue  # an empty document, e.g. after a trailing `---`
-            entries: list[tuple[int | None, Any]]
-            if _is_list(doc):
-                entries = [(i, item) for i, item in enumerate(doc["items"], start=1)]
-            else:
-                entries = [(None, doc)]
-            for item, obj in entries:
-                where = _where(source, index, item)
-                found = check_object(obj, where)
-                if found:
-                    problems += found
-                    continue
-                manifest, problem = _resolve(obj, source=source, document=index, item=item,
-                                             namespace=namespace,
-                                             explicit_namespace=explicit_namespace)
-                if problem:
-                    problems.append(problem)
-                elif manifest is not None:
-                    out.append(manifest)
-    if problems:
-        raise ManifestError(problems)
-    if not out:
-        raise ManifestError([f"no objects passed to {verb}"])
-    return out
-
-
-def _resolve(obj: Obj, *, source: str, document: int, item: int | None, namespace: str,
-             explicit_namespace: bool) -> tuple[Manifest | None, str]:
-    meta = obj["metadata"]
-    kind = kinds.by_kind(obj["apiVersion"], obj["kind"])
-    if kind is None:
-        return None, (f'resource mapping not found for name: "{meta["name"]}" namespace: '
-                      f'"{meta.get("namespace", "")}" from {_where(source, document, item)}: '
-                      f'no matches for kind "{obj["kind"]}" in version "{obj["apiVersion"]}"')
-    ns = ""
-    obj = copy.deepcopy(obj)
-    if kind.namespaced:
-        ns = meta.get("namespace") or namespace
-        if explicit_namespace and ns != namespace:
-            return None, (f'the namespace from the provided object "{ns}" does not match the '
-                          f'namespace "{namespace}" in {_where(source, document, item)}. '
-                          f"You must pass '--namespace={ns}' to perform this operation.")
-        obj["metadata"]["namespace"] = ns
-    return Manifest(source, document, item, obj, kind, ns), ""
-
-
-def apply_order(manifests: list[Manifest]) -> list[Manifest]:
-    """The order given, but Namespaces first, so that objects can be created in them."""
-    return sorted(manifests, key=lambda m: m.kind.kind != "Namespace")
 
 
 # ---- apply -------------------------------------------------------------------------------
@@ -343,7 +145,7 @@ def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:
                              ) from None
 
 
-def apply_one(client: rest.RestClient, m: Manifest, *, dry_run: bool = False) -> str:
+def apply_one(client: rest.RestClient, m: manifests.Manifest, *, dry_run: bool = False) -> str:
     """Create or patch one object; the word kubectl prints for what happened.
 
     The patch carries the live object's resourceVersion: it replaces keyed lists whole
@@ -391,14 +193,14 @@ def show_warnings(client: rest.RestClient) -> None:
     client.warnings.clear()
 
 
-def check(client: rest.RestClient, manifests: list[Manifest]) -> None:
+def check(client: rest.RestClient, objects: list[manifests.Manifest]) -> None:
     """Every object through the server's checks first (`dryRun=All`), so that one bad
     object anywhere makes the whole apply change nothing, with every problem reported.
     Objects in a namespace this apply creates cannot be checked before it exists; they
     are checked when they are applied."""
     new_namespaces: set[str] = set()
     failed = False
-    for m in manifests:
+    for m in objects:
         if m.kind.namespaced and m.namespace in new_namespaces:
             continue
         try:
@@ -446,7 +248,7 @@ def fail(error: str | cl.ClientError) -> NoReturn:
 
 
 def report(error: str | cl.ClientError) -> None:
-    if isinstance(error, ManifestError):
+    if isinstance(error, manifests.ManifestError):
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
         return
@@ -512,12 +314,12 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
         try:
             session = connect(namespace)
             session.client.field_validation = FIELD_VALIDATION[validate]
-            manifests = load_manifests(list(filenames), read_stdin=read_stdin,
-                                       namespace=session.namespace,
-                                       explicit_namespace=namespace is not None)
+            loaded = manifests.load_manifests(list(filenames), read_stdin=read_stdin,
+                                              namespace=session.namespace,
+                                              explicit_namespace=namespace is not None)
         except cl.ClientError as e:
             fail(e)
-        ordered = apply_order(manifests)
+        ordered = manifests.apply_order(loaded)
         check(session.client, ordered)
         session.client.warnings.clear()  # the dry run's: the real requests repeat them
         failed = False
@@ -614,7 +416,7 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
             if filenames:
                 if args:
                     raise cl.ClientError("give either -f or resources as arguments, not both")
-                for m in load_manifests(list(filenames), read_stdin=read_stdin,
+                for m in manifests.load_manifests(list(filenames), read_stdin=read_stdin,
                                         namespace=session.namespace,
                                         explicit_namespace=namespace is not None,
                                         verb="delete"):

@@ -29,7 +29,7 @@ from click.testing import CliRunner, Result
 
 from raftkube.api import kinds, merge
 from raftkube.cli import client as cl
-from raftkube.cli import kubectl, printers, rest
+from raftkube.cli import kubectl, manifests, printers, rest
 
 pytestmark = pytest.mark.unit
 
@@ -318,8 +318,8 @@ NAMESPACE_YAML = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n"
 
 
 def load(paths: list[str], *, stdin: str = "", namespace: str = "default",
-         explicit: bool = False) -> list[kubectl.Manifest]:
-    return kubectl.load_manifests(paths, read_stdin=lambda: stdin, namespace=namespace,
+         explicit: bool = False) -> list[manifests.Manifest]:
+    return manifests.load_manifests(paths, read_stdin=lambda: stdin, namespace=namespace,
                                   explicit_namespace=explicit)
 
 
@@ -372,7 +372,7 @@ def test_a_list_is_unpacked_and_items_are_checked(tmp_path: Path) -> None:
     bad = write(tmp_path / "bad-list.yaml", yaml.safe_dump({
         "apiVersion": "v1", "kind": "List",
         "items": [yaml.safe_load(CONFIGMAP_YAML), {"apiVersion": "v1", "kind": "ConfigMap"}]}))
-    with pytest.raises(kubectl.ManifestError) as e:
+    with pytest.raises(manifests.ManifestError) as e:
         load([bad])
     assert e.value.problems == [
         f'error validating "{bad}" (document 1, item 2): error validating data: '
@@ -398,14 +398,14 @@ def test_stdin_and_namespaces(tmp_path: Path) -> None:
     assert (ms[0].source, ms[0].namespace) == ("STDIN", "team-b")
     text = CONFIGMAP_YAML.replace("name: game-demo", "name: game-demo\n  namespace: team-a")
     assert load(["-"], stdin=text, namespace="team-b")[0].namespace == "team-a"
-    with pytest.raises(kubectl.ManifestError, match='namespace from the provided object '
+    with pytest.raises(manifests.ManifestError, match='namespace from the provided object '
                                                     '"team-a" does not match'):
         load(["-"], stdin=text, namespace="team-b", explicit=True)
 
 
 def test_namespaces_are_applied_first(tmp_path: Path) -> None:
     f = write(tmp_path / "app.yaml", f"{DEPLOY_YAML}---\n{NAMESPACE_YAML}---\n{CONFIGMAP_YAML}")
-    assert [m.ref for m in kubectl.apply_order(load([f]))] == [
+    assert [m.ref for m in manifests.apply_order(load([f]))] == [
         "namespace/team-a", "deployment.apps/front", "configmap/game-demo"]
 
 
@@ -437,7 +437,7 @@ def test_namespaces_are_applied_first(tmp_path: Path) -> None:
 def test_bad_manifests_name_the_file_the_document_and_the_problem(
         tmp_path: Path, text: str, problem: str) -> None:
     f = write(tmp_path / "app.yaml", text)
-    with pytest.raises(kubectl.ManifestError) as e:
+    with pytest.raises(manifests.ManifestError) as e:
         load([f])
     assert len(e.value.problems) == 1
     assert re.search(problem.replace("{f}", re.escape(f)), e.value.problems[0]), \
@@ -445,9 +445,9 @@ def test_bad_manifests_name_the_file_the_document_and_the_problem(
 
 
 def test_missing_path_and_empty_input(tmp_path: Path) -> None:
-    with pytest.raises(kubectl.ManifestError, match='the path "nope.yaml" does not exist'):
+    with pytest.raises(manifests.ManifestError, match='the path "nope.yaml" does not exist'):
         load(["nope.yaml"])
-    with pytest.raises(kubectl.ManifestError, match="no objects passed to apply"):
+    with pytest.raises(manifests.ManifestError, match="no objects passed to apply"):
         load([write(tmp_path / "empty.yaml", "# nothing\n---\n")])
 
 

@@ -14,7 +14,7 @@ import pytest
 from raftkube.api import kinds, yamltext
 from raftkube.apiserver import addresses
 from raftkube.cli import client as cl
-from raftkube.cli import kubectl, rest
+from raftkube.cli import kubectl, manifests, rest
 from tests.unit.conftest import Served
 from tests.unit.test_rest import call, ok
 from tests.unit.test_rest_lifecycle import (
@@ -36,9 +36,9 @@ NS = "/api/v1/namespaces"
 DEP = kinds.by_kind("apps/v1", "Deployment")
 
 
-def manifest(obj: dict[str, Any]) -> kubectl.Manifest:
+def manifest(obj: dict[str, Any]) -> manifests.Manifest:
     assert DEP is not None
-    return kubectl.Manifest("m.yaml", 1, None, obj, DEP, "default")
+    return manifests.Manifest("m.yaml", 1, None, obj, DEP, "default")
 
 
 async def test_a_namespace_held_by_a_finalizer_empties_when_released(served: Served) -> None:
