@@ -36,6 +36,8 @@ SYSTEM_NAMESPACES = ("default", "raftkube-system")
 # Kinds whose status is written through the status subresource only.
 STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet", "Job", "Node",
                       "Namespace"}
+# Kinds without a spec, whose objects Kubernetes gives no metadata.generation.
+NO_SPEC = {"ConfigMap", "Secret", "Event"}
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 FOREGROUND = "foregroundDeletion"
 ORPHAN = "orphan"  # Kubernetes' name: dependents are orphaned when the object finally goes
@@ -243,7 +245,8 @@ class Objects:
             meta.pop(system, None)
         meta["uid"] = str(uuid_from(self.rng))
         meta["creationTimestamp"] = rfc3339(self.clock())
-        meta["generation"] = 1
+        if kind.kind not in NO_SPEC:
+            meta["generation"] = 1
         out = defaults.apply_defaults(obj)
         if kind.kind in STATUS_SUBRESOURCE and kind.kind not in ("Node",):
             out.pop("status", None)
@@ -378,7 +381,7 @@ class Objects:
             merged["status"] = current["status"]
         elif kind.kind in STATUS_SUBRESOURCE:
             merged.pop("status", None)
-        if spec_of(merged) != spec_of(current):
+        if spec_of(merged) != spec_of(current) and kind.kind not in NO_SPEC:
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         return merged
 

@@ -325,3 +325,11 @@ async def test_foreground_deletion_ends_on_cycles_of_owners(served: Served) -> N
         await ok(served, "DELETE", CMS + "/a?propagationPolicy=Foreground")
     assert (await call(served, "GET", CMS + "/b"))[0] == 404
     assert (await call(served, "GET", CMS + "/a"))[0] == 404
+
+
+async def test_kinds_without_a_spec_have_no_generation(served: Served) -> None:
+    made = await ok(served, "POST", CMS, cm("g", a="1"))
+    assert "generation" not in made["metadata"]
+    changed = await ok(served, "PATCH", CMS + "/g", {"data": {"a": "2"}}, headers=MERGE)
+    assert "generation" not in changed["metadata"]
+    assert "generation" in (await ok(served, "POST", PODS, pod("g")))["metadata"]
