@@ -152,7 +152,9 @@ class RestClient:
                 raise RestError(_status_of(e.code, str(e.reason), answer)) from None
             except (urllib.error.URLError, OSError) as e:
                 reason = getattr(e, "reason", e)
-                if method != "GET" and isinstance(reason, TimeoutError):
+                # urllib wraps what fails while connecting and sending in URLError; a bare
+                # timeout came while waiting for the answer to a request that was sent.
+                if method != "GET" and isinstance(e, TimeoutError):
                     # The write may have been committed there: sending it to the next
                     # server could apply it twice, or answer AlreadyExists for our own.
                     raise cl.ClientError(
