@@ -1,0 +1,167 @@
+"""`schedule(snapshot, pod)`: each filter with Kubernetes' reason, scoring, seeded ties,
+and the invariant that no node is ever filled past what it can hold."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from raftkube.scheduler import core as sched
+
+pytestmark = pytest.mark.unit
+
+Obj = dict[str, Any]
+
+
+def node(name: str, *, cpu: str = "4", memory: str = "8Gi", pods: int = 110,
+         labels: dict[str, str] | None = None, taints: list[Obj] | None = None,
+         ready: bool = True, unschedulable: bool = False) -> Obj:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"taints": taints or [], "unschedulable": unschedulable},
+            "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": str(pods)},
+                       "conditions": [{"type": "Ready",
+                                       "status": "True" if ready else "False"}]}}
+
+
+def pod(name: str = "p", *, cpu: str | None = None, memory: str | None = None,
+        node_name: str = "", phase: str = "", host_port: int = 0, **spec: Any) -> Obj:
+    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
+    container: Obj = {"name": "c", "image": "i", "resources": {"requests": requests}}
+    if host_port:
+        container["ports"] = [{"containerPort": 80, "hostPort": host_port}]
+    body: Obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                 "spec": {"containers": [container], **spec}}
+    if node_name:
+        body["spec"]["nodeName"] = node_name
+    if phase:
+        body["status"] = {"phase": phase}
+    return body
+
+
+def decide(nodes: list[Obj], new: Obj, bound: list[Obj] | None = None,
+           seed: int = 1) -> sched.Placement | sched.Unschedulable:
+    return sched.schedule(sched.snapshot_of(nodes, bound or []), new, rng=random.Random(seed))
+
+
+@pytest.mark.parametrize(("nodes", "bound", "new", "reason"), [
+    ([node("a", cpu="1")], [pod("x", cpu="800m", node_name="a")], pod(cpu="300m"),
+     "Insufficient cpu"),
+    ([node("a", memory="1Gi")], [], pod(memory="2Gi"), "Insufficient memory"),
+    ([node("a", pods=1)], [pod("x", node_name="a")], pod(), "Too many pods"),
+    ([node("a", ready=False)], [], pod(), "node(s) were not ready"),
+    ([node("a", unschedulable=True)], [], pod(), "node(s) were unschedulable"),
+    ([node("a", labels={"disk": "hdd"})], [], pod(nodeSelector={"disk": "ssd"}),
+     "node(s) didn't match Pod's node affinity/selector"),
+    ([node("a", labels={"zone": "b"})], [], pod(affinity={"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}),
+     "node(s) didn't match Pod's node affinity/selector"),
+    ([node("a", taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}])], [], pod(),
+     "node(s) had untolerated taint {gpu: yes}"),
+    ([node("a")], [pod("x", host_port=8080, node_name="a")], pod(host_port=8080),
+     "node(s) didn't have free ports for the requested pod ports"),
+], ids=["cpu", "memory", "pods", "not-ready", "cordoned", "selector", "affinity", "taint",
+        "host-port"])
+def test_each_filter_turns_a_node_away_with_kubernetes_words(
+        nodes: list[Obj], bound: list[Obj], new: Obj, reason: str) -> None:
+    result = decide(nodes, new, bound)
+    assert isinstance(result, sched.Unschedulable)
+    assert result.reasons == {reason: 1}
+    assert result.message == f"0/1 nodes are available: 1 {reason}."
+
+
+def test_the_reasons_are_counted_over_all_nodes() -> None:
+    nodes = [node("a", cpu="1"), node("b", cpu="1"), node("c", ready=False)]
+    result = decide(nodes, pod(cpu="2"))
+    assert isinstance(result, sched.Unschedulable)
+    assert result.message == ("0/3 nodes are available: 2 Insufficient cpu, "
+                              "1 node(s) were not ready.")
+
+
+def test_what_lets_a_pod_through() -> None:
+    tainted = node("a", taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}],
+                   labels={"zone": "a", "cores": "16"})
+    tolerant = pod(tolerations=[{"key": "gpu", "operator": "Equal", "value": "yes"}],
+                   affinity={"nodeAffinity": {
+                       "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                           {"matchExpressions": [{"key": "zone", "operator": "NotIn",
+                                                  "values": ["b"]}]},
+                           {"matchExpressions": [{"key": "cores", "operator": "Gt",
+                                                  "values": ["8"]}]}]}}})
+    assert decide([tainted], tolerant) == sched.Placement("a", 100)
+    everything = pod(tolerations=[{"operator": "Exists"}])
+    assert isinstance(decide([tainted], everything), sched.Placement)
+    prefer_no_schedule = node("b", taints=[{"key": "k", "effect": "PreferNoSchedule"}])
+    assert isinstance(decide([prefer_no_schedule], pod()), sched.Placement)
+    cordoned_ok = pod(tolerations=[{"key": "node.kubernetes.io/unschedulable",
+                                    "operator": "Exists", "effect": "NoSchedule"}])
+    assert isinstance(decide([node("c", unschedulable=True)], cordoned_ok), sched.Placement)
+
+
+def test_finished_pods_hold_nothing() -> None:
+    bound = [pod("done", cpu="1", node_name="a", phase="Succeeded"),
+             pod("failed", cpu="1", node_name="a", phase="Failed")]
+    assert isinstance(decide([node("a", cpu="1")], pod(cpu="1"), bound), sched.Placement)
+
+
+def test_init_containers_count_one_at_a_time() -> None:
+    new = pod(cpu="500m")
+    new["spec"]["initContainers"] = [
+        {"name": f"i{n}", "image": "i", "resources": {"requests": {"cpu": "900m"}}}
+        for n in range(3)]
+    assert sched.pod_requests(new)["cpu"] == sched.Fraction(9, 10)
+    assert isinstance(decide([node("a", cpu="1")], new), sched.Placement)
+
+
+def test_the_least_allocated_node_wins_and_preferences_add_weight() -> None:
+    nodes = [node("busy", cpu="4"), node("idle", cpu="4")]
+    bound = [pod("x", cpu="3", memory="4Gi", node_name="busy")]
+    assert decide(nodes, pod(cpu="1"), bound) == sched.Placement("idle", 87)
+    preferring = pod(cpu="1", affinity={"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": "fast", "operator": "Exists"}]}}]}})
+    nodes[0]["metadata"]["labels"] = {"fast": "1"}
+    placed = decide(nodes, preferring, bound)
+    assert placed == sched.Placement("busy", 125)  # 25 left free, plus the weight
+
+
+def test_ties_are_broken_by_the_seed_and_only_by_it() -> None:
+    nodes = [node(n) for n in "abcdef"]
+    chosen = {seed: decide(nodes, pod(), seed=seed) for seed in range(20)}
+    assert all(decide(nodes, pod(), seed=s) == p for s, p in chosen.items())
+    assert len({p.node for p in chosen.values() if isinstance(p, sched.Placement)}) > 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(capacities=hs.lists(hs.integers(1, 8), min_size=1, max_size=5),
+       asks=hs.lists(hs.integers(0, 5), min_size=1, max_size=30),
+       seed=hs.integers(0, 2**32))
+def test_no_node_is_ever_filled_past_its_capacity(
+        capacities: list[int], asks: list[int], seed: int) -> None:
+    """Binding one pod after another as the scheduler says, every node's requests stay
+    within what it can hold, and a refusal happens only when no node has room."""
+    nodes = [node(f"n{i}", cpu=str(c), pods=4) for i, c in enumerate(capacities)]
+    bound: list[Obj] = []
+    rng = random.Random(seed)
+    for i, ask in enumerate(asks):
+        new = pod(f"p{i}", cpu=str(ask) if ask else None)
+        result = sched.schedule(sched.snapshot_of(nodes, bound), new, rng=rng)
+        used = {n["metadata"]["name"]: (0, 0) for n in nodes}
+        for b in bound:
+            c, k = used[b["spec"]["nodeName"]]
+            used[b["spec"]["nodeName"]] = (c + int(sched.pod_requests(b)["cpu"]), k + 1)
+        fits = [n for n, cap in zip(nodes, capacities, strict=True)
+                if used[n["metadata"]["name"]][0] + ask <= cap
+                and used[n["metadata"]["name"]][1] < 4]
+        if isinstance(result, sched.Unschedulable):
+            assert not fits, (result.message, fits)
+            continue
+        assert result.node in {n["metadata"]["name"] for n in fits}
+        new["spec"]["nodeName"] = result.node
+        bound.append(new)
