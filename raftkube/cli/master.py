@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -44,8 +45,6 @@ def read_node_tokens(path: str) -> dict[str, str]:
 
 
 def check_cidr(cidr: str) -> None:
-    import ipaddress
-
     try:
         net = ipaddress.ip_network(cidr)
     except ValueError as e:

@@ -1,0 +1,61 @@
+"""`rk master`'s option files and values: refused with the option and the line named,
+before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from raftkube.cli import main as cli_main
+from raftkube.cli import master
+
+pytestmark = pytest.mark.unit
+
+
+def test_node_tokens_are_token_comma_node_lines(tmp_path: Path) -> None:
+    path = tmp_path / "nodes"
+    path.write_text("# agents\n\n" + "a" * 24 + ",n1\n " + "b" * 24 + " , n2 \n")
+    assert master.read_node_tokens(str(path)) == {"a" * 24: "n1", "b" * 24: "n2"}
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("short,n1\n", ":1: expected `token,node-name` with a token of at least 16"),
+    ("# ok\n" + "a" * 24 + "\n", ":2: expected `token,node-name`"),
+    ("a" * 24 + ",\n", ":1: expected"),
+])
+def test_a_bad_node_token_line_is_named(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "nodes"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="--node-token-file") as e:
+        master.read_node_tokens(str(path))
+    assert words in str(e.value)
+    with pytest.raises(ValueError, match="cannot read"):
+        master.read_node_tokens(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize(("cidr", "words"), [
+    ("10.96.0.0/33", "--service-cluster-ip-range"),
+    ("10.96.0.1/16", "has host bits set"),
+    ("10.96.0.0/30", "the range is too small"),
+    ("nonsense", "--service-cluster-ip-range"),
+])
+def test_a_bad_service_range_is_refused(cidr: str, words: str) -> None:
+    with pytest.raises(ValueError, match="service-cluster-ip-range") as e:
+        master.check_cidr(cidr)
+    assert words in str(e.value)
+    master.check_cidr("10.96.0.0/16")
+
+
+def test_rk_master_refuses_a_bad_range_before_starting(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t" * 24)
+    result = CliRunner().invoke(cli_main.main, [
+        "master", "--name", "m1", "--api", "127.0.0.1:1", "--raft", "127.0.0.1:2",
+        "--data-dir", str(tmp_path / "d"), "--token-file", str(token),
+        "--service-cluster-ip-range", "10.96.0.0/30"])
+    assert result.exit_code != 0
+    assert "--service-cluster-ip-range: the range is too small" in result.output + (
+        result.stderr or "")
+    assert not (tmp_path / "d").exists()
