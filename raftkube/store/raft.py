@@ -436,10 +436,6 @@ def unpack_raft_entries(packed: list[Any], *, configured: list[str]) -> tuple[An
     return tuple(last), tuple(before), {TCPNode(a) for a in (cluster or configured)}
 
 
-NOT_SERIALIZING: int = SERIALIZER_STATE.NOT_SERIALIZING
-SERIALIZING: int = SERIALIZER_STATE.SERIALIZING
-SUCCESS: int = SERIALIZER_STATE.SUCCESS
-FAILED: int = SERIALIZER_STATE.FAILED
 
 
 class SnapshotWriter:
@@ -458,14 +454,11 @@ class SnapshotWriter:
         self.pid = 0
 
     def start(self, make_blob: Callable[[], bytes], raft_data: list[Any]) -> None:
-        final = os.path.join(self.data_dir, "dump")
         pid = os.fork()
         if pid == 0:  # the child: no locks, no logging, no return
             code = 1
             try:
-                write_dump_file(final + ".snap", make_blob(), raft_data)
-                os.replace(final + ".snap", final)
-                fsync_dir(self.data_dir)
+                replace_dump_file(self.data_dir, make_blob(), raft_data)
                 code = 0
             finally:
                 os._exit(code)
@@ -473,15 +466,19 @@ class SnapshotWriter:
 
     def check(self) -> int:
         if not self.pid:
-            return NOT_SERIALIZING
-        done, status = os.waitpid(self.pid, os.WNOHANG)
+            return int(SERIALIZER_STATE.NOT_SERIALIZING)
+        try:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+        except OSError as e:  # as pysyncobj's own checker: a lost child is a failed dump
+            done, status = self.pid, -1
+            log.error("snapshot writer: %s", e)
         if done == 0:
-            return SERIALIZING
+            return int(SERIALIZER_STATE.SERIALIZING)
         self.pid = 0
         if status != 0:
             log.error("writing a snapshot failed (exit status %d); the journal is kept", status)
-            return FAILED
-        return SUCCESS
+            return int(SERIALIZER_STATE.FAILED)
+        return int(SERIALIZER_STATE.SUCCESS)
 
 
 def write_dump_file(path: str, state_blob: bytes, raft_data: list[Any]) -> None:
@@ -490,6 +487,15 @@ def write_dump_file(path: str, state_blob: bytes, raft_data: list[Any]) -> None:
         f.write(blob)
         f.flush()
         os.fsync(f.fileno())
+
+
+def replace_dump_file(data_dir: str, state_blob: bytes, raft_data: list[Any]) -> None:
+    """Write `data_dir/dump` whole or not at all: a synced temporary file renamed into
+    place, then the directory synced so that the rename itself survives a crash."""
+    path = os.path.join(data_dir, "dump")
+    write_dump_file(path + ".snap", state_blob, raft_data)
+    os.replace(path + ".snap", path)
+    fsync_dir(data_dir)
 
 
 def read_dump_file(path: str) -> tuple[bytes, list[Any]]:

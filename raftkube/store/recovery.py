@@ -46,10 +46,7 @@ def _write_fresh(data_dir: str, state: st.State) -> None:
     state.max_term = 0
     state.members = {}
     os.makedirs(data_dir, exist_ok=True)
-    path = os.path.join(data_dir, "dump")
-    raft.write_dump_file(path + ".tmp", state.dump(), raft.fresh_raft_entries())
-    os.replace(path + ".tmp", path)
-    raft.fsync_dir(data_dir)
+    raft.replace_dump_file(data_dir, state.dump(), raft.fresh_raft_entries())
 
 
 def restore_snapshot(*, snapshot: bytes, data_dir: str) -> st.State:

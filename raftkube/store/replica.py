@@ -217,7 +217,10 @@ class Replica:
             self._track_lease(cmd, result, now)
             revision = self.state.revision
         self.applied_total += 1
-        op_id = (str(cmd.get("cid", "")), int(cmd.get("seq", 0)))
+        try:  # malformed commands were answered with an error; nobody waits for them
+            op_id = st.command_id(cmd) if isinstance(cmd, dict) else ("", 0)
+        except st.StoreError:
+            op_id = ("", 0)
         with self._outbox_lock:
             self._outbox.append(("applied", op_id, result, revision, events))
 
@@ -235,8 +238,7 @@ class Replica:
     def _save_dump(self, path: str, raft_data: Any) -> None:
         # On the tick thread, which is the only writer of the state: the fork copies a
         # state that no apply is halfway through.
-        state = self.state
-        self._snapshots.start(state.dump, raft.pack_raft_entries(raft_data))
+        self._snapshots.start(self.state.dump, raft.pack_raft_entries(raft_data))
 
     def _load_dump(self, path: str) -> Any:
         blob, raft_data = raft.read_dump_file(path)

@@ -124,6 +124,14 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+def command_id(command: dict[str, Any]) -> tuple[str, int]:
+    """The (client id, sequence number) a command carries; StoreError when malformed."""
+    cid = command.get("cid", "")
+    if not isinstance(cid, str):
+        raise StoreError("raftkube: cid must be a string")
+    return cid, _int(command, "seq", lo=0)
+
+
 class Lease(NamedTuple):
     ttl: int
     keys: set[bytes]
@@ -131,49 +139,59 @@ class Lease(NamedTuple):
 
 
 def _branch_writes(ops: list[dict[str, Any]]) -> tuple[set[bytes], list[tuple[bytes, bytes]]]:
-    """The keys a txn branch puts and the ranges it deletes, after etcd's checkIntervals:
-    no key put twice, no delete range covering a put. The success and failure branches of
-    a nested txn exclude each other, so they may write the same key; each of them must
-    still be free of clashes with its siblings in this branch."""
+    """The keys a txn branch puts and the ranges it deletes, checked as etcd's
+    checkIntervals checks them: this level's deletes first, then each nested txn's puts
+    against them and against earlier siblings (a key put by both branches of one nested
+    txn is fine: they exclude each other), then that txn's deletes, then this level's puts
+    against everything. A clash is "duplicate key given in txn request"."""
+    dels = [(op["request_delete_range"].get("key", b""),
+             op["request_delete_range"].get("range_end", b""))
+            for op in ops if "request_delete_range" in op]
+
+    def deleted(key: bytes) -> bool:
+        return any(in_range(key, start, end) for start, end in dels)
+
     puts: set[bytes] = set()
-    dels: list[tuple[bytes, bytes]] = []
-    nested: list[set[bytes]] = []
+    for op in ops:
+        if "request_txn" not in op:
+            continue
+        t = op["request_txn"]
+        then_puts, then_dels = _branch_writes(t.get("success", []))
+        else_puts, else_dels = _branch_writes(t.get("failure", []))
+        for key in then_puts:
+            if key in puts or deleted(key):
+                raise StoreError(ERR_DUPLICATE_KEY)
+            puts.add(key)
+        for key in else_puts:
+            if (key in puts and key not in then_puts) or deleted(key):
+                raise StoreError(ERR_DUPLICATE_KEY)
+            puts.add(key)
+        dels += then_dels + else_dels
     for op in ops:
         if "request_put" in op:
             key = op["request_put"].get("key", b"")
-            if key in puts:
+            if key in puts or deleted(key):
                 raise StoreError(ERR_DUPLICATE_KEY)
             puts.add(key)
-        elif "request_delete_range" in op:
-            r = op["request_delete_range"]
-            dels.append((r.get("key", b""), r.get("range_end", b"")))
-        elif "request_txn" in op:
-            t = op["request_txn"]
-            ps, ds = _branch_writes(t.get("success", []))
-            pf, df = _branch_writes(t.get("failure", []))
-            nested.append(ps | pf)
-            dels.extend(ds + df)
-    for inner in nested:
-        if inner & puts:
-            raise StoreError(ERR_DUPLICATE_KEY)
-        puts |= inner
-    for start, end in dels:
-        if any(in_range(p, start, end) for p in puts):
-            raise StoreError(ERR_DUPLICATE_KEY)
     return puts, dels
 
 
-def check_txn(req: dict[str, Any]) -> None:
-    """etcd's static txn checks: at most 128 ops per branch, no key written twice."""
+def _check_op_counts(req: dict[str, Any]) -> None:
     for part in ("compare", "success", "failure"):
         if len(req.get(part, [])) > MAX_TXN_OPS:
             raise StoreError(ERR_TOO_MANY_OPS)
     for branch in ("success", "failure"):
-        ops = req.get(branch, [])
-        for op in ops:
+        for op in req.get(branch, []):
             if "request_txn" in op:
-                check_txn(op["request_txn"])
-        _branch_writes(ops)
+                _check_op_counts(op["request_txn"])
+
+
+def check_txn(req: dict[str, Any]) -> None:
+    """etcd's static txn checks: at most 128 ops per branch at every level, no key
+    written twice (checked once, from the top: `_branch_writes` walks the nesting)."""
+    _check_op_counts(req)
+    for branch in ("success", "failure"):
+        _branch_writes(req.get(branch, []))
 
 
 _SORT_TARGETS = {
@@ -258,10 +276,7 @@ class State:
         if not isinstance(command, dict):
             return error(f"raftkube: a command is a map, got {type(command).__name__}"), []
         try:
-            cid = command.get("cid", "")
-            if not isinstance(cid, str):
-                raise StoreError("raftkube: cid must be a string")
-            op_id = (cid, _int(command, "seq", lo=0))
+            op_id = command_id(command)
         except StoreError as e:
             return error(e.message, e.code), []
         if op_id[0] and op_id in self.results:

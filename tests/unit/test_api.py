@@ -15,13 +15,16 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+from pysyncobj.config import SERIALIZER_STATE
 
+from raftkube.store import raft
 from raftkube.store import state as st
 
 pytestmark = pytest.mark.unit
@@ -930,3 +933,28 @@ async def test_snapshot_is_state_plus_sha256(served: Any) -> None:
     restored = st.State.load(body)
     assert restored.revision == rev(last)
     assert restored.kvs[b"snap/2"].value == b"b"
+
+
+async def test_a_malformed_command_in_the_log_does_not_stop_applying(served: Any) -> None:
+    """A command whose seq is not a number gets an error value in the state machine; the
+    replica's apply hook must not raise on it either (pysyncobj retries a raising apply
+    for ever: bug 3)."""
+    before = served.replica.applied_total
+    served.replica.node.submit(st.encode_command(
+        {"op": "put", "req": {"key": b"k", "value": b"v"}, "cid": "x", "seq": "x"}))
+    await asyncio.wait_for(_applied_past(served, before), 5)
+    put = await ok(served, "/v3/kv/put", {"key": b64("after"), "value": b64("1")})
+    assert int(put["header"]["revision"]) >= 1
+
+
+async def _applied_past(served: Any, count: int) -> None:
+    while served.replica.applied_total <= count:
+        await asyncio.sleep(0.01)
+
+
+def test_a_lost_snapshot_writer_is_a_failed_dump(tmp_path: Any) -> None:
+    writer = raft.SnapshotWriter(str(tmp_path))
+    writer.pid = os.getpid()  # not our child: waitpid raises, as for a reaped child
+    assert writer.check() == SERIALIZER_STATE.FAILED
+    assert writer.pid == 0
+    assert writer.check() == SERIALIZER_STATE.NOT_SERIALIZING

@@ -562,6 +562,16 @@ DUPLICATE_CASES = [
     # then/else are mutually exclusive".
     ("same key in a nested txn's success and failure",
      txn_req(success=[op_txn(success=[op_put(b"a")], failure=[op_put(b"a")])]), False),
+    ("a nested txn's success deletes what its failure puts",
+     txn_req(success=[op_txn(success=[op_del(b"a")], failure=[op_put(b"a")])]), False),
+    ("an earlier nested txn deletes what a later one puts",
+     txn_req(success=[op_txn(success=[op_del(b"a")]), op_txn(success=[op_put(b"a")])]),
+     True),
+    ("a nested put and a later sibling's put",
+     txn_req(success=[op_txn(success=[op_put(b"a")]), op_txn(failure=[op_put(b"a")])]),
+     True),
+    ("an outer delete covering a nested put",
+     txn_req(success=[op_txn(success=[op_put(b"a")]), op_del(b"a")]), True),
 ]
 
 
