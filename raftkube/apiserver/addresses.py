@@ -78,7 +78,8 @@ class Addresses:
         if address not in net or address in (net.network_address, net.broadcast_address):
             raise refuse(f"provided IP is not in the valid range. The range of valid IPs is "
                          f"{self.service_cidr}")
-        if CLUSTERIPS + ip.encode() in await self.taken(CLUSTERIPS):
+        held = await self.replica.range({"key": CLUSTERIPS + ip.encode(), "count_only": True})
+        if held.get("count"):
             raise refuse("provided IP is already allocated")
 
     async def taken(self, prefix: bytes) -> set[bytes]:

@@ -87,8 +87,12 @@ def encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
-def resource_name(kind: kinds.Kind) -> str:
-    return kind.resource
+def matches(obj: dict[str, Any], label: selectors.LabelSelector | None,
+            fields: selectors.FieldSelector | None) -> bool:
+    """Whether an object is selected by a list's or a watch's selectors."""
+    if label is not None and not label.matches((obj.get("metadata") or {}).get("labels")):
+        return False
+    return fields is None or fields.matches(obj)
 
 
 def _cmp(key: bytes, target: str, value: int) -> dict[str, Any]:
@@ -138,15 +142,15 @@ class Objects:
 
     # ---- reads ----------------------------------------------------------------------
 
-    async def read(self, key: bytes, *, serializable: bool = False) -> Stored | None:
-        result = await self.replica.range({"key": key}, serializable=serializable)
+    async def read(self, key: bytes) -> Stored | None:
+        result = await self.replica.range({"key": key})
         kvs = result.get("kvs") or []
         return decode(kvs[0]) if kvs else None
 
     async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Stored:
         found = await self.read(key_of(kind, namespace, name))
         if found is None:
-            raise stt.not_found(resource_name(kind), name)
+            raise stt.not_found(kind.resource, name)
         return found
 
     async def list_objects(self, kind: kinds.Kind, namespace: str | None, *,
@@ -174,8 +178,7 @@ class Objects:
             kvs = result.get("kvs") or []
             for kv in kvs:
                 obj = decode(kv).obj
-                if (label is None or label.matches(obj["metadata"].get("labels"))) and (
-                        fields is None or fields.matches(obj)):
+                if matches(obj, label, fields):
                     items.append(obj)
                     if limit and len(items) == limit:
                         nxt = kv["key"] + b"\0"
@@ -195,12 +198,7 @@ class Objects:
             return bool(result.get("count"))
         result = await self.replica.range({"key": start, "range_end": end,
                                            "revision": revision})
-        for kv in result.get("kvs") or []:
-            obj = decode(kv).obj
-            if (label is None or label.matches(obj["metadata"].get("labels"))) and (
-                    fields is None or fields.matches(obj)):
-                return True
-        return False
+        return any(matches(decode(kv).obj, label, fields) for kv in result.get("kvs") or [])
 
     @staticmethod
     def _encode_continue(start: bytes, revision: int) -> str:
@@ -288,26 +286,35 @@ class Objects:
                 obj["metadata"]["resourceVersion"] = str(result["revision"])
                 return obj
             if await self.read(key) is not None:
-                raise stt.already_exists(resource_name(kind), name)
+                raise stt.already_exists(kind.resource, name)
             if kind.namespaced and await self.read(key_of(NAMESPACE_KIND, "", namespace)) is None:
                 raise stt.not_found("namespaces", namespace)
             # An address was taken between our read and our write: choose again.
-        raise stt.conflict(resource_name(kind), name)
+        raise stt.conflict(kind.resource, name)
 
     async def update(self, kind: kinds.Kind, namespace: str, name: str,
-                     new: dict[str, Any], *, subresource: str = "", dry_run: bool = False,
-                     expect_revision: int | None = None) -> dict[str, Any]:
-        """PUT: replace the object (or, for `status`, only its status)."""
+                     new: dict[str, Any], *, subresource: str = "",
+                     dry_run: bool = False) -> dict[str, Any]:
+        """PUT: replace the object (or, for `status`, only its status); a
+        resourceVersion in `new` is a precondition."""
         current = await self.get(kind, namespace, name)
         wanted_rv = (new.get("metadata") or {}).get("resourceVersion")
-        if expect_revision is None and wanted_rv not in (None, ""):
+        if wanted_rv not in (None, ""):
             try:
-                expect_revision = int(wanted_rv)
+                expected = int(wanted_rv)
             except (TypeError, ValueError):
                 raise stt.bad_request(
                     f"metadata.resourceVersion: Invalid value: {wanted_rv!r}") from None
-        if expect_revision is not None and expect_revision != current.mod_revision:
-            raise stt.conflict(resource_name(kind), name)
+            if expected != current.mod_revision:
+                raise stt.conflict(kind.resource, name)
+        return await self._update(kind, namespace, name, current, new,
+                                  subresource=subresource, dry_run=dry_run)
+
+    async def _update(self, kind: kinds.Kind, namespace: str, name: str, current: Stored,
+                      new: dict[str, Any], *, subresource: str,
+                      dry_run: bool) -> dict[str, Any]:
+        """Write `new` over `current`, as read: the txn refuses it (Conflict) if the
+        object has changed since."""
         merged = self._merge_for_update(kind, current.obj, new, subresource)
         causes = validation.validate(merged, old=_without_rv(current.obj))
         if causes:
@@ -323,14 +330,8 @@ class Objects:
             # grace period stays until its node deletes it with grace 0.
             if dry_run:
                 return merged
-            if kind.kind == "Namespace":
-                await self._delete_namespace(name, current)
-            else:
-                await self._remove(kind, namespace, name, current)
-            if ORPHAN in finalizers:
-                await self._orphan_dependents(meta.get("uid", ""), namespace)
-            else:
-                await self._delete_dependents(meta.get("uid", ""), namespace)
+            await self._finish_delete(kind, namespace, name, current,
+                                      orphan=ORPHAN in finalizers)
             return merged
         key = key_of(kind, namespace, name)
         compare = [_cmp(key, "MOD", current.mod_revision)]
@@ -351,7 +352,7 @@ class Objects:
             return merged
         result = await self.commit({"compare": compare, "success": success, "failure": []})
         if not result["succeeded"]:
-            raise stt.conflict(resource_name(kind), name)
+            raise stt.conflict(kind.resource, name)
         merged["metadata"]["resourceVersion"] = str(result["revision"])
         return merged
 
@@ -394,7 +395,7 @@ class Objects:
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
             if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
-                raise stt.conflict(resource_name(kind), name)  # a precondition: no retry
+                raise stt.conflict(kind.resource, name)  # a precondition: no retry
             base = _without_rv(current.obj)
             patched = merge.merge_patch(base, patch)
             if not isinstance(patched, dict):
@@ -405,13 +406,12 @@ class Objects:
                     "metadata", "FieldValueTypeInvalid", "Invalid value: must be an object")])
             patched["metadata"]["name"] = name
             try:
-                return await self.update(kind, namespace, name, patched,
-                                         subresource=subresource, dry_run=dry_run,
-                                         expect_revision=current.mod_revision)
+                return await self._update(kind, namespace, name, current, patched,
+                                          subresource=subresource, dry_run=dry_run)
             except stt.ApiError as e:
                 if e.reason != "Conflict":
                     raise
-        raise stt.conflict(resource_name(kind), name)
+        raise stt.conflict(kind.resource, name)
 
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
                      propagation: str = "Background", grace: int | None = None,
@@ -451,15 +451,23 @@ class Objects:
                 found = await self.read(key_of(kind, namespace, name))
                 return found.obj if found is not None else marked
             return marked
+        await self._finish_delete(kind, namespace, name, current,
+                                  orphan=propagation == "Orphan")
+        return obj
+
+    async def _finish_delete(self, kind: kinds.Kind, namespace: str, name: str,
+                             current: Stored, *, orphan: bool) -> None:
+        """The object goes (a namespace with everything in it); then its dependents go
+        too, or, deleted with propagationPolicy=Orphan, lose their reference to it."""
         if kind.kind == "Namespace":
             await self._delete_namespace(name, current)
         else:
             await self._remove(kind, namespace, name, current)
-        if propagation in ("Background", "Foreground"):
-            await self._delete_dependents(meta.get("uid", ""), namespace)
-        elif propagation == "Orphan":
-            await self._orphan_dependents(meta.get("uid", ""), namespace)
-        return obj
+        uid = current.obj["metadata"].get("uid", "")
+        if orphan:
+            await self._orphan_dependents(uid, namespace)
+        else:
+            await self._delete_dependents(uid, namespace)
 
     async def _mark_deleted(self, kind: kinds.Kind, namespace: str, name: str,
                             current: Stored, *, grace: int | None, foreground: bool,
@@ -490,7 +498,7 @@ class Objects:
             "compare": [_cmp(key, "MOD", current.mod_revision)],
             "success": [_put(key, encode(marked), current.lease)], "failure": []})
         if not result["succeeded"]:
-            raise stt.conflict(resource_name(kind), name)
+            raise stt.conflict(kind.resource, name)
         marked["metadata"]["resourceVersion"] = str(result["revision"])
         return marked
 
@@ -525,7 +533,7 @@ class Objects:
         result = await self.commit({"compare": [_cmp(key, "MOD", current.mod_revision)],
                                     "success": success, "failure": []})
         if not result["succeeded"]:
-            raise stt.conflict(resource_name(kind), name)
+            raise stt.conflict(kind.resource, name)
         for ref in current.obj["metadata"].get("ownerReferences") or []:
             owner = kinds.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", ""))) \
                 if isinstance(ref, dict) else None
@@ -678,7 +686,7 @@ def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return encode(_without_rv(a)) == encode(_without_rv(b))
+    return encode(a) == encode(b)  # encode leaves the resourceVersion out
 
 
 def rfc3339(t: float) -> str:

@@ -330,12 +330,11 @@ def to_watch_events(events: list[st.Event], t: Target, label: selectors.LabelSel
                     fields: selectors.FieldSelector | None
                     ) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for ev in events:
-        if not ev.kv.key.startswith(ob.prefix_of(t.kind, t.namespace or None)):
-            continue
+    for ev in events:  # the watch is opened on the kind's prefix: every event is ours
         new = _obj(ev.kv) if ev.type == st.PUT else None
         old = _obj(ev.prev_kv) if ev.prev_kv is not None else None
-        was, now = _matches(old, label, fields), _matches(new, label, fields)
+        was = old is not None and ob.matches(old, label, fields)
+        now = new is not None and ob.matches(new, label, fields)
         if new is not None and now:
             out.append(("MODIFIED" if was else "ADDED", new))
         elif was and old is not None:
@@ -349,15 +348,6 @@ def _obj(kv: st.KeyValue) -> dict[str, Any]:
     obj: dict[str, Any] = json.loads(kv.value)
     obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
     return obj
-
-
-def _matches(obj: dict[str, Any] | None, label: selectors.LabelSelector | None,
-             fields: selectors.FieldSelector | None) -> bool:
-    if obj is None:
-        return False
-    if label is not None and not label.matches((obj.get("metadata") or {}).get("labels")):
-        return False
-    return fields is None or fields.matches(obj)
 
 
 # ---- parsing ----------------------------------------------------------------------------
