@@ -79,7 +79,7 @@ def check(value: Any, schema: Schema, *, path: str, errs: causes.Causes) -> None
         return
     if isinstance(schema, str):
         if not _leaf_ok(value, schema):
-            errs.type_invalid(path, value, "object" if schema == OBJECT else schema)
+            errs.type_invalid(path, value, schema)  # OBJECT is "object" already
         return
     if isinstance(schema, Arr):
         if not isinstance(value, list):

@@ -25,6 +25,7 @@ class ClientError(Exception):
 class Config:
     servers: list[str]
     token: str
+    namespace: str = "default"  # the optional `namespace:`, for commands given no -n
 
 
 def default_config_path() -> str:
@@ -50,7 +51,9 @@ def load_config(path: str | None = None) -> Config:
         raise ClientError(f"config {path}: servers must be a non-empty list of URLs")
     if not isinstance(token, str) or not token:
         raise ClientError(f"config {path}: token must be a non-empty string")
-    return Config([s.rstrip("/") for s in servers], token)
+    namespace = raw.get("namespace")
+    return Config([s.rstrip("/") for s in servers], token,
+                  namespace if isinstance(namespace, str) and namespace else "default")
 
 
 def b64(b: bytes) -> str:

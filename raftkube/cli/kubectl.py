@@ -31,13 +31,12 @@ import copy
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
-import yaml
 
 from raftkube.api import kinds, merge
 from raftkube.cli import client as cl
@@ -45,6 +44,7 @@ from raftkube.cli import manifests, printers, rest
 
 Obj = dict[str, Any]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+T = TypeVar("T")
 PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan": "Orphan",
                "true": "Background", "false": "Orphan"}
 
@@ -193,28 +193,35 @@ def show_warnings(client: rest.RestClient) -> None:
     client.warnings.clear()
 
 
-def check(client: rest.RestClient, objects: list[manifests.Manifest]) -> None:
-    """Every object through the server's checks first (`dryRun=All`), so that one bad
-    object anywhere makes the whole apply change nothing, with every problem reported.
-    Objects in a namespace this apply creates cannot be checked before it exists; they
-    are checked when they are applied."""
-    new_namespaces: set[str] = set()
+def each(items: Iterable[T], step: Callable[[T], None]) -> bool:
+    """`step` for every item: a failed one (OperationError) is reported and the others go
+    on; any other ClientError ends the command. Whether any failed."""
     failed = False
-    for m in objects:
-        if m.kind.namespaced and m.namespace in new_namespaces:
-            continue
+    for item in items:
         try:
-            outcome = apply_one(client, m, dry_run=True)
+            step(item)
         except OperationError as e:
             report(e)
             failed = True
-            continue
         except cl.ClientError as e:
             fail(e)
-        if m.kind.kind == "Namespace" and outcome == "created":
+    return failed
+
+
+def check(client: rest.RestClient, objects: list[manifests.Manifest]) -> bool:
+    """Every object through the server's checks first (`dryRun=All`), so that one bad
+    object anywhere makes the whole apply change nothing, with every problem reported;
+    whether any failed. Objects in a namespace this apply creates cannot be checked
+    before it exists; they are checked when they are applied."""
+    new_namespaces: set[str] = set()
+
+    def dry_run(m: manifests.Manifest) -> None:
+        if m.kind.namespaced and m.namespace in new_namespaces:
+            return
+        if apply_one(client, m, dry_run=True) == "created" and m.kind.kind == "Namespace":
             new_namespaces.add(m.name)
-    if failed:
-        sys.exit(1)
+
+    return each(objects, dry_run)
 
 
 # ---- the commands --------------------------------------------------------------------------
@@ -226,20 +233,9 @@ class Session:
     namespace: str  # the default: -n, else the config's `namespace:`, else "default"
 
 
-def config_namespace(path: str | None = None) -> str:
-    """The config's optional `namespace:`; `load_config` has already checked the file."""
-    try:
-        with open(path or cl.default_config_path()) as f:
-            raw = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
-        return "default"
-    ns = raw.get("namespace") if isinstance(raw, dict) else None
-    return ns if isinstance(ns, str) and ns else "default"
-
-
 def connect(namespace: str | None) -> Session:
     config = cl.load_config()
-    return Session(rest.RestClient(config), namespace or config_namespace())
+    return Session(rest.RestClient(config), namespace or config.namespace)
 
 
 def fail(error: str | cl.ClientError) -> NoReturn:
@@ -320,21 +316,16 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
         except cl.ClientError as e:
             fail(e)
         ordered = manifests.apply_order(loaded)
-        check(session.client, ordered)
+        if check(session.client, ordered):
+            sys.exit(1)
         session.client.warnings.clear()  # the dry run's: the real requests repeat them
-        failed = False
-        for m in ordered:
-            try:
-                outcome = apply_one(session.client, m)
-                show_warnings(session.client)
-            except OperationError as e:
-                report(e)
-                failed = True
-                continue
-            except cl.ClientError as e:
-                fail(e)
+
+        def apply_and_say(m: manifests.Manifest) -> None:
+            outcome = apply_one(session.client, m)
+            show_warnings(session.client)
             click.echo(f"{m.ref} {outcome}")
-        if failed:
+
+        if each(ordered, apply_and_say):
             sys.exit(1)
 
     @click.command("get")
@@ -441,24 +432,21 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
             fail(e)
         if not plan and (selector or all_):
             click.echo("No resources found", err=True)
-        failed = False
-        for kind, ns, name, source in plan:
+        def delete_and_say(item: tuple[kinds.Kind, str, str, str]) -> None:
+            kind, ns, name, source = item
             try:
                 session.client.delete(kind, ns if kind.namespaced else "", name,
                                       propagation=propagation)
             except rest.RestError as e:
                 if e.code == 404 and ignore_not_found:
-                    continue
+                    return
                 if e.code == 401:
-                    fail(e)
+                    raise
                 context = f'error when deleting "{source}"' if source else ""
-                click.echo(rest.format_error(e, context=context), err=True)
-                failed = True
-                continue
-            except cl.ClientError as e:
-                fail(e)
+                raise OperationError(rest.format_error(e, context=context)) from None
             click.echo(f'{printers.qualified(kind)} "{name}" deleted')
-        if failed:
+
+        if each(plan, delete_and_say):
             sys.exit(1)
 
     return [apply, get, delete]

@@ -84,31 +84,14 @@ def _warning_text(header: str) -> str:
     return text if isinstance(text, str) and code.strip().isdigit() else header
 
 
-def _is_status(data: bytes) -> bool:
+def _status_in(data: bytes) -> dict[str, Any] | None:
+    """The Kubernetes `Status` an error answer carries; None when it carries none (the
+    answer came from something that is not an API server)."""
     try:
         body = json.loads(data)
     except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("kind") == "Status"
-
-
-def _status_of(code: int, reason: str, data: bytes) -> dict[str, Any]:
-    """The `Status` in an error answer, or one made up from whatever else came back."""
-    try:
-        body = json.loads(data)
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and body.get("kind") == "Status":
-        body.setdefault("code", code)
-        return body
-    text = data.decode(errors="replace").strip() or reason
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-            "reason": _REASONS.get(code, ""), "message": text}
-
-
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-            405: "MethodNotAllowed", 409: "Conflict", 410: "Gone", 415: "UnsupportedMediaType",
-            422: "Invalid", 429: "TooManyRequests", 500: "InternalError"}
+        return None
+    return body if isinstance(body, dict) and body.get("kind") == "Status" else None
 
 
 class RestClient:
@@ -117,7 +100,7 @@ class RestClient:
         self.token = config.token
         self.timeout = timeout
         self.warnings: list[str] = []  # from the answers' Warning headers, oldest first
-        self.field_validation = "Strict"  # what create/update/patch ask the server for
+        self.field_validation = "Strict"  # what create and patch ask the server for
 
     def request(self, method: str, path: str, *, body: Any = None,
                 query: dict[str, str] | None = None,
@@ -140,16 +123,19 @@ class RestClient:
             except urllib.error.HTTPError as e:
                 with e:
                     answer = e.read()
+                status = _status_in(answer)
                 if e.code == 503:
-                    message = _status_of(e.code, str(e.reason), answer).get("message")
+                    message = (status or {}).get("message") or \
+                        answer.decode(errors="replace").strip() or str(e.reason)
                     errors.append(f"{url}: unavailable ({message})")
                     continue
-                if not _is_status(answer):
+                if status is None:
                     # Not a raftkube (or Kubernetes) answer: something else on that address.
                     errors.append(f"{url}: HTTP {e.code} without a Status: not an API server")
                     continue
                 self._prefer(url)
-                raise RestError(_status_of(e.code, str(e.reason), answer)) from None
+                status.setdefault("code", e.code)
+                raise RestError(status) from None
             except (urllib.error.URLError, OSError) as e:
                 reason = getattr(e, "reason", e)
                 # urllib wraps what fails while connecting and sending in URLError; a bare
@@ -215,12 +201,6 @@ class RestClient:
         created: dict[str, Any] = self.request("POST", path_of(kind, namespace), body=obj,
                                                query=self._write_query(dry_run))
         return created
-
-    def update(self, kind: kinds.Kind, namespace: str, name: str,
-               obj: dict[str, Any]) -> dict[str, Any]:
-        updated: dict[str, Any] = self.request("PUT", path_of(kind, namespace, name), body=obj,
-                                               query=self._write_query(False))
-        return updated
 
     def _write_query(self, dry_run: bool) -> dict[str, str]:
         query = {"fieldValidation": self.field_validation}

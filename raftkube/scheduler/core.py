@@ -137,19 +137,32 @@ def snapshot_of(nodes: Sequence[Obj], pods: Sequence[Obj]) -> Snapshot:
 # ---- filters: each answers None (fits) or the reason it does not ---------------------
 
 
-def _unschedulable(node: NodeInfo, pod: Obj) -> str | None:
-    if node.unschedulable and not _tolerates(pod, {"key": "node.kubernetes.io/unschedulable",
+@dataclass(frozen=True)
+class Ask:
+    """The pod being placed, with what it asks for worked out once, not once per node."""
+
+    pod: Obj
+    requests: Mapping[str, Fraction]
+    host_ports: frozenset[tuple[str, int]]
+
+    @classmethod
+    def of(cls, pod: Obj) -> Ask:
+        return cls(pod, pod_requests(pod), frozenset(host_ports(pod)))
+
+
+def _unschedulable(node: NodeInfo, ask: Ask) -> str | None:
+    if node.unschedulable and not _tolerates(ask.pod, {"key": "node.kubernetes.io/unschedulable",
                                                    "effect": "NoSchedule"}):
         return "node(s) were unschedulable"
     return None
 
 
-def _not_ready(node: NodeInfo, pod: Obj) -> str | None:
+def _not_ready(node: NodeInfo, ask: Ask) -> str | None:
     return None if node.ready else "node(s) were not ready"
 
 
-def _affinity(node: NodeInfo, pod: Obj) -> str | None:
-    spec = pod.get("spec") or {}
+def _affinity(node: NodeInfo, ask: Ask) -> str | None:
+    spec = ask.pod.get("spec") or {}
     selector = spec.get("nodeSelector") or {}
     if any(node.labels.get(k) != v for k, v in selector.items()):
         return "node(s) didn't match Pod's node affinity/selector"
@@ -161,28 +174,28 @@ def _affinity(node: NodeInfo, pod: Obj) -> str | None:
     return None
 
 
-def _taints(node: NodeInfo, pod: Obj) -> str | None:
+def _taints(node: NodeInfo, ask: Ask) -> str | None:
     for taint in node.taints:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod, taint):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and \
+                not _tolerates(ask.pod, taint):
             shown = f"{taint.get('key')}: {taint['value']}" if taint.get("value") \
                 else str(taint.get("key"))
             return f"node(s) had untolerated taint {{{shown}}}"
     return None
 
 
-def _resources(node: NodeInfo, pod: Obj) -> str | None:
+def _resources(node: NodeInfo, ask: Ask) -> str | None:
     if node.pods + 1 > node.allocatable.get("pods", DEFAULT_MAX_PODS):
         return "Too many pods"
-    wanted = pod_requests(pod)
     for name in RESOURCES:
-        if wanted[name] and node.requested.get(name, 0) + wanted[name] > \
-                node.allocatable.get(name, 0):
+        wanted = ask.requests[name]
+        if wanted and node.requested.get(name, 0) + wanted > node.allocatable.get(name, 0):
             return f"Insufficient {name}"
     return None
 
 
-def _ports(node: NodeInfo, pod: Obj) -> str | None:
-    if host_ports(pod) & node.host_ports:
+def _ports(node: NodeInfo, ask: Ask) -> str | None:
+    if ask.host_ports & node.host_ports:
         return "node(s) didn't have free ports for the requested pod ports"
     return None
 
@@ -235,18 +248,17 @@ def _expression_holds(expr: Obj, labels: Mapping[str, str]) -> bool:
 # ---- scores and the decision ------------------------------------------------------------
 
 
-def _score(node: NodeInfo, pod: Obj) -> int:
+def _score(node: NodeInfo, ask: Ask) -> int:
     """0-100 for the least allocated node (after this pod), plus the weights of the
     preferred node-affinity terms it matches."""
-    wanted = pod_requests(pod)
     free = []
     for name in RESOURCES:
         capacity = node.allocatable.get(name, Fraction(0))
         if capacity > 0:
-            used = node.requested.get(name, Fraction(0)) + wanted[name]
+            used = node.requested.get(name, Fraction(0)) + ask.requests[name]
             free.append(max(Fraction(0), capacity - used) / capacity)
     score = int(100 * sum(free) / len(free)) if free else 0
-    preferred = ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+    preferred = ((((ask.pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
                  .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
     for p in preferred:
         if isinstance(p, dict) and _term_matches(p.get("preference") or {}, node.labels):
@@ -256,16 +268,17 @@ def _score(node: NodeInfo, pod: Obj) -> int:
 
 def schedule(snapshot: Snapshot, pod: Obj, *, rng: random.Random) -> Placement | Unschedulable:
     """The node for `pod`, or why there is none."""
+    ask = Ask.of(pod)
     reasons: Counter[str] = Counter()
     feasible = []
     for node in snapshot.nodes:
-        reason = next((r for f in FILTERS if (r := f(node, pod)) is not None), None)
+        reason = next((r for f in FILTERS if (r := f(node, ask)) is not None), None)
         if reason is None:
             feasible.append(node)
         else:
             reasons[reason] += 1
     if not feasible:
         return Unschedulable(dict(reasons), len(snapshot.nodes))
-    scored = [(_score(node, pod), node.name) for node in feasible]
+    scored = [(_score(node, ask), node.name) for node in feasible]
     best = max(score for score, _ in scored)
     return Placement(rng.choice(sorted(name for score, name in scored if score == best)), best)
