@@ -139,8 +139,6 @@ def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:
     try:
         return call()
     except rest.RestError as e:
-        if e.code == 401:
-            raise
         raise OperationError(rest.format_error(e, context=f'error when {what} "{source}"')
                              ) from None
 
@@ -156,8 +154,6 @@ def apply_one(client: rest.RestClient, m: manifests.Manifest, *, dry_run: bool =
             live = client.get(m.kind, m.namespace, m.name)
         except rest.RestError as e:
             if e.code != 404:
-                if e.code == 401:
-                    raise
                 raise OperationError(rest.format_error(
                     e, context=f'error when retrieving current configuration of {m.ref} '
                                f'from "{m.source}"')) from None
@@ -175,8 +171,6 @@ def apply_one(client: rest.RestClient, m: manifests.Manifest, *, dry_run: bool =
         except rest.RestError as e:
             if e.code == 409 and e.reason == "Conflict" and attempt < 4:
                 continue  # changed since we read it: read again
-            if e.code == 401:
-                raise
             raise OperationError(rest.format_error(
                 e, context=f'error when patching "{m.source}"')) from None
         return "configured"
@@ -360,8 +354,6 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
                         try:
                             objs.append(session.client.get(kind, session.namespace, name))
                         except rest.RestError as e:
-                            if e.code == 401:
-                                raise
                             report(e)
                             failed = True
                 else:
@@ -440,8 +432,6 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
             except rest.RestError as e:
                 if e.code == 404 and ignore_not_found:
                     return
-                if e.code == 401:
-                    raise
                 context = f'error when deleting "{source}"' if source else ""
                 raise OperationError(rest.format_error(e, context=context)) from None
             click.echo(f'{printers.qualified(kind)} "{name}" deleted')

@@ -49,10 +49,15 @@ class RestError(cl.ClientError):
         return format_error(self)
 
 
+class Unauthorized(cl.ClientError):
+    """The server refused the token: not one object's failure, the whole command's."""
+
+    def __init__(self) -> None:
+        super().__init__("You must be logged in to the server (Unauthorized)")
+
+
 def format_error(error: RestError, *, context: str = "") -> str:
     """kubectl's wording: `Error from server (NotFound): [context: ]pods "x" not found`."""
-    if error.code == 401:
-        return "error: You must be logged in to the server (Unauthorized)"
     message = f"{context}: {error.message}" if context else error.message
     if error.reason:
         return f"Error from server ({error.reason}): {message}"
@@ -134,6 +139,8 @@ class RestClient:
                     errors.append(f"{url}: HTTP {e.code} without a Status: not an API server")
                     continue
                 self._prefer(url)
+                if e.code == 401:
+                    raise Unauthorized from None
                 status.setdefault("code", e.code)
                 raise RestError(status) from None
             except (urllib.error.URLError, OSError) as e:

@@ -1077,6 +1077,10 @@ def test_a_wrong_token_reads_like_kubectl(tmp_path: Path, monkeypatch: pytest.Mo
     result = Cli(FakeApi(), tmp_path)("apply", "-f", "-", input=CONFIGMAP_YAML)
     assert (result.exit_code, result.stderr) == (
         1, "error: You must be logged in to the server (Unauthorized)\n")
+    for args in (("get", "cm", "a", "b"), ("get", "pods"), ("delete", "cm", "a", "b")):
+        result = Cli(FakeApi(), tmp_path)(*args)
+        assert (result.exit_code, result.stderr) == (
+            1, "error: You must be logged in to the server (Unauthorized)\n"), args
 
 
 def test_rest_error_carries_the_status() -> None:
