@@ -431,8 +431,9 @@ class Objects:
         # A pod on a node is given its grace period: it is marked, its node stops it and
         # then deletes it with grace 0. A pod on no node has nothing to stop.
         graceful = kind.kind == "Pod" and bool(spec.get("nodeName")) and bool(grace)
-        foreground = propagation == "Foreground" and bool(
-            await self._dependents(meta.get("uid", ""), namespace))
+        dependents = await self._dependents(meta.get("uid", ""), namespace) \
+            if propagation == "Foreground" else []
+        foreground = bool(dependents)
         if foreground and FOREGROUND in (meta.get("finalizers") or []):
             # Already being deleted in the foreground (or met again through a cycle of
             # owners): its dependents are on their way; it goes once they are gone.
@@ -446,7 +447,7 @@ class Objects:
                                               orphan=propagation == "Orphan")
             if foreground:
                 await self._delete_dependents(meta.get("uid", ""), namespace,
-                                              propagation="Foreground")
+                                              propagation="Foreground", found=dependents)
                 await self._release_owner(kind, namespace, name)
                 found = await self.read(key_of(kind, namespace, name))
                 return found.obj if found is not None else marked
@@ -597,8 +598,13 @@ class Objects:
         return found
 
     async def _delete_dependents(self, uid: str, namespace: str, *,
-                                 propagation: str = "Background") -> None:
-        for k, stored in await self._dependents(uid, namespace):
+                                 propagation: str = "Background",
+                                 found: list[tuple[kinds.Kind, Stored]] | None = None
+                                 ) -> None:
+        """Delete what `uid` owns; `found`, when the caller has just looked them up."""
+        if found is None:
+            found = await self._dependents(uid, namespace)
+        for k, stored in found:
             meta = stored.obj["metadata"]
             try:
                 await self.delete(k, meta.get("namespace", ""), meta["name"],
