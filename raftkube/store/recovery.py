@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 
-from raftkube.store import raft
+from raftkube.store import disk
 from raftkube.store import state as st
 
 SOLO_MARKER = "solo"
@@ -46,7 +46,7 @@ def _write_fresh(data_dir: str, state: st.State) -> None:
     state.max_term = 0
     state.members = {}
     os.makedirs(data_dir, exist_ok=True)
-    raft.replace_dump_file(data_dir, state.dump(), raft.fresh_raft_entries())
+    disk.replace_dump_file(data_dir, state.dump(), disk.fresh_raft_entries())
 
 
 def restore_snapshot(*, snapshot: bytes, data_dir: str) -> st.State:
@@ -64,12 +64,12 @@ def local_state(data_dir: str) -> st.State:
     applied = 0
     dump = os.path.join(data_dir, "dump")
     if os.path.exists(dump):
-        blob, raft_data = raft.read_dump_file(dump)
+        blob, raft_data = disk.read_dump_file(dump)
         state = st.State.load(blob)
         applied = int(raft_data[0][1])  # the last entry the dump covers
     journal = os.path.join(data_dir, "journal")
     if os.path.exists(journal):
-        for data in raft.journal_commands(journal, after_index=applied):
+        for data in disk.journal_commands(journal, after_index=applied):
             state.apply(st.decode_command(data))
     return state
 

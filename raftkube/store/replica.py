@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.store import raft, recovery
+from raftkube.store import disk, raft, recovery
 from raftkube.store import state as st
 from raftkube.store.watch import Watcher, WatchHub
 
@@ -144,7 +144,7 @@ class Replica:
         self.solo = solo
         self._joined = not join
         os.makedirs(data_dir, exist_ok=True)
-        self._snapshots = raft.SnapshotWriter(data_dir)
+        self._snapshots = disk.SnapshotWriter(data_dir)
         conf = raft.make_conf(
             data_dir=data_dir,
             secret=secret,
@@ -241,7 +241,7 @@ class Replica:
         self._snapshots.start(self.state.dump, raft.pack_raft_entries(raft_data))
 
     def _load_dump(self, path: str) -> Any:
-        blob, raft_data = raft.read_dump_file(path)
+        blob, raft_data = disk.read_dump_file(path)
         new = st.State.load(blob)
         now = time.monotonic()
         with self.lock:

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from pysyncobj.config import SERIALIZER_STATE
 
-from raftkube.store import raft
+from raftkube.store import disk
 from raftkube.store import state as st
 
 pytestmark = pytest.mark.unit
@@ -953,7 +953,7 @@ async def _applied_past(served: Any, count: int) -> None:
 
 
 def test_a_lost_snapshot_writer_is_a_failed_dump(tmp_path: Any) -> None:
-    writer = raft.SnapshotWriter(str(tmp_path))
+    writer = disk.SnapshotWriter(str(tmp_path))
     writer.pid = os.getpid()  # not our child: waitpid raises, as for a reaped child
     assert writer.check() == SERIALIZER_STATE.FAILED
     assert writer.pid == 0

@@ -1,0 +1,210 @@
+"""Raft peer wire: pysyncobj's TCP connection and transport, fixed where they break.
+
+Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py` are the only modules that
+import pysyncobj). Importing it patches pysyncobj's `TcpConnection` in place:
+
+- Pickle protocol 4 instead of 2 for journal entries and peer messages, so bytes are not
+  inflated by half again (bug 5). Peers decrypt before they unpickle, and the Fernet key
+  comes from the cluster secret, so nothing unauthenticated reaches pickle.
+- zlib level 0 on the wire, bytearray buffers, and a writable wake-up for partial sends
+  (findings 6 and 7), so a 1.5 MiB entry does not starve heartbeats.
+- `RaftTransport`: the journal is flushed before a follower acknowledges entries, a
+  success reply never moves nextIndex back (finding 8), and a peer ping every 0.5 s
+  keeps idle follower-to-follower connections warm, so the first vote request after a
+  leader crash is not lost to a read timeout (bug 2).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+import time
+import zlib
+from typing import Any
+
+import pysyncobj
+import pysyncobj.pickle
+import pysyncobj.tcp_connection
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.transport import TCPTransport
+
+from raftkube.store.disk import DurableJournal
+
+log = logging.getLogger(__name__)
+
+# pysyncobj pickles with protocol 2, which stores bytes as latin-1 text (bug 5).
+setattr(pysyncobj.pickle, "__protocol", 4)  # noqa: B010 - the name is module-private
+
+
+class _StoredZlib:
+    """zlib for pysyncobj's peer messages with compression level 0 ("stored").
+
+    pysyncobj compresses every message at level 3: ~30 ms of the tick thread for a
+    1.5 MiB entry per follower, which delayed heartbeats into elections. Values are
+    mostly incompressible or small, and peers are on a LAN; level 0 still produces
+    a zlib stream, so members with either setting understand each other.
+    """
+
+    @staticmethod
+    def compress(data: bytes, level: int = -1) -> bytes:
+        return zlib.compress(data, 0)
+
+    decompress = staticmethod(zlib.decompress)
+
+
+pysyncobj.tcp_connection.zlib = _StoredZlib
+
+
+# pysyncobj keeps each connection's buffers as bytes and slices the sent or parsed part
+# off the front, copying what remains every time: quadratic in the message size. A
+# 1.5 MiB entry cost the tick thread hundreds of milliseconds, long enough for elections.
+# These replacements keep the buffers as bytearrays, whose front deletions are O(1).
+_TC = pysyncobj.tcp_connection.TcpConnection
+_EAGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def _process_send(self: Any) -> bool:
+    buf = self._TcpConnection__writeBuffer
+    if not buf:
+        return False
+    if not isinstance(buf, bytearray):
+        buf = self._TcpConnection__writeBuffer = bytearray(buf)
+    try:
+        sent = self._TcpConnection__socket.send(buf)
+    except OSError as e:
+        if e.errno not in _EAGAIN:
+            self.disconnect()
+        return False
+    if sent < 0:
+        self.disconnect()
+        return False
+    if sent == 0:
+        return False
+    del buf[:sent]
+    return True
+
+
+def _process_read(self: Any) -> bool:
+    sock = self._TcpConnection__socket
+    try:
+        incoming = sock.recv(self._TcpConnection__recvBufferSize)
+    except OSError as e:
+        if e.errno not in _EAGAIN:
+            self.disconnect()
+        return False
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or not incoming:
+        self.disconnect()
+        return False
+    buf = self._TcpConnection__readBuffer
+    if not isinstance(buf, bytearray):
+        buf = self._TcpConnection__readBuffer = bytearray(buf)
+    buf += incoming
+    return True
+
+
+def _process_parse_message(self: Any) -> Any:
+    buf = self._TcpConnection__readBuffer
+    if len(buf) < 4:
+        return None
+    (length,) = struct.unpack("i", bytes(buf[:4]))
+    if len(buf) - 4 < length:
+        return None
+    data = bytes(buf[4:4 + length])
+    try:
+        if self.encryptor:
+            stamp = self.encryptor.extract_timestamp(data)
+            if stamp < self.recvLastTimestamp:
+                raise ValueError("replayed message")
+            self.recvLastTimestamp = stamp
+            data = self.encryptor.decrypt(data)
+        message = pysyncobj.pickle.loads(zlib.decompress(data))
+        if self.recvRandKey:
+            rand_key, message = message
+            if rand_key != self.recvRandKey:
+                raise ValueError("wrong connection key")
+    except Exception as e:  # noqa: BLE001 - as pysyncobj: any bad message drops the connection
+        log.warning("dropping a Raft peer connection: bad message (%s)", type(e).__name__)
+        self.disconnect()
+        return None
+    del buf[:4 + length]
+    return message
+
+
+_original_send = _TC.send
+_ALL_EVENTS = POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR
+
+
+def _send(self: Any, message: Any) -> None:
+    """pysyncobj's send, plus: wait for the socket to be writable when data is left over.
+
+    pysyncobj writes what the socket takes and leaves the rest in the buffer without
+    asking the poller for a writable event, so the rest went out a socket-buffer at a
+    time with each *later* send (the leader's heartbeats), and the heartbeats queued
+    behind it: a 1.5 MiB entry starved a follower of heartbeats for seconds.
+    """
+    _original_send(self, message)
+    fileno = self._TcpConnection__fileno
+    if (self._TcpConnection__writeBuffer and fileno is not None
+            and self.state == CONNECTION_STATE.CONNECTED):
+        self._TcpConnection__poller.subscribe(
+            fileno, self._TcpConnection__processConnection, _ALL_EVENTS)
+
+
+_TC.send = _send
+_TC._TcpConnection__processSend = _process_send
+_TC._TcpConnection__processRead = _process_read
+_TC._TcpConnection__processParseMessage = _process_parse_message
+
+
+class RaftTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj's TCP transport with the journal flush and the peer ping added."""
+
+    journal: DurableJournal | None = None
+    PING_EVERY = 0.5
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
+        super().__init__(syncObj, selfNode, otherNodes)
+        self._next_ping = 0.0
+
+    def send(self, node: Any, message: Any) -> bool:
+        if (
+            self.journal is not None
+            and isinstance(message, dict)
+            and message.get("type") == "next_node_idx"
+            and message.get("success")
+        ):
+            # A follower's "I have these entries" must not outrun the disk.
+            self.journal.flush_if_dirty()
+        return bool(super().send(node, message))
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:  # noqa: N802
+        """Keep a follower's nextIndex from moving backwards on a success reply.
+
+        The leader sends entries without waiting for replies and moves nextIndex to the
+        end of what it sent; pysyncobj then sets nextIndex to the *reply's* index, which
+        is behind when several sends are in flight. The next send repeats entries the
+        follower has, and the follower truncates and rewrites its applied log (logged as
+        CRITICAL). Raft only moves nextIndex back on a failed reply.
+        """
+        if (isinstance(message, dict) and message.get("type") == "next_node_idx"
+                and message.get("success") and not message.get("reset")):
+            next_index = self._syncObj._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            super()._onMessageReceived(node, message)
+            if before is not None and node in next_index and next_index[node] < before:
+                next_index[node] = before
+            return
+        super()._onMessageReceived(node, message)
+
+    def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
+        super()._onTick()
+        now = time.monotonic()
+        if now >= self._next_ping:
+            self._next_ping = now + self.PING_EVERY
+            for node in list(self._connections):
+                # Unknown message types are ignored by every pysyncobj state.
+                super().send(node, {"type": "rk_ping"})
+
