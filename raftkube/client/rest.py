@@ -1,0 +1,232 @@
+"""The Kubernetes-style REST API as typed calls: paths, verbs, watches, fencing.
+
+`RestClient` owns paths and verbs and turns error answers into `ApiError` (a Kubernetes
+`Status`); `transport` decides which master answers. Leader-only loops make their client
+with `term=T`, the Raft term they were elected in: every write then carries
+`X-Raftkube-Term: T`, and the store refuses it once a leader of a newer term has written,
+so a deposed leader's late writes change nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import urllib.parse
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from raftkube.api import kinds
+from raftkube.client import transport as tp
+from raftkube.client.errors import ApiError, ClientError
+
+Obj = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+WATCH_READ_TIMEOUT = 30.0  # the server sends a bookmark at least every 10 s
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: Obj
+
+    @property
+    def resource_version(self) -> str:
+        return str((self.object.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def path_of(kind: kinds.Kind, namespace: str | None = None, name: str | None = None,
+            subresource: str = "") -> str:
+    """The REST path of a kind's collection or object; no namespace lists across all."""
+    path = f"/apis/{kind.group}/{kind.version}" if kind.group else f"/api/{kind.version}"
+    if kind.namespaced and namespace:
+        path += "/namespaces/" + _quote(namespace)
+    path += "/" + kind.plural
+    if name:
+        path += "/" + _quote(name)
+        if subresource:
+            path += "/" + subresource
+    return path
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def _status_of(answer: tp.Answer) -> ApiError:
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or body.get("kind") != "Status":
+        body = {"code": answer.status, "reason": "",
+                "message": f"HTTP {answer.status} from {answer.server}"}
+    body.setdefault("code", answer.status)
+    return ApiError(body)
+
+
+class RestClient:
+    def __init__(self, transport: tp.Transport, *, term: int | None = None,
+                 field_validation: str = "Strict", timeout: float | None = None) -> None:
+        self.transport = transport
+        self.term = term
+        self.field_validation = field_validation  # what create, update and patch ask for
+        self.timeout = timeout
+        self.warnings: list[str] = []  # from the answers' Warning headers, oldest first
+
+    def with_term(self, term: int) -> RestClient:
+        """The same client for a leader-only loop elected in `term`."""
+        return RestClient(self.transport, term=term, field_validation=self.field_validation,
+                          timeout=self.timeout)
+
+    async def request(self, method: str, path: str, *, body: Any = None,
+                      query: dict[str, str] | None = None,
+                      content_type: str = "application/json") -> Any:
+        """One request; its JSON answer, or ApiError for a Status answer."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = content_type
+        if self.term is not None and method not in tp.IDEMPOTENT:
+            headers[tp.TERM_HEADER] = str(self.term)
+        answer = await self.transport.request(method, path, query=query, body=data,
+                                              headers=headers, timeout=self.timeout)
+        self.warnings += answer.warnings
+        if answer.status >= 400:
+            raise _status_of(answer)
+        return answer.json()
+
+    # ---- verbs ------------------------------------------------------------------------
+
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:
+        obj: Obj = await self.request("GET", path_of(kind, namespace, name))
+        return obj
+
+    async def list(self, kind: kinds.Kind, namespace: str | None = None, *,
+                   label_selector: str = "", field_selector: str = "", limit: int = 0,
+                   continue_token: str = "") -> Obj:
+        """One page of a list (a `{Kind}List`); namespace None lists across namespaces."""
+        query = {}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        if limit:
+            query["limit"] = str(limit)
+        if continue_token:
+            query["continue"] = continue_token
+        answer: Obj = await self.request("GET", path_of(kind, namespace), query=query)
+        return answer
+
+    async def list_all(self, kind: kinds.Kind, namespace: str | None = None, *,
+                       label_selector: str = "", field_selector: str = "",
+                       chunk: int = 500) -> tuple[builtins.list[Obj], str]:
+        """Every item of a list, fetched in pages of `chunk` (kubectl's --chunk-size),
+        and the resourceVersion the list was read at."""
+        items: builtins.list[Obj] = []
+        token = ""
+        while True:
+            page = await self.list(kind, namespace, label_selector=label_selector,
+                                   field_selector=field_selector, limit=chunk,
+                                   continue_token=token)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def _write_query(self, dry_run: bool) -> dict[str, str]:
+        query = {"fieldValidation": self.field_validation}
+        if dry_run:
+            query["dryRun"] = "All"
+        return query
+
+    async def create(self, kind: kinds.Kind, namespace: str, obj: Obj, *,
+                     dry_run: bool = False) -> Obj:
+        created: Obj = await self.request("POST", path_of(kind, namespace), body=obj,
+                                          query=self._write_query(dry_run))
+        return created
+
+    async def update(self, kind: kinds.Kind, obj: Obj, *, subresource: str = "",
+                     dry_run: bool = False) -> Obj:
+        """PUT `obj` (its `metadata.resourceVersion` is a precondition: Conflict if the
+        object changed since it was read); `subresource="status"` writes only status."""
+        meta = obj.get("metadata") or {}
+        path = path_of(kind, meta.get("namespace") or "", meta.get("name") or "", subresource)
+        updated: Obj = await self.request("PUT", path, body=obj,
+                                          query=self._write_query(dry_run))
+        return updated
+
+    async def update_status(self, kind: kinds.Kind, obj: Obj) -> Obj:
+        return await self.update(kind, obj, subresource="status")
+
+    async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
+                    dry_run: bool = False, subresource: str = "",
+                    content_type: str = MERGE_PATCH) -> Obj:
+        """A JSON merge patch (RFC 7386) by default: null deletes, objects merge, lists
+        replace. A `metadata.resourceVersion` in it is a precondition."""
+        patched: Obj = await self.request(
+            "PATCH", path_of(kind, namespace, name, subresource), body=patch,
+            content_type=content_type, query=self._write_query(dry_run))
+        return patched
+
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
+                     propagation: str = "", grace: int | None = None,
+                     uid: str = "", resource_version: str = "",
+                     dry_run: bool = False) -> Obj:
+        """Delete, with kubectl's options; `uid`/`resource_version` are preconditions."""
+        query: dict[str, str] = {}
+        if propagation:
+            query["propagationPolicy"] = propagation
+        if grace is not None:
+            query["gracePeriodSeconds"] = str(grace)
+        if dry_run:
+            query["dryRun"] = "All"
+        body = None
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion",
+                                                         resource_version)) if v}
+        if preconditions:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1",
+                    "preconditions": preconditions}
+        answer: Obj = await self.request("DELETE", path_of(kind, namespace, name),
+                                         query=query or None, body=body)
+        return answer
+
+    # ---- watch ------------------------------------------------------------------------
+
+    async def watch(self, kind: kinds.Kind, namespace: str | None = None, *,
+                    resource_version: str = "", label_selector: str = "",
+                    field_selector: str = "", timeout_seconds: int = 0,
+                    read_timeout: float = WATCH_READ_TIMEOUT) -> AsyncIterator[WatchEvent]:
+        """Events after `resource_version`, with bookmarks, until the stream ends.
+
+        An `ERROR` event or an error answer raises `ApiError` (410 `Gone` when the version
+        is older than the server's history: relist). A broken stream raises aiohttp's or
+        asyncio's error; the caller resumes from the last version it saw.
+        """
+        query = {"watch": "true", "allowWatchBookmarks": "true"}
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        if label_selector:
+            query["labelSelector"] = label_selector
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        if timeout_seconds:
+            query["timeoutSeconds"] = str(timeout_seconds)
+        try:
+            async with self.transport.stream("GET", path_of(kind, namespace), query=query,
+                                             read_timeout=read_timeout) as stream:
+                async for line in stream.lines():
+                    try:
+                        event = json.loads(line)
+                        kind_of_event, obj = event["type"], event["object"]
+                    except (ValueError, KeyError, TypeError):
+                        raise ClientError(f"{stream.server} sent a watch line that is not "
+                                          "an event") from None
+                    if kind_of_event == "ERROR":
+                        raise ApiError(obj if isinstance(obj, dict) else {})
+                    yield WatchEvent(kind_of_event, obj)
+        except tp.ErrorAnswer as e:
+            raise _status_of(e.answer) from None
