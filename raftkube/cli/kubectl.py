@@ -26,12 +26,12 @@ argument of `register` so that tests see fixed AGE columns.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
-import functools
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -39,8 +39,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from raftkube.api import kinds, merge
-from raftkube.cli import client as cl
-from raftkube.cli import manifests, printers, rest
+from raftkube.cli import manifests, printers
+from raftkube.client import config as cfg
+from raftkube.client import errors, rest, transport
 
 Obj = dict[str, Any]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -49,7 +50,7 @@ PROPAGATION = {"background": "Background", "foreground": "Foreground", "orphan":
                "true": "Background", "false": "Orphan"}
 
 
-class OperationError(cl.ClientError):
+class OperationError(errors.ClientError):
     """One object's request failed; the command goes on with the others and exits 1."""
 
 
@@ -135,15 +136,16 @@ def _as_written(live: Obj, new: Obj) -> Obj:
     return {**live, "stringData": shown}
 
 
-def _attempt(what: str, source: str, call: Callable[[], Obj]) -> Obj:
+async def _attempt(what: str, source: str, call: Awaitable[Obj]) -> Obj:
     try:
-        return call()
-    except rest.RestError as e:
-        raise OperationError(rest.format_error(e, context=f'error when {what} "{source}"')
+        return await call
+    except errors.ApiError as e:
+        raise OperationError(errors.format_error(e, context=f'error when {what} "{source}"')
                              ) from None
 
 
-def apply_one(client: rest.RestClient, m: manifests.Manifest, *, dry_run: bool = False) -> str:
+async def apply_one(client: rest.RestClient, m: manifests.Manifest, *,
+                    dry_run: bool = False) -> str:
     """Create or patch one object; the word kubectl prints for what happened.
 
     The patch carries the live object's resourceVersion: it replaces keyed lists whole
@@ -151,15 +153,15 @@ def apply_one(client: rest.RestClient, m: manifests.Manifest, *, dry_run: bool =
     On a Conflict the object is read again and the patch computed again."""
     for attempt in range(5):
         try:
-            live = client.get(m.kind, m.namespace, m.name)
-        except rest.RestError as e:
+            live = await client.get(m.kind, m.namespace, m.name)
+        except errors.ApiError as e:
             if e.code != 404:
-                raise OperationError(rest.format_error(
+                raise OperationError(errors.format_error(
                     e, context=f'error when retrieving current configuration of {m.ref} '
                                f'from "{m.source}"')) from None
             body = with_last_applied(m.obj)
-            _attempt("creating", m.source, functools.partial(
-                client.create, m.kind, m.namespace, body, dry_run=dry_run))
+            await _attempt("creating", m.source,
+                           client.create(m.kind, m.namespace, body, dry_run=dry_run))
             return "created"
         patch = apply_patch(manifest=m.obj, live=live)
         if not patch:
@@ -167,11 +169,11 @@ def apply_one(client: rest.RestClient, m: manifests.Manifest, *, dry_run: bool =
         patch.setdefault("metadata", {})["resourceVersion"] = \
             (live.get("metadata") or {}).get("resourceVersion")
         try:
-            client.patch(m.kind, m.namespace, m.name, patch, dry_run=dry_run)
-        except rest.RestError as e:
+            await client.patch(m.kind, m.namespace, m.name, patch, dry_run=dry_run)
+        except errors.ApiError as e:
             if e.code == 409 and e.reason == "Conflict" and attempt < 4:
                 continue  # changed since we read it: read again
-            raise OperationError(rest.format_error(
+            raise OperationError(errors.format_error(
                 e, context=f'error when patching "{m.source}"')) from None
         return "configured"
     raise AssertionError("unreachable")
@@ -187,35 +189,36 @@ def show_warnings(client: rest.RestClient) -> None:
     client.warnings.clear()
 
 
-def each(items: Iterable[T], step: Callable[[T], None]) -> bool:
+async def each(items: Iterable[T], step: Callable[[T], Awaitable[None]]) -> bool:
     """`step` for every item: a failed one (OperationError) is reported and the others go
     on; any other ClientError ends the command. Whether any failed."""
     failed = False
     for item in items:
         try:
-            step(item)
+            await step(item)
         except OperationError as e:
             report(e)
             failed = True
-        except cl.ClientError as e:
+        except errors.ClientError as e:
             fail(e)
     return failed
 
 
-def check(client: rest.RestClient, objects: list[manifests.Manifest]) -> bool:
+async def check(client: rest.RestClient, objects: list[manifests.Manifest]) -> bool:
     """Every object through the server's checks first (`dryRun=All`), so that one bad
     object anywhere makes the whole apply change nothing, with every problem reported;
     whether any failed. Objects in a namespace this apply creates cannot be checked
     before it exists; they are checked when they are applied."""
     new_namespaces: set[str] = set()
 
-    def dry_run(m: manifests.Manifest) -> None:
+    async def dry_run(m: manifests.Manifest) -> None:
         if m.kind.namespaced and m.namespace in new_namespaces:
             return
-        if apply_one(client, m, dry_run=True) == "created" and m.kind.kind == "Namespace":
+        if await apply_one(client, m, dry_run=True) == "created" and \
+                m.kind.kind == "Namespace":
             new_namespaces.add(m.name)
 
-    return each(objects, dry_run)
+    return await each(objects, dry_run)
 
 
 # ---- the commands --------------------------------------------------------------------------
@@ -227,23 +230,48 @@ class Session:
     namespace: str  # the default: -n, else the config's `namespace:`, else "default"
 
 
+DEFAULT_WAIT = 20.0  # seconds an unanswered request is retried (an election, a restart)
+
+
 def connect(namespace: str | None) -> Session:
-    config = cl.load_config()
-    return Session(rest.RestClient(config), namespace or config.namespace)
+    """A session on the configured cluster; `rk --request-timeout` bounds how long a
+    request waits for a master to answer."""
+    config = cfg.load_config()
+    wait = DEFAULT_WAIT
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        wait = context.find_root().params.get("request_timeout") or DEFAULT_WAIT
+    tp = transport.Transport(config.servers, config.token, timeout=min(15.0, wait),
+                             wait=wait)
+    return Session(rest.RestClient(tp), namespace or config.namespace)
 
 
-def fail(error: str | cl.ClientError) -> NoReturn:
+def run(body: Callable[[], Coroutine[Any, Any, None]], session: Session | None = None
+        ) -> None:
+    """Run a command's body on an event loop; its session's connections are closed."""
+
+    async def main() -> None:
+        try:
+            await body()
+        finally:
+            if session is not None:
+                await session.client.transport.close()
+
+    asyncio.run(main())
+
+
+def fail(error: str | errors.ClientError) -> NoReturn:
     report(error)
     sys.exit(1)
 
 
-def report(error: str | cl.ClientError) -> None:
+def report(error: str | errors.ClientError) -> None:
     if isinstance(error, manifests.ManifestError):
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
         return
     text = str(error)
-    if isinstance(error, rest.RestError | OperationError):
+    if isinstance(error, errors.ApiError | OperationError):
         click.echo(text, err=True)
     else:
         click.echo(f"error: {text}", err=True)
@@ -252,7 +280,7 @@ def report(error: str | cl.ClientError) -> None:
 def resolve_kind(word: str) -> kinds.Kind:
     kind = kinds.resolve(word)
     if kind is None:
-        raise cl.ClientError(f'the server doesn\'t have a resource type "{word}"')
+        raise errors.ClientError(f'the server doesn\'t have a resource type "{word}"')
     return kind
 
 
@@ -263,7 +291,7 @@ def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
         for arg in args:
             word, slash, name = arg.partition("/")
             if not slash or not name:
-                raise cl.ClientError(
+                raise errors.ClientError(
                     "there is no need to specify a resource type as a separate argument when "
                     "passing arguments in resource/name form (e.g. 'rk get resource/<name>' "
                     "instead of 'rk get resource resource/<name>')")
@@ -271,7 +299,7 @@ def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
         return list(groups.items())
     words = [w for w in args[0].split(",") if w]
     if not words:
-        raise cl.ClientError(f'the server doesn\'t have a resource type "{args[0]}"')
+        raise errors.ClientError(f'the server doesn\'t have a resource type "{args[0]}"')
     return [(resolve_kind(w), list(args[1:])) for w in dict.fromkeys(words)]
 
 
@@ -307,20 +335,23 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
             loaded = manifests.load_manifests(list(filenames), read_stdin=read_stdin,
                                               namespace=session.namespace,
                                               explicit_namespace=namespace is not None)
-        except cl.ClientError as e:
+        except errors.ClientError as e:
             fail(e)
         ordered = manifests.apply_order(loaded)
-        if check(session.client, ordered):
-            sys.exit(1)
-        session.client.warnings.clear()  # the dry run's: the real requests repeat them
 
-        def apply_and_say(m: manifests.Manifest) -> None:
-            outcome = apply_one(session.client, m)
+        async def apply_and_say(m: manifests.Manifest) -> None:
+            outcome = await apply_one(session.client, m)
             show_warnings(session.client)
             click.echo(f"{m.ref} {outcome}")
 
-        if each(ordered, apply_and_say):
-            sys.exit(1)
+        async def body() -> None:
+            if await check(session.client, ordered):
+                sys.exit(1)
+            session.client.warnings.clear()  # the dry run's: the real requests repeat them
+            if await each(ordered, apply_and_say):
+                sys.exit(1)
+
+        run(body, session)
 
     @click.command("get")
     @click.argument("args", nargs=-1)
@@ -338,31 +369,37 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
         try:
             targets = parse_targets(args)
             if (selector or field_selector) and any(names for _, names in targets):
-                raise cl.ClientError("name cannot be provided when a selector is specified")
+                raise errors.ClientError("name cannot be provided when a selector is specified")
             session = connect(namespace)
-        except cl.ClientError as e:
+        except errors.ClientError as e:
             fail(e)
         found: list[tuple[kinds.Kind, list[Obj]]] = []
         failed = False
         named = 0
-        for kind, names in targets:
-            objs: list[Obj] = []
-            try:
-                if names:
-                    named += len(names)
-                    for name in names:
-                        try:
-                            objs.append(session.client.get(kind, session.namespace, name))
-                        except rest.RestError as e:
-                            report(e)
-                            failed = True
-                else:
-                    ns = None if all_namespaces else session.namespace
-                    objs = session.client.list_all(kind, ns, label_selector=selector,
-                                                   field_selector=field_selector)
-            except cl.ClientError as e:
-                fail(e)
-            found.append((kind, objs))
+
+        async def fetch() -> None:
+            nonlocal failed, named
+            for kind, names in targets:
+                objs: list[Obj] = []
+                try:
+                    if names:
+                        named += len(names)
+                        for name in names:
+                            try:
+                                objs.append(await session.client.get(kind, session.namespace,
+                                                                     name))
+                            except errors.ApiError as e:
+                                report(e)
+                                failed = True
+                    else:
+                        ns = None if all_namespaces else session.namespace
+                        objs, _ = await session.client.list_all(
+                            kind, ns, label_selector=selector, field_selector=field_selector)
+                except errors.ClientError as e:
+                    fail(e)
+                found.append((kind, objs))
+
+        run(fetch, session)
         options = printers.Options(output=output or "table", all_namespaces=all_namespaces,
                                    with_kind=len(targets) > 1)
         if any(objs for _, objs in found) or (not named and output in ("yaml", "json")):
@@ -394,49 +431,61 @@ def make_commands(clock: Callable[[], datetime]) -> list[click.Command]:
         """Delete objects: `rk delete -f FILE`, `rk delete KIND NAME...`, `KIND/NAME...`."""
         propagation = PROPAGATION[cascade.lower()]
         plan: list[tuple[kinds.Kind, str, str, str]] = []  # kind, namespace, name, source
+        targets: list[tuple[kinds.Kind, list[str]]] = []  # when given as arguments
         try:
             session = connect(namespace)
             if filenames:
                 if args:
-                    raise cl.ClientError("give either -f or resources as arguments, not both")
+                    raise errors.ClientError("give either -f or resources as arguments, "
+                                             "not both")
                 for m in manifests.load_manifests(list(filenames), read_stdin=read_stdin,
-                                        namespace=session.namespace,
-                                        explicit_namespace=namespace is not None,
-                                        verb="delete"):
+                                                  namespace=session.namespace,
+                                                  explicit_namespace=namespace is not None,
+                                                  verb="delete"):
                     plan.append((m.kind, m.namespace, m.name, m.source))
             elif not args:
-                raise cl.ClientError("You must provide one or more resources by argument or "
-                                     "filename (-f).")
+                raise errors.ClientError("You must provide one or more resources by argument "
+                                         "or filename (-f).")
             else:
-                for kind, names in parse_targets(args):
+                targets = parse_targets(args)
+                for _kind, names in targets:
                     if names and (selector or all_):
-                        raise cl.ClientError("name cannot be provided when a selector or "
-                                             "--all is specified")
+                        raise errors.ClientError("name cannot be provided when a selector or "
+                                                 "--all is specified")
                     if not names and not (selector or all_):
-                        raise cl.ClientError("resource(s) were provided, but no name was "
-                                             "specified")
-                    if not names:
-                        listed = session.client.list_all(kind, session.namespace,
-                                                         label_selector=selector)
-                        names = [printers.name_of(o) for o in listed]
-                    plan += [(kind, session.namespace, n, "") for n in names]
-        except cl.ClientError as e:
+                        raise errors.ClientError("resource(s) were provided, but no name was "
+                                                 "specified")
+        except errors.ClientError as e:
             fail(e)
-        if not plan and (selector or all_):
-            click.echo("No resources found", err=True)
-        def delete_and_say(item: tuple[kinds.Kind, str, str, str]) -> None:
+
+        async def delete_and_say(item: tuple[kinds.Kind, str, str, str]) -> None:
             kind, ns, name, source = item
             try:
-                session.client.delete(kind, ns if kind.namespaced else "", name,
-                                      propagation=propagation)
-            except rest.RestError as e:
+                await session.client.delete(kind, ns if kind.namespaced else "", name,
+                                            propagation=propagation)
+            except errors.ApiError as e:
                 if e.code == 404 and ignore_not_found:
                     return
                 context = f'error when deleting "{source}"' if source else ""
-                raise OperationError(rest.format_error(e, context=context)) from None
+                raise OperationError(errors.format_error(e, context=context)) from None
             click.echo(f'{printers.qualified(kind)} "{name}" deleted')
 
-        if each(plan, delete_and_say):
-            sys.exit(1)
+        async def body() -> None:
+            if not filenames:
+                try:
+                    for kind, names in targets:
+                        if not names:
+                            listed, _ = await session.client.list_all(
+                                kind, session.namespace, label_selector=selector)
+                            names = [printers.name_of(o) for o in listed]
+                        plan.extend((kind, session.namespace, n, "") for n in names)
+                except errors.ClientError as e:
+                    fail(e)
+            if not plan and (selector or all_):
+                click.echo("No resources found", err=True)
+            if await each(plan, delete_and_say):
+                sys.exit(1)
+
+        run(body, session)
 
     return [apply, get, delete]

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from raftkube.cli.client import ClientError
+from raftkube.client.errors import ClientError
 
 
 def free_ports(n: int) -> list[int]:

@@ -2,27 +2,62 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import client as cl
 from raftkube.cli import kubectl, local
+from raftkube.client import config as cfg
+from raftkube.client import errors, etcd, transport
+
+T = TypeVar("T")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"error: {message}" if not message.startswith("Error") else message, err=True)
     sys.exit(1)
 
 
-def make_client() -> cl.Client:
-    return cl.Client(cl.load_config())
+def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
+    """Run `call` with a client of the configured cluster's store API; a ClientError
+    ends the command with its message."""
+    async def body() -> T:
+        config = cfg.load_config()
+        async with transport.Transport(config.servers, config.token,
+                                       wait=kubectl.DEFAULT_WAIT) as tp:
+            return await call(etcd.EtcdClient(tp))
+
+    try:
+        return asyncio.run(body())
+    except errors.ClientError as e:
+        fail(str(e))
+
+
+def parse_duration(value: str) -> float:
+    """`30s`, `2m`, `1h` or plain seconds, as kubectl's --request-timeout."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = value.strip()
+    factor = units.get(text[-1:], 0)
+    number = text[:-1] if factor else text
+    try:
+        seconds = float(number) * (factor or 1)
+    except ValueError:
+        raise click.BadParameter(f"expected a duration such as 30s or 2m, got {value!r}"
+                                 ) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than zero")
+    return seconds
 
 
 @click.group()
-def main() -> None:
+@click.option("--request-timeout", default="20s", show_default=True,
+              callback=lambda _c, _p, v: parse_duration(v),
+              help="How long a request waits for a master to answer (elections, restarts).")
+def main(request_timeout: float) -> None:
     """raftkube: Kubernetes' model on three Raft masters."""
 
 
@@ -97,7 +132,7 @@ def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...]) 
     try:
         started = local.up(state_dir=state_dir, masters=masters, agents=agents,
                            master_args=list(master_args) or None)
-    except cl.ClientError as e:
+    except errors.ClientError as e:
         fail(str(e))
     for name in started:
         click.echo(f"started {name}")
@@ -121,10 +156,7 @@ def snapshot() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def snapshot_save(file: str) -> None:
     """Save a consistent snapshot, taken through the API from any master."""
-    try:
-        data = make_client().call("/v3/maintenance/snapshot", raw=True)
-    except cl.ClientError as e:
-        fail(str(e))
+    data = with_store(lambda store: store.snapshot())
     from raftkube.store import recovery
 
     try:
@@ -165,10 +197,7 @@ def kv() -> None:
 @click.argument("key")
 @click.argument("value")
 def kv_put(key: str, value: str) -> None:
-    try:
-        resp = make_client().put(key.encode(), value.encode())
-    except cl.ClientError as e:
-        fail(str(e))
+    resp = with_store(lambda store: store.put(key.encode(), value.encode()))
     click.echo(f"OK (revision {resp['header']['revision']})")
 
 
@@ -178,10 +207,8 @@ def kv_put(key: str, value: str) -> None:
 def kv_get(key: str, prefix: bool) -> None:
     from raftkube.store.state import prefix_end
 
-    try:
-        kvs = make_client().range(key.encode(), prefix_end(key.encode()) if prefix else b"")
-    except cl.ClientError as e:
-        fail(str(e))
+    kvs = with_store(lambda store: store.range(
+        key.encode(), prefix_end(key.encode()) if prefix else b""))
     for k, v in kvs:
         click.echo(k.decode(errors="replace"))
         click.echo(v.decode(errors="replace"))
@@ -190,16 +217,15 @@ def kv_get(key: str, prefix: bool) -> None:
 @main.command()
 def members() -> None:
     """List the masters, their addresses, and which one leads."""
-    client = make_client()
-    try:
-        ms = client.members()
+
+    async def table(store: etcd.EtcdClient) -> list[tuple[str, ...]]:
         rows: list[tuple[str, ...]] = []
-        for m in ms:
+        for m in await store.members():
             url = (m.get("clientURLs") or [""])[0]
             st: dict[str, Any] | None
             try:
-                st = client.status(url) if url else None
-            except cl.ClientError:
+                st = await store.status(url) if url else None
+            except errors.ClientError:
                 st = None
             role = "unreachable"
             if st is not None:
@@ -207,8 +233,9 @@ def members() -> None:
                 term = st["header"]["raft_term"]
                 role += f" (term {term}, revision {st['header']['revision']})"
             rows.append((m.get("name", ""), url, m["peerURLs"][0], role))
-    except cl.ClientError as e:
-        fail(str(e))
+        return rows
+
+    rows = with_store(table)
     click.echo(f"{'NAME':6} {'API':24} {'RAFT':26} ROLE")
     for name, url, peer, role in rows:
         click.echo(f"{name:6} {url:24} {peer:26} {role}")

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkube.api import causes, kinds, yamltext
-from raftkube.cli import client as cl
 from raftkube.cli import printers
+from raftkube.client import errors
 
 Obj = dict[str, Any]
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "STDIN"
 
 
-class ManifestError(cl.ClientError):
+class ManifestError(errors.ClientError):
     """Manifests that cannot be applied as given; every problem found, one per line."""
 
     def __init__(self, problems: list[str]) -> None:

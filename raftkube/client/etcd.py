@@ -46,8 +46,9 @@ class EtcdClient:
         data = json.dumps(body or {}).encode()
         transport = self.transport
         if server is not None:
+            # One member in particular (its own view): no failover, a short timeout.
             transport = tp.Transport([server], self.transport.token,
-                                     timeout=self.transport.timeout, wait=0)
+                                     timeout=min(self.transport.timeout, 3.0), wait=0)
         try:
             answer = await transport.request("POST", path, body=data, headers=headers,
                                              idempotent=path in READS,

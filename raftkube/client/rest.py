@@ -54,6 +54,16 @@ def _quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def is_status(answer: tp.Answer) -> bool:
+    """Whether an error answer is a Kubernetes `Status`, as every API server sends; any
+    other answer came from something else on that address."""
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status"
+
+
 def _status_of(answer: tp.Answer) -> ApiError:
     try:
         body = json.loads(answer.body)
@@ -92,7 +102,8 @@ class RestClient:
         if self.term is not None and method not in tp.IDEMPOTENT:
             headers[tp.TERM_HEADER] = str(self.term)
         answer = await self.transport.request(method, path, query=query, body=data,
-                                              headers=headers, timeout=self.timeout)
+                                              headers=headers, timeout=self.timeout,
+                                              ours=is_status)
         self.warnings += answer.warnings
         if answer.status >= 400:
             raise _status_of(answer)
@@ -217,7 +228,8 @@ class RestClient:
             query["timeoutSeconds"] = str(timeout_seconds)
         try:
             async with self.transport.stream("GET", path_of(kind, namespace), query=query,
-                                             read_timeout=read_timeout) as stream:
+                                             read_timeout=read_timeout,
+                                             ours=is_status) as stream:
                 async for line in stream.lines():
                     try:
                         event = json.loads(line)

@@ -28,7 +28,7 @@ import asyncio
 import json
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +120,14 @@ def _warning_text(header: str) -> str:
     return text if isinstance(text, str) and code.strip().isdigit() else header
 
 
+def is_json(answer: Answer) -> bool:
+    try:
+        json.loads(answer.body)
+    except ValueError:
+        return False
+    return True
+
+
 class Transport:
     """Requests to the first server that answers; one per process (or per client)."""
 
@@ -162,11 +170,13 @@ class Transport:
     async def request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
                       body: bytes | None = None, headers: Mapping[str, str] | None = None,
                       timeout: float | None = None, idempotent: bool | None = None,
-                      wait: float | None = None, unavailable_is_unknown: bool = False
-                      ) -> Answer:
+                      wait: float | None = None, unavailable_is_unknown: bool = False,
+                      ours: Callable[[Answer], bool] = is_json) -> Answer:
         """One request, answered by the first server that can. See the module's rules.
         `unavailable_is_unknown`: a 503 to a write means its outcome is unknown (etcd's
-        gateway answers a commit that timed out with 503, where REST answers 504)."""
+        gateway answers a commit that timed out with 503, where REST answers 504).
+        `ours`: whether an error answer came from an API server (else something else
+        listens on that address, and the next server is tried)."""
         answers: list[Answer] = []
         safe = method in IDEMPOTENT if idempotent is None else idempotent
         unknown = frozenset({503, 504}) if unavailable_is_unknown else frozenset({504})
@@ -174,7 +184,7 @@ class Transport:
         async def attempt(server: str) -> None:
             answer = await self._once(server, method, path, query, body, headers, timeout,
                                       safe)
-            answers.append(self._judge(answer, method, path, safe, unknown))
+            answers.append(self._judge(answer, method, path, safe, unknown, ours))
 
         await self._rounds(attempt, method, path, wait)
         return answers[0]
@@ -182,13 +192,15 @@ class Transport:
     @asynccontextmanager
     async def stream(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
                      body: bytes | None = None, read_timeout: float = 30.0,
-                     wait: float | None = None) -> AsyncIterator[Stream]:
+                     wait: float | None = None,
+                     ours: Callable[[Answer], bool] = is_json) -> AsyncIterator[Stream]:
         """A streaming request (a watch), idempotent: opened on the first server that
         answers 200; any other final answer raises `ErrorAnswer`."""
         opened: list[aiohttp.ClientResponse] = []
 
         async def attempt(server: str) -> None:
-            opened.append(await self._open(server, method, path, query, body, read_timeout))
+            opened.append(await self._open(server, method, path, query, body, read_timeout,
+                                           ours))
 
         await self._rounds(attempt, method, path, wait)
         response = opened[0]
@@ -246,7 +258,7 @@ class Transport:
 
     @staticmethod
     def _judge(answer: Answer, method: str, path: str, safe: bool,
-               unknown: frozenset[int]) -> Answer:
+               unknown: frozenset[int], ours: Callable[[Answer], bool]) -> Answer:
         if answer.status == 401:
             raise Unauthorized
         if answer.status == 503 and 503 not in unknown:
@@ -257,14 +269,15 @@ class Transport:
             raise UnknownOutcome(
                 f"{answer.server} could not confirm {method} {path.split('?')[0]} in time "
                 f"({_snippet(answer)}); it may or may not have been applied")
-        if answer.status >= 400 and not _is_json(answer.body):
+        if answer.status >= 400 and not ours(answer):
             # Not a raftkube answer: something else listens on that address.
             raise _TryNext(f"HTTP {answer.status} that is not an API server's answer")
         return answer
 
     async def _open(self, server: str, method: str, path: str,
                     query: Mapping[str, str] | None, body: bytes | None,
-                    read_timeout: float) -> aiohttp.ClientResponse:
+                    read_timeout: float, ours: Callable[[Answer], bool]
+                    ) -> aiohttp.ClientResponse:
         limits = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                        sock_read=read_timeout)
         try:
@@ -281,7 +294,7 @@ class Transport:
         finally:
             resp.release()
         answer = self._judge(Answer(resp.status, raw, server), method, path, True,
-                             frozenset({504}))
+                             frozenset({504}), ours)
         raise ErrorAnswer(answer)
 
 
@@ -298,11 +311,3 @@ def _snippet(answer: Answer) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body.get("error") or f"HTTP {answer.status}")
     return f"HTTP {answer.status}"
-
-
-def _is_json(body: bytes) -> bool:
-    try:
-        json.loads(body)
-    except ValueError:
-        return False
-    return True

@@ -9,6 +9,7 @@ only as real as these tests need; the real API server is tested in test_rest.py.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import http.server
 import json
@@ -28,8 +29,9 @@ import yaml
 from click.testing import CliRunner, Result
 
 from raftkube.api import kinds, merge
-from raftkube.cli import client as cl
-from raftkube.cli import kubectl, manifests, printers, rest
+from raftkube.cli import kubectl, manifests, printers
+from raftkube.client import config as cl
+from raftkube.client import errors, rest, transport
 
 pytestmark = pytest.mark.unit
 
@@ -744,7 +746,9 @@ class Cli:
     dir: Path
 
     def __call__(self, *args: str, input: str | None = None) -> Result:
-        group = click.Group("rk")
+        # As `rk`'s own group, with a short wait for servers that never answer.
+        group = click.Group("rk", params=[click.Option(["--request-timeout"], type=float,
+                                                       default=1.0)])
         kubectl.register(group, clock=lambda: NOW)
         return CliRunner().invoke(group, list(args), input=input)
 
@@ -926,9 +930,15 @@ def test_get_with_selectors_and_pages(rk: Cli) -> None:
     assert out == "".join(f"configmap/page-{i}\n" for i in range(5))
     assert rk.api.seen[0].query == {"labelSelector": "batch=x", "limit": "500",
                                     "fieldSelector": "metadata.namespace=default"}
-    client = rest.RestClient(cl.load_config())
-    got = client.list_all(kind_of("v1", "ConfigMap"), "default", label_selector="batch=x",
-                          chunk=2)
+    config = cl.load_config()
+
+    async def list_in_pages() -> list[Obj]:
+        async with transport.Transport(config.servers, config.token) as tp:
+            items, _ = await rest.RestClient(tp).list_all(
+                kind_of("v1", "ConfigMap"), "default", label_selector="batch=x", chunk=2)
+            return items
+
+    got = asyncio.run(list_in_pages())
     assert [printers.name_of(o) for o in got] == [f"page-{i}" for i in range(5)]
     assert [s.query.get("continue") for s in rk.api.seen[-3:]] == [None, "2", "4"]
 
@@ -1055,20 +1065,28 @@ def test_a_write_that_timed_out_is_not_sent_again_elsewhere(serve: Any) -> None:
         hung.bind(("127.0.0.1", 0))
         hung.listen(8)  # connections are queued, never answered
         stuck = f"http://127.0.0.1:{hung.getsockname()[1]}"
-        client = rest.RestClient(cl.Config([stuck, serve(good)], TOKEN), timeout=0.3)
-        cm = kind_of("v1", "ConfigMap")
-        with pytest.raises(cl.ClientError, match="may or may not have been applied"):
-            client.create(cm, "default", yaml.safe_load(CONFIGMAP_YAML))
-        assert good.writes() == []
-        client.servers = [stuck, client.servers[-1]]
-        assert client.list(cm, "default")["items"] == []  # a read moves on
+        good_url = serve(good)
+
+        async def write_then_read() -> None:
+            async with transport.Transport([stuck, good_url], TOKEN, timeout=0.3) as tp:
+                client = rest.RestClient(tp)
+                cm = kind_of("v1", "ConfigMap")
+                with pytest.raises(errors.ClientError,
+                                   match="may or may not have been applied"):
+                    await client.create(cm, "default", yaml.safe_load(CONFIGMAP_YAML))
+                assert good.writes() == []
+                tp.servers = [stuck, good_url]
+                assert (await client.list(cm, "default"))["items"] == []  # a read moves on
+
+        asyncio.run(write_then_read())
 
 
 def test_no_server_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     configure(tmp_path, monkeypatch, [closed_port_url(), closed_port_url()])
     result = Cli(FakeApi(), tmp_path)("get", "pods")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: no server answered: http://127.0.0.1:")
+    assert result.stderr.startswith("error: no server answered GET /api/v1/namespaces/default/"
+                                    "pods: http://127.0.0.1:")
 
 
 def test_a_wrong_token_reads_like_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -1084,7 +1102,7 @@ def test_a_wrong_token_reads_like_kubectl(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_rest_error_carries_the_status() -> None:
-    e = rest.RestError(status(404, "NotFound", 'pods "nope" not found', name="nope",
+    e = errors.ApiError(status(404, "NotFound", 'pods "nope" not found', name="nope",
                               kind="pods"))
     assert (e.code, e.reason, e.message, e.details["name"]) == (
         404, "NotFound", 'pods "nope" not found', "nope")

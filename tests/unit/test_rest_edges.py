@@ -13,8 +13,8 @@ import pytest
 
 from raftkube.api import kinds, yamltext
 from raftkube.apiserver import addresses
-from raftkube.cli import client as cl
-from raftkube.cli import kubectl, manifests, rest
+from raftkube.cli import kubectl, manifests
+from raftkube.client import rest, transport
 from tests.unit.conftest import Served
 from tests.unit.test_rest import call, ok
 from tests.unit.test_rest_lifecycle import (
@@ -161,16 +161,18 @@ async def test_namespace_delete_frees_an_address_another_namespace_just_took(
 
 
 async def test_rk_apply_is_not_refused_for_a_field_someone_else_wrote(served: Served) -> None:
-    client = rest.RestClient(cl.Config([str(served.client.make_url("")).rstrip("/")], served.token))
+    tp = transport.Transport([str(served.client.make_url("")).rstrip("/")], served.token)
+    client = rest.RestClient(tp)
     d = deployment("d")
-    await asyncio.to_thread(kubectl.apply_one, client, manifest(copy.deepcopy(d)))
+    await kubectl.apply_one(client, manifest(copy.deepcopy(d)))
     # someone else (curl/kubectl default fieldValidation=Warn) adds a field to the container
     live = await ok(served, "GET", DEPLOY + "/d")
     live["spec"]["template"]["spec"]["containers"][0]["someNewField"] = "x"
     await ok(served, "PUT", DEPLOY + "/d", live)
     d["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
-    outcome = await asyncio.to_thread(kubectl.apply_one, client, manifest(d))
+    outcome = await kubectl.apply_one(client, manifest(d))
     assert outcome == "configured"
+    await tp.close()
 
 
 def test_yaml_merge_key_override_is_not_a_duplicate() -> None:
@@ -190,25 +192,27 @@ b:
 async def test_rk_apply_does_not_overwrite_a_write_that_landed_after_its_read(
         served: Served) -> None:
     url = str(served.client.make_url("")).rstrip("/")
-    client = rest.RestClient(cl.Config([url], served.token))
-    other = rest.RestClient(cl.Config([url], served.token))
+    tp = transport.Transport([url], served.token)
+    client = rest.RestClient(tp)
+    other = rest.RestClient(tp)
     d = deployment("d")
-    await asyncio.to_thread(kubectl.apply_one, client, manifest(copy.deepcopy(d)))
+    await kubectl.apply_one(client, manifest(copy.deepcopy(d)))
     real_get, raced = client.get, []
 
-    def get_then_someone_writes(*args: Any) -> dict[str, Any]:
-        live = real_get(*args)
+    async def get_then_someone_writes(*args: Any) -> dict[str, Any]:
+        live = await real_get(*args)
         if not raced:  # between our read and our patch, `kubectl set env` lands
             raced.append(True)
             assert DEP is not None
-            other.patch(DEP, "default", "d", {"spec": {"template": {"spec": {"containers": [
+            await other.patch(DEP, "default", "d", {"spec": {"template": {"spec": {"containers": [
                 {**live["spec"]["template"]["spec"]["containers"][0],
                  "env": [{"name": "INJECTED", "value": "x"}]}]}}}})
         return live
 
     client.get = get_then_someone_writes  # type: ignore[method-assign]
     d["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
-    assert await asyncio.to_thread(kubectl.apply_one, client, manifest(d)) == "configured"
+    assert await kubectl.apply_one(client, manifest(d)) == "configured"
+    await tp.close()
     container = (await ok(served, "GET", DEPLOY + "/d"))["spec"]["template"]["spec"][
         "containers"][0]
     assert container["image"] == "busybox:2"
