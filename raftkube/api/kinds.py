@@ -83,3 +83,22 @@ def resolve(name: str) -> Kind | None:
     Case does not matter, as with kubectl.
     """
     return _BY_WORD.get(name.strip().lower())
+
+
+def known(api_version: str, kind: str) -> Kind:
+    """A kind this module lists, for code that names it (a KeyError otherwise)."""
+    return _BY_KIND[(api_version, kind)]
+
+
+NAMESPACE = known("v1", "Namespace")
+POD = known("v1", "Pod")
+SERVICE = known("v1", "Service")
+CONFIGMAP = known("v1", "ConfigMap")
+SECRET = known("v1", "Secret")
+NODE = known("v1", "Node")
+EVENT = known("v1", "Event")
+DEPLOYMENT = known("apps/v1", "Deployment")
+REPLICASET = known("apps/v1", "ReplicaSet")
+DAEMONSET = known("apps/v1", "DaemonSet")
+JOB = known("batch/v1", "Job")
+LEASE = known("coordination.k8s.io/v1", "Lease")

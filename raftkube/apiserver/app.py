@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.apiserver import etcdjson as ej
-from raftkube.apiserver import metrics
+from raftkube.apiserver import fencing, metrics
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.apiserver.rest import Rest
@@ -42,7 +42,7 @@ GRPC = {
     "ResourceExhausted": (8, 429),
 }
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
-TERM_HEADER = "X-Raftkube-Term"
+TERM_HEADER = fencing.TERM_HEADER
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a bookmark
 
@@ -143,20 +143,10 @@ async def read_json(request: web.Request) -> Any:
 
 
 def fence_term(request: web.Request, replica: Replica) -> int | None:
-    raw = request.headers.get(TERM_HEADER)
-    if raw is None:
-        return None
     try:
-        term = int(raw)
-    except ValueError:
-        raise ej.BadRequest(TERM_HEADER, f"expected an integer, got {raw!r}") from None
-    if term <= 0:
-        raise ej.BadRequest(TERM_HEADER, "must be a positive Raft term")
-    if term > replica.view.term:
-        # A term no leader has had yet would fence off every real leader's writes.
-        raise ej.BadRequest(TERM_HEADER, f"term {term} is newer than this member's "
-                                         f"Raft term {replica.view.term}")
-    return term
+        return fencing.requested_term(request.headers.get(TERM_HEADER), replica.view.term)
+    except ValueError as e:
+        raise ej.BadRequest(TERM_HEADER, str(e)) from None
 
 
 def request_size(req: dict[str, Any]) -> int:

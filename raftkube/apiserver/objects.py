@@ -15,6 +15,7 @@ same transaction as the Service that holds them, so two Services never hold one 
 from __future__ import annotations
 
 import base64
+import contextvars
 import copy
 import json
 import random
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import defaults, kinds, merge, selectors, validation
+from raftkube.api import conditions, defaults, kinds, merge, qos, selectors, validation
 from raftkube.apiserver import addresses
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -32,7 +33,11 @@ from raftkube.store.replica import Replica
 
 PREFIX = b"/registry/"
 MAX_OBJECT_BYTES = 1_500_000
-SYSTEM_NAMESPACES = ("default", "raftkube-system")
+SYSTEM_NAMESPACES = ("default", "kube-system", "raftkube-system")
+# The Raft term the current request's writes are stamped with (`X-Raftkube-Term`), set by
+# the REST layer for the request: every write below goes through `commit`, which carries
+# it into the store, where a write of a replaced leader is refused.
+FENCE: contextvars.ContextVar[int | None] = contextvars.ContextVar("fence", default=None)
 # Kinds whose status is written through the status subresource only.
 STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet", "Job", "Node",
                       "Namespace"}
@@ -62,6 +67,7 @@ def known_kind(api_version: str, kind: str) -> kinds.Kind:
 
 
 NAMESPACE_KIND = known_kind("v1", "Namespace")
+POD_KIND = known_kind("v1", "Pod")
 SERVICE_KIND = known_kind("v1", "Service")
 
 
@@ -220,8 +226,10 @@ class Objects:
     # ---- writes ---------------------------------------------------------------------
 
     async def commit(self, req: dict[str, Any]) -> st.Result:
-        result = await self.replica.propose("txn", req)
+        result = await self.replica.propose("txn", req, term=FENCE.get())
         if "error" in result:
+            if str(result["error"]).startswith(st.ERR_STALE_TERM):
+                raise stt.fenced(result["error"])
             raise stt.ApiError(500, "InternalError", f"store: {result['error']}")
         return result
 
@@ -261,6 +269,9 @@ class Objects:
         causes = validation.validate(prepared)
         if causes:
             raise stt.invalid(kind.kind, kind.group, name, causes)
+        if kind.kind == "Pod":
+            # What a pod reads until its node reports on it, as in Kubernetes.
+            prepared["status"] = {"phase": "Pending", "qosClass": qos.qos_class(prepared)}
         key = key_of(kind, namespace, name)
         for _attempt in range(5):
             obj = copy.deepcopy(prepared)  # addresses are chosen afresh on each attempt
@@ -277,6 +288,10 @@ class Objects:
             if len(value) > MAX_OBJECT_BYTES:
                 raise stt.too_large(MAX_OBJECT_BYTES)
             if dry_run:
+                # What the real request's compare would refuse, refused here too.
+                if kind.namespaced and await self.read(
+                        key_of(NAMESPACE_KIND, "", namespace)) is None:
+                    raise stt.not_found("namespaces", namespace)
                 return obj
             lease = await self._event_lease_id() if kind.kind == "Event" else 0
             success.insert(0, _put(key, value, lease))
@@ -409,9 +424,56 @@ class Objects:
                 return await self._update(kind, namespace, name, current, patched,
                                           subresource=subresource, dry_run=dry_run)
             except stt.ApiError as e:
-                if e.reason != "Conflict":
+                if e.reason != "Conflict" or stt.is_fenced(e):
                     raise
         raise stt.conflict(kind.resource, name)
+
+    async def bind(self, namespace: str, name: str, binding: dict[str, Any], *,
+                   dry_run: bool = False) -> dict[str, Any]:
+        """A pod's `binding` subresource: assign it to a node, once. Refused (409) if it is
+        bound already, is being deleted, or is not the pod `metadata.uid` names."""
+        target = binding.get("target")
+        node = target.get("name") if isinstance(target, dict) else None
+        if not isinstance(node, str) or not node:
+            raise stt.invalid("Binding", "", name, [validation.Cause(
+                "target.name", "FieldValueRequired", "Required value")])
+        if isinstance(target, dict) and target.get("kind") not in (None, "", "Node"):
+            raise stt.invalid("Binding", "", name, [validation.Cause(
+                "target.kind", "FieldValueNotSupported",
+                f'Unsupported value: "{target.get("kind")}": supported values: "Node"')])
+        wanted_uid = (binding.get("metadata") or {}).get("uid") \
+            if isinstance(binding.get("metadata"), dict) else None
+        for _attempt in range(10):
+            current = await self.get(POD_KIND, namespace, name)
+            meta, spec = current.obj["metadata"], current.obj.get("spec") or {}
+            if wanted_uid and wanted_uid != meta.get("uid"):
+                raise stt.conflict("pods", name)
+            if spec.get("nodeName"):
+                raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
+                                   f'pods/binding "{name}": pod {name} is already assigned '
+                                   f'to node "{spec["nodeName"]}"')
+            if meta.get("deletionTimestamp"):
+                raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
+                                   f'pods/binding "{name}": pod {name} is being deleted, '
+                                   "cannot be assigned to a host")
+            bound = _without_rv(current.obj)
+            bound["spec"] = {**spec, "nodeName": node}
+            status = bound["status"] = dict(bound.get("status") or {})
+            conditions.put(status, {"type": "PodScheduled", "status": "True"}, self.clock())
+            for c in status["conditions"]:
+                if c.get("type") == "PodScheduled":
+                    c.pop("reason", None)
+                    c.pop("message", None)
+            if dry_run:
+                return _bound_status()
+            key = key_of(POD_KIND, namespace, name)
+            result = await self.commit({
+                "compare": [_cmp(key, "MOD", current.mod_revision)],
+                "success": [_put(key, encode(bound), current.lease)], "failure": []})
+            if result["succeeded"]:
+                return _bound_status()
+            # Its status changed since we read it (its node, a controller): read again.
+        raise stt.conflict("pods", name)
 
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
                      propagation: str = "Background", grace: int | None = None,
@@ -681,6 +743,11 @@ def _job_selector(job: dict[str, Any]) -> None:
             if isinstance(labels, dict):
                 labels.setdefault("controller-uid", uid)
                 labels.setdefault("job-name", job["metadata"]["name"])
+
+
+def _bound_status() -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "code": 201}
 
 
 def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:

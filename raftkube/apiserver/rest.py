@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, schema, selectors, yamltext
+from raftkube.apiserver import fencing
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -105,6 +106,24 @@ class Rest:
     # ---- dispatch ---------------------------------------------------------------------
 
     async def dispatch(self, request: web.Request, user: User, t: Target) -> web.StreamResponse:
+        if request.method == "GET":
+            return await self._dispatch(request, user, t)
+        try:
+            term = fencing.requested_term(request.headers.get(fencing.TERM_HEADER),
+                                          self.replica.view.term)
+        except ValueError as e:
+            raise stt.bad_request(f"{fencing.TERM_HEADER}: {e}") from None
+        fence = ob.FENCE.set(term)  # every write of this request carries the term
+        try:
+            return await self._dispatch(request, user, t)
+        finally:
+            ob.FENCE.reset(fence)
+
+    async def _dispatch(self, request: web.Request, user: User, t: Target
+                        ) -> web.StreamResponse:
+        if t.subresource == "binding" and request.method != "POST":
+            raise stt.ApiError(405, "MethodNotAllowed", "the server does not allow this "
+                               "method on the requested resource (post pods/binding only)")
         q = request.query
         dry_run = q.get("dryRun") == "All"
         if "dryRun" in q and q.get("dryRun") != "All":
@@ -138,6 +157,11 @@ class Rest:
             return web.json_response({"kind": f"{t.kind.kind}List",
                                       "apiVersion": t.kind.api_version,
                                       "metadata": meta, "items": result.items})
+        if method == "POST" and t.subresource == "binding":
+            binding = await read_object(request)
+            self.authorize(user, "create", t, binding)
+            bound = await self.objects.bind(t.namespace, t.name, binding, dry_run=dry_run)
+            return web.json_response(bound, status=201)
         if method == "POST":
             if t.name:
                 raise stt.ApiError(405, "MethodNotAllowed",
@@ -376,8 +400,7 @@ def parse_path(path: str) -> tuple[Target | None, bool]:
     if len(rest) >= 3:
         sub = rest[2]
     kind = kinds.by_plural(group, version, plural)
-    if kind is None or len(rest) > 3 or (
-            sub and (sub != "status" or kind.kind not in ob.STATUS_SUBRESOURCE)):
+    if kind is None or len(rest) > 3 or (sub and not has_subresource(kind, sub)):
         gv = f"{group}/{version}" if group else version
         raise stt.ApiError(404, "NotFound",
                            f'the server could not find the requested resource ({plural} in {gv})'
@@ -386,6 +409,12 @@ def parse_path(path: str) -> tuple[Target | None, bool]:
     if kind.namespaced is False and namespace:
         raise stt.ApiError(404, "NotFound", f"{kind.resource} is not namespaced")
     return Target(kind, namespace, name, sub), False
+
+
+def has_subresource(kind: kinds.Kind, sub: str) -> bool:
+    if sub == "status":
+        return kind.kind in ob.STATUS_SUBRESOURCE
+    return sub == "binding" and kind.kind == "Pod"
 
 
 def parse_selectors(q: Any) -> tuple[selectors.LabelSelector | None,

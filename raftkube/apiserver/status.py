@@ -49,6 +49,17 @@ def conflict(resource: str, name: str) -> ApiError:
         details={"name": name, "kind": resource.split(".")[0]})
 
 
+def fenced(message: str) -> ApiError:
+    """A write stamped with the Raft term of a leader that has been replaced: 409, with a
+    cause saying so, so that callers never retry it as an ordinary conflict."""
+    return ApiError(409, "Conflict", message,
+                    details={"causes": [{"reason": "StaleTerm", "message": message}]})
+
+
+def is_fenced(error: ApiError) -> bool:
+    return any(c.get("reason") == "StaleTerm" for c in error.details.get("causes") or [])
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 

@@ -205,6 +205,18 @@ class RestClient:
                                          query=query or None, body=body)
         return answer
 
+    async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Obj:
+        """Assign a pod to a node through its `binding` subresource, as a scheduler does:
+        refused (409) if the pod is bound already, or is not the pod `uid` names."""
+        binding: Obj = {"apiVersion": "v1", "kind": "Binding",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        if uid:
+            binding["metadata"]["uid"] = uid
+        answer: Obj = await self.request(
+            "POST", path_of(kinds.POD, namespace, name, "binding"), body=binding)
+        return answer
+
     # ---- watch ------------------------------------------------------------------------
 
     async def watch(self, kind: kinds.Kind, namespace: str | None = None, *,

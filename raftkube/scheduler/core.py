@@ -100,37 +100,46 @@ def host_ports(pod: Obj) -> set[tuple[str, int]]:
     return ports
 
 
+def holds_resources(pod: Obj) -> bool:
+    """Whether a pod bound to a node counts against it: finished pods hold nothing."""
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def node_info(node: Obj, pods: Iterable[Obj]) -> NodeInfo:
+    """One node as the scheduler sees it, with the pods bound to it."""
+    name = node["metadata"]["name"]
+    status, spec = node.get("status") or {}, node.get("spec") or {}
+    allocatable = status.get("allocatable") or status.get("capacity") or {}
+    alloc = {r: quantity.parse_quantity(allocatable[r]) for r in RESOURCES
+             if r in allocatable}
+    alloc["pods"] = quantity.parse_quantity(allocatable.get("pods", DEFAULT_MAX_PODS))
+    requested = dict.fromkeys(RESOURCES, Fraction(0))
+    ports: set[tuple[str, int]] = set()
+    count = 0
+    for pod in pods:
+        if not holds_resources(pod):
+            continue
+        count += 1
+        for r, amount in pod_requests(pod).items():
+            requested[r] += amount
+        ports |= host_ports(pod)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [] if isinstance(c, dict))
+    return NodeInfo(
+        name=name, labels=dict(node["metadata"].get("labels") or {}),
+        taints=tuple(t for t in spec.get("taints") or [] if isinstance(t, dict)),
+        allocatable=alloc, requested=requested, pods=count, host_ports=frozenset(ports),
+        ready=ready, unschedulable=bool(spec.get("unschedulable")))
+
+
 def snapshot_of(nodes: Sequence[Obj], pods: Sequence[Obj]) -> Snapshot:
-    """The snapshot for `nodes`, with every pod already bound to one of them and not
-    finished (Succeeded and Failed pods hold nothing)."""
+    """The snapshot for `nodes`, with every pod already bound to one of them."""
     bound: dict[str, list[Obj]] = {}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
-        phase = (pod.get("status") or {}).get("phase")
-        if node and phase not in ("Succeeded", "Failed"):
+        if node:
             bound.setdefault(node, []).append(pod)
-    infos = []
-    for node in nodes:
-        name = node["metadata"]["name"]
-        status, spec = node.get("status") or {}, node.get("spec") or {}
-        allocatable = status.get("allocatable") or status.get("capacity") or {}
-        alloc = {r: quantity.parse_quantity(allocatable[r]) for r in RESOURCES
-                 if r in allocatable}
-        alloc["pods"] = quantity.parse_quantity(allocatable.get("pods", DEFAULT_MAX_PODS))
-        requested = dict.fromkeys(RESOURCES, Fraction(0))
-        ports: set[tuple[str, int]] = set()
-        for pod in bound.get(name, []):
-            for r, amount in pod_requests(pod).items():
-                requested[r] += amount
-            ports |= host_ports(pod)
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in status.get("conditions") or [] if isinstance(c, dict))
-        infos.append(NodeInfo(
-            name=name, labels=dict(node["metadata"].get("labels") or {}),
-            taints=tuple(t for t in spec.get("taints") or [] if isinstance(t, dict)),
-            allocatable=alloc, requested=requested,
-            pods=len(bound.get(name, [])), host_ports=frozenset(ports), ready=ready,
-            unschedulable=bool(spec.get("unschedulable"))))
+    infos = [node_info(node, bound.get(node["metadata"]["name"], [])) for node in nodes]
     return Snapshot(tuple(sorted(infos, key=lambda n: n.name)))
 
 

@@ -32,6 +32,7 @@ MAX_TXN_OPS = 128
 RESULT_TABLE_SIZE = 20_000
 
 ERR_COMPACTED = "mvcc: required revision has been compacted"
+ERR_STALE_TERM = "raftkube: stale term"  # a fenced write: a newer leader has written
 ERR_FUTURE_REV = "mvcc: required revision is a future revision"
 ERR_DUPLICATE_KEY = "etcdserver: duplicate key given in txn request"
 ERR_TOO_MANY_OPS = "etcdserver: too many operations in txn request"
@@ -300,7 +301,7 @@ class State:
         if term:
             if term < self.max_term:
                 return error(
-                    f"raftkube: stale term {term}: a leader of term {self.max_term} has written",
+                    f"{ERR_STALE_TERM} {term}: a leader of term {self.max_term} has written",
                     "FailedPrecondition",
                 ), []
             self.max_term = term

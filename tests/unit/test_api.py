@@ -376,7 +376,7 @@ BAD = [
         "/v3/kv/put",
         GOOD_PUT,
         headers={"X-Raftkube-Term": "abc"},
-        says="X-Raftkube-Term: expected an integer, got 'abc'",
+        says="X-Raftkube-Term: expected a positive integer, got 'abc'",
     ),
     Bad(
         "term header zero",

@@ -1,0 +1,68 @@
+"""Events: what the cluster did, for `rk describe` and `rk get events` to show.
+
+`EventRecorder.event(obj, type, reason, message)` never waits: events are written in the
+background, and a full backlog drops them rather than slow the loop that records them
+(Kubernetes' recorder does the same). Events expire on the server after an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from raftkube.api import kinds
+from raftkube.api.timestamps import rfc3339
+from raftkube.client import rest
+from raftkube.client.errors import ClientError
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+class EventRecorder:
+    """Events for what users look for (`Scaled up replica set ...`), written in the
+    background so that a reconcile never waits on one; a full backlog drops events
+    rather than slow the loop (Kubernetes' recorder does the same)."""
+
+    def __init__(self, client: rest.RestClient, component: str, *,
+                 clock: Callable[[], float] = time.time, backlog: int = 1000) -> None:
+        self.client = client
+        self.component = component
+        self.clock = clock
+        self._queue: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue(backlog)
+        self.sent = 0
+        self.dropped = 0
+
+    def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        now = rfc3339(self.clock())
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'x')}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": obj.get("apiVersion", ""),
+                               "kind": obj.get("kind", ""), "name": meta.get("name", ""),
+                               "namespace": meta.get("namespace", ""),
+                               "uid": meta.get("uid", "")},
+            "reason": reason, "message": message, "type": type_, "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+        }
+        try:
+            self._queue.put_nowait((namespace, body))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        while True:
+            namespace, body = await self._queue.get()
+            try:
+                await self.client.create(kinds.EVENT, namespace, body)
+                self.sent += 1
+            except ClientError as e:
+                log.debug("event not recorded: %s", e)

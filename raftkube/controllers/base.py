@@ -1,0 +1,98 @@
+"""What every leader-only loop is made of: a context, a queue of keys, a reconcile.
+
+A controller (kubernetes/sample-controller's shape) registers handlers on the shared
+informers that only enqueue `namespace/name` keys, and runs workers that take a key,
+read desired and actual state from the informers' caches, and write what converges
+them through `ctx.client`. Success forgets the key; an exception requeues it with
+back-off; the informers' periodic resync enqueues everything again, so nothing missed
+stays missed. Objects from a cache are shared: copy before changing (`copy.deepcopy`).
+
+Every write goes through `ctx.client`, whose writes carry the Raft term this leader was
+elected in, so once a newer leader has written, a late write of this one is refused.
+Writes that depend on what was read are compare-and-swap on resourceVersion (an update
+carries the version it read), so a write never undoes one it did not see.
+
+Time comes from `ctx.clock` (wall-clock seconds, as Kubernetes' timestamps are) so that
+tests can set it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftkube.client import events, rest, workqueue
+from raftkube.client import informer as inf
+
+Obj = dict[str, Any]
+
+
+def owner_ref(owner: Obj, *, controller: bool = True, block: bool = True) -> Obj:
+    """The ownerReference a controller puts on what it makes."""
+    meta = owner["metadata"]
+    return {"apiVersion": owner.get("apiVersion", ""), "kind": owner.get("kind", ""),
+            "name": meta["name"], "uid": meta["uid"], "controller": controller,
+            "blockOwnerDeletion": block}
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    """The ownerReference with `controller: true`, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return ref
+    return None
+
+
+def is_controlled_by(obj: Obj, owner: Obj) -> bool:
+    ref = controller_of(obj)
+    return ref is not None and ref.get("uid") == owner["metadata"].get("uid")
+
+
+@dataclass
+class Options:
+    """Flags of `rk master` that tune the leader's loops."""
+
+    node_grace: float = 10.0  # a node whose lease lapsed this long is NotReady
+    eviction_timeout: float = 30.0  # the default toleration of an unreachable node
+    eviction_rate: float = 0.1  # nodes a second whose pods are evicted, when many are dark
+    resync: float = 30.0  # every object is reconciled again this often
+    workers: int = 4
+
+
+@dataclass
+class Context:
+    """What a leader-only loop gets: a term-stamped client, the shared informers, the
+    event recorder, the clock and the options."""
+
+    client: rest.RestClient
+    informers: inf.InformerFactory
+    events: events.EventRecorder
+    clock: Callable[[], float] = time.time
+    options: Options = field(default_factory=Options)
+
+
+class Controller:
+    """A queue of keys and a `reconcile(key)`; subclasses register their handlers."""
+
+    name = "controller"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.queue = workqueue.WorkQueue(name=self.name)
+
+    def enqueue(self, obj: Obj) -> None:
+        self.queue.add(inf.key_of(obj))
+
+    def handler(self) -> inf.Handler:
+        """Enqueue the object on add, update and delete."""
+        return inf.Handler(add=self.enqueue, update=lambda _old, new: self.enqueue(new),
+                           delete=self.enqueue)
+
+    async def reconcile(self, key: str) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        await workqueue.run_workers(self.queue, self.reconcile,
+                                    workers=self.ctx.options.workers)

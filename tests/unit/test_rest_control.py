@@ -1,0 +1,143 @@
+"""What the control plane needs of the REST API: binding, fencing, system namespaces,
+dry runs that refuse what the real request would, and a new pod's status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.unit.conftest import NODE_TOKEN, Served
+from tests.unit.test_rest import call, ok
+
+pytestmark = pytest.mark.unit
+
+PODS = "/api/v1/namespaces/default/pods"
+CMS = "/api/v1/namespaces/default/configmaps"
+NODE = {"Authorization": f"Bearer {NODE_TOKEN}"}
+TERM = "X-Raftkube-Term"
+
+
+def pod(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "i", **spec}]}}
+
+
+def binding(node: str, uid: str = "") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "p"}
+    if uid:
+        meta["uid"] = uid
+    return {"apiVersion": "v1", "kind": "Binding", "metadata": meta,
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+
+
+async def settled_revision(s: Served) -> int:
+    await s.replica.barrier()  # everything acknowledged so far is applied here
+    with s.replica.lock:
+        return s.replica.state.revision
+
+
+async def test_a_new_pod_is_pending_with_its_qos_class(served: Served) -> None:
+    made = await ok(served, "POST", PODS, pod("p"))
+    assert made["status"] == {"phase": "Pending", "qosClass": "BestEffort"}
+    limited = pod("g", resources={"limits": {"cpu": "1", "memory": "64Mi"}})
+    assert (await ok(served, "POST", PODS, limited))["status"]["qosClass"] == "Guaranteed"
+    burst = pod("b", resources={"requests": {"cpu": "100m"}})
+    assert (await ok(served, "POST", PODS, burst))["status"]["qosClass"] == "Burstable"
+
+
+async def test_binding_assigns_a_pod_once(served: Served) -> None:
+    made = await ok(served, "POST", PODS, pod("p"))
+    uid = made["metadata"]["uid"]
+    status, body = await call(served, "POST", PODS + "/p/binding", binding("n1", uid))
+    assert (status, body["status"]) == (201, "Success")
+    got = await ok(served, "GET", PODS + "/p")
+    assert got["spec"]["nodeName"] == "n1"
+    scheduled = [c for c in got["status"]["conditions"] if c["type"] == "PodScheduled"]
+    assert scheduled[0]["status"] == "True"
+    before = await settled_revision(served)
+    status, body = await call(served, "POST", PODS + "/p/binding", binding("n2"))
+    assert (status, body["reason"]) == (409, "Conflict")
+    assert 'already assigned to node "n1"' in body["message"]
+    assert await settled_revision(served) == before
+    assert (await ok(served, "GET", PODS + "/p"))["spec"]["nodeName"] == "n1"
+
+
+@pytest.mark.parametrize(("body", "options", "code", "says"), [
+    (binding("n1", uid="not-the-pods-uid"), {}, 409, "Operation cannot be fulfilled"),
+    ({"target": {"kind": "Node"}}, {}, 422, "target.name: Required value"),
+    ({"target": {"kind": "Pod", "name": "x"}}, {}, 422, 'Unsupported value: "Pod"'),
+    (binding("n1"), {"headers": NODE, "auth": False}, 403, "cannot create resource"),
+], ids=["uid", "no node", "not a node", "node token"])
+async def test_a_bad_binding_changes_nothing(served: Served, body: Any, options: Any,
+                                             code: int, says: str) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    before = await settled_revision(served)
+    status, answer = await call(served, "POST", PODS + "/p/binding", body, **options)
+    assert status == code and says in answer["message"], answer
+    assert await settled_revision(served) == before
+    assert "nodeName" not in (await ok(served, "GET", PODS + "/p"))["spec"]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "PATCH", "DELETE"])
+async def test_binding_is_create_only(served: Served, method: str) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    status, answer = await call(served, method, PODS + "/p/binding", binding("n1"),
+                                headers={"Content-Type": "application/merge-patch+json"})
+    assert (status, answer["reason"]) == (405, "MethodNotAllowed")
+
+
+async def test_rest_writes_of_a_replaced_leader_are_refused(served: Served) -> None:
+    term = served.replica.view.term
+    stamped = {TERM: str(term)}
+    await ok(served, "POST", CMS, {"metadata": {"name": "a"}, "data": {"v": "1"}},
+             headers=stamped)
+    # A newer leader's first write is a no-op stamped with its term: from then on, every
+    # write stamped with an older term is refused.
+    await served.replica.propose("noop", term=term + 1)
+    before = await settled_revision(served)
+    for method, path, body in [
+        ("POST", CMS, {"metadata": {"name": "b"}}),
+        ("PUT", CMS + "/a", {"metadata": {"name": "a"}, "data": {"v": "2"}}),
+        ("PATCH", CMS + "/a", {"data": {"v": "3"}}),
+        ("DELETE", CMS + "/a", None),
+    ]:
+        status, answer = await call(served, method, path, body, headers={
+            **stamped, "Content-Type": "application/merge-patch+json"
+            if method == "PATCH" else "application/json"})
+        assert (status, answer["reason"]) == (409, "Conflict"), (method, answer)
+        assert "stale term" in answer["message"]
+        assert answer["details"]["causes"][0]["reason"] == "StaleTerm"
+    assert await settled_revision(served) == before
+    assert (await ok(served, "GET", CMS + "/a"))["data"] == {"v": "1"}
+    # Writes not stamped (users', agents') go through.
+    await ok(served, "PATCH", CMS + "/a", {"data": {"v": "4"}},
+             headers={"Content-Type": "application/merge-patch+json"})
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("abc", "expected a positive integer"), ("0", "must be a positive Raft term"),
+    ("99999", "is newer than this member's Raft term"),
+])
+async def test_a_bad_term_header_is_refused_up_front(served: Served, value: str,
+                                                     says: str) -> None:
+    before = await settled_revision(served)
+    status, answer = await call(served, "POST", CMS, {"metadata": {"name": "x"}},
+                                headers={TERM: value})
+    assert status == 400 and says in answer["message"]
+    assert await settled_revision(served) == before
+
+
+async def test_kube_system_exists_from_the_start(served: Served) -> None:
+    names = [n["metadata"]["name"] for n in
+             (await ok(served, "GET", "/api/v1/namespaces"))["items"]]
+    assert {"default", "kube-system", "raftkube-system"} <= set(names)
+
+
+async def test_a_dry_run_refuses_a_missing_namespace_as_the_real_request_does(
+        served: Served) -> None:
+    path = "/api/v1/namespaces/nope/configmaps"
+    for query in ("?dryRun=All", ""):
+        status, answer = await call(served, "POST", path + query, {"metadata": {"name": "x"}})
+        assert (status, answer["reason"]) == (404, "NotFound"), query
+        assert answer["message"] == 'namespaces "nope" not found'
