@@ -11,6 +11,8 @@ import signal
 from aiohttp import web
 
 from raftkube.apiserver.app import make_app
+from raftkube.controllers import base as controllers
+from raftkube.controllers.manager import LeaderLoops
 from raftkube.store import recovery
 from raftkube.store.replica import Replica, Timing
 
@@ -81,6 +83,7 @@ async def serve(
     service_cidr: str = "10.96.0.0/16",
     log_compaction_entries: int = 20_000,
     sync: bool = True,
+    loop_options: controllers.Options | None = None,
 ) -> None:
     api_host, api_port = split_hostport(api, "--api")
     split_hostport(raft_addr, "--raft")
@@ -105,11 +108,19 @@ async def serve(
     site = web.TCPSite(runner, api_host, api_port, reuse_address=True)
     await site.start()
     log.info("master %s: api http://%s raft %s peers %s", name, api, raft_addr, peers)
+    # The leader's loops reach this master's API over loopback, as an outside client.
+    own_host = "127.0.0.1" if api_host in ("0.0.0.0", "") else api_host
+    leader_loops = LeaderLoops(api_url=f"http://{own_host}:{api_port}", token=token,
+                               member_id=str(replica.member_id),
+                               options=loop_options or controllers.Options())
+    loops = loop.create_task(leader_loops.run())
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("master %s stopping", name)
+    loops.cancel()
+    await asyncio.gather(loops, return_exceptions=True)
     await runner.cleanup()
     await replica.stop()
 

@@ -128,7 +128,7 @@ class Scheduler:
 
     # ---- scheduling one pod -----------------------------------------------------------
 
-    async def schedule_one(self, key: str) -> None:
+    async def reconcile(self, key: str) -> None:
         pod = self.pods.cache.get(key)
         if pod is None or not wants_scheduling(pod) or key in self.assumed:
             return
@@ -187,5 +187,5 @@ class Scheduler:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._flush_forever())
-            group.create_task(workqueue.run_workers(self.queue, self.schedule_one,
+            group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.workers))

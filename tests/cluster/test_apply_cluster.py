@@ -67,7 +67,7 @@ async def test_kubernetes_documentation_manifests_apply_unchanged(
         assert out.returncode == 0, out.stderr
         lines = out.stdout.splitlines()
         assert len(lines) == len(docs) and all(ln.endswith(" created") for ln in lines), lines
-        assert lines[0] == "namespace/kube-system created"  # namespaces go first
+        assert lines[0] == "namespace/monitoring created"  # namespaces go first
 
         # Every field written round-trips, and every master answers the same.
         for doc in docs:
