@@ -477,10 +477,26 @@ class Objects:
 
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
                      propagation: str = "Background", grace: int | None = None,
-                     dry_run: bool = False) -> dict[str, Any]:
+                     dry_run: bool = False,
+                     preconditions: dict[str, str] | None = None) -> dict[str, Any]:
+        """Delete as Kubernetes does; `preconditions` (uid, resourceVersion) must hold for
+        the object read, and every write below compares that read's revision."""
         current = await self.get(kind, namespace, name)
         obj = current.obj
         meta = obj["metadata"]
+        wanted = preconditions or {}
+        if wanted.get("uid") and wanted["uid"] != meta.get("uid"):
+            raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
+                               f'{kind.resource} "{name}": Precondition failed: UID in '
+                               f'precondition: {wanted["uid"]}, UID in object meta: '
+                               f'{meta.get("uid")}')
+        if wanted.get("resourceVersion") and \
+                wanted["resourceVersion"] != str(current.mod_revision):
+            raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
+                               f'{kind.resource} "{name}": Precondition failed: '
+                               f'ResourceVersion in precondition: '
+                               f'{wanted["resourceVersion"]}, ResourceVersion in object '
+                               f'meta: {current.mod_revision}')
         if kind.kind == "Namespace" and name in SYSTEM_NAMESPACES:
             raise stt.ApiError(403, "Forbidden",
                                f'namespaces "{name}" is forbidden: this namespace may not be '

@@ -223,10 +223,17 @@ class Rest:
                 if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
                     raise stt.bad_request("gracePeriodSeconds: must be a non-negative integer")
             dry_run = dry_run or options.get("dryRun") == ["All"]
+            preconditions = options.get("preconditions") or {}
+            if not isinstance(preconditions, dict) or not all(
+                    isinstance(preconditions.get(k, ""), str) for k in ("uid",
+                                                                         "resourceVersion")):
+                raise stt.bad_request("preconditions: must be an object of uid and "
+                                      "resourceVersion strings")
             await self.authorize_existing(user, "delete", t)
             deleted = await self.objects.delete(t.kind, t.namespace, t.name,
                                                 propagation=propagation, grace=grace,
-                                                dry_run=dry_run)
+                                                dry_run=dry_run,
+                                                preconditions=preconditions)
             return web.json_response(deleted)
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
 

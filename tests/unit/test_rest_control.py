@@ -141,3 +141,20 @@ async def test_a_dry_run_refuses_a_missing_namespace_as_the_real_request_does(
         status, answer = await call(served, "POST", path + query, {"metadata": {"name": "x"}})
         assert (status, answer["reason"]) == (404, "NotFound"), query
         assert answer["message"] == 'namespaces "nope" not found'
+
+
+async def test_delete_preconditions_must_hold(served: Served) -> None:
+    made = await ok(served, "POST", CMS, {"metadata": {"name": "a"}})
+    uid, rv = made["metadata"]["uid"], made["metadata"]["resourceVersion"]
+    before = await settled_revision(served)
+    for pre, says in [({"uid": "other"}, "UID in precondition: other"),
+                      ({"resourceVersion": "1"}, "ResourceVersion in precondition: 1")]:
+        status, answer = await call(served, "DELETE", CMS + "/a", {"preconditions": pre})
+        assert (status, answer["reason"]) == (409, "Conflict") and says in answer["message"]
+    assert await settled_revision(served) == before
+    status, answer = await call(served, "DELETE", CMS + "/a",
+                                {"preconditions": {"uid": 5}})
+    assert status == 400 and "preconditions" in answer["message"]
+    await ok(served, "DELETE", CMS + "/a",
+             {"preconditions": {"uid": uid, "resourceVersion": rv}})
+    assert (await call(served, "GET", CMS + "/a"))[0] == 404
