@@ -114,7 +114,7 @@ def test_init_containers_count_one_at_a_time() -> None:
     new["spec"]["initContainers"] = [
         {"name": f"i{n}", "image": "i", "resources": {"requests": {"cpu": "900m"}}}
         for n in range(3)]
-    assert sched.pod_requests(new)["cpu"] == sched.Fraction(9, 10)
+    assert sched.pod_requests(new)["cpu"] == 900  # millicores
     assert isinstance(decide([node("a", cpu="1")], new), sched.Placement)
 
 
@@ -155,7 +155,7 @@ def test_no_node_is_ever_filled_past_its_capacity(
         used = {n["metadata"]["name"]: (0, 0) for n in nodes}
         for b in bound:
             c, k = used[b["spec"]["nodeName"]]
-            used[b["spec"]["nodeName"]] = (c + int(sched.pod_requests(b)["cpu"]), k + 1)
+            used[b["spec"]["nodeName"]] = (c + int(sched.pod_requests(b)["cpu"]) // 1000, k + 1)
         fits = [n for n, cap in zip(nodes, capacities, strict=True)
                 if used[n["metadata"]["name"]][0] + ask <= cap
                 and used[n["metadata"]["name"]][1] < 4]
