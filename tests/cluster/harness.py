@@ -80,6 +80,15 @@ class Cluster:
         while any(local._running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    async def kill_async(self, *names: str, sig: int = signal.SIGKILL) -> None:
+        """`kill` off the event loop: writers and watches keep running meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.kill(*names, sig=sig))
+
+    async def up_async(self, *, master_args: list[str] | None = None) -> None:
+        """`up` (which waits for a leader) off the event loop."""
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.up(master_args=master_args))
+
     def start(self, name: str, extra: list[str] | None = None) -> None:
         local.start_member(self.state_dir, name, extra)
 

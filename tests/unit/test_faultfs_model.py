@@ -33,7 +33,7 @@ def apply(reference: bytearray, op: str, offset: int, data: bytes) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(initial=hs.binary(max_size=3 * PAGE), ops=OPS)
+@given(initial=hs.binary(min_size=1, max_size=3 * PAGE), ops=OPS)
 def test_reads_see_writes_and_a_cut_leaves_the_last_synced_content(
         tmp_path_factory: pytest.TempPathFactory, initial: bytes,
         ops: list[tuple[str, int, bytes]]) -> None:
@@ -58,6 +58,22 @@ def test_reads_see_writes_and_a_cut_leaves_the_last_synced_content(
         model.cut()
         assert path.read_bytes() == synced
         assert model.read(key, fd, len(synced) + 1, 0) == synced
+    finally:
+        os.close(fd)
+
+
+def test_a_truncated_tail_reads_as_zeros_when_the_file_grows_again(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"a" * 3 * PAGE)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        model, key = Model(), os.fstat(fd).st_ino
+        model.truncate(key, fd, 10)
+        model.write(key, fd, b"z", 3 * PAGE)
+        expected = b"a" * 10 + bytes(3 * PAGE - 10) + b"z"
+        assert model.read(key, fd, 4 * PAGE, 0) == expected
+        model.sync(key, fd)
+        assert path.read_bytes() == expected
     finally:
         os.close(fd)
 
