@@ -384,10 +384,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    replica = request.app[REPLICA]
-    if replica.ready():
+    reason = request.app[REPLICA].not_ready_reason()
+    if reason is None:
         return web.Response(text="ok\n")
-    return web.Response(status=503, text="not ready: no leader known or log not applied\n")
+    return web.Response(status=503, text=f"not ready: {reason}\n")
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -65,6 +65,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            unsafe_no_fsync: bool, initial_cluster_state: str) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
+    from raftkube.store.journal import DataDirError
     from raftkube.store.replica import Timing
 
     try:
@@ -76,14 +77,20 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         secret = m.read_secret(secret_file, "--secret-file") if secret_file else token
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
         m.check_cidr(service_cluster_ip_range)
-        m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
-              node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
-              data_dir=data_dir, token=token, secret=secret, timing=timing,
-              history_revisions=history_revisions, force_new_cluster=force_new_cluster,
-              log_compaction_entries=log_compaction_entries,
-              join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
+        code = m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
+                     node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
+                     data_dir=data_dir, token=token, secret=secret, timing=timing,
+                     history_revisions=history_revisions,
+                     force_new_cluster=force_new_cluster,
+                     log_compaction_entries=log_compaction_entries,
+                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
     except ValueError as e:
         fail(str(e))
+    except DataDirError as e:
+        # One line, no traceback: the file, what is wrong with it, how to recover.
+        click.echo(f"error: member {name} refuses to start: {e}", err=True)
+        sys.exit(m.EXIT_DATA_DIR)
+    sys.exit(code)
 
 
 @main.command()

@@ -1,7 +1,7 @@
 """Raft peer wire: pysyncobj's TCP connection and transport, fixed where they break.
 
-Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py` are the only modules that
-import pysyncobj). Importing it patches pysyncobj's `TcpConnection` in place:
+Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py`, `journal.py` are the
+only modules that import pysyncobj). Importing it patches pysyncobj's `TcpConnection` in place:
 
 - Pickle protocol 4 instead of 2 for journal entries and peer messages, so bytes are not
   inflated by half again (bug 5). Peers decrypt before they unpickle, and the Fernet key
@@ -31,7 +31,7 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
-from raftkube.store.disk import DurableJournal
+from raftkube.store.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ _TC._TcpConnection__processParseMessage = _process_parse_message
 class RaftTransport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's TCP transport with the journal flush and the peer ping added."""
 
-    journal: DurableJournal | None = None
+    journal: Journal | None = None
     PING_EVERY = 0.5
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
