@@ -221,4 +221,63 @@ def members() -> None:
         click.echo(f"{name:6} {url:24} {peer:26} {role}")
 
 
+@main.group()
+def member() -> None:
+    """Change the cluster's membership (etcdctl member add/remove): to replace a member
+    whose data dir is refused, remove it, wipe its data dir, add it back, and start it
+    with --initial-cluster-state existing."""
+
+
+@member.command("remove")
+@click.argument("member_ref", metavar="NAME|ID")
+def member_remove(member_ref: str) -> None:
+    """Remove a stopped member from the cluster (asked of another member)."""
+    client = make_client()
+    try:
+        ms = client.members()
+        found = [m for m in ms if member_ref in (m.get("name"), str(m["ID"]))]
+        if not found:
+            raise cl.ClientError(f"no member named or numbered {member_ref!r}; members: "
+                                 + ", ".join(f"{m.get('name') or '?'} ({m['ID']})"
+                                             for m in ms))
+        target = found[0]
+        own = set(target.get("clientURLs") or [])
+        others = [s for s in client.config.servers if s not in own]
+        resp = _call_any(client, others, "/v3/cluster/member/remove", {"ID": str(target["ID"])})
+    except cl.ClientError as e:
+        fail(str(e))
+    left = ", ".join(m.get("name") or m["peerURLs"][0] for m in resp.get("members", []))
+    click.echo(f"removed member {target.get('name') or target['ID']} ({target['ID']}); "
+               f"members now: {left}")
+
+
+@member.command("add")
+@click.option("--raft", "raft_addr", required=True, metavar="HOST:PORT",
+              help="The new member's Raft address (its --raft flag).")
+def member_add(raft_addr: str) -> None:
+    """Add a member; then start it with an empty data dir and
+    --initial-cluster-state existing."""
+    client = make_client()
+    try:
+        resp = client.call("/v3/cluster/member/add", {"peerURLs": [f"http://{raft_addr}"]})
+    except cl.ClientError as e:
+        fail(str(e))
+    click.echo(f"added member {resp['member']['ID']} ({raft_addr}); start it with an empty "
+               "data dir and --initial-cluster-state existing")
+
+
+def _call_any(client: cl.Client, servers: list[str], path: str,
+              body: dict[str, Any]) -> Any:
+    """`client.call` through the first of `servers` that answers."""
+    errors = []
+    for server in servers:
+        try:
+            return client.call(path, body, server=server)
+        except cl.ClientError as e:
+            if not str(e).startswith("no server answered"):
+                raise
+            errors.append(str(e).removeprefix("no server answered: "))
+    raise cl.ClientError("no server answered: " + "; ".join(errors))
+
+
 kubectl.register(main)
