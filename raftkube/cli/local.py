@@ -173,20 +173,30 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
 
 def dead_members(state_dir: str, names: list[str]) -> str | None:
     """None while every member runs; else each dead member's exit and last log line."""
-    dead = [n for n in names
-            if pid_alive(os.path.join(state_dir, "pids", f"{n}.pid")) is None]
-    if not dead:
+    if not _dead(state_dir, names):
         return None
     time.sleep(0.5)  # members refused at start usually go together: report them all
-    dead = [n for n in names
-            if pid_alive(os.path.join(state_dir, "pids", f"{n}.pid")) is None]
     lines = []
-    for name in dead:
+    for name in _dead(state_dir, names):
         pid = _pid_in_file(os.path.join(state_dir, "pids", f"{name}.pid"))
         code = exit_code(pid) if pid else None
         how = f"exited with code {code}" if code is not None else "is not running"
         lines.append(f"{name} {how}; its log ends: {last_log_line(state_dir, name)}")
     return "; ".join(lines)
+
+
+def _dead(state_dir: str, names: list[str]) -> list[str]:
+    reap()
+    ours = {p.pid for p in _children}
+    dead = []
+    for name in names:
+        pid_file = os.path.join(state_dir, "pids", f"{name}.pid")
+        pid = _pid_in_file(pid_file)
+        if pid in ours:
+            continue  # a child of ours that has not exited (it may not have exec'd yet)
+        if pid is None or pid in _exit_codes or pid_alive(pid_file) is None:
+            dead.append(name)
+    return dead
 
 
 def _pid_in_file(pid_file: str) -> int | None:
