@@ -13,7 +13,9 @@ and no longer has in its journal, so it must not rejoin as the same member witho
 
 Snapshots are msgpack through pysyncobj's serializer hooks, written by a forked child
 (the tick never waits for them), fsynced before the rename; the directory is fsynced
-before the journal is cut behind them.
+before the journal is cut behind them. A snapshot received from the leader is written by
+`SnapshotReceiver`: pysyncobj's own receiver logs a failed write (a full disk) with a
+traceback for every chunk the leader resends, for ever; ours fails the replica.
 """
 
 from __future__ import annotations
@@ -101,6 +103,51 @@ class SnapshotWriter:
             self._failed_at = time.monotonic()
             return int(SERIALIZER_STATE.FAILED)
         return int(SERIALIZER_STATE.SUCCESS)
+
+
+class SnapshotReceiver:
+    """Writes the chunks of a snapshot sent by the leader to `dump.1.tmp`, and renames it
+    over the dump when the last one is in (replacing the bound method of pysyncobj's
+    `Serializer.setTransmissionData`, whose contract it keeps: True once complete).
+    A write that fails raises `DiskWriteError`, which fails the replica."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, DUMP)
+        self.tmp = self.path + ".1.tmp"
+        self._fd = -1
+
+    def __call__(self, data: Any) -> bool:
+        if data is None:
+            return False
+        chunk, first, last = data
+        try:
+            if first:
+                self._close()
+                self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                                   | os.O_CLOEXEC, 0o600)
+            elif self._fd < 0:
+                return False  # a transmission we did not see start: wait for the next
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view):]
+            if not last:
+                return False
+            self._close()
+            os.replace(self.tmp, self.path)
+            return True  # synced by the deserializer before the journal is cut
+        except OSError as e:
+            self._close()
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            raise jr.DiskWriteError(self.tmp, "write the snapshot sent by the leader",
+                                    e) from None
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def encode_dump(state_blob: bytes, raft_data: list[Any]) -> bytes:

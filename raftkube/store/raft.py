@@ -30,6 +30,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 
+from raftkube.store.disk import SnapshotReceiver
 from raftkube.store.journal import Journal
 from raftkube.store.wire import RaftTransport
 
@@ -72,6 +73,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         finally:
             _opened.pop(journal.path, None)
         self._SyncObj__transport.journal = journal
+        self._SyncObj__serializer.setTransmissionData = SnapshotReceiver(
+            os.path.dirname(journal.path))
 
         self._sent_log_index = 0
         self._sent_commit_index = 0

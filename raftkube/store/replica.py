@@ -251,7 +251,9 @@ class Replica:
                 disk_error = self.journal.failure or (
                     e if isinstance(e, jr.DiskWriteError) else None)
                 if disk_error is not None:
-                    self._fail("disk", f"member {self.name} cannot write its journal "
+                    what = ("its journal" if disk_error.path in (
+                        self.journal.path, self.journal.meta_path) else "its data dir")
+                    self._fail("disk", f"member {self.name} cannot write {what} "
                                f"({disk_error.strerror}: {disk_error.path}); it is stopping")
                     return
                 now = time.monotonic()

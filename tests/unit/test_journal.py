@@ -419,3 +419,24 @@ def test_any_sequence_of_operations_reads_back_after_a_reopen(
     if model:
         assert journal.getRaftCommitIndex() == min(commit, model[-1][1])
     journal._destroy()
+
+
+def test_a_snapshot_from_the_leader_is_written_whole_or_fails_the_replica(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    receive = disk.SnapshotReceiver(str(tmp_path))
+    assert receive((b"ab", False, False)) is False  # no start seen: ignored
+    assert receive((b"ab", True, False)) is False
+    assert receive((b"cd", False, False)) is False
+    assert receive((b"", False, True)) is True
+    assert (tmp_path / disk.DUMP).read_bytes() == b"abcd"
+    assert not (tmp_path / "dump.1.tmp").exists()
+
+    def no_space(fd: int, data: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    assert receive((b"ef", True, False)) is False
+    monkeypatch.setattr(disk.os, "write", no_space)
+    with pytest.raises(jr.DiskWriteError, match="No space left on device"):
+        receive((b"gh", False, False))
+    assert not (tmp_path / "dump.1.tmp").exists()  # no partial file holds the space
+    assert (tmp_path / disk.DUMP).read_bytes() == b"abcd"
