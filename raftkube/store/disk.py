@@ -191,6 +191,9 @@ def read_dump_file(path: str) -> tuple[bytes, list[Any]]:
             data = f.read()
     except OSError as e:
         raise jr.DataDirError(f"{path}: cannot read the dump: {e.strerror}") from None
+    if data[:1] == b"\x82" and b"state" in data[:16]:  # a msgpack map: the old format
+        raise jr.DataDirError(f"{path}: written by an older raftkube (no checksum), which "
+                              "this version cannot verify; " + jr.UPGRADE_HINT)
     if len(data) < _DUMP_HEADER.size or data[:8] != _DUMP_MAGIC:
         raise jr.CorruptData(f"{path}: not a raftkube dump ({len(data)} bytes, bad header); "
                              + jr.recovery_hint(data_dir))

@@ -103,6 +103,11 @@ class DiskWriteError(Exception):
         super().__init__(f"{path}: cannot {action}: {self.strerror}")
 
 
+UPGRADE_HINT = ("move the cluster over with a snapshot: `rk snapshot save` from the old "
+                "version, then `rk snapshot restore` into an empty data dir for every member "
+                "(README, 'Backup and disaster recovery')")
+
+
 def recovery_hint(data_dir: str) -> str:
     return ("recover it as a new member: from a running master run `rk member remove "
             f"NAME`, delete {data_dir}, run `rk member add --raft HOST:PORT` with this "
@@ -165,7 +170,7 @@ def scan(path: str) -> Scan:
     if data[:len(_PYSYNCOBJ_MAGIC)] == _PYSYNCOBJ_MAGIC:
         raise DataDirError(
             f"{path}: written by an older raftkube (pysyncobj's unchecksummed format), "
-            "which this version cannot verify; " + recovery_hint(data_dir))
+            "which this version cannot verify; " + UPGRADE_HINT)
     if len(data) < HEADER_SIZE or data[:8] != _MAGIC:
         raise CorruptData(f"{path}: not a raftkube journal (bad header at byte offset 0); "
                           + recovery_hint(data_dir))

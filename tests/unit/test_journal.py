@@ -216,10 +216,15 @@ def test_a_missing_meta_or_journal_refuses_start(tmp_path: Path) -> None:
         jr.open_journal(str(tmp_path))
 
 
-def test_an_old_pysyncobj_journal_is_refused_not_misread(tmp_path: Path) -> None:
+def test_old_unchecksummed_files_are_refused_with_the_way_to_upgrade(tmp_path: Path) -> None:
     (tmp_path / jr.JOURNAL).write_bytes(b"PYSYNCOBJ" + b"\0" * 60)
-    with pytest.raises(jr.DataDirError, match="older raftkube"):
+    with pytest.raises(jr.DataDirError, match="older raftkube.*rk snapshot save"):
         jr.open_journal(str(tmp_path))
+    import msgpack
+
+    (tmp_path / disk.DUMP).write_bytes(msgpack.packb({"state": b"s", "raft": []}))
+    with pytest.raises(jr.DataDirError, match="older raftkube.*rk snapshot restore"):
+        disk.read_dump_file(str(tmp_path / disk.DUMP))
 
 
 class FullDisk:
