@@ -543,9 +543,14 @@ def open_journal(data_dir: str, *, sync: bool = True) -> Journal:
                         path, scanned.size - scanned.end, scanned.end, scanned.torn_reason)
             scanned.size = scanned.end
         if scanned.entries and meta.commit_index > scanned.entries[-1][1]:
-            # The index is written lazily after the entries it covers were synced; keep
-            # it in range all the same.
-            meta = Meta(meta.term, meta.voted_for, scanned.entries[-1][1])
+            # Not expected (the index is written after the entries it covers were synced),
+            # but an index beyond the log would later cover entries never committed:
+            # lowered, and durably, before anything is appended.
+            last = scanned.entries[-1][1]
+            log.warning("%s: commit index %d is beyond the journal's last entry %d; "
+                        "lowered to it", meta_path, meta.commit_index, last)
+            meta = Meta(meta.term, meta.voted_for, last)
+            write_atomically(meta_path, _encode_meta(meta), sync=sync)
         return Journal(data_dir, scanned, meta, sync=sync)
     except OSError as e:
         raise DataDirError(f"{e.filename or data_dir}: {e.strerror}") from None
