@@ -4,7 +4,9 @@ The state dir holds everything: `cluster.yaml` (ports chosen on the first run an
 `token` and `secret`, `config.yaml` for clients, `pids/NAME.pid`, `logs/NAME.log` and
 `data/NAME/`. Running `rk up` again starts whichever master or agent is not running,
 with its data, and never a second copy of one that is; `rk down` stops what `rk up`
-started.
+started. `rk up` reports the cluster up only once every master answers and all agree on
+a leader; a member that exits meanwhile (a data dir it refuses, a port in use) is
+reported with its exit code and the last line of its log.
 
 Agents (`--agents N`) are `n1` ... `nN`, each one node of that name (or, with `--count
 C`, C simulated nodes `nI-1` ... `nI-C`), with pod ranges 10.244.K.0/24 numbered from 1
@@ -28,6 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -174,14 +177,35 @@ def start_agent(state_dir: str, name: str, index: int, spec: dict[str, Any],
 
 
 # Members started by this process. `rk up` exits right after starting them, but a
-# long-lived caller (a test harness) keeps them here so that they are reaped when they die.
+# long-lived caller (a test harness) keeps them here so that they are reaped when they die;
+# the exit codes of reaped ones are kept by pid.
 _children: list[subprocess.Popen[bytes]] = []
+_exit_codes: dict[int, int] = {}
 
 
 def reap() -> None:
     for proc in list(_children):
-        if proc.poll() is not None:
+        code = proc.poll()
+        if code is not None:
             _children.remove(proc)
+            _exit_codes[proc.pid] = code
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit code of a member this process started and that has exited, else None
+    (a negative code is the signal that killed it, as subprocess reports)."""
+    reap()
+    return _exit_codes.get(pid)
+
+
+def last_log_line(state_dir: str, name: str) -> str:
+    try:
+        with open(os.path.join(state_dir, "logs", f"{name}.log"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> int:
@@ -234,7 +258,9 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
     _write(os.path.join(state_dir, "config.yaml"),
            yaml.safe_dump({"servers": servers, "token": token}), 0o600)
     deadline = time.monotonic() + timeout
-    wait_for_leader(servers, token, timeout=timeout)
+    names_m = [m["name"] for m in layout["masters"]]
+    wait_for_leader(servers, token, timeout=timeout,
+                    check_members=lambda: dead_members(state_dir, names_m))
     for index, name in enumerate(names, 1):
         if pid_alive(os.path.join(pids, f"{name}.pid")) is None:
             start_agent(state_dir, name, index, spec, servers)
@@ -275,6 +301,42 @@ def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
                       f"{timeout:.0f}s; see the logs/ directory")
 
 
+def dead_members(state_dir: str, names: list[str]) -> str | None:
+    """None while every member runs; else each dead member's exit and last log line."""
+    if not _dead(state_dir, names):
+        return None
+    time.sleep(0.5)  # members refused at start usually go together: report them all
+    lines = []
+    for name in _dead(state_dir, names):
+        pid = _pid_in_file(os.path.join(state_dir, "pids", f"{name}.pid"))
+        code = exit_code(pid) if pid else None
+        how = f"exited with code {code}" if code is not None else "is not running"
+        lines.append(f"{name} {how}; its log ends: {last_log_line(state_dir, name)}")
+    return "; ".join(lines)
+
+
+def _dead(state_dir: str, names: list[str]) -> list[str]:
+    reap()
+    ours = {p.pid for p in _children}
+    dead = []
+    for name in names:
+        pid_file = os.path.join(state_dir, "pids", f"{name}.pid")
+        pid = _pid_in_file(pid_file)
+        if pid in ours:
+            continue  # a child of ours that has not exited (it may not have exec'd yet)
+        if pid is None or pid in _exit_codes or pid_alive(pid_file) is None:
+            dead.append(name)
+    return dead
+
+
+def _pid_in_file(pid_file: str) -> int | None:
+    try:
+        with open(pid_file) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def status_of(server: str, token: str) -> dict[str, Any] | None:
     req = urllib.request.Request(server + "/v3/maintenance/status", data=b"{}", method="POST",
                                  headers={"Authorization": f"Bearer {token}"})
@@ -286,10 +348,15 @@ def status_of(server: str, token: str) -> dict[str, Any] | None:
         return None
 
 
-def wait_for_leader(servers: list[str], token: str, *, timeout: float) -> str:
-    """Wait until every member answers and all agree on one leader; return its ID."""
+def wait_for_leader(servers: list[str], token: str, *, timeout: float,
+                    check_members: Callable[[], str | None] | None = None) -> str:
+    """Wait until every member answers and all agree on one leader; return its ID.
+    `check_members` says what is wrong when a member has died; waiting then stops."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        problem = check_members() if check_members is not None else None
+        if problem is not None:
+            raise ClientError(f"the cluster is not up: {problem}")
         leaders = [s.get("leader") for s in (status_of(u, token) for u in servers) if s]
         agreed = [x for x in leaders if x and x != "0"]
         if len(agreed) == len(servers) and len(set(agreed)) == 1:

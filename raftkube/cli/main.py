@@ -100,6 +100,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            unsafe_no_fsync: bool, initial_cluster_state: str) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
+    from raftkube.store.journal import DataDirError
     from raftkube.store.replica import Timing
 
     try:
@@ -111,14 +112,20 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         secret = m.read_secret(secret_file, "--secret-file") if secret_file else token
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
         m.check_cidr(service_cluster_ip_range)
-        m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
-              node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
-              data_dir=data_dir, token=token, secret=secret, timing=timing,
-              history_revisions=history_revisions, force_new_cluster=force_new_cluster,
-              log_compaction_entries=log_compaction_entries,
-              join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
+        code = m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
+                     node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
+                     data_dir=data_dir, token=token, secret=secret, timing=timing,
+                     history_revisions=history_revisions,
+                     force_new_cluster=force_new_cluster,
+                     log_compaction_entries=log_compaction_entries,
+                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
     except ValueError as e:
         fail(str(e))
+    except DataDirError as e:
+        # One line, no traceback: the file, what is wrong with it, how to recover.
+        click.echo(f"error: member {name} refuses to start: {e}", err=True)
+        sys.exit(m.EXIT_DATA_DIR)
+    sys.exit(code)
 
 
 @main.command()
@@ -305,6 +312,55 @@ def members() -> None:
     click.echo(f"{'NAME':6} {'API':24} {'RAFT':26} ROLE")
     for name, url, peer, role in rows:
         click.echo(f"{name:6} {url:24} {peer:26} {role}")
+
+
+@main.group()
+def member() -> None:
+    """Change the cluster's membership (etcdctl member add/remove): to replace a member
+    whose data dir is refused, remove it, wipe its data dir, add it back, and start it
+    with --initial-cluster-state existing."""
+
+
+@member.command("remove")
+@click.argument("member_ref", metavar="NAME|ID")
+def member_remove(member_ref: str) -> None:
+    """Remove a stopped member from the cluster (asked of another member)."""
+
+    async def remove(store: etcd.EtcdClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        ms = await store.members()
+        found = [m for m in ms if member_ref in (m.get("name"), str(m["ID"]))]
+        if not found:
+            raise errors.ClientError(f"no member named or numbered {member_ref!r}; members: "
+                                     + ", ".join(f"{m.get('name') or '?'} ({m['ID']})"
+                                                 for m in ms))
+        target = found[0]
+        own = set(target.get("clientURLs") or [])
+        others = [s for s in store.transport.servers if s not in own]
+        if not others:
+            raise errors.ClientError("no other member to ask: a member cannot remove itself")
+        # Asked of another member: the one removed may be the one that answers first.
+        async with transport.Transport(others, store.transport.token,
+                                       wait=store.transport.wait) as tp:
+            resp = await etcd.EtcdClient(tp).call("/v3/cluster/member/remove",
+                                                  {"ID": str(target["ID"])})
+        return target, resp
+
+    target, resp = with_store(remove)
+    left = ", ".join(m.get("name") or m["peerURLs"][0] for m in resp.get("members", []))
+    click.echo(f"removed member {target.get('name') or target['ID']} ({target['ID']}); "
+               f"members now: {left}")
+
+
+@member.command("add")
+@click.option("--raft", "raft_addr", required=True, metavar="HOST:PORT",
+              help="The new member's Raft address (its --raft flag).")
+def member_add(raft_addr: str) -> None:
+    """Add a member; then start it with an empty data dir and
+    --initial-cluster-state existing."""
+    resp = with_store(lambda store: store.call("/v3/cluster/member/add",
+                                               {"peerURLs": [f"http://{raft_addr}"]}))
+    click.echo(f"added member {resp['member']['ID']} ({raft_addr}); start it with an empty "
+               "data dir and --initial-cluster-state existing")
 
 
 kubectl.register(main)

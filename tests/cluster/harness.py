@@ -96,20 +96,16 @@ class Cluster:
         return os.path.join(self.state_dir, "data", name)
 
     def term_and_vote_on_disk(self, name: str) -> tuple[int, str | None]:
-        """The Raft term and vote a member keeps in its data dir, as it reads them at start.
-
-        The one place that knows the meta file's format (pysyncobj's MetaStorer: a
-        pysyncobj-pickled dict in `journal.meta`); an unreadable or empty file reads as
-        term 0 and no vote, as pysyncobj reads it."""
-        import pysyncobj.pickle
+        """The Raft term and vote a member keeps in its data dir, as it reads them at start
+        (`journal.read_meta`); a missing or damaged meta reads as term 0 and no vote, so
+        that a check of what survived fails on it."""
+        from raftkube.store import journal
 
         try:
-            with open(os.path.join(self.data_dir(name), "journal.meta"), "rb") as f:
-                meta = pysyncobj.pickle.loads(f.read())
-        except Exception:  # noqa: BLE001 - missing, empty or torn: what pysyncobj does
-            meta = {}
-        voted = meta.get("votedForNodeId")
-        return int(meta.get("currentTerm", 0)), None if voted is None else str(voted)
+            term, voted, _commit = journal.read_meta(self.data_dir(name))
+        except (journal.DataDirError, OSError):
+            return 0, None
+        return term, voted
 
     def log(self, name: str) -> str:
         with open(os.path.join(self.state_dir, "logs", f"{name}.log")) as f:
