@@ -160,8 +160,8 @@ class Ask:
 
 
 def _unschedulable(node: NodeInfo, ask: Ask) -> str | None:
-    if node.unschedulable and not _tolerates(ask.pod, {"key": "node.kubernetes.io/unschedulable",
-                                                   "effect": "NoSchedule"}):
+    if node.unschedulable and not tolerates(ask.pod, {"key": "node.kubernetes.io/unschedulable",
+                                                  "effect": "NoSchedule"}):
         return "node(s) were unschedulable"
     return None
 
@@ -171,22 +171,28 @@ def _not_ready(node: NodeInfo, ask: Ask) -> str | None:
 
 
 def _affinity(node: NodeInfo, ask: Ask) -> str | None:
-    spec = ask.pod.get("spec") or {}
-    selector = spec.get("nodeSelector") or {}
-    if any(node.labels.get(k) != v for k, v in selector.items()):
+    if not fits_node_affinity(ask.pod, node.name, node.labels):
         return "node(s) didn't match Pod's node affinity/selector"
+    return None
+
+
+def fits_node_affinity(pod: Obj, node_name: str, labels: Mapping[str, str]) -> bool:
+    """Whether the pod's nodeSelector and required node affinity accept the node (the
+    DaemonSet controller asks the same question before it makes a pod for a node)."""
+    spec = pod.get("spec") or {}
+    selector = spec.get("nodeSelector") or {}
+    if any(labels.get(k) != v for k, v in selector.items()):
+        return False
     required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
     terms = required.get("nodeSelectorTerms") or []
-    if terms and not any(_term_matches(t, node.labels) for t in terms):
-        return "node(s) didn't match Pod's node affinity/selector"
-    return None
+    return not terms or any(_term_matches(t, labels, node_name) for t in terms)
 
 
 def _taints(node: NodeInfo, ask: Ask) -> str | None:
     for taint in node.taints:
         if taint.get("effect") in ("NoSchedule", "NoExecute") and \
-                not _tolerates(ask.pod, taint):
+                not tolerates(ask.pod, taint):
             shown = f"{taint.get('key')}: {taint['value']}" if taint.get("value") \
                 else str(taint.get("key"))
             return f"node(s) had untolerated taint {{{shown}}}"
@@ -212,7 +218,7 @@ def _ports(node: NodeInfo, ask: Ask) -> str | None:
 FILTERS = (_unschedulable, _not_ready, _affinity, _taints, _resources, _ports)
 
 
-def _tolerates(pod: Obj, taint: Obj) -> bool:
+def tolerates(pod: Obj, taint: Obj) -> bool:
     for t in (pod.get("spec") or {}).get("tolerations") or []:
         if not isinstance(t, dict):
             continue
@@ -227,10 +233,16 @@ def _tolerates(pod: Obj, taint: Obj) -> bool:
     return False
 
 
-def _term_matches(term: Obj, labels: Mapping[str, str]) -> bool:
-    """A node selector term: every expression holds (an empty term matches nothing)."""
+def _term_matches(term: Obj, labels: Mapping[str, str], name: str) -> bool:
+    """A node selector term: every expression on the labels and every field requirement
+    (only `metadata.name`, as in Kubernetes, which DaemonSet pods use) holds; an empty
+    term matches nothing."""
     expressions = term.get("matchExpressions") or []
-    return bool(expressions) and all(_expression_holds(e, labels) for e in expressions)
+    fields = term.get("matchFields") or []
+    return bool(expressions or fields) and \
+        all(_expression_holds(e, labels) for e in expressions) and \
+        all(isinstance(f, dict) and f.get("key") == "metadata.name"
+            and _expression_holds({**f, "key": "name"}, {"name": name}) for f in fields)
 
 
 def _expression_holds(expr: Obj, labels: Mapping[str, str]) -> bool:
@@ -270,7 +282,8 @@ def _score(node: NodeInfo, ask: Ask) -> int:
     preferred = ((((ask.pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
                  .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
     for p in preferred:
-        if isinstance(p, dict) and _term_matches(p.get("preference") or {}, node.labels):
+        if isinstance(p, dict) and _term_matches(p.get("preference") or {}, node.labels,
+                                                      node.name):
             score += int(p.get("weight", 0))
     return score
 
