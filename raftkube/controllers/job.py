@@ -141,8 +141,9 @@ class JobController(base.Controller):
                 except Exception as e:  # noqa: BLE001 - the status is written all the same
                     error = e
             total = jobplan.completions(job)
-            complete = active == 0 and (counts.succeeded >= total if total is not None
-                                        else counts.succeeded > 0)
+            # Not while pods it made may be missing from the cache: one could be running.
+            complete = settled and active == 0 and (
+                counts.succeeded >= total if total is not None else counts.succeeded > 0)
             if complete:
                 finish = ("Complete", "CompletionsReached",
                           "Reached expected number of succeeded pods")
