@@ -145,6 +145,9 @@ class DaemonSetController(base.Controller):
         """The failed pods whose node is out of its back-off; the others are looked at
         again when it ends. A pod that fails at once must not make a hot loop."""
         out = []
+        for key, (at, _) in list(self.failed_backoff.items()):
+            if now - at > 2 * FAILED_BACKOFF_CAP:
+                del self.failed_backoff[key]  # long quiet: it starts from 1 s again
         for pod in failed:
             node = podutil.target_node(pod)
             key = f"{ds['metadata']['uid']}/{node}"
@@ -152,8 +155,7 @@ class DaemonSetController(base.Controller):
             if at and now - at < delay:
                 self.queue.add_after(inf.key_of(ds), delay - (now - at))
                 continue
-            stale = not at or now - at > 2 * FAILED_BACKOFF_CAP
-            delay = FAILED_BACKOFF if stale else min(delay * 2, FAILED_BACKOFF_CAP)
+            delay = min(delay * 2, FAILED_BACKOFF_CAP) if at else FAILED_BACKOFF
             self.failed_backoff[key] = (now, delay)
             meta = pod["metadata"]
             self.ctx.events.event(ds, "Warning", "FailedDaemonPod",
