@@ -134,12 +134,12 @@ class DaemonSetController(base.Controller):
         _, error = await podcontrol.slow_start(
             plan.create, lambda node: self.pod_control.create(
                 ds, daemonplan.daemon_pod(ds, node, hash_)))
-        if error is not None:
-            raise error
         for pod in doomed:
             await self.pod_control.delete(ds, pod)
         for pod in plan.force:
             await self.pod_control.delete(ds, pod, grace=0)
+        if error is not None:
+            raise error  # retried with back-off; what could be done was done
 
     def _failed_to_delete(self, ds: Obj, failed: list[Obj], now: float) -> list[Obj]:
         """The failed pods whose node is out of its back-off; the others are looked at

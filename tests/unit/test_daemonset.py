@@ -12,6 +12,7 @@ import pytest
 from raftkube.api import kinds
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import workqueue
+from raftkube.client.errors import ApiError
 from raftkube.controllers import daemonplan
 from raftkube.controllers.daemonset import DaemonSetController
 from tests.unit.controller_fixture import T0, Fixture, conflict
@@ -328,3 +329,23 @@ async def test_a_daemonset_being_deleted_is_left_to_the_server() -> None:
     f.seed(kinds.POD)
     assert await f.run(make(f), "ns/agent") == []
     assert await f.run(make(f), "ns/missing") == []
+
+
+async def test_a_refused_create_is_told_retried_and_stops_nothing_else() -> None:
+    f = Fixture()
+    ds = daemonset()
+    f.seed(kinds.NODE, node("n1"), node("n2", labels={"role": "db"}))
+    ds["spec"]["template"]["spec"]["nodeSelector"] = {"role": "worker"}
+    f.seed(kinds.DAEMONSET, ds)
+    f.seed(kinds.NODE, node("n1", labels={"role": "worker"}))
+    f.seed(kinds.POD, pod_of(ds, "n2", "stale"))
+    f.client.fail[("create", "agent-01000")] = ApiError({
+        "kind": "Status", "code": 403, "reason": "Forbidden",
+        "message": 'pods "agent-01000" is forbidden: exceeded quota'})
+    c = make(f)
+    with pytest.raises(ApiError, match="exceeded quota"):  # the queue retries it
+        await c.reconcile("ns/agent")
+    assert writes(f.client.actions) == [("delete", "stale")]
+    assert status_of(f.client.actions)["observedGeneration"] == 1
+    assert [e[:2] for e in f.recorded_events()] == [("Warning", "FailedCreate"),
+                                                     ("Normal", "SuccessfulDelete")]
