@@ -239,3 +239,26 @@ async def test_a_daemonset_follows_nodes_that_join_change_and_leave(
     while time.monotonic() < deadline:  # and it stays so
         assert await runs_on({"n1", "n2"}, ready=2)
         await asyncio.sleep(0.2)
+
+
+async def test_a_job_finishes_exactly_once_across_a_leader_kill(
+        nodes: Cluster, api: rest.RestClient) -> None:
+    """The new leader's loops start from a fresh list: no pod of the Job is made twice,
+    none is lost, and the counts come out exact."""
+    made = await api.create(kinds.JOB, NS, job("steady", exit_after=1.5, completions=6,
+                                                parallelism=3))
+
+    async def some_running() -> bool:
+        return any(podutil.phase(p) == "Running" for p in await pods_of(api, made))
+
+    await wait_for(some_running, timeout=30, what="the first pods to run")
+    async with nodes:
+        leader = await nodes.leader()
+        await nodes.kill_async(leader)
+        result = await wait_for(lambda: finished(api, "steady"), timeout=90,
+                                what="the Job to finish under the new leader", every=0.2)
+        assert await nodes.leader(among=[n for n in nodes.names if n != leader]) != leader
+    assert conditions.is_true(result, "Complete"), result["status"]
+    assert (result["status"]["succeeded"], result["status"]["failed"]) == (6, 0)
+    pods = await pods_of(api, made)
+    assert len(pods) == 6 and all(podutil.phase(p) == "Succeeded" for p in pods)
