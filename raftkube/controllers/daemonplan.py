@@ -58,9 +58,11 @@ class Plan:
     delete: list[Obj] = field(default_factory=list)
     force: list[Obj] = field(default_factory=list)  # on nodes that are gone: grace 0
     failed: list[Obj] = field(default_factory=list)  # failed pods, deleted under back-off
+    succeeded: list[Obj] = field(default_factory=list)  # exited pods, deleted (and told)
 
     def __bool__(self) -> bool:
-        return bool(self.create or self.delete or self.force or self.failed)
+        return bool(self.create or self.delete or self.force or self.failed or
+                    self.succeeded)
 
 
 # ---- the pod of a DaemonSet -------------------------------------------------------------
@@ -211,7 +213,7 @@ def manage(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]], hash_: 
                 if podutil.phase(pod) == "Failed":
                     plan.failed.append(pod)
                 elif podutil.phase(pod) == "Succeeded":
-                    plan.delete.append(pod)  # a daemon should not exit; start it again
+                    plan.succeeded.append(pod)  # a daemon should not exit; start it again
                 else:
                     running.append(pod)
             plan.delete += _excess(ds, running, hash_, now)

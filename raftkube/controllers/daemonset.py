@@ -131,6 +131,13 @@ class DaemonSetController(base.Controller):
         if not plan:
             plan = daemonplan.rolling_update(ds, nodes, by_node, hash_, now)
         doomed = list(plan.delete) + self._failed_to_delete(ds, plan.failed, now)
+        for pod in plan.succeeded:
+            meta = pod["metadata"]
+            self.ctx.events.event(ds, "Normal", "SucceededDaemonPod",
+                                  f"Found succeeded daemon pod {meta['namespace']}/"
+                                  f"{meta['name']} on node {podutil.target_node(pod)}, will "
+                                  "try to delete it")
+            doomed.append(pod)
         _, error = await podcontrol.slow_start(
             plan.create, lambda node: self.pod_control.create(
                 ds, daemonplan.daemon_pod(ds, node, hash_)))

@@ -249,6 +249,18 @@ async def test_a_failed_daemon_pod_is_killed_under_a_back_off() -> None:
     assert c.failed_backoff["u-agent/n1"][1] == 2.0  # the next wait doubles
 
 
+async def test_a_daemon_pod_that_exited_is_replaced() -> None:
+    f = Fixture()
+    ds = daemonset()
+    f.seed(kinds.NODE, node("n1"))
+    f.seed(kinds.DAEMONSET, ds)
+    f.seed(kinds.POD, pod_of(ds, "n1", "done", phase="Succeeded", ready=False))
+    assert writes(await f.run(make(f), "ns/agent")) == [("delete", "done")]
+    assert ("Normal", "SucceededDaemonPod",
+            "Found succeeded daemon pod ns/done on node n1, will try to delete it") \
+        in f.recorded_events()
+
+
 async def test_status_counts_ready_available_and_updated_pods() -> None:
     f = Fixture()
     ds = daemonset(generation=3, minReadySeconds=30)
