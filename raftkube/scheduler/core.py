@@ -208,13 +208,50 @@ class Term:
 
 
 @dataclass(frozen=True)
+class NodeTerm:
+    """A node selector term: requirements on the node's labels (`matchExpressions`) and
+    on its name (`matchFields` on `metadata.name`, the only field Kubernetes allows there,
+    and what DaemonSet pods name their node with); all must hold."""
+
+    labels: selectors.LabelSelector | None
+    name: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (In or NotIn, values)
+
+    def matches(self, node_name: str, labels: Mapping[str, str]) -> bool:
+        if self.labels is not None and not self.labels.matches(labels):
+            return False
+        return all((node_name in values) == (op == "In") for op, values in self.name)
+
+
+def node_term(raw: Any) -> NodeTerm | None:
+    """A node selector term, or None when it can match no node (empty, or not valid)."""
+    if not isinstance(raw, Mapping):
+        return None
+    fields = raw.get("matchFields") or []
+    labels = None
+    if raw.get("matchExpressions"):
+        labels = selectors.node_selector_term(raw)
+        if labels is None:
+            return None
+    elif not fields:
+        return None
+    name = []
+    for f in fields if isinstance(fields, list) else [None]:
+        values = f.get("values") if isinstance(f, Mapping) else None
+        if not isinstance(f, Mapping) or f.get("key") != "metadata.name" or \
+                f.get("operator") not in ("In", "NotIn") or not isinstance(values, list):
+            return None
+        name.append((str(f["operator"]), tuple(str(v) for v in values)))
+    return NodeTerm(labels, tuple(name))
+
+
+@dataclass(frozen=True)
 class Ask:
     """The pod being placed, with what it asks for worked out once, not once per node."""
 
     pod: Obj
     requests: Mapping[str, int]
     host_ports: frozenset[tuple[str, int]]
-    node_terms: tuple[selectors.LabelSelector | None, ...] | None  # None: no requirement
+    node_terms: tuple[NodeTerm | None, ...] | None  # None: no requirement
     owner: str
     affinity: tuple[Term, ...] = ()
     anti_affinity: tuple[Term, ...] = ()
@@ -240,7 +277,7 @@ class Ask:
                            weight=-int(p.get("weight", 0)))) is not None]
         return cls(
             pod, pod_requests(pod), frozenset(host_ports(pod)),
-            tuple(selectors.node_selector_term(t) for t in terms) if terms else None,
+            tuple(node_term(t) for t in terms) if terms else None,
             controller_uid(pod),
             _terms(pod_aff.get("requiredDuringSchedulingIgnoredDuringExecution"), namespace),
             _terms(pod_anti.get("requiredDuringSchedulingIgnoredDuringExecution"), namespace),
@@ -283,8 +320,8 @@ def _spread(raw: Any, namespace: str) -> tuple[Term, ...]:
 
 
 def _unschedulable(node: NodeInfo, ask: Ask) -> str | None:
-    if node.unschedulable and not _tolerates(ask.pod, {"key": "node.kubernetes.io/unschedulable",
-                                                   "effect": "NoSchedule"}):
+    if node.unschedulable and not tolerates(ask.pod, {"key": "node.kubernetes.io/unschedulable",
+                                                  "effect": "NoSchedule"}):
         return "node(s) were unschedulable"
     return None
 
@@ -305,13 +342,26 @@ def _matches_node(node: NodeInfo, ask: Ask) -> bool:
         return False
     if ask.node_terms is None:
         return True
-    return any(t is not None and t.matches(node.labels) for t in ask.node_terms)
+    return any(t is not None and t.matches(node.name, node.labels) for t in ask.node_terms)
+
+
+def fits_node_affinity(pod: Obj, node_name: str, labels: Mapping[str, str]) -> bool:
+    """Whether the pod's nodeSelector and required node affinity accept the node (the
+    DaemonSet controller asks the same question before it makes a pod for a node)."""
+    spec = pod.get("spec") or {}
+    if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+        return False
+    terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+              .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+             .get("nodeSelectorTerms") or [])
+    return not terms or any(t is not None and t.matches(node_name, labels)
+                            for t in map(node_term, terms))
 
 
 def _taints(node: NodeInfo, ask: Ask) -> str | None:
     for taint in node.taints:
         if taint.get("effect") in ("NoSchedule", "NoExecute") and \
-                not _tolerates(ask.pod, taint):
+                not tolerates(ask.pod, taint):
             shown = f"{taint.get('key')}: {taint['value']}" if taint.get("value") \
                 else str(taint.get("key"))
             return f"node(s) had untolerated taint {{{shown}}}"
@@ -337,7 +387,7 @@ def _ports(node: NodeInfo, ask: Ask) -> str | None:
 FILTERS = (_unschedulable, _not_ready, _node_affinity, _taints, _resources, _ports)
 
 
-def _tolerates(pod: Obj, taint: Obj) -> bool:
+def tolerates(pod: Obj, taint: Obj) -> bool:
     for t in (pod.get("spec") or {}).get("tolerations") or []:
         if not isinstance(t, dict):
             continue
@@ -466,8 +516,8 @@ def _preferred_node_affinity(node: NodeInfo, ask: Ask) -> int:
     score = 0
     for p in preferred:
         if isinstance(p, dict):
-            term = selectors.node_selector_term(p.get("preference"))
-            if term is not None and term.matches(node.labels):
+            term = node_term(p.get("preference"))
+            if term is not None and term.matches(node.name, node.labels):
                 score += int(p.get("weight", 0))
     return score
 

@@ -103,6 +103,27 @@ def test_what_lets_a_pod_through() -> None:
     assert isinstance(decide([node("c", unschedulable=True)], cordoned_ok), sched.Placement)
 
 
+def test_a_daemon_pod_goes_to_the_node_its_match_fields_name() -> None:
+    """DaemonSet pods name their node with matchFields on metadata.name (Kubernetes'
+    ReplaceDaemonSetPodNodeNameNodeAffinity); every other node turns them away."""
+    pinned = pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
+                                                "values": ["b"]}]}]}}})
+    for seed in range(5):
+        assert decide([node("a"), node("b"), node("c")], pinned, seed=seed) == \
+            sched.Placement("b", 100)
+    result = decide([node("a"), node("c")], pinned)
+    assert isinstance(result, sched.Unschedulable)
+    assert result.reasons == {"node(s) didn't match Pod's node affinity/selector": 2}
+    both = pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
+                                                "values": ["b"]}],
+                               "matchExpressions": [{"key": "zone", "operator": "In",
+                                                     "values": ["x"]}]}]}}})
+    assert isinstance(decide([node("b")], both), sched.Unschedulable)  # both must hold
+    assert isinstance(decide([node("b", labels={"zone": "x"})], both), sched.Placement)
+
+
 def test_finished_pods_hold_nothing() -> None:
     bound = [pod("done", cpu="1", node_name="a", phase="Succeeded"),
              pod("failed", cpu="1", node_name="a", phase="Failed")]
