@@ -30,6 +30,7 @@ from raftkube.client import rest, transport
 from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
 from raftkube.controllers import base
+from raftkube.controllers.deployment import DeploymentController
 from raftkube.controllers.replicaset import ReplicaSetController
 from raftkube.scheduler.loop import Scheduler
 
@@ -43,7 +44,7 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     """The scheduler and every controller, each registering its informers."""
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
-            ReplicaSetController(ctx)]
+            ReplicaSetController(ctx), DeploymentController(ctx)]
 
 
 @dataclass
