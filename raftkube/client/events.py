@@ -8,6 +8,7 @@ background, and a full backlog drops them rather than slow the loop that records
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -36,14 +37,19 @@ class EventRecorder:
         self._queue: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue(backlog)
         self.sent = 0
         self.dropped = 0
+        self._seq = itertools.count()
 
     def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
-        now = rfc3339(self.clock())
+        t = self.clock()
+        now = rfc3339(t)
+        # Kubernetes' name: the object's and the time in hex nanoseconds (a generateName
+        # ending in "." is not a valid prefix); the counter keeps one recorder's apart.
+        name = f"{meta.get('name', 'x')}.{int(t * 1e9) + next(self._seq):x}"
         body = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'x')}.", "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace},
             "involvedObject": {"apiVersion": obj.get("apiVersion", ""),
                                "kind": obj.get("kind", ""), "name": meta.get("name", ""),
                                "namespace": meta.get("namespace", ""),
