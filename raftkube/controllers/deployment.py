@@ -33,6 +33,7 @@ from raftkube.api import kinds, rollout, selectors
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError
 from raftkube.controllers import base, claims, progress, revisions, rolling
+from raftkube.controllers.inflight import Settling
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class DeploymentController(base.Controller):
         self.replicasets = ctx.informers.informer(kinds.REPLICASET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.orphans = claims.Orphans(self.replicasets.cache)
+        self.settling = Settling()
         self.deployments.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new)))
         self.replicasets.add_handler(self.orphans.handler())
@@ -99,6 +101,8 @@ class DeploymentController(base.Controller):
         d = self.deployments.cache.get(key)
         if d is None:
             return  # its ReplicaSets go with it: the server deletes dependents
+        if not self.settling.settled(key):
+            return  # what it last wrote is yet to be seen; seeing it enqueues the key
         try:
             await Sync(self, copy.deepcopy(d), key).run()
         except selectors.SelectorError as e:
@@ -151,15 +155,25 @@ class Sync:
             body = copy.deepcopy(rs)
             body["metadata"]["ownerReferences"] = claims.adopt_patch(rs, d)[
                 "metadata"]["ownerReferences"]
-            adopted[rs["metadata"]["name"]] = await self.client.update(kinds.REPLICASET, body)
+            adopted[rs["metadata"]["name"]] = self._wrote_replicaset(
+                await self.client.update(kinds.REPLICASET, body))
         for rs in claim.release:
             try:
-                await self.client.patch(kinds.REPLICASET, self.namespace,
-                                        rs["metadata"]["name"], claims.release_patch(rs, d))
+                self._wrote_replicaset(await self.client.patch(
+                    kinds.REPLICASET, self.namespace, rs["metadata"]["name"],
+                    claims.release_patch(rs, d)))
             except ApiError as e:
                 if e.code != 404:
                     raise
         self.rss = [adopted.get(rs["metadata"]["name"], rs) for rs in claim.mine]
+
+    def _wrote_deployment(self, obj: Obj) -> Obj:
+        self.ctl.settling.wrote(self.key, self.ctl.deployments, obj)
+        return obj
+
+    def _wrote_replicaset(self, obj: Obj) -> Obj:
+        self.ctl.settling.wrote(self.key, self.ctl.replicasets, obj)
+        return obj
 
     def _new(self) -> Obj | None:
         return next((rs for rs in self.rss if rolling.name_of(rs) == self.new_name), None)
@@ -176,7 +190,8 @@ class Sync:
             return
         body = copy.deepcopy(self.d)
         body["status"] = status
-        self.d = await self.client.update_status(kinds.DEPLOYMENT, body)
+        self.d = self._wrote_deployment(await self.client.update_status(kinds.DEPLOYMENT,
+                                                                         body))
 
     async def _set_progressing(self, status: str, reason: str, message: str) -> None:
         new = copy.deepcopy(self.d.get("status") or {})
@@ -187,7 +202,7 @@ class Sync:
     async def _write_revision(self, revision: str) -> None:
         body = copy.deepcopy(self.d)
         if revisions.set_deployment_revision(body, revision):
-            self.d = await self.client.update(kinds.DEPLOYMENT, body)
+            self.d = self._wrote_deployment(await self.client.update(kinds.DEPLOYMENT, body))
 
     async def _scale(self, rs: Obj, size: int, *, only_if_resized: bool = False) -> bool:
         """Resize a ReplicaSet (and stamp the Deployment's size on it); whether its size
@@ -202,7 +217,7 @@ class Sync:
         body = copy.deepcopy(rs)
         body["spec"]["replicas"] = size
         revisions.set_replicas_annotations(body, want, most)
-        self._replace(await self.client.update(kinds.REPLICASET, body))
+        self._replace(self._wrote_replicaset(await self.client.update(kinds.REPLICASET, body)))
         if resized:
             direction = "up" if size > old else "down"
             self.events.event(self.d, "Normal", "ScalingReplicaSet",
@@ -231,7 +246,7 @@ class Sync:
             body["spec"]["minReadySeconds"] = min_ready
             changed = True
         if changed:
-            body = await self.client.update(kinds.REPLICASET, body)
+            body = self._wrote_replicaset(await self.client.update(kinds.REPLICASET, body))
             self._replace(body)
         if rollout.revision_of(body):
             await self._write_revision(str(rollout.revision_of(body)))
@@ -263,7 +278,8 @@ class Sync:
         revisions.set_new_rs_annotations(d, rs, revision, exists=False)
         existed = False
         try:
-            made = await self.client.create(kinds.REPLICASET, self.namespace, rs)
+            made = self._wrote_replicaset(
+                await self.client.create(kinds.REPLICASET, self.namespace, rs))
         except ApiError as e:
             if e.code != 409:
                 message = f'Failed to create new replica set "{name}": {e.message}'

@@ -15,6 +15,12 @@ the store revision of each create, and the uids it deleted.
 - Anything older than `ttl` seconds is dropped, as Kubernetes' expectations expire.
 
 Owners are keyed by uid; `forget` drops an owner that is gone.
+
+`Settling` does the same for a controller's writes to the objects it reconciles (a
+ReplicaSet's status, a Deployment and its ReplicaSets): until the informers have reached
+the revisions those writes made, a reconcile of the key would read what it has itself
+replaced and fail on a stale resourceVersion, so it waits. The informer event of that
+very write enqueues the key again, by then with the informer past it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from raftkube.client import informer as inf
 
 Obj = dict[str, Any]
 
@@ -95,3 +103,38 @@ class InFlight:
         if not entry.created and not entry.deleted:
             del self._owners[owner]
         return out
+
+
+def _at(informer: inf.Informer) -> int:
+    try:
+        return int(informer.resource_version or 0)
+    except ValueError:
+        return 0
+
+
+class Settling:
+    """Per key, the newest revision each informer must reach before it is reconciled."""
+
+    def __init__(self) -> None:
+        self._waits: dict[str, dict[int, tuple[inf.Informer, int]]] = {}
+
+    def wrote(self, key: str, informer: inf.Informer, obj: Obj) -> None:
+        """A reconcile of `key` wrote `obj` (the server's answer, with its revision)."""
+        revision = _revision(obj)
+        if not revision:
+            return
+        waits = self._waits.setdefault(key, {})
+        old = waits.get(id(informer), (informer, 0))[1]
+        waits[id(informer)] = (informer, max(old, revision))
+
+    def settled(self, key: str) -> bool:
+        waits = self._waits.get(key)
+        if not waits:
+            return True
+        for slot, (informer, revision) in list(waits.items()):
+            if _at(informer) >= revision:
+                del waits[slot]
+        if waits:
+            return False
+        del self._waits[key]
+        return True

@@ -32,7 +32,7 @@ from raftkube.api.timestamps import rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError, ClientError
 from raftkube.controllers import base, claims, pods
-from raftkube.controllers.inflight import InFlight
+from raftkube.controllers.inflight import InFlight, Settling
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ class ReplicaSetController(base.Controller):
         super().__init__(ctx)
         self.burst = burst
         self.inflight = InFlight()
+        self.settling = Settling()
         self.replicasets = ctx.informers.informer(kinds.REPLICASET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.orphans = claims.Orphans(self.pods.cache)
@@ -130,8 +131,8 @@ class ReplicaSetController(base.Controller):
 
     async def reconcile(self, key: str) -> None:
         rs = self.replicasets.cache.get(key)
-        if rs is None:
-            return
+        if rs is None or not self.settling.settled(key):
+            return  # gone, or our last status write is yet to be seen (it re-enqueues)
         meta = rs["metadata"]
         uid, namespace = meta["uid"], meta.get("namespace", "")
         now = self.ctx.clock()
@@ -154,7 +155,8 @@ class ReplicaSetController(base.Controller):
             updated = copy.deepcopy(rs)
             updated["status"] = status
             try:
-                await self.ctx.client.update_status(kinds.REPLICASET, updated)
+                written = await self.ctx.client.update_status(kinds.REPLICASET, updated)
+                self.settling.wrote(key, self.replicasets, written)
             except ApiError as e:
                 if e.code != 404:
                     raise

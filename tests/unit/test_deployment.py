@@ -262,3 +262,16 @@ async def test_an_orphan_replicaset_is_adopted_and_one_owned_elsewhere_left() ->
     assert adopted and adopted[0].verb == "update"
     assert adopted[0].body["metadata"]["ownerReferences"][0]["uid"] == "uid-front"
     assert not [a for a in actions if a.name == "theirs"]
+
+
+async def test_a_deployment_waits_for_its_own_writes_before_deciding_again() -> None:
+    f = Fixture()
+    c = make(f, deployment(replicas=2))
+    made = next(a.body for a in await f.run(c, KEY) if a.verb == "create")
+    # The new ReplicaSet is not in the cache yet: another create would only conflict.
+    assert await f.run(c, KEY) == []
+    for kind in (kinds.DEPLOYMENT, kinds.REPLICASET):
+        f.informers.informer(kind).resource_version = "99999"
+    f.seed(kinds.REPLICASET, made)
+    actions = await f.run(c, KEY)
+    assert not [a for a in actions if a.verb == "create"]

@@ -56,7 +56,8 @@ async def test_pods_created_but_not_yet_seen_are_not_created_again() -> None:
     c = make(f)
     made = [a.body for a in await f.run(c, f"{NS}/front") if a.verb == "create"]
     assert len(made) == 2
-    # The informer has not delivered them: nothing more to do.
+    f.informers.informer(kinds.REPLICASET).resource_version = "99999"  # its status seen
+    # The pod informer has not delivered them: nothing more to do.
     assert [a for a in await f.run(c, f"{NS}/front") if a.verb == "create"] == []
     # It delivers one, and the other's deletion: the informer is the truth again.
     informer = f.informers.informer(kinds.POD)
@@ -65,6 +66,21 @@ async def test_pods_created_but_not_yet_seen_are_not_created_again() -> None:
                                         for m in made))
     actions = await f.run(c, f"{NS}/front")
     assert [a.verb for a in actions if a.verb == "create"] == ["create"]
+
+
+async def test_nothing_is_done_until_the_informer_shows_the_last_status_written() -> None:
+    f = Fixture()
+    f.seed(kinds.REPLICASET, replicaset(replicas=1))
+    f.seed(kinds.POD)
+    c = make(f)
+    written = (await f.run(c, f"{NS}/front"))[-1]
+    assert written.verb == "update_status"
+    # Scaled up meanwhile, but its status write (revision > 1000) is not in the cache
+    # yet: a write now would be on a stale resourceVersion.
+    f.seed(kinds.REPLICASET, replicaset(replicas=2))
+    assert await f.run(c, f"{NS}/front") == []
+    f.informers.informer(kinds.REPLICASET).resource_version = "99999"
+    assert [a.verb for a in await f.run(c, f"{NS}/front")][0] == "create"
 
 
 async def test_creates_start_slow_and_stop_at_the_first_failure() -> None:
