@@ -1,8 +1,9 @@
 """Stand-in nodes for workload tests, until the simulated agent (`rk agent --runtime
 simulated`) is in main: Node objects, and a loop that plays their agents' part through
 the API with the admin token — a pod bound to one of them turns Running and Ready
-`ready_after` seconds later, and a pod marked for deletion is deleted for good (grace 0)
-`stop_after` seconds later. It talks to every master, failing over as any client does.
+`ready_after` seconds later (unless its image is one of `stuck`: Running, never Ready),
+and a pod marked for deletion is deleted for good (grace 0) `stop_after` seconds later.
+It talks to every master, failing over as any client does.
 
 `Pods` watches the pods of one app and checks, at every revision the watch delivers
 (each write is one event, in order, so every state the store went through), what a
@@ -42,15 +43,16 @@ def node(name: str) -> Obj:
                                        "lastTransitionTime": now}]}}
 
 
-def running(pod: Obj, now: float) -> Obj:
+def running(pod: Obj, now: float, *, ready: bool = True) -> Obj:
     out = copy.deepcopy(pod)
     status = out.setdefault("status", {})
     status["phase"] = "Running"
     status.setdefault("startTime", rfc3339(now))
-    for type_ in ("Initialized", "ContainersReady", "Ready"):
-        conditions.put(status, {"type": type_, "status": "True"}, now)
+    conditions.put(status, {"type": "Initialized", "status": "True"}, now)
+    for type_ in ("ContainersReady", "Ready"):
+        conditions.put(status, {"type": type_, "status": "True" if ready else "False"}, now)
     status["containerStatuses"] = [
-        {"name": c["name"], "image": c.get("image", ""), "ready": True, "restartCount": 0,
+        {"name": c["name"], "image": c.get("image", ""), "ready": ready, "restartCount": 0,
          "started": True, "state": {"running": {"startedAt": rfc3339(now)}}}
         for c in out["spec"].get("containers") or []]
     return out
@@ -58,8 +60,10 @@ def running(pod: Obj, now: float) -> Obj:
 
 class Kubelets:
     def __init__(self, client: rest.RestClient, names: list[str], *,
-                 ready_after: float = 0.3, stop_after: float = 0.1) -> None:
+                 ready_after: float = 0.3, stop_after: float = 0.1,
+                 stuck: frozenset[str] = frozenset({"web:stuck"})) -> None:
         self.client = client
+        self.stuck = stuck
         self.names = set(names)
         self.ready_after = ready_after
         self.stop_after = stop_after
@@ -112,7 +116,11 @@ class Kubelets:
                 if wait > 0:
                     self.queue.add_after(key, wait)
                     return
-                await self.client.update_status(kinds.POD, running(pod, time.time()))
+                ready = not any(c.get("image") in self.stuck
+                                for c in pod["spec"].get("containers") or [])
+                if ready or (pod.get("status") or {}).get("phase") != "Running":
+                    await self.client.update_status(kinds.POD, running(pod, time.time(),
+                                                                       ready=ready))
         except ApiError as e:
             if e.code == 409:  # changed meanwhile: the informer brings it back
                 return

@@ -21,10 +21,12 @@ NS = "default"
 Obj = dict[str, Any]
 
 
-def web(replicas: int, image: str, *, surge: Any = 1, unavailable: Any = 0) -> Obj:
+def web(replicas: int, image: str, *, surge: Any = 1, unavailable: Any = 0,
+        deadline: int = 600) -> Obj:
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": NS},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "progressDeadlineSeconds": deadline,
                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {
                          "maxSurge": surge, "maxUnavailable": unavailable}},
                      "template": {"metadata": {"labels": {"app": "web"}},
@@ -61,6 +63,20 @@ async def rolled_out(client: rest.RestClient, image: str, replicas: int) -> Obj 
 
 async def patch_deployment(client: rest.RestClient, patch: Obj) -> None:
     await call(lambda: client.patch(kinds.DEPLOYMENT, NS, "web", patch))
+
+
+def image(name: str) -> Obj:
+    return {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": name}]}}}}
+
+
+async def progressing(client: rest.RestClient, reason: str) -> Obj | None:
+    """The Deployment once it has seen its newest spec and Progressing says `reason`."""
+    d = await call(lambda: client.get(kinds.DEPLOYMENT, NS, "web"))
+    status = d.get("status") or {}
+    conds = {c["type"]: c for c in status.get("conditions") or []}
+    if status.get("observedGeneration", 0) < d["metadata"]["generation"]:
+        return None
+    return d if conds.get("Progressing", {}).get("reason") == reason else None
 
 
 async def replicasets(client: rest.RestClient) -> dict[int, Obj]:
@@ -182,3 +198,49 @@ async def test_a_rollback_returns_to_the_old_template_under_a_new_revision(
         assert (revived["spec"]["replicas"], history[2]["spec"]["replicas"]) == (3, 0)
         again = rollout.undo(d, list(history.values()), to_revision=3)
         assert again.patch is None
+
+
+async def test_pause_resume_and_a_rollout_that_misses_its_deadline(cluster: Cluster) -> None:
+    async with cluster as c, nodes(c, ready_after=0.1) as (client, kubelets):
+        await c.leader()
+        pods = Pods(app="web", most=4, least=3)
+        pods.attach(kubelets.pods)
+        await call(lambda: client.create(kinds.DEPLOYMENT, NS, web(3, "web:1", deadline=3)))
+        await wait_for(lambda: rolled_out(client, "web:1", 3), timeout=60, what="v1")
+        pods.armed = True
+        # Paused, a new template rolls nothing out; a resize still happens.
+        await patch_deployment(client, {"spec": {"paused": True}})
+        await patch_deployment(client, image("web:2"))
+        await patch_deployment(client, {"spec": {"replicas": 4}})
+        await wait_for(lambda: progressing(client, "DeploymentPaused"), timeout=30,
+                       what="Progressing to say it is paused")
+        await wait_for(lambda: _available(client, 4), timeout=30, what="a resize")
+        assert await _sizes(client, {1: 4})  # still the one ReplicaSet: no rollout
+        pods.most, pods.least = 5, 4
+        await patch_deployment(client, {"spec": {"paused": False}})
+        await wait_for(lambda: rolled_out(client, "web:2", 4), timeout=60, what="v2")
+        # Pods that never become ready: no progress, and after 3 s Progressing=False.
+        await patch_deployment(client, image("web:stuck"))
+        d = await wait_for(lambda: progressing(client, "ProgressDeadlineExceeded"),
+                           timeout=30, what="the deadline to pass")
+        cond = next(x for x in d["status"]["conditions"] if x["type"] == "Progressing")
+        assert cond["status"] == "False"
+        assert cond["message"].endswith("has timed out progressing.")
+        assert d["status"]["availableReplicas"] == 4  # maxUnavailable 0: nothing lost
+        undo = rollout.undo(d, list((await replicasets(client)).values()))
+        assert undo.patch is not None and undo.revision == 2
+        await client.patch(kinds.DEPLOYMENT, NS, "web", undo.patch)
+        await wait_for(lambda: rolled_out(client, "web:2", 4), timeout=60, what="v2 again")
+        assert pods.broken == []
+
+
+async def _available(client: rest.RestClient, count: int) -> bool:
+    d = await call(lambda: client.get(kinds.DEPLOYMENT, NS, "web"))
+    status = d.get("status") or {}
+    return status.get("observedGeneration", 0) >= d["metadata"]["generation"] and \
+        status.get("replicas") == count == status.get("availableReplicas")
+
+
+async def _sizes(client: rest.RestClient, wanted: dict[int, int]) -> bool:
+    history = await replicasets(client)
+    return {v: rs["spec"]["replicas"] for v, rs in history.items()} == wanted
