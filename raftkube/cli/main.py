@@ -122,16 +122,82 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
 
 
 @main.command()
+@click.option("--name", required=True, help="Node name (with --count, the names' stem).")
+@click.option("--server", "servers", required=True, multiple=True, metavar="URL",
+              help="A master's API URL; repeat for each.")
+@click.option("--token-file", required=True, type=click.Path(dir_okay=False),
+              help="The node token, or `token,node-name` lines (one per node).")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="The node's address (its InternalIP and its pods' hostIP).")
+@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+              show_default=True, help="What runs the containers.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Simulated nodes in this process: NAME-1 ... NAME-N.")
+@click.option("--cpu", default="4", show_default=True, help="The node's cpu capacity.")
+@click.option("--memory", default="8Gi", show_default=True, help="The node's memory.")
+@click.option("--max-pods", default=110, show_default=True, type=int)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label for the Node; repeat for each.")
+@click.option("--pod-cidr", default="10.244.0.0/24", show_default=True,
+              help="The node's pod address range (with --count, the first of N).")
+@click.option("--lease-interval", default=2.0, show_default=True, type=float,
+              help="Seconds between renewals of the node's Lease.")
+@click.option("--node-status-update-frequency", default=10.0, show_default=True, type=float,
+              help="Seconds between checks of the Node's status.")
+@click.option("--crash-backoff-base", default=10.0, show_default=True, type=float,
+              help="The first crash-loop back-off in seconds (doubles up to 5 min).")
+def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
+          count: int, cpu: str, memory: str, max_pods: int, labels: tuple[str, ...],
+          pod_cidr: str, lease_interval: float, node_status_update_frequency: float,
+          crash_backoff_base: float) -> None:
+    """Run a node agent: register the node, heartbeat, run the pods bound to it."""
+    import ipaddress
+
+    from raftkube.agent import agent as ag
+    from raftkube.cli import agent as a
+
+    try:
+        capacity = a.check_capacity(cpu, memory, max_pods)
+        ipaddress.ip_address(address)
+        ipaddress.ip_network(pod_cidr, strict=False)
+        label_map = {}
+        for text in labels:
+            key, sep, value = text.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--label: expected KEY=VALUE, got {text!r}")
+            label_map[key] = value
+        if lease_interval <= 0 or node_status_update_frequency <= 0 or \
+                crash_backoff_base <= 0:
+            raise ValueError("intervals and back-offs must be more than zero")
+        options = ag.AgentOptions(
+            servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
+            capacity=capacity, labels=label_map, lease_interval=lease_interval,
+            status_interval=node_status_update_frequency,
+            crash_backoff_base=crash_backoff_base)
+        a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
+    except ValueError as e:
+        fail(str(e))
+
+
+@main.command()
 @click.option("--masters", default=3, show_default=True, type=int)
 @click.option("--agents", default=0, show_default=True, type=int)
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
               help="Extra argument for every `rk master` (kept for later `rk up` runs).")
-def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...]) -> None:
+@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+              show_default=True, help="The agents' container runtime.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Simulated nodes per agent (nI-1 ... nI-C).")
+@click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
+              help="Extra argument for every `rk agent` this run starts.")
+def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...],
+       runtime: str, count: int, agent_args: tuple[str, ...]) -> None:
     """Start a local HA cluster (or the members of it that are not running)."""
     try:
         started = local.up(state_dir=state_dir, masters=masters, agents=agents,
-                           master_args=list(master_args) or None)
+                           master_args=list(master_args) or None, runtime=runtime,
+                           count=count, agent_args=list(agent_args))
     except errors.ClientError as e:
         fail(str(e))
     for name in started:

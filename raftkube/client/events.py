@@ -8,7 +8,6 @@ background, and a full backlog drops them rather than slow the loop that records
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -37,19 +36,23 @@ class EventRecorder:
         self._queue: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue(backlog)
         self.sent = 0
         self.dropped = 0
-        self._seq = itertools.count()
+        self._last = 0
+
+    def _stamp(self) -> int:
+        """The clock in nanoseconds, made unique: two events are never named alike."""
+        self._last = max(int(self.clock() * 1e9), self._last + 1)
+        return self._last
 
     def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "default"
-        t = self.clock()
-        now = rfc3339(t)
-        # Kubernetes' name: the object's and the time in hex nanoseconds (a generateName
-        # ending in "." is not a valid prefix); the counter keeps one recorder's apart.
-        name = f"{meta.get('name', 'x')}.{int(t * 1e9) + next(self._seq):x}"
+        now = rfc3339(self.clock())
         body = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
+            # Named as Kubernetes names events, `{object}.{time in ns, hex}` (a
+            # generateName ending in "." is not a valid name prefix).
+            "metadata": {"name": f"{meta.get('name', 'x')}.{self._stamp():x}",
+                         "namespace": namespace},
             "involvedObject": {"apiVersion": obj.get("apiVersion", ""),
                                "kind": obj.get("kind", ""), "name": meta.get("name", ""),
                                "namespace": meta.get("namespace", ""),
