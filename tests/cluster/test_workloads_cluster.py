@@ -1,24 +1,39 @@
-"""Deployments and ReplicaSets on real masters, with stand-in nodes (`kubelets.Kubelets`):
-scaling, a rolling update checked at every revision, a leader SIGKILLed mid-rollout, a
-rollback."""
+"""Deployments and ReplicaSets on real masters and simulated nodes (`rk up --agents 2`):
+scaling, a rolling update checked at every revision, a leader SIGKILLed mid-rollout,
+rollback, pause and resume, a missed progress deadline. A pod is ready its readiness
+probe's initialDelaySeconds after it starts (the simulated runtime's every probe passes),
+which is how a test makes a rollout slow, or stuck."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from raftkube.api import kinds, rollout
+from raftkube.cli import local
+from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 from tests.cluster.harness import Cluster, wait_for
-from tests.cluster.kubelets import Kubelets, Pods, call
+from tests.cluster.podwatch import Pods, call
 
 pytestmark = pytest.mark.cluster
 
 NS = "default"
 Obj = dict[str, Any]
+
+
+def container(image: str) -> Obj:
+    """`web:stuck` is never ready (its probe waits an hour); `web:slow` takes 1 s."""
+    delay = {"web:stuck": 3600, "web:slow": 1}.get(image.split("-")[0], 0)
+    out: Obj = {"name": "web", "image": image}
+    if delay:
+        out["readinessProbe"] = {"exec": {"command": ["true"]},
+                                 "initialDelaySeconds": delay}
+    return out
 
 
 def web(replicas: int, image: str, *, surge: Any = 1, unavailable: Any = 0,
@@ -30,21 +45,35 @@ def web(replicas: int, image: str, *, surge: Any = 1, unavailable: Any = 0,
                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {
                          "maxSurge": surge, "maxUnavailable": unavailable}},
                      "template": {"metadata": {"labels": {"app": "web"}},
-                                  "spec": {"containers": [{"name": "web", "image": image}]}}}}
+                                  "spec": {"containers": [container(image)]}}}}
+
+
+@pytest.fixture
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """3 masters and 2 simulated nodes (`rk up --agents 2`); all stopped afterwards."""
+    c = Cluster(str(tmp_path_factory.mktemp("cluster")))
+    try:
+        local.up(state_dir=c.state_dir, masters=3, agents=2)
+        c.up()  # starts nothing more: reads the layout and the token
+        yield c
+    finally:
+        c.down()
 
 
 @contextlib.asynccontextmanager
-async def nodes(c: Cluster, *, ready_after: float) -> AsyncIterator[tuple[rest.RestClient,
-                                                                          Kubelets]]:
+async def nodes(c: Cluster) -> AsyncIterator[tuple[rest.RestClient, inf.Informer]]:
+    """A client of every master and an informer of the pods."""
     async with transport.Transport(list(c.url.values()), c.token, wait=30.0,
                                    timeout=10.0) as tp:
         client = rest.RestClient(tp)
-        kubelets = Kubelets(client, ["n1", "n2", "n3"], ready_after=ready_after)
-        await kubelets.start()
+        pods = inf.Informer(client, kinds.POD)
+        watching = asyncio.ensure_future(pods.run())
         try:
-            yield client, kubelets
+            await pods.wait_synced(30)
+            yield client, pods
         finally:
-            await kubelets.stop()
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
 
 async def rolled_out(client: rest.RestClient, image: str, replicas: int) -> Obj | None:
@@ -66,7 +95,7 @@ async def patch_deployment(client: rest.RestClient, patch: Obj) -> None:
 
 
 def image(name: str) -> Obj:
-    return {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": name}]}}}}
+    return {"spec": {"template": {"spec": {"containers": [container(name)]}}}}
 
 
 async def progressing(client: rest.RestClient, reason: str) -> Obj | None:
@@ -90,7 +119,7 @@ async def messages(client: rest.RestClient) -> list[str]:
 
 
 async def test_a_deployment_scales_up_and_down(cluster: Cluster) -> None:
-    async with cluster as c, nodes(c, ready_after=0.1) as (client, _):
+    async with cluster as c, nodes(c) as (client, _):
         await c.leader()
         await call(lambda: client.create(kinds.DEPLOYMENT, NS, web(2, "web:1")))
         await wait_for(lambda: rolled_out(client, "web:1", 2), timeout=60, what="2 pods")
@@ -117,17 +146,16 @@ async def _said(client: rest.RestClient, wanted: list[str]) -> list[str] | None:
 
 async def test_a_rolling_update_stays_within_surge_and_unavailability(
         cluster: Cluster) -> None:
-    async with cluster as c, nodes(c, ready_after=0.4) as (client, kubelets):
+    async with cluster as c, nodes(c) as (client, informer):
         await c.leader()
         pods = Pods(app="web", most=8, least=5)  # 6 replicas, maxSurge 2, maxUnavailable 1
-        pods.attach(kubelets.pods)
+        pods.attach(informer)
         await call(lambda: client.create(kinds.DEPLOYMENT, NS,
-                                         web(6, "web:1", surge=2, unavailable=1)))
-        await wait_for(lambda: rolled_out(client, "web:1", 6), timeout=60, what="v1")
+                                         web(6, "web:slow-1", surge=2, unavailable=1)))
+        await wait_for(lambda: rolled_out(client, "web:slow-1", 6), timeout=60, what="v1")
         pods.armed = True
-        await patch_deployment(client, {"spec": {"template": {"spec": {"containers": [
-            {"name": "web", "image": "web:2"}]}}}})
-        d = await wait_for(lambda: rolled_out(client, "web:2", 6), timeout=90, what="v2")
+        await patch_deployment(client, image("web:slow-2"))
+        d = await wait_for(lambda: rolled_out(client, "web:slow-2", 6), timeout=90, what="v2")
         assert pods.broken == []
         assert pods.peak > 6, "the rollout never surged: the bound was not exercised"
         assert pods.low is not None and pods.low < 6, "never below 6 ready: nothing checked"
@@ -140,15 +168,14 @@ async def test_a_rolling_update_stays_within_surge_and_unavailability(
 
 
 async def test_a_rollout_survives_a_leader_sigkill(cluster: Cluster) -> None:
-    async with cluster as c, nodes(c, ready_after=0.8) as (client, kubelets):
+    async with cluster as c, nodes(c) as (client, informer):
         await c.leader()
         pods = Pods(app="web", most=7, least=6)  # 6 replicas, maxSurge 1, maxUnavailable 0
-        pods.attach(kubelets.pods)
-        await call(lambda: client.create(kinds.DEPLOYMENT, NS, web(6, "web:1")))
-        await wait_for(lambda: rolled_out(client, "web:1", 6), timeout=60, what="v1")
+        pods.attach(informer)
+        await call(lambda: client.create(kinds.DEPLOYMENT, NS, web(6, "web:slow-1")))
+        await wait_for(lambda: rolled_out(client, "web:slow-1", 6), timeout=60, what="v1")
         pods.armed = True
-        await patch_deployment(client, {"spec": {"template": {"spec": {"containers": [
-            {"name": "web", "image": "web:2"}]}}}})
+        await patch_deployment(client, image("web:slow-2"))
 
         async def midway() -> Obj | None:
             d = await call(lambda: client.get(kinds.DEPLOYMENT, NS, "web"))
@@ -158,11 +185,11 @@ async def test_a_rollout_survives_a_leader_sigkill(cluster: Cluster) -> None:
         await wait_for(midway, timeout=60, what="a rollout under way")
         leader = await c.leader()
         c.kill(leader)
-        # Pods take 0.8 s to be ready and the rollout had two or more to go: the dead
+        # Pods take 1 s to be ready and the rollout had two or more to go: the dead
         # leader cannot have finished it.
-        assert await rolled_out(client, "web:2", 6) is None
+        assert await rolled_out(client, "web:slow-2", 6) is None
         successor = await c.leader(among=[n for n in c.names if n != leader], timeout=30)
-        await wait_for(lambda: rolled_out(client, "web:2", 6), timeout=120,
+        await wait_for(lambda: rolled_out(client, "web:slow-2", 6), timeout=120,
                        what="the new leader to finish the rollout")
         assert "leader loops at work" in c.log(successor)
         assert pods.broken == []
@@ -173,13 +200,12 @@ async def test_a_rollout_survives_a_leader_sigkill(cluster: Cluster) -> None:
 
 async def test_a_rollback_returns_to_the_old_template_under_a_new_revision(
         cluster: Cluster) -> None:
-    async with cluster as c, nodes(c, ready_after=0.1) as (client, _):
+    async with cluster as c, nodes(c) as (client, _):
         await c.leader()
         await call(lambda: client.create(kinds.DEPLOYMENT, NS, web(3, "web:1")))
         await wait_for(lambda: rolled_out(client, "web:1", 3), timeout=60, what="v1")
         first = (await replicasets(client))[1]
-        await patch_deployment(client, {"spec": {"template": {"spec": {"containers": [
-            {"name": "web", "image": "web:2"}]}}}})
+        await patch_deployment(client, image("web:2"))
         await wait_for(lambda: rolled_out(client, "web:2", 3), timeout=60, what="v2")
 
         d = await call(lambda: client.get(kinds.DEPLOYMENT, NS, "web"))
@@ -201,10 +227,10 @@ async def test_a_rollback_returns_to_the_old_template_under_a_new_revision(
 
 
 async def test_pause_resume_and_a_rollout_that_misses_its_deadline(cluster: Cluster) -> None:
-    async with cluster as c, nodes(c, ready_after=0.1) as (client, kubelets):
+    async with cluster as c, nodes(c) as (client, informer):
         await c.leader()
         pods = Pods(app="web", most=4, least=3)
-        pods.attach(kubelets.pods)
+        pods.attach(informer)
         await call(lambda: client.create(kinds.DEPLOYMENT, NS, web(3, "web:1", deadline=3)))
         await wait_for(lambda: rolled_out(client, "web:1", 3), timeout=60, what="v1")
         pods.armed = True
