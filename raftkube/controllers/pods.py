@@ -57,11 +57,12 @@ def is_available(pod: Obj, min_ready_seconds: int, now: float) -> bool:
 
 def next_available(pods: Iterable[Obj], min_ready_seconds: int, now: float) -> float | None:
     """Seconds until the next ready-but-not-yet-available pod becomes available."""
+    if not min_ready_seconds:
+        return None
     waits = []
     for pod in pods:
         since = ready_since(pod)
-        if since is not None and min_ready_seconds and not is_available(
-                pod, min_ready_seconds, now):
+        if since is not None and since + min_ready_seconds >= now:
             waits.append(since + min_ready_seconds - now)
     return max(min(waits), 0.0) + 1.0 if waits else None
 
