@@ -143,9 +143,11 @@ def timed_out(d: Obj, status: Obj, now: float) -> bool:
     return since is not None and since + deadline < now
 
 
-def _rs_name(new_rs: Obj | None) -> str:
-    return f'ReplicaSet "{new_rs["metadata"]["name"]}"' if new_rs is not None else \
-        "Deployment"
+def _subject(d: Obj, new_rs: Obj | None) -> str:
+    """What a Progressing message is about: the new ReplicaSet, or the Deployment."""
+    if new_rs is not None:
+        return f'ReplicaSet "{new_rs["metadata"]["name"]}"'
+    return f'Deployment "{d["metadata"]["name"]}"'
 
 
 def rollout_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, now: float) -> Obj:
@@ -159,11 +161,11 @@ def rollout_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, now: float) -
     if has_deadline(d) and not done:
         if complete(d, status):
             set_condition(status, condition(PROGRESSING, "True", NEW_RS_AVAILABLE,
-                                            f"{_rs_name(new_rs)} has successfully "
+                                            f"{_subject(d, new_rs)} has successfully "
                                             "progressed.", now))
         elif progressing(d, status):
             cond = condition(PROGRESSING, "True", RS_UPDATED,
-                             f"{_rs_name(new_rs)} is progressing.", now)
+                             f"{_subject(d, new_rs)} is progressing.", now)
             # Progress restarts the deadline: lastUpdateTime moves even when the reason
             # stays; lastTransitionTime stays while the status does.
             if current is not None and current.get("status") == "True":
@@ -173,7 +175,7 @@ def rollout_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, now: float) -
             set_condition(status, cond)
         elif timed_out(d, status, now):
             set_condition(status, condition(PROGRESSING, "False", TIMED_OUT,
-                                            f"{_rs_name(new_rs)} has timed out "
+                                            f"{_subject(d, new_rs)} has timed out "
                                             "progressing.", now))
     failures = replica_failures(all_rss, new_rs)
     if failures:

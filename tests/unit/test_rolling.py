@@ -177,3 +177,15 @@ def test_a_condition_keeps_its_times_while_its_status_and_reason_stay() -> None:
         ("B", rfc3339(T0 + 9), rfc3339(T0))
     progress.set_condition(status, progress.condition("Progressing", "False", "C", "x", T0 + 20))
     assert status["conditions"][0]["lastTransitionTime"] == rfc3339(T0 + 20)
+
+
+def test_progress_without_a_new_replicaset_is_the_deployments() -> None:
+    d = dep(2, progressDeadlineSeconds=600)
+    d["metadata"]["name"] = "front"
+    d["status"] = {"replicas": 2, "updatedReplicas": 0}
+    old = rs("old", 0, reported=1)  # Recreate, emptying the old one first
+    status = progress.rollout_status(d, [old], None, T0)
+    cond = progress.get_condition(status, "Progressing")
+    assert cond is not None
+    assert (cond["reason"], cond["message"]) == \
+        ("ReplicaSetUpdated", 'Deployment "front" is progressing.')
