@@ -51,7 +51,8 @@ class DeploymentController(base.Controller):
         self.orphans = claims.Orphans(self.replicasets.cache)
         self.settling = Settling()
         self.deployments.add_handler(inf.Handler(
-            add=self.enqueue, update=lambda _old, new: self.enqueue(new)))
+            add=self.enqueue, update=lambda _old, new: self.enqueue(new),
+            delete=lambda d: self.settling.forget(inf.key_of(d))))
         self.replicasets.add_handler(self.orphans.handler())
         self.replicasets.add_handler(inf.Handler(
             add=self._replicaset_changed, update=self._replicaset_updated,

@@ -127,6 +127,9 @@ class Settling:
         old = waits.get(id(informer), (informer, 0))[1]
         waits[id(informer)] = (informer, max(old, revision))
 
+    def forget(self, key: str) -> None:
+        self._waits.pop(key, None)
+
     def settled(self, key: str) -> bool:
         waits = self._waits.get(key)
         if not waits:

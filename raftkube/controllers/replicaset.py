@@ -102,6 +102,7 @@ class ReplicaSetController(base.Controller):
 
     def _replicaset_deleted(self, rs: Obj) -> None:
         self.inflight.forget(claims.uid_of(rs))
+        self.settling.forget(inf.key_of(rs))
 
     def _enqueue_owner(self, pod: Obj, ref: Obj) -> None:
         if ref.get("kind") == "ReplicaSet":
