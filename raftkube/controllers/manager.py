@@ -29,7 +29,7 @@ from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
-from raftkube.controllers import base, daemonset, job
+from raftkube.controllers import base, daemonset, deployment, job, replicaset
 from raftkube.scheduler.loop import Scheduler
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     """The scheduler and every controller, each registering its informers."""
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
+            replicaset.ReplicaSetController(ctx), deployment.DeploymentController(ctx),
             daemonset.DaemonSetController(ctx), job.JobController(ctx)]
 
 
