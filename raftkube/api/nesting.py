@@ -1,0 +1,44 @@
+"""How deeply a document may nest, checked without recursion.
+
+Nearly everything that later reads a document walks it recursively (validation, the
+schema walk, merge patches, `json.dumps`), and Python stops a recursion about a thousand
+frames down with a RecursionError. A document nested deeper than that would be a crash
+somewhere far from where it came in, so every document from outside (an API body, a
+manifest file) is measured once, where it is read, by a walk that keeps its own stack, and
+refused with a message that says what was wrong. YAML documents are measured on their
+node graph before they are built (see `yamltext`); JSON documents here, once parsed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The deepest Kubernetes objects nest about a dozen levels (a Deployment's pod template's
+# node affinity match expressions' values: 13). A hundred leaves room for any free-form
+# field, and at the three or so frames per level that the recursive readers take, keeps
+# them well under Python's recursion limit (1,000 frames) wherever they are called from.
+MAX_DEPTH = 100
+
+
+def depth(value: Any, *, limit: int = MAX_DEPTH) -> int:
+    """How deeply `value` nests lists and dicts (a scalar is 0, `[]` is 1), counted up to
+    `limit + 1`: a result over `limit` means "too deep", and the walk stops there. Its cost
+    is one step per container, whatever the shape."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, level + 1))
+    return deepest
