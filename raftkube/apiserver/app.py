@@ -3,8 +3,8 @@ health, readiness and metrics.
 
 Every request but `/healthz` needs the admin bearer token. Errors use the grpc-gateway's
 body (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and
-an error answer never changes anything: requests are fully parsed and checked before a
-command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
+an error answer never changes anything: requests are fully parsed and checked (`inputs`)
+before a command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
 decided it in; the state machine refuses it if a newer leader has written since (fencing).
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.apiserver import etcdjson as ej
-from raftkube.apiserver import metrics
+from raftkube.apiserver import inputs, metrics
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.apiserver.rest import Rest
@@ -104,11 +104,15 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         resp = await handler(request)
         status = resp.status
         return resp
-    except web.HTTPRequestEntityTooLarge:
+    except (inputs.TooLarge, web.HTTPRequestEntityTooLarge):
         status = 413
-        return web.json_response(
-            {"error": "etcdserver: request is too large", "message":
-             "etcdserver: request is too large", "code": 3}, status=413)
+        return too_large()
+    except inputs.BadInput as e:
+        status = e.status
+        return grpc_error(e.message, "InvalidArgument")
+    except RecursionError:  # a backstop: input is measured before anything walks it
+        status = 400
+        return grpc_error("body: nested too deeply", "InvalidArgument")
     except web.HTTPException as e:
         status = e.status
         raise
@@ -130,16 +134,14 @@ def is_rest_path(path: str) -> bool:
     return path in ("/api", "/apis") or path.startswith(("/api/", "/apis/"))
 
 
+def too_large() -> web.Response:
+    message = "etcdserver: request is too large"
+    return web.json_response({"error": message, "message": message, "code": 3}, status=413)
+
+
 async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > BODY_LIMIT:
-        raise st.StoreError("etcdserver: request is too large")
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ej.BadRequest("body", f"malformed JSON: {e}") from None
+    """A /v3 body: JSON, and an empty body is an empty message, as in etcd's gateway."""
+    return await inputs.read_json(request, limit=BODY_LIMIT, empty={})
 
 
 def fence_term(request: web.Request, replica: Replica) -> int | None:
@@ -147,9 +149,9 @@ def fence_term(request: web.Request, replica: Replica) -> int | None:
     if raw is None:
         return None
     try:
-        term = int(raw)
-    except ValueError:
-        raise ej.BadRequest(TERM_HEADER, f"expected an integer, got {raw!r}") from None
+        term = inputs.int64(raw)
+    except ValueError as e:
+        raise ej.BadRequest(TERM_HEADER, str(e)) from None
     if term <= 0:
         raise ej.BadRequest(TERM_HEADER, "must be a positive Raft term")
     if term > replica.view.term:

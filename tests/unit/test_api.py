@@ -26,6 +26,7 @@ from pysyncobj.config import SERIALIZER_STATE
 
 from raftkube.store import disk
 from raftkube.store import state as st
+from tests import hostile
 
 pytestmark = pytest.mark.unit
 
@@ -151,7 +152,7 @@ BAD = [
         headers={"Authorization": "Basic " + b64("root:" + "t" * 24)},
     ),
     Bad(
-        "malformed json", "/v3/kv/put", raw=lambda: b'{"key": "a2V5", ', says="body: malformed JSON"
+        "malformed json", "/v3/kv/put", raw=lambda: b'{"key": "a2V5", ', says="body: not valid JSON"
     ),
     Bad("body is a list", "/v3/kv/put", [GOOD_PUT], says="body: expected a JSON object, got list"),
     Bad(
@@ -319,6 +320,7 @@ BAD = [
         "body over 6 MiB",
         "/v3/kv/put",
         raw=oversized_put_body,
+        status=413,
         says="etcdserver: request is too large",
     ),
     Bad(
@@ -409,6 +411,73 @@ BAD = [
         "/v3/watch",
         {"create_request": {"key": b64("seed"), "filters": ["NOPE"]}},
         says="create_request.filters[0]: expected one of NOPUT, NODELETE",
+    ),
+    # Hostile input: nesting that would blow the parser's (or a reader's) recursion, and
+    # integers that Python's int() would take but etcd's gateway does not.
+    Bad(
+        "put nested 100,000 deep",
+        "/v3/kv/put",
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.nested(100_000)),
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "put nested 101 deep",
+        "/v3/kv/put",
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.nested(100)),
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "txn nested 100,000 deep",
+        "/v3/kv/txn",
+        raw=lambda: b'{"success": ' + hostile.nested(100_000) + b"}",
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "txn of txns 40 deep",
+        "/v3/kv/txn",
+        hostile.nested_txn(40),
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "range nested 100,000 deep",
+        "/v3/kv/range",
+        raw=lambda: hostile.with_field({"key": b64("seed")}, "x", hostile.nested(100_000)),
+        says="body: nested deeper than 100 levels",
+    ),
+    *[
+        Bad(
+            f"limit {text!r}",
+            "/v3/kv/range",
+            {"key": b64("seed"), "limit": text},
+            says=f"limit: expected an integer, got {text!r}",
+        )
+        for text in (" 5 ", "5 ", "+3", "5_0", "\u0665", "\uff15", "5\n", "0x10", "")
+    ],
+    Bad(
+        "compare mod_revision 1_0",
+        "/v3/kv/txn",
+        {"compare": [{"key": b64("seed"), "target": "MOD", "result": "EQUAL",
+                      "mod_revision": "1_0"}]},
+        says="compare[0].mod_revision: expected an integer, got '1_0'",
+    ),
+    Bad(
+        "lease grant TTL +3",
+        "/v3/lease/grant",
+        {"TTL": "+3"},
+        says="TTL: expected an integer, got '+3'",
+    ),
+    Bad(
+        "limit of 23 digits",
+        "/v3/kv/range",
+        {"key": b64("seed"), "limit": "1" * 23},
+        says="limit: out of the int64 range",
+    ),
+    Bad(
+        "term header with a plus",
+        "/v3/kv/put",
+        GOOD_PUT,
+        headers={"X-Raftkube-Term": "+1"},
+        says="X-Raftkube-Term: expected an integer, got '+1'",
     ),
     Bad("unknown path", "/v3/kv/frobnicate", GOOD_PUT, 404, "Not Found", is_json=False),
     Bad(
