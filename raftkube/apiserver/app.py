@@ -1,9 +1,11 @@
 """The master's HTTP server: etcd's v3 JSON API, Kubernetes-style REST (rest.py),
 health, readiness and metrics.
 
-Every request but `/healthz` needs the admin bearer token. Errors use the grpc-gateway's
-body (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and
-an error answer never changes anything: requests are fully parsed and checked (`inputs`)
+Every request but `/healthz` is authenticated here, once, for both APIs (`auth`): the
+store's API, readiness and metrics are the admin's (401 without a known token, 403 for a
+node's), and REST reads the user from the request. Errors use the grpc-gateway's body
+(`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and an
+error answer never changes anything: requests are fully parsed and checked (`inputs`)
 before a command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
 decided it in; the state machine refuses it if a newer leader has written since (fencing).
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -22,8 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from raftkube.apiserver import auth, inputs, metrics
 from raftkube.apiserver import etcdjson as ej
-from raftkube.apiserver import inputs, metrics
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.apiserver.rest import Rest
@@ -39,6 +40,7 @@ GRPC = {
     "Internal": (13, 500),
     "Unavailable": (14, 503),
     "Unauthenticated": (16, 401),
+    "PermissionDenied": (7, 403),
     "ResourceExhausted": (8, 429),
 }
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
@@ -48,7 +50,7 @@ PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REPLICA = web.AppKey("replica", Replica)
-TOKEN = web.AppKey("token", str)
+TOKENS = web.AppKey("tokens", auth.Tokens)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 PROGRESS = web.AppKey("progress_every", float)
 OBJECTS = web.AppKey("objects", ob.Objects)
@@ -89,18 +91,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = route.canonical if route is not None else "unmatched"
     status = 500
     try:
-        # The Kubernetes-style REST paths authenticate (admin or node tokens) and answer
-        # with Status objects themselves.
-        if request.path != "/healthz" and not is_rest_path(request.path):
-            supplied = request.headers.get("Authorization", "")
-            wanted = "Bearer " + request.app[TOKEN]
-            if not hmac.compare_digest(supplied.encode(), wanted.encode()):
-                resp: web.StreamResponse = grpc_error(
-                    "etcdserver: invalid auth token" if supplied
-                    else "etcdserver: user name is empty (missing Authorization: Bearer token)",
-                    "Unauthenticated")
-                status = resp.status
-                return resp
+        if request.path != "/healthz":
+            refused = authenticate(request)
+            if refused is not None:
+                status = refused.status
+                return refused
         resp = await handler(request)
         status = resp.status
         return resp
@@ -128,6 +123,24 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return grpc_error(str(e), "Unavailable")
     finally:
         m.observe(request.method, path, status, time.perf_counter() - started)
+
+
+def authenticate(request: web.Request) -> web.Response | None:
+    """Store the request's user on it; or the refusal, in the shape of the API asked."""
+    user = request.app[TOKENS].user(request.headers.get("Authorization", ""))
+    if is_rest_path(request.path):
+        if user is None:
+            return web.json_response(stt.unauthorized().status(), status=401)
+    elif user is None:
+        supplied = "Authorization" in request.headers
+        return grpc_error("etcdserver: invalid auth token" if supplied
+                          else "etcdserver: user name is empty (missing Authorization: "
+                               "Bearer token)", "Unauthenticated")
+    elif not user.admin:
+        # Node agents use the Kubernetes-style API only; the store is the admin's.
+        return grpc_error("etcdserver: permission denied", "PermissionDenied")
+    request[auth.USER] = user
+    return None
 
 
 def is_rest_path(path: str) -> bool:
@@ -407,13 +420,12 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app[PROGRESS] = progress_every
     objects = ob.Objects(replica, service_cidr=service_cidr, event_ttl=event_ttl)
     app[OBJECTS] = objects
-    rest = Rest(replica, objects, admin_token=token, node_tokens=node_tokens or {},
-                bookmark_every=bookmark_every)
+    rest = Rest(replica, objects, bookmark_every=bookmark_every)
     for path in ("/api", "/api/{tail:.*}", "/apis", "/apis/{tail:.*}"):
         app.router.add_route("*", path, rest.handle)
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
-    app[TOKEN] = token
+    app[TOKENS] = auth.Tokens(admin=token, nodes=node_tokens or {})
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)
     app.router.add_get("/healthz", healthz)

@@ -4,11 +4,11 @@ One dispatcher parses `/api/v1/...` and `/apis/{group}/{version}/...` into (kind
 namespace, name, subresource) and calls `Objects`. Everything a client can see as an
 error is a Kubernetes `Status`; a request is fully checked before anything is written.
 
-Authentication: the admin bearer token, or a node token (`--node-token-file`, lines of
-`token,node-name`) for an agent, who acts as `system:node:NAME` and may read what an
-agent needs (ConfigMaps and Secrets only by name, and only those its pods refer to),
-write its own Node and its Lease in `raftkube-system`, create Events, and write the
-status of (and delete) the pods bound to it. Anything else is 403.
+Users: the app's middleware has authenticated the request (`auth`): the admin, or a
+node's agent, `system:node:NAME`, who may read what an agent needs (ConfigMaps and
+Secrets only by name in their namespace, and only those its pods refer to), write its
+own Node and its Lease in `raftkube-system`, create Events, and write the status of (and
+delete) the pods bound to it. Anything else is 403, decided before anything is looked up.
 
 Bodies and integer parameters are read by `inputs`, whose refusals become Status 400
 or 413 here.
@@ -22,7 +22,6 @@ and ADDED when it starts, so a cache built from list+watch stays exact.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, schema, selectors
-from raftkube.apiserver import inputs
+from raftkube.apiserver import auth, inputs
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -45,16 +44,6 @@ NODE_READABLE = {"pods", "services", "endpoints", "nodes", "namespaces", "leases
 NODE_REFERENCED = {"configmaps", "secrets"}
 
 
-@dataclass(frozen=True)
-class User:
-    name: str
-    node: str = ""  # set for node agents
-
-    @property
-    def admin(self) -> bool:
-        return not self.node
-
-
 @dataclass
 class Target:
     kind: kinds.Kind
@@ -64,19 +53,17 @@ class Target:
 
 
 class Rest:
-    def __init__(self, replica: Replica, objects: ob.Objects, *, admin_token: str,
-                 node_tokens: dict[str, str], bookmark_every: float = 10.0) -> None:
+    def __init__(self, replica: Replica, objects: ob.Objects, *,
+                 bookmark_every: float = 10.0) -> None:
         self.replica = replica
         self.objects = objects
-        self.admin_token = admin_token
-        self.node_tokens = node_tokens
         self.bookmark_every = bookmark_every
 
     # ---- entry point ------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            user = self.authenticate(request)
+            user = request[auth.USER]
             if request.path in ("/api", "/apis", "/api/", "/apis/"):
                 return web.json_response(discovery_root(request.path.rstrip("/")))
             target, is_discovery = parse_path(request.path)
@@ -98,21 +85,10 @@ class Rest:
             err = stt.ApiError(500, "InternalError", f"store: {e.message}")
             return web.json_response(err.status(), status=500)
 
-    def authenticate(self, request: web.Request) -> User:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise stt.unauthorized()
-        token = header[len("Bearer "):].strip()
-        if hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            return User("admin")
-        for known, node in self.node_tokens.items():
-            if hmac.compare_digest(token.encode(), known.encode()):
-                return User(f"system:node:{node}", node=node)
-        raise stt.unauthorized()
-
     # ---- dispatch ---------------------------------------------------------------------
 
-    async def dispatch(self, request: web.Request, user: User, t: Target) -> web.StreamResponse:
+    async def dispatch(self, request: web.Request, user: auth.User,
+                       t: Target) -> web.StreamResponse:
         q = request.query
         dry_run = q.get("dryRun") == "All"
         if "dryRun" in q and q.get("dryRun") != "All":
@@ -218,7 +194,7 @@ class Rest:
 
     # ---- authorization ------------------------------------------------------------------
 
-    def authorize(self, user: User, verb: str, t: Target, obj: dict[str, Any] | None) -> None:
+    def authorize(self, user: auth.User, verb: str, t: Target, obj: dict[str, Any] | None) -> None:
         if user.admin:
             return
         plural = t.kind.plural
@@ -236,7 +212,10 @@ class Rest:
             return
         raise stt.forbidden(user.name, verb, t.kind.resource, t.name, t.namespace)
 
-    async def authorize_referenced(self, user: User, t: Target) -> None:
+    async def authorize_referenced(self, user: auth.User, t: Target) -> None:
+        if t.kind.namespaced and not t.namespace:
+            # No namespace, no pod of this node can refer to it: refused before lookup.
+            raise stt.forbidden(user.name, "get", t.kind.resource, t.name, t.namespace)
         pods = await self.objects.list_objects(POD_KIND, t.namespace)
         for pod in pods.items:
             spec = pod.get("spec") or {}
@@ -245,7 +224,7 @@ class Rest:
                 return
         raise stt.forbidden(user.name, "get", t.kind.resource, t.name, t.namespace)
 
-    async def authorize_existing(self, user: User, verb: str, t: Target) -> None:
+    async def authorize_existing(self, user: auth.User, verb: str, t: Target) -> None:
         """Writes to an existing object: a node only touches what is its own."""
         if user.admin:
             return

@@ -27,6 +27,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from raftkube.store import disk
 from raftkube.store import state as st
 from tests import hostile
+from tests.unit.conftest import NODE_TOKEN
 
 pytestmark = pytest.mark.unit
 
@@ -478,6 +479,14 @@ BAD = [
         GOOD_PUT,
         headers={"X-Raftkube-Term": "+1"},
         says="X-Raftkube-Term: expected an integer, got '+1'",
+    ),
+    Bad(
+        "node token on the store",
+        "/v3/kv/put",
+        GOOD_PUT,
+        403,
+        "etcdserver: permission denied",
+        headers={"Authorization": "Bearer " + NODE_TOKEN},
     ),
     Bad("unknown path", "/v3/kv/frobnicate", GOOD_PUT, 404, "Not Found", is_json=False),
     Bad(

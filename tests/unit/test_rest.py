@@ -270,6 +270,8 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
     ("grace period beyond int64 in DeleteOptions", "DELETE", CMS + "/a", {
         "gracePeriodSeconds": 2**63}, {}, 400, "BadRequest",
      "gracePeriodSeconds: must be a non-negative int64"),
+    ("node gets a secret with no namespace", "GET", "/api/v1/secrets/a", None,
+     {"auth": False, "headers": NODE}, 403, "Forbidden", 'secrets "a" is forbidden'),
 ]
 
 
