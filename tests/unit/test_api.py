@@ -943,6 +943,25 @@ async def test_watch_from_a_compacted_revision_is_cancelled(served: Any) -> None
 # ---- health, metrics, maintenance -----------------------------------------------------------
 
 
+@pytest.mark.parametrize(("path", "method"), [
+    ("/v3/kv/range", "POST"), ("/v3/maintenance/status", "POST"), ("/readyz", "GET"),
+    ("/metrics", "GET")])
+async def test_a_node_token_is_not_the_admins(served: Any, path: str, method: str) -> None:
+    """One authentication for every path: a node's token is known (so not 401) but the
+    store, readiness and metrics are the admin's (403, in etcd's shape); /healthz needs no
+    token, and the Kubernetes-style API takes the node's."""
+    node = {"Authorization": "Bearer " + NODE_TOKEN}
+    body = {"key": b64("k")} if path == "/v3/kv/range" else None
+    status, out = await call(served, path, body, method=method, headers=node, auth=False)
+    assert status == 403, out
+    assert out == {"error": "etcdserver: permission denied",
+                   "message": "etcdserver: permission denied", "code": 7}
+    assert (await call(served, path, body, method=method))[0] == 200
+    assert (await call(served, "/healthz", method="GET", headers=node, auth=False))[0] == 200
+    assert (await call(served, "/api/v1/namespaces/default/pods", method="GET", headers=node,
+                       auth=False))[0] == 200
+
+
 async def test_health_readiness_and_membership(served: Any) -> None:
     status, text = await call(served, "/healthz", method="GET", auth=False)
     assert status == 200 and text.strip() == "ok"
