@@ -19,22 +19,23 @@ reason: Bomb
 
 
 def alias_bomb(aliases: int = 9, levels: int = 8, *, head: str = EVENT_HEAD) -> bytes:
-    """An object whose field `l{levels}` stands for aliases**(levels+1) strings: `l0` is a
-    list of `aliases` strings, each next level a list of `aliases` aliases of the last."""
-    lines = [head.rstrip("\n"), "l0: &l0 [" + ", ".join(["lol"] * aliases) + "]"]
+    """An object whose `series` (free-form in an Event, so kept and stored as it is) holds
+    `l{levels}`, which stands for aliases**(levels+1) strings: `l0` is a list of `aliases`
+    strings, each next level a list of `aliases` aliases of the last."""
+    lines = [head.rstrip("\n"), "series:", "  l0: &l0 [" + ", ".join(["lol"] * aliases) + "]"]
     for i in range(1, levels + 1):
-        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * aliases) + "]")
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * aliases) + "]")
     return ("\n".join(lines) + "\n").encode()
 
 
 def merge_bomb(aliases: int = 9, levels: int = 8, *, head: str = EVENT_HEAD) -> bytes:
-    """The same with mappings, pulled into the object with a `<<` merge key."""
+    """The same with mappings, the last pulled into `series` with a `<<` merge key."""
     keys = [f"k{j}" for j in range(aliases)]
-    lines = [head.rstrip("\n"),
-             "m0: &m0 {" + ", ".join(f"{k}: lol" for k in keys) + "}"]
+    lines = [head.rstrip("\n"), "anchors:",
+             "  m0: &m0 {" + ", ".join(f"{k}: lol" for k in keys) + "}"]
     for i in range(1, levels + 1):
-        lines.append(f"m{i}: &m{i} {{" + ", ".join(f"{k}: *m{i - 1}" for k in keys) + "}")
-    lines.append(f"message:\n  <<: *m{levels}")
+        lines.append(f"  m{i}: &m{i} {{" + ", ".join(f"{k}: *m{i - 1}" for k in keys) + "}")
+    lines.append(f"series:\n  <<: *m{levels}")
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -46,8 +46,8 @@ class Cluster:
 
     # ---- processes ----------------------------------------------------------------------
 
-    def up(self) -> None:
-        local.up(state_dir=self.state_dir, masters=3, agents=0)
+    def up(self, *, master_args: list[str] | None = None) -> None:
+        local.up(state_dir=self.state_dir, masters=3, agents=0, master_args=master_args)
         with open(os.path.join(self.state_dir, "config.yaml")) as f:
             cfg = yaml.safe_load(f)
         self.token = cfg["token"]

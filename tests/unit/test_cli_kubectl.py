@@ -437,7 +437,7 @@ def test_namespaces_are_applied_first(tmp_path: Path) -> None:
      r'no matches for kind "Gadget" in version "v9"'),
     # Hostile manifests: refused while parsing, with the file, document, line and column.
     (f"{CONFIGMAP_YAML}---\n" + hostile.alias_bomb(10, 20, head=CONFIGMAP_YAML).decode(),
-     r'error parsing "{f}" \(document 2\): yaml: line 23, column 5: the document stands for '
+     r'error parsing "{f}" \(document 2\): yaml: line 24, column 7: the document stands for '
      r"more than 67108864 bytes of JSON once its aliases are expanded"),
     (hostile.merge_bomb(9, 9, head=CONFIGMAP_YAML).decode(),
      r"yaml: line \d+, column \d+: the document stands for more than 67108864 bytes"),
@@ -945,7 +945,7 @@ def test_apply_refuses_an_alias_bomb_fast_and_sends_nothing(rk: Cli) -> None:
     took = time.perf_counter() - started
     assert result.exit_code == 1
     assert result.stderr == (
-        f'error: error parsing "{f}" (document 1): yaml: line 15, column 5: the document '
+        f'error: error parsing "{f}" (document 1): yaml: line 16, column 7: the document '
         "stands for more than 67108864 bytes of JSON once its aliases are expanded\n")
     assert took < 1.0, f"rk apply took {took:.2f}s to refuse a bomb"
     assert rk.api.seen == []
