@@ -165,7 +165,9 @@ class Objects:
         items: list[dict[str, Any]] = []
         while True:
             req = {"key": start, "range_end": end, "revision": revision,
-                   "limit": max(limit - len(items), 0) + 1 if limit else 0}
+                   # One more than asked, to know whether there is more; still an int64.
+                   "limit": min(max(limit - len(items), 0) + 1, inputs.INT64_MAX)
+                   if limit else 0}
             try:
                 result = await self.replica.range(req)
             except st.Compacted:

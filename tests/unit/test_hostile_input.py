@@ -202,3 +202,15 @@ def test_yaml_expansion_is_measured_over_the_graph_not_the_tree() -> None:
     assert list(yamltext.load_all(text, max_expanded=size))
     with pytest.raises(yamltext.TooComplex, match=f"more than {size - 1} bytes"):
         list(yamltext.load_all(text, max_expanded=size - 1))
+
+
+async def test_the_largest_int64_limit_lists_everything(served: Served) -> None:
+    """In range, so valid: the page asked of the store (one more than the limit, to see
+    whether more follow) must stay an int64 too, or the store's refusal would be blamed
+    on `continue`."""
+    for name in ("a", "b"):
+        await ok(served, "POST", CMS, {"apiVersion": "v1", "kind": "ConfigMap",
+                                       "metadata": {"name": name}})
+    listed = await ok(served, "GET", CMS + f"?limit={2**63 - 1}")
+    assert [o["metadata"]["name"] for o in listed["items"]] == ["a", "b"]
+    assert "continue" not in listed["metadata"]

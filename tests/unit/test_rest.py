@@ -247,6 +247,8 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
      400, "BadRequest", "body: nested deeper than 100 levels"),
     ("limit of 23 digits", "GET", CMS + "?limit=" + "1" * 23, None, {}, 400, "BadRequest",
      "limit: Invalid value: out of the int64 range"),
+    ("limit beyond int64 by one", "GET", CMS + f"?limit={2**63}", None, {}, 400, "BadRequest",
+     "limit: Invalid value: out of the int64 range"),
     *[(f"limit {text!r}", "GET", CMS + "?limit=" + quote(text), None, {}, 400, "BadRequest",
        f"limit: Invalid value: expected an integer, got {text!r}")
       for text in (" 5", "+3", "5_0", "\u0665", "\uff15", "0x1")],
