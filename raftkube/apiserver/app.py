@@ -6,8 +6,9 @@ store's API, readiness and metrics are the admin's (401 without a known token, 4
 node's), and REST reads the user from the request. Errors use the grpc-gateway's body
 (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and an
 error answer never changes anything: requests are fully parsed and checked (`inputs`)
-before a command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
-decided it in; the state machine refuses it if a newer leader has written since (fencing).
+before a command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its
+author decided it in; the state machine refuses it if a newer leader has written since
+(fencing).
 """
 
 from __future__ import annotations

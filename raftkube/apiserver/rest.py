@@ -8,7 +8,8 @@ Users: the app's middleware has authenticated the request (`auth`): the admin, o
 node's agent, `system:node:NAME`, who may read what an agent needs (ConfigMaps and
 Secrets only by name in their namespace, and only those its pods refer to), write its
 own Node and its Lease in `raftkube-system`, create Events, and write the status of (and
-delete) the pods bound to it. Anything else is 403, decided before anything is looked up.
+delete) the pods bound to it. Anything else is 403, decided before the object asked for
+is looked up (a node never learns whether it exists).
 
 Bodies and integer parameters are read by `inputs`, whose refusals become Status 400
 or 413 here.
