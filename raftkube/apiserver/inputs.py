@@ -5,9 +5,9 @@ one, and on the bytes actually read when it is chunked (nothing past the limit i
 JSON bodies are parsed, then measured for nesting depth (`nesting`); the parser's own
 RecursionError on a very deep body is the same refusal. YAML bodies (REST only) are one
 document, composed and measured by `yamltext` before any value is built: their depth,
-their node count and what their aliases expand to are bounded, and the work is done on a
-worker thread of its own, so that a slow (pure-Python) parse never holds the event loop,
-and only one runs at a time.
+their node count and what their aliases expand to are bounded. The work on a YAML body,
+or on a big JSON one, is done on a worker thread of its own, so that a slow
+(pure-Python) parse or walk never holds the event loop, and only one runs at a time.
 
 Every refusal is a `BadInput` with the HTTP status to answer and a message that names
 what was wrong; each API renders it in its own error shape (etcd's grpc-gateway body,
@@ -39,8 +39,12 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 MAX_YAML_NODES = 20_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT = re.compile(r"-?[0-9]+")  # [0-9], not \d: \d matches every script's digits
-# One worker: YAML bodies are parsed one at a time, off the event loop.
-_yaml_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yaml-body")
+# JSON bodies up to this size are parsed on the event loop (a few ms at most); bigger
+# ones on the worker, where measuring their depth does not hold the loop (json.loads,
+# being C, holds the interpreter wherever it runs: some 0.1 s a MiB at worst).
+INLINE_JSON_BYTES = 64 * 1024
+# One worker: YAML bodies and big JSON ones are parsed one at a time, off the event loop.
+_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-parser")
 
 
 class BadInput(Exception):
@@ -75,7 +79,7 @@ async def read_body(request: web.Request, *, limit: int) -> bytes:
 async def read_json(request: web.Request, *, limit: int, empty: Any) -> Any:
     """A JSON body; `empty` when the body is empty or blank."""
     raw = await read_body(request, limit=limit)
-    return parse_json(raw) if raw.strip() else empty
+    return await _parse_json(raw) if raw.strip() else empty
 
 
 async def read_document(request: web.Request, *, limit: int) -> Any:
@@ -86,8 +90,14 @@ async def read_document(request: web.Request, *, limit: int) -> Any:
         return None
     if request.content_type in YAML_TYPES:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_yaml_worker, parse_yaml, raw, limit)
-    return parse_json(raw)
+        return await loop.run_in_executor(_worker, parse_yaml, raw, limit)
+    return await _parse_json(raw)
+
+
+async def _parse_json(raw: bytes) -> Any:
+    if len(raw) <= INLINE_JSON_BYTES:
+        return parse_json(raw)
+    return await asyncio.get_running_loop().run_in_executor(_worker, parse_json, raw)
 
 
 def parse_json(raw: bytes) -> Any:
