@@ -41,7 +41,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT = re.compile(r"-?[0-9]+")  # [0-9], not \d: \d matches every script's digits
 # JSON bodies up to this size are parsed on the event loop (a few ms at most); bigger
 # ones on the worker, where measuring their depth does not hold the loop (json.loads,
-# being C, holds the interpreter wherever it runs: some 0.1 s a MiB at worst).
+# being C, holds the interpreter wherever it runs: some 0.15 s a MiB at worst).
 INLINE_JSON_BYTES = 64 * 1024
 # One worker: YAML bodies and big JSON ones are parsed one at a time, off the event loop.
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-parser")
