@@ -32,11 +32,13 @@ from aiohttp import web
 from raftkube.api import nesting, yamltext
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-# Nodes a YAML body may compose to. PyYAML composes some 30,000 nodes a second here (pure
-# Python: its C parser recurses without a bound and so cannot take hostile input), so
-# this bounds one body to well under a second of work and some 20 MB of node objects,
-# and it is still hundreds of times what the largest manifest has (a Deployment: ~60).
-MAX_YAML_NODES = 20_000
+# Nodes a YAML body may compose to. PyYAML composes some 30,000 nodes a second on this
+# kind of machine, idle (pure Python: its C parser recurses without a bound and so cannot
+# take hostile input), and keeps about 1 KB a node: this bounds one body to a third of a
+# second of one core (more when the machine is busy; it runs on the worker, not the
+# event loop) and some 10 MB, and it is still a hundred times a big manifest (a
+# Deployment is ~60 nodes, a ConfigMap of 1,000 keys 2,000; kubectl sends JSON anyway).
+MAX_YAML_NODES = 10_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT = re.compile(r"-?[0-9]+")  # [0-9], not \d: \d matches every script's digits
 # JSON bodies up to this size are parsed on the event loop (a few ms at most); bigger
