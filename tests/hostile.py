@@ -39,6 +39,12 @@ def merge_bomb(aliases: int = 9, levels: int = 8, *, head: str = EVENT_HEAD) -> 
     return ("\n".join(lines) + "\n").encode()
 
 
+def many(values: int) -> bytes:
+    """A JSON list of `values` - 1 empty lists (`values` values, the list included): 3 bytes
+    a value, the densest JSON there is but for numbers."""
+    return b"[" + b",".join([b"[]"] * (values - 1)) + b"]"
+
+
 def nested(levels: int) -> bytes:
     """`levels` lists inside each other, as JSON (and YAML flow) text."""
     return b"[" * levels + b"]" * levels

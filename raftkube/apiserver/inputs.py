@@ -2,12 +2,13 @@
 
 A body is refused as soon as it is known to be too big: on its Content-Length when it has
 one, and on the bytes actually read when it is chunked (nothing past the limit is kept).
-JSON bodies are parsed, then measured for nesting depth (`nesting`); the parser's own
-RecursionError on a very deep body is the same refusal. YAML bodies (REST only) are one
-document, composed and measured by `yamltext` before any value is built: their depth,
-their node count and what their aliases expand to are bounded. The work on a YAML body,
-or on a big JSON one, is done on a worker thread of its own, so that a slow
-(pure-Python) parse or walk never holds the event loop, and only one runs at a time.
+JSON bodies are parsed, then measured (`nesting`): how deep they nest (the parser's own
+RecursionError on a very deep body is the same refusal) and how many values they hold.
+YAML bodies (REST only) are one document, composed and measured by `yamltext` before
+any value is built: their depth, their node count and what their aliases expand to are
+bounded. The work on a YAML body, or on a big JSON one, is done on a worker thread of
+its own, so that a slow (pure-Python) parse or walk never holds the event loop, and only
+one runs at a time.
 
 Every refusal is a `BadInput` with the HTTP status to answer and a message that names
 what was wrong; each API renders it in its own error shape (etcd's grpc-gateway body,
@@ -39,8 +40,17 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 # event loop) and some 10 MB, and it is still a hundred times a big manifest (a
 # Deployment is ~60 nodes, a ConfigMap of 1,000 keys 2,000; kubectl sends JSON anyway).
 MAX_YAML_NODES = 10_000
+# Values (containers and scalars) a JSON body may hold. Parsing one costs the
+# interpreter, held, some 0.2 µs, and what the API server does with an object after
+# (defaults on a copy, validation, the schema walk, encoding) some 5 µs and 300 bytes: a
+# node's 3 MiB Event of a million empty lists once took 5 s and 356 MB, and held the
+# Raft tick thread long enough for elections. A big Kubernetes object holds a few
+# thousand values (a ConfigMap's data are a few strings, a txn of 128 ops ~1,500): this
+# is a hundred times that, and about half a second at worst, mostly off the event loop.
+MAX_JSON_VALUES = 100_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT = re.compile(r"-?[0-9]+")  # [0-9], not \d: \d matches every script's digits
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string
 # JSON bodies up to this size are parsed on the event loop (a few ms at most); bigger
 # ones on the worker, where measuring their depth does not hold the loop (json.loads,
 # being C, holds the interpreter wherever it runs: some 0.15 s a MiB at worst).
@@ -103,14 +113,26 @@ async def _parse_json(raw: bytes) -> Any:
 
 
 def parse_json(raw: bytes) -> Any:
+    if len(raw) > 2 * MAX_JSON_VALUES:
+        # json.loads is C and holds the interpreter until it is done (a dense 3 MiB body:
+        # half a second, longer than an election timeout), so a body that must hold too
+        # many values is refused before it is parsed. Outside strings, every ',', '[' and
+        # '{' stands for a distinct value (a container, or the value after a comma), so
+        # more than twice the bound of them means more values than the bound.
+        bare = _STRING.sub(b'""', raw)
+        if bare.count(b",") + bare.count(b"[") + bare.count(b"{") > 2 * MAX_JSON_VALUES:
+            raise _too_many()
     try:
         value = json.loads(raw)
     except RecursionError:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as e:
         raise BadInput(f"body: not valid JSON: {e}") from None
-    if nesting.depth(value) > nesting.MAX_DEPTH:
+    shape = nesting.shape(value, max_values=MAX_JSON_VALUES)
+    if shape.depth > nesting.MAX_DEPTH:
         raise _too_deep()
+    if shape.values > MAX_JSON_VALUES:
+        raise _too_many()
     return value
 
 
@@ -131,6 +153,10 @@ def parse_yaml(raw: bytes, max_expanded: int) -> Any:
     if len(docs) != 1:
         raise BadInput(f"body: must be one YAML document, got {len(docs)}")
     return docs[0]
+
+
+def _too_many() -> BadInput:
+    return BadInput(f"body: more than {MAX_JSON_VALUES} values")
 
 
 def _too_deep() -> BadInput:

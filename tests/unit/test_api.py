@@ -440,6 +440,19 @@ BAD = [
         says="body: nested deeper than 100 levels",
     ),
     Bad(
+        "put of a million values",
+        "/v3/kv/put",
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.many(1_000_000)),
+        says="body: more than 100000 values",
+    ),
+    Bad(
+        "put of 100,001 values",
+        "/v3/kv/put",
+        # The object, its two fields' values, and the list with its elements.
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.many(100_001 - 3)),
+        says="body: more than 100000 values",
+    ),
+    Bad(
         "range nested 100,000 deep",
         "/v3/kv/range",
         raw=lambda: hostile.with_field({"key": b64("seed")}, "x", hostile.nested(100_000)),

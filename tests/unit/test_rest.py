@@ -245,6 +245,10 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
         "raw": hostile.with_field({"apiVersion": "v1", "kind": "Event"}, "x",
                                   hostile.nested(100_000)), "auth": False, "headers": NODE},
      400, "BadRequest", "body: nested deeper than 100 levels"),
+    ("event from a node of a million values", "POST", EVENTS, None, {
+        "raw": hostile.with_field({"apiVersion": "v1", "kind": "Event"}, "series",
+                                  b'{"x": ' + hostile.many(1_000_000) + b"}"),
+        "auth": False, "headers": NODE}, 400, "BadRequest", "body: more than 100000 values"),
     ("limit of 23 digits", "GET", CMS + "?limit=" + "1" * 23, None, {}, 400, "BadRequest",
      "limit: Invalid value: out of the int64 range"),
     ("limit beyond int64 by one", "GET", CMS + f"?limit={2**63}", None, {}, 400, "BadRequest",
