@@ -1,18 +1,20 @@
 """The master's HTTP server: etcd's v3 JSON API, Kubernetes-style REST (rest.py),
 health, readiness and metrics.
 
-Every request but `/healthz` needs the admin bearer token. Errors use the grpc-gateway's
-body (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and
-an error answer never changes anything: requests are fully parsed and checked before a
-command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
-decided it in; the state machine refuses it if a newer leader has written since (fencing).
+Every request but `/healthz` is authenticated here, once, for both APIs (`auth`): the
+store's API, readiness and metrics are the admin's (401 without a known token, 403 for a
+node's), and REST reads the user from the request. Errors use the grpc-gateway's body
+(`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and an
+error answer never changes anything: requests are fully parsed and checked (`inputs`)
+before a command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its
+author decided it in; the state machine refuses it if a newer leader has written since
+(fencing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -22,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from raftkube.apiserver import auth, fencing, inputs, metrics
 from raftkube.apiserver import etcdjson as ej
-from raftkube.apiserver import fencing, metrics
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.apiserver.rest import Rest
@@ -46,6 +48,7 @@ GRPC = {
     "Internal": (13, 500),
     "Unavailable": (14, 503),
     "Unauthenticated": (16, 401),
+    "PermissionDenied": (7, 403),
     "ResourceExhausted": (8, 429),
 }
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
@@ -55,7 +58,7 @@ PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REPLICA = web.AppKey("replica", Replica)
-TOKEN = web.AppKey("token", str)
+TOKENS = web.AppKey("tokens", auth.Tokens)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 PROGRESS = web.AppKey("progress_every", float)
 OBJECTS = web.AppKey("objects", ob.Objects)
@@ -96,26 +99,23 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = route.canonical if route is not None else "unmatched"
     status = 500
     try:
-        # The Kubernetes-style REST paths authenticate (admin or node tokens) and answer
-        # with Status objects themselves.
-        if request.path != "/healthz" and not is_rest_path(request.path):
-            supplied = request.headers.get("Authorization", "")
-            wanted = "Bearer " + request.app[TOKEN]
-            if not hmac.compare_digest(supplied.encode(), wanted.encode()):
-                resp: web.StreamResponse = grpc_error(
-                    "etcdserver: invalid auth token" if supplied
-                    else "etcdserver: user name is empty (missing Authorization: Bearer token)",
-                    "Unauthenticated")
-                status = resp.status
-                return resp
+        if request.path != "/healthz":
+            refused = authenticate(request)
+            if refused is not None:
+                status = refused.status
+                return refused
         resp = await handler(request)
         status = resp.status
         return resp
-    except web.HTTPRequestEntityTooLarge:
+    except (inputs.TooLarge, web.HTTPRequestEntityTooLarge):
         status = 413
-        return web.json_response(
-            {"error": "etcdserver: request is too large", "message":
-             "etcdserver: request is too large", "code": 3}, status=413)
+        return too_large()
+    except inputs.BadInput as e:
+        status = e.status
+        return grpc_error(e.message, "InvalidArgument")
+    except RecursionError:  # a backstop: input is measured before anything walks it
+        status = 400
+        return grpc_error("body: nested too deeply", "InvalidArgument")
     except web.HTTPException as e:
         status = e.status
         raise
@@ -133,20 +133,36 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         m.observe(request.method, path, status, time.perf_counter() - started)
 
 
+def authenticate(request: web.Request) -> web.Response | None:
+    """Store the request's user on it; or the refusal, in the shape of the API asked."""
+    user = request.app[TOKENS].user(request.headers.get("Authorization", ""))
+    if is_rest_path(request.path):
+        if user is None:
+            return web.json_response(stt.unauthorized().status(), status=401)
+    elif user is None:
+        supplied = "Authorization" in request.headers
+        return grpc_error("etcdserver: invalid auth token" if supplied
+                          else "etcdserver: user name is empty (missing Authorization: "
+                               "Bearer token)", "Unauthenticated")
+    elif not user.admin:
+        # Node agents use the Kubernetes-style API only; the store is the admin's.
+        return grpc_error("etcdserver: permission denied", "PermissionDenied")
+    request[auth.USER] = user
+    return None
+
+
 def is_rest_path(path: str) -> bool:
     return path in ("/api", "/apis") or path.startswith(("/api/", "/apis/"))
 
 
+def too_large() -> web.Response:
+    message = "etcdserver: request is too large"
+    return web.json_response({"error": message, "message": message, "code": 3}, status=413)
+
+
 async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > BODY_LIMIT:
-        raise st.StoreError("etcdserver: request is too large")
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ej.BadRequest("body", f"malformed JSON: {e}") from None
+    """A /v3 body: JSON, and an empty body is an empty message, as in etcd's gateway."""
+    return await inputs.read_json(request, limit=BODY_LIMIT, empty={})
 
 
 def fence_term(request: web.Request, replica: Replica) -> int | None:
@@ -453,13 +469,12 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app[PROGRESS] = progress_every
     objects = ob.Objects(replica, service_cidr=service_cidr, event_ttl=event_ttl)
     app[OBJECTS] = objects
-    rest = Rest(replica, objects, admin_token=token, node_tokens=node_tokens or {},
-                bookmark_every=bookmark_every)
+    rest = Rest(replica, objects, bookmark_every=bookmark_every)
     for path in ("/api", "/api/{tail:.*}", "/apis", "/apis/{tail:.*}"):
         app.router.add_route("*", path, rest.handle)
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
-    app[TOKEN] = token
+    app[TOKENS] = auth.Tokens(admin=token, nodes=node_tokens or {})
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)
     app.router.add_get("/healthz", healthz)
