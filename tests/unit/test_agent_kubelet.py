@@ -148,7 +148,8 @@ async def test_a_pod_replaced_by_one_of_the_same_name_starts_afresh() -> None:
     s.cache(pod(uid="uid-p-0002"))
     status = written(await s.run())
     assert [p.sandbox.uid for p in await s.runtime.pods()] == ["uid-p-0002"]
-    assert status["containerStatuses"][0]["containerID"] == "simulated://uid-p-00-c-0"
+    assert status["containerStatuses"][0]["containerID"] == \
+        simulated.container_id("uid-p-0002", "c", 0, s.clock.now)
     assert s.runtime.starts == 2
 
 

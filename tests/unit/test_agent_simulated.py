@@ -39,7 +39,8 @@ async def test_a_container_exits_when_its_annotation_says_and_not_before() -> No
     p = pod(exit_after=2.5, exit_code=3)
     await r.run_sandbox(p)
     c = await r.start_container(p, p["spec"]["containers"][0], attempt=0)
-    assert (c.state, c.id, c.started_at) == (rt.RUNNING, "simulated://uid-p-00-c-0", T0)
+    assert (c.state, c.started_at) == (rt.RUNNING, T0)
+    assert c.id == simulated.container_id("uid-p-0001", "c", 0, T0)
     clock.advance(2.4)
     assert (await r.pods())[0].latest("c").state == rt.RUNNING  # type: ignore[union-attr]
     clock.advance(0.2)
@@ -156,3 +157,10 @@ def test_the_prober_passes_once_the_initial_delay_has_passed() -> None:
 ])
 def test_exit_annotations(notes: dict[str, str], want: tuple[float | None, int]) -> None:
     assert simulated.exit_plan({"metadata": {"annotations": notes}}) == want
+
+
+def test_container_ids_tell_every_start_apart() -> None:
+    ids = {simulated.container_id("u", "c", attempt, T0 + t)
+           for attempt in range(3) for t in (0, 0.5)}
+    ids.add(simulated.container_id("v", "c", 0, T0))
+    assert len(ids) == 7 and all(i.startswith("simulated://") for i in ids)
