@@ -154,7 +154,7 @@ class Kubelet:
                 state = found
             else:  # its pod is gone (or was replaced by one of the same name)
                 await self.runtime.remove_pod(found.sandbox.uid, grace=0)
-                self.backoff.forget_pod(found.sandbox.uid)
+                self._forget(found.sandbox.uid)
         if pod is None:
             self._written.pop(key, None)
             return
@@ -222,6 +222,10 @@ class Kubelet:
                 self.events.event(pod, "Warning", "BackOff", "Back-off restarting failed "
                                   f"container {name} in pod {actions.pod_ref(pod)}")
 
+    def _forget(self, uid: str) -> None:
+        self.backoff.forget_pod(uid)
+        self._told = {t for t in self._told if t[0] != uid}
+
     async def _finish(self, pod: Obj, state: rt.PodState | None) -> None:
         """Stop what runs of a pod being deleted, then delete it with grace 0."""
         meta = pod["metadata"]
@@ -232,8 +236,7 @@ class Kubelet:
             await self.runtime.remove_pod(meta["uid"],
                                           grace=float(meta.get("deletionGracePeriodSeconds")
                                                       or 0))
-        self.backoff.forget_pod(meta["uid"])
-        self._told = {t for t in self._told if t[0] != meta["uid"]}
+        self._forget(meta["uid"])
         try:
             await self.client.delete(kinds.POD, meta.get("namespace", ""), meta["name"],
                                      grace=0, uid=meta["uid"])
