@@ -173,7 +173,12 @@ class Kubelet:
             plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff)
             if plan.idle:
                 break
-            await self._execute(pod, state, plan)
+            try:
+                await self._execute(pod, state, plan)
+            except rt.RuntimeFailure as e:
+                reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
+                self.events.event(pod, "Warning", reason, str(e))
+                raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
         now = self.clock()
         ready: dict[str, bool] = {}

@@ -4,6 +4,7 @@ writes, what it starts and stops, and when it looks again."""
 from __future__ import annotations
 
 import copy
+import ipaddress
 from typing import Any
 
 import pytest
@@ -180,3 +181,13 @@ async def test_a_status_already_current_in_the_api_is_not_written() -> None:
     other.clock.now = s.clock.now
     await other.runtime.recover([{**pod(), "status": status}])
     assert await other.run() == [] and other.runtime.starts == 0
+
+
+async def test_a_runtime_failure_is_told_and_retried() -> None:
+    s = Setup(pod("a", uid="ua"), pod("b", uid="ub"))
+    s.runtime.network = ipaddress.ip_network("10.244.1.0/32")  # one address
+    await s.run("ns/a")
+    s.f.recorded_events()
+    with pytest.raises(Exception, match="no free pod address"):
+        await s.run("ns/b")
+    assert s.f.recorded_events()[-1][:2] == ("Warning", "FailedCreatePodSandBox")
