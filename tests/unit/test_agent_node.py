@@ -31,6 +31,7 @@ class Store:
         self.rv = 100
         self.fail: list[Exception] = []
         self.writes: list[str] = []
+        self.reads = 0
         self.token = "t" * 16
         self.transport: Any = None
 
@@ -50,6 +51,7 @@ class Store:
         return copy.deepcopy(obj)
 
     async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:
+        self.reads += 1
         found = self.objects.get((kind.plural, namespace, name))
         if found is None:
             raise ApiError({"code": 404, "reason": "NotFound", "message": "not found"})
@@ -180,3 +182,27 @@ def test_hollow_nodes_take_consecutive_ranges_and_names() -> None:
     assert ag.node_names("n1", 1) == ["n1"]
     assert ag.pod_cidrs("10.244.255.0/24", 3) == ["10.244.255.0/24", "10.245.0.0/24",
                                                   "10.245.1.0/24"]
+
+
+async def test_the_status_check_reads_the_watched_node_not_the_api() -> None:
+    store, clock = Store(), Clock()
+    hb = heartbeat(store, clock)
+    await hb.register()
+    hb.watch.cache.put(copy.deepcopy(store.objects[("nodes", "", "n1")]))
+    hb.watch.synced.set()
+    # The lifecycle controller says the node is Unknown; the watch brings it.
+    theirs = copy.deepcopy(store.objects[("nodes", "", "n1")])
+    conditions.put(theirs["status"], {"type": "Ready", "status": "Unknown",
+                                      "reason": "NodeStatusUnknown"}, T0)
+    theirs = store._save(("nodes", "", "n1"), theirs, "update")
+    hb.watch.cache.put(theirs)
+    clock.advance(1)
+    await hb.sync_status()
+    ready = conditions.get(store.objects[("nodes", "", "n1")], "Ready")
+    assert ready is not None and ready["status"] == "True"
+    assert store.reads == 0
+    # The watch has not brought that write back: what was written counts, not the
+    # older copy (which would make the check write again, and be refused).
+    writes = len(store.writes)
+    await hb.sync_status()
+    assert len(store.writes) == writes and store.reads == 0
