@@ -91,6 +91,18 @@ async def test_nodes_register_and_pods_run_end_restart_and_go(
         assert n["status"]["allocatable"] == {"cpu": "4", "memory": "8Gi", "pods": "110"}
     leases, _ = await api.list_all(kinds.LEASE, "raftkube-system")
     assert sorted(x["spec"]["holderIdentity"] for x in leases) == ["n1", "n2"]
+    # What a node lifecycle controller does to a silent node: the node puts it right.
+    n1 = await api.get(kinds.NODE, "", "n1")
+    conditions.put(n1["status"], {"type": "Ready", "status": "Unknown",
+                                  "reason": "NodeStatusUnknown",
+                                  "message": "Kubelet stopped posting node status."},
+                   time.time())
+    await api.update_status(kinds.NODE, n1)
+
+    async def ready_again() -> bool:
+        return conditions.is_true(await api.get(kinds.NODE, "", "n1"), "Ready")
+
+    await wait_for(ready_again, timeout=5, what="n1 Ready again")
 
     # Seen through a watch, so that a state that lasts a moment is not missed.
     seen: list[Obj] = []
