@@ -11,7 +11,8 @@ import pytest
 
 from raftkube.agent import actions, simulated
 from raftkube.agent.kubelet import Kubelet
-from raftkube.api import kinds
+from raftkube.api import kinds, validation
+from raftkube.client import events as ev
 from raftkube.client import workqueue
 from raftkube.client.errors import ApiError
 from tests.unit.agent_support import Clock, pod, runtime
@@ -191,3 +192,15 @@ async def test_a_runtime_failure_is_told_and_retried() -> None:
     with pytest.raises(Exception, match="no free pod address"):
         await s.run("ns/b")
     assert s.f.recorded_events()[-1][:2] == ("Warning", "FailedCreatePodSandBox")
+
+
+def test_a_kubelets_events_name_its_node() -> None:
+    recorder = ev.EventRecorder(None, "kubelet", host="n1",  # type: ignore[arg-type]
+                                clock=lambda: 1.0)
+    recorder.event(pod(), "Normal", "Started", "Started container c")
+    recorder.event(pod(), "Normal", "Started", "Started container c")
+    bodies = [recorder._queue.get_nowait()[1] for _ in range(2)]
+    assert bodies[0]["source"] == {"component": "kubelet", "host": "n1"}
+    assert bodies[0]["metadata"]["name"] != bodies[1]["metadata"]["name"]
+    assert bodies[0]["metadata"]["name"].startswith("p.")
+    assert validation.validate(bodies[0]) == []
