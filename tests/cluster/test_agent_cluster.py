@@ -15,6 +15,7 @@ import pytest
 
 from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
+from raftkube.cli import local
 from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 from raftkube.client.errors import ApiError, UnknownOutcome
@@ -279,5 +280,9 @@ async def test_one_agent_hosts_fifty_ready_nodes(
 
             await wait_for(leases, timeout=20, what="50 leases")
         print(f"50 hollow nodes Ready {took:.1f}s after rk up began")
+        pids = [c.pid(name) for name in ("m1", "m2", "m3", "n1")]
+        assert all(pids)
+        c.down()  # returns once every process has exited
+        assert not [p for p in pids if p is not None and local._running(p)]
     finally:
         c.down()
