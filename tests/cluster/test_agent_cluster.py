@@ -25,14 +25,16 @@ pytestmark = pytest.mark.cluster
 
 Obj = dict[str, Any]
 GRACE = 10.0  # the node lifecycle controller's grace for a silent node
+AGENT_ARGS = ["--crash-backoff-base", "1", "--node-status-update-frequency", "60"]
 
 
 @pytest.fixture
 def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """3 masters and agents n1, n2 whose crash-loop back-off starts at 1 s."""
+    """3 masters and agents n1, n2 whose crash-loop back-off starts at 1 s (and whose
+    periodic Node check is too rare to pass for the reaction to a change)."""
     c = Cluster(str(tmp_path_factory.mktemp("agents")))
     try:
-        c.up(agents=2, agent_args=["--crash-backoff-base", "1"])
+        c.up(agents=2, agent_args=AGENT_ARGS)
         yield c
     finally:
         c.down()
@@ -103,7 +105,7 @@ async def test_nodes_register_and_pods_run_end_restart_and_go(
     async def ready_again() -> bool:
         return conditions.is_true(await api.get(kinds.NODE, "", "n1"), "Ready")
 
-    await wait_for(ready_again, timeout=5, what="n1 Ready again")
+    await wait_for(ready_again, timeout=15, what="n1 Ready again")
 
     # Seen through a watch, so that a state that lasts a moment is not missed.
     seen: list[Obj] = []
@@ -201,7 +203,7 @@ async def test_a_master_kill_lapses_no_lease_and_loses_no_pod(agents: Cluster,
                 agents.start(victim)
         for node, times in renewals.items():
             gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-            assert gaps and max(gaps) < GRACE / 2, (node, gaps)
+            assert gaps and max(gaps) < GRACE, (node, gaps)
             print(f"{node}: longest gap between renewals {max(gaps):.2f}s")
     finally:
         watching.cancel()
@@ -239,8 +241,7 @@ async def test_a_killed_agent_restarts_and_readopts_its_pods(
     agents.kill("n1")
     assert agents.pid("n1") is None
     await asyncio.sleep(1)
-    started = await asyncio.to_thread(agents.up, agents=2,
-                                      agent_args=["--crash-backoff-base", "1"])
+    started = await asyncio.to_thread(agents.up, agents=2, agent_args=AGENT_ARGS)
     assert started == ["n1"]  # and no second copy of anything that was running
     assert {n: agents.pid(n) for n in pids} == pids
     # The later pod's container exited while no agent watched it: reported on time.
