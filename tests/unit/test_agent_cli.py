@@ -40,7 +40,8 @@ def test_bad_flags_are_refused_with_what_was_wrong(tmp_path: Path) -> None:
     f.write_text(f"{TOKEN}\n")
     base = ["agent", "--name", "n1", "--server", "http://127.0.0.1:1", "--token-file", str(f)]
     for extra, words in ((["--cpu", "lots"], "--cpu"), (["--label", "nolabel"], "--label"),
-                         (["--max-pods", "0"], "--max-pods"),
+                         (["--max-pods", "0"], "--max-pods"), (["--address", "x"], "--address"),
+                         (["--pod-cidr", "10.0.0.1/24"], "--pod-cidr"),
                          (["--lease-interval", "0"], "more than zero")):
         result = CliRunner().invoke(main, base + extra)
         assert result.exit_code != 0 and words in result.output, (extra, result.output)
