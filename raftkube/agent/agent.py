@@ -100,7 +100,7 @@ class NodeAgent:
             runtime=self.runtime, prober=prober, events=self.events, clock=clock,
             backoff=actions.CrashBackoff(base=options.crash_backoff_base,
                                          cap=options.crash_backoff_cap),
-            relist_period=options.relist_period)
+            relist_period=options.relist_period, allocatable=options.capacity)
 
     async def run(self) -> None:
         await self.heartbeat.register()

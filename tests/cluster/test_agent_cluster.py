@@ -137,6 +137,12 @@ async def test_nodes_register_and_pods_run_end_restart_and_go(
         assert any(phase(p) == "Running" and not conditions.is_true(p, "Ready")
                    for p in seen if p["metadata"]["name"] == "web")
 
+        big = sim_pod("big", "n2")  # bound by hand, past the scheduler: n2 refuses it
+        big["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "5"}}
+        await api.create(kinds.POD, "default", big)
+        big = await pod_where(api, "big", lambda p: phase(p) == "Failed")
+        assert big["status"]["reason"] == "OutOfcpu"
+
         for name, want, code in (("ok", "Succeeded", 0), ("bad", "Failed", 3)):
             p = await pod_where(api, name, lambda p, w=want: phase(p) == w)
             assert container(p)["state"]["terminated"]["exitCode"] == code

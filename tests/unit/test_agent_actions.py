@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raftkube.agent import actions, podstatus
+from raftkube.agent import actions, admission, podstatus
 from raftkube.agent import runtime as rt
 from tests.unit.agent_support import T0, pod
 
@@ -252,3 +252,54 @@ def test_computing_the_status_again_changes_nothing(steps: list[tuple[str, float
     first = status_of(p, s, now=now + 2, ready={"c": ready})
     second = status_of({**p, "status": first}, s, now=now + 50, ready={"c": ready})
     assert second == first
+
+
+# ---- admission -----------------------------------------------------------------------
+
+
+def asking(cpu: str = "", memory: str = "", *, limit_cpu: str = "",
+           init_cpu: str = "") -> dict[str, Any]:
+    p = pod()
+    resources: dict[str, Any] = {}
+    if cpu or memory:
+        resources["requests"] = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v}
+    if limit_cpu:
+        resources["limits"] = {"cpu": limit_cpu}
+    p["spec"]["containers"][0]["resources"] = resources
+    if init_cpu:
+        p["spec"]["initContainers"] = [{"name": "i", "image": "i",
+                                        "resources": {"requests": {"cpu": init_cpu}}}]
+    return p
+
+
+@pytest.mark.parametrize(("p", "want"), [
+    (asking(), {"cpu": 0, "memory": 0}),
+    (asking("250m", "64Mi"), {"cpu": 250, "memory": 64 * 2**20}),
+    (asking(limit_cpu="1"), {"cpu": 1000, "memory": 0}),  # a limit stands for the request
+    (asking("100m", init_cpu="2"), {"cpu": 2000, "memory": 0}),
+    (asking("3", init_cpu="2"), {"cpu": 3000, "memory": 0}),
+    (asking("0.0001"), {"cpu": 1, "memory": 0}),  # rounded up, as Kubernetes does
+])
+def test_what_a_pod_asks_for(p: dict[str, Any], want: dict[str, int]) -> None:
+    assert admission.pod_requests(p) == want
+
+
+ALLOCATABLE = {"cpu": "4", "memory": "8Gi", "pods": "3"}
+
+
+@pytest.mark.parametrize(("new", "others", "want"), [
+    (asking("1"), [asking("3")], None),  # exactly full fits
+    (asking("1"), [asking("3"), asking("100m")],
+     ("OutOfcpu", "Pod was rejected: Node didn't have enough resource: cpu, requested: "
+                  "1000, used: 3100, capacity: 4000")),
+    (asking(memory="5Gi"), [asking(memory="4Gi")],
+     ("OutOfmemory", "Pod was rejected: Node didn't have enough resource: memory, "
+                     "requested: 5368709120, used: 4294967296, capacity: 8589934592")),
+    (asking(), [asking(), asking(), asking()],
+     ("OutOfpods", "Pod was rejected: Node didn't have enough resource: pods, "
+                   "requested: 1, used: 3, capacity: 3")),
+    (asking(), [asking("4"), asking(memory="8Gi")], None),  # asks nothing: only a pod
+])
+def test_admission(new: dict[str, Any], others: list[dict[str, Any]],
+                   want: tuple[str, str] | None) -> None:
+    assert admission.rejection(new, others, ALLOCATABLE) == want

@@ -204,3 +204,23 @@ def test_a_kubelets_events_name_its_node() -> None:
     assert bodies[0]["metadata"]["name"] != bodies[1]["metadata"]["name"]
     assert bodies[0]["metadata"]["name"].startswith("p.")
     assert validation.validate(bodies[0]) == []
+
+
+async def test_a_pod_that_does_not_fit_is_rejected_for_good() -> None:
+    s = Setup(pod("a", uid="ua"), pod("b", uid="ub"), pod("c", uid="uc", phase="Succeeded"))
+    s.kubelet.allocatable = {"cpu": "4", "memory": "8Gi", "pods": "1"}
+    await s.run("ns/a")  # admitted: it counts before its status comes back
+    s.f.recorded_events()
+    acts = await s.run("ns/b")
+    assert [(a.verb, a.name) for a in acts] == [("update_status", "b")]
+    status = acts[0].body["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OutOfpods")
+    assert status["message"] == ("Pod was rejected: Node didn't have enough resource: "
+                                 "pods, requested: 1, used: 1, capacity: 1")
+    assert s.f.recorded_events() == [("Warning", "OutOfpods", status["message"])]
+    assert [p.sandbox.uid for p in await s.runtime.pods()] == ["ua"]
+    # Once a is gone, a new pod fits (the ended pod c never counted).
+    s.f.informers.informer(kinds.POD).cache.remove("ns/a")
+    await s.run("ns/a")
+    s.cache(pod("d", uid="ud"))
+    assert (await s.run("ns/d"))[0].body["status"]["phase"] == "Running"
