@@ -18,7 +18,7 @@ from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
 from raftkube.client import informer as inf
 from raftkube.client import rest, transport
-from raftkube.client.errors import ApiError, UnknownOutcome
+from raftkube.client.errors import ApiError, ClientError, UnknownOutcome
 from tests.cluster.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -291,5 +291,15 @@ async def test_one_agent_hosts_fifty_ready_nodes(
         assert all(pids)
         c.down()  # returns once every process has exited
         assert not [p for p in pids if p is not None and local._running(p)]
+    finally:
+        c.down()
+
+
+def test_rk_up_says_why_an_agent_did_not_start(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    c = Cluster(str(tmp_path_factory.mktemp("bad")))
+    try:
+        with pytest.raises(ClientError, match=r"n1 exited with code 1.*--cpu"):
+            c.up(agents=1, agent_args=["--cpu=lots"])
     finally:
         c.down()
