@@ -266,7 +266,8 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
             start_agent(state_dir, name, index, spec, servers)
             started.append(name)
     if nodes:
-        wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()))
+        wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()),
+                       check_agents=lambda: dead_members(state_dir, names))
     return started
 
 
@@ -284,11 +285,16 @@ def ready_nodes(server: str, token: str) -> set[str] | None:
 
 
 def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
-                   timeout: float) -> None:
-    """Wait until every one of `nodes` is registered and Ready."""
+                   timeout: float,
+                   check_agents: Callable[[], str | None] | None = None) -> None:
+    """Wait until every one of `nodes` is registered and Ready; `check_agents` says
+    what is wrong when an agent has died, and waiting then stops."""
     deadline = time.monotonic() + timeout
     missing = set(nodes)
     while time.monotonic() < deadline:
+        problem = check_agents() if check_agents is not None else None
+        if problem is not None:
+            raise ClientError(f"an agent did not start: {problem}")
         for server in servers:
             ready = ready_nodes(server, token)
             if ready is not None:

@@ -142,7 +142,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="Simulated nodes in this process: NAME-1 ... NAME-N.")
 @click.option("--cpu", default="4", show_default=True, help="The node's cpu capacity.")
 @click.option("--memory", default="8Gi", show_default=True, help="The node's memory.")
-@click.option("--max-pods", default=110, show_default=True, type=int)
+@click.option("--max-pods", default=110, show_default=True, type=int,
+              help="How many pods the node takes.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="A label for the Node; repeat for each.")
 @click.option("--pod-cidr", default="10.244.0.0/24", show_default=True,
@@ -165,8 +166,12 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
 
     try:
         capacity = a.check_capacity(cpu, memory, max_pods)
-        ipaddress.ip_address(address)
-        ipaddress.ip_network(pod_cidr, strict=False)
+        for flag, check, value in (("--address", ipaddress.ip_address, address),
+                                   ("--pod-cidr", ipaddress.ip_network, pod_cidr)):
+            try:
+                check(value)
+            except ValueError as e:
+                raise ValueError(f"{flag}: {e}") from None
         label_map = {}
         for text in labels:
             key, sep, value = text.partition("=")
