@@ -6,6 +6,7 @@ one process do not collide. Raft figures are read from the replica at scrape tim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import prometheus_client as prom
@@ -46,6 +47,29 @@ class _RaftCollector(Collector):
                                   value=r.journal.flushes)  # type: ignore[attr-defined]
 
 
+class _ConnectionCollector(Collector):
+    """The API's connections, read from the server at scrape time (serving.py)."""
+
+    def __init__(self, open_count: Callable[[], int], accepted_count: Callable[[], int],
+                 refused_count: Callable[[], int], cap: int) -> None:
+        self.open_count = open_count
+        self.accepted_count = accepted_count
+        self.refused_count = refused_count
+        self.cap = cap
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield GaugeMetricFamily("raftkube_http_connections", "Open API client connections.",
+                                value=self.open_count())
+        yield GaugeMetricFamily("raftkube_http_connections_max",
+                                "The cap on API client connections.", value=self.cap)
+        yield CounterMetricFamily("raftkube_http_connections_accepted",
+                                  "API connections accepted (refused ones included).",
+                                  value=self.accepted_count())
+        yield CounterMetricFamily("raftkube_http_connections_refused",
+                                  "API connections refused over the cap.",
+                                  value=self.refused_count())
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = prom.CollectorRegistry()
@@ -58,6 +82,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self._raft = _RaftCollector()
         self.registry.register(self._raft)
+
+    def watch_connections(self, *, open_count: Callable[[], int],
+                          accepted_count: Callable[[], int], refused_count: Callable[[], int],
+                          cap: int) -> None:
+        self.registry.register(
+            _ConnectionCollector(open_count, accepted_count, refused_count, cap))
 
     def observe(self, method: str, route: str, code: int, seconds: float) -> None:
         self.requests.labels(method, route, str(code)).inc()

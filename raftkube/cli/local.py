@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -105,7 +106,10 @@ def reap() -> None:
             _children.remove(proc)
 
 
-def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> int:
+def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
+                 preexec: Callable[[], None] | None = None) -> int:
+    """Start one member in the background; `preexec` runs in the child before it execs
+    (tests use it to start a member under lower resource limits)."""
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
     for d in ("pids", "logs", "data"):
@@ -113,7 +117,7 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> i
     log = open(os.path.join(state_dir, "logs", f"{name}.log"), "ab")
     proc = subprocess.Popen(
         master_argv(m, layout, state_dir, extra or []), stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True)
+        stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=preexec)
     log.close()
     _children.append(proc)
     _write(os.path.join(state_dir, "pids", f"{name}.pid"), f"{proc.pid}\n")

@@ -8,9 +8,9 @@ import logging
 import os
 import signal
 
-from aiohttp import web
-
+from raftkube.apiserver import serving
 from raftkube.apiserver.app import make_app
+from raftkube.cli import logfilter
 from raftkube.store import recovery
 from raftkube.store.replica import Replica, Timing
 
@@ -81,11 +81,13 @@ async def serve(
     service_cidr: str = "10.96.0.0/16",
     log_compaction_entries: int = 20_000,
     sync: bool = True,
+    max_connections: int | None = None,
 ) -> None:
     api_host, api_port = split_hostport(api, "--api")
     split_hostport(raft_addr, "--raft")
     for p in peers:
         split_hostport(p, "--peer")
+    max_connections = serving.connection_budget(max_connections)
     if force_new_cluster:
         recovery.force_new_cluster(data_dir=data_dir)
         log.warning("forced a new one-member cluster from %s; peers rejoin with empty data",
@@ -100,10 +102,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     replica.start(loop)
     app = make_app(replica, token=token, node_tokens=node_tokens, service_cidr=service_cidr)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, api_host, api_port, reuse_address=True)
-    await site.start()
+    runner = await serving.start(app, host=api_host, port=api_port,
+                                 max_connections=max_connections)
     log.info("master %s: api http://%s raft %s peers %s", name, api, raft_addr, peers)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,4 +119,5 @@ def run(**kwargs: object) -> None:
         level=os.environ.get("RK_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logfilter.install()
     asyncio.run(serve(**kwargs))  # type: ignore[arg-type]

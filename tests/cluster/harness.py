@@ -78,8 +78,9 @@ class Cluster:
         while any(local._running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def start(self, name: str, extra: list[str] | None = None) -> None:
-        local.start_member(self.state_dir, name, extra)
+    def start(self, name: str, extra: list[str] | None = None, *,
+              preexec: Callable[[], None] | None = None) -> None:
+        local.start_member(self.state_dir, name, extra, preexec=preexec)
 
     def data_dir(self, name: str) -> str:
         return os.path.join(self.state_dir, "data", name)
