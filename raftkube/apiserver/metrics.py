@@ -10,7 +10,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 import prometheus_client as prom
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 
@@ -42,6 +46,15 @@ class _RaftCollector(Collector):
                                 value=r.state.revision)  # type: ignore[attr-defined]
         yield GaugeMetricFamily("raftkube_store_watchers", "Open watchers on this master.",
                                 value=len(r.hub))  # type: ignore[attr-defined]
+        ticks = r.ticks  # type: ignore[attr-defined]
+        counts, cumulative, buckets = list(ticks.buckets), 0, []
+        for bound, n in zip([*ticks.BOUNDS, float("inf")], counts, strict=True):
+            cumulative += n
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+        yield HistogramMetricFamily(
+            "raftkube_raft_tick_seconds",
+            "Time between two passes of the Raft tick loop (what a heartbeat can be late by).",
+            buckets=buckets, sum_value=ticks.total)
         yield CounterMetricFamily("raftkube_journal_flushes",
                                   "Journal flushes (group commits) to disk.",
                                   value=r.journal.flushes)  # type: ignore[attr-defined]
