@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 
 from raftkube.apiserver import serving
 from raftkube.apiserver.app import make_app
@@ -15,6 +16,7 @@ from raftkube.store import recovery
 from raftkube.store.replica import Replica, Timing
 
 log = logging.getLogger("raftkube.master")
+SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
 
 
 def split_hostport(value: str, what: str) -> tuple[str, int]:
@@ -114,7 +116,12 @@ async def serve(
     await replica.stop()
 
 
-def run(**kwargs: object) -> None:
+def run(*, switch_interval: float = SWITCH_INTERVAL, **kwargs: object) -> None:
+    # The Raft tick thread and the event loop share the GIL. The tick makes many short
+    # system calls, and after each it must win the GIL back from a busy loop thread: by
+    # default that takes up to the 5 ms switch interval every time, and under thousands
+    # of watch streams a tick took hundreds of ms (docs/pysyncobj-findings.md, 11).
+    sys.setswitchinterval(switch_interval)
     logging.basicConfig(
         level=os.environ.get("RK_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
