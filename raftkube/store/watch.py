@@ -106,14 +106,27 @@ class Watcher:
         takes them, else onto the queue."""
         if self.cancelled:
             return
-        if entries[0][0] < self.next_revision:
-            entries = [e for e in entries if e[0] >= self.next_revision]
-            if not entries:
+        first = self.next_revision
+        if len(entries) > 1 or entries[0][0] < first:
+            # Only what is new, each revision once, in order: a snapshot's replay of what
+            # it skipped overlaps the revisions applied after it.
+            fresh = []
+            for e in entries:
+                if e[0] >= first:
+                    fresh.append(e)
+                    first = e[0] + 1
+            if not fresh:
                 return
+            entries = fresh
         self._next_revision = entries[-1][0] + 1
-        if self.sink is not None and not self.pending and self.sink(entries):
-            self.delivered_at = now
-            return
+        if self.sink is not None and not self.pending:
+            try:
+                if self.sink(entries):
+                    self.delivered_at = now
+                    return
+            except Exception:  # noqa: BLE001 - one watcher must not stop the fan-out
+                # Its handler meets the same error on the queue, where it belongs.
+                self.sink = None
         self.pending.extend(entries)
         if len(self.pending) > MAX_BACKLOG:
             self.cancel("raftkube: watcher fell too far behind; re-watch from its revision")
@@ -242,7 +255,11 @@ class WatchHub:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        queue, self._queue = self._queue, []
+        queued, self._queue = self._queue, []
+        queue: list[tuple[int, list[st.Event]]] = []
+        for entry in queued:  # ascending, each revision once (see Watcher.deliver)
+            if not queue or entry[0] > queue[-1][0]:
+                queue.append(entry)
         if not queue:
             return
         now = time.monotonic()

@@ -61,6 +61,40 @@ async def test_events_go_through_the_sink_once_and_in_order_across_a_slow_spell(
     assert w.next_revision == 31
 
 
+async def test_a_snapshot_replay_overlapping_later_revisions_is_delivered_once() -> None:
+    hub = watch.WatchHub()
+    w = hub.add(b"a", b"b", 1)
+    w.sink = client = Client()
+    queued = hub.add(b"a", b"b", 1)
+    for r in (1, 2, 3, 2, 3, 4, 5, 4, 6):  # a replay of 1-3, then 2-5 applied, ...
+        hub.publish(r, [event(b"a1", r)])
+    await asyncio.sleep(0)
+    assert client.got == [1, 2, 3, 4, 5, 6]
+    assert [r for r, _ in (await queued.next_batch()).events] == [1, 2, 3, 4, 5, 6]
+    # And across loop turns.
+    for r in (5, 6, 7):
+        hub.publish(r, [event(b"a1", r)])
+        await asyncio.sleep(0)
+    assert client.got == [1, 2, 3, 4, 5, 6, 7]
+    w.deliver([(7, []), (8, [event(b"a1", 8)]), (8, []), (9, [event(b"a1", 9)])], 0.0)
+    assert client.got == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+
+async def test_a_sink_that_fails_hands_its_events_to_the_queue() -> None:
+    hub = watch.WatchHub()
+    broken, fine = hub.add(b"a", b"b", 1), hub.add(b"a", b"b", 1)
+
+    def fail(entries: list[tuple[int, list[st.Event]]]) -> bool:
+        raise ValueError("not JSON")
+
+    broken.sink = fail
+    fine.sink = client = Client()
+    hub.publish(1, [event(b"a1", 1)])
+    await asyncio.sleep(0)
+    assert client.got == [1], "the other watchers are served"
+    assert broken.sink is None and [r for r, _ in (await broken.next_batch()).events] == [1]
+
+
 async def test_revisions_published_in_one_loop_turn_are_one_write() -> None:
     hub = watch.WatchHub()
     clients = []
