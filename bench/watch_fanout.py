@@ -233,13 +233,22 @@ async def bench(args: argparse.Namespace) -> int:
             leader = by_id[next(s["leader"] for s in before.values() if s)]
             follower = next(n for n in urls if n != leader)
             rv = int(before[leader]["header"]["revision"])
+            terms_start = {n: (s or {}).get("header", {}).get("raft_term")
+                           for n, s in before.items()}
+            m_start = await scrape(session, urls[leader])
             t0 = time.monotonic()
             holder = await Holder.start(url=urls[leader], token=token, kind=args.kind,
                                         watchers=args.watchers, rv=rv, sample=args.sample)
-            print(f"{holder.ready} {args.kind} watches open on the leader {leader} in "
-                  f"{time.monotonic() - t0:.1f} s", flush=True)
+            opened = time.monotonic() - t0
             before = await statuses(session, urls)
             m0 = await scrape(session, urls[leader])
+            opening = tick_quantiles(tick_buckets(m_start), tick_buckets(m0))
+            terms_open = {n: (s or {}).get("header", {}).get("raft_term")
+                          for n, s in before.items()}
+            print(f"{holder.ready} {args.kind} watches open on the leader {leader} in "
+                  f"{opened:.1f} s; meanwhile tick gap p99 {opening['p99'] * 1000:.0f} ms, "
+                  f"max bucket {opening['max'] * 1000:.0f} ms; terms {terms_start} -> "
+                  f"{terms_open}", flush=True)
             pid = local.pid_alive(os.path.join(state_dir, "pids", f"{leader}.pid"))
             py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)
                                   + os.pathsep + os.environ.get("PATH", ""))

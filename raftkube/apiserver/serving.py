@@ -39,6 +39,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 
 from raftkube.apiserver import app as apiapp
+from raftkube.store import watch
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,16 @@ class CappedServer(web.Server):
 
     def __init__(self, plain: web.Server, *, max_connections: int,
                  first_request_timeout: float) -> None:
-        super().__init__(plain.request_handler, request_factory=plain.request_factory,
+        handle = plain.request_handler
+        pacer = watch.Pacer()
+
+        async def paced(request: web.BaseRequest) -> web.StreamResponse:
+            # A burst of requests (10,000 watches opened at once) keeps the loop as busy
+            # as a fan-out does: let the Raft tick have the GIL now and then.
+            pacer.step()
+            return await handle(request)
+
+        super().__init__(paced, request_factory=plain.request_factory,
                          handler_cancellation=plain.handler_cancellation,
                          loop=plain._loop, **plain._kwargs)
         self.max_connections = max_connections
@@ -178,15 +188,15 @@ class GcPolicy:
     A full collection holds the GIL while it walks every tracked object, and a watch
     stream keeps ~50 of them (handler, request, response, task, transport...): with
     10,000 streams one collection took ~1 s, and the Raft tick, which needs the GIL,
-    missed its heartbeats. So when the number of open connections has grown, the young
-    generations are collected and everything that survives is frozen (gc.freeze: moved to
-    a generation no collection walks; O(1)). Frozen objects that die are still freed by
-    reference counting; cyclic garbage among them would be kept, which is why a closed
-    transport's cycle is broken (`_break_cycle`), and why everything is unfrozen again
-    when the connections have fallen to half, so a later collection reclaims the rest.
+    missed its heartbeats. So when the number of open connections has grown, every
+    tracked object is frozen (gc.freeze: moved to a generation no collection walks;
+    O(1)). Frozen objects that die are still freed by reference counting; cyclic garbage
+    among them is kept, which is why a closed transport's cycle is broken
+    (`_break_cycle`), and why everything is unfrozen again when the connections have
+    fallen to half, so that a later collection reclaims the rest.
     """
 
-    def __init__(self, count: Callable[[], int], *, every: float = 1.0, grow: float = 0.05,
+    def __init__(self, count: Callable[[], int], *, every: float = 0.5, grow: float = 0.05,
                  floor: int = 32) -> None:
         self.count = count
         self.every = every
@@ -197,7 +207,8 @@ class GcPolicy:
     def step(self) -> str:
         n = self.count()
         if n >= self.frozen_at * (1 + self.grow) + self.floor:
-            gc.collect(1)
+            # No collection first: that would be the pause this avoids. Cyclic garbage
+            # younger than `every` is frozen with the rest; a fall unfreezes it.
             gc.freeze()
             self.frozen_at = n
             return "froze"
