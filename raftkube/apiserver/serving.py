@@ -16,7 +16,10 @@ asyncio logged a traceback for every failed accept. So:
 - a connection that sends no complete request within `FIRST_REQUEST_TIMEOUT` is closed,
   and a keep-alive connection idle for `KEEPALIVE_TIMEOUT` (longer than the 15 s that
   aiohttp's client keeps an idle connection, so the client lets go first). A request in
-  progress, a watch stream above all, is never timed out here.
+  progress, a watch stream above all, is never timed out here;
+- requests are paced (`watch.Pacer`) and long-lived connections are kept out of the
+  garbage collector's walks (`GcPolicy`), so that thousands of them do not hold up the
+  Raft tick thread, which shares the GIL (docs/pysyncobj-findings.md, 11).
 
 aiohttp is subclassed at two documented seams (`web.AppRunner` makes the `web.Server`,
 which makes one `RequestHandler` per connection); the first-request timer re-arms
