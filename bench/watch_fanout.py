@@ -8,14 +8,16 @@ process (`bench/watch_holder.py`: raw sockets, cheap on CPU), creates ConfigMaps
 
 - the leader's tick-loop gap (`raftkube_raft_tick_seconds`, the histogram's delta over
   the write phase): p50, p99 and the largest bucket hit, against the election timeout;
+  and the same, with the terms, while the watches were being opened;
 - leader changes and terms before and after;
 - event latency on the sample streams: from sending the write to the event's arrival,
   p50 and p99, and whether every sample stream saw every write once and in order.
 
 Run: ``python bench/watch_fanout.py [--watchers 10000] [--kind rest|v3] [--rate 20]
 [--seconds 20] [--sample 20] [--py-spy FILE]``. Everything runs on 127.0.0.1; the cluster
-is stopped at the end. ``--py-spy FILE`` records the leader with py-spy (if installed)
-during the write phase, as collapsed stacks (flamegraph.pl input).
+is stopped at the end (its state dir, logs included, is kept with RK_KEEP_STATE=1).
+``--py-spy FILE`` records the leader with py-spy (if installed) during the write phase,
+every thread, idle included, as collapsed stacks (flamegraph.pl input).
 """
 
 from __future__ import annotations
