@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.apiserver import auth, fencing, inputs, metrics
+from raftkube.apiserver import auth, fanout, fencing, inputs, metrics
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -63,6 +64,8 @@ METRICS = web.AppKey("metrics", metrics.Metrics)
 PROGRESS = web.AppKey("progress_every", float)
 OBJECTS = web.AppKey("objects", ob.Objects)
 SETUP = web.AppKey("setup", asyncio.Task)
+PULSE = web.AppKey("pulse", asyncio.Task)
+PULSE_EVERY = web.AppKey("pulse_every", float)
 
 
 async def _ensure_namespaces(objects: ob.Objects) -> None:
@@ -83,6 +86,16 @@ async def _start_namespaces(app: web.Application) -> None:
 async def _stop_namespaces(app: web.Application) -> None:
     app[SETUP].cancel()
     await asyncio.gather(app[SETUP], return_exceptions=True)
+
+
+async def _start_pulse(app: web.Application) -> None:
+    hub = app[REPLICA].hub
+    app[PULSE] = asyncio.get_running_loop().create_task(hub.pulse_forever(app[PULSE_EVERY]))
+
+
+async def _stop_pulse(app: web.Application) -> None:
+    app[PULSE].cancel()
+    await asyncio.gather(app[PULSE], return_exceptions=True)
 
 
 def grpc_error(message: str, code: str) -> web.Response:
@@ -192,6 +205,7 @@ def check_size(req: dict[str, Any]) -> None:
 class EtcdApi:
     def __init__(self, replica: Replica) -> None:
         self.r = replica
+        self.encodings = fanout.SharedEncodings()
 
     def header(self, revision: int | None = None) -> dict[str, str]:
         r = self.r
@@ -399,25 +413,43 @@ class EtcdApi:
             return resp
         try:
             await send({"header": self.header(), "created": True})
+            # Every watch of the same range and options sends the same bytes for a revision.
+            stream = ("v3", key, end, prev_kv, tuple(sorted(skip)))
 
-            async def send_events(entries: list[tuple[int, list[st.Event]]]) -> None:
-                events = [ej.event_json(ev, prev_kv=prev_kv)
-                          for ev in st.iter_events(entries) if ev.type not in skip]
-                if events:
-                    await send({"header": self.header(entries[-1][0]), "events": events})
+            def message(revision: int, events: list[st.Event]) -> bytes:
+                def make() -> bytes:
+                    out = [ej.event_json(ev, prev_kv=prev_kv) for ev in events
+                           if ev.type not in skip]
+                    if not out:
+                        return b""
+                    return json.dumps({"result": {"header": self.header(revision),
+                                                  "events": out}}).encode() + b"\n"
 
+                return self.encodings.get(revision, stream, make)
+
+            def alive() -> bool:
+                return request.transport is not None and not request.transport.is_closing()
+
+            def wire(revision: int, events: list[st.Event]) -> bytes:
+                return self.encodings.get(revision, ("chunked", *stream),
+                                          lambda: fanout.chunk(message(revision, events)))
+
+            watcher.alive = alive
+            every = request.app[PROGRESS]
             if history:
-                await send_events(history)
+                await resp.write(b"".join(message(rev, evs) for rev, evs in history))
+            if request.transport is not None:
+                # From here the hub writes events straight to the client (fanout.py).
+                watcher.sink = fanout.sink(
+                    request.transport, wire if fanout.is_chunked(resp.headers) else message)
             last_sent = time.monotonic()
             while True:
-                batch = await watcher.next_batch(timeout=min(1.0, request.app[PROGRESS]))
-                if batch is None:
-                    if request.transport is None or request.transport.is_closing():
-                        return resp
-                    if progress and time.monotonic() - last_sent >= request.app[PROGRESS]:
-                        await send({"header": self.header()})
-                        last_sent = time.monotonic()
-                    continue
+                # Woken by events it must write itself (the client is behind), or by the
+                # hub's pulse once a progress notice is due or the client has gone: no
+                # timer of its own.
+                last_sent = max(last_sent, watcher.delivered_at)
+                watcher.due = last_sent + every if progress else math.inf
+                batch = await watcher.next_batch()
                 if batch.cancel_reason:
                     out: dict[str, Any] = {"header": self.header(), "canceled": True,
                                            "cancel_reason": batch.cancel_reason}
@@ -425,7 +457,17 @@ class EtcdApi:
                         out["compact_revision"] = str(batch.compact_revision)
                     await send(out)
                     return resp
-                await send_events(batch.events)
+                if not batch.events:
+                    if not alive():
+                        return resp
+                    last_sent = max(last_sent, watcher.delivered_at)
+                    if progress and time.monotonic() - last_sent >= every:
+                        await send({"header": self.header()})
+                        last_sent = time.monotonic()
+                    continue
+                data = b"".join(message(rev, evs) for rev, evs in batch.events)
+                if data:
+                    await resp.write(data)
                 last_sent = time.monotonic()
         except (ConnectionResetError, asyncio.CancelledError):
             return resp
@@ -475,6 +517,11 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
     app[TOKENS] = auth.Tokens(admin=token, nodes=node_tokens or {})
+    # The one timer of every watch stream: bookmarks, progress notices and deadlines are
+    # late by at most this much.
+    app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)
+    app.on_startup.append(_start_pulse)
+    app.on_cleanup.append(_stop_pulse)
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)
     app.router.add_get("/healthz", healthz)

@@ -6,10 +6,15 @@ one process do not collide. Raft figures are read from the replica at scrape tim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import prometheus_client as prom
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 
@@ -41,9 +46,41 @@ class _RaftCollector(Collector):
                                 value=r.state.revision)  # type: ignore[attr-defined]
         yield GaugeMetricFamily("raftkube_store_watchers", "Open watchers on this master.",
                                 value=len(r.hub))  # type: ignore[attr-defined]
+        ticks = r.ticks  # type: ignore[attr-defined]
+        counts, cumulative, buckets = list(ticks.buckets), 0, []
+        for bound, n in zip([*ticks.BOUNDS, float("inf")], counts, strict=True):
+            cumulative += n
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+        yield HistogramMetricFamily(
+            "raftkube_raft_tick_seconds",
+            "Time between two passes of the Raft tick loop (what a heartbeat can be late by).",
+            buckets=buckets, sum_value=ticks.total)
         yield CounterMetricFamily("raftkube_journal_flushes",
                                   "Journal flushes (group commits) to disk.",
                                   value=r.journal.flushes)  # type: ignore[attr-defined]
+
+
+class _ConnectionCollector(Collector):
+    """The API's connections, read from the server at scrape time (serving.py)."""
+
+    def __init__(self, open_count: Callable[[], int], accepted_count: Callable[[], int],
+                 refused_count: Callable[[], int], cap: int) -> None:
+        self.open_count = open_count
+        self.accepted_count = accepted_count
+        self.refused_count = refused_count
+        self.cap = cap
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield GaugeMetricFamily("raftkube_http_connections", "Open API client connections.",
+                                value=self.open_count())
+        yield GaugeMetricFamily("raftkube_http_connections_max",
+                                "The cap on API client connections.", value=self.cap)
+        yield CounterMetricFamily("raftkube_http_connections_accepted",
+                                  "API connections accepted (refused ones included).",
+                                  value=self.accepted_count())
+        yield CounterMetricFamily("raftkube_http_connections_refused",
+                                  "API connections refused over the cap.",
+                                  value=self.refused_count())
 
 
 class Metrics:
@@ -58,6 +95,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self._raft = _RaftCollector()
         self.registry.register(self._raft)
+
+    def watch_connections(self, *, open_count: Callable[[], int],
+                          accepted_count: Callable[[], int], refused_count: Callable[[], int],
+                          cap: int) -> None:
+        self.registry.register(
+            _ConnectionCollector(open_count, accepted_count, refused_count, cap))
 
     def observe(self, method: str, route: str, code: int, seconds: float) -> None:
         self.requests.labels(method, route, str(code)).inc()

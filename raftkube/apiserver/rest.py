@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, schema, selectors
-from raftkube.apiserver import auth, fencing, inputs
+from raftkube.apiserver import auth, fanout, fencing, inputs
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -59,6 +60,7 @@ class Rest:
         self.replica = replica
         self.objects = objects
         self.bookmark_every = bookmark_every
+        self.encodings = fanout.SharedEncodings()
 
     # ---- entry point ------------------------------------------------------------------
 
@@ -300,44 +302,67 @@ class Rest:
                            ) from None
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        deadline = time.monotonic() + timeout if timeout else None
+        deadline = time.monotonic() + timeout if timeout else math.inf
         last_revision = start - 1
+        # Every watcher of the same path and selectors sends the same bytes for a revision.
+        stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
-        async def send(kind: str, obj: dict[str, Any]) -> None:
-            await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+        def lines(revision: int, events: list[st.Event]) -> bytes:
+            return self.encodings.get(revision, stream, lambda: b"".join(
+                watch_line(kind, obj) for kind, obj in to_watch_events(events, label, fields)))
 
+        def alive() -> bool:
+            return request.transport is not None and not request.transport.is_closing()
+
+        framed = ("rest-chunked", *stream[1:])
+
+        def wire(revision: int, events: list[st.Event]) -> bytes:
+            return self.encodings.get(revision, framed,
+                                      lambda: fanout.chunk(lines(revision, events)))
+
+        watcher.alive = alive
         try:
             for obj in initial:
-                await send("ADDED", obj)
+                await resp.write(watch_line("ADDED", obj))
             for revision, events in history:
-                for kind, obj in to_watch_events(events, t, label, fields):
-                    await send(kind, obj)
+                data = lines(revision, events)
+                if data:
+                    await resp.write(data)
                 last_revision = revision
+            if request.transport is not None:
+                # From here the hub writes events straight to the client (fanout.py).
+                watcher.sink = fanout.sink(
+                    request.transport, wire if fanout.is_chunked(resp.headers) else lines)
             last_sent = time.monotonic()
-            while deadline is None or time.monotonic() < deadline:
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                batch = await watcher.next_batch(timeout=min(wait, self.bookmark_every))
-                if batch is None:
-                    if request.transport is None or request.transport.is_closing():
+            while time.monotonic() < deadline:
+                # Woken by events it must write itself (the client is behind), or by the
+                # hub's pulse once it is due or the client has gone: no timer of its own.
+                last_sent = max(last_sent, watcher.delivered_at)
+                watcher.due = min(deadline, last_sent + self.bookmark_every) if bookmarks \
+                    else deadline
+                batch = await watcher.next_batch()
+                if batch.cancel_reason:
+                    err = stt.gone(f"too old resource version: {batch.cancel_reason}")
+                    await resp.write(watch_line("ERROR", err.status()))
+                    break
+                if not batch.events:
+                    if not alive():
                         break
+                    last_sent = max(last_sent, watcher.delivered_at)
                     if bookmarks and time.monotonic() - last_sent >= self.bookmark_every \
-                            and watcher.queue.empty():
+                            and not watcher.pending:
                         # What this watcher has been offered, all of it sent: never the
                         # store's revision, which runs ahead of events still on their way.
                         last_revision = max(last_revision, watcher.next_revision - 1)
-                        await send("BOOKMARK", {
+                        await resp.write(watch_line("BOOKMARK", {
                             "kind": t.kind.kind, "apiVersion": t.kind.api_version,
-                            "metadata": {"resourceVersion": str(last_revision)}})
+                            "metadata": {"resourceVersion": str(last_revision)}}))
                         last_sent = time.monotonic()
                     continue
-                if batch.cancel_reason:
-                    err = stt.gone(f"too old resource version: {batch.cancel_reason}")
-                    await send("ERROR", err.status())
-                    break
-                for revision, events in batch.events:
-                    for kind, obj in to_watch_events(events, t, label, fields):
-                        await send(kind, obj)
-                    last_revision = revision
+                data = b"".join(lines(revision, events) for revision, events in batch.events)
+                if data:
+                    await resp.write(data)  # one write however many revisions queued up
+                last_revision = batch.events[-1][0]
                 last_sent = time.monotonic()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -346,7 +371,11 @@ class Rest:
         return resp
 
 
-def to_watch_events(events: list[st.Event], t: Target, label: selectors.LabelSelector | None,
+def watch_line(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+
+
+def to_watch_events(events: list[st.Event], label: selectors.LabelSelector | None,
                     fields: selectors.FieldSelector | None
                     ) -> list[tuple[str, dict[str, Any]]]:
     out = []

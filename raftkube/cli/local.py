@@ -208,18 +208,24 @@ def last_log_line(state_dir: str, name: str) -> str:
     return lines[-1] if lines else ""
 
 
-def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> int:
+def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
+                 preexec: Callable[[], None] | None = None) -> int:
+    """Start one member in the background; `preexec` runs in the child before it execs
+    (tests use it to start a member under lower resource limits)."""
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
-    return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []))
+    return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []),
+                  preexec=preexec)
 
 
-def _spawn(state_dir: str, name: str, argv: list[str]) -> int:
+def _spawn(state_dir: str, name: str, argv: list[str], *,
+           preexec: Callable[[], None] | None = None) -> int:
     for d in ("pids", "logs", "data"):
         os.makedirs(os.path.join(state_dir, d), exist_ok=True)
     log = open(os.path.join(state_dir, "logs", f"{name}.log"), "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=preexec)
     log.close()
     _children.append(proc)
     _write(os.path.join(state_dir, "pids", f"{name}.pid"), f"{proc.pid}\n")

@@ -93,11 +93,17 @@ def main(request_timeout: float) -> None:
 @click.option("--initial-cluster-state", type=click.Choice(["new", "existing"]),
               default="new", show_default=True,
               help="'existing' when an empty member joins a running (forced) cluster.")
+@click.option("--switch-interval", type=float, default=0.001, show_default=True, hidden=True,
+              help="The interpreter's thread switch interval, in seconds (to measure).")
+@click.option("--max-connections", type=click.IntRange(min=1),
+              help="Cap on API client connections (default: what the descriptor limit "
+                   "leaves after a reserve for the store and the peers).")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, node_token_file: str | None,
            service_cluster_ip_range: str, election_timeout: str, heartbeat: float,
            history_revisions: int, log_compaction_entries: int, force_new_cluster: bool,
-           unsafe_no_fsync: bool, initial_cluster_state: str) -> None:
+           unsafe_no_fsync: bool, initial_cluster_state: str,
+           max_connections: int | None, switch_interval: float) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
     from raftkube.store.journal import DataDirError
@@ -118,7 +124,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
                      history_revisions=history_revisions,
                      force_new_cluster=force_new_cluster,
                      log_compaction_entries=log_compaction_entries,
-                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
+                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync,
+                     max_connections=max_connections, switch_interval=switch_interval)
     except ValueError as e:
         fail(str(e))
     except DataDirError as e:

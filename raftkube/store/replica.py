@@ -37,6 +37,7 @@ failover.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import itertools
 import logging
@@ -107,6 +108,30 @@ class Pending:
     future: asyncio.Future[st.Result]
 
 
+class TickStats:
+    """How long each pass of the tick loop took, as histogram buckets (seconds).
+
+    Written by the tick thread only and read at scrape time; a reader may see one count
+    ahead of its bucket, which a scrape can live with. The gap between two passes is
+    what a heartbeat or an election timer can be late by, so it is the figure to keep
+    below the election timeout.
+    """
+
+    BOUNDS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5,
+              0.75, 1.0, 2.5, 5.0)
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(self.BOUNDS) + 1)  # the last one is +Inf
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = bisect.bisect_left(self.BOUNDS, seconds)
+        self.buckets[i] += 1
+        self.total += seconds
+        self.count += 1
+
+
 @dataclass
 class RaftView:
     """What the tick thread last saw of Raft, for the loop side to read without locks."""
@@ -150,6 +175,7 @@ class Replica:
         self.lock = threading.Lock()
         self.state = st.State()
         self.view = RaftView()
+        self.ticks = TickStats()
         self.hub = WatchHub()
         self.applied_total = 0
         self._seq = itertools.count(1)
@@ -237,6 +263,7 @@ class Replica:
         failing_since: float | None = None
         failures = 0
         last_logged = 0.0
+        last = time.monotonic()
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
@@ -269,7 +296,10 @@ class Replica:
                                f"{type(e).__name__}: {e}); it is stopping")
                     return
                 time.sleep(self.timing.tick)
-            took = time.monotonic() - started - self.timing.tick
+            now = time.monotonic()
+            self.ticks.observe(now - last)
+            last = now
+            took = now - started - self.timing.tick
             if took > self.timing.election_min / 2:
                 log.warning("raft tick took %.0f ms (election timeout %.0f-%.0f ms)",
                             took * 1000, self.timing.election_min * 1000,

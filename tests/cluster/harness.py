@@ -92,8 +92,9 @@ class Cluster:
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.up(master_args=master_args))
 
-    def start(self, name: str, extra: list[str] | None = None) -> None:
-        local.start_member(self.state_dir, name, extra)
+    def start(self, name: str, extra: list[str] | None = None, *,
+              preexec: Callable[[], None] | None = None) -> None:
+        local.start_member(self.state_dir, name, extra, preexec=preexec)
 
     def data_dir(self, name: str) -> str:
         return os.path.join(self.state_dir, "data", name)

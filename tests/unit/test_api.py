@@ -1014,6 +1014,9 @@ async def test_metrics(served: Any) -> None:
     assert "raftkube_raft_is_leader 1.0" in text
     assert 'raftkube_http_requests_total{code="200",method="POST",route="/v3/kv/put"}' in text
     assert 'raftkube_http_requests_total{code="401",method="POST",route="/v3/kv/put"}' in text
+    assert served.replica.ticks.count > 0
+    for le in ("0.01", "0.25", "+Inf"):
+        assert f'raftkube_raft_tick_seconds_bucket{{le="{le}"}} ' in text
     status, _ = await call(served, "/metrics", method="GET", auth=False)
     assert status == 401
 
