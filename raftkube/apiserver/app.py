@@ -89,8 +89,8 @@ async def _stop_namespaces(app: web.Application) -> None:
 
 
 async def _start_pulse(app: web.Application) -> None:
-    hub = app[REPLICA].hub
-    app[PULSE] = asyncio.get_running_loop().create_task(hub.pulse_forever(app[PULSE_EVERY]))
+    app[PULSE] = asyncio.get_running_loop().create_task(
+        app[REPLICA].pulse_watchers(app[PULSE_EVERY]))
 
 
 async def _stop_pulse(app: web.Application) -> None:
@@ -210,8 +210,7 @@ class EtcdApi:
     def header(self, revision: int | None = None) -> dict[str, str]:
         r = self.r
         if revision is None:
-            with r.lock:
-                revision = r.state.revision
+            revision = r.revision
         return ej.header(cluster_id=r.cluster_id, member_id=r.member_id, revision=revision,
                          raft_term=r.view.term)
 
@@ -304,20 +303,16 @@ class EtcdApi:
     async def lease_leases(self, request: web.Request) -> web.Response:
         await read_json(request)
         await self.r.barrier()
-        with self.r.lock:
-            ids = sorted(self.r.state.leases)
         return web.json_response({"header": self.header(),
-                                  "leases": [{"ID": str(i)} for i in ids]})
+                                  "leases": [{"ID": str(i)} for i in self.r.lease_ids()]})
 
     async def status(self, request: web.Request) -> web.Response:
         await read_json(request)
         r = self.r
-        with r.lock:
-            blob_size = len(r.state.kvs)
         return web.json_response({
             "header": self.header(),
             "version": "3.4.0-raftkube",
-            "dbSize": str(blob_size),
+            "dbSize": str(r.key_count()),
             "leader": str(r.leader_id),
             "raftIndex": str(r.view.commit_index),
             "raftTerm": str(r.view.term),
@@ -374,10 +369,10 @@ class EtcdApi:
         """The whole state at a linearizable point, as msgpack bytes plus a SHA-256."""
         await read_json(request)
         await self.r.barrier()
-        blob = self.r.dump_state()
-        resp = web.Response(body=blob + hashlib.sha256(blob).digest(),
-                            content_type="application/octet-stream")
-        return resp
+        blob = await self.r.snapshot()  # encoded by a child process: the tick never waits
+        digest = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: hashlib.sha256(blob).digest())
+        return web.Response(body=blob + digest, content_type="application/octet-stream")
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         body = ej.obj(await read_json(request))
@@ -469,8 +464,8 @@ class EtcdApi:
                 if data:
                     await resp.write(data)
                 last_sent = time.monotonic()
-        except (ConnectionResetError, asyncio.CancelledError):
-            return resp
+        except ConnectionResetError:
+            return resp  # the client went away; a cancellation propagates
         finally:
             watcher.close()
 

@@ -7,7 +7,7 @@ one process do not collide. Raft figures are read from the replica at scrape tim
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import prometheus_client as prom
 from prometheus_client.core import (
@@ -19,19 +19,25 @@ from prometheus_client.registry import Collector
 
 
 class RaftSource(Protocol):
+    """What the collector reads of a replica: its Raft view and its stats, through the
+    replica's public methods (never its lock or state)."""
+
     @property
-    def view(self) -> object: ...
+    def view(self) -> Any: ...
+
+    def stats(self) -> Any: ...
 
 
 class _RaftCollector(Collector):
     def __init__(self) -> None:
-        self.replica: object | None = None
+        self.replica: RaftSource | None = None
 
     def collect(self):  # type: ignore[no-untyped-def]
         r = self.replica
         if r is None:
             return
-        view = r.view  # type: ignore[attr-defined]
+        view = r.view
+        stats = r.stats()
         yield GaugeMetricFamily("raftkube_raft_term", "Current Raft term.", value=view.term)
         yield GaugeMetricFamily("raftkube_raft_commit_index", "Raft commit index.",
                                 value=view.commit_index)
@@ -43,10 +49,10 @@ class _RaftCollector(Collector):
                                   "Leader changes seen by this master.",
                                   value=view.leader_changes)
         yield GaugeMetricFamily("raftkube_store_revision", "Store revision.",
-                                value=r.state.revision)  # type: ignore[attr-defined]
+                                value=stats.revision)
         yield GaugeMetricFamily("raftkube_store_watchers", "Open watchers on this master.",
-                                value=len(r.hub))  # type: ignore[attr-defined]
-        ticks = r.ticks  # type: ignore[attr-defined]
+                                value=stats.watchers)
+        ticks = stats.ticks
         counts, cumulative, buckets = list(ticks.buckets), 0, []
         for bound, n in zip([*ticks.BOUNDS, float("inf")], counts, strict=True):
             cumulative += n
@@ -57,7 +63,18 @@ class _RaftCollector(Collector):
             buckets=buckets, sum_value=ticks.total)
         yield CounterMetricFamily("raftkube_journal_flushes",
                                   "Journal flushes (group commits) to disk.",
-                                  value=r.journal.flushes)  # type: ignore[attr-defined]
+                                  value=stats.journal_flushes)
+        yield CounterMetricFamily(
+            "raftkube_store_fenced_writes",
+            "Writes stamped with a replaced leader's Raft term, refused (fencing).",
+            value=stats.fenced_writes)
+        stamped = CounterMetricFamily(
+            "raftkube_store_stamped_writes",
+            "Writes stamped with a leader's Raft term and applied, by that term.",
+            labels=["term"])
+        for term, n in sorted(stats.stamped_writes.items()):
+            stamped.add_metric([str(term)], n)
+        yield stamped
 
 
 class _ConnectionCollector(Collector):
@@ -107,6 +124,6 @@ class Metrics:
         if route != "/v3/watch":
             self.latency.labels(route).observe(seconds)
 
-    def render(self, replica: object) -> tuple[bytes, str]:
+    def render(self, replica: RaftSource) -> tuple[bytes, str]:
         self._raft.replica = replica
         return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST

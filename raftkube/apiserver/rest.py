@@ -22,7 +22,6 @@ and ADDED when it starts, so a cache built from list+watch stays exact.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -364,8 +363,8 @@ class Rest:
                     await resp.write(data)  # one write however many revisions queued up
                 last_revision = batch.events[-1][0]
                 last_sent = time.monotonic()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away; a cancellation propagates
         finally:
             watcher.close()
         return resp

@@ -63,6 +63,23 @@ TICK_FAILURE_LIMIT = 5.0  # seconds of a tick failing every time before the repl
 TICK_FAILURE_LOG_EVERY = 5.0  # seconds between tracebacks of a tick that keeps failing
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Stats:
+    revision: int
+    watchers: int
+    journal_flushes: int
+    ticks: Any  # TickStats: a histogram of the tick loop's gaps
+    fenced_writes: int
+    stamped_writes: dict[int, int]
+
+
 class Unavailable(Exception):
     """No leader could commit the request in time; its outcome is unknown."""
 
@@ -178,6 +195,8 @@ class Replica:
         self.ticks = TickStats()
         self.hub = WatchHub()
         self.applied_total = 0
+        self.fenced_writes = 0  # stamped writes refused: a newer leader had written
+        self.stamped_writes: dict[int, int] = {}  # term -> stamped writes applied
         self._seq = itertools.count(1)
         self._outbox: list[tuple[Any, ...]] = []
         self._outbox_lock = threading.Lock()
@@ -342,12 +361,24 @@ class Replica:
             self._track_lease(cmd, result, now)
             revision = self.state.revision
         self.applied_total += 1
+        self._count_fenced(cmd, result)
         try:  # malformed commands were answered with an error; nobody waits for them
             op_id = st.command_id(cmd) if isinstance(cmd, dict) else ("", 0)
         except st.StoreError:
             op_id = ("", 0)
         with self._outbox_lock:
             self._outbox.append(("applied", op_id, result, revision, events))
+
+    def _count_fenced(self, cmd: Any, result: st.Result) -> None:
+        """Writes stamped with a leader's term: how many each term got applied, and how
+        many were refused as stale (what a test of fencing reads, through /metrics)."""
+        term = cmd.get("term") if isinstance(cmd, dict) else None
+        if not isinstance(term, int) or not term:
+            return
+        if str(result.get("error", "")).startswith(st.ERR_STALE_TERM):
+            self.fenced_writes += 1
+        elif "error" not in result:
+            self.stamped_writes[term] = self.stamped_writes.get(term, 0) + 1
 
     def _track_lease(self, cmd: dict[str, Any], result: st.Result, now: float) -> None:
         if "error" in result:
@@ -559,9 +590,61 @@ class Replica:
             remaining = max(0, round(deadline - time.monotonic()))
             return remaining, lease.ttl, sorted(lease.keys)
 
-    def dump_state(self) -> bytes:
+    @property
+    def revision(self) -> int:
         with self.lock:
-            return self.state.dump()
+            return self.state.revision
+
+    def lease_ids(self) -> list[int]:
+        with self.lock:
+            return sorted(self.state.leases)
+
+    def key_count(self) -> int:
+        with self.lock:
+            return len(self.state.kvs)
+
+    def stats(self) -> Stats:
+        """What /metrics shows of this replica, read in one go."""
+        with self.lock:
+            revision = self.state.revision
+        return Stats(revision=revision, watchers=len(self.hub),
+                     journal_flushes=self.journal.flushes, ticks=self.ticks,
+                     fenced_writes=self.fenced_writes,
+                     stamped_writes=dict(self.stamped_writes))
+
+    async def pulse_watchers(self, every: float) -> None:
+        """Run the watch hub's one timer (bookmarks, progress notices, deadlines and
+        liveness of every watcher) until cancelled."""
+        await self.hub.pulse_forever(every)
+
+    async def snapshot(self) -> bytes:
+        """The whole state as msgpack bytes, serialized by a forked child: the lock is
+        held only for the fork, so neither the tick thread nor the event loop waits
+        while a large state is encoded (as pysyncobj's own snapshots are written)."""
+        read_end, write_end = os.pipe()
+        with self.lock:  # the child sees the state between two applies
+            pid = os.fork()
+        if pid == 0:  # the child: no locks, no logging, no return
+            code = 1
+            try:
+                os.close(read_end)
+                blob = self.state.dump()
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(write_end, view):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        loop = asyncio.get_running_loop()
+        try:
+            blob = await loop.run_in_executor(None, _read_all, read_end)
+        finally:
+            os.close(read_end)
+            _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        if status != 0:
+            raise st.StoreError("etcdserver: the snapshot could not be taken", code="Internal")
+        return blob
 
     @property
     def leader_id(self) -> int:
