@@ -19,6 +19,7 @@ import logging
 import platform
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -115,8 +116,12 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     """Run the nodes (name, token) until `stop` is set (or forever)."""
     cidrs = pod_cidrs(options.pod_cidr, len(nodes))
     # Requests wait out a master's restart or an election; the loops retry after that.
-    async with transport.Transport(options.servers, nodes[0][1], wait=10.0,
-                                   timeout=10.0) as tp:
+    # Nodes start on different masters (a kubelet talks to a load balancer), so that one
+    # master does not carry every node's watch: the order is a function of the name.
+    servers = list(options.servers)
+    turn = zlib.crc32(nodes[0][0].encode()) % len(servers)
+    servers = servers[turn:] + servers[:turn]
+    async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
         tasks = [asyncio.ensure_future(a.run()) for a in agents]

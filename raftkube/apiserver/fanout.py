@@ -14,8 +14,10 @@ the rest of the response.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from typing import Any
 
 from raftkube.store import state as st
 from raftkube.store.watch import Sink
@@ -53,6 +55,44 @@ class SharedEncodings:
                 _key, old = self._cache.popitem(last=False)
                 self._bytes -= len(old)
         return data
+
+
+class Decoded:
+    """Each stored value decoded once, and each watch line encoded once, however many
+    watchers it goes to. Streams with selectors are rarely alike (every node agent
+    watches `spec.nodeName=ITSELF`), so per-stream sharing (`SharedEncodings`) does not
+    help them: without this, 200 node agents meant 200 JSON decodes and encodes of every
+    pod event. Decoded objects are shared: never change one.
+    """
+
+    def __init__(self, *, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._objs: OrderedDict[tuple[bytes, int], dict[str, Any]] = OrderedDict()
+        self._lines: OrderedDict[tuple[str, bytes, int, bool], bytes] = OrderedDict()
+
+    def obj(self, kv: st.KeyValue) -> dict[str, Any]:
+        """The object a stored value holds, with its resourceVersion."""
+        key = (kv.key, kv.mod_revision)
+        found = self._objs.get(key)
+        if found is None:
+            found = json.loads(kv.value)
+            found.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+            self._objs[key] = found
+            if len(self._objs) > self.max_entries:
+                self._objs.popitem(last=False)
+        return found
+
+    def line(self, kind: str, event: st.Event, *, of_prev: bool,
+             make: Callable[[], bytes]) -> bytes:
+        """The watch line `kind` for an event, about its new value or (`of_prev`) the one
+        it replaced."""
+        key = (kind, event.kv.key, event.kv.mod_revision, of_prev)
+        found = self._lines.get(key)
+        if found is None:
+            found = self._lines[key] = make()
+            if len(self._lines) > self.max_entries:
+                self._lines.popitem(last=False)
+        return found
 
 
 def chunk(data: bytes) -> bytes:

@@ -22,6 +22,7 @@ and ADDED when it starts, so a cache built from list+watch stays exact.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -60,6 +61,7 @@ class Rest:
         self.objects = objects
         self.bookmark_every = bookmark_every
         self.encodings = fanout.SharedEncodings()
+        self.decoded = fanout.Decoded()
 
     # ---- entry point ------------------------------------------------------------------
 
@@ -307,8 +309,8 @@ class Rest:
         stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
         def lines(revision: int, events: list[st.Event]) -> bytes:
-            return self.encodings.get(revision, stream, lambda: b"".join(
-                watch_line(kind, obj) for kind, obj in to_watch_events(events, label, fields)))
+            return self.encodings.get(revision, stream, lambda: watch_lines(
+                events, label, fields, self.decoded))
 
         def alive() -> bool:
             return request.transport is not None and not request.transport.is_closing()
@@ -374,28 +376,36 @@ def watch_line(kind: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
 
-def to_watch_events(events: list[st.Event], label: selectors.LabelSelector | None,
-                    fields: selectors.FieldSelector | None
-                    ) -> list[tuple[str, dict[str, Any]]]:
+def _deleted_line(last: dict[str, Any], revision: int) -> bytes:
+    """A deleted object's last self, at the revision of its deletion (a copy: `last` is
+    shared)."""
+    meta = {**last["metadata"], "resourceVersion": str(revision)}
+    return watch_line("DELETED", {**last, "metadata": meta})
+
+
+def watch_lines(events: list[st.Event], label: selectors.LabelSelector | None,
+                fields: selectors.FieldSelector | None, decoded: fanout.Decoded) -> bytes:
+    """The watch lines a stream with these selectors sends for one revision's events: an
+    object that starts matching is ADDED, one that stops is DELETED, so that a cache
+    built from list + watch stays exact."""
     out = []
     for ev in events:  # the watch is opened on the kind's prefix: every event is ours
-        new = _obj(ev.kv) if ev.type == st.PUT else None
-        old = _obj(ev.prev_kv) if ev.prev_kv is not None else None
+        new = decoded.obj(ev.kv) if ev.type == st.PUT else None
+        old = decoded.obj(ev.prev_kv) if ev.prev_kv is not None else None
         was = old is not None and ob.matches(old, label, fields)
         now = new is not None and ob.matches(new, label, fields)
         if new is not None and now:
-            out.append(("MODIFIED" if was else "ADDED", new))
+            kind = "MODIFIED" if was else "ADDED"
+            out.append(decoded.line(kind, ev, of_prev=False,
+                                    make=functools.partial(watch_line, kind, new)))
         elif was and old is not None:
-            gone = new if new is not None else old
-            gone["metadata"]["resourceVersion"] = str(ev.kv.mod_revision)
-            out.append(("DELETED", gone))
-    return out
-
-
-def _obj(kv: st.KeyValue) -> dict[str, Any]:
-    obj: dict[str, Any] = json.loads(kv.value)
-    obj.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
-    return obj
+            if new is not None:  # it stopped matching: its new self, deleted from view
+                out.append(decoded.line("DELETED", ev, of_prev=False,
+                                        make=functools.partial(watch_line, "DELETED", new)))
+            else:  # deleted: its last self, at the revision of the deletion
+                out.append(decoded.line("DELETED", ev, of_prev=True, make=functools.partial(
+                    _deleted_line, old, ev.kv.mod_revision)))
+    return b"".join(out)
 
 
 # ---- parsing ----------------------------------------------------------------------------

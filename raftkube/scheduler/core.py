@@ -65,6 +65,10 @@ class NodeInfo:
     unschedulable: bool
     owners: Mapping[str, int] = field(default_factory=dict)  # controller uid -> pods here
     placed: tuple[Obj, ...] = ()  # the pods holding room here, for pod (anti)affinity
+    # Those of them with pod (anti-)affinity of their own: an existing pod's required
+    # anti-affinity may refuse a newcomer, and most pods have none, so only these are
+    # looked at on every decision.
+    with_affinity: tuple[Obj, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,8 @@ def node_info(node: Obj, pods: Iterable[Obj]) -> NodeInfo:
         allocatable=alloc, requested=requested, pods=len(placed),
         host_ports=frozenset(ports), ready=ready,
         unschedulable=bool(spec.get("unschedulable")), owners=dict(owners),
-        placed=tuple(placed))
+        placed=tuple(placed),
+        with_affinity=tuple(p for p in placed if _has_pod_affinity(p)))
 
 
 def snapshot_of(nodes: Sequence[Obj], pods: Sequence[Obj]) -> Snapshot:
@@ -444,9 +449,7 @@ class Context:
         pod_level = ask.affinity or ask.anti_affinity or ask.preferred or ask.spread
         existing: Counter[tuple[str, str]] = Counter()
         for node in nodes:
-            for placed in node.placed:
-                if not _has_pod_affinity(placed):
-                    continue
+            for placed in node.with_affinity:
                 namespace = (placed.get("metadata") or {}).get("namespace", "default")
                 anti = ((placed.get("spec") or {}).get("affinity") or {}).get(
                     "podAntiAffinity") or {}

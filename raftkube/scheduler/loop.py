@@ -57,7 +57,7 @@ class Scheduler:
 
     def __init__(self, *, client: rest.RestClient, informers: inf.InformerFactory,
                  events: ev.EventRecorder, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.time, workers: int = 16,
+                 clock: Callable[[], float] = time.time, workers: int = 64,
                  flush_every: float = 30.0) -> None:
         self.client = client
         self.events = events
