@@ -111,7 +111,7 @@ def _pinned_affinity(affinity: Any, node: str) -> Obj:
 def daemon_pod(ds: Obj, node: str, hash_: str) -> Obj:
     """The pod `ds` runs on `node`."""
     template = (ds.get("spec") or {}).get("template") or {}
-    pod = podcontrol.pod_from_template(ds, template)
+    pod = podcontrol.from_template(ds, template)
     pod["metadata"]["labels"][HASH_LABEL] = hash_
     pod["metadata"]["labels"][GENERATION_LABEL] = str(ds["metadata"].get("generation", 1))
     spec = with_default_tolerations(pod["spec"])

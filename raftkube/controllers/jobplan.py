@@ -223,7 +223,7 @@ def job_pod(job: Obj, index: int | None = None) -> Obj:
     template = copy.deepcopy(spec(job).get("template") or {})
     name = job["metadata"]["name"]
     if index is None:
-        return podcontrol.pod_from_template(job, template)
+        return podcontrol.from_template(job, template)
     meta = template.setdefault("metadata", {})
     meta.setdefault("annotations", {})[INDEX_KEY] = str(index)
     meta.setdefault("labels", {})[INDEX_KEY] = str(index)
@@ -235,4 +235,4 @@ def job_pod(job: Obj, index: int | None = None) -> Obj:
         if not any(isinstance(e, dict) and e.get("name") == INDEX_ENV for e in env):
             env.append({"name": INDEX_ENV, "valueFrom": {"fieldRef": {
                 "apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX_KEY}']"}}})
-    return podcontrol.pod_from_template(job, template, generate_name=f"{name}-{index}-")
+    return podcontrol.from_template(job, template, generate_name=f"{name}-{index}-")

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import kinds, selectors
+from raftkube.api import kinds, names, selectors
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError, ClientError
 from raftkube.controllers import base
@@ -78,14 +78,20 @@ class InFlight:
         return True
 
 
-def pod_from_template(owner: Obj, template: Obj, *, generate_name: str = "") -> Obj:
-    """A new pod for `owner`: the template's labels, annotations, finalizers and spec,
-    a controller ownerReference, and `owner-` as the name's prefix."""
+def from_template(owner: Obj, template: Obj, *, generate_name: str = "") -> Obj:
+    """A new pod of `owner`, as its controller asks the server to create it (Kubernetes'
+    GetPodFromTemplate): the template's labels, annotations, finalizers and spec, a
+    controller ownerReference, and `owner-` as the name's prefix (the owner's name alone
+    where `owner-` could not start a pod's name), unless `generate_name` says otherwise."""
     meta = template.get("metadata") or {}
+    owner_name = owner["metadata"]["name"]
+    prefix = generate_name or f"{owner_name}-"
+    if not generate_name and names.dns1123_subdomain_errors(prefix + "x"):
+        prefix = owner_name
     out_meta: Obj = {
-        "generateName": generate_name or f"{owner['metadata']['name']}-",
+        "generateName": prefix,
         "namespace": owner["metadata"].get("namespace", ""),
-        "labels": dict(meta.get("labels") or {}),
+        "labels": copy.deepcopy(meta.get("labels") or {}),
         "ownerReferences": [base.owner_ref(owner)],
     }
     for name in ("annotations", "finalizers"):

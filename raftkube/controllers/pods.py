@@ -1,5 +1,5 @@
 """What workload controllers ask of a pod: is it active, ready, available; which to
-delete first; what a new one from a template looks like.
+delete first.
 
 These are Kubernetes' answers (pkg/controller/controller_utils.go, podutil), as pure
 functions of the pod and the time, so that the ReplicaSet controller's choices can be
@@ -10,12 +10,11 @@ minReadySeconds, by the Ready condition's lastTransitionTime.
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from raftkube.api import conditions, names
+from raftkube.api import conditions
 from raftkube.api.timestamps import parse_time
 
 Obj = dict[str, Any]
@@ -111,19 +110,3 @@ def to_delete(pods: list[Obj], count: int, *, related: Iterable[Obj] = ()) -> li
                 str(meta.get("name", "")))
 
     return sorted(pods, key=key)[:count]
-
-
-def from_template(template: Obj, owner: Obj, owner_ref: Obj) -> Obj:
-    """A new pod of `owner`, as the controller asks the server to create it."""
-    meta = template.get("metadata") or {}
-    owner_name = owner["metadata"]["name"]
-    prefix = f"{owner_name}-"
-    if names.dns1123_subdomain_errors(prefix + "x"):
-        prefix = owner_name
-    pod_meta: Obj = {"generateName": prefix, "namespace": owner["metadata"].get("namespace"),
-                     "ownerReferences": [owner_ref]}
-    for field in ("labels", "annotations", "finalizers"):
-        if meta.get(field):
-            pod_meta[field] = copy.deepcopy(meta[field])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
-            "spec": copy.deepcopy(template.get("spec") or {})}

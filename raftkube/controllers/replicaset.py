@@ -31,7 +31,7 @@ from raftkube.api import kinds, selectors
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError, ClientError
-from raftkube.controllers import base, claims, pods
+from raftkube.controllers import base, claims, podcontrol, pods
 from raftkube.controllers.inflight import InFlight, Settling
 
 log = logging.getLogger(__name__)
@@ -200,13 +200,12 @@ class ReplicaSetController(base.Controller):
                       ) -> tuple[list[Obj], Exception | None]:
         """Slow start: batches of 1, 2, 4..., stopping after a batch with a failure."""
         template = rs["spec"].get("template") or {}
-        ref = base.owner_ref(rs)
         made: list[Obj] = []
         batch = 1
         while len(made) < count:
             size = min(batch, count - len(made))
             results = await asyncio.gather(
-                *(self._create_one(rs, pods.from_template(template, rs, ref), now)
+                *(self._create_one(rs, podcontrol.from_template(rs, template), now)
                   for _ in range(size)), return_exceptions=True)
             made += [r for r in results if isinstance(r, dict)]
             errors = [r for r in results if isinstance(r, BaseException)]

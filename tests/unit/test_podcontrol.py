@@ -1,4 +1,4 @@
-"""podcontrol: slow start, writes in flight, claiming."""
+"""podcontrol: slow start, writes in flight, a pod from a template."""
 
 from __future__ import annotations
 
@@ -40,3 +40,26 @@ def test_writes_in_flight_settle_when_seen_or_expired() -> None:
     now[0] += 61  # its watch event was lost for good: the owner is not stalled forever
     assert flight.settled("ns/owner", cache)
     assert flight.settled("ns/other", cache)
+
+
+@pytest.mark.parametrize(("name", "generate_name", "prefix"), [
+    ("front", "", "front-"),
+    ("x" * 253, "", "x" * 253),  # `name-` could not start a pod's name: the name alone
+    ("pi", "pi-3-", "pi-3-"),
+])
+def test_a_pod_from_its_owners_template(name: str, generate_name: str, prefix: str) -> None:
+    owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+             "metadata": {"name": name, "namespace": "ns", "uid": "u1"}}
+    template = {"metadata": {"labels": {"app": "a"}, "annotations": {"k": "v"},
+                             "finalizers": ["f"]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    pod = podcontrol.from_template(owner, template, generate_name=generate_name)
+    assert pod["metadata"] == {
+        "generateName": prefix, "namespace": "ns", "labels": {"app": "a"},
+        "annotations": {"k": "v"}, "finalizers": ["f"],
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name,
+                             "uid": "u1", "controller": True, "blockOwnerDeletion": True}]}
+    pod["metadata"]["labels"]["x"] = "y"
+    pod["spec"]["containers"][0]["image"] = "j"
+    assert template["metadata"]["labels"] == {"app": "a"}  # copies, not the template
+    assert template["spec"]["containers"][0]["image"] == "i"
