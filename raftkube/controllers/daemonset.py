@@ -28,7 +28,7 @@ from typing import Any
 
 from raftkube.api import kinds, selectors
 from raftkube.client import informer as inf
-from raftkube.controllers import base, daemonplan, podcontrol, podutil
+from raftkube.controllers import base, daemonplan, podcontrol, podstate
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class DaemonSetController(base.Controller):
             meta = pod["metadata"]
             self.ctx.events.event(ds, "Normal", "SucceededDaemonPod",
                                   f"Found succeeded daemon pod {meta['namespace']}/"
-                                  f"{meta['name']} on node {podutil.target_node(pod)}, will "
+                                  f"{meta['name']} on node {podstate.target_node(pod)}, will "
                                   "try to delete it")
             doomed.append(pod)
         _, error = await podcontrol.slow_start(
@@ -156,7 +156,7 @@ class DaemonSetController(base.Controller):
             if now - at > 2 * FAILED_BACKOFF_CAP:
                 del self.failed_backoff[key]  # long quiet: it starts from 1 s again
         for pod in failed:
-            node = podutil.target_node(pod)
+            node = podstate.target_node(pod)
             key = f"{ds['metadata']['uid']}/{node}"
             at, delay = self.failed_backoff.get(key, (0.0, 0.0))
             if at and now - at < delay:

@@ -9,7 +9,7 @@ One reconcile of a ReplicaSet (Kubernetes' syncReplicaSet):
    so that a create is never repeated nor a deleted pod counted;
 3. create the missing pods from the template, in batches of 1, 2, 4... that stop at the
    first failure (a quota or a bad template fails once, not `replicas` times), or delete
-   the least valuable surplus (`pods.to_delete`: unscheduled, not ready, newest first),
+   the least valuable surplus (`podstate.to_delete`: unscheduled, not ready, newest first),
    at most `burst` either way per reconcile;
 4. write the status (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
    observedGeneration, and a ReplicaFailure condition while creates or deletes fail)
@@ -31,7 +31,7 @@ from raftkube.api import kinds, selectors
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError, ClientError
-from raftkube.controllers import base, claims, podcontrol, pods
+from raftkube.controllers import base, claims, podcontrol, podstate
 from raftkube.controllers.inflight import InFlight, Settling
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def replicaset_status(rs: Obj, active: list[Obj], now: float,
         "fullyLabeledReplicas": sum(
             1 for p in active
             if all(claims.labels_of(p).get(k) == v for k, v in template_labels.items())),
-        "readyReplicas": sum(1 for p in active if pods.is_ready(p)),
-        "availableReplicas": sum(1 for p in active if pods.is_available(p, min_ready, now)),
+        "readyReplicas": sum(1 for p in active if podstate.is_ready(p)),
+        "availableReplicas": sum(1 for p in active if podstate.is_available(p, min_ready, now)),
         "observedGeneration": int(rs["metadata"].get("generation") or 0),
     }
     old = [c for c in (rs.get("status") or {}).get("conditions") or [] if isinstance(c, dict)]
@@ -147,7 +147,7 @@ class ReplicaSetController(base.Controller):
         await self._adopt_and_release(rs, claim)
         family = self.inflight.view(uid, claim.mine, seen_revision=_int(
             self.pods.resource_version), now=now)
-        active = [p for p in family if pods.is_active(p)]
+        active = [p for p in family if podstate.is_active(p)]
         failure: ManageError | None = None
         if not meta.get("deletionTimestamp"):
             active, failure = await self._manage(rs, active, now)
@@ -163,9 +163,10 @@ class ReplicaSetController(base.Controller):
                     raise
         if failure is not None:
             raise failure
-        wait = pods.next_available(active, int(rs["spec"].get("minReadySeconds") or 0), now)
+        wait = podstate.next_available(active, int(rs["spec"].get("minReadySeconds") or 0),
+                                       now)
         if wait is not None:
-            self.queue.add_after(key, wait)
+            self.queue.add_after(key, wait + 1.0)  # a second late rather than a moment early
 
     async def _adopt_and_release(self, rs: Obj, claim: claims.Claim) -> None:
         client = self.ctx.client
@@ -190,7 +191,7 @@ class ReplicaSetController(base.Controller):
             made, error = await self._create(rs, min(-diff, self.burst), now)
             return active + made, ManageError("FailedCreate", error) if error else None
         if diff > 0:
-            victims = pods.to_delete(active, min(diff, self.burst))
+            victims = podstate.to_delete(active, min(diff, self.burst))
             gone, error = await self._delete(rs, victims, now)
             left = [p for p in active if claims.uid_of(p) not in gone]
             return left, ManageError("FailedDelete", error) if error else None

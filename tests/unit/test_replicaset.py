@@ -1,4 +1,5 @@
-"""The ReplicaSet controller, one reconcile at a time over seeded caches; which pods go first."""
+"""The ReplicaSet controller, one reconcile at a time over seeded caches (which pods go
+first: test_podstate)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 
 from raftkube.api import kinds
 from raftkube.client import workqueue
-from raftkube.controllers import pods as podutil
 from raftkube.controllers.replicaset import ManageError, ReplicaSetController
 from tests.unit.controller_fixture import T0, Fixture, not_found
 from tests.unit.workloads import NS, pod, replicaset
@@ -198,34 +198,3 @@ async def test_an_unchanged_status_is_not_written_and_a_missing_replicaset_is_ig
     c = make(f)
     assert await f.run(c, f"{NS}/front") == []
     assert await f.run(c, f"{NS}/gone") == []
-
-
-# ---- which pods go first --------------------------------------------------------------
-
-def _names(chosen: list[dict[str, Any]]) -> list[str]:
-    return [p["metadata"]["name"] for p in chosen]
-
-
-@pytest.mark.parametrize(("first", "second"), [
-    (pod("unscheduled"), pod("scheduled", node="n1", phase="Pending")),
-    (pod("pending", node="n1", phase="Pending"), pod("running", node="n1")),
-    (pod("unready", node="n1"), pod("ready", node="n1", ready=True)),
-    (pod("ready-lately", node="n1", ready=True, ready_at=T0 - 10),
-     pod("ready-long", node="n1", ready=True, ready_at=T0 - 1000)),
-    (pod("newer", node="n1", created=T0 - 10), pod("older", node="n1", created=T0 - 1000)),
-])
-def test_the_less_valuable_pod_goes_first(first: dict[str, Any],
-                                          second: dict[str, Any]) -> None:
-    assert _names(podutil.to_delete([second, first], 1)) == [_names([first])[0]]
-    assert _names(podutil.to_delete([first, second], 1)) == [_names([first])[0]]
-
-
-def test_a_crowded_node_gives_up_its_pod_first_and_cost_protects() -> None:
-    crowded = [pod(f"c{i}", node="busy", ready=True, ready_at=T0 - 100) for i in range(2)]
-    alone = pod("alone", node="quiet", ready=True, ready_at=T0 - 100)
-    assert _names(podutil.to_delete([alone, *crowded], 1)) == ["c0"]
-    precious = pod("precious", node="n1")
-    precious["metadata"]["annotations"] = {podutil.DELETION_COST: "100"}
-    cheap = pod("cheap", node="n1")
-    assert _names(podutil.to_delete([precious, cheap], 1)) == ["cheap"]
-    assert podutil.to_delete([cheap], 0) == []
