@@ -7,7 +7,7 @@ changes. `reconcile(key)` then, as Kubernetes' syncDaemonSet:
 
 1. reads the DaemonSet, the nodes and its pods from the caches, adopting matching
    orphans and releasing pods it no longer selects;
-2. unless writes it made are not in the cache yet (`podcontrol.InFlight`), converges:
+2. unless writes it made are not in the cache yet (`inflight.InFlight`), converges:
    `daemonplan.manage` (create on eligible nodes without a pod, delete excess pods and
    pods on nodes that no longer qualify or are gone, failed pods under a per-node back-off
    of 1 s doubling to 15 min, as Kubernetes'), and, when that had nothing to do, the
@@ -28,7 +28,7 @@ from typing import Any
 
 from raftkube.api import kinds, selectors
 from raftkube.client import informer as inf
-from raftkube.controllers import base, daemonplan, podcontrol, podstate
+from raftkube.controllers import base, daemonplan, inflight, podcontrol, podstate
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,12 @@ class DaemonSetController(base.Controller):
         self.daemonsets = ctx.informers.informer(kinds.DAEMONSET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.nodes = ctx.informers.informer(kinds.NODE)
-        self.inflight = podcontrol.InFlight(clock=ctx.clock)
+        self.inflight = inflight.InFlight()
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.failed_backoff: dict[str, tuple[float, float]] = {}  # uid/node -> (at, delay)
-        self.daemonsets.add_handler(self.handler())
+        self.daemonsets.add_handler(inf.Handler(
+            add=self.enqueue, update=lambda _old, new: self.enqueue(new),
+            delete=lambda ds: self.inflight.forget(ds["metadata"].get("uid", ""))))
         self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
                                           delete=self._pod_changed))
         self.nodes.add_handler(inf.Handler(
@@ -89,7 +91,6 @@ class DaemonSetController(base.Controller):
     async def reconcile(self, key: str) -> None:
         ds = self.daemonsets.cache.get(key)
         if ds is None:
-            self.inflight.forget(key)
             return
         meta = ds["metadata"]
         if meta.get("deletionTimestamp"):
@@ -107,13 +108,14 @@ class DaemonSetController(base.Controller):
         hash_ = daemonplan.template_hash(ds)
         nodes = self.nodes.cache.list()
         now = self.ctx.clock()
-        settled = self.inflight.settled(key, self.pods.cache)
+        owned = self.pods.cache.by_index(inf.OWNER, meta["uid"])
+        settled = self.inflight.settled(meta["uid"], owned,
+                                        seen_revision=inflight.at(self.pods), now=now)
         if settled:
             pods = await self.pod_control.claim(
                 ds, selector, self.pods.cache.by_index(inf.NAMESPACE, meta["namespace"]))
         else:
-            pods = [p for p in self.pods.cache.by_index(inf.OWNER, meta["uid"])
-                    if base.is_controlled_by(p, ds)]
+            pods = [p for p in owned if base.is_controlled_by(p, ds)]
         by_node = daemonplan.pods_by_node(pods)
         error: Exception | None = None
         if settled:

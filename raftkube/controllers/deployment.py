@@ -32,8 +32,7 @@ from typing import Any
 from raftkube.api import kinds, rollout, selectors
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError
-from raftkube.controllers import base, claims, progress, revisions, rolling
-from raftkube.controllers.inflight import Settling
+from raftkube.controllers import base, claims, inflight, progress, revisions, rolling
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class DeploymentController(base.Controller):
         self.replicasets = ctx.informers.informer(kinds.REPLICASET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.orphans = claims.Orphans(self.replicasets.cache)
-        self.settling = Settling()
+        self.settling = inflight.Settling()
         self.deployments.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
             delete=lambda d: self.settling.forget(inf.key_of(d))))

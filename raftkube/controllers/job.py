@@ -12,7 +12,7 @@ Kubernetes' syncJob:
    failed than backoffLimit allows (or, with restartPolicy OnFailure, its pods restarted
    that often), `BackoffLimitExceeded`, or when it has been active activeDeadlineSeconds,
    `DeadlineExceeded`: its active pods are deleted (and counted failed) and the Failed
-   condition is set. Otherwise, when its writes are in the cache (`podcontrol.InFlight`),
+   condition is set. Otherwise, when its writes are in the cache (`inflight.InFlight`),
    pods are deleted or created to have `want_active` running, new ones only once the
    back-off after failed pods has passed (Indexed Jobs start their lowest pending
    indexes); a suspended Job has none. It completes when `completions` pods (or indexes)
@@ -36,7 +36,7 @@ from raftkube.api import conditions, kinds, selectors
 from raftkube.api.timestamps import parse_time, rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError
-from raftkube.controllers import base, jobplan, podcontrol
+from raftkube.controllers import base, inflight, jobplan, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,11 @@ class JobController(base.Controller):
         super().__init__(ctx)
         self.jobs = ctx.informers.informer(kinds.JOB)
         self.pods = ctx.informers.informer(kinds.POD)
-        self.inflight = podcontrol.InFlight(clock=ctx.clock)
+        self.inflight = inflight.InFlight()
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
-        self.jobs.add_handler(self.handler())
+        self.jobs.add_handler(inf.Handler(
+            add=self.enqueue, update=lambda _old, new: self.enqueue(new),
+            delete=lambda job: self.inflight.forget(job["metadata"].get("uid", ""))))
         self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
                                           delete=self._pod_changed))
 
@@ -82,7 +84,6 @@ class JobController(base.Controller):
     async def reconcile(self, key: str) -> None:
         job = self.jobs.cache.get(key)
         if job is None:
-            self.inflight.forget(key)
             return
         now = self.ctx.clock()
         done = jobplan.finished(job)
@@ -94,14 +95,15 @@ class JobController(base.Controller):
         selector = _selector(job)
         if selector.empty:
             return  # the server always sets one; a manual empty selector selects nothing
-        settled = self.inflight.settled(key, self.pods.cache)
-        namespace = job["metadata"]["namespace"]
+        uid, namespace = job["metadata"]["uid"], job["metadata"]["namespace"]
+        owned = self.pods.cache.by_index(inf.OWNER, uid)
+        settled = self.inflight.settled(uid, owned, seen_revision=inflight.at(self.pods),
+                                        now=now)
         if settled:
             pods = await self.pod_control.claim(
                 job, selector, self.pods.cache.by_index(inf.NAMESPACE, namespace))
         else:
-            pods = [p for p in self.pods.cache.by_index(inf.OWNER, job["metadata"]["uid"])
-                    if base.is_controlled_by(p, job)]
+            pods = [p for p in owned if base.is_controlled_by(p, job)]
         counts = jobplan.count(job, pods)
         old_status = job.get("status") or {}
         status: Obj = {k: v for k, v in old_status.items()}

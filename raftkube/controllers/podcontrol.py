@@ -1,21 +1,16 @@
 """Making, removing and claiming the pods a controller owns, with the events users look
-for, and a record of the writes its caches have not shown yet.
+for.
 
 `PodControl` is Kubernetes' RealPodControl plus ControllerRefManager: a pod is created
 from the owner's template with a controller ownerReference (`SuccessfulCreate`,
 "Created pod: x"), deleted with the uid it was read with as a precondition
 (`SuccessfulDelete`, "Deleted pod: x"), and pods are claimed as Kubernetes does: an
 orphan the selector matches is adopted, a pod of ours it no longer matches is released,
-each with a patch that carries the resourceVersion it was decided on.
-
-`InFlight` is Kubernetes' ControllerExpectations, kept by pod key rather than by count:
-a controller that has just created or deleted pods must not decide again from a cache
-that does not show those writes yet, or it would create the same pods twice. A create is
-settled once the pod is in the cache, a delete once the pod is gone or marked deleted;
-an entry older than `ttl` is dropped (a watch event lost for good must not stall the
-owner forever). A write that failed is forgotten at once, as Kubernetes lowers its
-expectations; if it had in fact applied, the next decision sees the extra pod and the
-owner's own rules remove it.
+each with a patch that carries the resourceVersion it was decided on. Every create and
+delete that went through is recorded in the owner's `inflight.InFlight`, so that its
+next decision does not repeat it from a cache that does not show it yet. A write that
+failed is not recorded, as Kubernetes lowers its expectations; if it had in fact
+applied, the next decision sees the extra pod and the owner's own rules remove it.
 """
 
 from __future__ import annotations
@@ -24,58 +19,15 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from raftkube.api import kinds, names, selectors
-from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError, ClientError
-from raftkube.controllers import base
+from raftkube.controllers import base, inflight
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-
-
-@dataclass
-class _Pending:
-    creates: dict[str, float] = field(default_factory=dict)  # pod key -> when
-    deletes: dict[str, float] = field(default_factory=dict)
-
-
-class InFlight:
-    def __init__(self, *, clock: Callable[[], float], ttl: float = 300.0) -> None:
-        self.clock = clock
-        self.ttl = ttl
-        self._owners: dict[str, _Pending] = {}
-
-    def expect_create(self, owner: str, pod_key: str) -> None:
-        self._owners.setdefault(owner, _Pending()).creates[pod_key] = self.clock()
-
-    def expect_delete(self, owner: str, pod_key: str) -> None:
-        self._owners.setdefault(owner, _Pending()).deletes[pod_key] = self.clock()
-
-    def forget(self, owner: str) -> None:
-        self._owners.pop(owner, None)
-
-    def settled(self, owner: str, pods: inf.Cache) -> bool:
-        """Whether every write made for `owner` shows in `pods` (or has expired)."""
-        pending = self._owners.get(owner)
-        if pending is None:
-            return True
-        now = self.clock()
-        for key, at in list(pending.creates.items()):
-            if pods.get(key) is not None or now - at > self.ttl:
-                del pending.creates[key]
-        for key, at in list(pending.deletes.items()):
-            pod = pods.get(key)
-            if pod is None or (pod.get("metadata") or {}).get("deletionTimestamp") \
-                    or now - at > self.ttl:
-                del pending.deletes[key]
-        if pending.creates or pending.deletes:
-            return False
-        del self._owners[owner]
-        return True
 
 
 def from_template(owner: Obj, template: Obj, *, generate_name: str = "") -> Obj:
@@ -102,9 +54,9 @@ def from_template(owner: Obj, template: Obj, *, generate_name: str = "") -> Obj:
 
 
 class PodControl:
-    def __init__(self, ctx: base.Context, inflight: InFlight) -> None:
+    def __init__(self, ctx: base.Context, writes: inflight.InFlight) -> None:
         self.ctx = ctx
-        self.inflight = inflight
+        self.inflight = writes
 
     async def create(self, owner: Obj, pod: Obj) -> Obj | None:
         """Create `pod` for `owner`; the pod made, or None if the namespace is going
@@ -120,7 +72,7 @@ class PodControl:
         except ClientError as e:
             self.ctx.events.event(owner, "Warning", "FailedCreate", f"Error creating: {e}")
             raise
-        self.inflight.expect_create(inf.key_of(owner), inf.key_of(made))
+        self.inflight.created(owner["metadata"]["uid"], made, self.ctx.clock())
         self.ctx.events.event(owner, "Normal", "SuccessfulCreate",
                               f"Created pod: {made['metadata']['name']}")
         return made
@@ -140,7 +92,7 @@ class PodControl:
         except ClientError as e:
             self.ctx.events.event(owner, "Warning", "FailedDelete", f"Error deleting: {e}")
             raise
-        self.inflight.expect_delete(inf.key_of(owner), inf.key_of(pod))
+        self.inflight.deleted(owner["metadata"]["uid"], pod, self.ctx.clock())
         self.ctx.events.event(owner, "Normal", "SuccessfulDelete",
                               f"Deleted pod: {meta['name']}")
         return True

@@ -31,8 +31,7 @@ from raftkube.api import kinds, selectors
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError, ClientError
-from raftkube.controllers import base, claims, podcontrol, podstate
-from raftkube.controllers.inflight import InFlight, Settling
+from raftkube.controllers import base, claims, inflight, podcontrol, podstate
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +85,8 @@ class ReplicaSetController(base.Controller):
     def __init__(self, ctx: base.Context, *, burst: int = BURST) -> None:
         super().__init__(ctx)
         self.burst = burst
-        self.inflight = InFlight()
-        self.settling = Settling()
+        self.inflight = inflight.InFlight()
+        self.settling = inflight.Settling()
         self.replicasets = ctx.informers.informer(kinds.REPLICASET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.orphans = claims.Orphans(self.pods.cache)
@@ -145,8 +144,8 @@ class ReplicaSetController(base.Controller):
         claim = claims.claim(rs, selector, self.pods.cache.by_index(inf.OWNER, uid),
                              self.orphans.in_namespace(namespace))
         await self._adopt_and_release(rs, claim)
-        family = self.inflight.view(uid, claim.mine, seen_revision=_int(
-            self.pods.resource_version), now=now)
+        family = self.inflight.view(uid, claim.mine, seen_revision=inflight.at(self.pods),
+                                    now=now)
         active = [p for p in family if podstate.is_active(p)]
         failure: ManageError | None = None
         if not meta.get("deletionTimestamp"):
@@ -260,10 +259,3 @@ class ReplicaSetController(base.Controller):
         self.inflight.deleted(rs["metadata"]["uid"], pod, now)
         self.ctx.events.event(rs, "Normal", "SuccessfulDelete",
                               f"Deleted pod: {meta['name']}")
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text or 0)
-    except ValueError:
-        return 0

@@ -240,7 +240,7 @@ async def test_a_failed_daemon_pod_is_killed_under_a_back_off() -> None:
     # Its replacement fails at once: it is not killed again until the back-off has passed.
     f.seed(kinds.POD, pod_of(ds, "n1", "dead2", phase="Failed", ready=False))
     f.informers.informer(kinds.POD).cache.remove("ns/dead")
-    c.inflight.forget("ns/agent")
+    c.inflight.forget("u-agent")
     f.now += 0.5
     assert writes(await f.run(c, "ns/agent")) == []
     assert "ns/agent" in c.queue._waiting
