@@ -140,9 +140,8 @@ class DaemonSetController(base.Controller):
                                   f"{meta['name']} on node {podstate.target_node(pod)}, will "
                                   "try to delete it")
             doomed.append(pod)
-        _, error = await podcontrol.slow_start(
-            plan.create, lambda node: self.pod_control.create(
-                ds, daemonplan.daemon_pod(ds, node, hash_)))
+        _, error = await self.pod_control.create_all(
+            ds, [daemonplan.daemon_pod(ds, node, hash_) for node in plan.create])
         for pod in doomed:
             await self.pod_control.delete(ds, pod)
         for pod in plan.force:

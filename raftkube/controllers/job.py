@@ -203,11 +203,10 @@ class JobController(base.Controller):
                 job, counts.succeeded_indexes, counts.active, missing)]
         else:
             bodies = [jobplan.job_pod(job) for _ in range(missing)]
-        made, error = await podcontrol.slow_start(
-            bodies, lambda body: self.pod_control.create(job, body))
+        made, error = await self.pod_control.create_all(job, bodies)
         if error is not None:
             raise error
-        return active + made
+        return active + len(made)
 
     def _suspension(self, job: Obj, status: Obj, now: float) -> list[tuple[str, str, str]]:
         """The Suspended condition follows spec.suspend; a resumed Job starts its

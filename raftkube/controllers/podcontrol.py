@@ -59,38 +59,49 @@ class PodControl:
         self.inflight = writes
 
     async def create(self, owner: Obj, pod: Obj) -> Obj | None:
-        """Create `pod` for `owner`; the pod made, or None if the namespace is going
-        away. Other errors are recorded as a `FailedCreate` event and raised."""
+        """Create `pod` for `owner`; the pod made, or None if the namespace is being
+        deleted (it refuses every create: no event, no error, as in Kubernetes). Other
+        errors are recorded as a `FailedCreate` event and raised."""
         namespace = owner["metadata"].get("namespace", "")
         try:
             made = await self.ctx.client.create(kinds.POD, namespace, pod)
-        except ApiError as e:
-            if e.code == 404 or _namespace_terminating(e):
-                return None
-            self.ctx.events.event(owner, "Warning", "FailedCreate", f"Error creating: {e}")
-            raise
         except ClientError as e:
-            self.ctx.events.event(owner, "Warning", "FailedCreate", f"Error creating: {e}")
+            if isinstance(e, ApiError) and _namespace_terminating(e):
+                return None
+            self.ctx.events.event(owner, "Warning", "FailedCreate",
+                                  f"Error creating: {_message(e)}")
             raise
         self.inflight.created(owner["metadata"]["uid"], made, self.ctx.clock())
         self.ctx.events.event(owner, "Normal", "SuccessfulCreate",
                               f"Created pod: {made['metadata']['name']}")
         return made
 
+    async def create_all(self, owner: Obj, pods: Sequence[Obj]
+                         ) -> tuple[list[Obj], Exception | None]:
+        """Create `pods` for `owner` with Kubernetes' slow start (`slow_start`); the pods
+        made, and the error that stopped it if one did."""
+        results, error = await slow_start(pods, lambda pod: self.create(owner, pod))
+        return [made for made in results if made is not None], error
+
     async def delete(self, owner: Obj, pod: Obj, *, grace: int | None = None) -> bool:
         """Delete `pod` if it is still the one that was read (uid precondition); whether
-        it was deleted now (False if it was gone already)."""
+        it was deleted now. Not found, it was gone already: the owner's cache may still
+        show it, so it is recorded as in flight all the same. A Conflict (another pod of
+        that name, or the pod changed while the server deleted it) deletes nothing and
+        records nothing: the pod's own event brings the owner back to decide again.
+        Other errors are recorded as a `FailedDelete` event and raised."""
         meta = pod["metadata"]
         try:
             await self.ctx.client.delete(kinds.POD, meta.get("namespace", ""), meta["name"],
                                          uid=meta.get("uid", ""), grace=grace)
-        except ApiError as e:
-            if e.code in (404, 409):
-                return False  # gone, or another pod of that name: not ours to delete
-            self.ctx.events.event(owner, "Warning", "FailedDelete", f"Error deleting: {e}")
-            raise
         except ClientError as e:
-            self.ctx.events.event(owner, "Warning", "FailedDelete", f"Error deleting: {e}")
+            if isinstance(e, ApiError) and e.code == 404:
+                self.inflight.deleted(owner["metadata"]["uid"], pod, self.ctx.clock())
+                return False
+            if isinstance(e, ApiError) and e.code == 409:
+                return False
+            self.ctx.events.event(owner, "Warning", "FailedDelete",
+                                  f"Error deleting: {_message(e)}")
             raise
         self.inflight.deleted(owner["metadata"]["uid"], pod, self.ctx.clock())
         self.ctx.events.event(owner, "Normal", "SuccessfulDelete",
@@ -144,21 +155,24 @@ class PodControl:
 
 
 async def slow_start(items: Sequence[Any], write: Callable[[Any], Awaitable[Any]], *,
-                     first: int = 1) -> tuple[int, Exception | None]:
+                     first: int = 1) -> tuple[list[Any], Exception | None]:
     """Write `items` in batches of 1, 2, 4... at once, stopping after a batch in which a
-    write failed (Kubernetes' slow start: a quota or a bad template fails the first write,
-    not a thousand). How many were written, and the first error if one stopped it."""
-    done = 0
+    write failed (Kubernetes' slowStartBatch: a quota or a bad template fails the first
+    write, not a thousand). What the writes that succeeded returned, and the first error
+    if one stopped it."""
+    done: list[Any] = []
     size = first
-    while done < len(items):
-        batch = items[done:done + size]
+    start = 0
+    while start < len(items):
+        batch = items[start:start + size]
+        start += len(batch)
         results = await asyncio.gather(*(write(item) for item in batch),
                                        return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
                 raise r  # cancellation and the like are not a failed write
         errors = [r for r in results if isinstance(r, Exception)]
-        done += len(batch) - len(errors)
+        done += [r for r in results if not isinstance(r, Exception)]
         if errors:
             return done, errors[0]
         size *= 2
@@ -169,3 +183,8 @@ def _namespace_terminating(error: ApiError) -> bool:
     causes = error.details.get("causes") or []
     return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating"
                for c in causes)
+
+
+def _message(error: ClientError) -> str:
+    """An error as Kubernetes' events quote it: a server's Status by its message."""
+    return error.message if isinstance(error, ApiError) else str(error)

@@ -10,7 +10,8 @@ One reconcile of a ReplicaSet (Kubernetes' syncReplicaSet):
 3. create the missing pods from the template, in batches of 1, 2, 4... that stop at the
    first failure (a quota or a bad template fails once, not `replicas` times), or delete
    the least valuable surplus (`podstate.to_delete`: unscheduled, not ready, newest first),
-   at most `burst` either way per reconcile;
+   at most `burst` either way per reconcile, through `podcontrol.PodControl` (its events,
+   and its record of what is in flight);
 4. write the status (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
    observedGeneration, and a ReplicaFailure condition while creates or deletes fail)
    when it changed, with the resourceVersion read.
@@ -30,7 +31,7 @@ from typing import Any
 from raftkube.api import kinds, selectors
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import informer as inf
-from raftkube.client.errors import ApiError, ClientError
+from raftkube.client.errors import ApiError
 from raftkube.controllers import base, claims, inflight, podcontrol, podstate
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class ReplicaSetController(base.Controller):
         super().__init__(ctx)
         self.burst = burst
         self.inflight = inflight.InFlight()
+        self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.settling = inflight.Settling()
         self.replicasets = ctx.informers.informer(kinds.REPLICASET)
         self.pods = ctx.informers.informer(kinds.POD)
@@ -149,7 +151,7 @@ class ReplicaSetController(base.Controller):
         active = [p for p in family if podstate.is_active(p)]
         failure: ManageError | None = None
         if not meta.get("deletionTimestamp"):
-            active, failure = await self._manage(rs, active, now)
+            active, failure = await self._manage(rs, active)
         status = replicaset_status(rs, active, now, failure)
         if status != rs.get("status"):
             updated = copy.deepcopy(rs)
@@ -182,80 +184,34 @@ class ReplicaSetController(base.Controller):
                 if e.code != 404:
                     raise
 
-    async def _manage(self, rs: Obj, active: list[Obj],
-                      now: float) -> tuple[list[Obj], ManageError | None]:
+    async def _manage(self, rs: Obj, active: list[Obj]
+                      ) -> tuple[list[Obj], ManageError | None]:
         """Create or delete pods towards `spec.replicas`; the active pods afterwards."""
         diff = len(active) - int(rs["spec"].get("replicas", 1))
         if diff < 0:
-            made, error = await self._create(rs, min(-diff, self.burst), now)
+            template = rs["spec"].get("template") or {}
+            made, error = await self.pod_control.create_all(
+                rs, [podcontrol.from_template(rs, template)
+                     for _ in range(min(-diff, self.burst))])
             return active + made, ManageError("FailedCreate", error) if error else None
         if diff > 0:
             victims = podstate.to_delete(active, min(diff, self.burst))
-            gone, error = await self._delete(rs, victims, now)
+            gone, error = await self._delete(rs, victims)
             left = [p for p in active if claims.uid_of(p) not in gone]
             return left, ManageError("FailedDelete", error) if error else None
         return active, None
 
-    async def _create(self, rs: Obj, count: int, now: float
-                      ) -> tuple[list[Obj], Exception | None]:
-        """Slow start: batches of 1, 2, 4..., stopping after a batch with a failure."""
-        template = rs["spec"].get("template") or {}
-        made: list[Obj] = []
-        batch = 1
-        while len(made) < count:
-            size = min(batch, count - len(made))
-            results = await asyncio.gather(
-                *(self._create_one(rs, podcontrol.from_template(rs, template), now)
-                  for _ in range(size)), return_exceptions=True)
-            made += [r for r in results if isinstance(r, dict)]
-            errors = [r for r in results if isinstance(r, BaseException)]
-            for error in errors:
-                if not isinstance(error, Exception):
-                    raise error  # cancelled: the leader is stepping down
-                return made, error
-            batch *= 2
-        return made, None
-
-    async def _create_one(self, rs: Obj, pod: Obj, now: float) -> Obj:
-        try:
-            created = await self.ctx.client.create(kinds.POD, rs["metadata"]["namespace"],
-                                                   pod)
-        except ClientError as e:
-            self.ctx.events.event(rs, "Warning", "FailedCreate",
-                                  f"Error creating: {_message(e)}")
-            raise
-        self.inflight.created(rs["metadata"]["uid"], created, now)
-        self.ctx.events.event(rs, "Normal", "SuccessfulCreate",
-                              f"Created pod: {created['metadata']['name']}")
-        return created
-
-    async def _delete(self, rs: Obj, victims: list[Obj], now: float
-                      ) -> tuple[set[str], Exception | None]:
-        results = await asyncio.gather(*(self._delete_one(rs, p, now) for p in victims),
+    async def _delete(self, rs: Obj, victims: list[Obj]) -> tuple[set[str], Exception | None]:
+        """Delete the victims all at once; the uids of those deleted, and an error."""
+        results = await asyncio.gather(*(self.pod_control.delete(rs, p) for p in victims),
                                        return_exceptions=True)
         gone = set()
         error: Exception | None = None
         for pod, result in zip(victims, results, strict=True):
             if isinstance(result, BaseException):
                 if not isinstance(result, Exception):
-                    raise result
+                    raise result  # cancelled: the leader is stepping down
                 error = error or result
-            else:
+            elif result:
                 gone.add(claims.uid_of(pod))
         return gone, error
-
-    async def _delete_one(self, rs: Obj, pod: Obj, now: float) -> None:
-        meta = pod["metadata"]
-        try:
-            await self.ctx.client.delete(kinds.POD, meta["namespace"], meta["name"],
-                                         uid=meta.get("uid", ""))
-        except ApiError as e:
-            if e.code == 404:  # gone already: what we wanted, though the cache shows it
-                self.inflight.deleted(rs["metadata"]["uid"], pod, now)
-                return
-            self.ctx.events.event(rs, "Warning", "FailedDelete",
-                                  f"Error deleting: {_message(e)}")
-            raise
-        self.inflight.deleted(rs["metadata"]["uid"], pod, now)
-        self.ctx.events.event(rs, "Normal", "SuccessfulDelete",
-                              f"Deleted pod: {meta['name']}")

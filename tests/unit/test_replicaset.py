@@ -10,7 +10,8 @@ import pytest
 from raftkube.api import kinds
 from raftkube.client import workqueue
 from raftkube.controllers.replicaset import ManageError, ReplicaSetController
-from tests.unit.controller_fixture import T0, Fixture, not_found
+from tests.unit.controller_fixture import T0, Fixture, conflict, not_found
+from tests.unit.test_podcontrol import TERMINATING
 from tests.unit.workloads import NS, pod, replicaset
 
 pytestmark = pytest.mark.unit
@@ -108,6 +109,45 @@ async def test_creates_start_slow_and_stop_at_the_first_failure() -> None:
         ("ReplicaFailure", "True", "FailedCreate")
     assert ("Warning", "FailedCreate", 'Error creating: "namespace" not found') in \
         f.recorded_events()
+
+
+async def test_a_namespace_being_deleted_or_a_conflicting_delete_is_no_failure() -> None:
+    f = Fixture()
+    f.seed(kinds.REPLICASET, replicaset(replicas=3))
+    f.seed(kinds.POD)
+    refused = []
+
+    async def terminating(kind: Any, namespace: str, obj: Any, **kw: Any) -> Any:
+        refused.append(obj)
+        raise TERMINATING
+
+    f.client.create = terminating  # type: ignore[method-assign]
+    actions = await f.run(make(f), f"{NS}/front")  # no ManageError
+    assert len(refused) == 3  # every create is refused, each quietly
+    assert verbs(actions) == [("update_status", "replicasets")]
+    assert "conditions" not in actions[-1].body["status"]
+    assert f.recorded_events() == []
+    # A delete refused on its uid precondition, or on a pod that changed meanwhile,
+    # deletes nothing: the pod still counts, and its own event brings the decision back.
+    f2 = Fixture()
+    rs = replicaset(replicas=1)
+    f2.seed(kinds.REPLICASET, rs)
+    f2.seed(kinds.POD, pod("kept", rs, node="n1", ready=True), pod("victim", rs, node="n1"))
+    f2.client.fail[("delete", "victim")] = conflict("victim")
+    attempts = []
+    delete = f2.client.delete
+
+    async def attempt(kind: Any, namespace: str, name: str, **kw: Any) -> Any:
+        attempts.append(name)
+        return await delete(kind, namespace, name, **kw)
+
+    f2.client.delete = attempt  # type: ignore[method-assign]
+    actions = await f2.run(make(f2), f"{NS}/front")  # no ManageError
+    assert attempts == ["victim"]
+    assert verbs(actions) == [("update_status", "replicasets")]
+    status = f2.client.actions[-1].body["status"]
+    assert status["replicas"] == 2 and "conditions" not in status
+    assert f2.recorded_events() == []
 
 
 async def test_surplus_pods_go_least_valuable_first_and_are_not_deleted_twice() -> None:
