@@ -1,14 +1,14 @@
 """Who owns what: adoption and release through controller references (Kubernetes'
 ControllerRefManager), and the orphans a controller might adopt.
 
-An owner (a ReplicaSet of pods, a Deployment of ReplicaSets) *claims* objects: those
-whose controller reference names it and that its selector still matches are its own;
-those that name it but no longer match are *released* (the reference removed), unless
-the owner is being deleted; those that name no controller, match its selector and are
-not being deleted are *adopted* (a controller reference added). Objects another
-controller owns are never touched. `claim()` decides; the owner's loop sends the
-patches, each carrying the resourceVersion it was decided on, since a merge patch
-replaces the whole ownerReferences list.
+An owner (a ReplicaSet, DaemonSet or Job of pods, a Deployment of ReplicaSets) *claims*
+objects: those whose controller reference names it and that its selector still matches
+are its own; those that name it but no longer match are *released* (the reference
+removed), unless the owner is being deleted; those of its namespace that name no
+controller, match its selector and are not being deleted are *adopted* (a controller
+reference added). Objects another controller owns are never touched. `claim()` decides,
+as a pure function; `send()` makes the patches, each carrying the resourceVersion it
+was decided on, since a merge patch replaces the whole ownerReferences list.
 
 Owned objects come from the informer's OWNER index, so a reconcile looks at its own
 objects, not at the namespace. Orphans are rare, but finding them would need a scan of
@@ -18,12 +18,15 @@ informer's events.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import selectors
+from raftkube.api import kinds, selectors
 from raftkube.client import informer as inf
+from raftkube.client import rest
+from raftkube.client.errors import ApiError
 from raftkube.controllers import base
 
 Obj = dict[str, Any]
@@ -60,6 +63,7 @@ def claim(owner: Obj, selector: selectors.LabelSelector, owned: list[Obj],
     out = Claim()
     uid = uid_of(owner)
     deleting = bool(owner["metadata"].get("deletionTimestamp"))
+    namespace = owner["metadata"].get("namespace", "")
     for obj in owned:
         ref = base.controller_of(obj)
         if ref is None or ref.get("uid") != uid:
@@ -71,8 +75,10 @@ def claim(owner: Obj, selector: selectors.LabelSelector, owned: list[Obj],
     if deleting:
         return out
     for obj in orphans:
+        meta = obj.get("metadata") or {}
         if base.controller_of(obj) is None and selector.matches(labels_of(obj)) \
-                and not (obj.get("metadata") or {}).get("deletionTimestamp"):
+                and not meta.get("deletionTimestamp") \
+                and meta.get("namespace", "") == namespace:
             out.adopt.append(obj)
             out.mine.append(obj)
     return out
@@ -93,16 +99,57 @@ def release_patch(obj: Obj, owner: Obj) -> Obj:
                          "resourceVersion": inf.resource_version(obj)}}
 
 
+async def send(client: rest.RestClient, kind: kinds.Kind, owner: Obj, decided: Claim, *,
+               wrote: Callable[[Obj], object] | None = None) -> list[Obj]:
+    """Make the adoptions, then the releases, that `claim()` decided; the owner's objects
+    after them (an adopted one with its new reference and resourceVersion). `wrote`
+    hears every answer of the server. An object that is gone (NotFound) is neither
+    adopted nor released and is not the owner's; any other error is raised, as
+    Kubernetes' ClaimObject does, so the owner is retried on what changed instead of
+    deciding without it (a Conflict: the object changed since it was read)."""
+    adopted: dict[str, Obj | None] = {}
+    for obj in decided.adopt:
+        patch = adopt_patch(obj, owner)
+        answer = await _patch(client, kind, obj, patch)
+        new = None
+        if answer is not None:
+            new = copy.deepcopy(obj)
+            new["metadata"]["ownerReferences"] = patch["metadata"]["ownerReferences"]
+            new["metadata"]["resourceVersion"] = inf.resource_version(answer) or \
+                inf.resource_version(obj)
+            if wrote is not None:
+                wrote(answer)
+        adopted[uid_of(obj)] = new
+    for obj in decided.release:
+        answer = await _patch(client, kind, obj, release_patch(obj, owner))
+        if answer is not None and wrote is not None:
+            wrote(answer)
+    out = []
+    for obj in decided.mine:
+        new = adopted.get(uid_of(obj), obj)
+        if new is not None:
+            out.append(new)
+    return out
+
+
+async def _patch(client: rest.RestClient, kind: kinds.Kind, obj: Obj, patch: Obj
+                 ) -> Obj | None:
+    meta = obj["metadata"]
+    try:
+        answer: Obj = await client.patch(kind, meta.get("namespace", ""), meta["name"], patch)
+    except ApiError as e:
+        if e.code == 404:
+            return None
+        raise
+    return answer
+
+
 class Orphans:
-    """Keys of the objects of one kind that have no controller, by namespace.
+    """Keys of the objects of one kind that have no controller, by namespace; register
+    `handler()` on the kind's informer."""
 
-    Register `handler()` on the kind's informer; `on_orphan` hears of every orphan
-    added or changed (its owner-to-be should look at it)."""
-
-    def __init__(self, cache: inf.Cache,
-                 on_orphan: Callable[[Obj], None] | None = None) -> None:
+    def __init__(self, cache: inf.Cache) -> None:
         self.cache = cache
-        self.on_orphan = on_orphan
         self._keys: dict[str, set[str]] = {}
 
     def handler(self) -> inf.Handler:
@@ -115,8 +162,6 @@ class Orphans:
             return
         namespace = (obj.get("metadata") or {}).get("namespace") or ""
         self._keys.setdefault(namespace, set()).add(inf.key_of(obj))
-        if self.on_orphan is not None:
-            self.on_orphan(obj)
 
     def _gone(self, obj: Obj) -> None:
         namespace = (obj.get("metadata") or {}).get("namespace") or ""

@@ -28,7 +28,7 @@ from typing import Any
 
 from raftkube.api import kinds, selectors
 from raftkube.client import informer as inf
-from raftkube.controllers import base, daemonplan, inflight, podcontrol, podstate
+from raftkube.controllers import base, claims, daemonplan, inflight, podcontrol, podstate
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class DaemonSetController(base.Controller):
         self.daemonsets = ctx.informers.informer(kinds.DAEMONSET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.nodes = ctx.informers.informer(kinds.NODE)
+        self.orphans = claims.Orphans(self.pods.cache)
+        self.pods.add_handler(self.orphans.handler())
         self.inflight = inflight.InFlight()
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.failed_backoff: dict[str, tuple[float, float]] = {}  # uid/node -> (at, delay)
@@ -112,8 +114,8 @@ class DaemonSetController(base.Controller):
         settled = self.inflight.settled(meta["uid"], owned,
                                         seen_revision=inflight.at(self.pods), now=now)
         if settled:
-            pods = await self.pod_control.claim(
-                ds, selector, self.pods.cache.by_index(inf.NAMESPACE, meta["namespace"]))
+            pods = await claims.send(self.ctx.client, kinds.POD, ds, claims.claim(
+                ds, selector, owned, self.orphans.in_namespace(meta["namespace"])))
         else:
             pods = [p for p in owned if base.is_controlled_by(p, ds)]
         by_node = daemonplan.pods_by_node(pods)

@@ -150,22 +150,8 @@ class Sync:
         claim = claims.claim(d, claims.selector_of(d),
                              self.ctl.replicasets.cache.by_index(inf.OWNER, uid),
                              self.ctl.orphans.in_namespace(self.namespace))
-        adopted = {}
-        for rs in claim.adopt:
-            body = copy.deepcopy(rs)
-            body["metadata"]["ownerReferences"] = claims.adopt_patch(rs, d)[
-                "metadata"]["ownerReferences"]
-            adopted[rs["metadata"]["name"]] = self._wrote_replicaset(
-                await self.client.update(kinds.REPLICASET, body))
-        for rs in claim.release:
-            try:
-                self._wrote_replicaset(await self.client.patch(
-                    kinds.REPLICASET, self.namespace, rs["metadata"]["name"],
-                    claims.release_patch(rs, d)))
-            except ApiError as e:
-                if e.code != 404:
-                    raise
-        self.rss = [adopted.get(rs["metadata"]["name"], rs) for rs in claim.mine]
+        self.rss = await claims.send(self.client, kinds.REPLICASET, d, claim,
+                                     wrote=self._wrote_replicaset)
 
     def _wrote_deployment(self, obj: Obj) -> Obj:
         self.ctl.settling.wrote(self.key, self.ctl.deployments, obj)

@@ -36,7 +36,7 @@ from raftkube.api import conditions, kinds, selectors
 from raftkube.api.timestamps import parse_time, rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError
-from raftkube.controllers import base, inflight, jobplan, podcontrol
+from raftkube.controllers import base, claims, inflight, jobplan, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ class JobController(base.Controller):
         super().__init__(ctx)
         self.jobs = ctx.informers.informer(kinds.JOB)
         self.pods = ctx.informers.informer(kinds.POD)
+        self.orphans = claims.Orphans(self.pods.cache)
+        self.pods.add_handler(self.orphans.handler())
         self.inflight = inflight.InFlight()
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.jobs.add_handler(inf.Handler(
@@ -100,8 +102,8 @@ class JobController(base.Controller):
         settled = self.inflight.settled(uid, owned, seen_revision=inflight.at(self.pods),
                                         now=now)
         if settled:
-            pods = await self.pod_control.claim(
-                job, selector, self.pods.cache.by_index(inf.NAMESPACE, namespace))
+            pods = await claims.send(self.ctx.client, kinds.POD, job, claims.claim(
+                job, selector, owned, self.orphans.in_namespace(namespace)))
         else:
             pods = [p for p in owned if base.is_controlled_by(p, job)]
         counts = jobplan.count(job, pods)

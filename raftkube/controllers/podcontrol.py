@@ -1,16 +1,14 @@
-"""Making, removing and claiming the pods a controller owns, with the events users look
-for.
+"""Making and removing the pods a controller owns, with the events users look for.
 
-`PodControl` is Kubernetes' RealPodControl plus ControllerRefManager: a pod is created
-from the owner's template with a controller ownerReference (`SuccessfulCreate`,
-"Created pod: x"), deleted with the uid it was read with as a precondition
-(`SuccessfulDelete`, "Deleted pod: x"), and pods are claimed as Kubernetes does: an
-orphan the selector matches is adopted, a pod of ours it no longer matches is released,
-each with a patch that carries the resourceVersion it was decided on. Every create and
-delete that went through is recorded in the owner's `inflight.InFlight`, so that its
-next decision does not repeat it from a cache that does not show it yet. A write that
-failed is not recorded, as Kubernetes lowers its expectations; if it had in fact
-applied, the next decision sees the extra pod and the owner's own rules remove it.
+`PodControl` is Kubernetes' RealPodControl: a pod is created from the owner's template
+(`from_template`) with a controller ownerReference (`SuccessfulCreate`, "Created pod:
+x"), many of them in slow-start batches (`create_all`, Kubernetes' slowStartBatch, as
+the ReplicaSet and Job controllers use it), and deleted with the uid it was read with as
+a precondition (`SuccessfulDelete`, "Deleted pod: x"). Every create and delete that
+went through is recorded in the owner's `inflight.InFlight`, so that its next decision
+does not repeat it from a cache that does not show it yet. A write that failed is not
+recorded, as Kubernetes lowers its expectations; if it had in fact applied, the next
+decision sees the extra pod and the owner's own rules remove it.
 """
 
 from __future__ import annotations
@@ -18,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from raftkube.api import kinds, names, selectors
+from raftkube.api import kinds, names
 from raftkube.client.errors import ApiError, ClientError
 from raftkube.controllers import base, inflight
 
@@ -106,51 +104,6 @@ class PodControl:
         self.inflight.deleted(owner["metadata"]["uid"], pod, self.ctx.clock())
         self.ctx.events.event(owner, "Normal", "SuccessfulDelete",
                               f"Deleted pod: {meta['name']}")
-        return True
-
-    async def claim(self, owner: Obj, selector: selectors.LabelSelector,
-                    candidates: Iterable[Obj]) -> list[Obj]:
-        """The pods `owner` controls, after adopting the orphans its selector matches
-        and releasing the pods of its own that it no longer matches (Kubernetes'
-        ClaimPods). An owner being deleted adopts and releases nothing."""
-        owner_meta = owner["metadata"]
-        uid = owner_meta.get("uid")
-        deleting = bool(owner_meta.get("deletionTimestamp"))
-        claimed = []
-        for pod in candidates:
-            meta = pod.get("metadata") or {}
-            ref = base.controller_of(pod)
-            matches = selector.matches(meta.get("labels") or {})
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches:
-                    claimed.append(pod)
-                elif not deleting:
-                    await self._patch_owners(pod, [r for r in meta.get("ownerReferences")
-                                                   or [] if r.get("uid") != uid])
-                continue
-            if deleting or not matches or meta.get("deletionTimestamp") or \
-                    meta.get("namespace") != owner_meta.get("namespace"):
-                continue
-            refs = list(meta.get("ownerReferences") or []) + [base.owner_ref(owner)]
-            if await self._patch_owners(pod, refs):
-                adopted = copy.deepcopy(pod)
-                adopted["metadata"]["ownerReferences"] = refs
-                claimed.append(adopted)
-        return claimed
-
-    async def _patch_owners(self, pod: Obj, refs: list[Obj]) -> bool:
-        meta = pod["metadata"]
-        try:
-            await self.ctx.client.patch(
-                kinds.POD, meta.get("namespace", ""), meta["name"],
-                {"metadata": {"ownerReferences": refs or None,
-                              "resourceVersion": meta.get("resourceVersion")}})
-        except ApiError as e:
-            if e.code in (404, 409):
-                return False  # gone or changed: the next reconcile decides from the news
-            raise
         return True
 
 

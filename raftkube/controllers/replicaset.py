@@ -145,9 +145,8 @@ class ReplicaSetController(base.Controller):
             return
         claim = claims.claim(rs, selector, self.pods.cache.by_index(inf.OWNER, uid),
                              self.orphans.in_namespace(namespace))
-        await self._adopt_and_release(rs, claim)
-        family = self.inflight.view(uid, claim.mine, seen_revision=inflight.at(self.pods),
-                                    now=now)
+        mine = await claims.send(self.ctx.client, kinds.POD, rs, claim)
+        family = self.inflight.view(uid, mine, seen_revision=inflight.at(self.pods), now=now)
         active = [p for p in family if podstate.is_active(p)]
         failure: ManageError | None = None
         if not meta.get("deletionTimestamp"):
@@ -168,21 +167,6 @@ class ReplicaSetController(base.Controller):
                                        now)
         if wait is not None:
             self.queue.add_after(key, wait + 1.0)  # a second late rather than a moment early
-
-    async def _adopt_and_release(self, rs: Obj, claim: claims.Claim) -> None:
-        client = self.ctx.client
-        for pod in claim.adopt:
-            meta = pod["metadata"]
-            await client.patch(kinds.POD, meta["namespace"], meta["name"],
-                               claims.adopt_patch(pod, rs))
-        for pod in claim.release:
-            meta = pod["metadata"]
-            try:
-                await client.patch(kinds.POD, meta["namespace"], meta["name"],
-                                   claims.release_patch(pod, rs))
-            except ApiError as e:
-                if e.code != 404:
-                    raise
 
     async def _manage(self, rs: Obj, active: list[Obj]
                       ) -> tuple[list[Obj], ManageError | None]:
