@@ -13,7 +13,8 @@ was decided on, since a merge patch replaces the whole ownerReferences list.
 Owned objects come from the informer's OWNER index, so a reconcile looks at its own
 objects, not at the namespace. Orphans are rare, but finding them would need a scan of
 the namespace on every reconcile; `Orphans` keeps them by namespace instead, from the
-informer's events.
+informer's events. `OwnerEvents` tells an owner's queue of the events of what it owns
+or might adopt.
 """
 
 from __future__ import annotations
@@ -181,13 +182,58 @@ class Orphans:
 
 
 def owners_matching(owners: list[Obj], obj: Obj) -> list[Obj]:
-    """The owners (of the object's namespace) whose selector matches the object."""
+    """The owners (of the object's namespace) whose selector matches the object; an
+    owner with an empty or invalid selector matches nothing."""
     labels = labels_of(obj)
     out = []
     for owner in owners:
         try:
-            if selector_of(owner).matches(labels):
-                out.append(owner)
+            selector = selector_of(owner)
         except selectors.SelectorError:
             continue
+        if not selector.empty and selector.matches(labels):
+            out.append(owner)
     return out
+
+
+class OwnerEvents:
+    """The keys of the owners of kind `kind` (e.g. "ReplicaSet") that hear of an event
+    of an object they may own; register `handler()` on that object's informer.
+
+    Kubernetes' addPod/updatePod/deletePod, the same for every workload controller: an
+    object with a controller reference wakes that controller only; an orphan wakes every
+    owner of its namespace whose selector matches it, when it comes, goes, or changes
+    its labels or loses its controller (a status change of an orphan is news to nobody);
+    an object whose controller reference changed wakes its old controller too.
+    """
+
+    def __init__(self, kind: str, owners: inf.Cache,
+                 enqueue: Callable[[str], None]) -> None:
+        self.kind = kind
+        self.owners = owners
+        self.enqueue = enqueue
+
+    def handler(self) -> inf.Handler:
+        return inf.Handler(add=self.changed, update=self.updated, delete=self.changed)
+
+    def changed(self, obj: Obj) -> None:
+        ref = base.controller_of(obj)
+        if ref is not None:
+            self._to(obj, ref)
+            return
+        namespace = (obj.get("metadata") or {}).get("namespace") or ""
+        for owner in owners_matching(self.owners.by_index(inf.NAMESPACE, namespace), obj):
+            self.enqueue(inf.key_of(owner))
+
+    def updated(self, old: Obj, new: Obj) -> None:
+        old_ref, new_ref = base.controller_of(old), base.controller_of(new)
+        if old_ref is not None and (new_ref is None or old_ref.get("uid") != new_ref.get("uid")):
+            self._to(old, old_ref)
+        if new_ref is None and old_ref is None and labels_of(old) == labels_of(new):
+            return  # an orphan whose labels did not change: no owner-to-be has news
+        self.changed(new)
+
+    def _to(self, obj: Obj, ref: Obj) -> None:
+        if ref.get("kind") == self.kind:
+            namespace = (obj.get("metadata") or {}).get("namespace") or ""
+            self.enqueue(f"{namespace}/{ref.get('name', '')}")

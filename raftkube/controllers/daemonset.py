@@ -1,9 +1,9 @@
 """The DaemonSet controller: one pod on every eligible node, following the nodes.
 
 Handlers only enqueue DaemonSet keys: the DaemonSet itself on any change; the owner of a
-pod that changes (an orphan wakes every DaemonSet in its namespace that selects it); on
-a node that joins, leaves or changes, every DaemonSet whose verdict on that node
-changes. `reconcile(key)` then, as Kubernetes' syncDaemonSet:
+pod that changes (an orphan wakes every DaemonSet in its namespace that selects it:
+`claims.OwnerEvents`); on a node that joins, leaves or changes, every DaemonSet whose
+verdict on that node changes. `reconcile(key)` then, as Kubernetes' syncDaemonSet:
 
 1. reads the DaemonSet, the nodes and its pods from the caches, adopting matching
    orphans and releasing pods it no longer selects;
@@ -53,33 +53,14 @@ class DaemonSetController(base.Controller):
         self.daemonsets.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
             delete=lambda ds: self.inflight.forget(ds["metadata"].get("uid", ""))))
-        self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
-                                          delete=self._pod_changed))
+        self.pods.add_handler(claims.OwnerEvents(
+            "DaemonSet", self.daemonsets.cache, lambda key: self.queue.add(key)).handler())
         self.nodes.add_handler(inf.Handler(
             add=lambda node: self._node_changed(None, node),
             update=self._node_changed,
             delete=lambda node: self._node_changed(node, None)))
 
     # ---- handlers: keys only ---------------------------------------------------------------
-
-    def _pod_changed(self, pod: Obj) -> None:
-        meta = pod.get("metadata") or {}
-        namespace = meta.get("namespace", "")
-        ref = base.controller_of(pod)
-        if ref is not None:
-            if ref.get("kind") == "DaemonSet":
-                self.queue.add(f"{namespace}/{ref.get('name', '')}")
-            return
-        for ds in self.daemonsets.cache.by_index(inf.NAMESPACE, namespace):
-            if _selects(ds, meta.get("labels") or {}):
-                self.enqueue(ds)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if base.controller_of(old) != base.controller_of(new) or \
-                (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get(
-                    "labels"):
-            self._pod_changed(old)  # its old owner may have lost it
-        self._pod_changed(new)
 
     def _node_changed(self, old: Obj | None, new: Obj | None) -> None:
         for ds in self.daemonsets.cache.list():
@@ -187,10 +168,3 @@ class DaemonSetController(base.Controller):
             return
         await base.write_status(self.ctx, kinds.DAEMONSET, ds, new)
 
-
-def _selects(ds: Obj, labels: dict[str, str]) -> bool:
-    try:
-        selector = selectors.selector_from_object((ds.get("spec") or {}).get("selector"))
-    except selectors.SelectorError:
-        return False
-    return not selector.empty and selector.matches(labels)

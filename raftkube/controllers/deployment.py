@@ -53,32 +53,11 @@ class DeploymentController(base.Controller):
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
             delete=lambda d: self.settling.forget(inf.key_of(d))))
         self.replicasets.add_handler(self.orphans.handler())
-        self.replicasets.add_handler(inf.Handler(
-            add=self._replicaset_changed, update=self._replicaset_updated,
-            delete=self._replicaset_changed))
+        self.replicasets.add_handler(claims.OwnerEvents(
+            "Deployment", self.deployments.cache, lambda key: self.queue.add(key)).handler())
         self.pods.add_handler(inf.Handler(delete=self._pod_deleted))
 
     # ---- events -----------------------------------------------------------------------
-
-    def _enqueue_owner(self, obj: Obj, ref: Obj | None) -> None:
-        if ref is not None and ref.get("kind") == "Deployment":
-            self.queue.add(f"{obj['metadata'].get('namespace', '')}/{ref.get('name', '')}")
-
-    def _replicaset_changed(self, rs: Obj) -> None:
-        ref = base.controller_of(rs)
-        if ref is not None:
-            self._enqueue_owner(rs, ref)
-            return
-        namespace = rs["metadata"].get("namespace", "")
-        candidates = self.deployments.cache.by_index(inf.NAMESPACE, namespace)
-        for d in claims.owners_matching(candidates, rs):
-            self.enqueue(d)
-
-    def _replicaset_updated(self, old: Obj, new: Obj) -> None:
-        old_ref, new_ref = base.controller_of(old), base.controller_of(new)
-        if old_ref is not None and (new_ref is None or old_ref.get("uid") != new_ref.get("uid")):
-            self._enqueue_owner(old, old_ref)
-        self._replicaset_changed(new)
 
     def _pod_deleted(self, pod: Obj) -> None:
         """Recreate waits for the old pods to be gone; this is how it hears they are."""

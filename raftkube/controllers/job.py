@@ -1,8 +1,8 @@
 """The Job controller: pods that run to completion, counted, limited, cleaned up.
 
 Handlers only enqueue Job keys: the Job on any change, the owner of a pod that changes
-(an orphan wakes the Jobs of its namespace that select it). `reconcile(key)`, as
-Kubernetes' syncJob:
+(an orphan wakes the Jobs of its namespace that select it: `claims.OwnerEvents`).
+`reconcile(key)`, as Kubernetes' syncJob:
 
 1. A finished Job (Complete or Failed) is only left to its ttlSecondsAfterFinished: once
    that has passed since it finished, it is deleted with Foreground propagation (its
@@ -58,28 +58,8 @@ class JobController(base.Controller):
         self.jobs.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
             delete=lambda job: self.inflight.forget(job["metadata"].get("uid", ""))))
-        self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
-                                          delete=self._pod_changed))
-
-    # ---- handlers: keys only ---------------------------------------------------------------
-
-    def _pod_changed(self, pod: Obj) -> None:
-        meta = pod.get("metadata") or {}
-        namespace = meta.get("namespace", "")
-        ref = base.controller_of(pod)
-        if ref is not None:
-            if ref.get("kind") == "Job":
-                self.queue.add(f"{namespace}/{ref.get('name', '')}")
-            return
-        labels = meta.get("labels") or {}
-        for job in self.jobs.cache.by_index(inf.NAMESPACE, namespace):
-            if _selector(job).matches(labels) and not _selector(job).empty:
-                self.enqueue(job)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if base.controller_of(old) != base.controller_of(new):
-            self._pod_changed(old)
-        self._pod_changed(new)
+        self.pods.add_handler(claims.OwnerEvents(
+            "Job", self.jobs.cache, lambda key: self.queue.add(key)).handler())
 
     # ---- one Job ------------------------------------------------------------------------------
 

@@ -96,38 +96,14 @@ class ReplicaSetController(base.Controller):
         self.replicasets.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
             delete=self._replicaset_deleted))
-        self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
-                                          delete=self._pod_changed))
+        self.pods.add_handler(claims.OwnerEvents(
+            "ReplicaSet", self.replicasets.cache, lambda key: self.queue.add(key)).handler())
 
     # ---- events -----------------------------------------------------------------------
 
     def _replicaset_deleted(self, rs: Obj) -> None:
         self.inflight.forget(claims.uid_of(rs))
         self.settling.forget(inf.key_of(rs))
-
-    def _enqueue_owner(self, pod: Obj, ref: Obj) -> None:
-        if ref.get("kind") == "ReplicaSet":
-            namespace = pod["metadata"].get("namespace", "")
-            self.queue.add(f"{namespace}/{ref.get('name', '')}")
-
-    def _pod_changed(self, pod: Obj) -> None:
-        ref = base.controller_of(pod)
-        if ref is not None:
-            self._enqueue_owner(pod, ref)
-            return
-        namespace = pod["metadata"].get("namespace", "")
-        siblings = self.replicasets.cache.by_index(inf.NAMESPACE, namespace)
-        for rs in claims.owners_matching(siblings, pod):
-            self.enqueue(rs)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        old_ref, new_ref = base.controller_of(old), base.controller_of(new)
-        if old_ref is not None and (new_ref is None or old_ref.get("uid") != new_ref.get("uid")):
-            self._enqueue_owner(old, old_ref)
-        if new_ref is None and claims.labels_of(old) == claims.labels_of(new) \
-                and old_ref is None:
-            return  # an orphan whose labels did not change: no owner-to-be has news
-        self._pod_changed(new)
 
     # ---- one ReplicaSet ---------------------------------------------------------------
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 Obj = dict[str, Any]
 OWNER = replicaset("front")
-OTHER = replicaset("other")
+OTHER = replicaset("other", app="other")
 
 
 def _pod(name: str, *, owner: Obj | None = None, app: str = "front", **kw: Any) -> Obj:
@@ -131,3 +131,60 @@ def test_orphans_are_kept_by_namespace_from_the_informers_events() -> None:
     cache.remove(inf.key_of(released))
     handler.delete(released)
     assert index.in_namespace(NS) == [] and index._keys == {"elsewhere": {"elsewhere/abroad"}}
+
+
+def _owners() -> inf.Cache:
+    cache = inf.Cache()
+    everything = replicaset("everything", app="front")
+    everything["spec"]["selector"] = {}  # selects nothing, not everything
+    for owner in (OWNER, OTHER, everything):
+        cache.put(owner)
+    return cache
+
+
+def _with(obj: Obj, **labels: str) -> Obj:
+    out = copy.deepcopy(obj)
+    out["metadata"]["labels"] = labels
+    return out
+
+
+def _as_running(obj: Obj) -> Obj:
+    out = copy.deepcopy(obj)
+    out["status"]["phase"] = "Running"
+    return out
+
+
+DEPLOYMENT_POD = _pod("by-deployment")
+DEPLOYMENT_POD["metadata"]["ownerReferences"] = [{
+    "apiVersion": "apps/v1", "kind": "Deployment", "name": "front", "uid": "uid-d",
+    "controller": True}]
+
+# (event, old, new, the keys woken): Kubernetes' addPod/updatePod/deletePod.
+ROUTES = [
+    ("add", None, _pod("own", owner=OWNER), ["ns/front"]),
+    ("add", None, DEPLOYMENT_POD, []),  # another kind's: not this controller's business
+    ("add", None, _pod("orphan"), ["ns/front"]),
+    ("add", None, _pod("orphan", app="nobody"), []),
+    ("delete", None, _pod("own", owner=OWNER), ["ns/front"]),
+    ("delete", None, _pod("orphan"), ["ns/front"]),
+    ("update", _pod("own", owner=OWNER), _as_running(_pod("own", owner=OWNER)), ["ns/front"]),
+    ("update", _pod("moved", owner=OWNER), _pod("moved", owner=OTHER), ["ns/front", "ns/other"]),
+    ("update", _pod("released", owner=OWNER), _pod("released"), ["ns/front", "ns/front"]),
+    ("update", _pod("orphan"), _as_running(_pod("orphan")), []),  # news to nobody
+    ("update", _pod("orphan"), _with(_pod("orphan"), app="other"), ["ns/other"]),
+]
+
+
+@pytest.mark.parametrize(("event", "old", "new", "woken"), ROUTES,
+                         ids=[f"{r[0]}-{r[2]['metadata']['name']}-{i}"
+                              for i, r in enumerate(ROUTES)])
+def test_which_owners_hear_of_an_event(event: str, old: Obj | None, new: Obj,
+                                       woken: list[str]) -> None:
+    keys: list[str] = []
+    routes = claims.OwnerEvents("ReplicaSet", _owners(), keys.append)
+    if event == "update":
+        assert old is not None
+        routes.updated(old, new)
+    else:
+        routes.changed(new)
+    assert keys == woken
