@@ -157,9 +157,13 @@ def deletion_cost(pod: Obj) -> int:
         return 0
 
 
-def _restarts_of_containers(pod: Obj) -> int:
+def _most_restarts(pod: Obj) -> int:
+    """The restarts of its most restarted container (Kubernetes' maxContainerRestarts):
+    one crash-looping container makes a pod less valuable than a few restarts spread
+    over several."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return sum(int(s.get("restartCount") or 0) for s in statuses if isinstance(s, dict))
+    return max((int(s.get("restartCount") or 0) for s in statuses if isinstance(s, dict)),
+               default=0)
 
 
 def _bound_node(pod: Obj) -> str:
@@ -170,8 +174,8 @@ def removal_order(pods: Iterable[Obj], *, ranked_among: Iterable[Obj] | None = N
                   ) -> list[Obj]:
     """Pods in the order a controller gives them up, least valuable first (Kubernetes'
     ActivePods): not yet on a node before on one; Pending before Unknown before Running;
-    not ready before ready; ready for a shorter time first; more restarts first; newer
-    first; then by name. A missing time counts as the newest.
+    not ready before ready; ready for a shorter time first; a container restarted more
+    often first; newer first; then by name. A missing time counts as the newest.
 
     With `ranked_among` (Kubernetes' ActivePodsWithRanks, as a ReplicaSet uses it), a
     lower pod-deletion-cost goes first, and then a pod whose node holds more active pods
@@ -192,7 +196,7 @@ def removal_order(pods: Iterable[Obj], *, ranked_among: Iterable[Obj] | None = N
                 -crowd[node] if ranked and node else 0,
                 # Newer readiness (a larger time) is less valuable: sort it first.
                 -(since if since is not None else float("inf")),
-                -_restarts_of_containers(pod),
+                -_most_restarts(pod),
                 -(made if made is not None else float("inf")),
                 str(meta.get("name", "")))
 

@@ -56,6 +56,9 @@ def _restarted(p: Obj, *counts: int) -> Obj:
               "status", "conditions", 0, "lastTransitionTime"),
      pod("ready-long", node="n1", ready=True, ready_at=T0 - 1000)),
     (_restarted(pod("with-restarts", node="n1"), 2), _restarted(pod("steady", node="n1"), 0)),
+    # Kubernetes weighs the most restarted container, not the sum.
+    (_restarted(pod("with-a-flapping-one", node="n1"), 3, 0),
+     _restarted(pod("restarted-evenly", node="n1"), 2, 2)),
     (pod("young", node="n1", created=T0 - 10), pod("older", node="n1", created=T0 - 1000)),
     (_without(pod("when-made-unknown", node="n1"), "metadata", "creationTimestamp"),
      pod("older", node="n1", created=T0 - 1000)),
