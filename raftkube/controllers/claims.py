@@ -39,7 +39,8 @@ def labels_of(obj: Obj) -> dict[str, str]:
 
 
 def selector_of(owner: Obj) -> selectors.LabelSelector:
-    """The owner's `spec.selector` (validation made sure it parses and is not empty)."""
+    """The owner's `spec.selector` (SelectorError if it does not parse; validation makes
+    sure a ReplicaSet's or a Deployment's does, and is not empty)."""
     return selectors.selector_from_object((owner.get("spec") or {}).get("selector"))
 
 

@@ -79,7 +79,7 @@ class DaemonSetController(base.Controller):
         if meta.get("deletionTimestamp"):
             return  # its pods go with it (the server deletes dependents)
         try:
-            selector = selectors.selector_from_object((ds.get("spec") or {}).get("selector"))
+            selector = claims.selector_of(ds)
         except selectors.SelectorError as e:
             log.warning("daemonset %s: %s", key, e)
             return

@@ -3,27 +3,29 @@
 `PodControl` is Kubernetes' RealPodControl: a pod is created from the owner's template
 (`from_template`) with a controller ownerReference (`SuccessfulCreate`, "Created pod:
 x"), many of them in slow-start batches (`create_all`, Kubernetes' slowStartBatch, as
-the ReplicaSet and Job controllers use it), and deleted with the uid it was read with as
-a precondition (`SuccessfulDelete`, "Deleted pod: x"). Every create and delete that
-went through is recorded in the owner's `inflight.InFlight`, so that its next decision
-does not repeat it from a cache that does not show it yet. A write that failed is not
-recorded, as Kubernetes lowers its expectations; if it had in fact applied, the next
-decision sees the extra pod and the owner's own rules remove it.
+its ReplicaSet, DaemonSet and Job controllers use it), and deleted with the uid it was
+read with as a precondition (`SuccessfulDelete`, "Deleted pod: x"). ReplicaSets,
+DaemonSets and Jobs make and remove their pods here and nowhere else, so the three tell
+users the same things in the same words.
+
+Every create and delete that went through is recorded in the owner's
+`inflight.InFlight`, so that its next decision does not repeat it from a cache that
+does not show it yet (a delete that found the pod gone already is too: the cache may
+still show it). A write that failed is not recorded, as Kubernetes lowers its
+expectations; if it had in fact applied, the next decision sees the extra pod and the
+owner's own rules remove it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from raftkube.api import kinds, names
 from raftkube.client.errors import ApiError, ClientError
 from raftkube.controllers import base, inflight
-
-log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
