@@ -121,7 +121,7 @@ class JobController(base.Controller):
         else:
             if settled:
                 try:
-                    active = await self._manage(job, pods, counts, now)
+                    active, error = await self._manage(job, pods, counts, now)
                 except Exception as e:  # noqa: BLE001 - the status is written all the same
                     error = e
             total = jobplan.completions(job)
@@ -159,8 +159,9 @@ class JobController(base.Controller):
             raise error
 
     async def _manage(self, job: Obj, pods: list[Obj], counts: jobplan.Counts,
-                      now: float) -> int:
-        """Delete or create pods towards `want_active`; the number active after."""
+                      now: float) -> tuple[int, Exception | None]:
+        """Delete or create pods towards `want_active`; the number active after, and the
+        error that stopped the creates if one did (the pods made before it count)."""
         key = inf.key_of(job)
         active = len(counts.active)
         want = 0 if jobplan.is_suspended(job) else \
@@ -170,25 +171,23 @@ class JobController(base.Controller):
             for pod in doomed[:MAX_PODS_PER_SYNC]:
                 if await self.pod_control.delete(job, pod):
                     active -= 1
-            return active  # deletions first; creations, if any, next time
+            return active, None  # deletions first; creations, if any, next time
         missing = min(want - active, MAX_PODS_PER_SYNC)
         if missing <= 0:
-            return active
+            return active, None
         options = self.ctx.options
         wait = jobplan.backoff_remaining(pods, now, base=options.job_backoff,
                                          cap=options.job_backoff_cap)
         if wait > 0:
             self.queue.add_after(key, wait)
-            return active
+            return active, None
         if jobplan.is_indexed(job):
             bodies = [jobplan.job_pod(job, i) for i in jobplan.pending_indexes(
                 job, counts.succeeded_indexes, counts.active, missing)]
         else:
             bodies = [jobplan.job_pod(job) for _ in range(missing)]
         made, error = await self.pod_control.create_all(job, bodies)
-        if error is not None:
-            raise error
-        return active + len(made)
+        return active + len(made), error
 
     def _suspension(self, job: Obj, status: Obj, now: float) -> list[tuple[str, str, str]]:
         """The Suspended condition follows spec.suspend; a resumed Job starts its
