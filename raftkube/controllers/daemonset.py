@@ -48,11 +48,12 @@ class DaemonSetController(base.Controller):
         self.orphans = claims.Orphans(self.pods.cache)
         self.pods.add_handler(self.orphans.handler())
         self.inflight = inflight.InFlight()
+        self.settling = inflight.Settling()  # its adoptions and releases
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.failed_backoff: dict[str, tuple[float, float]] = {}  # uid/node -> (at, delay)
         self.daemonsets.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
-            delete=lambda ds: self.inflight.forget(ds["metadata"].get("uid", ""))))
+            delete=self._daemonset_deleted))
         self.pods.add_handler(claims.OwnerEvents(
             "DaemonSet", self.daemonsets.cache, lambda key: self.queue.add(key)).handler())
         self.nodes.add_handler(inf.Handler(
@@ -61,6 +62,10 @@ class DaemonSetController(base.Controller):
             delete=lambda node: self._node_changed(node, None)))
 
     # ---- handlers: keys only ---------------------------------------------------------------
+
+    def _daemonset_deleted(self, ds: Obj) -> None:
+        self.inflight.forget(ds["metadata"].get("uid", ""))
+        self.settling.forget(inf.key_of(ds))
 
     def _node_changed(self, old: Obj | None, new: Obj | None) -> None:
         for ds in self.daemonsets.cache.list():
@@ -73,8 +78,8 @@ class DaemonSetController(base.Controller):
 
     async def reconcile(self, key: str) -> None:
         ds = self.daemonsets.cache.get(key)
-        if ds is None:
-            return
+        if ds is None or not self.settling.settled(key):
+            return  # gone, or a pod it claimed is yet to be seen claimed (that re-enqueues)
         meta = ds["metadata"]
         if meta.get("deletionTimestamp"):
             return  # its pods go with it (the server deletes dependents)
@@ -95,8 +100,10 @@ class DaemonSetController(base.Controller):
         settled = self.inflight.settled(meta["uid"], owned,
                                         seen_revision=inflight.at(self.pods), now=now)
         if settled:
-            pods = await claims.send(self.ctx.client, kinds.POD, ds, claims.claim(
-                ds, selector, owned, self.orphans.in_namespace(meta["namespace"])))
+            pods = await claims.send(
+                self.ctx.client, kinds.POD, ds,
+                claims.claim(ds, selector, owned, self.orphans.in_namespace(meta["namespace"])),
+                wrote=lambda pod: self.settling.wrote(key, self.pods, pod))
         else:
             pods = [p for p in owned if base.is_controlled_by(p, ds)]
         by_node = daemonplan.pods_by_node(pods)

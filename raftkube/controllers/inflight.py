@@ -22,10 +22,11 @@ owner that is gone. A controller asks either for `view` (its objects as its own 
 made them: the ReplicaSet decides on that) or whether it is `settled` (every write seen:
 the DaemonSet and Job controllers decide only then).
 
-`Settling` does the same for a controller's writes to the objects it reconciles (a
-ReplicaSet's status, a Deployment and its ReplicaSets): until the informers have reached
-the revisions those writes made, a reconcile of the key would read what it has itself
-replaced and fail on a stale resourceVersion, so it waits. The informer event of that
+`Settling` does the same for a controller's writes to the objects it reconciles or
+claims (a ReplicaSet's status, a Deployment and its ReplicaSets, the pods an owner
+adopted or released): until the informers have reached the revisions those writes made,
+a reconcile of the key would read what it has itself replaced and fail on a stale
+resourceVersion, so it waits. The informer event of that
 very write enqueues the key again, by then with the informer past it.
 """
 

@@ -54,19 +54,24 @@ class JobController(base.Controller):
         self.orphans = claims.Orphans(self.pods.cache)
         self.pods.add_handler(self.orphans.handler())
         self.inflight = inflight.InFlight()
+        self.settling = inflight.Settling()  # its adoptions and releases
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.jobs.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
-            delete=lambda job: self.inflight.forget(job["metadata"].get("uid", ""))))
+            delete=self._job_deleted))
         self.pods.add_handler(claims.OwnerEvents(
             "Job", self.jobs.cache, lambda key: self.queue.add(key)).handler())
+
+    def _job_deleted(self, job: Obj) -> None:
+        self.inflight.forget(job["metadata"].get("uid", ""))
+        self.settling.forget(inf.key_of(job))
 
     # ---- one Job ------------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
         job = self.jobs.cache.get(key)
-        if job is None:
-            return
+        if job is None or not self.settling.settled(key):
+            return  # gone, or a pod it claimed is yet to be seen claimed (that re-enqueues)
         now = self.ctx.clock()
         done = jobplan.finished(job)
         if done is not None:
@@ -82,8 +87,10 @@ class JobController(base.Controller):
         settled = self.inflight.settled(uid, owned, seen_revision=inflight.at(self.pods),
                                         now=now)
         if settled:
-            pods = await claims.send(self.ctx.client, kinds.POD, job, claims.claim(
-                job, selector, owned, self.orphans.in_namespace(namespace)))
+            pods = await claims.send(
+                self.ctx.client, kinds.POD, job,
+                claims.claim(job, selector, owned, self.orphans.in_namespace(namespace)),
+                wrote=lambda pod: self.settling.wrote(key, self.pods, pod))
         else:
             pods = [p for p in owned if base.is_controlled_by(p, job)]
         counts = jobplan.count(job, pods)

@@ -110,7 +110,8 @@ class ReplicaSetController(base.Controller):
     async def reconcile(self, key: str) -> None:
         rs = self.replicasets.cache.get(key)
         if rs is None or not self.settling.settled(key):
-            return  # gone, or our last status write is yet to be seen (it re-enqueues)
+            return  # gone, or our last status or claim write is yet to be seen (it
+            # re-enqueues)
         meta = rs["metadata"]
         uid, namespace = meta["uid"], meta.get("namespace", "")
         now = self.ctx.clock()
@@ -121,7 +122,8 @@ class ReplicaSetController(base.Controller):
             return
         claim = claims.claim(rs, selector, self.pods.cache.by_index(inf.OWNER, uid),
                              self.orphans.in_namespace(namespace))
-        mine = await claims.send(self.ctx.client, kinds.POD, rs, claim)
+        mine = await claims.send(self.ctx.client, kinds.POD, rs, claim,
+                                 wrote=lambda pod: self.settling.wrote(key, self.pods, pod))
         family = self.inflight.view(uid, mine, seen_revision=inflight.at(self.pods), now=now)
         active = [p for p in family if podstate.is_active(p)]
         failure: ManageError | None = None

@@ -371,3 +371,17 @@ async def test_pods_made_before_a_refused_create_count_as_active() -> None:
     made = [a.name for a in f.client.actions if a.verb == "create"]
     assert made == ["pi-01000", "pi-01002"]
     assert status_of(f.client.actions)["active"] == 2
+
+
+async def test_an_adoption_is_not_sent_again_before_the_pod_informer_shows_it() -> None:
+    j = job(completions=1, parallelism=1)
+    orphan = pod_of(j, "orphan")
+    del orphan["metadata"]["ownerReferences"]
+    f, c = setup(j, orphan)
+    assert writes(await f.run(c, "ns/pi")) == [("patch", "orphan")]
+    # The pod cache still shows the orphan as it was: adopting it again would carry a
+    # stale resourceVersion (a Conflict, and a failed reconcile).
+    assert await f.run(c, "ns/pi") == []
+    f.seed(kinds.POD, pod_of(j, "orphan"))
+    f.informers.informer(kinds.POD).resource_version = "99999"
+    assert writes(await f.run(c, "ns/pi")) == []

@@ -238,3 +238,22 @@ async def test_an_unchanged_status_is_not_written_and_a_missing_replicaset_is_ig
     c = make(f)
     assert await f.run(c, f"{NS}/front") == []
     assert await f.run(c, f"{NS}/gone") == []
+
+
+async def test_an_adoption_is_not_sent_again_before_the_pod_informer_shows_it() -> None:
+    f = Fixture()
+    rs = replicaset(replicas=1)
+    f.seed(kinds.REPLICASET, rs)
+    f.seed(kinds.POD, pod("orphan", node="n1", ready=True, labels={"app": "front"}))
+    c = make(f)
+    actions = await f.run(c, f"{NS}/front")
+    assert [(a.verb, a.name) for a in actions] == [("patch", "orphan"),
+                                                  ("update_status", "front")]
+    f.informers.informer(kinds.REPLICASET).resource_version = "99999"  # its status seen
+    # The pod cache still shows the orphan as it was: adopting it again would carry a
+    # stale resourceVersion (a Conflict, and a failed reconcile).
+    assert await f.run(c, f"{NS}/front") == []
+    f.seed(kinds.POD, pod("orphan", rs, node="n1", ready=True, rv=1000))
+    f.informers.informer(kinds.POD).resource_version = "99999"
+    # Shown: it decides again (its status was not seeded back), with nothing to claim.
+    assert [a.verb for a in await f.run(c, f"{NS}/front")] == ["update_status"]
