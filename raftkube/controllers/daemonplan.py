@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.controllers import podcontrol, podutil
+from raftkube.controllers import podcontrol, podstate
 from raftkube.scheduler import core
 
 Obj = dict[str, Any]
@@ -111,7 +111,7 @@ def _pinned_affinity(affinity: Any, node: str) -> Obj:
 def daemon_pod(ds: Obj, node: str, hash_: str) -> Obj:
     """The pod `ds` runs on `node`."""
     template = (ds.get("spec") or {}).get("template") or {}
-    pod = podcontrol.pod_from_template(ds, template)
+    pod = podcontrol.from_template(ds, template)
     pod["metadata"]["labels"][HASH_LABEL] = hash_
     pod["metadata"]["labels"][GENERATION_LABEL] = str(ds["metadata"].get("generation", 1))
     spec = with_default_tolerations(pod["spec"])
@@ -146,9 +146,9 @@ def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
     are both finished and deleted are left out (Kubernetes does the same)."""
     out: dict[str, list[Obj]] = {}
     for pod in pods:
-        if podutil.is_terminal(pod) and podutil.is_deleting(pod):
+        if podstate.is_terminal(pod) and podstate.is_deleting(pod):
             continue
-        node = podutil.target_node(pod)
+        node = podstate.target_node(pod)
         if node:
             out.setdefault(node, []).append(pod)
     for group in out.values():
@@ -157,7 +157,7 @@ def pods_by_node(pods: Iterable[Obj]) -> dict[str, list[Obj]]:
 
 
 def _oldest_scheduled_first(pod: Obj) -> tuple[bool, float, str]:
-    return (not (pod.get("spec") or {}).get("nodeName"), podutil.created(pod),
+    return (not (pod.get("spec") or {}).get("nodeName"), podstate.created(pod),
             str(pod["metadata"].get("name", "")))
 
 
@@ -208,22 +208,22 @@ def manage(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]], hash_: 
         elif may_stay:
             running = []
             for pod in pods:
-                if podutil.is_deleting(pod):
+                if podstate.is_deleting(pod):
                     continue
-                if podutil.phase(pod) == "Failed":
+                if podstate.phase(pod) == "Failed":
                     plan.failed.append(pod)
-                elif podutil.phase(pod) == "Succeeded":
+                elif podstate.phase(pod) == "Succeeded":
                     plan.succeeded.append(pod)  # a daemon should not exit; start it again
                 else:
                     running.append(pod)
             plan.delete += _excess(ds, running, hash_, now)
         else:
-            plan.delete += [p for p in pods if not podutil.is_deleting(p)]
+            plan.delete += [p for p in pods if not podstate.is_deleting(p)]
     # Pods for nodes that are gone: Kubernetes' pod GC force-deletes those bound there
     # (no agent is left to stop them), and the DaemonSet deletes those never bound.
     for name in sorted(set(by_node) - names):
         for pod in by_node[name]:
-            if not podutil.is_deleting(pod):
+            if not podstate.is_deleting(pod):
                 (plan.force if (pod.get("spec") or {}).get("nodeName") else
                  plan.delete).append(pod)
     return plan
@@ -249,8 +249,8 @@ def _excess(ds: Obj, running: list[Obj], hash_: str, now: float) -> list[Obj]:
             continue
         excess.append(pod)
     if oldest_new is not None and oldest_old is not None and (
-            not podutil.is_ready(oldest_old)
-            or podutil.is_available(oldest_new, _min_ready(ds), now)):
+            not podstate.is_ready(oldest_old)
+            or podstate.is_available(oldest_new, _min_ready(ds), now)):
         excess.append(oldest_old)
     return excess
 
@@ -259,7 +259,7 @@ def _new_and_old(pods: list[Obj], hash_: str) -> tuple[Obj | None, Obj | None, b
     """The live updated and old pod on a node; False if there are two of either."""
     new = old = None
     for pod in pods:
-        if podutil.is_deleting(pod):
+        if podstate.is_deleting(pod):
             continue
         if _is_updated(pod, hash_):
             if new is not None:
@@ -300,9 +300,9 @@ def rolling_update(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]],
             if not ok or (new is None) == (old is None):
                 unavailable += 1  # manage() is still creating or cleaning up here
             elif new is not None:
-                if not podutil.is_available(new, min_ready, now):
+                if not podstate.is_available(new, min_ready, now):
                     unavailable += 1
-            elif old is not None and not podutil.is_available(old, min_ready, now):
+            elif old is not None and not podstate.is_available(old, min_ready, now):
                 replace_now.append(old)  # not serving anyway: replace it at once
                 unavailable += 1
             elif unavailable < max_unavailable and old is not None:
@@ -320,12 +320,12 @@ def rolling_update(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]],
         elif old is None:
             continue  # manage() creates what is missing
         elif new is None:
-            if not podutil.is_available(old, min_ready, now):
+            if not podstate.is_available(old, min_ready, now):
                 surge_now.append(name)  # not serving anyway: its successor starts now
                 surging += 1
             elif surging < max_surge:
                 surge_candidates.append(name)
-        elif podutil.is_available(new, min_ready, now):
+        elif podstate.is_available(new, min_ready, now):
             plan.delete.append(old)  # the new one serves: the old one may go
         else:
             surging += 1
@@ -349,9 +349,9 @@ def status(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]], hash_: 
                 continue
             current += 1
             pod = pods[0]  # the oldest
-            if podutil.is_ready(pod):
+            if podstate.is_ready(pod):
                 ready += 1
-                wait = podutil.available_in(pod, min_ready, now)
+                wait = podstate.available_in(pod, min_ready, now)
                 if wait == 0.0:
                     available += 1
                 elif wait is not None:

@@ -1,13 +1,13 @@
 """The DaemonSet controller: one pod on every eligible node, following the nodes.
 
 Handlers only enqueue DaemonSet keys: the DaemonSet itself on any change; the owner of a
-pod that changes (an orphan wakes every DaemonSet in its namespace that selects it); on
-a node that joins, leaves or changes, every DaemonSet whose verdict on that node
-changes. `reconcile(key)` then, as Kubernetes' syncDaemonSet:
+pod that changes (an orphan wakes every DaemonSet in its namespace that selects it:
+`claims.OwnerEvents`); on a node that joins, leaves or changes, every DaemonSet whose
+verdict on that node changes. `reconcile(key)` then, as Kubernetes' syncDaemonSet:
 
 1. reads the DaemonSet, the nodes and its pods from the caches, adopting matching
    orphans and releasing pods it no longer selects;
-2. unless writes it made are not in the cache yet (`podcontrol.InFlight`), converges:
+2. unless writes it made are not in the cache yet (`inflight.InFlight`), converges:
    `daemonplan.manage` (create on eligible nodes without a pod, delete excess pods and
    pods on nodes that no longer qualify or are gone, failed pods under a per-node back-off
    of 1 s doubling to 15 min, as Kubernetes'), and, when that had nothing to do, the
@@ -28,7 +28,7 @@ from typing import Any
 
 from raftkube.api import kinds, selectors
 from raftkube.client import informer as inf
-from raftkube.controllers import base, daemonplan, podcontrol, podutil
+from raftkube.controllers import base, claims, daemonplan, inflight, podcontrol, podstate
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,17 @@ class DaemonSetController(base.Controller):
         self.daemonsets = ctx.informers.informer(kinds.DAEMONSET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.nodes = ctx.informers.informer(kinds.NODE)
-        self.inflight = podcontrol.InFlight(clock=ctx.clock)
+        self.orphans = claims.Orphans(self.pods.cache)
+        self.pods.add_handler(self.orphans.handler())
+        self.inflight = inflight.InFlight()
+        self.settling = inflight.Settling()  # its adoptions and releases
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
         self.failed_backoff: dict[str, tuple[float, float]] = {}  # uid/node -> (at, delay)
-        self.daemonsets.add_handler(self.handler())
-        self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
-                                          delete=self._pod_changed))
+        self.daemonsets.add_handler(inf.Handler(
+            add=self.enqueue, update=lambda _old, new: self.enqueue(new),
+            delete=self._daemonset_deleted))
+        self.pods.add_handler(claims.OwnerEvents(
+            "DaemonSet", self.daemonsets.cache, lambda key: self.queue.add(key)).handler())
         self.nodes.add_handler(inf.Handler(
             add=lambda node: self._node_changed(None, node),
             update=self._node_changed,
@@ -58,24 +63,9 @@ class DaemonSetController(base.Controller):
 
     # ---- handlers: keys only ---------------------------------------------------------------
 
-    def _pod_changed(self, pod: Obj) -> None:
-        meta = pod.get("metadata") or {}
-        namespace = meta.get("namespace", "")
-        ref = base.controller_of(pod)
-        if ref is not None:
-            if ref.get("kind") == "DaemonSet":
-                self.queue.add(f"{namespace}/{ref.get('name', '')}")
-            return
-        for ds in self.daemonsets.cache.by_index(inf.NAMESPACE, namespace):
-            if _selects(ds, meta.get("labels") or {}):
-                self.enqueue(ds)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if base.controller_of(old) != base.controller_of(new) or \
-                (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get(
-                    "labels"):
-            self._pod_changed(old)  # its old owner may have lost it
-        self._pod_changed(new)
+    def _daemonset_deleted(self, ds: Obj) -> None:
+        self.inflight.forget(ds["metadata"].get("uid", ""))
+        self.settling.forget(inf.key_of(ds))
 
     def _node_changed(self, old: Obj | None, new: Obj | None) -> None:
         for ds in self.daemonsets.cache.list():
@@ -88,14 +78,13 @@ class DaemonSetController(base.Controller):
 
     async def reconcile(self, key: str) -> None:
         ds = self.daemonsets.cache.get(key)
-        if ds is None:
-            self.inflight.forget(key)
-            return
+        if ds is None or not self.settling.settled(key):
+            return  # gone, or a pod it claimed is yet to be seen claimed (that re-enqueues)
         meta = ds["metadata"]
         if meta.get("deletionTimestamp"):
             return  # its pods go with it (the server deletes dependents)
         try:
-            selector = selectors.selector_from_object((ds.get("spec") or {}).get("selector"))
+            selector = claims.selector_of(ds)
         except selectors.SelectorError as e:
             log.warning("daemonset %s: %s", key, e)
             return
@@ -107,13 +96,16 @@ class DaemonSetController(base.Controller):
         hash_ = daemonplan.template_hash(ds)
         nodes = self.nodes.cache.list()
         now = self.ctx.clock()
-        settled = self.inflight.settled(key, self.pods.cache)
+        owned = self.pods.cache.by_index(inf.OWNER, meta["uid"])
+        settled = self.inflight.settled(meta["uid"], owned,
+                                        seen_revision=inflight.at(self.pods), now=now)
         if settled:
-            pods = await self.pod_control.claim(
-                ds, selector, self.pods.cache.by_index(inf.NAMESPACE, meta["namespace"]))
+            pods = await claims.send(
+                self.ctx.client, kinds.POD, ds,
+                claims.claim(ds, selector, owned, self.orphans.in_namespace(meta["namespace"])),
+                wrote=lambda pod: self.settling.wrote(key, self.pods, pod))
         else:
-            pods = [p for p in self.pods.cache.by_index(inf.OWNER, meta["uid"])
-                    if base.is_controlled_by(p, ds)]
+            pods = [p for p in owned if base.is_controlled_by(p, ds)]
         by_node = daemonplan.pods_by_node(pods)
         error: Exception | None = None
         if settled:
@@ -135,12 +127,11 @@ class DaemonSetController(base.Controller):
             meta = pod["metadata"]
             self.ctx.events.event(ds, "Normal", "SucceededDaemonPod",
                                   f"Found succeeded daemon pod {meta['namespace']}/"
-                                  f"{meta['name']} on node {podutil.target_node(pod)}, will "
+                                  f"{meta['name']} on node {podstate.target_node(pod)}, will "
                                   "try to delete it")
             doomed.append(pod)
-        _, error = await podcontrol.slow_start(
-            plan.create, lambda node: self.pod_control.create(
-                ds, daemonplan.daemon_pod(ds, node, hash_)))
+        _, error = await self.pod_control.create_all(
+            ds, [daemonplan.daemon_pod(ds, node, hash_) for node in plan.create])
         for pod in doomed:
             await self.pod_control.delete(ds, pod)
         for pod in plan.force:
@@ -156,7 +147,7 @@ class DaemonSetController(base.Controller):
             if now - at > 2 * FAILED_BACKOFF_CAP:
                 del self.failed_backoff[key]  # long quiet: it starts from 1 s again
         for pod in failed:
-            node = podutil.target_node(pod)
+            node = podstate.target_node(pod)
             key = f"{ds['metadata']['uid']}/{node}"
             at, delay = self.failed_backoff.get(key, (0.0, 0.0))
             if at and now - at < delay:
@@ -184,10 +175,3 @@ class DaemonSetController(base.Controller):
             return
         await base.write_status(self.ctx, kinds.DAEMONSET, ds, new)
 
-
-def _selects(ds: Obj, labels: dict[str, str]) -> bool:
-    try:
-        selector = selectors.selector_from_object((ds.get("spec") or {}).get("selector"))
-    except selectors.SelectorError:
-        return False
-    return not selector.empty and selector.matches(labels)

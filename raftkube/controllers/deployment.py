@@ -32,8 +32,7 @@ from typing import Any
 from raftkube.api import kinds, rollout, selectors
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError
-from raftkube.controllers import base, claims, progress, revisions, rolling
-from raftkube.controllers.inflight import Settling
+from raftkube.controllers import base, claims, inflight, progress, revisions, rolling
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +48,16 @@ class DeploymentController(base.Controller):
         self.replicasets = ctx.informers.informer(kinds.REPLICASET)
         self.pods = ctx.informers.informer(kinds.POD)
         self.orphans = claims.Orphans(self.replicasets.cache)
-        self.settling = Settling()
+        self.settling = inflight.Settling()
         self.deployments.add_handler(inf.Handler(
             add=self.enqueue, update=lambda _old, new: self.enqueue(new),
             delete=lambda d: self.settling.forget(inf.key_of(d))))
         self.replicasets.add_handler(self.orphans.handler())
-        self.replicasets.add_handler(inf.Handler(
-            add=self._replicaset_changed, update=self._replicaset_updated,
-            delete=self._replicaset_changed))
+        self.replicasets.add_handler(claims.OwnerEvents(
+            "Deployment", self.deployments.cache, lambda key: self.queue.add(key)).handler())
         self.pods.add_handler(inf.Handler(delete=self._pod_deleted))
 
     # ---- events -----------------------------------------------------------------------
-
-    def _enqueue_owner(self, obj: Obj, ref: Obj | None) -> None:
-        if ref is not None and ref.get("kind") == "Deployment":
-            self.queue.add(f"{obj['metadata'].get('namespace', '')}/{ref.get('name', '')}")
-
-    def _replicaset_changed(self, rs: Obj) -> None:
-        ref = base.controller_of(rs)
-        if ref is not None:
-            self._enqueue_owner(rs, ref)
-            return
-        namespace = rs["metadata"].get("namespace", "")
-        candidates = self.deployments.cache.by_index(inf.NAMESPACE, namespace)
-        for d in claims.owners_matching(candidates, rs):
-            self.enqueue(d)
-
-    def _replicaset_updated(self, old: Obj, new: Obj) -> None:
-        old_ref, new_ref = base.controller_of(old), base.controller_of(new)
-        if old_ref is not None and (new_ref is None or old_ref.get("uid") != new_ref.get("uid")):
-            self._enqueue_owner(old, old_ref)
-        self._replicaset_changed(new)
 
     def _pod_deleted(self, pod: Obj) -> None:
         """Recreate waits for the old pods to be gone; this is how it hears they are."""
@@ -151,22 +129,8 @@ class Sync:
         claim = claims.claim(d, claims.selector_of(d),
                              self.ctl.replicasets.cache.by_index(inf.OWNER, uid),
                              self.ctl.orphans.in_namespace(self.namespace))
-        adopted = {}
-        for rs in claim.adopt:
-            body = copy.deepcopy(rs)
-            body["metadata"]["ownerReferences"] = claims.adopt_patch(rs, d)[
-                "metadata"]["ownerReferences"]
-            adopted[rs["metadata"]["name"]] = self._wrote_replicaset(
-                await self.client.update(kinds.REPLICASET, body))
-        for rs in claim.release:
-            try:
-                self._wrote_replicaset(await self.client.patch(
-                    kinds.REPLICASET, self.namespace, rs["metadata"]["name"],
-                    claims.release_patch(rs, d)))
-            except ApiError as e:
-                if e.code != 404:
-                    raise
-        self.rss = [adopted.get(rs["metadata"]["name"], rs) for rs in claim.mine]
+        self.rss = await claims.send(self.client, kinds.REPLICASET, d, claim,
+                                     wrote=self._wrote_replicaset)
 
     def _wrote_deployment(self, obj: Obj) -> Obj:
         self.ctl.settling.wrote(self.key, self.ctl.deployments, obj)

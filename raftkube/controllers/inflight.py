@@ -4,22 +4,29 @@ A ReplicaSet that created three pods must not create them again because the pod
 informer has not delivered them by the next reconcile; one that deleted a pod must not
 count it, nor delete another in its place. Kubernetes keeps "expectations" (counts of
 adds and deletes to wait for) and skips a sync until they are met. In a single-threaded
-asyncio loop something more exact is cheap: each owner keeps the pods it created, with
-the store revision of each create, and the uids it deleted.
+asyncio loop something more exact is cheap: each owner keeps the objects it created,
+with the store revision of each create, and those it deleted, with the revision they
+were read at. `PodControl` records every pod write here.
 
-- A created pod counts as the owner's until the pod informer has reached the revision
-  of its create (watch events arrive in revision order, so by then the informer shows
-  the pod, or its deletion after): from then on the cache is the truth.
-- A deleted pod is left out until the cache shows it being deleted, or gone once the
-  informer has reached the revision the pod was deleted at or after.
-- Anything older than `ttl` seconds is dropped, as Kubernetes' expectations expire.
+- A created object counts as the owner's until the informer shows it or has reached the
+  revision of its create (watch events arrive in revision order, so by then the
+  informer shows it, or its deletion after): from then on the cache is the truth.
+- A deleted object is left out until the cache shows it being deleted, or gone once the
+  informer has reached the revision it was read at (gone from a cache that had not, it
+  may merely not have been seen yet).
+- Anything older than `ttl` seconds is dropped, as Kubernetes' expectations expire: a
+  watch event lost for good must not stall the owner forever.
 
-Owners are keyed by uid; `forget` drops an owner that is gone.
+Owners are keyed by uid (a new owner of the same name starts afresh); `forget` drops an
+owner that is gone. A controller asks either for `view` (its objects as its own writes
+made them: the ReplicaSet decides on that) or whether it is `settled` (every write seen:
+the DaemonSet and Job controllers decide only then).
 
-`Settling` does the same for a controller's writes to the objects it reconciles (a
-ReplicaSet's status, a Deployment and its ReplicaSets): until the informers have reached
-the revisions those writes made, a reconcile of the key would read what it has itself
-replaced and fail on a stale resourceVersion, so it waits. The informer event of that
+`Settling` does the same for a controller's writes to the objects it reconciles or
+claims (a ReplicaSet's status, a Deployment and its ReplicaSets, the pods an owner
+adopted or released): until the informers have reached the revisions those writes made,
+a reconcile of the key would read what it has itself replaced and fail on a stale
+resourceVersion, so it waits. The informer event of that
 very write enqueues the key again, by then with the informer past it.
 """
 
@@ -68,11 +75,6 @@ class InFlight:
     def forget(self, owner: str) -> None:
         self._owners.pop(owner, None)
 
-    def pending(self, owner: str) -> tuple[int, int]:
-        """(creates, deletes) not yet seen through the informer."""
-        entry = self._owners.get(owner)
-        return (len(entry.created), len(entry.deleted)) if entry else (0, 0)
-
     def view(self, owner: str, cached: Iterable[Obj], *, seen_revision: int,
              now: float) -> list[Obj]:
         """The owner's objects as its own writes have made them: `cached` (everything
@@ -80,32 +82,46 @@ class InFlight:
         informer has not reached, less deleted ones it still shows alive. Entries the
         informer has caught up with are dropped."""
         cached = list(cached)
-        entry = self._owners.get(owner)
+        entry = self._catch_up(owner, cached, seen_revision, now)
         if entry is None:
             return cached
+        unseen = [obj for _, _, obj in entry.created.values()]
+        return [o for o in unseen + cached if _uid(o) not in entry.deleted]
+
+    def settled(self, owner: str, cached: Iterable[Obj], *, seen_revision: int,
+                now: float) -> bool:
+        """Whether the informer shows every write made for `owner` (or it has expired);
+        `cached` is what the cache holds for the owner."""
+        return self._catch_up(owner, list(cached), seen_revision, now) is None
+
+    def _catch_up(self, owner: str, cached: list[Obj], seen_revision: int,
+                  now: float) -> _Owner | None:
+        """Drop what the informer shows (or what expired); the owner's entry if any is
+        left."""
+        entry = self._owners.get(owner)
+        if entry is None:
+            return None
         in_cache = {_uid(o): o for o in cached}
-        alive = []
-        for uid, (revision, when, obj) in list(entry.created.items()):
-            if revision <= seen_revision or now - when > self.ttl:
+        for uid, (revision, when, _) in list(entry.created.items()):
+            if uid in in_cache or revision <= seen_revision or now - when > self.ttl:
                 del entry.created[uid]
-            elif uid not in in_cache:
-                alive.append(obj)
         for uid, (revision, when) in list(entry.deleted.items()):
             found = in_cache.get(uid)
-            # Gone from a cache that had reached the pod's last known version: the
+            # Gone from a cache that had reached the object's last known version: the
             # informer saw the delete (not merely not yet the create).
             gone = found is None and revision <= seen_revision
             marked = found is not None and bool((found.get("metadata") or {}).get(
                 "deletionTimestamp"))
             if gone or marked or now - when > self.ttl:
                 del entry.deleted[uid]
-        out = [o for o in alive + cached if _uid(o) not in entry.deleted]
         if not entry.created and not entry.deleted:
             del self._owners[owner]
-        return out
+            return None
+        return entry
 
 
-def _at(informer: inf.Informer) -> int:
+def at(informer: inf.Informer) -> int:
+    """The revision `informer` has reached (0 before its first list)."""
     try:
         return int(informer.resource_version or 0)
     except ValueError:
@@ -135,7 +151,7 @@ class Settling:
         if not waits:
             return True
         for slot, (informer, revision) in list(waits.items()):
-            if _at(informer) >= revision:
+            if at(informer) >= revision:
                 del waits[slot]
         if waits:
             return False

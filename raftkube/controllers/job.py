@@ -1,8 +1,8 @@
 """The Job controller: pods that run to completion, counted, limited, cleaned up.
 
 Handlers only enqueue Job keys: the Job on any change, the owner of a pod that changes
-(an orphan wakes the Jobs of its namespace that select it). `reconcile(key)`, as
-Kubernetes' syncJob:
+(an orphan wakes the Jobs of its namespace that select it: `claims.OwnerEvents`).
+`reconcile(key)`, as Kubernetes' syncJob:
 
 1. A finished Job (Complete or Failed) is only left to its ttlSecondsAfterFinished: once
    that has passed since it finished, it is deleted with Foreground propagation (its
@@ -12,7 +12,7 @@ Kubernetes' syncJob:
    failed than backoffLimit allows (or, with restartPolicy OnFailure, its pods restarted
    that often), `BackoffLimitExceeded`, or when it has been active activeDeadlineSeconds,
    `DeadlineExceeded`: its active pods are deleted (and counted failed) and the Failed
-   condition is set. Otherwise, when its writes are in the cache (`podcontrol.InFlight`),
+   condition is set. Otherwise, when its writes are in the cache (`inflight.InFlight`),
    pods are deleted or created to have `want_active` running, new ones only once the
    back-off after failed pods has passed (Indexed Jobs start their lowest pending
    indexes); a suspended Job has none. It completes when `completions` pods (or indexes)
@@ -36,7 +36,7 @@ from raftkube.api import conditions, kinds, selectors
 from raftkube.api.timestamps import parse_time, rfc3339
 from raftkube.client import informer as inf
 from raftkube.client.errors import ApiError
-from raftkube.controllers import base, jobplan, podcontrol
+from raftkube.controllers import base, claims, inflight, jobplan, podcontrol
 
 log = logging.getLogger(__name__)
 
@@ -51,39 +51,27 @@ class JobController(base.Controller):
         super().__init__(ctx)
         self.jobs = ctx.informers.informer(kinds.JOB)
         self.pods = ctx.informers.informer(kinds.POD)
-        self.inflight = podcontrol.InFlight(clock=ctx.clock)
+        self.orphans = claims.Orphans(self.pods.cache)
+        self.pods.add_handler(self.orphans.handler())
+        self.inflight = inflight.InFlight()
+        self.settling = inflight.Settling()  # its adoptions and releases
         self.pod_control = podcontrol.PodControl(ctx, self.inflight)
-        self.jobs.add_handler(self.handler())
-        self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
-                                          delete=self._pod_changed))
+        self.jobs.add_handler(inf.Handler(
+            add=self.enqueue, update=lambda _old, new: self.enqueue(new),
+            delete=self._job_deleted))
+        self.pods.add_handler(claims.OwnerEvents(
+            "Job", self.jobs.cache, lambda key: self.queue.add(key)).handler())
 
-    # ---- handlers: keys only ---------------------------------------------------------------
-
-    def _pod_changed(self, pod: Obj) -> None:
-        meta = pod.get("metadata") or {}
-        namespace = meta.get("namespace", "")
-        ref = base.controller_of(pod)
-        if ref is not None:
-            if ref.get("kind") == "Job":
-                self.queue.add(f"{namespace}/{ref.get('name', '')}")
-            return
-        labels = meta.get("labels") or {}
-        for job in self.jobs.cache.by_index(inf.NAMESPACE, namespace):
-            if _selector(job).matches(labels) and not _selector(job).empty:
-                self.enqueue(job)
-
-    def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if base.controller_of(old) != base.controller_of(new):
-            self._pod_changed(old)
-        self._pod_changed(new)
+    def _job_deleted(self, job: Obj) -> None:
+        self.inflight.forget(job["metadata"].get("uid", ""))
+        self.settling.forget(inf.key_of(job))
 
     # ---- one Job ------------------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> None:
         job = self.jobs.cache.get(key)
-        if job is None:
-            self.inflight.forget(key)
-            return
+        if job is None or not self.settling.settled(key):
+            return  # gone, or a pod it claimed is yet to be seen claimed (that re-enqueues)
         now = self.ctx.clock()
         done = jobplan.finished(job)
         if done is not None:
@@ -94,14 +82,17 @@ class JobController(base.Controller):
         selector = _selector(job)
         if selector.empty:
             return  # the server always sets one; a manual empty selector selects nothing
-        settled = self.inflight.settled(key, self.pods.cache)
-        namespace = job["metadata"]["namespace"]
+        uid, namespace = job["metadata"]["uid"], job["metadata"]["namespace"]
+        owned = self.pods.cache.by_index(inf.OWNER, uid)
+        settled = self.inflight.settled(uid, owned, seen_revision=inflight.at(self.pods),
+                                        now=now)
         if settled:
-            pods = await self.pod_control.claim(
-                job, selector, self.pods.cache.by_index(inf.NAMESPACE, namespace))
+            pods = await claims.send(
+                self.ctx.client, kinds.POD, job,
+                claims.claim(job, selector, owned, self.orphans.in_namespace(namespace)),
+                wrote=lambda pod: self.settling.wrote(key, self.pods, pod))
         else:
-            pods = [p for p in self.pods.cache.by_index(inf.OWNER, job["metadata"]["uid"])
-                    if base.is_controlled_by(p, job)]
+            pods = [p for p in owned if base.is_controlled_by(p, job)]
         counts = jobplan.count(job, pods)
         old_status = job.get("status") or {}
         status: Obj = {k: v for k, v in old_status.items()}
@@ -137,7 +128,7 @@ class JobController(base.Controller):
         else:
             if settled:
                 try:
-                    active = await self._manage(job, pods, counts, now)
+                    active, error = await self._manage(job, pods, counts, now)
                 except Exception as e:  # noqa: BLE001 - the status is written all the same
                     error = e
             total = jobplan.completions(job)
@@ -175,8 +166,9 @@ class JobController(base.Controller):
             raise error
 
     async def _manage(self, job: Obj, pods: list[Obj], counts: jobplan.Counts,
-                      now: float) -> int:
-        """Delete or create pods towards `want_active`; the number active after."""
+                      now: float) -> tuple[int, Exception | None]:
+        """Delete or create pods towards `want_active`; the number active after, and the
+        error that stopped the creates if one did (the pods made before it count)."""
         key = inf.key_of(job)
         active = len(counts.active)
         want = 0 if jobplan.is_suspended(job) else \
@@ -186,26 +178,23 @@ class JobController(base.Controller):
             for pod in doomed[:MAX_PODS_PER_SYNC]:
                 if await self.pod_control.delete(job, pod):
                     active -= 1
-            return active  # deletions first; creations, if any, next time
+            return active, None  # deletions first; creations, if any, next time
         missing = min(want - active, MAX_PODS_PER_SYNC)
         if missing <= 0:
-            return active
+            return active, None
         options = self.ctx.options
         wait = jobplan.backoff_remaining(pods, now, base=options.job_backoff,
                                          cap=options.job_backoff_cap)
         if wait > 0:
             self.queue.add_after(key, wait)
-            return active
+            return active, None
         if jobplan.is_indexed(job):
             bodies = [jobplan.job_pod(job, i) for i in jobplan.pending_indexes(
                 job, counts.succeeded_indexes, counts.active, missing)]
         else:
             bodies = [jobplan.job_pod(job) for _ in range(missing)]
-        made, error = await podcontrol.slow_start(
-            bodies, lambda body: self.pod_control.create(job, body))
-        if error is not None:
-            raise error
-        return active + made
+        made, error = await self.pod_control.create_all(job, bodies)
+        return active + len(made), error
 
     def _suspension(self, job: Obj, status: Obj, now: float) -> list[tuple[str, str, str]]:
         """The Suspended condition follows spec.suspend; a resumed Job starts its

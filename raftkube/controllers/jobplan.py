@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.controllers import podcontrol, podutil
+from raftkube.controllers import podcontrol, podstate
 
 Obj = dict[str, Any]
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
@@ -122,10 +122,10 @@ class Counts:
 
 def count(job: Obj, pods: Sequence[Obj]) -> Counts:
     status = job.get("status") or {}
-    out = Counts(active=[p for p in pods if podutil.is_active(p)])
-    out.ready = sum(1 for p in out.active if podutil.is_ready(p))
-    succeeded = [p for p in pods if podutil.phase(p) == "Succeeded"]
-    failed = [p for p in pods if podutil.phase(p) == "Failed"]
+    out = Counts(active=[p for p in pods if podstate.is_active(p)])
+    out.ready = sum(1 for p in out.active if podstate.is_ready(p))
+    succeeded = [p for p in pods if podstate.phase(p) == "Succeeded"]
+    failed = [p for p in pods if podstate.phase(p) == "Failed"]
     total = completions(job)
     if is_indexed(job) and total is not None:
         out.succeeded_indexes = parse_indexes(status.get("completedIndexes"), total)
@@ -143,10 +143,10 @@ def count(job: Obj, pods: Sequence[Obj]) -> Counts:
 def backoff_remaining(pods: Sequence[Obj], now: float, *, base: float, cap: float) -> float:
     """Seconds before a pod may replace a failed one: `base` after one failure since the
     last success, doubling with each further one, at most `cap`."""
-    last_success = max((podutil.finished_at(p) for p in pods
-                        if podutil.phase(p) == "Succeeded"), default=float("-inf"))
-    failures = [t for t in (podutil.finished_at(p) for p in pods
-                            if podutil.phase(p) == "Failed") if t > last_success]
+    last_success = max((podstate.finished_at(p) for p in pods
+                        if podstate.phase(p) == "Succeeded"), default=float("-inf"))
+    failures = [t for t in (podstate.finished_at(p) for p in pods
+                            if podstate.phase(p) == "Failed") if t > last_success]
     if not failures:
         return 0.0
     delay = min(base * 2.0 ** min(len(failures) - 1, 62), cap)
@@ -159,8 +159,8 @@ def past_backoff_limit_on_failure(job: Obj, pods: Sequence[Obj]) -> bool:
     template_spec = (spec(job).get("template") or {}).get("spec") or {}
     if template_spec.get("restartPolicy") != "OnFailure":
         return False
-    restarts = sum(podutil.restarts(p) for p in pods
-                   if podutil.phase(p) in ("Running", "Pending"))
+    restarts = sum(podstate.restarts(p) for p in pods
+                   if podstate.phase(p) in ("Running", "Pending"))
     limit = backoff_limit(job)
     return restarts > 0 if limit == 0 else restarts >= limit
 
@@ -201,11 +201,11 @@ def pods_to_remove(job: Obj, active: Sequence[Obj], at_least: int) -> list[Obj]:
             else:
                 by_index.setdefault(index, []).append(pod)
         for index in sorted(by_index):
-            ranked = podutil.removal_order(by_index[index])
+            ranked = podstate.removal_order(by_index[index])
             remove += ranked[:-1]
             left.append(ranked[-1])
     if len(remove) < at_least:
-        remove += podutil.removal_order(left)[:at_least - len(remove)]
+        remove += podstate.removal_order(left)[:at_least - len(remove)]
     return remove
 
 
@@ -223,7 +223,7 @@ def job_pod(job: Obj, index: int | None = None) -> Obj:
     template = copy.deepcopy(spec(job).get("template") or {})
     name = job["metadata"]["name"]
     if index is None:
-        return podcontrol.pod_from_template(job, template)
+        return podcontrol.from_template(job, template)
     meta = template.setdefault("metadata", {})
     meta.setdefault("annotations", {})[INDEX_KEY] = str(index)
     meta.setdefault("labels", {})[INDEX_KEY] = str(index)
@@ -235,4 +235,4 @@ def job_pod(job: Obj, index: int | None = None) -> Obj:
         if not any(isinstance(e, dict) and e.get("name") == INDEX_ENV for e in env):
             env.append({"name": INDEX_ENV, "valueFrom": {"fieldRef": {
                 "apiVersion": "v1", "fieldPath": f"metadata.annotations['{INDEX_KEY}']"}}})
-    return podcontrol.pod_from_template(job, template, generate_name=f"{name}-{index}-")
+    return podcontrol.from_template(job, template, generate_name=f"{name}-{index}-")

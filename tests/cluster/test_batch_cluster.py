@@ -17,7 +17,7 @@ from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
 from raftkube.client import rest, transport
 from raftkube.client.errors import ApiError
-from raftkube.controllers import daemonplan, podutil
+from raftkube.controllers import daemonplan, podstate
 from tests.cluster.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -80,7 +80,7 @@ async def test_a_job_runs_to_completion_within_its_parallelism_then_expires(
 
     async def done() -> Obj | None:
         nonlocal most_active
-        running = [p for p in await pods_of(api, made) if podutil.is_active(p)]
+        running = [p for p in await pods_of(api, made) if podstate.is_active(p)]
         most_active = max(most_active, len(running))
         return await finished(api, "pi")
 
@@ -91,7 +91,7 @@ async def test_a_job_runs_to_completion_within_its_parallelism_then_expires(
     assert status["completionTime"] >= status["startTime"]
     assert 1 <= most_active <= 2  # never more than parallelism at once
     pods = await pods_of(api, made)
-    assert len(pods) == 4 and all(podutil.phase(p) == "Succeeded" for p in pods)
+    assert len(pods) == 4 and all(podstate.phase(p) == "Succeeded" for p in pods)
     seen = await events_of(api, made)
     assert ("Completed", "Job completed") in seen
     assert sorted(m for r, m in seen if r == "SuccessfulCreate") == sorted(
@@ -132,9 +132,9 @@ async def test_a_failing_job_backs_off_then_fails_past_its_limit(
     assert (failed["reason"], failed["message"]) == \
         ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
     assert (result["status"]["failed"], result["status"]["active"]) == (2, 0)
-    first, second = sorted(await pods_of(api, made), key=podutil.created)
+    first, second = sorted(await pods_of(api, made), key=podstate.created)
     # The second pod waited out the back-off (10 s) after the first one failed.
-    assert podutil.created(second) - podutil.finished_at(first) >= 9
+    assert podstate.created(second) - podstate.finished_at(first) >= 9
     assert ("BackoffLimitExceeded", "Job has reached the specified backoff limit") in \
         await events_of(api, made)
 
@@ -150,7 +150,7 @@ async def test_a_job_past_its_deadline_fails_and_stops_its_pods(api: rest.RestCl
     assert started is not None and failed_at is not None and failed_at - started >= 3
 
     async def stopped() -> bool:
-        return all(podutil.is_terminal(p) for p in await pods_of(api, made))
+        return all(podstate.is_terminal(p) for p in await pods_of(api, made))
 
     await wait_for(stopped, timeout=30, what="its pods to stop")
     assert ("DeadlineExceeded", "Job was active longer than specified deadline") in \
@@ -177,7 +177,7 @@ async def test_a_daemonset_follows_nodes_that_join_change_and_leave(
         """Running daemon pods per node; a node with two is remembered."""
         out: dict[str, int] = {}
         for p in pods:
-            if podutil.phase(p) == "Running" and not podutil.is_deleting(p):
+            if podstate.phase(p) == "Running" and not podstate.is_deleting(p):
                 node = p["spec"].get("nodeName", "")
                 out[node] = out.get(node, 0) + 1
         twice_on_one_node.extend(n for n, k in out.items() if k > 1)
@@ -186,7 +186,7 @@ async def test_a_daemonset_follows_nodes_that_join_change_and_leave(
     async def runs_on(want: set[str], *, ready: int) -> bool:
         pods = await pods_of(api, ds)
         on = placement(pods)
-        if set(on) != want or any(podutil.is_deleting(p) for p in pods):
+        if set(on) != want or any(podstate.is_deleting(p) for p in pods):
             return False
         status = (await api.get(kinds.DAEMONSET, NS, "logs")).get("status") or {}
         return (status.get("desiredNumberScheduled"), status.get("numberReady"),
@@ -222,12 +222,12 @@ async def test_a_daemonset_follows_nodes_that_join_change_and_leave(
     new_hash = daemonplan.template_hash(updated)
 
     async def rolled_out() -> bool:
-        pods = [p for p in await pods_of(api, ds) if not podutil.is_deleting(p)]
+        pods = [p for p in await pods_of(api, ds) if not podstate.is_deleting(p)]
         placement(pods)
         status = (await api.get(kinds.DAEMONSET, NS, "logs")).get("status") or {}
         return len(pods) == 2 and all(
             p["metadata"]["labels"]["controller-revision-hash"] == new_hash
-            and podutil.is_ready(p) for p in pods) and \
+            and podstate.is_ready(p) for p in pods) and \
             status.get("updatedNumberScheduled") == 2 and status.get("numberAvailable") == 2 \
             and status.get("observedGeneration") == updated["metadata"]["generation"]
 
@@ -249,7 +249,7 @@ async def test_a_job_finishes_exactly_once_across_a_leader_kill(
                                                 parallelism=3))
 
     async def some_running() -> bool:
-        return any(podutil.phase(p) == "Running" for p in await pods_of(api, made))
+        return any(podstate.phase(p) == "Running" for p in await pods_of(api, made))
 
     await wait_for(some_running, timeout=30, what="the first pods to run")
     async with nodes:
@@ -261,4 +261,4 @@ async def test_a_job_finishes_exactly_once_across_a_leader_kill(
     assert conditions.is_true(result, "Complete"), result["status"]
     assert (result["status"]["succeeded"], result["status"]["failed"]) == (6, 0)
     pods = await pods_of(api, made)
-    assert len(pods) == 6 and all(podutil.phase(p) == "Succeeded" for p in pods)
+    assert len(pods) == 6 and all(podstate.phase(p) == "Succeeded" for p in pods)

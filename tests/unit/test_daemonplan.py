@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from raftkube.api.timestamps import rfc3339
-from raftkube.controllers import daemonplan, podutil
+from raftkube.controllers import daemonplan, podstate
 from tests.unit.test_daemonset import daemonset, node, pod_of
 
 pytestmark = pytest.mark.unit
@@ -76,7 +76,7 @@ def test_the_daemon_pod_replaces_the_templates_node_affinity() -> None:
         "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
                                                 "values": ["n7"]}]}]}
     assert len(affinity["preferredDuringSchedulingIgnoredDuringExecution"]) == 1
-    assert podutil.target_node(pod) == "n7"
+    assert podstate.target_node(pod) == "n7"
     assert ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
         "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0].get(
         "matchFields") is None  # the DaemonSet is left alone
@@ -132,7 +132,7 @@ def test_a_rolling_update_never_takes_more_than_its_budget(
                for p in plan.delete)  # only old pods are ever replaced
 
     def serving(node_pods: list[Obj], gone: set[str]) -> bool:
-        return any(podutil.is_available(p, 0, NOW) and not podutil.is_deleting(p)
+        return any(podstate.is_available(p, 0, NOW) and not podstate.is_deleting(p)
                    and p["metadata"]["name"] not in gone for p in node_pods)
 
     gone = {p["metadata"]["name"] for p in plan.delete}

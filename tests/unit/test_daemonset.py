@@ -240,7 +240,7 @@ async def test_a_failed_daemon_pod_is_killed_under_a_back_off() -> None:
     # Its replacement fails at once: it is not killed again until the back-off has passed.
     f.seed(kinds.POD, pod_of(ds, "n1", "dead2", phase="Failed", ready=False))
     f.informers.informer(kinds.POD).cache.remove("ns/dead")
-    c.inflight.forget("ns/agent")
+    c.inflight.forget("u-agent")
     f.now += 0.5
     assert writes(await f.run(c, "ns/agent")) == []
     assert "ns/agent" in c.queue._waiting
@@ -361,3 +361,21 @@ async def test_a_refused_create_is_told_retried_and_stops_nothing_else() -> None
     assert status_of(f.client.actions)["observedGeneration"] == 1
     assert [e[:2] for e in f.recorded_events()] == [("Warning", "FailedCreate"),
                                                      ("Normal", "SuccessfulDelete")]
+
+
+async def test_an_adoption_is_not_sent_again_before_the_pod_informer_shows_it() -> None:
+    f = Fixture()
+    ds = daemonset()
+    f.seed(kinds.NODE, node("n1"))
+    f.seed(kinds.DAEMONSET, ds)
+    orphan = pod_of(ds, "n1", "orphan")
+    del orphan["metadata"]["ownerReferences"]
+    f.seed(kinds.POD, orphan)
+    c = make(f)
+    assert writes(await f.run(c, "ns/agent")) == [("patch", "orphan")]
+    # The pod cache still shows the orphan as it was: adopting it again would carry a
+    # stale resourceVersion (a Conflict, and a failed reconcile).
+    assert await f.run(c, "ns/agent") == []
+    f.seed(kinds.POD, pod_of(ds, "n1", "orphan"))
+    f.informers.informer(kinds.POD).resource_version = "99999"
+    assert writes(await f.run(c, "ns/agent")) == []

@@ -259,7 +259,7 @@ async def test_an_orphan_replicaset_is_adopted_and_one_owned_elsewhere_left() ->
     theirs = replicaset("theirs", replicas=1, app="front", owner=other_owner)
     actions = await f.run(make(f, d, orphan, theirs), KEY)
     adopted = [a for a in actions if a.name == "stray"]
-    assert adopted and adopted[0].verb == "update"
+    assert adopted and adopted[0].verb == "patch"
     assert adopted[0].body["metadata"]["ownerReferences"][0]["uid"] == "uid-front"
     assert not [a for a in actions if a.name == "theirs"]
 

@@ -10,6 +10,7 @@ import pytest
 from raftkube.api import kinds
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import workqueue
+from raftkube.client.errors import ApiError
 from raftkube.controllers import base, jobplan
 from raftkube.controllers.job import JobController
 from tests.unit.controller_fixture import T0, Fixture, conflict
@@ -357,3 +358,30 @@ async def test_counts_never_go_down_when_finished_pods_are_deleted() -> None:
     status = status_of(actions)
     assert (status["succeeded"], status["failed"]) == (2, 3)
     assert condition(status, "Failed")["reason"] == "BackoffLimitExceeded"
+
+
+async def test_pods_made_before_a_refused_create_count_as_active() -> None:
+    f, c = setup(job(completions=4, parallelism=4))
+    # Slow start: one pod, then two at once, the second of which is refused.
+    f.client.fail[("create", "pi-01004")] = ApiError({
+        "kind": "Status", "code": 403, "reason": "Forbidden",
+        "message": 'pods "pi-01004" is forbidden: exceeded quota'})
+    with pytest.raises(ApiError, match="exceeded quota"):  # the queue retries it
+        await c.reconcile("ns/pi")
+    made = [a.name for a in f.client.actions if a.verb == "create"]
+    assert made == ["pi-01000", "pi-01002"]
+    assert status_of(f.client.actions)["active"] == 2
+
+
+async def test_an_adoption_is_not_sent_again_before_the_pod_informer_shows_it() -> None:
+    j = job(completions=1, parallelism=1)
+    orphan = pod_of(j, "orphan")
+    del orphan["metadata"]["ownerReferences"]
+    f, c = setup(j, orphan)
+    assert writes(await f.run(c, "ns/pi")) == [("patch", "orphan")]
+    # The pod cache still shows the orphan as it was: adopting it again would carry a
+    # stale resourceVersion (a Conflict, and a failed reconcile).
+    assert await f.run(c, "ns/pi") == []
+    f.seed(kinds.POD, pod_of(j, "orphan"))
+    f.informers.informer(kinds.POD).resource_version = "99999"
+    assert writes(await f.run(c, "ns/pi")) == []

@@ -1,4 +1,5 @@
-"""The ReplicaSet controller, one reconcile at a time over seeded caches; which pods go first."""
+"""The ReplicaSet controller, one reconcile at a time over seeded caches (which pods go
+first: test_podstate)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import pytest
 
 from raftkube.api import kinds
 from raftkube.client import workqueue
-from raftkube.controllers import pods as podutil
 from raftkube.controllers.replicaset import ManageError, ReplicaSetController
-from tests.unit.controller_fixture import T0, Fixture, not_found
+from tests.unit.controller_fixture import T0, Fixture, conflict, not_found
+from tests.unit.test_podcontrol import TERMINATING
 from tests.unit.workloads import NS, pod, replicaset
 
 pytestmark = pytest.mark.unit
@@ -110,6 +111,45 @@ async def test_creates_start_slow_and_stop_at_the_first_failure() -> None:
         f.recorded_events()
 
 
+async def test_a_namespace_being_deleted_or_a_conflicting_delete_is_no_failure() -> None:
+    f = Fixture()
+    f.seed(kinds.REPLICASET, replicaset(replicas=3))
+    f.seed(kinds.POD)
+    refused = []
+
+    async def terminating(kind: Any, namespace: str, obj: Any, **kw: Any) -> Any:
+        refused.append(obj)
+        raise TERMINATING
+
+    f.client.create = terminating  # type: ignore[method-assign]
+    actions = await f.run(make(f), f"{NS}/front")  # no ManageError
+    assert len(refused) == 3  # every create is refused, each quietly
+    assert verbs(actions) == [("update_status", "replicasets")]
+    assert "conditions" not in actions[-1].body["status"]
+    assert f.recorded_events() == []
+    # A delete refused on its uid precondition, or on a pod that changed meanwhile,
+    # deletes nothing: the pod still counts, and its own event brings the decision back.
+    f2 = Fixture()
+    rs = replicaset(replicas=1)
+    f2.seed(kinds.REPLICASET, rs)
+    f2.seed(kinds.POD, pod("kept", rs, node="n1", ready=True), pod("victim", rs, node="n1"))
+    f2.client.fail[("delete", "victim")] = conflict("victim")
+    attempts = []
+    delete = f2.client.delete
+
+    async def attempt(kind: Any, namespace: str, name: str, **kw: Any) -> Any:
+        attempts.append(name)
+        return await delete(kind, namespace, name, **kw)
+
+    f2.client.delete = attempt  # type: ignore[method-assign]
+    actions = await f2.run(make(f2), f"{NS}/front")  # no ManageError
+    assert attempts == ["victim"]
+    assert verbs(actions) == [("update_status", "replicasets")]
+    status = f2.client.actions[-1].body["status"]
+    assert status["replicas"] == 2 and "conditions" not in status
+    assert f2.recorded_events() == []
+
+
 async def test_surplus_pods_go_least_valuable_first_and_are_not_deleted_twice() -> None:
     f = Fixture()
     rs = replicaset(replicas=2)
@@ -200,32 +240,20 @@ async def test_an_unchanged_status_is_not_written_and_a_missing_replicaset_is_ig
     assert await f.run(c, f"{NS}/gone") == []
 
 
-# ---- which pods go first --------------------------------------------------------------
-
-def _names(chosen: list[dict[str, Any]]) -> list[str]:
-    return [p["metadata"]["name"] for p in chosen]
-
-
-@pytest.mark.parametrize(("first", "second"), [
-    (pod("unscheduled"), pod("scheduled", node="n1", phase="Pending")),
-    (pod("pending", node="n1", phase="Pending"), pod("running", node="n1")),
-    (pod("unready", node="n1"), pod("ready", node="n1", ready=True)),
-    (pod("ready-lately", node="n1", ready=True, ready_at=T0 - 10),
-     pod("ready-long", node="n1", ready=True, ready_at=T0 - 1000)),
-    (pod("newer", node="n1", created=T0 - 10), pod("older", node="n1", created=T0 - 1000)),
-])
-def test_the_less_valuable_pod_goes_first(first: dict[str, Any],
-                                          second: dict[str, Any]) -> None:
-    assert _names(podutil.to_delete([second, first], 1)) == [_names([first])[0]]
-    assert _names(podutil.to_delete([first, second], 1)) == [_names([first])[0]]
-
-
-def test_a_crowded_node_gives_up_its_pod_first_and_cost_protects() -> None:
-    crowded = [pod(f"c{i}", node="busy", ready=True, ready_at=T0 - 100) for i in range(2)]
-    alone = pod("alone", node="quiet", ready=True, ready_at=T0 - 100)
-    assert _names(podutil.to_delete([alone, *crowded], 1)) == ["c0"]
-    precious = pod("precious", node="n1")
-    precious["metadata"]["annotations"] = {podutil.DELETION_COST: "100"}
-    cheap = pod("cheap", node="n1")
-    assert _names(podutil.to_delete([precious, cheap], 1)) == ["cheap"]
-    assert podutil.to_delete([cheap], 0) == []
+async def test_an_adoption_is_not_sent_again_before_the_pod_informer_shows_it() -> None:
+    f = Fixture()
+    rs = replicaset(replicas=1)
+    f.seed(kinds.REPLICASET, rs)
+    f.seed(kinds.POD, pod("orphan", node="n1", ready=True, labels={"app": "front"}))
+    c = make(f)
+    actions = await f.run(c, f"{NS}/front")
+    assert [(a.verb, a.name) for a in actions] == [("patch", "orphan"),
+                                                  ("update_status", "front")]
+    f.informers.informer(kinds.REPLICASET).resource_version = "99999"  # its status seen
+    # The pod cache still shows the orphan as it was: adopting it again would carry a
+    # stale resourceVersion (a Conflict, and a failed reconcile).
+    assert await f.run(c, f"{NS}/front") == []
+    f.seed(kinds.POD, pod("orphan", rs, node="n1", ready=True, rv=1000))
+    f.informers.informer(kinds.POD).resource_version = "99999"
+    # Shown: it decides again (its status was not seeded back), with nothing to claim.
+    assert [a.verb for a in await f.run(c, f"{NS}/front")] == ["update_status"]
