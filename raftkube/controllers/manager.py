@@ -29,7 +29,7 @@ from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
-from raftkube.controllers import base
+from raftkube.controllers import base, garbagecollector, namespace
 from raftkube.scheduler.loop import Scheduler
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ MakeLoops = Callable[[base.Context], list[Loop]]
 def default_loops(ctx: base.Context) -> list[Loop]:
     """The scheduler and every controller, each registering its informers."""
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
-                      clock=ctx.clock)]
+                      clock=ctx.clock),
+            garbagecollector.GarbageCollector(ctx), namespace.NamespaceController(ctx)]
 
 
 @dataclass
