@@ -29,7 +29,14 @@ from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
-from raftkube.controllers import base, garbagecollector, namespace
+from raftkube.controllers import (
+    base,
+    garbagecollector,
+    namespace,
+    nodelifecycle,
+    podgc,
+    tainteviction,
+)
 from raftkube.scheduler.loop import Scheduler
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,8 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     """The scheduler and every controller, each registering its informers."""
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
+            nodelifecycle.NodeLifecycle(ctx), tainteviction.TaintEviction(ctx),
+            podgc.PodGC(ctx),
             garbagecollector.GarbageCollector(ctx), namespace.NamespaceController(ctx)]
 
 
