@@ -31,6 +31,7 @@ from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
 from raftkube.controllers import (
     base,
+    endpointslice,
     garbagecollector,
     namespace,
     nodelifecycle,
@@ -50,7 +51,7 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
             nodelifecycle.NodeLifecycle(ctx), tainteviction.TaintEviction(ctx),
-            podgc.PodGC(ctx),
+            podgc.PodGC(ctx), endpointslice.EndpointSliceController(ctx),
             garbagecollector.GarbageCollector(ctx), namespace.NamespaceController(ctx)]
 
 
