@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Installs what raftkube needs on a fresh machine, idempotently: a virtualenv in .venv
-# with the package (editable) and its dev tools. Prints the python to use.
+# with the package (editable) and its dev tools, and Debian's fuse3 (the power-cut tests
+# run the masters' data on a FUSE filesystem, chaos/faultfs.py). Prints the python to use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v fusermount3 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq fuse3 >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq fuse3 >/dev/null 2>&1; } \
+      || echo "setup: could not install fuse3; the FaultFS tests will fail" >&2
+  else
+    echo "setup: fuse3 is missing (apt-get install fuse3); the FaultFS tests will fail" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv >&2

@@ -9,6 +9,7 @@ export PATH="$BIN:$PATH"
 
 echo "== ruff"; "$BIN/ruff" check raftkube tests chaos bench
 echo "== mypy (strict on raftkube/)"; "$BIN/mypy"
+echo "== layer contracts (DESIGN.md)"; "$BIN/lint-imports"
 
 tier() {  # tier NAME PYTEST-ARGS...: run one tier; "no tests ran" (exit 5) is a failure
   local name=$1; shift

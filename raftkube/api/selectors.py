@@ -45,6 +45,12 @@ class Requirement:
             return not present or value not in self.values
         if self.op == "exists":
             return present
+        if self.op in ("gt", "lt"):  # node selectors only: numeric comparisons
+            try:
+                have, bound = int(str(value)), int(self.values[0])
+            except (ValueError, IndexError):
+                return False
+            return present and (have > bound if self.op == "gt" else have < bound)
         return not present  # "!"
 
     def __str__(self) -> str:
@@ -269,6 +275,31 @@ def _expression(expr: Any, *, where: str) -> Requirement:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise SelectorError(f"{where}.values must be a list of strings")
     return requirement(key=key, op=_EXPRESSION_OPS[operator], values=values)
+
+
+def node_selector_term(term: Any) -> LabelSelector | None:
+    """A node selector term (`matchExpressions` with In, NotIn, Exists, DoesNotExist, Gt,
+    Lt) as a selector; None when it can match no node: Kubernetes' rule for an empty
+    term, and for one that does not parse (validation refuses those on write)."""
+    if not isinstance(term, Mapping):
+        return None
+    expressions = term.get("matchExpressions") or []
+    if not expressions or not isinstance(expressions, list):
+        return None
+    reqs: list[Requirement] = []
+    try:
+        for i, expr in enumerate(expressions):
+            op = expr.get("operator") if isinstance(expr, Mapping) else None
+            if op in ("Gt", "Lt"):
+                values = expr.get("values") or []
+                if not isinstance(expr.get("key"), str) or len(values) != 1:
+                    return None
+                reqs.append(Requirement(expr["key"], op.lower(), (str(values[0]),)))
+            else:
+                reqs.append(_expression(expr, where=f"matchExpressions[{i}]"))
+    except SelectorError:
+        return None
+    return _selector(reqs)
 
 
 # ---- field selectors ------------------------------------------------------------------

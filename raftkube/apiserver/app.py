@@ -28,7 +28,14 @@ from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.apiserver.rest import Rest
 from raftkube.store import state as st
-from raftkube.store.replica import MAX_REQUEST_BYTES, MIN_LEASE_TTL, Replica, Unavailable
+from raftkube.store.replica import (
+    MAX_REQUEST_BYTES,
+    MIN_LEASE_TTL,
+    MembershipError,
+    Replica,
+    Unavailable,
+    member_id,
+)
 
 # grpc code name -> (number, HTTP status), as grpc-gateway maps them.
 GRPC = {
@@ -289,8 +296,49 @@ class EtcdApi:
 
     async def member_list(self, request: web.Request) -> web.Response:
         await read_json(request)
-        members = [{**m, "ID": str(m["ID"])} for m in self.r.members()]
-        return web.json_response({"header": self.header(), "members": members})
+        return web.json_response({"header": self.header(), "members": self.member_json()})
+
+    async def member_add(self, request: web.Request) -> web.Response:
+        """etcd's MemberAdd: `{"peerURLs": ["http://HOST:PORT"]}`, the new member's Raft
+        address. Add a member before starting it with `--initial-cluster-state existing`."""
+        body = ej.obj(await read_json(request))
+        urls = body.get("peerURLs")
+        if not isinstance(urls, list) or len(urls) != 1 or not isinstance(urls[0], str):
+            raise ej.BadRequest("peerURLs", "expected one URL, http://HOST:PORT")
+        addr = peer_address(urls[0])
+        if addr in {m["peerURLs"][0].removeprefix("http://") for m in self.r.members()}:
+            return grpc_error("etcdserver: Peer URLs already exists", "FailedPrecondition")
+        await self.membership(add=True, raft_addr=addr)
+        added = {"ID": str(member_id(addr)), "peerURLs": [f"http://{addr}"]}
+        return web.json_response({"header": self.header(), "member": added,
+                                  "members": self.member_json()})
+
+    async def member_remove(self, request: web.Request) -> web.Response:
+        """etcd's MemberRemove: `{"ID": "..."}`. Remove a member that is stopped (or
+        about to be), from another member; the leader cannot remove itself."""
+        body = ej.obj(await read_json(request))
+        wanted = ej.int64(body, "ID", "", minimum=1, required=True)
+        found = [m for m in self.r.members() if m["ID"] == wanted]
+        if not found:
+            return grpc_error("etcdserver: member not found", "NotFound")
+        addr = found[0]["peerURLs"][0].removeprefix("http://")
+        if addr == self.r.raft_addr:
+            return grpc_error("etcdserver: a member cannot remove itself here; ask another "
+                              "member", "FailedPrecondition")
+        if wanted == self.r.leader_id:
+            return grpc_error("etcdserver: cannot remove the leader; stop it and remove it "
+                              "once another member leads", "FailedPrecondition")
+        await self.membership(add=False, raft_addr=addr)
+        return web.json_response({"header": self.header(), "members": self.member_json()})
+
+    async def membership(self, *, add: bool, raft_addr: str) -> None:
+        try:
+            await self.r.change_member(add=add, raft_addr=raft_addr)
+        except MembershipError as e:
+            raise st.StoreError(str(e), code="FailedPrecondition") from None
+
+    def member_json(self) -> list[dict[str, Any]]:
+        return [{**m, "ID": str(m["ID"])} for m in self.r.members()]
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
         """The whole state at a linearizable point, as msgpack bytes plus a SHA-256."""
@@ -374,10 +422,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    replica = request.app[REPLICA]
-    if replica.ready():
+    reason = request.app[REPLICA].not_ready_reason()
+    if reason is None:
         return web.Response(text="ok\n")
-    return web.Response(status=503, text="not ready: no leader known or log not applied\n")
+    return web.Response(status=503, text=f"not ready: {reason}\n")
+
+
+def peer_address(url: str) -> str:
+    """`http://HOST:PORT` (etcd's peer URL) as the Raft address `HOST:PORT`."""
+    addr = url.removeprefix("http://")
+    host, sep, port = addr.rpartition(":")
+    if (addr == url or not sep or not host or "/" in addr or not port.isdigit()
+            or not 0 < int(port) < 65536):
+        raise ej.BadRequest("peerURLs", f"expected http://HOST:PORT, got {url!r}")
+    return addr
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -425,6 +483,8 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
         ("/v3/maintenance/status", api.status),
         ("/v3/maintenance/snapshot", api.snapshot),
         ("/v3/cluster/member/list", api.member_list),
+        ("/v3/cluster/member/add", api.member_add),
+        ("/v3/cluster/member/remove", api.member_remove),
     ]:
         app.router.add_post(path, handler)
     return app

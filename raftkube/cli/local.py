@@ -2,12 +2,24 @@
 
 The state dir holds everything: `cluster.yaml` (ports chosen on the first run and kept),
 `token` and `secret`, `config.yaml` for clients, `pids/NAME.pid`, `logs/NAME.log` and
-`data/NAME/`. Running `rk up` again starts whichever member is not running, with its
-data; `rk down` stops what `rk up` started.
+`data/NAME/`. Running `rk up` again starts whichever master or agent is not running,
+with its data, and never a second copy of one that is; `rk down` stops what `rk up`
+started. `rk up` reports the cluster up only once every master answers and all agree on
+a leader; a member that exits meanwhile (a data dir it refuses, a port in use) is
+reported with its exit code and the last line of its log.
+
+Agents (`--agents N`) are `n1` ... `nN`, each one node of that name (or, with `--count
+C`, C simulated nodes `nI-1` ... `nI-C`), with pod ranges 10.244.K.0/24 numbered from 1
+across all nodes. Each node has its own token: `node-tokens` holds every node's
+`token,node-name` line and is every master's `--node-token-file`; `tokens/nI` holds
+agent nI's lines only. Masters read that file when they start, so the set of nodes is
+fixed while they run: an `rk up` that needs new nodes while a master runs is refused
+(`rk down` first; data and existing tokens are kept).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -18,6 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -91,29 +104,122 @@ def master_argv(m: dict[str, Any], layout: dict[str, Any], state_dir: str,
     for other in layout["masters"]:
         if other["name"] != m["name"]:
             argv += ["--peer", other["raft"]]
+    node_tokens = os.path.join(state_dir, NODE_TOKENS)
+    if os.path.exists(node_tokens):
+        argv += ["--node-token-file", node_tokens]
     return argv + extra
 
 
+NODE_TOKENS = "node-tokens"
+FIRST_POD_RANGE = "10.244.0.0/24"  # node K (from 1) gets the K-th /24 after this one
+
+
+def agent_nodes(name: str, count: int) -> list[str]:
+    return [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+
+
+def read_node_tokens(state_dir: str) -> dict[str, str]:
+    """node name -> token, from the state dir's node-tokens file."""
+    out: dict[str, str] = {}
+    try:
+        with open(os.path.join(state_dir, NODE_TOKENS)) as f:
+            for line in f.read().splitlines():
+                token, sep, node = line.strip().partition(",")
+                if sep:
+                    out[node] = token
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def ensure_node_tokens(state_dir: str, nodes: list[str], *, masters_running: bool) -> None:
+    """A token for each of `nodes` in node-tokens, made once and kept."""
+    tokens = read_node_tokens(state_dir)
+    missing = [n for n in nodes if n not in tokens]
+    if not missing:
+        return
+    if masters_running:
+        raise ClientError(
+            f"nodes {', '.join(missing[:5])} need tokens, and the masters read node tokens "
+            "only when they start: run `rk down`, then `rk up` with these flags again "
+            "(the data and the existing tokens are kept)")
+    for n in missing:
+        tokens[n] = secrets.token_urlsafe(24)
+    _write(os.path.join(state_dir, NODE_TOKENS),
+           "".join(f"{t},{n}\n" for n, t in tokens.items()), 0o600)
+
+
+def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
+               servers: list[str]) -> list[str]:
+    """`rk agent` for agent `name`, the `index`-th (from 1)."""
+    count = int(spec.get("count", 1))
+    first = ipaddress.ip_network(FIRST_POD_RANGE)
+    start = first.network_address + ((index - 1) * count + 1) * first.num_addresses
+    argv = [sys.executable, "-m", "raftkube.cli", "agent", "--name", name,
+            "--token-file", os.path.join(state_dir, "tokens", name),
+            "--runtime", spec.get("runtime", "simulated"),
+            "--pod-cidr", f"{start}/{first.prefixlen}"]
+    for server in servers:
+        argv += ["--server", server]
+    if count > 1:
+        argv += ["--count", str(count)]
+    return argv + list(spec.get("args", []))
+
+
+def start_agent(state_dir: str, name: str, index: int, spec: dict[str, Any],
+                servers: list[str]) -> int:
+    tokens = read_node_tokens(state_dir)
+    os.makedirs(os.path.join(state_dir, "tokens"), exist_ok=True)
+    _write(os.path.join(state_dir, "tokens", name),
+           "".join(f"{tokens[n]},{n}\n" for n in agent_nodes(name, int(spec.get("count", 1)))),
+           0o600)
+    return _spawn(state_dir, name, agent_argv(state_dir, name, index, spec, servers))
+
+
 # Members started by this process. `rk up` exits right after starting them, but a
-# long-lived caller (a test harness) keeps them here so that they are reaped when they die.
+# long-lived caller (a test harness) keeps them here so that they are reaped when they die;
+# the exit codes of reaped ones are kept by pid.
 _children: list[subprocess.Popen[bytes]] = []
+_exit_codes: dict[int, int] = {}
 
 
 def reap() -> None:
     for proc in list(_children):
-        if proc.poll() is not None:
+        code = proc.poll()
+        if code is not None:
             _children.remove(proc)
+            _exit_codes[proc.pid] = code
+
+
+def exit_code(pid: int) -> int | None:
+    """The exit code of a member this process started and that has exited, else None
+    (a negative code is the signal that killed it, as subprocess reports)."""
+    reap()
+    return _exit_codes.get(pid)
+
+
+def last_log_line(state_dir: str, name: str) -> str:
+    try:
+        with open(os.path.join(state_dir, "logs", f"{name}.log"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
 
 
 def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> int:
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
+    return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []))
+
+
+def _spawn(state_dir: str, name: str, argv: list[str]) -> int:
     for d in ("pids", "logs", "data"):
         os.makedirs(os.path.join(state_dir, d), exist_ok=True)
     log = open(os.path.join(state_dir, "logs", f"{name}.log"), "ab")
-    proc = subprocess.Popen(
-        master_argv(m, layout, state_dir, extra or []), stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     _children.append(proc)
     _write(os.path.join(state_dir, "pids", f"{name}.pid"), f"{proc.pid}\n")
@@ -121,19 +227,29 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> i
 
 
 def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
-       master_args: list[str] | None = None) -> list[str]:
+       master_args: list[str] | None = None, runtime: str = "simulated", count: int = 1,
+       agent_args: list[str] | None = None) -> list[str]:
+    """Start whichever of the masters and of agents n1..n`agents` is not running; wait
+    for a leader, and for every agent's nodes to be Ready."""
     if masters not in (1, 3, 5):
         raise ClientError("--masters: must be 1, 3 or 5")
-    if agents:
-        raise ClientError("--agents: node agents are not implemented yet; use --agents 0")
+    if agents < 0 or count < 1:
+        raise ClientError("--agents must be 0 or more and --count 1 or more")
     state_dir = os.path.abspath(state_dir)
     layout = load_layout(state_dir, masters)
     if master_args is not None:
         layout["master_args"] = master_args
         _write(os.path.join(state_dir, "cluster.yaml"), yaml.safe_dump(layout))
+    spec = {"runtime": runtime, "count": count, "args": list(agent_args or [])}
+    names = [f"n{i}" for i in range(1, agents + 1)]
+    pids = os.path.join(state_dir, "pids")
+    masters_running = any(pid_alive(os.path.join(pids, f"{m['name']}.pid")) is not None
+                          for m in layout["masters"])
+    nodes = [n for name in names for n in agent_nodes(name, count)]
+    ensure_node_tokens(state_dir, nodes, masters_running=masters_running)
     started = []
     for m in layout["masters"]:
-        if pid_alive(os.path.join(state_dir, "pids", f"{m['name']}.pid")) is None:
+        if pid_alive(os.path.join(pids, f"{m['name']}.pid")) is None:
             start_member(state_dir, m["name"])
             started.append(m["name"])
     with open(os.path.join(state_dir, "token")) as f:
@@ -141,8 +257,84 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
     servers = [f"http://{m['api']}" for m in layout["masters"]]
     _write(os.path.join(state_dir, "config.yaml"),
            yaml.safe_dump({"servers": servers, "token": token}), 0o600)
-    wait_for_leader(servers, token, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    names_m = [m["name"] for m in layout["masters"]]
+    wait_for_leader(servers, token, timeout=timeout,
+                    check_members=lambda: dead_members(state_dir, names_m))
+    for index, name in enumerate(names, 1):
+        if pid_alive(os.path.join(pids, f"{name}.pid")) is None:
+            start_agent(state_dir, name, index, spec, servers)
+            started.append(name)
+    if nodes:
+        wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()))
     return started
+
+
+def ready_nodes(server: str, token: str) -> set[str] | None:
+    req = urllib.request.Request(server + "/api/v1/nodes",
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            items = json.loads(resp.read()).get("items") or []
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return {n["metadata"]["name"] for n in items
+            if any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in (n.get("status") or {}).get("conditions") or [])}
+
+
+def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
+                   timeout: float) -> None:
+    """Wait until every one of `nodes` is registered and Ready."""
+    deadline = time.monotonic() + timeout
+    missing = set(nodes)
+    while time.monotonic() < deadline:
+        for server in servers:
+            ready = ready_nodes(server, token)
+            if ready is not None:
+                missing = set(nodes) - ready
+                break
+        if not missing:
+            return
+        time.sleep(0.2)
+    raise ClientError(f"nodes {', '.join(sorted(missing)[:5])} were not Ready within "
+                      f"{timeout:.0f}s; see the logs/ directory")
+
+
+def dead_members(state_dir: str, names: list[str]) -> str | None:
+    """None while every member runs; else each dead member's exit and last log line."""
+    if not _dead(state_dir, names):
+        return None
+    time.sleep(0.5)  # members refused at start usually go together: report them all
+    lines = []
+    for name in _dead(state_dir, names):
+        pid = _pid_in_file(os.path.join(state_dir, "pids", f"{name}.pid"))
+        code = exit_code(pid) if pid else None
+        how = f"exited with code {code}" if code is not None else "is not running"
+        lines.append(f"{name} {how}; its log ends: {last_log_line(state_dir, name)}")
+    return "; ".join(lines)
+
+
+def _dead(state_dir: str, names: list[str]) -> list[str]:
+    reap()
+    ours = {p.pid for p in _children}
+    dead = []
+    for name in names:
+        pid_file = os.path.join(state_dir, "pids", f"{name}.pid")
+        pid = _pid_in_file(pid_file)
+        if pid in ours:
+            continue  # a child of ours that has not exited (it may not have exec'd yet)
+        if pid is None or pid in _exit_codes or pid_alive(pid_file) is None:
+            dead.append(name)
+    return dead
+
+
+def _pid_in_file(pid_file: str) -> int | None:
+    try:
+        with open(pid_file) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def status_of(server: str, token: str) -> dict[str, Any] | None:
@@ -156,10 +348,15 @@ def status_of(server: str, token: str) -> dict[str, Any] | None:
         return None
 
 
-def wait_for_leader(servers: list[str], token: str, *, timeout: float) -> str:
-    """Wait until every member answers and all agree on one leader; return its ID."""
+def wait_for_leader(servers: list[str], token: str, *, timeout: float,
+                    check_members: Callable[[], str | None] | None = None) -> str:
+    """Wait until every member answers and all agree on one leader; return its ID.
+    `check_members` says what is wrong when a member has died; waiting then stops."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        problem = check_members() if check_members is not None else None
+        if problem is not None:
+            raise ClientError(f"the cluster is not up: {problem}")
         leaders = [s.get("leader") for s in (status_of(u, token) for u in servers) if s]
         agreed = [x for x in leaders if x and x != "0"]
         if len(agreed) == len(servers) and len(set(agreed)) == 1:
@@ -188,6 +385,9 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
             time.sleep(0.05)
         if _running(pid):
             os.killpg(pid, signal.SIGKILL)
+            killed = time.monotonic() + 10
+            while _running(pid) and time.monotonic() < killed:  # until it has exited
+                time.sleep(0.02)
         stopped.append(name)
     for name in os.listdir(pids_dir):
         os.unlink(os.path.join(pids_dir, name))

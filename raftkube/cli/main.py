@@ -123,6 +123,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            large_cluster_size_threshold: int) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
+    from raftkube.store.journal import DataDirError
     from raftkube.store.replica import Timing
 
     try:
@@ -142,12 +143,77 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
             secondary_eviction_rate=secondary_node_eviction_rate,
             unhealthy_zone_threshold=unhealthy_zone_threshold,
             large_cluster_size=large_cluster_size_threshold)
-        m.run(loop_options=loop_options, name=name, api=api, raft_addr=raft_addr, peers=list(peers),
-              node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
-              data_dir=data_dir, token=token, secret=secret, timing=timing,
-              history_revisions=history_revisions, force_new_cluster=force_new_cluster,
-              log_compaction_entries=log_compaction_entries,
-              join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
+        code = m.run(loop_options=loop_options,
+                     name=name, api=api, raft_addr=raft_addr, peers=list(peers),
+                     node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
+                     data_dir=data_dir, token=token, secret=secret, timing=timing,
+                     history_revisions=history_revisions,
+                     force_new_cluster=force_new_cluster,
+                     log_compaction_entries=log_compaction_entries,
+                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
+    except ValueError as e:
+        fail(str(e))
+    except DataDirError as e:
+        # One line, no traceback: the file, what is wrong with it, how to recover.
+        click.echo(f"error: member {name} refuses to start: {e}", err=True)
+        sys.exit(m.EXIT_DATA_DIR)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--name", required=True, help="Node name (with --count, the names' stem).")
+@click.option("--server", "servers", required=True, multiple=True, metavar="URL",
+              help="A master's API URL; repeat for each.")
+@click.option("--token-file", required=True, type=click.Path(dir_okay=False),
+              help="The node token, or `token,node-name` lines (one per node).")
+@click.option("--address", default="127.0.0.1", show_default=True,
+              help="The node's address (its InternalIP and its pods' hostIP).")
+@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+              show_default=True, help="What runs the containers.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Simulated nodes in this process: NAME-1 ... NAME-N.")
+@click.option("--cpu", default="4", show_default=True, help="The node's cpu capacity.")
+@click.option("--memory", default="8Gi", show_default=True, help="The node's memory.")
+@click.option("--max-pods", default=110, show_default=True, type=int)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label for the Node; repeat for each.")
+@click.option("--pod-cidr", default="10.244.0.0/24", show_default=True,
+              help="The node's pod address range (with --count, the first of N).")
+@click.option("--lease-interval", default=2.0, show_default=True, type=float,
+              help="Seconds between renewals of the node's Lease.")
+@click.option("--node-status-update-frequency", default=10.0, show_default=True, type=float,
+              help="Seconds between checks of the Node's status.")
+@click.option("--crash-backoff-base", default=10.0, show_default=True, type=float,
+              help="The first crash-loop back-off in seconds (doubles up to 5 min).")
+def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
+          count: int, cpu: str, memory: str, max_pods: int, labels: tuple[str, ...],
+          pod_cidr: str, lease_interval: float, node_status_update_frequency: float,
+          crash_backoff_base: float) -> None:
+    """Run a node agent: register the node, heartbeat, run the pods bound to it."""
+    import ipaddress
+
+    from raftkube.agent import agent as ag
+    from raftkube.cli import agent as a
+
+    try:
+        capacity = a.check_capacity(cpu, memory, max_pods)
+        ipaddress.ip_address(address)
+        ipaddress.ip_network(pod_cidr, strict=False)
+        label_map = {}
+        for text in labels:
+            key, sep, value = text.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--label: expected KEY=VALUE, got {text!r}")
+            label_map[key] = value
+        if lease_interval <= 0 or node_status_update_frequency <= 0 or \
+                crash_backoff_base <= 0:
+            raise ValueError("intervals and back-offs must be more than zero")
+        options = ag.AgentOptions(
+            servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
+            capacity=capacity, labels=label_map, lease_interval=lease_interval,
+            status_interval=node_status_update_frequency,
+            crash_backoff_base=crash_backoff_base)
+        a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
     except ValueError as e:
         fail(str(e))
 
@@ -158,11 +224,19 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
               help="Extra argument for every `rk master` (kept for later `rk up` runs).")
-def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...]) -> None:
+@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+              show_default=True, help="The agents' container runtime.")
+@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Simulated nodes per agent (nI-1 ... nI-C).")
+@click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
+              help="Extra argument for every `rk agent` this run starts.")
+def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...],
+       runtime: str, count: int, agent_args: tuple[str, ...]) -> None:
     """Start a local HA cluster (or the members of it that are not running)."""
     try:
         started = local.up(state_dir=state_dir, masters=masters, agents=agents,
-                           master_args=list(master_args) or None)
+                           master_args=list(master_args) or None, runtime=runtime,
+                           count=count, agent_args=list(agent_args))
     except errors.ClientError as e:
         fail(str(e))
     for name in started:
@@ -270,6 +344,55 @@ def members() -> None:
     click.echo(f"{'NAME':6} {'API':24} {'RAFT':26} ROLE")
     for name, url, peer, role in rows:
         click.echo(f"{name:6} {url:24} {peer:26} {role}")
+
+
+@main.group()
+def member() -> None:
+    """Change the cluster's membership (etcdctl member add/remove): to replace a member
+    whose data dir is refused, remove it, wipe its data dir, add it back, and start it
+    with --initial-cluster-state existing."""
+
+
+@member.command("remove")
+@click.argument("member_ref", metavar="NAME|ID")
+def member_remove(member_ref: str) -> None:
+    """Remove a stopped member from the cluster (asked of another member)."""
+
+    async def remove(store: etcd.EtcdClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        ms = await store.members()
+        found = [m for m in ms if member_ref in (m.get("name"), str(m["ID"]))]
+        if not found:
+            raise errors.ClientError(f"no member named or numbered {member_ref!r}; members: "
+                                     + ", ".join(f"{m.get('name') or '?'} ({m['ID']})"
+                                                 for m in ms))
+        target = found[0]
+        own = set(target.get("clientURLs") or [])
+        others = [s for s in store.transport.servers if s not in own]
+        if not others:
+            raise errors.ClientError("no other member to ask: a member cannot remove itself")
+        # Asked of another member: the one removed may be the one that answers first.
+        async with transport.Transport(others, store.transport.token,
+                                       wait=store.transport.wait) as tp:
+            resp = await etcd.EtcdClient(tp).call("/v3/cluster/member/remove",
+                                                  {"ID": str(target["ID"])})
+        return target, resp
+
+    target, resp = with_store(remove)
+    left = ", ".join(m.get("name") or m["peerURLs"][0] for m in resp.get("members", []))
+    click.echo(f"removed member {target.get('name') or target['ID']} ({target['ID']}); "
+               f"members now: {left}")
+
+
+@member.command("add")
+@click.option("--raft", "raft_addr", required=True, metavar="HOST:PORT",
+              help="The new member's Raft address (its --raft flag).")
+def member_add(raft_addr: str) -> None:
+    """Add a member; then start it with an empty data dir and
+    --initial-cluster-state existing."""
+    resp = with_store(lambda store: store.call("/v3/cluster/member/add",
+                                               {"peerURLs": [f"http://{raft_addr}"]}))
+    click.echo(f"added member {resp['member']['ID']} ({raft_addr}); start it with an empty "
+               "data dir and --initial-cluster-state existing")
 
 
 kubectl.register(main)

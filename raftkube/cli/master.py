@@ -1,4 +1,13 @@
-"""`rk master`: one store replica plus its API server, until SIGTERM or SIGINT."""
+"""`rk master`: one store replica plus its API server, until SIGTERM or SIGINT, or until
+its replica fails.
+
+Exit codes: 0 after SIGTERM or SIGINT; 1 for a bad option (`rk`'s usual error);
+`EXIT_DATA_DIR` when the data dir is refused at start (a file failed its check: the
+message names it, the offset where that applies, and the way to recover);
+`EXIT_DISK_FAILED` when a journal or meta write failed while running (a full disk);
+`EXIT_TICK_FAILED` when the Raft tick kept failing. A failed member answers every request
+with a 503 that says why for `FAILED_GRACE` seconds, then exits.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,11 @@ from raftkube.store import recovery
 from raftkube.store.replica import Replica, Timing
 
 log = logging.getLogger("raftkube.master")
+
+EXIT_DATA_DIR = 3
+EXIT_DISK_FAILED = 4
+EXIT_TICK_FAILED = 5
+FAILED_GRACE = 1.0  # seconds a failed member keeps answering with why, before it exits
 
 
 def split_hostport(value: str, what: str) -> tuple[str, int]:
@@ -105,7 +119,8 @@ async def serve(
     log_compaction_entries: int = 20_000,
     sync: bool = True,
     loop_options: controllers.Options | None = None,
-) -> None:
+) -> int:
+    """Serve until stopped; return the process's exit code."""
     api_host, api_port = split_hostport(api, "--api")
     split_hostport(raft_addr, "--raft")
     for p in peers:
@@ -138,17 +153,30 @@ async def serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("master %s stopping", name)
-    loops.cancel()
-    await asyncio.gather(loops, return_exceptions=True)
+    stopped = asyncio.ensure_future(stop.wait())
+    failed = asyncio.ensure_future(replica.wait_failed())
+    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if failed.done():
+        failure = failed.result()
+        code = EXIT_DISK_FAILED if failure.kind == "disk" else EXIT_TICK_FAILED
+        # The replica logged why (CRITICAL); clients get a 503 saying so meanwhile.
+        await asyncio.wait([stopped], timeout=FAILED_GRACE)
+        log.info("master %s exiting with code %d", name, code)
+    else:
+        log.info("master %s stopping", name)
+    for task in (stopped, failed, loops):
+        task.cancel()
+    await asyncio.gather(stopped, failed, loops, return_exceptions=True)
     await runner.cleanup()
     await replica.stop()
+    return code
 
 
-def run(**kwargs: object) -> None:
+def run(**kwargs: object) -> int:
     logging.basicConfig(
         level=os.environ.get("RK_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(**kwargs))  # type: ignore[arg-type]
+    code: int = asyncio.run(serve(**kwargs))  # type: ignore[arg-type]
+    return code

@@ -36,6 +36,12 @@ class EventRecorder:
         self._queue: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue(backlog)
         self.sent = 0
         self.dropped = 0
+        self._last = 0
+
+    def _stamp(self) -> int:
+        """The clock in nanoseconds, made unique: two events are never named alike."""
+        self._last = max(int(self.clock() * 1e9), self._last + 1)
+        return self._last
 
     def event(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
@@ -43,7 +49,10 @@ class EventRecorder:
         now = rfc3339(self.clock())
         body = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'x')}.", "namespace": namespace},
+            # Named as Kubernetes names events, `{object}.{time in ns, hex}` (a
+            # generateName ending in "." is not a valid name prefix).
+            "metadata": {"name": f"{meta.get('name', 'x')}.{self._stamp():x}",
+                         "namespace": namespace},
             "involvedObject": {"apiVersion": obj.get("apiVersion", ""),
                                "kind": obj.get("kind", ""), "name": meta.get("name", ""),
                                "namespace": meta.get("namespace", ""),

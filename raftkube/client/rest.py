@@ -77,18 +77,28 @@ def _status_of(answer: tp.Answer) -> ApiError:
 
 
 class RestClient:
+    """`token`, when given, is this client's own bearer token on a shared transport
+    (each hollow node of an agent speaks as itself); else the transport's is used."""
+
     def __init__(self, transport: tp.Transport, *, term: int | None = None,
-                 field_validation: str = "Strict", timeout: float | None = None) -> None:
+                 field_validation: str = "Strict", timeout: float | None = None,
+                 token: str | None = None) -> None:
         self.transport = transport
         self.term = term
         self.field_validation = field_validation  # what create, update and patch ask for
         self.timeout = timeout
+        self.token = token
         self.warnings: list[str] = []  # from the answers' Warning headers, oldest first
 
     def with_term(self, term: int) -> RestClient:
         """The same client for a leader-only loop elected in `term`."""
         return RestClient(self.transport, term=term, field_validation=self.field_validation,
-                          timeout=self.timeout)
+                          timeout=self.timeout, token=self.token)
+
+    def _auth(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     async def request(self, method: str, path: str, *, body: Any = None,
                       query: dict[str, str] | None = None,
@@ -102,7 +112,8 @@ class RestClient:
         if self.term is not None and method not in tp.IDEMPOTENT:
             headers[tp.TERM_HEADER] = str(self.term)
         answer = await self.transport.request(method, path, query=query, body=data,
-                                              headers=headers, timeout=self.timeout,
+                                              headers=self._auth(headers),
+                                              timeout=self.timeout,
                                               ours=is_status)
         self.warnings += answer.warnings
         if answer.status >= 400:
@@ -241,6 +252,7 @@ class RestClient:
         try:
             async with self.transport.stream("GET", path_of(kind, namespace), query=query,
                                              read_timeout=read_timeout,
+                                             headers=self._auth({}) or None,
                                              ours=is_status) as stream:
                 async for line in stream.lines():
                     try:

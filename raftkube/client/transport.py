@@ -129,7 +129,12 @@ def is_json(answer: Answer) -> bool:
 
 
 class Transport:
-    """Requests to the first server that answers; one per process (or per client)."""
+    """Requests to the first server that answers; one per process (or per client).
+
+    Every request carries `token`, unless its headers bring their own `Authorization`:
+    the hollow nodes of one agent process share one transport (one connection pool, one
+    view of which master answers) and each speaks with its own node token.
+    """
 
     def __init__(self, servers: list[str], token: str, *, timeout: float = 15.0,
                  wait: float = 10.0, connect_timeout: float = 2.0) -> None:
@@ -192,15 +197,15 @@ class Transport:
     @asynccontextmanager
     async def stream(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
                      body: bytes | None = None, read_timeout: float = 30.0,
-                     wait: float | None = None,
+                     wait: float | None = None, headers: Mapping[str, str] | None = None,
                      ours: Callable[[Answer], bool] = is_json) -> AsyncIterator[Stream]:
         """A streaming request (a watch), idempotent: opened on the first server that
         answers 200; any other final answer raises `ErrorAnswer`."""
         opened: list[aiohttp.ClientResponse] = []
 
         async def attempt(server: str) -> None:
-            opened.append(await self._open(server, method, path, query, body, read_timeout,
-                                           ours))
+            opened.append(await self._open(server, method, path, query, body, headers,
+                                           read_timeout, ours))
 
         await self._rounds(attempt, method, path, wait)
         response = opened[0]
@@ -276,13 +281,13 @@ class Transport:
 
     async def _open(self, server: str, method: str, path: str,
                     query: Mapping[str, str] | None, body: bytes | None,
-                    read_timeout: float, ours: Callable[[Answer], bool]
-                    ) -> aiohttp.ClientResponse:
+                    headers: Mapping[str, str] | None, read_timeout: float,
+                    ours: Callable[[Answer], bool]) -> aiohttp.ClientResponse:
         limits = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                        sock_read=read_timeout)
         try:
             resp = await self._http().request(method, self._url(server, path, query),
-                                              data=body, timeout=limits)
+                                              data=body, headers=headers, timeout=limits)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _TryNext(f"cannot open a stream ({_reason(e)})") from None
         if resp.status == 200:

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftkube.api import kinds
 from raftkube.client import events, rest, workqueue
 from raftkube.client import informer as inf
+from raftkube.client.errors import ApiError
 
 Obj = dict[str, Any]
 
@@ -64,6 +66,8 @@ class Options:
     large_cluster_size: int = 50  # a smaller disrupted zone stops evicting altogether
     resync: float = 30.0  # every object is reconciled again this often
     workers: int = 4
+    job_backoff: float = 10.0  # a Job waits this long after its first failed pod, doubling
+    job_backoff_cap: float = 360.0  # ... up to six minutes
 
 
 @dataclass
@@ -101,3 +105,17 @@ class Controller:
     async def run(self) -> None:
         await workqueue.run_workers(self.queue, self.reconcile,
                                     workers=self.ctx.options.workers)
+
+
+async def write_status(ctx: Context, kind: kinds.Kind, obj: Obj, status: Obj) -> bool:
+    """Write `status` over `obj` as read (its resourceVersion is the precondition);
+    whether it was written. A Conflict or NotFound writes nothing and raises nothing:
+    the newer object, or its deletion, is on its way to the cache and to a reconcile."""
+    updated = {**obj, "status": status}
+    try:
+        await ctx.client.update_status(kind, updated)
+    except ApiError as e:
+        if e.code in (404, 409):
+            return False
+        raise
+    return True

@@ -31,8 +31,10 @@ from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
 from raftkube.controllers import (
     base,
+    daemonset,
     endpointslice,
     garbagecollector,
+    job,
     namespace,
     nodelifecycle,
     podgc,
@@ -50,6 +52,7 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     """The scheduler and every controller, each registering its informers."""
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
+            daemonset.DaemonSetController(ctx), job.JobController(ctx),
             nodelifecycle.NodeLifecycle(ctx), tainteviction.TaintEviction(ctx),
             podgc.PodGC(ctx), endpointslice.EndpointSliceController(ctx),
             garbagecollector.GarbageCollector(ctx), namespace.NamespaceController(ctx)]

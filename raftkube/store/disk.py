@@ -1,21 +1,30 @@
-"""What a member keeps on disk: the Raft journal (made durable), the dump, fsync helpers.
+"""What a member keeps on disk besides the journal: the checksummed dump (the state as
+of a log index), its snapshot writer, and readers for recovery tools.
 
-Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py` are the only modules that
-import pysyncobj). pysyncobj never syncs: `DurableJournal` records that entries were
-appended, and the journal is flushed before a follower acknowledges entries to the
-leader and, on the leader, before the tick that counts its own copy toward a commit. One
-flush covers every entry appended since the last one (group commit).
+Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py`, `journal.py` are the only
+modules that import pysyncobj). The journal and its meta are in `journal.py`.
+
+`dump` is a 48-byte header (magic, payload length, SHA-256 of the payload) and then the
+payload, msgpack `{"state": blob, "raft": raft entries}`. `read_dump_file` checks all of
+it: pysyncobj swallows a dump that fails to load with a warning and runs with an empty
+state, which a member then served as true (issue 6, item 7). A dump that fails its check
+refuses start (`CorruptData`) instead: the dump covers entries this member acknowledged
+and no longer has in its journal, so it must not rejoin as the same member without them.
 
 Snapshots are msgpack through pysyncobj's serializer hooks, written by a forked child
 (the tick never waits for them), fsynced before the rename; the directory is fsynced
-before the journal is truncated behind them.
+before the journal is cut behind them. A snapshot received from the leader is written by
+`SnapshotReceiver`: pysyncobj's own receiver logs a failed write (a full disk) with a
+traceback for every chunk the leader resends, for ever; ours fails the replica.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import threading
+import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,80 +32,19 @@ import msgpack
 import pysyncobj.pickle
 from pysyncobj.config import SERIALIZER_STATE
 
+from raftkube.store import journal as jr
+
 log = logging.getLogger(__name__)
 
 NO_OP = b"\x01"  # pysyncobj's _COMMAND_TYPE.NO_OP
-
-
-class DurableJournal:
-    """Delegates to pysyncobj's FileJournal and knows whether it has unsynced appends."""
-
-    def __init__(self, inner: Any, data_dir: str, *, sync: bool = True) -> None:
-        self._inner = inner
-        self._data_dir = data_dir
-        self._sync = sync
-        self._dirty = False
-        self._lock = threading.Lock()
-        self.flushes = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-    def __getitem__(self, item: Any) -> Any:
-        return self._inner[item]
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        self._inner.add(command, idx, term)
-        self._dirty = True
-
-    def clear(self) -> None:
-        self._inner.clear()
-        self._dirty = True
-
-    def deleteEntriesFrom(self, entry_from: int) -> None:  # noqa: N802 - pysyncobj's name
-        self._inner.deleteEntriesFrom(entry_from)
-        self._dirty = True
-
-    def deleteEntriesTo(self, entry_to: int) -> None:  # noqa: N802 - pysyncobj's name
-        # Called once a new dump has replaced the old one: make that rename durable
-        # before the entries it covers disappear from the journal.
-        fsync_dir(self._data_dir)
-        self._inner.deleteEntriesTo(entry_to)
-        self._dirty = True
-        self.flush_if_dirty()
-
-    def setCurrentTerm(self, term: int, voted_for: Any) -> None:  # noqa: N802
-        self._inner.setCurrentTerm(term, voted_for)
-        path = self._inner._FileJournal__metaStorer.getPath()
-        fsync_file(path)
-        fsync_dir(self._data_dir)
-
-    def flush_if_dirty(self) -> None:
-        with self._lock:
-            if self._dirty and self._sync:
-                self._dirty = False
-                # fdatasync writes back the pages the mmap dirtied, like msync, but releases
-                # the GIL (mmap.flush holds it), so the API keeps serving meanwhile. The
-                # file object changes when pysyncobj grows the file: look it up each time.
-                f = self._inner._FileJournal__journalFile._ResizableFile__f
-                os.fdatasync(f.fileno())
-                self.flushes += 1
-
-
-def fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+DUMP = "dump"
+_DUMP_MAGIC = b"RKDUMP\x00\x01"
+_DUMP_HEADER = struct.Struct("<8sQ32s")  # magic, payload length, SHA-256 of the payload
+RETRY_FAILED_DUMP = 5.0  # seconds before a snapshot that failed is tried again
 
 
 def fsync_dir(path: str) -> None:
-    fsync_file(path)
-
+    jr.fsync_path(path)
 
 
 class SnapshotWriter:
@@ -110,22 +58,35 @@ class SnapshotWriter:
     renames its own file into place when, and only when, it is complete and synced.)
     """
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, *, sync: bool = True) -> None:
         self.data_dir = data_dir
+        self.sync = sync
         self.pid = 0
+        # After a failed dump (a full disk), the next one waits: pysyncobj would start
+        # one every tick, each a fork that fails again.
+        self._failed_at = -RETRY_FAILED_DUMP
+        self._skipped = False
 
     def start(self, make_blob: Callable[[], bytes], raft_data: list[Any]) -> None:
+        if time.monotonic() - self._failed_at < RETRY_FAILED_DUMP:
+            self._skipped = True
+            return
         pid = os.fork()
         if pid == 0:  # the child: no locks, no logging, no return
             code = 1
             try:
-                replace_dump_file(self.data_dir, make_blob(), raft_data)
+                replace_dump_file(self.data_dir, make_blob(), raft_data, sync=self.sync)
                 code = 0
             finally:
                 os._exit(code)
         self.pid = pid
 
     def check(self) -> int:
+        if self._skipped:
+            if time.monotonic() - self._failed_at < RETRY_FAILED_DUMP:
+                return int(SERIALIZER_STATE.SERIALIZING)
+            self._skipped = False
+            return int(SERIALIZER_STATE.FAILED)  # pysyncobj starts the next one now
         if not self.pid:
             return int(SERIALIZER_STATE.NOT_SERIALIZING)
         try:
@@ -137,32 +98,126 @@ class SnapshotWriter:
             return int(SERIALIZER_STATE.SERIALIZING)
         self.pid = 0
         if status != 0:
-            log.error("writing a snapshot failed (exit status %d); the journal is kept", status)
+            log.error("writing a snapshot failed (exit status %d); the journal is kept, "
+                      "and the next try is in %.0f s", status, RETRY_FAILED_DUMP)
+            self._failed_at = time.monotonic()
             return int(SERIALIZER_STATE.FAILED)
         return int(SERIALIZER_STATE.SUCCESS)
 
 
-def write_dump_file(path: str, state_blob: bytes, raft_data: list[Any]) -> None:
-    blob = msgpack.packb({"state": state_blob, "raft": raft_data}, use_bin_type=True)
-    with open(path, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
+class SnapshotReceiver:
+    """Writes the chunks of a snapshot sent by the leader to `dump.1.tmp`, and renames it
+    over the dump when the last one is in (replacing the bound method of pysyncobj's
+    `Serializer.setTransmissionData`, whose contract it keeps: True once complete).
+    A write that fails raises `DiskWriteError`, which fails the replica."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, DUMP)
+        self.tmp = self.path + ".1.tmp"
+        self._fd = -1
+
+    def __call__(self, data: Any) -> bool:
+        if data is None:
+            return False
+        chunk, first, last = data
+        try:
+            if first:
+                self._close()
+                self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                                   | os.O_CLOEXEC, 0o600)
+            elif self._fd < 0:
+                return False  # a transmission we did not see start: wait for the next
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view):]
+            if not last:
+                return False
+            self._close()
+            os.replace(self.tmp, self.path)
+            return True  # synced by the deserializer before the journal is cut
+        except OSError as e:
+            self._close()
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            raise jr.DiskWriteError(self.tmp, "write the snapshot sent by the leader",
+                                    e) from None
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
-def replace_dump_file(data_dir: str, state_blob: bytes, raft_data: list[Any]) -> None:
+def encode_dump(state_blob: bytes, raft_data: list[Any]) -> bytes:
+    payload: bytes = msgpack.packb({"state": state_blob, "raft": raft_data}, use_bin_type=True)
+    return _DUMP_HEADER.pack(_DUMP_MAGIC, len(payload),
+                             hashlib.sha256(payload).digest()) + payload
+
+
+def replace_dump_file(data_dir: str, state_blob: bytes, raft_data: list[Any], *,
+                      sync: bool = True) -> None:
     """Write `data_dir/dump` whole or not at all: a synced temporary file renamed into
-    place, then the directory synced so that the rename itself survives a crash."""
-    path = os.path.join(data_dir, "dump")
-    write_dump_file(path + ".snap", state_blob, raft_data)
-    os.replace(path + ".snap", path)
-    fsync_dir(data_dir)
+    place, then the directory synced so that the rename itself survives a crash. A
+    failed write (a full disk) leaves no temporary file behind to hold the space."""
+    path = os.path.join(data_dir, DUMP)
+    tmp = path + ".snap"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(encode_dump(state_blob, raft_data))
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync:
+        fsync_dir(data_dir)
 
 
 def read_dump_file(path: str) -> tuple[bytes, list[Any]]:
-    with open(path, "rb") as f:
-        raw = msgpack.unpackb(f.read(), raw=False)
-    return raw["state"], raw["raft"]
+    """The state blob and Raft entries of a dump, after checking its length and SHA-256.
+
+    Raises `CorruptData` (naming the file) if it is truncated, corrupted or not a dump.
+    """
+    data_dir = os.path.dirname(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise jr.DataDirError(f"{path}: cannot read the dump: {e.strerror}") from None
+    if data[:1] == b"\x82" and b"state" in data[:16]:  # a msgpack map: the old format
+        raise jr.DataDirError(f"{path}: written by an older raftkube (no checksum), which "
+                              "this version cannot verify; " + jr.UPGRADE_HINT)
+    if len(data) < _DUMP_HEADER.size or data[:8] != _DUMP_MAGIC:
+        raise jr.CorruptData(f"{path}: not a raftkube dump ({len(data)} bytes, bad header); "
+                             + jr.recovery_hint(data_dir))
+    _magic, length, digest = _DUMP_HEADER.unpack_from(data, 0)
+    payload = data[_DUMP_HEADER.size:]
+    if len(payload) != length:
+        raise jr.CorruptData(f"{path}: truncated or padded: {len(payload)} of {length} "
+                             "payload bytes; " + jr.recovery_hint(data_dir))
+    if hashlib.sha256(payload).digest() != digest:
+        raise jr.CorruptData(f"{path}: checksum mismatch (the dump is corrupted); "
+                             + jr.recovery_hint(data_dir))
+    try:
+        raw = msgpack.unpackb(payload, raw=False)
+        return raw["state"], raw["raft"]
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
+        raise jr.CorruptData(f"{path}: checksum matches but the content is unreadable "
+                             f"({e})") from None
+
+
+def fsync_dump(data_dir: str) -> None:
+    """A dump received from the leader (pysyncobj renames it into place unsynced) is
+    durable before the journal is cleared behind it."""
+    jr.fsync_path(os.path.join(data_dir, DUMP))
+    fsync_dir(data_dir)
 
 
 def fresh_raft_entries() -> list[Any]:
@@ -172,18 +227,13 @@ def fresh_raft_entries() -> list[Any]:
 
 
 def journal_commands(path: str, *, after_index: int) -> list[bytes]:
-    """The store commands in a (local, trusted) journal file after a log index."""
-    from pysyncobj.journal import FileJournal
-
-    journal = FileJournal(path)
-    try:
-        out = []
-        for command, idx, _term in (journal[i] for i in range(len(journal))):
-            if idx <= after_index or command[:1] != b"\x00":
-                continue  # covered by the dump, or a no-op or membership change
-            payload = pysyncobj.pickle.loads(command[1:])
-            if isinstance(payload, tuple) and len(payload) == 2 and payload[1]:
-                out.append(payload[1][0])
-        return out
-    finally:
-        journal._destroy()
+    """The store commands in a (local, trusted) journal file after a log index: every
+    whole record (a torn tail is skipped; corruption in the middle raises)."""
+    out = []
+    for command, idx, _term in jr.read_entries(path):
+        if idx <= after_index or command[:1] != b"\x00":
+            continue  # covered by the dump, or a no-op or membership change
+        payload = pysyncobj.pickle.loads(command[1:])
+        if isinstance(payload, tuple) and len(payload) == 2 and payload[1]:
+            out.append(payload[1][0])
+    return out

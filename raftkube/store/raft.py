@@ -5,9 +5,12 @@ PYSYNCOBJ-NOTES.md records about pysyncobj 0.3.17:
 
 - One replicated entry point, `_entry(data)`, taking msgpack bytes: method IDs are assigned
   by sorted name, so a second method would remap old journal entries.
-- The peer wire (pickle protocol, buffers, pings, nextIndex) is fixed in `wire.py`, and
-  the journal and dump files (durability, snapshots) in `disk.py`; with this module they
-  are the only ones that import pysyncobj.
+- The peer wire (pickle protocol, buffers, pings, nextIndex) is fixed in `wire.py`, the
+  journal and its meta in `journal.py`, the dump and snapshots in `disk.py`; with this
+  module they are the only ones that import pysyncobj.
+- The journal is ours (`journal.Journal`), opened and checked before SyncObj exists and
+  handed to it through pysyncobj's journal factory, `pysyncobj.syncobj.createJournal`,
+  which SyncObj's constructor calls: pysyncobj's own mmap'd `FileJournal` is never used.
 - The leader sends appends at the end of every tick that appended or committed, and
   flushes its own copy while the followers write theirs.
 - Completion is tracked by the state's exactly-once table, not by pysyncobj callbacks,
@@ -21,12 +24,32 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pysyncobj import SyncObj, SyncObjConf, replicated
+import pysyncobj.journal
+import pysyncobj.syncobj
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
 
-from raftkube.store.disk import DurableJournal
+from raftkube.store.disk import SnapshotReceiver
+from raftkube.store.journal import Journal
 from raftkube.store.wire import RaftTransport
+
+# Journals opened by `RaftNode.__init__`, by path, for SyncObj's constructor to take.
+_opened: dict[str, Journal] = {}
+
+
+def _create_journal(path: str | None) -> Any:
+    """pysyncobj's journal factory, replaced: the journal checked before construction."""
+    if path is None:
+        return pysyncobj.journal.MemoryJournal()
+    journal = _opened.pop(path, None)
+    if journal is None:
+        raise RuntimeError(f"{path}: open it with raftkube.store.journal.open_journal "
+                           "and pass it to RaftNode")
+    return journal
+
+
+pysyncobj.syncobj.createJournal = _create_journal
 
 
 class RaftNode(SyncObj):  # type: ignore[misc]
@@ -38,10 +61,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self_addr: str,
         peers: list[str],
         conf: SyncObjConf,
+        journal: Journal,
         on_apply: Callable[[bytes], None],
     ) -> None:
         self._on_apply = on_apply
-        super().__init__(self_addr, peers, conf, transportClass=RaftTransport)
+        self.journal = journal
+        conf.journalFile = journal.path
+        _opened[journal.path] = journal
+        try:
+            super().__init__(self_addr, peers, conf, transportClass=RaftTransport)
+        finally:
+            _opened.pop(journal.path, None)
+        self._SyncObj__transport.journal = journal
+        self._SyncObj__serializer.setTransmissionData = SnapshotReceiver(
+            os.path.dirname(journal.path))
 
         self._sent_log_index = 0
         self._sent_commit_index = 0
@@ -135,18 +168,6 @@ def make_conf(
     )
 
 
-def install_journal(node: RaftNode, data_dir: str, *, sync: bool = True) -> DurableJournal:
-    """Wrap the node's journal; must run before the first tick. `sync=False` is only for
-    measuring what the flushes cost."""
-    inner = node._SyncObj__raftLog
-    journal = DurableJournal(inner, data_dir, sync=sync)
-    journal._dirty = True  # the constructor may have appended its initial no-op
-    node._SyncObj__raftLog = journal
-    transport = node._SyncObj__transport
-    transport.journal = journal
-    return journal
-
-
 def node_status(node: RaftNode) -> dict[str, Any]:
     return dict(node.getStatus())
 
@@ -176,6 +197,32 @@ def add_member(node: RaftNode, addr: str, done: Callable[[Any, Any], None]) -> N
 
 def member_addresses(node: RaftNode) -> set[str]:
     return {str(n.address) for n in node.otherNodes}
+
+
+_REFUSED = ("the leader refused the change: the member is already in (or not in) the "
+            "cluster, it is the leader itself, or the previous membership change or the "
+            "leader's first entry is not committed yet")
+
+
+def change_membership(node: RaftNode, *, add: bool, addr: str,
+                      done: Callable[[str | None], None]) -> None:
+    """Add or remove the member at Raft address `addr` through a Raft entry (from any
+    member: a follower forwards it). `done(None)` runs on the tick thread once the change
+    is committed and applied here, `done(reason)` if it was refused or lost."""
+
+    def callback(_result: Any, err: Any) -> None:
+        if err == FAIL_REASON.SUCCESS:
+            done(None)
+        elif err == FAIL_REASON.REQUEST_DENIED:
+            done(_REFUSED)
+        else:
+            done(f"no leader committed the change (pysyncobj reason {err}); "
+                 "it may still take effect")
+
+    if add:
+        node.addNodeToCluster(addr, callback=callback)
+    else:
+        node.removeNodeFromCluster(addr, callback=callback)
 
 
 def hold_off_elections(node: RaftNode, seconds: float) -> None:

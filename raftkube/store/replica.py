@@ -18,6 +18,15 @@ Reads that arrive in the same event-loop turn share one barrier (a leader lease 
 safe here: pysyncobj has no clock-bound lease and an isolated leader keeps its role for
 `leaderFallbackTimeout`).
 
+Storage: every file of the data dir is checked before pysyncobj sees it (`DataDirError`,
+`CorruptData` from `journal.py` and `disk.py` refuse start). A journal or meta write that
+fails while running (a full disk, an I/O error) is not retried: the replica *fails*. It
+stops ticking at once (it sends nothing more to its peers, so it cannot drive the term
+up), answers every request with a 503 that says why, fails its pending proposals, and
+`rk master` exits (see `wait_failed`). A tick that keeps failing for another reason is
+logged at most every few seconds and fails the replica the same way after
+`TICK_FAILURE_LIMIT` seconds, instead of logging a traceback a hundred times a second.
+
 Leases: expiry is decided by the leader's clock and committed as `lease_expire`, which
 names the number of renewals the leader saw, so a keepalive that won the race keeps
 the lease alive. Every replica restarts each lease's countdown when it applies a grant or
@@ -40,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkube.store import disk, raft, recovery
+from raftkube.store import journal as jr
 from raftkube.store import state as st
 from raftkube.store.watch import Watcher, WatchHub
 
@@ -48,10 +58,25 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1_572_864  # 1.5 MiB, etcd's --max-request-bytes default
 RESUBMIT_AFTER = 2.0
 MIN_LEASE_TTL = 2  # seconds; etcd raises shorter TTLs to ~1.5 election timeouts
+TICK_FAILURE_LIMIT = 5.0  # seconds of a tick failing every time before the replica fails
+TICK_FAILURE_LOG_EVERY = 5.0  # seconds between tracebacks of a tick that keeps failing
 
 
 class Unavailable(Exception):
     """No leader could commit the request in time; its outcome is unknown."""
+
+
+class MembershipError(Exception):
+    """A membership change was refused (etcd answers these with FailedPrecondition)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a replica stopped serving: `kind` is "disk" (a journal or meta write failed)
+    or "tick" (the Raft tick kept failing)."""
+
+    kind: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -92,6 +117,7 @@ class RaftView:
     leader: str | None = None
     is_leader: bool = False
     leader_changes: int = 0
+    members: tuple[str, ...] = ()  # Raft addresses in the configuration, this one included
 
 
 class Replica:
@@ -143,8 +169,18 @@ class Replica:
         # a leader has reached it, or two empty members could elect each other.
         self.solo = solo
         self._joined = not join
+        self.failure: Failure | None = None
+        self._failed: asyncio.Future[Failure] | None = None
+        self._sync = sync
         os.makedirs(data_dir, exist_ok=True)
-        self._snapshots = disk.SnapshotWriter(data_dir)
+        # Checked before SyncObj exists: pysyncobj runs with an empty state when a dump
+        # fails to load, and cannot read a bad journal. The dump first, so that a member
+        # refused for its dump has not had its journal's torn tail cut either.
+        dump_path = os.path.join(data_dir, disk.DUMP)
+        self._startup_dump = (disk.read_dump_file(dump_path) if os.path.exists(dump_path)
+                              else None)
+        journal = jr.open_journal(data_dir, sync=sync)
+        self._snapshots = disk.SnapshotWriter(data_dir, sync=sync)
         conf = raft.make_conf(
             data_dir=data_dir,
             secret=secret,
@@ -157,17 +193,22 @@ class Replica:
             on_state_changed=lambda _old, _new: None,
             log_compaction_entries=log_compaction_entries,
         )
-        self.node = raft.RaftNode(
-            self_addr=raft_addr, peers=[] if solo else self.peers, conf=conf,
-            on_apply=self._on_apply,
-        )
-        self.journal = raft.install_journal(self.node, data_dir, sync=sync)
+        try:
+            self.node = raft.RaftNode(
+                self_addr=raft_addr, peers=[] if solo else self.peers, conf=conf,
+                journal=journal, on_apply=self._on_apply,
+            )
+        except BaseException:
+            journal._destroy()
+            raise
+        self.journal = journal
         self.node.addOnTickCallback(self._on_tick)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._failed = loop.create_future()
         self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
         self._thread.start()
         self._duties = loop.create_task(self._leader_duties())
@@ -181,27 +222,81 @@ class Replica:
         self._stopping.set()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
-        self.journal.flush_if_dirty()
+        try:
+            self.journal.flush_if_dirty()
+        except jr.DiskWriteError:
+            pass  # the replica has failed already and said why
         self.node.close()
 
+    async def wait_failed(self) -> Failure:
+        """Return once the replica has failed (and stopped ticking) for good."""
+        assert self._failed is not None, "start() first"
+        return await asyncio.shield(self._failed)
+
     def _tick_forever(self) -> None:
+        failing_since: float | None = None
+        failures = 0
+        last_logged = 0.0
         while not self._stopping.is_set():
-            # Entries appended during the previous tick reach the disk before this tick
-            # counts the leader's own copy toward a commit.
-            self.journal.flush_if_dirty()
-            if not self._joined:
-                raft.hold_off_elections(self.node, 1.0)
             started = time.monotonic()
             try:
+                # Entries appended during the previous tick reach the disk before this
+                # tick counts the leader's own copy toward a commit.
+                self.journal.flush_if_dirty()
+                if not self._joined:
+                    raft.hold_off_elections(self.node, 1.0)
                 self.node.doTick(self.timing.tick)
-            except Exception:
-                log.exception("raft tick failed")
+                failing_since, failures = None, 0
+            except Exception as e:  # noqa: BLE001 - every failure is handled below
+                disk_error = self.journal.failure or (
+                    e if isinstance(e, jr.DiskWriteError) else None)
+                if disk_error is not None:
+                    what = ("its journal" if disk_error.path in (
+                        self.journal.path, self.journal.meta_path) else "its data dir")
+                    self._fail("disk", f"member {self.name} cannot write {what} "
+                               f"({disk_error.strerror}: {disk_error.path}); it is stopping")
+                    return
+                now = time.monotonic()
+                failures += 1
+                if failing_since is None:
+                    failing_since = now
+                if now - last_logged >= TICK_FAILURE_LOG_EVERY:
+                    last_logged = now
+                    log.exception("raft tick failed (%d in a row)", failures)
+                if now - failing_since >= TICK_FAILURE_LIMIT:
+                    self._fail("tick", f"member {self.name}: the Raft tick failed every time "
+                               f"for {now - failing_since:.0f} s ({failures} times; last: "
+                               f"{type(e).__name__}: {e}); it is stopping")
+                    return
                 time.sleep(self.timing.tick)
             took = time.monotonic() - started - self.timing.tick
             if took > self.timing.election_min / 2:
                 log.warning("raft tick took %.0f ms (election timeout %.0f-%.0f ms)",
                             took * 1000, self.timing.election_min * 1000,
                             self.timing.election_max * 1000)
+
+    def _fail(self, kind: str, message: str) -> None:
+        """On the tick thread: stop ticking for good and tell the loop why."""
+        if self.failure is not None:
+            return
+        failure = Failure(kind, message)
+        self.failure = failure
+        self._stopping.set()
+        log.critical("%s", message)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._settle_failure, failure)
+
+    def _settle_failure(self, failure: Failure) -> None:
+        for p in list(self._pending.values()):
+            if not p.future.done():
+                p.future.set_exception(Unavailable("etcdserver: " + failure.message))
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_result(failure)
+
+    def _check_serving(self) -> None:
+        if self.failure is not None:
+            raise Unavailable("etcdserver: " + self.failure.message)
 
     # ---- tick thread side ---------------------------------------------------------------
 
@@ -241,7 +336,18 @@ class Replica:
         self._snapshots.start(self.state.dump, raft.pack_raft_entries(raft_data))
 
     def _load_dump(self, path: str) -> Any:
-        blob, raft_data = disk.read_dump_file(path)
+        if self._startup_dump is not None:  # checked before SyncObj was made
+            (blob, raft_data), self._startup_dump = self._startup_dump, None
+        else:  # a snapshot the leader sent, which pysyncobj renamed into place unsynced
+            try:
+                blob, raft_data = disk.read_dump_file(path)
+                if self._sync:
+                    disk.fsync_dump(self.data_dir)
+            except (jr.DataDirError, OSError) as e:
+                # pysyncobj would log this and go on with the old state: stop instead.
+                self._fail("disk", f"member {self.name} cannot install the snapshot "
+                           f"it received ({e}); it is stopping")
+                raise
         new = st.State.load(blob)
         now = time.monotonic()
         with self.lock:
@@ -265,6 +371,9 @@ class Replica:
         view.commit_index = node.raftCommitIndex
         view.last_applied = node.raftLastApplied
         view.is_leader = bool(node._isLeader())
+        members = (self.raft_addr, *sorted(raft.member_addresses(node)))
+        if members != view.members:
+            view.members = members
         changed = leader != view.leader
         view.leader = leader
         if leader is not None:
@@ -320,6 +429,7 @@ class Replica:
         timeout: float = 10.0,
     ) -> st.Result:
         """Commit one command and return its result once this replica has applied it."""
+        self._check_serving()
         loop = asyncio.get_running_loop()
         op_id = (self.client_id, next(self._seq))
         cmd: dict[str, Any] = {"op": op, "req": req or {}, "cid": op_id[0], "seq": op_id[1]}
@@ -387,6 +497,7 @@ class Replica:
         asyncio.ensure_future(self.propose("noop", timeout=timeout)).add_done_callback(settle)
 
     async def range(self, req: dict[str, Any], *, serializable: bool = False) -> st.Result:
+        self._check_serving()
         if not serializable:
             await self.barrier()
         with self.lock:
@@ -431,7 +542,7 @@ class Replica:
         with self.lock:
             known = dict(self.state.members)
         out = []
-        for addr in sorted({self.raft_addr, *self.peers}):
+        for addr in sorted(self.view.members or {self.raft_addr, *self.peers}):
             info = known.get(addr, {})
             out.append({
                 "ID": member_id(addr),
@@ -442,8 +553,45 @@ class Replica:
         return out
 
     def ready(self) -> bool:
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        if self.failure is not None:
+            return self.failure.message
         view = self.view
-        return view.leader is not None and view.last_applied >= view.commit_index
+        if view.leader is None:
+            return "no leader known"
+        if view.last_applied < view.commit_index:
+            return "log not applied"
+        return None
+
+    async def change_member(self, *, add: bool, raft_addr: str, timeout: float = 10.0) -> None:
+        """Add or remove a member through Raft and wait until the change is applied here.
+
+        Raises `MembershipError` if the leader refused it, `Unavailable` if no leader
+        committed it in time (it may still take effect, as any timed-out write).
+        """
+        self._check_serving()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str | None] = loop.create_future()
+
+        def done(reason: str | None) -> None:  # on the tick thread
+            def settle() -> None:
+                if not fut.done():
+                    fut.set_result(reason)
+
+            loop.call_soon_threadsafe(settle)
+
+        raft.change_membership(self.node, add=add, addr=raft_addr, done=done)
+        try:
+            reason = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise Unavailable("etcdserver: request timed out (the membership change may "
+                              "still take effect)") from None
+        if reason is not None:
+            if reason.startswith("no leader"):
+                raise Unavailable("etcdserver: " + reason)
+            raise MembershipError("etcdserver: " + reason)
 
     # ---- leader duties ------------------------------------------------------------------
 

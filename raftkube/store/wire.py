@@ -1,7 +1,7 @@
 """Raft peer wire: pysyncobj's TCP connection and transport, fixed where they break.
 
-Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py` are the only modules that
-import pysyncobj). Importing it patches pysyncobj's `TcpConnection` in place:
+Part of the pysyncobj adapter (`raft.py`, `wire.py`, `disk.py`, `journal.py` are the
+only modules that import pysyncobj). Importing it patches pysyncobj's `TcpConnection` in place:
 
 - Pickle protocol 4 instead of 2 for journal entries and peer messages, so bytes are not
   inflated by half again (bug 5). Peers decrypt before they unpickle, and the Fernet key
@@ -31,7 +31,7 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
-from raftkube.store.disk import DurableJournal
+from raftkube.store.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ _TC._TcpConnection__processParseMessage = _process_parse_message
 class RaftTransport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's TCP transport with the journal flush and the peer ping added."""
 
-    journal: DurableJournal | None = None
+    journal: Journal | None = None
     PING_EVERY = 0.5
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
@@ -189,6 +189,10 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
         follower has, and the follower truncates and rewrites its applied log (logged as
         CRITICAL). Raft only moves nextIndex back on a failed reply.
         """
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            message = self._without_entries_held(node, message)
+            if message is None:
+                return
         if (isinstance(message, dict) and message.get("type") == "next_node_idx"
                 and message.get("success") and not message.get("reset")):
             next_index = self._syncObj._SyncObj__raftNextIndex
@@ -198,6 +202,49 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
                 next_index[node] = before
             return
         super()._onMessageReceived(node, message)
+
+    def _without_entries_held(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
+        """On a follower: an append minus the entries this follower already holds.
+
+        pysyncobj cuts a follower's log back to the append's prevLogIdx whenever the
+        follower holds anything after it, even entries identical to the ones sent, which
+        Raft never does (only a conflicting entry is cut). A leader resends entries when
+        a stale "reset" reply moves its nextIndex back: a member that rejoined after a
+        stop answered "reset" to every append already in flight. The follower then cut
+        and rewrote applied, acknowledged entries ("truncating already-applied log
+        entries", CRITICAL), and for a moment held fewer entries than it had told the
+        leader. Here the entries it holds with the same term are taken off the front;
+        if they were all held and the follower holds more, it answers success for what
+        the append covers and pysyncobj never sees it. Only for the leader it follows,
+        in its current term, with prevLogIdx matching: everything else is pysyncobj's.
+        """
+        so = self._syncObj
+        journal = self.journal
+        entries = message.get("entries")
+        if (journal is None or not entries or "prevLogIdx" not in message
+                or message.get("transmission") is not None
+                or message.get("term") != so._SyncObj__raftCurrentTerm
+                or so._SyncObj__raftLeader != node or not len(journal)):
+            return message
+        first, last = journal[0][1], journal[-1][1]
+        prev = message["prevLogIdx"]
+        if prev < first or prev > last or journal[prev - first][2] != message["prevLogTerm"]:
+            return message
+        held = 0
+        for entry in entries:
+            idx = entry[1]
+            if idx > last or journal[idx - first][2] != entry[2]:
+                break
+            held += 1
+        if held == 0:
+            return message
+        end = prev + held
+        if held == len(entries) and end < last:
+            self.send(node, {"type": "next_node_idx", "next_node_idx": end + 1,
+                             "reset": False, "success": True})
+            return None
+        return {**message, "prevLogIdx": end, "prevLogTerm": entries[held - 1][2],
+                "entries": entries[held:]}
 
     def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
         super()._onTick()

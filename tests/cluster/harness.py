@@ -46,8 +46,10 @@ class Cluster:
 
     # ---- processes ----------------------------------------------------------------------
 
-    def up(self) -> None:
-        local.up(state_dir=self.state_dir, masters=3, agents=0)
+    def up(self, *, master_args: list[str] | None = None) -> None:
+        """Start every member that is not running. `master_args` (kept for later starts,
+        `[]` clears them) are extra `rk master` flags such as `--unsafe-no-fsync`."""
+        local.up(state_dir=self.state_dir, masters=3, agents=0, master_args=master_args)
         with open(os.path.join(self.state_dir, "config.yaml")) as f:
             cfg = yaml.safe_load(f)
         self.token = cfg["token"]
@@ -78,11 +80,32 @@ class Cluster:
         while any(local._running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.01)
 
+    async def kill_async(self, *names: str, sig: int = signal.SIGKILL) -> None:
+        """`kill` off the event loop: writers and watches keep running meanwhile."""
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.kill(*names, sig=sig))
+
+    async def up_async(self, *, master_args: list[str] | None = None) -> None:
+        """`up` (which waits for a leader) off the event loop."""
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.up(master_args=master_args))
+
     def start(self, name: str, extra: list[str] | None = None) -> None:
         local.start_member(self.state_dir, name, extra)
 
     def data_dir(self, name: str) -> str:
         return os.path.join(self.state_dir, "data", name)
+
+    def term_and_vote_on_disk(self, name: str) -> tuple[int, str | None]:
+        """The Raft term and vote a member keeps in its data dir, as it reads them at start
+        (`journal.read_meta`); a missing or damaged meta reads as term 0 and no vote, so
+        that a check of what survived fails on it."""
+        from raftkube.store import journal
+
+        try:
+            term, voted, _commit = journal.read_meta(self.data_dir(name))
+        except (journal.DataDirError, OSError):
+            return 0, None
+        return term, voted
 
     def log(self, name: str) -> str:
         with open(os.path.join(self.state_dir, "logs", f"{name}.log")) as f:

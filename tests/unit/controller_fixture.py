@@ -102,7 +102,8 @@ class FakeClient:
                      resource_version: str = "", dry_run: bool = False) -> Obj:
         self._check("delete", name)
         self.actions.append(Action("delete", kind.plural, namespace, name,
-                                   {"propagation": propagation, "grace": grace, "uid": uid}))
+                                   {"propagation": propagation, "grace": grace, "uid": uid,
+                                    "resourceVersion": resource_version}))
         return {}
 
     async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:

@@ -56,7 +56,8 @@ async def test_an_object_whose_owner_is_gone_is_deleted_after_a_read_confirms_it
     gc = make(f)
     actions = await f.run(gc, "configmaps/ns/dep")
     assert verbs(actions) == [("delete", "dep")]
-    assert actions[0].body == {"propagation": "Background", "grace": None, "uid": "u-dep"}
+    assert actions[0].body == {"propagation": "Background", "grace": None, "uid": "u-dep",
+                               "resourceVersion": "10"}  # both are preconditions
     assert ("configmaps", "ns", "owner") in f.client.reads
 
 

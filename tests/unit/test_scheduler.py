@@ -103,6 +103,27 @@ def test_what_lets_a_pod_through() -> None:
     assert isinstance(decide([node("c", unschedulable=True)], cordoned_ok), sched.Placement)
 
 
+def test_a_daemon_pod_goes_to_the_node_its_match_fields_name() -> None:
+    """DaemonSet pods name their node with matchFields on metadata.name (Kubernetes'
+    ReplaceDaemonSetPodNodeNameNodeAffinity); every other node turns them away."""
+    pinned = pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
+                                                "values": ["b"]}]}]}}})
+    for seed in range(5):
+        assert decide([node("a"), node("b"), node("c")], pinned, seed=seed) == \
+            sched.Placement("b", 100)
+    result = decide([node("a"), node("c")], pinned)
+    assert isinstance(result, sched.Unschedulable)
+    assert result.reasons == {"node(s) didn't match Pod's node affinity/selector": 2}
+    both = pod(affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In",
+                                                "values": ["b"]}],
+                               "matchExpressions": [{"key": "zone", "operator": "In",
+                                                     "values": ["x"]}]}]}}})
+    assert isinstance(decide([node("b")], both), sched.Unschedulable)  # both must hold
+    assert isinstance(decide([node("b", labels={"zone": "x"})], both), sched.Placement)
+
+
 def test_finished_pods_hold_nothing() -> None:
     bound = [pod("done", cpu="1", node_name="a", phase="Succeeded"),
              pod("failed", cpu="1", node_name="a", phase="Failed")]
@@ -114,7 +135,7 @@ def test_init_containers_count_one_at_a_time() -> None:
     new["spec"]["initContainers"] = [
         {"name": f"i{n}", "image": "i", "resources": {"requests": {"cpu": "900m"}}}
         for n in range(3)]
-    assert sched.pod_requests(new)["cpu"] == sched.Fraction(9, 10)
+    assert sched.pod_requests(new)["cpu"] == 900  # millicores
     assert isinstance(decide([node("a", cpu="1")], new), sched.Placement)
 
 
@@ -148,14 +169,16 @@ def test_no_node_is_ever_filled_past_its_capacity(
     within what it can hold, and a refusal happens only when no node has room."""
     nodes = [node(f"n{i}", cpu=str(c), pods=4) for i, c in enumerate(capacities)]
     bound: list[Obj] = []
+    placed: list[tuple[str, int]] = []  # (node, cpu asked): the test's own bookkeeping
     rng = random.Random(seed)
     for i, ask in enumerate(asks):
         new = pod(f"p{i}", cpu=str(ask) if ask else None)
         result = sched.schedule(sched.snapshot_of(nodes, bound), new, rng=rng)
+        # What is used, from the asks this test made, not from the scheduler's own sums.
         used = {n["metadata"]["name"]: (0, 0) for n in nodes}
-        for b in bound:
-            c, k = used[b["spec"]["nodeName"]]
-            used[b["spec"]["nodeName"]] = (c + int(sched.pod_requests(b)["cpu"]), k + 1)
+        for where, asked in placed:
+            c, k = used[where]
+            used[where] = (c + asked, k + 1)
         fits = [n for n, cap in zip(nodes, capacities, strict=True)
                 if used[n["metadata"]["name"]][0] + ask <= cap
                 and used[n["metadata"]["name"]][1] < 4]
@@ -165,3 +188,4 @@ def test_no_node_is_ever_filled_past_its_capacity(
         assert result.node in {n["metadata"]["name"] for n in fits}
         new["spec"]["nodeName"] = result.node
         bound.append(new)
+        placed.append((result.node, ask))

@@ -1,0 +1,151 @@
+"""What the kubelet must do for one pod, decided from its spec and its runtime state.
+
+`plan(pod, state, now, backoff)` is a pure function, the counterpart of Kubernetes'
+`computePodActions`: make the sandbox if there is none; run the init containers one
+after another, each once it may (the next only after the one before exited 0); then
+start every container that has never run, and restart one that exited when the pod's
+`restartPolicy` says so (Always: whatever its exit code; OnFailure: a non-zero one;
+init containers restart unless the policy is Never).
+
+Restarts follow Kubernetes' crash-loop back-off (client-go's flowcontrol.Backoff, keyed
+by pod uid and container name): the first restart is at once; after that a container
+that exits waits `base` seconds (10 s), doubling at each exit up to `cap` (5 min), and
+reported as `Waiting` with reason `CrashLoopBackOff` meanwhile. A container that ran
+for longer than twice the cap since its last restart starts from `base` again. The
+back-off is the kubelet's memory, not the runtime's: an agent restart forgets it, as a
+kubelet restart does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftkube.agent import runtime as rt
+
+Obj = dict[str, Any]
+
+CRASH_LOOP = "CrashLoopBackOff"
+
+
+class CrashBackoff:
+    """Per-container back-off; every method takes the times it needs (no clock)."""
+
+    def __init__(self, *, base: float = 10.0, cap: float = 300.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._items: dict[str, tuple[float, float]] = {}  # key -> (delay, last restart)
+
+    def _entry(self, key: str, finished_at: float) -> tuple[float, float] | None:
+        entry = self._items.get(key)
+        if entry is None or finished_at - entry[1] > 2 * self.cap:
+            return None  # never restarted, or it ran long enough to be forgiven
+        return entry
+
+    def remaining(self, key: str, finished_at: float, now: float) -> float:
+        """Seconds before a container that exited at `finished_at` may restart."""
+        entry = self._entry(key, finished_at)
+        return 0.0 if entry is None else max(0.0, entry[0] - (now - finished_at))
+
+    def delay(self, key: str) -> float:
+        entry = self._items.get(key)
+        return entry[0] if entry is not None else self.base
+
+    def restarted(self, key: str, finished_at: float, now: float) -> None:
+        """The container is restarted now: its next exit waits twice as long."""
+        entry = self._entry(key, finished_at)
+        delay = self.base if entry is None else min(entry[0] * 2, self.cap)
+        self._items[key] = (delay, now)
+
+    def forget_pod(self, uid: str) -> None:
+        for key in [k for k in self._items if k.startswith(uid + "/")]:
+            del self._items[key]
+
+
+def backoff_key(pod: Obj, name: str) -> str:
+    return f"{pod['metadata']['uid']}/{name}"
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Go prints it: `10s`, `2m40s`, `5m0s`, `200ms`."""
+    if seconds < 1:
+        return f"{round(seconds * 1000):g}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:g}s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def pod_ref(pod: Obj) -> str:
+    """`name_namespace(uid)`, as the kubelet names a pod in its messages."""
+    meta = pod["metadata"]
+    return f"{meta['name']}_{meta.get('namespace', '')}({meta.get('uid', '')})"
+
+
+def restart_policy(pod: Obj) -> str:
+    return str((pod.get("spec") or {}).get("restartPolicy") or "Always")
+
+
+def restarts(policy: str, exit_code: int | None, *, init: bool) -> bool:
+    if init:
+        return policy != "Never" and exit_code != 0
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+@dataclass
+class Plan:
+    sandbox: bool = False  # make the pod's sandbox first
+    start: list[tuple[Obj, int]] = field(default_factory=list)  # (container, attempt)
+    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> why
+    recheck: float | None = None  # when a back-off ends: look again then
+    init_failed: bool = False  # an init container failed for good: the pod has failed
+
+    @property
+    def idle(self) -> bool:
+        return not self.sandbox and not self.start
+
+    def _recheck(self, at: float) -> None:
+        self.recheck = at if self.recheck is None else min(self.recheck, at)
+
+
+def plan(pod: Obj, state: rt.PodState | None, *, now: float,
+         backoff: CrashBackoff) -> Plan:
+    spec = pod.get("spec") or {}
+    policy = restart_policy(pod)
+    out = Plan(sandbox=state is None)
+
+    def consider(c: Obj, init: bool) -> str:
+        """`started`, `running`, `waiting`, `done` (exited for good, code 0) or
+        `failed` (exited for good, code non-zero)."""
+        latest = state.latest(c["name"]) if state is not None else None
+        if latest is None:
+            out.start.append((c, 0))
+            return "started"
+        if latest.state == rt.RUNNING:
+            return "running"
+        if not restarts(policy, latest.exit_code, init=init):
+            return "done" if latest.exit_code == 0 else "failed"
+        key = backoff_key(pod, c["name"])
+        finished = latest.finished_at if latest.finished_at is not None else now
+        left = backoff.remaining(key, finished, now)
+        if left > 0:
+            out.waiting[c["name"]] = (
+                CRASH_LOOP, f"back-off {go_duration(backoff.delay(key))} restarting failed "
+                            f"container={c['name']} pod={pod_ref(pod)}")
+            out._recheck(now + left)
+            return "waiting"
+        out.start.append((c, latest.attempt + 1))
+        return "started"
+
+    for c in named(spec.get("initContainers")):
+        result = consider(c, True)
+        if result == "failed":
+            out.init_failed = True
+        if result != "done":
+            return out  # one init container at a time, in order
+    for c in named(spec.get("containers")):
+        consider(c, False)
+    return out
+
+
+def named(containers: Any) -> list[Obj]:
+    return [c for c in containers or [] if isinstance(c, dict) and c.get("name")]

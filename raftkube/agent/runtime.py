@@ -1,0 +1,110 @@
+"""The seam between the node agent and whatever runs containers: `ContainerRuntime`.
+
+The kubelet loop (`kubelet.py`) decides; a runtime only does and reports, in the shape
+of Kubernetes' CRI: a pod gets a *sandbox* (its network identity: the pod IP), then its
+containers are started one instance at a time. Every instance is kept with its attempt
+number (0 for the first run, one more per restart) until a newer one replaces it, so an
+exited instance still tells its exit code, times and id (`lastState`) after the restart.
+`pods()` reports the state of everything, the way the kubelet's relister reads it every
+second: the runtime needs no callbacks into the agent.
+
+`SimulatedRuntime` (simulated.py) keeps everything in memory and runs nothing; the
+Docker runtime of the next issue keeps the same records as container labels, finds them
+again when the agent restarts (`recover`) and reports exits from the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Obj = dict[str, Any]
+
+RUNNING = "running"
+EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class Container:
+    """One instance (one attempt) of one container of a pod."""
+
+    pod_uid: str
+    name: str
+    attempt: int  # 0 for the first run, +1 for each restart: the restartCount
+    id: str  # `simulated://...`, `docker://...`: the status's containerID
+    image: str
+    image_id: str
+    state: str  # RUNNING or EXITED
+    started_at: float
+    finished_at: float | None = None
+    exit_code: int | None = None
+    reason: str = ""  # when exited: Completed, Error, OOMKilled...
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A pod's sandbox: what its containers share (the network namespace, the IP)."""
+
+    uid: str
+    namespace: str
+    name: str
+    ip: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class PodState:
+    sandbox: Sandbox
+    containers: tuple[Container, ...]  # the newest two instances of each container
+
+    def latest(self, name: str) -> Container | None:
+        found = [c for c in self.containers if c.name == name]
+        return max(found, key=lambda c: c.attempt) if found else None
+
+    def previous(self, name: str) -> Container | None:
+        """The instance before the newest one (its `lastState`), if one is kept."""
+        found = sorted((c for c in self.containers if c.name == name),
+                       key=lambda c: c.attempt)
+        return found[-2] if len(found) > 1 else None
+
+
+class RuntimeFailure(Exception):
+    """The runtime could not do what it was asked (the kubelet retries with back-off)."""
+
+
+class ContainerRuntime(Protocol):
+    """What the kubelet asks of a container runtime. Every call is idempotent enough to
+    be retried after a failure: the kubelet re-reads `pods()` before deciding again."""
+
+    name: str  # `simulated`, `docker`: the node's containerRuntimeVersion scheme
+    version: str
+
+    async def recover(self, pods: Sequence[Obj]) -> None:
+        """Once, at start, with the pods bound to this node as the API has them: learn
+        the sandboxes and containers that this node ran before the agent restarted."""
+
+    async def run_sandbox(self, pod: Obj) -> Sandbox:
+        """The pod's sandbox, made if it has none (a second call returns the same)."""
+
+    async def start_container(self, pod: Obj, container: Obj, *, attempt: int) -> Container:
+        """Start instance `attempt` of `container` (a pod spec's container) in the pod's
+        sandbox. Images are the runtime's business (pulled as its policy says)."""
+
+    async def stop_container(self, pod_uid: str, name: str, *, grace: float) -> None:
+        """Stop the running instance of `name`: SIGTERM, then SIGKILL after `grace`."""
+
+    async def remove_pod(self, pod_uid: str, *, grace: float) -> None:
+        """Stop every container of the pod, then remove them and its sandbox."""
+
+    async def pods(self) -> list[PodState]:
+        """Every pod this runtime holds, as it is now."""
+
+
+class Prober(Protocol):
+    """Whether a running container passes its readiness probe now, and when to ask
+    again (None: its answer cannot change by itself). Real probes come with Docker."""
+
+    def ready(self, pod: Obj, container: Obj, instance: Container, now: float
+              ) -> tuple[bool, float | None]:
+        ...

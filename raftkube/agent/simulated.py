@@ -1,0 +1,237 @@
+"""A container runtime that runs nothing: every image is present, every probe passes.
+
+A simulated container runs until it is stopped, unless its pod carries the annotation
+`raftkube.io/sim-exit-after: SECONDS`: then each of its runs exits that long after it
+started, with the code in `raftkube.io/sim-exit-code` (default 0). That is how Jobs,
+crash loops and restart policies are exercised without Docker. Init containers exit 0
+as soon as they start. A stopped container exits 0 at once (it honours SIGTERM).
+
+It is pure apart from its records: time comes from the injected clock and nothing runs
+in the background; an exit is not an event but what `pods()` computes from the clock
+(so the kubelet's relister notices it within a relist period). Pod IPs are the lowest
+free addresses of the node's range (`pod_cidr`), so they are deterministic.
+
+State lives in memory, so an agent restart loses it. `recover` rebuilds it from what
+the API last heard from this node (the pods' reported IPs, container ids, start times
+and restart counts): a restarted simulated node re-reports its pods as they were, and
+restarts none of them, as a real node whose containers outlived its agent would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from raftkube.agent import runtime as rt
+from raftkube.api.timestamps import parse_time
+
+Obj = dict[str, Any]
+
+EXIT_AFTER = "raftkube.io/sim-exit-after"
+EXIT_CODE = "raftkube.io/sim-exit-code"
+KEEP = 2  # instances kept per container: the newest and the one before (its lastState)
+
+
+def exit_plan(pod: Obj) -> tuple[float | None, int]:
+    """How long each run of the pod's containers lasts (None: until stopped), and its
+    exit code, from the pod's annotations; unreadable values mean the defaults."""
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    after: float | None
+    try:
+        after = float(notes[EXIT_AFTER])
+        if after < 0 or after != after:  # negative or NaN
+            after = None
+    except (KeyError, TypeError, ValueError):
+        after = None
+    try:
+        code = int(notes.get(EXIT_CODE, 0))
+    except (TypeError, ValueError):
+        code = 0
+    return after, code
+
+
+def image_id(image: str) -> str:
+    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """An instance as started: it exits by itself at `exit_at` if that is set."""
+
+    container: rt.Container
+    exit_at: float | None = None
+    exit_code: int = 0
+
+
+def _exited(c: rt.Container, at: float, code: int) -> rt.Container:
+    return replace(c, state=rt.EXITED, finished_at=at, exit_code=code,
+                   reason="Completed" if code == 0 else "Error")
+
+
+class SimulatedRuntime:
+    name = "simulated"
+    version = "0.1.0"
+
+    def __init__(self, *, pod_cidr: str, host_ip: str,
+                 clock: Callable[[], float]) -> None:
+        self.network = ipaddress.ip_network(pod_cidr)
+        self.host_ip = host_ip
+        self.clock = clock
+        self._sandboxes: dict[str, rt.Sandbox] = {}
+        self._runs: dict[str, dict[str, list[_Run]]] = {}  # pod uid -> name -> runs
+        self._ips: set[str] = set()
+        self.starts = 0  # containers started (tests read it: a recovered pod starts none)
+
+    # ---- reading ----------------------------------------------------------------------
+
+    def _view(self, run: _Run, now: float) -> rt.Container:
+        c = run.container
+        if c.state == rt.RUNNING and run.exit_at is not None and now >= run.exit_at:
+            return _exited(c, run.exit_at, run.exit_code)
+        return c
+
+    def pod_state(self, uid: str) -> rt.PodState | None:
+        sandbox = self._sandboxes.get(uid)
+        if sandbox is None:
+            return None
+        now = self.clock()
+        return rt.PodState(sandbox, tuple(self._view(r, now)
+                                          for runs in self._runs[uid].values() for r in runs))
+
+    async def pods(self) -> list[rt.PodState]:
+        return [s for s in map(self.pod_state, list(self._sandboxes)) if s is not None]
+
+    # ---- doing ------------------------------------------------------------------------
+
+    def _allocate(self, pod: Obj) -> str:
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return self.host_ip
+        hosts = self.network.hosts() if self.network.num_addresses > 2 else iter(self.network)
+        for i, address in enumerate(hosts):
+            ip = str(address)
+            if i == 0 and self.network.num_addresses > 4:
+                continue  # the first address is the range's gateway
+            if ip not in self._ips:
+                self._ips.add(ip)
+                return ip
+        raise rt.RuntimeFailure(f"no free pod address left in {self.network}")
+
+    async def run_sandbox(self, pod: Obj) -> rt.Sandbox:
+        meta = pod["metadata"]
+        uid = meta["uid"]
+        if uid not in self._sandboxes:
+            self._sandboxes[uid] = rt.Sandbox(uid, meta.get("namespace", ""), meta["name"],
+                                              self._allocate(pod), self.clock())
+            self._runs[uid] = {}
+        return self._sandboxes[uid]
+
+    async def start_container(self, pod: Obj, container: Obj, *,
+                              attempt: int) -> rt.Container:
+        uid = pod["metadata"]["uid"]
+        if uid not in self._sandboxes:
+            raise rt.RuntimeFailure(f"pod {uid} has no sandbox")
+        name = container["name"]
+        runs = self._runs[uid].setdefault(name, [])
+        now = self.clock()
+        if runs and self._view(runs[-1], now).state == rt.RUNNING:
+            raise rt.RuntimeFailure(f"container {name} of pod {uid} is running already")
+        image = str(container.get("image") or "")
+        c = rt.Container(uid, name, attempt, f"simulated://{uid[:8]}-{name}-{attempt}", image,
+                         image_id(image), rt.RUNNING, now)
+        init = name in {i.get("name") for i in (pod.get("spec") or {}).get("initContainers")
+                        or []}
+        after, code = (0.0, 0) if init else exit_plan(pod)
+        runs.append(_Run(c, None if after is None else now + after, code))
+        del runs[:-KEEP]
+        self.starts += 1
+        return self._view(runs[-1], now)
+
+    async def stop_container(self, pod_uid: str, name: str, *, grace: float) -> None:
+        runs = self._runs.get(pod_uid, {}).get(name)
+        if not runs:
+            return
+        now = self.clock()
+        if self._view(runs[-1], now).state == rt.RUNNING:
+            runs[-1] = _Run(_exited(runs[-1].container, now, 0))
+
+    async def remove_pod(self, pod_uid: str, *, grace: float) -> None:
+        sandbox = self._sandboxes.pop(pod_uid, None)
+        self._runs.pop(pod_uid, None)
+        if sandbox is not None:
+            self._ips.discard(sandbox.ip)
+
+    async def recover(self, pods: Sequence[Obj]) -> None:
+        for pod in pods:
+            self._recover(pod)
+
+    def _recover(self, pod: Obj) -> None:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        uid, ip = meta.get("uid"), status.get("podIP")
+        if not uid or not ip or uid in self._sandboxes:
+            return  # never started here, or known already
+        created = parse_time(status.get("startTime")) or self.clock()
+        self._sandboxes[uid] = rt.Sandbox(uid, meta.get("namespace", ""), meta.get("name", ""),
+                                          ip, created)
+        if ip != self.host_ip:
+            self._ips.add(ip)
+        after, code = exit_plan(pod)
+        self._runs[uid] = runs = {}
+        for s in (status.get("initContainerStatuses") or []) + \
+                (status.get("containerStatuses") or []):
+            if isinstance(s, dict) and s.get("name"):
+                kept = _runs_of(uid, s, after, code)
+                if kept:
+                    runs[s["name"]] = kept
+
+
+def _runs_of(uid: str, s: Obj, after: float | None, code: int) -> list[_Run]:
+    """The instances a container status describes: its lastState and its state."""
+    name, count = s["name"], int(s.get("restartCount") or 0)
+    image = str(s.get("image") or "")
+    runs = []
+    state = s.get("state") or {}
+    last = (s.get("lastState") or {}).get("terminated")
+    # Waiting to restart, the newest instance is the one lastState tells of; running or
+    # ended, it is the state's, and lastState tells of the one before.
+    last_attempt = count if isinstance(state.get("waiting"), dict) else count - 1
+    if isinstance(last, dict) and last_attempt >= 0:
+        runs.append(_Run(_from_terminated(uid, name, last_attempt, image, last)))
+    if isinstance(state.get("running"), dict):
+        started = parse_time(state["running"].get("startedAt"))
+        if started is not None:
+            c = rt.Container(uid, name, count, str(s.get("containerID") or ""), image,
+                             image_id(image), rt.RUNNING, started)
+            runs.append(_Run(c, None if after is None else started + after, code))
+    elif isinstance(state.get("terminated"), dict):
+        runs.append(_Run(_from_terminated(uid, name, count, image, state["terminated"])))
+    return runs
+
+
+def _from_terminated(uid: str, name: str, attempt: int, image: str, t: Obj) -> rt.Container:
+    started = parse_time(t.get("startedAt")) or 0.0
+    finished = parse_time(t.get("finishedAt")) or started
+    c = rt.Container(uid, name, attempt, str(t.get("containerID") or ""), image,
+                     image_id(image), rt.RUNNING, started)
+    return _exited(c, finished, int(t.get("exitCode") or 0))
+
+
+class SimulatedProber:
+    """Every probe passes: a container is ready once its readiness probe's
+    initialDelaySeconds have passed since it started (at once without a probe)."""
+
+    def ready(self, pod: Obj, container: Obj, instance: rt.Container, now: float
+              ) -> tuple[bool, float | None]:
+        if instance.state != rt.RUNNING:
+            return False, None
+        probe = container.get("readinessProbe")
+        delay = 0.0
+        if isinstance(probe, dict):
+            try:
+                delay = float(probe.get("initialDelaySeconds") or 0)
+            except (TypeError, ValueError):
+                delay = 0.0
+        at = instance.started_at + delay
+        return (True, None) if now >= at else (False, at)
