@@ -17,9 +17,12 @@ again; the agent says so, as the kubelet does, by posting `Ready=True`.
 A leader that cannot reach a majority must never act on what it merely failed to hear:
 before it marks a node, it reads the node's lease through the API (linearizable: it
 needs a majority) and only goes on if the lease still has the version it last saw;
-every write is a compare-and-swap and carries its term. When every zone looks dark at
-once, the fault is presumed to be the masters' (master disruption mode): no NoExecute
-taint is set, those set are lifted, and every countdown restarts when nodes come back.
+every write is a compare-and-swap and carries its term. It also reads through Raft once
+every monitor period: while such a read fails or stalls, no agent could renew either, so
+when the store answers again every countdown restarts, as for a new leader. When every
+zone looks dark at once, the fault is presumed to be the masters' (master disruption
+mode): no NoExecute taint is set, those set are lifted, and every countdown restarts
+when nodes come back.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from raftkube.api import conditions, kinds, taints
 from raftkube.api.timestamps import rfc3339
 from raftkube.client import informer as inf
 from raftkube.client import workqueue
-from raftkube.client.errors import ApiError
+from raftkube.client.errors import ApiError, ClientError
 from raftkube.controllers import base, disruption
 
 log = logging.getLogger(__name__)
@@ -120,6 +123,7 @@ class NodeLifecycle:
         self.pods = ctx.informers.informer(kinds.POD)
         self.health: dict[str, Health] = {}
         self.waiting: set[str] = set()  # nodes whose NoExecute taint waits for its zone
+        self.store_lost: float | None = None  # when a read through Raft last began to fail
         self.disruption = disruption.Disruption(disruption.Limits(
             eviction_rate=ctx.options.eviction_rate,
             secondary_rate=ctx.options.secondary_eviction_rate,
@@ -186,7 +190,7 @@ class NodeLifecycle:
             if status is None:
                 return  # a node registering: its agent has not said how it is yet
         elif status != "Unknown":
-            if await self._renewed(name, h, now):
+            if self.store_lost is not None or await self._renewed(name, h, now):
                 return
             await self._mark_unknown(node, now)
             return  # the update comes back through the informer: tainted then
@@ -296,8 +300,40 @@ class NodeLifecycle:
             self.monitor()
             await asyncio.sleep(self.options.node_monitor_period)
 
+    async def probe_store(self) -> None:
+        """One read through Raft. If it fails, or takes longer than an agent's renewal
+        may, the store was out of reach for the agents too: when it answers again,
+        every node's countdown restarts from then."""
+        started = self.ctx.clock()
+        slow = min(2.0, self.options.node_grace / 2)
+        try:
+            await asyncio.wait_for(self.client.get(kinds.NAMESPACE, "", LEASE_NAMESPACE),
+                                   timeout=slow)
+        except ApiError as e:
+            if e.code >= 500:
+                self.store_lost = self.store_lost or started
+                return
+        except (ClientError, TimeoutError):
+            self.store_lost = self.store_lost or started
+            return
+        if self.store_lost is not None:
+            now = self.ctx.clock()
+            log.warning("the store answers again after %.1fs: every node's grace period "
+                        "restarts", now - self.store_lost)
+            for h in self.health.values():
+                h.probe_at = max(h.probe_at, now)
+            self.store_lost = None
+            for key in self.nodes.cache.keys():
+                self.queue.add(key)
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await self.probe_store()
+            await asyncio.sleep(self.options.node_monitor_period)
+
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._monitor_forever())
+            group.create_task(self._probe_forever())
             group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.options.workers))

@@ -133,6 +133,28 @@ async def test_a_leader_that_cannot_read_through_raft_marks_nothing() -> None:
     assert f.client.actions == []
 
 
+async def test_nothing_is_marked_while_the_store_is_out_of_reach_nor_right_after() -> None:
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1"))
+    f.seed(kinds.LEASE, lease("n1"))
+    c = make(f, "n1")
+    f.client.fail[("get", "raftkube-system")] = _status(503, "ServiceUnavailable", "no quorum")
+    f.now = T0 + 5
+    await c.probe_store()
+    assert c.store_lost == T0 + 5
+    f.now = T0 + 30  # the agents could not renew either
+    assert await f.run(c, "n1") == [] and f.client.reads[-1] != ("leases", "raftkube-system",
+                                                                 "n1")
+    del f.client.fail[("get", "raftkube-system")]
+    await c.probe_store()  # the store answers again: a full grace period from now
+    assert c.store_lost is None and c.health["n1"].probe_at == T0 + 30
+    assert len(c.queue) == 1
+    f.now = T0 + 39
+    assert await f.run(c, "n1") == []
+    f.now = T0 + 41
+    assert [a.verb for a in await f.run(c, "n1")] == ["update_status"]
+
+
 async def test_a_new_leader_gives_every_node_a_full_grace_period() -> None:
     f = Fixture(now=T0 + 500)  # the lease was last renewed long ago, by the agent's clock
     f.seed(kinds.NODE, node("n1"))
