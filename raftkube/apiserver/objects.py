@@ -39,7 +39,6 @@ from raftkube.store import state as st
 from raftkube.store.replica import Replica
 
 MAX_OBJECT_BYTES = rec.MAX_OBJECT_BYTES
-SYSTEM_NAMESPACES = namespaces.SYSTEM
 # The Raft term the current request's writes are stamped with (`X-Raftkube-Term`), set by
 # the REST layer for the request: every write below goes through `commit`, which carries
 # it into the store, where a write of a replaced leader is refused.
@@ -65,7 +64,6 @@ def known_kind(api_version: str, kind: str) -> kinds.Kind:
 
 NAMESPACE_KIND = known_kind("v1", "Namespace")
 POD_KIND = known_kind("v1", "Pod")
-SERVICE_KIND = known_kind("v1", "Service")
 
 
 def matches(obj: dict[str, Any], label: selectors.LabelSelector | None,
@@ -460,7 +458,7 @@ class Objects:
         return lease_id
 
     async def ensure_namespaces(self) -> None:
-        for name in SYSTEM_NAMESPACES:
+        for name in namespaces.SYSTEM:
             try:
                 await self.create(NAMESPACE_KIND, "", {
                     "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
