@@ -94,13 +94,13 @@ class NodeAgent:
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
             status_interval=options.status_interval)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock)
-        self.events = ev.EventRecorder(self.client, "kubelet", clock=clock)
+        self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
         self.kubelet = kubelet.Kubelet(
             node_name=name, host_ip=options.address, client=self.client,
             runtime=self.runtime, prober=prober, events=self.events, clock=clock,
             backoff=actions.CrashBackoff(base=options.crash_backoff_base,
                                          cap=options.crash_backoff_cap),
-            relist_period=options.relist_period)
+            relist_period=options.relist_period, allocatable=options.capacity)
 
     async def run(self) -> None:
         await self.heartbeat.register()

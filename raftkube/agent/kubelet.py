@@ -11,6 +11,9 @@ state from the runtime and converges them:
   deleted with grace 0 and its uid as precondition: the node finishes what the API
   server began;
 - a pod that ended (Succeeded, Failed) is left as it is: it never runs again;
+- a pod seen for the first time is admitted, or rejected for good if it does not fit
+  beside the pods admitted before it (`admission.py`); admission is decided without an
+  await, so two workers never admit two pods into the same room;
 - any other pod gets what `actions.plan` says (sandbox, starts, restarts after their
   back-off), and then its status, computed by `podstatus.pod_status`, is written with
   the resourceVersion it was read at, only when it differs from what the API holds.
@@ -28,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from raftkube.agent import actions, podstatus
+from raftkube.agent import actions, admission, podstatus
 from raftkube.agent import runtime as rt
 from raftkube.api import kinds
 from raftkube.client import events as ev
@@ -67,6 +70,7 @@ class Kubelet:
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
                  backoff: actions.CrashBackoff | None = None, relist_period: float = 1.0,
                  workers: int = 4, resync: float = 60.0,
+                 allocatable: Mapping[str, str] | None = None,
                  informer: inf.Informer | None = None) -> None:
         self.node_name = node_name
         self.host_ip = host_ip
@@ -78,6 +82,8 @@ class Kubelet:
         self.backoff = backoff or actions.CrashBackoff()
         self.relist_period = relist_period
         self.workers = workers
+        self.allocatable = dict(allocatable or {})  # empty: every pod is admitted
+        self._admitted: set[str] = set()  # uids of the pods admitted by this process
         self.pods = informer or inf.Informer(client, kinds.POD,
                                              field_selector=f"spec.nodeName={node_name}",
                                              resync=resync)
@@ -154,7 +160,7 @@ class Kubelet:
                 state = found
             else:  # its pod is gone (or was replaced by one of the same name)
                 await self.runtime.remove_pod(found.sandbox.uid, grace=0)
-                self.backoff.forget_pod(found.sandbox.uid)
+                self._forget(found.sandbox.uid)
         if pod is None:
             self._written.pop(key, None)
             return
@@ -163,7 +169,34 @@ class Kubelet:
             return
         if (pod.get("status") or {}).get("phase") in podstatus.TERMINAL:
             return  # an ended pod never runs again
+        if state is None and not self._holds(pod):
+            rejected = admission.rejection(
+                pod, [p for p in self.pods.cache.list()
+                      if p["metadata"].get("uid") != uid and self._holds(p)],
+                self.allocatable)
+            if rejected is not None:
+                await self._reject(key, pod, *rejected)
+                return
+            self._admitted.add(pod["metadata"]["uid"])
         await self._sync(key, pod, state)
+
+    def _holds(self, pod: Obj) -> bool:
+        """Whether a pod takes room on this node: admitted here (by this process, or
+        before it restarted: then it has a startTime) and not ended."""
+        status = pod.get("status") or {}
+        return status.get("phase") not in podstatus.TERMINAL and (
+            pod["metadata"].get("uid") in self._admitted or bool(status.get("startTime")))
+
+    async def _reject(self, key: str, pod: Obj, reason: str, message: str) -> None:
+        self.events.event(pod, "Warning", reason, message)
+        status = {**(pod.get("status") or {}), "phase": "Failed", "reason": reason,
+                  "message": message}
+        try:
+            self._written[key] = await self.client.update_status(
+                kinds.POD, {**pod, "status": status})
+        except ApiError as e:
+            if e.code != 404:
+                raise
 
     async def _sync(self, key: str, pod: Obj, state: rt.PodState | None) -> None:
         uid = pod["metadata"]["uid"]
@@ -173,7 +206,12 @@ class Kubelet:
             plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff)
             if plan.idle:
                 break
-            await self._execute(pod, state, plan)
+            try:
+                await self._execute(pod, state, plan)
+            except rt.RuntimeFailure as e:
+                reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
+                self.events.event(pod, "Warning", reason, str(e))
+                raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
         now = self.clock()
         ready: dict[str, bool] = {}
@@ -222,6 +260,11 @@ class Kubelet:
                 self.events.event(pod, "Warning", "BackOff", "Back-off restarting failed "
                                   f"container {name} in pod {actions.pod_ref(pod)}")
 
+    def _forget(self, uid: str) -> None:
+        self.backoff.forget_pod(uid)
+        self._admitted.discard(uid)
+        self._told = {t for t in self._told if t[0] != uid}
+
     async def _finish(self, pod: Obj, state: rt.PodState | None) -> None:
         """Stop what runs of a pod being deleted, then delete it with grace 0."""
         meta = pod["metadata"]
@@ -232,8 +275,7 @@ class Kubelet:
             await self.runtime.remove_pod(meta["uid"],
                                           grace=float(meta.get("deletionGracePeriodSeconds")
                                                       or 0))
-        self.backoff.forget_pod(meta["uid"])
-        self._told = {t for t in self._told if t[0] != meta["uid"]}
+        self._forget(meta["uid"])
         try:
             await self.client.delete(kinds.POD, meta.get("namespace", ""), meta["name"],
                                      grace=0, uid=meta["uid"])

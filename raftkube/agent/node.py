@@ -10,10 +10,12 @@ As the kubelet does since node leases exist, the heartbeat and the status are ap
   through whichever master answers, so a leader's death costs the lease well under a
   second;
 - the Node's status (capacity, allocatable, addresses, nodeInfo and the Ready /
-  MemoryPressure / DiskPressure / PIDPressure conditions) is read every
-  `status_interval` seconds and written when it differs from what this node reports
-  (say, the lifecycle controller set Ready to Unknown while the agent was down), or
-  when `report_interval` has passed since the last write (lastHeartbeatTime).
+  MemoryPressure / DiskPressure / PIDPressure conditions) is written when it differs
+  from what this node reports (say, the lifecycle controller set Ready to Unknown while
+  the agent was down), or when `report_interval` has passed since the last write
+  (lastHeartbeatTime). The node watches its own Node (`metadata.name=NAME`), so it
+  checks at once when someone else changes it, and every `status_interval` seconds
+  from that cache: a check costs no request (a GET is a read barrier through Raft).
 
 Registration creates the Node with its status; if it exists already (the agent
 restarted) it keeps it and adds its labels. A Node deleted under a running agent is
@@ -34,6 +36,7 @@ from typing import Any
 
 from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import rfc3339
+from raftkube.client import informer as inf
 from raftkube.client import rest
 from raftkube.client.errors import ApiError, ClientError
 
@@ -70,6 +73,13 @@ class NodeConfig:
     lease_duration: int = 40
     status_interval: float = 10.0
     report_interval: float = 300.0
+
+
+def _rv(obj: Obj) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 def micro_time(t: float) -> str:
@@ -149,6 +159,12 @@ class NodeHeartbeat:
         self.renewals = 0
         self.last_report = 0.0
         self.registered = asyncio.Event()
+        self.watch = inf.Informer(client, kinds.NODE,
+                                  field_selector=f"metadata.name={config.name}")
+        self._changed = asyncio.Event()
+        self.watch.add_handler(inf.Handler(add=lambda _n: self._changed.set(),
+                                           update=lambda _o, _n: self._changed.set(),
+                                           delete=lambda _n: self._changed.set()))
 
     async def register(self) -> Obj:
         """Create the Node, or adopt the one that exists; retried until it is done."""
@@ -183,8 +199,24 @@ class NodeHeartbeat:
         assert self.node is not None
         return self.node
 
+    def _cached(self) -> Obj | None:
+        """The Node as the watch last saw it, or as this node last wrote it if that is
+        newer (the watch has not brought the write back yet); None if unknown."""
+        if not self.watch.synced.is_set():
+            return None
+        seen = self.watch.cache.get(self.config.name)
+        if seen is None:
+            return None
+        mine = self.node
+        if mine is not None and mine["metadata"].get("uid") == seen["metadata"].get("uid") \
+                and _rv(mine) > _rv(seen):
+            return mine
+        return seen
+
     async def sync_status(self, node: Obj | None = None) -> None:
         """Write the Node's status if it is not what this node reports, or is old."""
+        if node is None:
+            node = self._cached()
         if node is None:
             try:
                 node = await self.client.get(kinds.NODE, "", self.config.name)
@@ -246,7 +278,11 @@ class NodeHeartbeat:
 
     async def _status_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.config.status_interval)
+            try:
+                await asyncio.wait_for(self._changed.wait(), self.config.status_interval)
+            except TimeoutError:
+                pass
+            self._changed.clear()
             try:
                 await self.sync_status()
             except ClientError as e:
@@ -257,4 +293,5 @@ class NodeHeartbeat:
             await self.register()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._lease_forever())
+            group.create_task(self.watch.run())
             group.create_task(self._status_forever())

@@ -53,6 +53,13 @@ def exit_plan(pod: Obj) -> tuple[float | None, int]:
     return after, code
 
 
+def container_id(uid: str, name: str, attempt: int, started: float) -> str:
+    """Unique to one start, as a real runtime's ids are (a container started again
+    after an agent restart is told apart), yet the same for the same inputs."""
+    digest = hashlib.sha256(f"{uid}/{name}/{attempt}/{started!r}".encode()).hexdigest()
+    return f"simulated://{digest[:32]}"
+
+
 def image_id(image: str) -> str:
     return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
 
@@ -139,7 +146,7 @@ class SimulatedRuntime:
         if runs and self._view(runs[-1], now).state == rt.RUNNING:
             raise rt.RuntimeFailure(f"container {name} of pod {uid} is running already")
         image = str(container.get("image") or "")
-        c = rt.Container(uid, name, attempt, f"simulated://{uid[:8]}-{name}-{attempt}", image,
+        c = rt.Container(uid, name, attempt, container_id(uid, name, attempt, now), image,
                          image_id(image), rt.RUNNING, now)
         init = name in {i.get("name") for i in (pod.get("spec") or {}).get("initContainers")
                         or []}

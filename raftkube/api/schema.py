@@ -31,6 +31,7 @@ INT_OR_STRING = "integer or string"
 QUANTITY = "quantity"
 OBJECT = "object"  # any map, contents unchecked
 ANY = "any"
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,12 @@ def _leaf_ok(value: Any, leaf: str) -> bool:
         return isinstance(value, bool)
     if isinstance(value, bool):
         return False  # every other leaf is numeric or textual, never boolean
-    if leaf == INTEGER:
-        return isinstance(value, int)
+    if leaf == INTEGER:  # Kubernetes' integers are int32 or int64: nothing beyond int64
+        return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
     if leaf == NUMBER:
         return isinstance(value, int | float)
     if leaf == INT_OR_STRING:
-        return isinstance(value, int | str)
+        return isinstance(value, str) or isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
     if leaf == QUANTITY:
         return isinstance(value, int | float | str)
     return isinstance(value, dict)  # OBJECT

@@ -1,20 +1,23 @@
 """The master's HTTP server: etcd's v3 JSON API, Kubernetes-style REST (rest.py),
 health, readiness and metrics.
 
-Every request but `/healthz` needs the admin bearer token. Errors use the grpc-gateway's
-body (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and
-an error answer never changes anything: requests are fully parsed and checked before a
-command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its author
-decided it in; the state machine refuses it if a newer leader has written since (fencing).
+Every request but `/healthz` is authenticated here, once, for both APIs (`auth`): the
+store's API, readiness and metrics are the admin's (401 without a known token, 403 for a
+node's), and REST reads the user from the request. Errors use the grpc-gateway's body
+(`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and an
+error answer never changes anything: requests are fully parsed and checked (`inputs`)
+before a command is proposed. A write may carry `X-Raftkube-Term: N`, the Raft term its
+author decided it in; the state machine refuses it if a newer leader has written since
+(fencing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -22,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from raftkube.apiserver import auth, fanout, fencing, inputs, metrics
 from raftkube.apiserver import etcdjson as ej
-from raftkube.apiserver import fencing, metrics
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.apiserver.rest import Rest
@@ -46,6 +49,7 @@ GRPC = {
     "Internal": (13, 500),
     "Unavailable": (14, 503),
     "Unauthenticated": (16, 401),
+    "PermissionDenied": (7, 403),
     "ResourceExhausted": (8, 429),
 }
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
@@ -55,11 +59,13 @@ PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REPLICA = web.AppKey("replica", Replica)
-TOKEN = web.AppKey("token", str)
+TOKENS = web.AppKey("tokens", auth.Tokens)
 METRICS = web.AppKey("metrics", metrics.Metrics)
 PROGRESS = web.AppKey("progress_every", float)
 OBJECTS = web.AppKey("objects", ob.Objects)
 SETUP = web.AppKey("setup", asyncio.Task)
+PULSE = web.AppKey("pulse", asyncio.Task)
+PULSE_EVERY = web.AppKey("pulse_every", float)
 
 
 async def _ensure_namespaces(objects: ob.Objects) -> None:
@@ -82,6 +88,16 @@ async def _stop_namespaces(app: web.Application) -> None:
     await asyncio.gather(app[SETUP], return_exceptions=True)
 
 
+async def _start_pulse(app: web.Application) -> None:
+    app[PULSE] = asyncio.get_running_loop().create_task(
+        app[REPLICA].pulse_watchers(app[PULSE_EVERY]))
+
+
+async def _stop_pulse(app: web.Application) -> None:
+    app[PULSE].cancel()
+    await asyncio.gather(app[PULSE], return_exceptions=True)
+
+
 def grpc_error(message: str, code: str) -> web.Response:
     number, status = GRPC.get(code, GRPC["InvalidArgument"])
     return web.json_response({"error": message, "message": message, "code": number},
@@ -96,26 +112,23 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = route.canonical if route is not None else "unmatched"
     status = 500
     try:
-        # The Kubernetes-style REST paths authenticate (admin or node tokens) and answer
-        # with Status objects themselves.
-        if request.path != "/healthz" and not is_rest_path(request.path):
-            supplied = request.headers.get("Authorization", "")
-            wanted = "Bearer " + request.app[TOKEN]
-            if not hmac.compare_digest(supplied.encode(), wanted.encode()):
-                resp: web.StreamResponse = grpc_error(
-                    "etcdserver: invalid auth token" if supplied
-                    else "etcdserver: user name is empty (missing Authorization: Bearer token)",
-                    "Unauthenticated")
-                status = resp.status
-                return resp
+        if request.path != "/healthz":
+            refused = authenticate(request)
+            if refused is not None:
+                status = refused.status
+                return refused
         resp = await handler(request)
         status = resp.status
         return resp
-    except web.HTTPRequestEntityTooLarge:
+    except (inputs.TooLarge, web.HTTPRequestEntityTooLarge):
         status = 413
-        return web.json_response(
-            {"error": "etcdserver: request is too large", "message":
-             "etcdserver: request is too large", "code": 3}, status=413)
+        return too_large()
+    except inputs.BadInput as e:
+        status = e.status
+        return grpc_error(e.message, "InvalidArgument")
+    except RecursionError:  # a backstop: input is measured before anything walks it
+        status = 400
+        return grpc_error("body: nested too deeply", "InvalidArgument")
     except web.HTTPException as e:
         status = e.status
         raise
@@ -133,20 +146,36 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         m.observe(request.method, path, status, time.perf_counter() - started)
 
 
+def authenticate(request: web.Request) -> web.Response | None:
+    """Store the request's user on it; or the refusal, in the shape of the API asked."""
+    user = request.app[TOKENS].user(request.headers.get("Authorization", ""))
+    if is_rest_path(request.path):
+        if user is None:
+            return web.json_response(stt.unauthorized().status(), status=401)
+    elif user is None:
+        supplied = "Authorization" in request.headers
+        return grpc_error("etcdserver: invalid auth token" if supplied
+                          else "etcdserver: user name is empty (missing Authorization: "
+                               "Bearer token)", "Unauthenticated")
+    elif not user.admin:
+        # Node agents use the Kubernetes-style API only; the store is the admin's.
+        return grpc_error("etcdserver: permission denied", "PermissionDenied")
+    request[auth.USER] = user
+    return None
+
+
 def is_rest_path(path: str) -> bool:
     return path in ("/api", "/apis") or path.startswith(("/api/", "/apis/"))
 
 
+def too_large() -> web.Response:
+    message = "etcdserver: request is too large"
+    return web.json_response({"error": message, "message": message, "code": 3}, status=413)
+
+
 async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > BODY_LIMIT:
-        raise st.StoreError("etcdserver: request is too large")
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ej.BadRequest("body", f"malformed JSON: {e}") from None
+    """A /v3 body: JSON, and an empty body is an empty message, as in etcd's gateway."""
+    return await inputs.read_json(request, limit=BODY_LIMIT, empty={})
 
 
 def fence_term(request: web.Request, replica: Replica) -> int | None:
@@ -176,12 +205,12 @@ def check_size(req: dict[str, Any]) -> None:
 class EtcdApi:
     def __init__(self, replica: Replica) -> None:
         self.r = replica
+        self.encodings = fanout.SharedEncodings()
 
     def header(self, revision: int | None = None) -> dict[str, str]:
         r = self.r
         if revision is None:
-            with r.lock:
-                revision = r.state.revision
+            revision = r.revision
         return ej.header(cluster_id=r.cluster_id, member_id=r.member_id, revision=revision,
                          raft_term=r.view.term)
 
@@ -274,20 +303,16 @@ class EtcdApi:
     async def lease_leases(self, request: web.Request) -> web.Response:
         await read_json(request)
         await self.r.barrier()
-        with self.r.lock:
-            ids = sorted(self.r.state.leases)
         return web.json_response({"header": self.header(),
-                                  "leases": [{"ID": str(i)} for i in ids]})
+                                  "leases": [{"ID": str(i)} for i in self.r.lease_ids()]})
 
     async def status(self, request: web.Request) -> web.Response:
         await read_json(request)
         r = self.r
-        with r.lock:
-            blob_size = len(r.state.kvs)
         return web.json_response({
             "header": self.header(),
             "version": "3.4.0-raftkube",
-            "dbSize": str(blob_size),
+            "dbSize": str(r.key_count()),
             "leader": str(r.leader_id),
             "raftIndex": str(r.view.commit_index),
             "raftTerm": str(r.view.term),
@@ -344,10 +369,10 @@ class EtcdApi:
         """The whole state at a linearizable point, as msgpack bytes plus a SHA-256."""
         await read_json(request)
         await self.r.barrier()
-        blob = self.r.dump_state()
-        resp = web.Response(body=blob + hashlib.sha256(blob).digest(),
-                            content_type="application/octet-stream")
-        return resp
+        blob = await self.r.snapshot()  # encoded by a child process: the tick never waits
+        digest = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: hashlib.sha256(blob).digest())
+        return web.Response(body=blob + digest, content_type="application/octet-stream")
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         body = ej.obj(await read_json(request))
@@ -383,25 +408,43 @@ class EtcdApi:
             return resp
         try:
             await send({"header": self.header(), "created": True})
+            # Every watch of the same range and options sends the same bytes for a revision.
+            stream = ("v3", key, end, prev_kv, tuple(sorted(skip)))
 
-            async def send_events(entries: list[tuple[int, list[st.Event]]]) -> None:
-                events = [ej.event_json(ev, prev_kv=prev_kv)
-                          for ev in st.iter_events(entries) if ev.type not in skip]
-                if events:
-                    await send({"header": self.header(entries[-1][0]), "events": events})
+            def message(revision: int, events: list[st.Event]) -> bytes:
+                def make() -> bytes:
+                    out = [ej.event_json(ev, prev_kv=prev_kv) for ev in events
+                           if ev.type not in skip]
+                    if not out:
+                        return b""
+                    return json.dumps({"result": {"header": self.header(revision),
+                                                  "events": out}}).encode() + b"\n"
 
+                return self.encodings.get(revision, stream, make)
+
+            def alive() -> bool:
+                return request.transport is not None and not request.transport.is_closing()
+
+            def wire(revision: int, events: list[st.Event]) -> bytes:
+                return self.encodings.get(revision, ("chunked", *stream),
+                                          lambda: fanout.chunk(message(revision, events)))
+
+            watcher.alive = alive
+            every = request.app[PROGRESS]
             if history:
-                await send_events(history)
+                await resp.write(b"".join(message(rev, evs) for rev, evs in history))
+            if request.transport is not None:
+                # From here the hub writes events straight to the client (fanout.py).
+                watcher.sink = fanout.sink(
+                    request.transport, wire if fanout.is_chunked(resp.headers) else message)
             last_sent = time.monotonic()
             while True:
-                batch = await watcher.next_batch(timeout=min(1.0, request.app[PROGRESS]))
-                if batch is None:
-                    if request.transport is None or request.transport.is_closing():
-                        return resp
-                    if progress and time.monotonic() - last_sent >= request.app[PROGRESS]:
-                        await send({"header": self.header()})
-                        last_sent = time.monotonic()
-                    continue
+                # Woken by events it must write itself (the client is behind), or by the
+                # hub's pulse once a progress notice is due or the client has gone: no
+                # timer of its own.
+                last_sent = max(last_sent, watcher.delivered_at)
+                watcher.due = last_sent + every if progress else math.inf
+                batch = await watcher.next_batch()
                 if batch.cancel_reason:
                     out: dict[str, Any] = {"header": self.header(), "canceled": True,
                                            "cancel_reason": batch.cancel_reason}
@@ -409,10 +452,20 @@ class EtcdApi:
                         out["compact_revision"] = str(batch.compact_revision)
                     await send(out)
                     return resp
-                await send_events(batch.events)
+                if not batch.events:
+                    if not alive():
+                        return resp
+                    last_sent = max(last_sent, watcher.delivered_at)
+                    if progress and time.monotonic() - last_sent >= every:
+                        await send({"header": self.header()})
+                        last_sent = time.monotonic()
+                    continue
+                data = b"".join(message(rev, evs) for rev, evs in batch.events)
+                if data:
+                    await resp.write(data)
                 last_sent = time.monotonic()
-        except (ConnectionResetError, asyncio.CancelledError):
-            return resp
+        except ConnectionResetError:
+            return resp  # the client went away; a cancellation propagates
         finally:
             watcher.close()
 
@@ -453,13 +506,17 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app[PROGRESS] = progress_every
     objects = ob.Objects(replica, service_cidr=service_cidr, event_ttl=event_ttl)
     app[OBJECTS] = objects
-    rest = Rest(replica, objects, admin_token=token, node_tokens=node_tokens or {},
-                bookmark_every=bookmark_every)
+    rest = Rest(replica, objects, bookmark_every=bookmark_every)
     for path in ("/api", "/api/{tail:.*}", "/apis", "/apis/{tail:.*}"):
         app.router.add_route("*", path, rest.handle)
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
-    app[TOKEN] = token
+    app[TOKENS] = auth.Tokens(admin=token, nodes=node_tokens or {})
+    # The one timer of every watch stream: bookmarks, progress notices and deadlines are
+    # late by at most this much.
+    app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)
+    app.on_startup.append(_start_pulse)
+    app.on_cleanup.append(_stop_pulse)
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)
     app.router.add_get("/healthz", healthz)

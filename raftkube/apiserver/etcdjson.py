@@ -1,7 +1,8 @@
 """etcd's v3 JSON gateway conventions, both ways, as pure functions.
 
-Incoming: keys and values are base64, int64 fields may be JSON numbers or strings, enums
-may be names or numbers. Every problem is reported as a `BadRequest` that names the field.
+Incoming: keys and values are base64, int64 fields may be JSON numbers or strings (of
+ASCII digits and an optional '-' only, within int64: `inputs.int64`), enums may be names
+or numbers. Every problem is reported as a `BadRequest` that names the field.
 Outgoing: int64 as strings and zero values left out, as etcd's grpc-gateway prints them,
 so that a client written against etcd reads our answers unchanged.
 """
@@ -12,6 +13,7 @@ import base64
 import binascii
 from typing import Any
 
+from raftkube.apiserver import inputs
 from raftkube.store import state as st
 
 
@@ -56,11 +58,10 @@ def int64(body: dict[str, Any], name: str, path: str, *, minimum: int | None = N
     if isinstance(raw, bool) or not isinstance(raw, (int, str)):
         raise BadRequest(path + name, f"expected an integer, got {type(raw).__name__}")
     try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(path + name, f"expected an integer, got {raw!r}") from None
-    if not -(2**63) <= value < 2**63:
-        raise BadRequest(path + name, "out of the int64 range")
+        # A string strictly (etcd's gateway writes int64 as strings); a number in range.
+        value = inputs.int64(raw) if isinstance(raw, str) else inputs.int64(str(raw))
+    except ValueError as e:
+        raise BadRequest(path + name, str(e)) from None
     if minimum is not None and value < minimum:
         raise BadRequest(path + name, f"must be at least {minimum}, got {value}")
     return value

@@ -8,6 +8,8 @@ up front, since it would fence off every real leader's writes.
 
 from __future__ import annotations
 
+from raftkube.apiserver import inputs
+
 TERM_HEADER = "X-Raftkube-Term"
 
 
@@ -16,10 +18,7 @@ def requested_term(raw: str | None, current_term: int) -> int | None:
     is not a term this member could have seen."""
     if raw is None:
         return None
-    text = raw.strip()
-    if not text.isascii() or not text.isdigit():
-        raise ValueError(f"expected a positive integer, got {raw!r}")
-    term = int(text)
+    term = inputs.int64(raw)
     if term <= 0:
         raise ValueError("must be a positive Raft term")
     if term > current_term:

@@ -32,7 +32,7 @@ from typing import Any
 
 from raftkube.api import conditions, defaults, kinds, merge, qos, selectors, validation
 from raftkube.api.timestamps import rfc3339
-from raftkube.apiserver import addresses, deletion, namespaces
+from raftkube.apiserver import addresses, deletion, inputs, namespaces
 from raftkube.apiserver import records as rec
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -125,7 +125,9 @@ class Objects:
         items: list[dict[str, Any]] = []
         while True:
             req = {"key": start, "range_end": end, "revision": revision,
-                   "limit": max(limit - len(items), 0) + 1 if limit else 0}
+                   # One more than asked, to know whether there is more; still an int64.
+                   "limit": min(max(limit - len(items), 0) + 1, inputs.INT64_MAX)
+                   if limit else 0}
             try:
                 result = await self.replica.range(req)
             except st.Compacted:
@@ -170,8 +172,8 @@ class Objects:
         try:
             raw = json.loads(base64.urlsafe_b64decode(token.encode()))
             start = base64.b64decode(raw["start"])
-            revision = int(raw["rv"])
-        except (ValueError, KeyError, TypeError):
+            revision = inputs.int64(str(raw["rv"]))
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise stt.bad_request("continue: invalid continue token") from None
         if not start.startswith(prefix) or revision <= 0:
             raise stt.bad_request("continue: the token does not belong to this list")
@@ -267,10 +269,10 @@ class Objects:
         wanted_rv = (new.get("metadata") or {}).get("resourceVersion")
         if wanted_rv not in (None, ""):
             try:
-                expected = int(wanted_rv)
-            except (TypeError, ValueError):
-                raise stt.bad_request(
-                    f"metadata.resourceVersion: Invalid value: {wanted_rv!r}") from None
+                expected = inputs.int64(str(wanted_rv))
+            except ValueError as e:
+                raise stt.bad_request(f"metadata.resourceVersion: Invalid value: {e}"
+                                      ) from None
             if expected != current.mod_revision:
                 raise stt.conflict(kind.resource, name)
         return await self._update(kind, namespace, name, current, new,

@@ -4,11 +4,15 @@ One dispatcher parses `/api/v1/...` and `/apis/{group}/{version}/...` into (kind
 namespace, name, subresource) and calls `Objects`. Everything a client can see as an
 error is a Kubernetes `Status`; a request is fully checked before anything is written.
 
-Authentication: the admin bearer token, or a node token (`--node-token-file`, lines of
-`token,node-name`) for an agent, who acts as `system:node:NAME` and may read what an
-agent needs (ConfigMaps and Secrets only by name, and only those its pods refer to),
-write its own Node and its Lease in `raftkube-system`, create Events, and write the
-status of (and delete) the pods bound to it. Anything else is 403.
+Users: the app's middleware has authenticated the request (`auth`): the admin, or a
+node's agent, `system:node:NAME`, who may read what an agent needs (ConfigMaps and
+Secrets only by name in their namespace, and only those its pods refer to), write its
+own Node and its Lease in `raftkube-system`, create Events, and write the status of (and
+delete) the pods bound to it. Anything else is 403, decided before the object asked for
+is looked up (a node never learns whether it exists).
+
+Bodies and integer parameters are read by `inputs`, whose refusals become Status 400
+or 413 here.
 
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
@@ -18,40 +22,28 @@ and ADDED when it starts, so a cache built from list+watch stays exact.
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from raftkube.api import kinds, schema, selectors, yamltext
-from raftkube.apiserver import fencing
+from raftkube.api import kinds, schema, selectors
+from raftkube.apiserver import auth, fanout, fencing, inputs
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica, Unavailable
 
 POD_KIND = ob.known_kind("v1", "Pod")
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request limit; objects are capped lower, by the store
 NODE_READABLE = {"pods", "services", "endpoints", "endpointslices", "nodes", "namespaces",
                  "leases", "events"}
 # A node reads these one by one, and only those that a pod bound to it refers to (as
 # Kubernetes' node authorizer allows): a node never sees the cluster's other secrets.
 NODE_REFERENCED = {"configmaps", "secrets"}
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    node: str = ""  # set for node agents
-
-    @property
-    def admin(self) -> bool:
-        return not self.node
 
 
 @dataclass
@@ -63,19 +55,18 @@ class Target:
 
 
 class Rest:
-    def __init__(self, replica: Replica, objects: ob.Objects, *, admin_token: str,
-                 node_tokens: dict[str, str], bookmark_every: float = 10.0) -> None:
+    def __init__(self, replica: Replica, objects: ob.Objects, *,
+                 bookmark_every: float = 10.0) -> None:
         self.replica = replica
         self.objects = objects
-        self.admin_token = admin_token
-        self.node_tokens = node_tokens
         self.bookmark_every = bookmark_every
+        self.encodings = fanout.SharedEncodings()
 
     # ---- entry point ------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            user = self.authenticate(request)
+            user = request[auth.USER]
             if request.path in ("/api", "/apis", "/api/", "/apis/"):
                 return web.json_response(discovery_root(request.path.rstrip("/")))
             target, is_discovery = parse_path(request.path)
@@ -85,6 +76,11 @@ class Rest:
             return await self.dispatch(request, user, target)
         except stt.ApiError as e:
             return web.json_response(e.status(), status=e.code)
+        except inputs.BadInput as e:
+            return web.json_response(bad_input(e).status(), status=e.status)
+        except RecursionError:  # a backstop: input is measured before anything walks it
+            err = stt.bad_request("the request nests too deeply")
+            return web.json_response(err.status(), status=400)
         except Unavailable as e:
             err = stt.unavailable(f"the store could not commit in time: {e}")
             return web.json_response(err.status(), status=503)
@@ -92,21 +88,10 @@ class Rest:
             err = stt.ApiError(500, "InternalError", f"store: {e.message}")
             return web.json_response(err.status(), status=500)
 
-    def authenticate(self, request: web.Request) -> User:
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
-            raise stt.unauthorized()
-        token = header[len("Bearer "):].strip()
-        if hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            return User("admin")
-        for known, node in self.node_tokens.items():
-            if hmac.compare_digest(token.encode(), known.encode()):
-                return User(f"system:node:{node}", node=node)
-        raise stt.unauthorized()
-
     # ---- dispatch ---------------------------------------------------------------------
 
-    async def dispatch(self, request: web.Request, user: User, t: Target) -> web.StreamResponse:
+    async def dispatch(self, request: web.Request, user: auth.User,
+                       t: Target) -> web.StreamResponse:
         if request.method == "GET":
             return await self._dispatch(request, user, t)
         try:
@@ -120,7 +105,7 @@ class Rest:
         finally:
             ob.FENCE.reset(fence)
 
-    async def _dispatch(self, request: web.Request, user: User, t: Target
+    async def _dispatch(self, request: web.Request, user: auth.User, t: Target
                         ) -> web.StreamResponse:
         if t.subresource == "binding" and request.method != "POST":
             raise stt.ApiError(405, "MethodNotAllowed", "the server does not allow this "
@@ -146,6 +131,7 @@ class Rest:
             verb = "watch" if q.get("watch") in ("true", "1") else "list"
             self.authorize(user, verb, t, None)
             label, fields = parse_selectors(q)
+            query_int(q, "resourceVersion", minimum=0)  # refused here, by name, if bad
             if verb == "watch":
                 return await self.watch(request, t, label, fields)
             limit = query_int(q, "limit", minimum=0)
@@ -201,14 +187,14 @@ class Rest:
                                    f"the body of the request was in an unknown format - "
                                    f"accepted media types include: "
                                    f"application/merge-patch+json (got {ctype})")
-            patch = await read_json(request)
+            patch = await read_body(request)
             await self.authorize_existing(user, "patch", t)
             patch, warnings = check_fields(patch, t, strictness)
             patched = await self.objects.patch(t.kind, t.namespace, t.name, patch,
                                                subresource=t.subresource, dry_run=dry_run)
             return warn(web.json_response(patched), warnings)
         if method == "DELETE":
-            options = await read_json(request) if request.can_read_body else {}
+            options = await read_body(request) if request.can_read_body else {}
             options = {} if options is None else options  # an empty body, as kubectl sends
             if not isinstance(options, dict):
                 raise stt.bad_request("DeleteOptions must be an object")
@@ -221,8 +207,9 @@ class Rest:
             grace = query_int(q, "gracePeriodSeconds", minimum=0, default=None)
             if grace is None and options.get("gracePeriodSeconds") is not None:
                 grace = options["gracePeriodSeconds"]
-                if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0:
-                    raise stt.bad_request("gracePeriodSeconds: must be a non-negative integer")
+                if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0 \
+                        or grace > inputs.INT64_MAX:
+                    raise stt.bad_request("gracePeriodSeconds: must be a non-negative int64")
             dry_run = dry_run or options.get("dryRun") == ["All"]
             preconditions = options.get("preconditions") or {}
             if not isinstance(preconditions, dict) or not all(
@@ -240,7 +227,7 @@ class Rest:
 
     # ---- authorization ------------------------------------------------------------------
 
-    def authorize(self, user: User, verb: str, t: Target, obj: dict[str, Any] | None) -> None:
+    def authorize(self, user: auth.User, verb: str, t: Target, obj: dict[str, Any] | None) -> None:
         if user.admin:
             return
         plural = t.kind.plural
@@ -258,7 +245,10 @@ class Rest:
             return
         raise stt.forbidden(user.name, verb, t.kind.resource, t.name, t.namespace)
 
-    async def authorize_referenced(self, user: User, t: Target) -> None:
+    async def authorize_referenced(self, user: auth.User, t: Target) -> None:
+        if t.kind.namespaced and not t.namespace:
+            # No namespace, no pod of this node can refer to it: refused before lookup.
+            raise stt.forbidden(user.name, "get", t.kind.resource, t.name, t.namespace)
         pods = await self.objects.list_objects(POD_KIND, t.namespace)
         for pod in pods.items:
             spec = pod.get("spec") or {}
@@ -267,7 +257,7 @@ class Rest:
                 return
         raise stt.forbidden(user.name, "get", t.kind.resource, t.name, t.namespace)
 
-    async def authorize_existing(self, user: User, verb: str, t: Target) -> None:
+    async def authorize_existing(self, user: auth.User, verb: str, t: Target) -> None:
         """Writes to an existing object: a node only touches what is its own."""
         if user.admin:
             return
@@ -312,53 +302,80 @@ class Rest:
                            ) from None
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
-        deadline = time.monotonic() + timeout if timeout else None
+        deadline = time.monotonic() + timeout if timeout else math.inf
         last_revision = start - 1
+        # Every watcher of the same path and selectors sends the same bytes for a revision.
+        stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
-        async def send(kind: str, obj: dict[str, Any]) -> None:
-            await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+        def lines(revision: int, events: list[st.Event]) -> bytes:
+            return self.encodings.get(revision, stream, lambda: b"".join(
+                watch_line(kind, obj) for kind, obj in to_watch_events(events, label, fields)))
 
+        def alive() -> bool:
+            return request.transport is not None and not request.transport.is_closing()
+
+        framed = ("rest-chunked", *stream[1:])
+
+        def wire(revision: int, events: list[st.Event]) -> bytes:
+            return self.encodings.get(revision, framed,
+                                      lambda: fanout.chunk(lines(revision, events)))
+
+        watcher.alive = alive
         try:
             for obj in initial:
-                await send("ADDED", obj)
+                await resp.write(watch_line("ADDED", obj))
             for revision, events in history:
-                for kind, obj in to_watch_events(events, t, label, fields):
-                    await send(kind, obj)
+                data = lines(revision, events)
+                if data:
+                    await resp.write(data)
                 last_revision = revision
+            if request.transport is not None:
+                # From here the hub writes events straight to the client (fanout.py).
+                watcher.sink = fanout.sink(
+                    request.transport, wire if fanout.is_chunked(resp.headers) else lines)
             last_sent = time.monotonic()
-            while deadline is None or time.monotonic() < deadline:
-                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                batch = await watcher.next_batch(timeout=min(wait, self.bookmark_every))
-                if batch is None:
-                    if request.transport is None or request.transport.is_closing():
+            while time.monotonic() < deadline:
+                # Woken by events it must write itself (the client is behind), or by the
+                # hub's pulse once it is due or the client has gone: no timer of its own.
+                last_sent = max(last_sent, watcher.delivered_at)
+                watcher.due = min(deadline, last_sent + self.bookmark_every) if bookmarks \
+                    else deadline
+                batch = await watcher.next_batch()
+                if batch.cancel_reason:
+                    err = stt.gone(f"too old resource version: {batch.cancel_reason}")
+                    await resp.write(watch_line("ERROR", err.status()))
+                    break
+                if not batch.events:
+                    if not alive():
                         break
+                    last_sent = max(last_sent, watcher.delivered_at)
                     if bookmarks and time.monotonic() - last_sent >= self.bookmark_every \
-                            and watcher.queue.empty():
+                            and not watcher.pending:
                         # What this watcher has been offered, all of it sent: never the
                         # store's revision, which runs ahead of events still on their way.
                         last_revision = max(last_revision, watcher.next_revision - 1)
-                        await send("BOOKMARK", {
+                        await resp.write(watch_line("BOOKMARK", {
                             "kind": t.kind.kind, "apiVersion": t.kind.api_version,
-                            "metadata": {"resourceVersion": str(last_revision)}})
+                            "metadata": {"resourceVersion": str(last_revision)}}))
                         last_sent = time.monotonic()
                     continue
-                if batch.cancel_reason:
-                    err = stt.gone(f"too old resource version: {batch.cancel_reason}")
-                    await send("ERROR", err.status())
-                    break
-                for revision, events in batch.events:
-                    for kind, obj in to_watch_events(events, t, label, fields):
-                        await send(kind, obj)
-                    last_revision = revision
+                data = b"".join(lines(revision, events) for revision, events in batch.events)
+                if data:
+                    await resp.write(data)  # one write however many revisions queued up
+                last_revision = batch.events[-1][0]
                 last_sent = time.monotonic()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away; a cancellation propagates
         finally:
             watcher.close()
         return resp
 
 
-def to_watch_events(events: list[st.Event], t: Target, label: selectors.LabelSelector | None,
+def watch_line(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+
+
+def to_watch_events(events: list[st.Event], label: selectors.LabelSelector | None,
                     fields: selectors.FieldSelector | None
                     ) -> list[tuple[str, dict[str, Any]]]:
     out = []
@@ -441,50 +458,34 @@ def parse_selectors(q: Any) -> tuple[selectors.LabelSelector | None,
 
 
 def query_int(q: Any, name: str, *, minimum: int, default: int | None = 0) -> Any:
+    """An integer query parameter, strictly an int64 (`inputs.int64`), blamed by name."""
     raw = q.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise stt.bad_request(f'{name}: Invalid value: "{raw}": must be an integer') from None
+        value = inputs.int64(raw)
+    except ValueError as e:
+        raise stt.bad_request(f"{name}: Invalid value: {e}") from None
     if value < minimum:
         raise stt.bad_request(f"{name}: Invalid value: {value}: must be greater than or "
                               f"equal to {minimum}")
     return value
 
 
-async def read_json(request: web.Request) -> Any:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise stt.too_large(MAX_BODY)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise stt.too_large(MAX_BODY) from None
-    if len(raw) > MAX_BODY:
-        raise stt.too_large(MAX_BODY)
-    if not raw.strip():
-        return None
-    if request.content_type in YAML_TYPES:
-        # As the apiserver does, a manifest may be sent as it is written: one YAML document.
-        try:
-            docs = list(yamltext.load_all(raw.decode()))
-        except UnicodeDecodeError as e:
-            raise stt.bad_request(f"the body of the request is not valid UTF-8: {e}") from None
-        except yamltext.YAMLError as e:
-            raise stt.bad_request("the body of the request is not valid YAML: "
-                                  + yamltext.problem(e)) from None
-        if len(docs) != 1:
-            raise stt.bad_request(f"the body must be one YAML document, got {len(docs)}")
-        return docs[0]
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise stt.bad_request(f"the body of the request is not valid JSON: {e}") from None
+async def read_body(request: web.Request) -> Any:
+    """The body as JSON, or as one YAML document (`application/yaml`, as the apiserver
+    takes a manifest as it is written); None when there is none."""
+    return await inputs.read_document(request, limit=MAX_BODY)
+
+
+def bad_input(e: inputs.BadInput) -> stt.ApiError:
+    if isinstance(e, inputs.TooLarge):
+        return stt.too_large(e.limit)
+    return stt.bad_request(e.message)
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
-    body = await read_json(request)
+    body = await read_body(request)
     if body is None:
         raise stt.bad_request("the request has no body: it must be a JSON object")
     if not isinstance(body, dict):

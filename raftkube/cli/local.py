@@ -208,18 +208,24 @@ def last_log_line(state_dir: str, name: str) -> str:
     return lines[-1] if lines else ""
 
 
-def start_member(state_dir: str, name: str, extra: list[str] | None = None) -> int:
+def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
+                 preexec: Callable[[], None] | None = None) -> int:
+    """Start one member in the background; `preexec` runs in the child before it execs
+    (tests use it to start a member under lower resource limits)."""
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
-    return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []))
+    return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []),
+                  preexec=preexec)
 
 
-def _spawn(state_dir: str, name: str, argv: list[str]) -> int:
+def _spawn(state_dir: str, name: str, argv: list[str], *,
+           preexec: Callable[[], None] | None = None) -> int:
     for d in ("pids", "logs", "data"):
         os.makedirs(os.path.join(state_dir, d), exist_ok=True)
     log = open(os.path.join(state_dir, "logs", f"{name}.log"), "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=preexec)
     log.close()
     _children.append(proc)
     _write(os.path.join(state_dir, "pids", f"{name}.pid"), f"{proc.pid}\n")
@@ -266,7 +272,8 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
             start_agent(state_dir, name, index, spec, servers)
             started.append(name)
     if nodes:
-        wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()))
+        wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()),
+                       check_agents=lambda: dead_members(state_dir, names))
     return started
 
 
@@ -284,11 +291,16 @@ def ready_nodes(server: str, token: str) -> set[str] | None:
 
 
 def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
-                   timeout: float) -> None:
-    """Wait until every one of `nodes` is registered and Ready."""
+                   timeout: float,
+                   check_agents: Callable[[], str | None] | None = None) -> None:
+    """Wait until every one of `nodes` is registered and Ready; `check_agents` says
+    what is wrong when an agent has died, and waiting then stops."""
     deadline = time.monotonic() + timeout
     missing = set(nodes)
     while time.monotonic() < deadline:
+        problem = check_agents() if check_agents is not None else None
+        if problem is not None:
+            raise ClientError(f"an agent did not start: {problem}")
         for server in servers:
             ready = ready_nodes(server, token)
             if ready is not None:

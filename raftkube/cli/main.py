@@ -111,6 +111,11 @@ def main(request_timeout: float) -> None:
                    "disrupted.")
 @click.option("--large-cluster-size-threshold", default=50, show_default=True, type=int,
               help="A disrupted zone this small or smaller stops evicting altogether.")
+@click.option("--switch-interval", type=float, default=0.001, show_default=True, hidden=True,
+              help="The interpreter's thread switch interval, in seconds (to measure).")
+@click.option("--max-connections", type=click.IntRange(min=1),
+              help="Cap on API client connections (default: what the descriptor limit "
+                   "leaves after a reserve for the store and the peers).")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, node_token_file: str | None,
            service_cluster_ip_range: str, election_timeout: str, heartbeat: float,
@@ -120,7 +125,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            default_unreachable_toleration_seconds: int,
            default_not_ready_toleration_seconds: int, node_eviction_rate: float,
            secondary_node_eviction_rate: float, unhealthy_zone_threshold: float,
-           large_cluster_size_threshold: int) -> None:
+           large_cluster_size_threshold: int,
+           max_connections: int | None, switch_interval: float) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
     from raftkube.store.journal import DataDirError
@@ -150,7 +156,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
                      history_revisions=history_revisions,
                      force_new_cluster=force_new_cluster,
                      log_compaction_entries=log_compaction_entries,
-                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync)
+                     join=initial_cluster_state == "existing", sync=not unsafe_no_fsync,
+                     max_connections=max_connections, switch_interval=switch_interval)
     except ValueError as e:
         fail(str(e))
     except DataDirError as e:
@@ -174,7 +181,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="Simulated nodes in this process: NAME-1 ... NAME-N.")
 @click.option("--cpu", default="4", show_default=True, help="The node's cpu capacity.")
 @click.option("--memory", default="8Gi", show_default=True, help="The node's memory.")
-@click.option("--max-pods", default=110, show_default=True, type=int)
+@click.option("--max-pods", default=110, show_default=True, type=int,
+              help="How many pods the node takes.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
               help="A label for the Node; repeat for each.")
 @click.option("--pod-cidr", default="10.244.0.0/24", show_default=True,
@@ -197,8 +205,12 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
 
     try:
         capacity = a.check_capacity(cpu, memory, max_pods)
-        ipaddress.ip_address(address)
-        ipaddress.ip_network(pod_cidr, strict=False)
+        for flag, check, value in (("--address", ipaddress.ip_address, address),
+                                   ("--pod-cidr", ipaddress.ip_network, pod_cidr)):
+            try:
+                check(value)
+            except ValueError as e:
+                raise ValueError(f"{flag}: {e}") from None
         label_map = {}
         for text in labels:
             key, sep, value = text.partition("=")

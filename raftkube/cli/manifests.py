@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.api import causes, kinds, yamltext
+from raftkube.api import causes, kinds, nesting, yamltext
 from raftkube.cli import printers
 from raftkube.client import errors
 
@@ -81,7 +81,7 @@ def parse_documents(source: str, text: str) -> list[Any]:
     """The documents of one source: concatenated JSON values, or multi-document YAML."""
     if text.lstrip().startswith(("{", "[")):
         try:
-            return _json_stream(text)
+            return _json_stream(source, text)
         except ValueError:
             pass  # JSON-flow YAML (comments, unquoted keys): let YAML read it
     docs: list[Any] = []
@@ -94,7 +94,7 @@ def parse_documents(source: str, text: str) -> list[Any]:
     return docs
 
 
-def _json_stream(text: str) -> list[Any]:
+def _json_stream(source: str, text: str) -> list[Any]:
     decoder = json.JSONDecoder()
     docs: list[Any] = []
     pos = 0
@@ -103,7 +103,14 @@ def _json_stream(text: str) -> list[Any]:
             pos += 1
         if pos == len(text):
             return docs
-        doc, pos = decoder.raw_decode(text, pos)
+        try:
+            doc, pos = decoder.raw_decode(text, pos)
+            too_deep = nesting.depth(doc) > nesting.MAX_DEPTH
+        except RecursionError:
+            too_deep = True
+        if too_deep:
+            raise ManifestError([f"error parsing {_where(source, len(docs) + 1)}: the "
+                                 f"document nests deeper than {nesting.MAX_DEPTH} levels"])
         docs.append(doc)
 
 

@@ -16,16 +16,18 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 
-from aiohttp import web
-
+from raftkube.apiserver import serving
 from raftkube.apiserver.app import make_app
+from raftkube.cli import logfilter
 from raftkube.controllers import base as controllers
 from raftkube.controllers.manager import LeaderLoops
 from raftkube.store import recovery
 from raftkube.store.replica import Replica, Timing
 
 log = logging.getLogger("raftkube.master")
+SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
 
 EXIT_DATA_DIR = 3
 EXIT_DISK_FAILED = 4
@@ -119,12 +121,14 @@ async def serve(
     log_compaction_entries: int = 20_000,
     sync: bool = True,
     loop_options: controllers.Options | None = None,
+    max_connections: int | None = None,
 ) -> int:
     """Serve until stopped; return the process's exit code."""
     api_host, api_port = split_hostport(api, "--api")
     split_hostport(raft_addr, "--raft")
     for p in peers:
         split_hostport(p, "--peer")
+    max_connections = serving.connection_budget(max_connections)
     if force_new_cluster:
         recovery.force_new_cluster(data_dir=data_dir)
         log.warning("forced a new one-member cluster from %s; peers rejoin with empty data",
@@ -139,10 +143,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     replica.start(loop)
     app = make_app(replica, token=token, node_tokens=node_tokens, service_cidr=service_cidr)
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, api_host, api_port, reuse_address=True)
-    await site.start()
+    runner = await serving.start(app, host=api_host, port=api_port,
+                                 max_connections=max_connections)
     log.info("master %s: api http://%s raft %s peers %s", name, api, raft_addr, peers)
     # The leader's loops reach this master's API over loopback, as an outside client.
     own_host = "127.0.0.1" if api_host in ("0.0.0.0", "") else api_host
@@ -173,10 +175,16 @@ async def serve(
     return code
 
 
-def run(**kwargs: object) -> int:
+def run(*, switch_interval: float = SWITCH_INTERVAL, **kwargs: object) -> int:
+    # The Raft tick thread and the event loop share the GIL. The tick makes many short
+    # system calls, and after each it must win the GIL back from a busy loop thread: by
+    # default that takes up to the 5 ms switch interval every time, and under thousands
+    # of watch streams a tick took hundreds of ms (docs/pysyncobj-findings.md, 18).
+    sys.setswitchinterval(switch_interval)
     logging.basicConfig(
         level=os.environ.get("RK_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logfilter.install()
     code: int = asyncio.run(serve(**kwargs))  # type: ignore[arg-type]
     return code

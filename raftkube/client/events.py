@@ -28,10 +28,11 @@ class EventRecorder:
     background so that a reconcile never waits on one; a full backlog drops events
     rather than slow the loop (Kubernetes' recorder does the same)."""
 
-    def __init__(self, client: rest.RestClient, component: str, *,
+    def __init__(self, client: rest.RestClient, component: str, *, host: str = "",
                  clock: Callable[[], float] = time.time, backlog: int = 1000) -> None:
         self.client = client
         self.component = component
+        self.host = host  # the node, for a kubelet's events (`source.host`)
         self.clock = clock
         self._queue: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue(backlog)
         self.sent = 0
@@ -62,6 +63,9 @@ class EventRecorder:
             "source": {"component": self.component},
             "reportingComponent": self.component,
         }
+        if self.host:
+            body["source"] = {"component": self.component, "host": self.host}
+            body["reportingInstance"] = self.host
         try:
             self._queue.put_nowait((namespace, body))
         except asyncio.QueueFull:

@@ -32,12 +32,14 @@ from raftkube.client.etcd import EtcdClient
 from raftkube.controllers import (
     base,
     daemonset,
+    deployment,
     endpointslice,
     garbagecollector,
     job,
     namespace,
     nodelifecycle,
     podgc,
+    replicaset,
     tainteviction,
 )
 from raftkube.scheduler.loop import Scheduler
@@ -52,6 +54,7 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     """The scheduler and every controller, each registering its informers."""
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
+            replicaset.ReplicaSetController(ctx), deployment.DeploymentController(ctx),
             daemonset.DaemonSetController(ctx), job.JobController(ctx),
             nodelifecycle.NodeLifecycle(ctx), tainteviction.TaintEviction(ctx),
             podgc.PodGC(ctx), endpointslice.EndpointSliceController(ctx),

@@ -37,6 +37,7 @@ failover.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import itertools
 import logging
@@ -60,6 +61,23 @@ RESUBMIT_AFTER = 2.0
 MIN_LEASE_TTL = 2  # seconds; etcd raises shorter TTLs to ~1.5 election timeouts
 TICK_FAILURE_LIMIT = 5.0  # seconds of a tick failing every time before the replica fails
 TICK_FAILURE_LOG_EVERY = 5.0  # seconds between tracebacks of a tick that keeps failing
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Stats:
+    revision: int
+    watchers: int
+    journal_flushes: int
+    ticks: Any  # TickStats: a histogram of the tick loop's gaps
+    fenced_writes: int
+    stamped_writes: dict[int, int]
 
 
 class Unavailable(Exception):
@@ -107,6 +125,30 @@ class Pending:
     future: asyncio.Future[st.Result]
 
 
+class TickStats:
+    """How long each pass of the tick loop took, as histogram buckets (seconds).
+
+    Written by the tick thread only and read at scrape time; a reader may see one count
+    ahead of its bucket, which a scrape can live with. The gap between two passes is
+    what a heartbeat or an election timer can be late by, so it is the figure to keep
+    below the election timeout.
+    """
+
+    BOUNDS = (0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5,
+              0.75, 1.0, 2.5, 5.0)
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(self.BOUNDS) + 1)  # the last one is +Inf
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = bisect.bisect_left(self.BOUNDS, seconds)
+        self.buckets[i] += 1
+        self.total += seconds
+        self.count += 1
+
+
 @dataclass
 class RaftView:
     """What the tick thread last saw of Raft, for the loop side to read without locks."""
@@ -150,8 +192,11 @@ class Replica:
         self.lock = threading.Lock()
         self.state = st.State()
         self.view = RaftView()
+        self.ticks = TickStats()
         self.hub = WatchHub()
         self.applied_total = 0
+        self.fenced_writes = 0  # stamped writes refused: a newer leader had written
+        self.stamped_writes: dict[int, int] = {}  # term -> stamped writes applied
         self._seq = itertools.count(1)
         self._outbox: list[tuple[Any, ...]] = []
         self._outbox_lock = threading.Lock()
@@ -237,6 +282,7 @@ class Replica:
         failing_since: float | None = None
         failures = 0
         last_logged = 0.0
+        last = time.monotonic()
         while not self._stopping.is_set():
             started = time.monotonic()
             try:
@@ -269,7 +315,10 @@ class Replica:
                                f"{type(e).__name__}: {e}); it is stopping")
                     return
                 time.sleep(self.timing.tick)
-            took = time.monotonic() - started - self.timing.tick
+            now = time.monotonic()
+            self.ticks.observe(now - last)
+            last = now
+            took = now - started - self.timing.tick
             if took > self.timing.election_min / 2:
                 log.warning("raft tick took %.0f ms (election timeout %.0f-%.0f ms)",
                             took * 1000, self.timing.election_min * 1000,
@@ -312,12 +361,24 @@ class Replica:
             self._track_lease(cmd, result, now)
             revision = self.state.revision
         self.applied_total += 1
+        self._count_fenced(cmd, result)
         try:  # malformed commands were answered with an error; nobody waits for them
             op_id = st.command_id(cmd) if isinstance(cmd, dict) else ("", 0)
         except st.StoreError:
             op_id = ("", 0)
         with self._outbox_lock:
             self._outbox.append(("applied", op_id, result, revision, events))
+
+    def _count_fenced(self, cmd: Any, result: st.Result) -> None:
+        """Writes stamped with a leader's term: how many each term got applied, and how
+        many were refused as stale (what a test of fencing reads, through /metrics)."""
+        term = cmd.get("term") if isinstance(cmd, dict) else None
+        if not isinstance(term, int) or not term:
+            return
+        if str(result.get("error", "")).startswith(st.ERR_STALE_TERM):
+            self.fenced_writes += 1
+        elif "error" not in result:
+            self.stamped_writes[term] = self.stamped_writes.get(term, 0) + 1
 
     def _track_lease(self, cmd: dict[str, Any], result: st.Result, now: float) -> None:
         if "error" in result:
@@ -529,9 +590,61 @@ class Replica:
             remaining = max(0, round(deadline - time.monotonic()))
             return remaining, lease.ttl, sorted(lease.keys)
 
-    def dump_state(self) -> bytes:
+    @property
+    def revision(self) -> int:
         with self.lock:
-            return self.state.dump()
+            return self.state.revision
+
+    def lease_ids(self) -> list[int]:
+        with self.lock:
+            return sorted(self.state.leases)
+
+    def key_count(self) -> int:
+        with self.lock:
+            return len(self.state.kvs)
+
+    def stats(self) -> Stats:
+        """What /metrics shows of this replica, read in one go."""
+        with self.lock:
+            revision = self.state.revision
+        return Stats(revision=revision, watchers=len(self.hub),
+                     journal_flushes=self.journal.flushes, ticks=self.ticks,
+                     fenced_writes=self.fenced_writes,
+                     stamped_writes=dict(self.stamped_writes))
+
+    async def pulse_watchers(self, every: float) -> None:
+        """Run the watch hub's one timer (bookmarks, progress notices, deadlines and
+        liveness of every watcher) until cancelled."""
+        await self.hub.pulse_forever(every)
+
+    async def snapshot(self) -> bytes:
+        """The whole state as msgpack bytes, serialized by a forked child: the lock is
+        held only for the fork, so neither the tick thread nor the event loop waits
+        while a large state is encoded (as pysyncobj's own snapshots are written)."""
+        read_end, write_end = os.pipe()
+        with self.lock:  # the child sees the state between two applies
+            pid = os.fork()
+        if pid == 0:  # the child: no locks, no logging, no return
+            code = 1
+            try:
+                os.close(read_end)
+                blob = self.state.dump()
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(write_end, view):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        loop = asyncio.get_running_loop()
+        try:
+            blob = await loop.run_in_executor(None, _read_all, read_end)
+        finally:
+            os.close(read_end)
+            _, status = await loop.run_in_executor(None, os.waitpid, pid, 0)
+        if status != 0:
+            raise st.StoreError("etcdserver: the snapshot could not be taken", code="Internal")
+        return blob
 
     @property
     def leader_id(self) -> int:

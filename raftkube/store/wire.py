@@ -12,6 +12,14 @@ only modules that import pysyncobj). Importing it patches pysyncobj's `TcpConnec
   success reply never moves nextIndex back (finding 8), and a peer ping every 0.5 s
   keeps idle follower-to-follower connections warm, so the first vote request after a
   leader crash is not lost to a read timeout (bug 2).
+- Frames are bounded before they are read, and a connection authenticates first
+  (finding 10). pysyncobj buffered whatever a length prefix announced, from anyone: 2^31-1
+  and a stream of bytes made a master hold them all, and an HTTP request read as a 542 MB
+  length. The first message each side sends is a Fernet-encrypted random key, so the first
+  message that decrypts proves the sender holds the cluster secret. Until then a frame may
+  be `PRE_AUTH_FRAME` bytes and no more is read into the buffer; a connection that has not
+  identified itself within `AUTH_DEADLINE` is dropped, and at most `MAX_UNAUTHENTICATED`
+  wait at once (the oldest goes). After that a frame may be `FRAME_LIMIT`.
 """
 
 from __future__ import annotations
@@ -34,6 +42,17 @@ from pysyncobj.transport import TCPTransport
 from raftkube.store.journal import Journal
 
 log = logging.getLogger(__name__)
+
+# The first message is a 32-byte key, pickled, zlib'd and Fernet-encrypted: ~170 bytes.
+PRE_AUTH_FRAME = 4096
+# After authentication. The largest message is an append batch: entries are added until
+# they reach appendEntriesBatchSizeBytes (4 MiB), so the last may bring it to 4 MiB plus
+# one entry (<= 1.5 MiB and its envelope); pickling adds ~25% for the smallest entries and
+# Fernet's base64 a third: ~9 MiB (measured). Snapshot chunks are logCompactionBatchSize
+# (64 KiB). A bound well above that, so only a broken or hostile peer meets it.
+FRAME_LIMIT = 64 * 1024 * 1024
+AUTH_DEADLINE = 3.0  # seconds from accept to the peer naming itself (ms on a live peer)
+MAX_UNAUTHENTICATED = 32  # incoming connections still in their handshake, at once
 
 # pysyncobj pickles with protocol 2, which stores bytes as latin-1 text (bug 5).
 setattr(pysyncobj.pickle, "__protocol", 4)  # noqa: B010 - the name is module-private
@@ -89,8 +108,18 @@ def _process_send(self: Any) -> bool:
 
 def _process_read(self: Any) -> bool:
     sock = self._TcpConnection__socket
+    buf = self._TcpConnection__readBuffer
+    if not isinstance(buf, bytearray):
+        buf = self._TcpConnection__readBuffer = bytearray(buf)
+    want = self._TcpConnection__recvBufferSize
+    if not self.rk_authenticated:
+        # Never buffer more than one small frame for a peer that has proved nothing; the
+        # rest stays in the kernel until the parser has looked at what is here.
+        want = min(want, PRE_AUTH_FRAME + 4 - len(buf))
+        if want <= 0:
+            return False
     try:
-        incoming = sock.recv(self._TcpConnection__recvBufferSize)
+        incoming = sock.recv(want)
     except OSError as e:
         if e.errno not in _EAGAIN:
             self.disconnect()
@@ -98,16 +127,38 @@ def _process_read(self: Any) -> bool:
     if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or not incoming:
         self.disconnect()
         return False
-    buf = self._TcpConnection__readBuffer
-    if not isinstance(buf, bytearray):
-        buf = self._TcpConnection__readBuffer = bytearray(buf)
     buf += incoming
-    return True
+    return _frame_ok(self, buf)
+
+
+def _frame_ok(self: Any, buf: bytearray) -> bool:
+    """Check the length prefix of the next frame as soon as its 4 bytes are here; drop
+    the connection on one that is negative or over this connection's bound."""
+    if len(buf) < 4:
+        return True
+    (length,) = struct.unpack("i", bytes(buf[:4]))
+    limit = FRAME_LIMIT if self.rk_authenticated else PRE_AUTH_FRAME
+    if 0 <= length <= limit:
+        return True
+    drop(self, f"a frame of {length} bytes announced, over the "
+               f"{'authenticated' if self.rk_authenticated else 'handshake'} bound of {limit}")
+    return False
+
+
+def drop(conn: Any, reason: str) -> None:
+    """Disconnect a peer connection and say why (the log filter rate-limits the line)."""
+    try:
+        peer = conn._TcpConnection__socket.getpeername()
+        who = f"{peer[0]}:{peer[1]}"
+    except (AttributeError, OSError, IndexError):
+        who = "?"
+    log.warning("dropping a Raft peer connection from %s: %s", who, reason)
+    conn.disconnect()
 
 
 def _process_parse_message(self: Any) -> Any:
     buf = self._TcpConnection__readBuffer
-    if len(buf) < 4:
+    if len(buf) < 4 or not _frame_ok(self, buf):
         return None
     (length,) = struct.unpack("i", bytes(buf[:4]))
     if len(buf) - 4 < length:
@@ -120,17 +171,29 @@ def _process_parse_message(self: Any) -> Any:
                 raise ValueError("replayed message")
             self.recvLastTimestamp = stamp
             data = self.encryptor.decrypt(data)
+        # Decrypted: the sender holds the cluster secret (or, without a secret, there
+        # is nothing to prove).
+        self.rk_authenticated = True
         message = pysyncobj.pickle.loads(zlib.decompress(data))
         if self.recvRandKey:
             rand_key, message = message
             if rand_key != self.recvRandKey:
                 raise ValueError("wrong connection key")
     except Exception as e:  # noqa: BLE001 - as pysyncobj: any bad message drops the connection
-        log.warning("dropping a Raft peer connection: bad message (%s)", type(e).__name__)
-        self.disconnect()
+        drop(self, f"bad message ({type(e).__name__})")
         return None
     del buf[:4 + length]
     return message
+
+
+_original_disconnect = _TC.disconnect
+
+
+def _disconnect(self: Any) -> None:
+    # Outgoing connection objects are reused for every reconnect: each new socket
+    # proves itself again.
+    self.rk_authenticated = False
+    _original_disconnect(self)
 
 
 _original_send = _TC.send
@@ -154,6 +217,8 @@ def _send(self: Any, message: Any) -> None:
 
 
 _TC.send = _send
+_TC.disconnect = _disconnect
+_TC.rk_authenticated = False
 _TC._TcpConnection__processSend = _process_send
 _TC._TcpConnection__processRead = _process_read
 _TC._TcpConnection__processParseMessage = _process_parse_message
@@ -168,6 +233,28 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
         super().__init__(syncObj, selfNode, otherNodes)
         self._next_ping = 0.0
+        self._accepted_at: dict[Any, float] = {}
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:  # noqa: N802 - pysyncobj's name
+        super()._onNewIncomingConnection(conn)
+        self._accepted_at[conn] = time.monotonic()
+        waiting = [c for c in self._unknownConnections if c in self._accepted_at]
+        if len(waiting) > MAX_UNAUTHENTICATED:
+            # The oldest goes: a live peer finishes its handshake in milliseconds, so
+            # whoever has waited longest is the likeliest to be holding a slot idle.
+            oldest = min(waiting, key=lambda c: self._accepted_at[c])
+            drop(oldest, f"more than {MAX_UNAUTHENTICATED} connections in their handshake")
+
+    def _onDisconnected(self, conn: Any) -> None:  # noqa: N802 - pysyncobj's name
+        self._accepted_at.pop(conn, None)
+        super()._onDisconnected(conn)
+
+    def _drop_slow_handshakes(self, now: float) -> None:
+        for conn, since in list(self._accepted_at.items()):
+            if conn not in self._unknownConnections:
+                del self._accepted_at[conn]  # it named itself: a known peer now
+            elif now - since > AUTH_DEADLINE:
+                drop(conn, f"no handshake within {AUTH_DEADLINE:.0f} s")
 
     def send(self, node: Any, message: Any) -> bool:
         if (
@@ -249,6 +336,8 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
     def _onTick(self) -> None:  # noqa: N802 - pysyncobj's name
         super()._onTick()
         now = time.monotonic()
+        if self._accepted_at:
+            self._drop_slow_handshakes(now)
         if now >= self._next_ping:
             self._next_ping = now + self.PING_EVERY
             for node in list(self._connections):

@@ -46,10 +46,12 @@ class Cluster:
 
     # ---- processes ----------------------------------------------------------------------
 
-    def up(self, *, master_args: list[str] | None = None) -> None:
+    def up(self, *, master_args: list[str] | None = None, **agents: Any) -> list[str]:
         """Start every member that is not running. `master_args` (kept for later starts,
-        `[]` clears them) are extra `rk master` flags such as `--unsafe-no-fsync`."""
-        local.up(state_dir=self.state_dir, masters=3, agents=0, master_args=master_args)
+        `[]` clears them) are extra `rk master` flags such as `--unsafe-no-fsync`;
+        `agents` are `rk up`'s agent flags (`agents=2, agent_args=[...]`). What started."""
+        started = local.up(state_dir=self.state_dir, masters=3, master_args=master_args,
+                           **{"agents": 0, **agents})
         with open(os.path.join(self.state_dir, "config.yaml")) as f:
             cfg = yaml.safe_load(f)
         self.token = cfg["token"]
@@ -57,6 +59,7 @@ class Cluster:
         self.members = {m["name"]: m for m in layout["masters"]}
         self.url = {name: f"http://{m['api']}" for name, m in self.members.items()}
         self.by_id = {str(member_id(m["raft"])): name for name, m in self.members.items()}
+        return started
 
     def down(self) -> None:
         local.down(state_dir=self.state_dir)
@@ -89,8 +92,9 @@ class Cluster:
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: self.up(master_args=master_args))
 
-    def start(self, name: str, extra: list[str] | None = None) -> None:
-        local.start_member(self.state_dir, name, extra)
+    def start(self, name: str, extra: list[str] | None = None, *,
+              preexec: Callable[[], None] | None = None) -> None:
+        local.start_member(self.state_dir, name, extra, preexec=preexec)
 
     def data_dir(self, name: str) -> str:
         return os.path.join(self.state_dir, "data", name)

@@ -209,7 +209,7 @@ async def test_auth_and_bad_input_on_every_master_change_nothing(cluster: Cluste
                     assert field in (await r.json())["message"]
             async with c.session.post(url + "/v3/kv/put", data=b"{not json") as r:
                 assert r.status == 400
-                assert "malformed JSON" in (await r.json())["message"]
+                assert "not valid JSON" in (await r.json())["message"]
         status = await c.status("m2")
         assert status is not None and int(status["header"]["revision"]) == rev
         assert await c.get_prefix("m3", "a/") == {"a/x": ("1", rev)}

@@ -26,6 +26,8 @@ from pysyncobj.config import SERIALIZER_STATE
 
 from raftkube.store import disk
 from raftkube.store import state as st
+from tests import hostile
+from tests.unit.conftest import NODE_TOKEN
 
 pytestmark = pytest.mark.unit
 
@@ -151,7 +153,7 @@ BAD = [
         headers={"Authorization": "Basic " + b64("root:" + "t" * 24)},
     ),
     Bad(
-        "malformed json", "/v3/kv/put", raw=lambda: b'{"key": "a2V5", ', says="body: malformed JSON"
+        "malformed json", "/v3/kv/put", raw=lambda: b'{"key": "a2V5", ', says="body: not valid JSON"
     ),
     Bad("body is a list", "/v3/kv/put", [GOOD_PUT], says="body: expected a JSON object, got list"),
     Bad(
@@ -319,6 +321,7 @@ BAD = [
         "body over 6 MiB",
         "/v3/kv/put",
         raw=oversized_put_body,
+        status=413,
         says="etcdserver: request is too large",
     ),
     Bad(
@@ -376,7 +379,7 @@ BAD = [
         "/v3/kv/put",
         GOOD_PUT,
         headers={"X-Raftkube-Term": "abc"},
-        says="X-Raftkube-Term: expected a positive integer, got 'abc'",
+        says="X-Raftkube-Term: expected an integer, got 'abc'",
     ),
     Bad(
         "term header zero",
@@ -409,6 +412,94 @@ BAD = [
         "/v3/watch",
         {"create_request": {"key": b64("seed"), "filters": ["NOPE"]}},
         says="create_request.filters[0]: expected one of NOPUT, NODELETE",
+    ),
+    # Hostile input: nesting that would blow the parser's (or a reader's) recursion, and
+    # integers that Python's int() would take but etcd's gateway does not.
+    Bad(
+        "put nested 100,000 deep",
+        "/v3/kv/put",
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.nested(100_000)),
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "put nested 101 deep",
+        "/v3/kv/put",
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.nested(100)),
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "txn nested 100,000 deep",
+        "/v3/kv/txn",
+        raw=lambda: b'{"success": ' + hostile.nested(100_000) + b"}",
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "txn of txns 40 deep",
+        "/v3/kv/txn",
+        hostile.nested_txn(40),
+        says="body: nested deeper than 100 levels",
+    ),
+    Bad(
+        "put of a million values",
+        "/v3/kv/put",
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.many(1_000_000)),
+        says="body: more than 100000 values",
+    ),
+    Bad(
+        "put of 100,001 values",
+        "/v3/kv/put",
+        # The object, its two fields' values, and the list with its elements.
+        raw=lambda: hostile.with_field(GOOD_PUT, "x", hostile.many(100_001 - 3)),
+        says="body: more than 100000 values",
+    ),
+    Bad(
+        "range nested 100,000 deep",
+        "/v3/kv/range",
+        raw=lambda: hostile.with_field({"key": b64("seed")}, "x", hostile.nested(100_000)),
+        says="body: nested deeper than 100 levels",
+    ),
+    *[
+        Bad(
+            f"limit {text!r}",
+            "/v3/kv/range",
+            {"key": b64("seed"), "limit": text},
+            says=f"limit: expected an integer, got {text!r}",
+        )
+        for text in (" 5 ", "5 ", "+3", "5_0", "\u0665", "\uff15", "5\n", "0x10", "")
+    ],
+    Bad(
+        "compare mod_revision 1_0",
+        "/v3/kv/txn",
+        {"compare": [{"key": b64("seed"), "target": "MOD", "result": "EQUAL",
+                      "mod_revision": "1_0"}]},
+        says="compare[0].mod_revision: expected an integer, got '1_0'",
+    ),
+    Bad(
+        "lease grant TTL +3",
+        "/v3/lease/grant",
+        {"TTL": "+3"},
+        says="TTL: expected an integer, got '+3'",
+    ),
+    Bad(
+        "limit of 23 digits",
+        "/v3/kv/range",
+        {"key": b64("seed"), "limit": "1" * 23},
+        says="limit: out of the int64 range",
+    ),
+    Bad(
+        "term header with a plus",
+        "/v3/kv/put",
+        GOOD_PUT,
+        headers={"X-Raftkube-Term": "+1"},
+        says="X-Raftkube-Term: expected an integer, got '+1'",
+    ),
+    Bad(
+        "node token on the store",
+        "/v3/kv/put",
+        GOOD_PUT,
+        403,
+        "etcdserver: permission denied",
+        headers={"Authorization": "Bearer " + NODE_TOKEN},
     ),
     Bad("unknown path", "/v3/kv/frobnicate", GOOD_PUT, 404, "Not Found", is_json=False),
     Bad(
@@ -866,6 +957,25 @@ async def test_watch_from_a_compacted_revision_is_cancelled(served: Any) -> None
 # ---- health, metrics, maintenance -----------------------------------------------------------
 
 
+@pytest.mark.parametrize(("path", "method"), [
+    ("/v3/kv/range", "POST"), ("/v3/maintenance/status", "POST"), ("/readyz", "GET"),
+    ("/metrics", "GET")])
+async def test_a_node_token_is_not_the_admins(served: Any, path: str, method: str) -> None:
+    """One authentication for every path: a node's token is known (so not 401) but the
+    store, readiness and metrics are the admin's (403, in etcd's shape); /healthz needs no
+    token, and the Kubernetes-style API takes the node's."""
+    node = {"Authorization": "Bearer " + NODE_TOKEN}
+    body = {"key": b64("k")} if path == "/v3/kv/range" else None
+    status, out = await call(served, path, body, method=method, headers=node, auth=False)
+    assert status == 403, out
+    assert out == {"error": "etcdserver: permission denied",
+                   "message": "etcdserver: permission denied", "code": 7}
+    assert (await call(served, path, body, method=method))[0] == 200
+    assert (await call(served, "/healthz", method="GET", headers=node, auth=False))[0] == 200
+    assert (await call(served, "/api/v1/namespaces/default/pods", method="GET", headers=node,
+                       auth=False))[0] == 200
+
+
 async def test_health_readiness_and_membership(served: Any) -> None:
     status, text = await call(served, "/healthz", method="GET", auth=False)
     assert status == 200 and text.strip() == "ok"
@@ -904,6 +1014,9 @@ async def test_metrics(served: Any) -> None:
     assert "raftkube_raft_is_leader 1.0" in text
     assert 'raftkube_http_requests_total{code="200",method="POST",route="/v3/kv/put"}' in text
     assert 'raftkube_http_requests_total{code="401",method="POST",route="/v3/kv/put"}' in text
+    assert served.replica.ticks.count > 0
+    for le in ("0.01", "0.25", "+Inf"):
+        assert f'raftkube_raft_tick_seconds_bucket{{le="{le}"}} ' in text
     status, _ = await call(served, "/metrics", method="GET", auth=False)
     assert status == 401
 

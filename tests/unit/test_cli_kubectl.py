@@ -16,6 +16,7 @@ import json
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from raftkube.api import kinds, merge
 from raftkube.cli import kubectl, manifests, printers
 from raftkube.client import config as cl
 from raftkube.client import errors, rest, transport
+from tests import hostile
 
 pytestmark = pytest.mark.unit
 
@@ -435,6 +437,24 @@ def test_namespaces_are_applied_first(tmp_path: Path) -> None:
     ("apiVersion: v9\nkind: Gadget\nmetadata: {name: g}\n",
      r'resource mapping not found for name: "g" namespace: "" from "{f}" \(document 1\): '
      r'no matches for kind "Gadget" in version "v9"'),
+    # Hostile manifests: refused while parsing, with the file, document, line and column.
+    (f"{CONFIGMAP_YAML}---\n" + hostile.alias_bomb(10, 20, head=CONFIGMAP_YAML).decode(),
+     r'error parsing "{f}" \(document 2\): yaml: line 24, column 7: the document stands for '
+     r"more than 67108864 bytes of JSON once its aliases are expanded"),
+    (hostile.merge_bomb(9, 9, head=CONFIGMAP_YAML).decode(),
+     r"yaml: line \d+, column \d+: the document stands for more than 67108864 bytes"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: &m {name: a, x: *m}\n",
+     r'error parsing "{f}" \(document 1\): yaml: line 3, column 11: an alias refers to a '
+     r"node that contains it"),
+    ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\nx: " + "[" * 100_000 + "]" * 100_000,
+     r'error parsing "{f}" \(document 1\): yaml: line 4, column 104: the document nests '
+     r"deeper than 100 levels"),
+    ('{"kind": "ConfigMap"}\n{"x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     r'error parsing "{f}" \(document 2\): the document nests deeper than 100 levels'),
+    ('{"kind": "ConfigMap", "x": ' + "[" * 100 + "]" * 100 + "}",
+     r'error parsing "{f}" \(document 1\): the document nests deeper than 100 levels'),
+    ("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {k: !!binary aGk=}\n",
+     r"yaml: line 4, column 11: the tag tag:yaml.org,2002:binary has no JSON value"),
 ])
 def test_bad_manifests_name_the_file_the_document_and_the_problem(
         tmp_path: Path, text: str, problem: str) -> None:
@@ -890,6 +910,49 @@ def test_apply_error_wording_for_conflict_and_forbidden(rk: Cli) -> None:
         "Error from server (Forbidden): error when retrieving current configuration of "
         f'configmap/game-demo from "{f}": configmaps "game-demo" is forbidden: User "dev" '
         'cannot get resource "configmaps" in the namespace "locked"\n')
+
+
+ANCHORED_YAML = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: front
+  labels: &labels {app: front}
+spec:
+  replicas: 2
+  selector: {matchLabels: *labels}
+  template:
+    metadata: {labels: *labels}
+    spec:
+      containers:
+      - &web {name: web, image: "busybox:1", env: [{name: MODE, value: prod}]}
+      - {<<: *web, name: sidecar}
+"""
+
+
+def test_apply_takes_anchors_and_merge_keys(rk: Cli) -> None:
+    f = rk.file("app.yaml", ANCHORED_YAML)
+    assert ok(rk("apply", "-f", f)) == "deployment.apps/front created\n"
+    live = rk.api.objects[("deployments.apps", "default", "front")]
+    assert live["spec"]["selector"] == {"matchLabels": {"app": "front"}}
+    assert live["spec"]["template"]["metadata"]["labels"] == {"app": "front"}
+    assert live["spec"]["template"]["spec"]["containers"] == [
+        {"name": "web", "image": "busybox:1", "env": [{"name": "MODE", "value": "prod"}]},
+        {"name": "sidecar", "image": "busybox:1", "env": [{"name": "MODE", "value": "prod"}]}]
+    assert ok(rk("apply", "-f", f)) == "deployment.apps/front unchanged\n"
+
+
+def test_apply_refuses_an_alias_bomb_fast_and_sends_nothing(rk: Cli) -> None:
+    f = rk.file("bomb.yaml", hostile.alias_bomb(10, 20, head=CONFIGMAP_YAML).decode())
+    started = time.perf_counter()
+    result = rk("apply", "-f", f)
+    took = time.perf_counter() - started
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f'error: error parsing "{f}" (document 1): yaml: line 16, column 7: the document '
+        "stands for more than 67108864 bytes of JSON once its aliases are expanded\n")
+    assert took < 1.0, f"rk apply took {took:.2f}s to refuse a bomb"
+    assert rk.api.seen == []
 
 
 # ---- get ---------------------------------------------------------------------------------

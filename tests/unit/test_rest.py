@@ -13,9 +13,11 @@ import asyncio
 import io
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from tests import hostile
 from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.loops import converge
 
@@ -25,6 +27,7 @@ DEPLOY = "/apis/apps/v1/namespaces/default/deployments"
 PODS = "/api/v1/namespaces/default/pods"
 SVCS = "/api/v1/namespaces/default/services"
 CMS = "/api/v1/namespaces/default/configmaps"
+EVENTS = "/api/v1/namespaces/default/events"
 
 
 def deployment(name: str = "web", replicas: Any = 2, **spec: Any) -> dict[str, Any]:
@@ -206,6 +209,76 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
      {}, 422, "Invalid", "metadata.generateName"),
     ("patch to a wrong type", "PATCH", CMS + "/a", {"data": "text"}, {"headers": {
         "Content-Type": "application/merge-patch+json"}}, 422, "Invalid", "data"),
+    # Hostile input: YAML aliases that expand without bound, from a node (which may create
+    # Events), bodies nested past what any reader may recurse into, lax integers.
+    *[(f"YAML {name} {a}x{n} from a node", "POST", EVENTS, None, {
+        "raw": bomb(a, n), "auth": False, "headers": {**NODE, **YAML}}, 400, "BadRequest",
+       "more than 3145728 bytes of JSON once its aliases are expanded")
+      for name, bomb in (("alias bomb", hostile.alias_bomb),
+                         ("merge-key bomb", hostile.merge_bomb))
+      for a, n in ((9, 8), (9, 9), (10, 20))],
+    ("YAML alias of itself", "POST", CMS, None, {"raw": b"kind: ConfigMap\ndata: &d {a: *d}\n",
+                                                 "headers": YAML}, 400, "BadRequest",
+     "an alias refers to a node that contains it"),
+    ("YAML binary tag", "POST", CMS, None, {
+        "raw": b"kind: ConfigMap\nmetadata: {name: x}\nbinaryData: {a: !!binary aGk=}\n",
+        "headers": YAML}, 400, "BadRequest", "tag:yaml.org,2002:binary has no JSON value"),
+    ("YAML integer of 200 characters", "POST", CMS, None, {
+        "raw": b"kind: ConfigMap\nx: " + b"1:" * 100 + b"0\n", "headers": YAML}, 400,
+     "BadRequest", "an integer of more than 100 characters"),
+    ("YAML nested 100,000 deep", "POST", CMS, None, {
+        "raw": b"kind: ConfigMap\ndata: " + hostile.nested(100_000), "headers": YAML}, 400,
+     "BadRequest", "nests deeper than 100 levels"),
+    ("JSON POST nested 100,000 deep", "POST", CMS, None, {
+        "raw": hostile.with_field(configmap("x"), "x", hostile.nested(100_000))}, 400,
+     "BadRequest", "body: nested deeper than 100 levels"),
+    ("JSON POST nested 101 deep", "POST", CMS, None, {
+        "raw": hostile.with_field(configmap("x"), "x", hostile.nested(100))}, 400,
+     "BadRequest", "body: nested deeper than 100 levels"),
+    ("JSON PUT nested 100,000 deep", "PUT", CMS + "/a", None, {
+        "raw": hostile.with_field(configmap("a"), "x", hostile.nested(100_000))}, 400,
+     "BadRequest", "body: nested deeper than 100 levels"),
+    ("JSON PATCH nested 100,000 deep", "PATCH", CMS + "/a", None, {
+        "raw": b'{"data": ' + hostile.nested(100_000) + b"}", "headers": {
+            "Content-Type": "application/merge-patch+json"}}, 400, "BadRequest",
+     "body: nested deeper than 100 levels"),
+    ("event from a node nested 100,000 deep", "POST", EVENTS, None, {
+        "raw": hostile.with_field({"apiVersion": "v1", "kind": "Event"}, "x",
+                                  hostile.nested(100_000)), "auth": False, "headers": NODE},
+     400, "BadRequest", "body: nested deeper than 100 levels"),
+    ("event from a node of a million values", "POST", EVENTS, None, {
+        "raw": hostile.with_field({"apiVersion": "v1", "kind": "Event"}, "series",
+                                  b'{"x": ' + hostile.many(1_000_000) + b"}"),
+        "auth": False, "headers": NODE}, 400, "BadRequest", "body: more than 100000 values"),
+    ("limit of 23 digits", "GET", CMS + "?limit=" + "1" * 23, None, {}, 400, "BadRequest",
+     "limit: Invalid value: out of the int64 range"),
+    ("limit beyond int64 by one", "GET", CMS + f"?limit={2**63}", None, {}, 400, "BadRequest",
+     "limit: Invalid value: out of the int64 range"),
+    *[(f"limit {text!r}", "GET", CMS + "?limit=" + quote(text), None, {}, 400, "BadRequest",
+       f"limit: Invalid value: expected an integer, got {text!r}")
+      for text in (" 5", "+3", "5_0", "\u0665", "\uff15", "0x1")],
+    ("gracePeriodSeconds +3", "DELETE", CMS + "/a?gracePeriodSeconds=%2B3", None, {}, 400,
+     "BadRequest", "gracePeriodSeconds: Invalid value: expected an integer, got '+3'"),
+    ("gracePeriodSeconds beyond int64", "DELETE", CMS + "/a?gracePeriodSeconds=" + "9" * 19,
+     None, {}, 400, "BadRequest", "gracePeriodSeconds: Invalid value: out of the int64 range"),
+    ("timeoutSeconds 1_0", "GET", CMS + "?watch=true&timeoutSeconds=1_0", None, {}, 400,
+     "BadRequest", "timeoutSeconds: Invalid value: expected an integer, got '1_0'"),
+    ("watch resourceVersion ' 5'", "GET", CMS + "?watch=true&resourceVersion=%205", None, {},
+     400, "BadRequest", "resourceVersion: Invalid value: expected an integer, got ' 5'"),
+    ("list resourceVersion of 23 digits", "GET", CMS + "?resourceVersion=" + "1" * 23, None,
+     {}, 400, "BadRequest", "resourceVersion: Invalid value: out of the int64 range"),
+    ("put with resourceVersion ' 5 '", "PUT", CMS + "/a", {**configmap("a"), "metadata": {
+        "name": "a", "resourceVersion": " 5 "}}, {}, 400, "BadRequest",
+     "metadata.resourceVersion: Invalid value: expected an integer, got ' 5 '"),
+    ("grace period beyond int64 in a pod", "POST", PODS, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "terminationGracePeriodSeconds": 2**63, "containers": [{"name": "a", "image": "i"}]}},
+     {}, 422, "Invalid", "spec.terminationGracePeriodSeconds"),
+    ("grace period beyond int64 in DeleteOptions", "DELETE", CMS + "/a", {
+        "gracePeriodSeconds": 2**63}, {}, 400, "BadRequest",
+     "gracePeriodSeconds: must be a non-negative int64"),
+    ("node gets a secret with no namespace", "GET", "/api/v1/secrets/a", None,
+     {"auth": False, "headers": NODE}, 403, "Forbidden", 'secrets "a" is forbidden'),
 ]
 
 

@@ -279,6 +279,32 @@ async def test_a_node_reads_the_secrets_and_configmaps_its_pods_use(served: Serv
     assert (await call(served, "GET", CMS, headers=NODE, auth=False))[0] == 403
 
 
+async def test_a_grace_period_of_an_int64_is_a_deletion_at_the_end_of_time(
+        served: Served) -> None:
+    """Valid input (an int64), so not a 500: the deadline is the last second RFC 3339
+    can write."""
+    await ok(served, "POST", PODS, pod("p"))
+    marked = await ok(served, "DELETE", PODS + f"/p?gracePeriodSeconds={2**63 - 1}")
+    assert marked["metadata"]["deletionTimestamp"] == "9999-12-31T23:59:59Z"
+    assert marked["metadata"]["deletionGracePeriodSeconds"] == 2**63 - 1
+
+
+async def test_a_node_asking_for_a_secret_with_no_namespace_is_forbidden(
+        served: Served) -> None:
+    """Authorization comes before lookup, as in Kubernetes: without a namespace no pod
+    can refer to the Secret, so a node is refused (403) even where its pods use one of
+    that name; the admin is told there is no such object (404)."""
+    await ok(served, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret",
+                                       "metadata": {"name": "db"}, "data": {"k": "eA=="}})
+    await ok(served, "POST", PODS, pod("p", node="n1", volumes=[
+        {"name": "s", "secret": {"secretName": "db"}}]))
+    assert (await call(served, "GET", SECRETS + "/db", headers=NODE, auth=False))[0] == 200
+    for path in ("/api/v1/secrets/db", "/api/v1/configmaps/db"):
+        status, out = await call(served, "GET", path, headers=NODE, auth=False)
+        assert (status, out["reason"]) == (403, "Forbidden"), out
+        assert (await call(served, "GET", path))[0] == 404
+
+
 async def test_a_nodeport_service_turned_clusterip_frees_its_ports(served: Served) -> None:
     made = await ok(served, "POST", SVCS, svc("a", node_port=30123))
     changed = dict(made)

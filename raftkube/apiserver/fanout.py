@@ -1,0 +1,89 @@
+"""Watch fan-out shared by the REST and `/v3` streams: an event is encoded once per kind
+of stream, not once per watcher.
+
+10,000 REST watches on a leader each decoded, filtered and re-encoded every event for
+itself; the profile of the leader showed that JSON work, the wake-up of every watcher and
+the socket writes taking the process's CPU, and the Raft tick, which needs the same GIL,
+missing heartbeats. What a watcher sends for a revision depends only on the revision and
+on what kind of stream it is (the key range or REST path, the selectors, the options), so
+the bytes are made by the first watcher that needs them and shared by the rest, and
+written by the hub straight to each client's transport (`sink`), framed as aiohttp frames
+the rest of the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+from raftkube.store import state as st
+from raftkube.store.watch import Sink
+
+MAX_BYTES = 16 * 1024 * 1024  # encodings kept; a value can be 1.5 MiB, so bound bytes
+MAX_ENTRIES = 4096
+# A client with more than this waiting in its socket's buffer gets events through its
+# handler, with back-pressure, until it has caught up.
+SINK_HIGH_WATER = 256 * 1024
+
+
+class SharedEncodings:
+    """Bytes per (revision, kind of stream), least recently made first out."""
+
+    def __init__(self, *, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._cache: OrderedDict[tuple[int, Hashable], bytes] = OrderedDict()
+        self._bytes = 0
+        self.made = 0
+        self.shared = 0
+
+    def get(self, revision: int, kind: Hashable, make: Callable[[], bytes]) -> bytes:
+        key = (revision, kind)
+        data = self._cache.get(key)
+        if data is not None:
+            self.shared += 1
+            return data
+        data = make()
+        self.made += 1
+        if len(data) <= self.max_bytes // 4:
+            self._cache[key] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes or len(self._cache) > self.max_entries:
+                _key, old = self._cache.popitem(last=False)
+                self._bytes -= len(old)
+        return data
+
+
+def chunk(data: bytes) -> bytes:
+    """HTTP/1.1 chunked framing, as aiohttp's writer frames a write (never an empty chunk:
+    that would end the response)."""
+    return b"%x\r\n%b\r\n" % (len(data), data) if data else b""
+
+
+def is_chunked(headers: object) -> bool:
+    get = getattr(headers, "get", None)
+    return get is not None and get("Transfer-Encoding", "") == "chunked"
+
+
+def sink(transport: asyncio.BaseTransport,
+         encode: Callable[[int, list[st.Event]], bytes]) -> Sink:
+    """A watcher's sink onto `transport`, `encode` giving a revision's bytes as they go on
+    the wire. Refuses while the client is behind; drops silently once it has gone (the
+    handler finds out on its next pulse)."""
+    assert isinstance(transport, asyncio.WriteTransport)
+
+    def write(entries: list[tuple[int, list[st.Event]]]) -> bool:
+        if transport.is_closing():
+            return True
+        if transport.get_write_buffer_size() > SINK_HIGH_WATER:
+            return False
+        if len(entries) == 1:
+            data = encode(*entries[0])
+        else:
+            data = b"".join(encode(revision, events) for revision, events in entries)
+        if data:
+            transport.write(data)
+        return True
+
+    return write

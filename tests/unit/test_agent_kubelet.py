@@ -1,0 +1,226 @@
+"""The kubelet's reconcile over a seeded pod cache and a simulated runtime: what it
+writes, what it starts and stops, and when it looks again."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+import pytest
+
+from raftkube.agent import actions, simulated
+from raftkube.agent.kubelet import Kubelet
+from raftkube.api import kinds, validation
+from raftkube.client import events as ev
+from raftkube.client import workqueue
+from raftkube.client.errors import ApiError
+from tests.unit.agent_support import Clock, pod, runtime
+from tests.unit.controller_fixture import Fixture, conflict
+
+pytestmark = pytest.mark.unit
+
+
+class Setup:
+    def __init__(self, *pods: dict[str, Any], base: float = 10) -> None:
+        self.f = Fixture()
+        self.clock = Clock(self.f.now)
+        self.f.seed(kinds.POD, *pods)
+        self.runtime = runtime(self.clock)
+        self.kubelet = Kubelet(
+            node_name="n1", host_ip="192.0.2.10", client=self.f.client,  # type: ignore[arg-type]
+            runtime=self.runtime, prober=simulated.SimulatedProber(), events=self.f.events,
+            clock=self.clock, backoff=actions.CrashBackoff(base=base, cap=300),
+            informer=self.f.informers.informer(kinds.POD))
+        self.kubelet.queue = workqueue.WorkQueue()  # what seeding queued: tests reconcile
+
+    async def run(self, key: str = "ns/p") -> list[Any]:
+        return await self.f.run(self.kubelet, key)
+
+    def cache(self, p: dict[str, Any]) -> None:
+        self.f.seed(kinds.POD, p)
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.f.recorded_events()]
+
+
+def written(actions_: list[Any]) -> dict[str, Any]:
+    assert [(a.verb, a.name) for a in actions_] == [("update_status", "p")], actions_
+    status: dict[str, Any] = actions_[0].body["status"]
+    return status
+
+
+async def test_a_new_pod_runs_and_its_status_is_written_once() -> None:
+    s = Setup(pod())
+    status = written(await s.run())
+    assert status["phase"] == "Running"
+    assert (status["podIP"], status["hostIP"]) == ("10.244.1.2", "192.0.2.10")
+    assert s.reasons() == ["Pulled", "Created", "Started"]
+    # Nothing changed: the status the kubelet wrote is what it would write again, even
+    # though the informer has not brought that write back yet.
+    assert await s.run() == []
+    assert s.runtime.starts == 1
+
+
+async def test_the_status_write_carries_the_version_it_read() -> None:
+    s = Setup(pod())
+    body = (await s.run())[0].body
+    assert body["metadata"]["resourceVersion"] == "10"
+    s.f.client.fail[("update_status", "p")] = conflict("p")
+    s.clock.advance(1)
+    s.runtime._runs.clear()  # something changed meanwhile: it writes, and is refused
+    s.runtime._sandboxes.clear()
+    with pytest.raises(ApiError):
+        await s.run()
+
+
+async def test_readiness_waits_for_the_probes_initial_delay() -> None:
+    s = Setup(pod(ready_delay=3))
+    status = written(await s.run())
+    assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["False"]
+    assert s.kubelet.queue._waiting  # it looks again when the delay has passed
+    s.clock.advance(3)
+    status = written(await s.run())
+    assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["True"]
+
+
+async def test_a_crash_loop_restarts_at_once_then_backs_off() -> None:
+    s = Setup(pod(exit_after=1, exit_code=1))
+    await s.run()
+    s.clock.advance(1.5)  # the first exit: restarted at once
+    status = written(await s.run())
+    assert status["containerStatuses"][0]["restartCount"] == 1
+    assert "running" in status["containerStatuses"][0]["state"]
+    s.f.recorded_events()
+    s.clock.advance(1.5)  # the second: it waits 10 s
+    status = written(await s.run())
+    c = status["containerStatuses"][0]
+    assert c["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert c["lastState"]["terminated"]["exitCode"] == 1 and c["restartCount"] == 1
+    assert status["phase"] == "Running"
+    assert s.reasons() == ["BackOff"]
+    assert await s.run() == [] and s.reasons() == []  # told once
+    s.clock.advance(10)
+    status = written(await s.run())
+    assert status["containerStatuses"][0]["restartCount"] == 2
+    assert s.runtime.starts == 3
+
+
+@pytest.mark.parametrize(("code", "phase"), [(0, "Succeeded"), (3, "Failed")])
+async def test_a_never_pod_ends_with_its_exit_code(code: int, phase: str) -> None:
+    s = Setup(pod(restart="Never", exit_after=2, exit_code=code))
+    await s.run()
+    s.clock.advance(2)
+    status = written(await s.run())
+    assert status["phase"] == phase
+    assert status["containerStatuses"][0]["state"]["terminated"]["exitCode"] == code
+    # Once the API says it ended, it is never run again, even if the runtime forgot it.
+    s.cache(pod(restart="Never", exit_after=2, exit_code=code, phase=phase))
+    s.runtime._sandboxes.clear()
+    s.runtime._runs.clear()
+    assert await s.run() == [] and s.runtime.starts == 1
+
+
+async def test_a_deleted_pod_is_stopped_then_finished_with_grace_0() -> None:
+    s = Setup(pod())
+    await s.run()
+    s.f.recorded_events()
+    deleting = pod()
+    deleting["metadata"].update(deletionTimestamp="2023-11-14T22:14:00Z",
+                                deletionGracePeriodSeconds=30, resourceVersion="2000")
+    s.cache(deleting)
+    acts = await s.run()
+    assert [(a.verb, a.name, a.body["grace"], a.body["uid"]) for a in acts] == \
+        [("delete", "p", 0, "uid-p-0001")]
+    assert await s.runtime.pods() == []
+    assert s.reasons() == ["Killing"]
+
+
+async def test_a_pod_gone_from_the_api_is_removed_from_the_runtime() -> None:
+    s = Setup(pod())
+    await s.run()
+    s.f.informers.informer(kinds.POD).cache.remove("ns/p")
+    assert await s.run() == []
+    assert await s.runtime.pods() == []
+
+
+async def test_a_pod_replaced_by_one_of_the_same_name_starts_afresh() -> None:
+    s = Setup(pod())
+    await s.run()
+    s.cache(pod(uid="uid-p-0002"))
+    status = written(await s.run())
+    assert [p.sandbox.uid for p in await s.runtime.pods()] == ["uid-p-0002"]
+    assert status["containerStatuses"][0]["containerID"] == \
+        simulated.container_id("uid-p-0002", "c", 0, s.clock.now)
+    assert s.runtime.starts == 2
+
+
+async def test_init_containers_run_first_in_one_reconcile() -> None:
+    s = Setup(pod(init=("setup", "migrate")))
+    status = written(await s.run())
+    assert [c["state"]["terminated"]["reason"] for c in status["initContainerStatuses"]] \
+        == ["Completed", "Completed"]
+    assert status["phase"] == "Running"
+
+
+async def test_the_relister_enqueues_pods_whose_containers_changed() -> None:
+    s = Setup(pod(exit_after=5))
+    await s.run()
+    await s.kubelet.relist()
+    s.kubelet.queue = workqueue.WorkQueue()
+    await s.kubelet.relist()
+    assert len(s.kubelet.queue) == 0  # nothing changed
+    s.clock.advance(5)
+    await s.kubelet.relist()
+    assert await s.kubelet.queue.get() == "ns/p"
+
+
+async def test_a_status_already_current_in_the_api_is_not_written() -> None:
+    s = Setup(pod())
+    status = written(await s.run())
+    other = Setup(copy.deepcopy({**pod(), "status": status}))
+    other.clock.now = s.clock.now
+    await other.runtime.recover([{**pod(), "status": status}])
+    assert await other.run() == [] and other.runtime.starts == 0
+
+
+async def test_a_runtime_failure_is_told_and_retried() -> None:
+    s = Setup(pod("a", uid="ua"), pod("b", uid="ub"))
+    s.runtime.network = ipaddress.ip_network("10.244.1.0/32")  # one address
+    await s.run("ns/a")
+    s.f.recorded_events()
+    with pytest.raises(Exception, match="no free pod address"):
+        await s.run("ns/b")
+    assert s.f.recorded_events()[-1][:2] == ("Warning", "FailedCreatePodSandBox")
+
+
+def test_a_kubelets_events_name_its_node() -> None:
+    recorder = ev.EventRecorder(None, "kubelet", host="n1",  # type: ignore[arg-type]
+                                clock=lambda: 1.0)
+    recorder.event(pod(), "Normal", "Started", "Started container c")
+    recorder.event(pod(), "Normal", "Started", "Started container c")
+    bodies = [recorder._queue.get_nowait()[1] for _ in range(2)]
+    assert bodies[0]["source"] == {"component": "kubelet", "host": "n1"}
+    assert bodies[0]["metadata"]["name"] != bodies[1]["metadata"]["name"]
+    assert bodies[0]["metadata"]["name"].startswith("p.")
+    assert validation.validate(bodies[0]) == []
+
+
+async def test_a_pod_that_does_not_fit_is_rejected_for_good() -> None:
+    s = Setup(pod("a", uid="ua"), pod("b", uid="ub"), pod("c", uid="uc", phase="Succeeded"))
+    s.kubelet.allocatable = {"cpu": "4", "memory": "8Gi", "pods": "1"}
+    await s.run("ns/a")  # admitted: it counts before its status comes back
+    s.f.recorded_events()
+    acts = await s.run("ns/b")
+    assert [(a.verb, a.name) for a in acts] == [("update_status", "b")]
+    status = acts[0].body["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "OutOfpods")
+    assert status["message"] == ("Pod was rejected: Node didn't have enough resource: "
+                                 "pods, requested: 1, used: 1, capacity: 1")
+    assert s.f.recorded_events() == [("Warning", "OutOfpods", status["message"])]
+    assert [p.sandbox.uid for p in await s.runtime.pods()] == ["ua"]
+    # Once a is gone, a new pod fits (the ended pod c never counted).
+    s.f.informers.informer(kinds.POD).cache.remove("ns/a")
+    await s.run("ns/a")
+    s.cache(pod("d", uid="ud"))
+    assert (await s.run("ns/d"))[0].body["status"]["phase"] == "Running"
