@@ -2,9 +2,8 @@
 Running elsewhere, with the default flags and with tuned ones, loaded or not.
 
 A fresh local cluster per configuration (`rk up`: 3 masters, 3 simulated nodes, the
-configuration's `rk master` flags) runs `--pods` pods kept by a stand-in for the
-ReplicaSet controller (`tests/cluster/standin.py`: a terminating pod does not count, so
-an evicted pod is replaced at once, as a ReplicaSet does). Each round SIGKILLs the agent
+configuration's `rk master` flags) runs a ReplicaSet of `--pods` pods (a terminating pod
+does not count for it, so an evicted pod is replaced at once). Each round SIGKILLs the agent
 of the node with the most pods and records, from informers' events (this process's
 monotonic clock, first arrival), the time from the kill to:
 
@@ -48,7 +47,7 @@ from raftkube.client import informer as inf  # noqa: E402
 from raftkube.client import rest, transport  # noqa: E402
 from raftkube.client.errors import ClientError  # noqa: E402
 from tests.cluster.harness import Cluster  # noqa: E402
-from tests.cluster.standin import Replicas  # noqa: E402
+from tests.cluster.replicas import Pods, replicaset_running  # noqa: E402
 
 Obj = dict[str, Any]
 SECTION_BEGIN = "<!-- bench/node_loss.py: begin -->"
@@ -154,44 +153,46 @@ async def one_config(name: str, flags: list[str], *, rounds: int, pods: int,
         async with transport.Transport(list(cluster.url.values()), cluster.token,
                                        wait=30) as tp:
             client = rest.RestClient(tp)
-            keeper = Replicas(client, "web", pods)
-            w = Watch(inf.Informer(client, kinds.POD, namespace="default",
-                                   label_selector="app=web"),
-                      inf.Informer(client, kinds.NODE))
-            w.nodes.add_handler(inf.Handler(update=w.node_changed))
-            w.pods.add_handler(inf.Handler(update=w.pod_changed))
-            stop = asyncio.Event()
-            tasks = [asyncio.ensure_future(t) for t in (keeper.run(), w.pods.run(),
-                                                         w.nodes.run())]
-            loader = asyncio.ensure_future(write_load(client, load, stop)) if load else None
-            try:
-                for i in range(rounds):
-                    results.append(await one_round(cluster, keeper, w, pods))
-                    r = results[-1]
-                    log(f"{name} round {i + 1}: NotReady {r.notready:.1f}s, evicted "
-                        f"{r.evicted:.1f}s, Running elsewhere {r.running:.1f}s, back "
-                        f"{r.back:.1f}s, flaps {r.flaps}, leader changes {r.elections}")
-            finally:
-                stop.set()
-                if loader is not None:
-                    writes = await loader
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+            async with replicaset_running(client, "web", pods) as web:
+                w = Watch(web.informer, inf.Informer(client, kinds.NODE))
+                w.nodes.add_handler(inf.Handler(update=w.node_changed))
+                w.pods.add_handler(inf.Handler(update=w.pod_changed))
+                results, writes = await rounds_of(name, cluster, web, w, rounds=rounds,
+                                                  pods=pods, client=client, load=load)
     finally:
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: local.down(state_dir=state))
     return results, writes
 
 
-def ready_pods(keeper: Replicas) -> list[Obj]:
-    return [p for p in keeper.active() if conditions.is_true(p, "Ready")]
+async def rounds_of(name: str, cluster: Cluster, web: Pods, w: Watch, *, rounds: int,
+                    pods: int, client: rest.RestClient, load: int) -> tuple[list[Round], int]:
+    results: list[Round] = []
+    stop = asyncio.Event()
+    nodes = asyncio.ensure_future(w.nodes.run())
+    loader = asyncio.ensure_future(write_load(client, load, stop)) if load else None
+    writes = 0
+    try:
+        for i in range(rounds):
+            results.append(await one_round(cluster, web, w, pods))
+            r = results[-1]
+            log(f"{name} round {i + 1}: NotReady {r.notready:.1f}s, evicted "
+                f"{r.evicted:.1f}s, Running elsewhere {r.running:.1f}s, back "
+                f"{r.back:.1f}s, flaps {r.flaps}, leader changes {r.elections}")
+    finally:
+        stop.set()
+        if loader is not None:
+            writes = await loader
+        nodes.cancel()
+        await asyncio.gather(nodes, return_exceptions=True)
+    return results, writes
 
 
-async def one_round(cluster: Cluster, keeper: Replicas, w: Watch, pods: int) -> Round:
-    await until(lambda: len(ready_pods(keeper)) == pods, 120, f"{pods} pods Ready")
+async def one_round(cluster: Cluster, web: Pods, w: Watch, pods: int) -> Round:
+    await until(lambda: len(web.ready()) == pods == len(web.active()), 120,
+                f"{pods} pods Ready")
     on: dict[str, list[str]] = {}
-    for p in ready_pods(keeper):
+    for p in web.ready():
         on.setdefault(p["spec"]["nodeName"], []).append(p["metadata"]["name"])
     w.victim = max(on, key=lambda n: len(on[n]))
     w.doomed, w.marked, w.round = set(on[w.victim]), {}, Round(pods=len(on[w.victim]))
@@ -201,8 +202,8 @@ async def one_round(cluster: Cluster, keeper: Replicas, w: Watch, pods: int) -> 
     r = w.round
     await until(lambda: len(w.marked) == len(w.doomed), 600, "the dead node's pods evicted")
     r.evicted = max(w.marked.values())
-    await until(lambda: len(ready_pods(keeper)) == pods and not any(
-        p["spec"]["nodeName"] == w.victim for p in ready_pods(keeper)), 120,
+    await until(lambda: len(web.ready()) == pods and not any(
+        p["spec"]["nodeName"] == w.victim for p in web.ready()), 120,
                 "the pods Running elsewhere")
     r.running = time.monotonic() - w.killed
     r.elections = await raft_term(cluster) - term
@@ -266,8 +267,8 @@ def record(path: Path, body: str, args_line: str, rounds: int, pods: int) -> Non
         f"Recorded {now} with `{args_line}`: {platform.python_version()}, "
         f"{os.cpu_count()} CPUs, everything on this one machine over 127.0.0.1.", "",
         f"Method: per configuration a fresh `rk up` (3 masters, {NODES} simulated nodes), "
-        f"{pods} pods kept by a stand-in for the ReplicaSet controller (terminating pods "
-        f"do not count); {rounds} rounds each SIGKILL the agent of the node with the most "
+        f"a ReplicaSet of {pods} pods; {rounds} rounds each SIGKILL the agent of the node "
+        "with the most "
         "pods, time kill → Ready=Unknown, → its last pod marked for deletion, → all pods "
         "Ready again on other nodes (informer events, first arrival), then restart the "
         "agent and time it → Ready with the node controller's taints gone. Median (max) "

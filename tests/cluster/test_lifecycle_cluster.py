@@ -22,7 +22,7 @@ from raftkube.cli import local
 from raftkube.client import rest, transport
 from raftkube.client.errors import ApiError
 from tests.cluster.harness import Cluster, wait_for
-from tests.cluster.standin import active, keeping
+from tests.cluster.replicas import active, replicaset_running
 
 pytestmark = pytest.mark.cluster
 
@@ -79,10 +79,9 @@ async def endpoints(api: rest.RestClient) -> dict[str, bool]:
 async def test_a_dead_node_is_marked_its_pods_replaced_elsewhere_and_it_comes_back(
         nodes: Cluster, api: rest.RestClient) -> None:
     await api.create(kinds.SERVICE, NS, service())
-    async with keeping(api, "web", 6) as web:
+    async with replicaset_running(api, "web", 6) as web:
         async def all_running() -> bool:
-            pods = web.active()
-            return len(pods) == 6 and all(conditions.is_true(p, "Ready") for p in pods)
+            return len(web.active()) == 6 and len(web.ready()) == 6
 
         await wait_for(all_running, timeout=30, what="6 pods Running and Ready")
         await wait_for(lambda: _all_ready_endpoints(api, 6), timeout=15,
@@ -117,7 +116,7 @@ async def test_a_dead_node_is_marked_its_pods_replaced_elsewhere_and_it_comes_ba
         assert taints.has(node, taints.UNREACHABLE, "NoExecute")
         assert taints.has(node, taints.UNREACHABLE, "NoSchedule")
 
-        async def replaced() -> bool:
+        async def replaced() -> bool:  # by the ReplicaSet controller
             pods = web.active()
             return len(pods) == 6 and all(conditions.is_true(p, "Ready") and
                                           p["spec"].get("nodeName") != victim for p in pods)
@@ -135,7 +134,7 @@ async def test_a_dead_node_is_marked_its_pods_replaced_elsewhere_and_it_comes_ba
                  if e["targetRef"]["name"] in doomed]
         assert all(c == {"ready": False, "serving": False, "terminating": True}
                    for c in going), going  # still there, terminating, as in Kubernetes
-        left = [p for p in web.pods.cache.list() if p["metadata"]["name"] in doomed]
+        left = [p for p in web.all() if p["metadata"]["name"] in doomed]
         assert left and all(p["metadata"].get("deletionTimestamp") for p in left), \
             "a dead node's pods stay Terminating: nobody can say they stopped"
         node_events = [e for e in await events(api, "NodeNotReady")
@@ -190,7 +189,7 @@ async def test_a_leader_cut_off_from_its_majority_marks_and_evicts_nothing(
     nodes = slow_elections
     async with nodes, transport.Transport(list(nodes.url.values()), nodes.token,
                                           wait=30) as tp, \
-            keeping(rest.RestClient(tp), "web", 3) as web:
+            replicaset_running(rest.RestClient(tp), "web", 3) as web:
         api = rest.RestClient(tp)
         await wait_for(lambda: _running(web, 3), timeout=30, what="3 pods Running")
         names = {p["metadata"]["name"] for p in web.active()}
