@@ -24,6 +24,7 @@ FORBIDDEN = "FieldValueForbidden"
 TYPE_INVALID = "FieldValueTypeInvalid"
 NOT_FOUND = "FieldValueNotFound"
 TOO_LONG = "FieldValueTooLong"
+TOO_MANY = "FieldValueTooMany"
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class Causes:
 
     def too_long(self, field: str, limit: int) -> None:
         self.add(Cause(field, TOO_LONG, f"Too long: must have at most {limit} bytes"))
+
+    def too_many(self, field: str, actual: int, limit: int) -> None:
+        self.add(Cause(field, TOO_MANY, f"Too many: {actual}: must have at most {limit} items"))
 
     def type_invalid(self, field: str, value: Any, expected: str) -> None:
         """Kubernetes' OpenAPI wording: the value shown is the JSON type that was found."""

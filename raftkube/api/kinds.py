@@ -48,6 +48,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",)),
     Kind("batch", "v1", "Job", "jobs", True),
     Kind("coordination.k8s.io", "v1", "Lease", "leases", True),
+    Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
 )
 
 
@@ -102,3 +103,4 @@ REPLICASET = known("apps/v1", "ReplicaSet")
 DAEMONSET = known("apps/v1", "DaemonSet")
 JOB = known("batch/v1", "Job")
 LEASE = known("coordination.k8s.io/v1", "Lease")
+ENDPOINTSLICE = known("discovery.k8s.io/v1", "EndpointSlice")

@@ -350,7 +350,8 @@ SPECS: dict[str, Obj] = {
                                                                "hostname": S}))})})}),
     "ConfigMap": Obj({"data": MapOf(S), "binaryData": MapOf(S), "immutable": B}),
     "Secret": Obj({"data": MapOf(S), "stringData": MapOf(S), "type": S, "immutable": B}),
-    "Namespace": Obj({"spec": Obj({"finalizers": Arr(S)}), "status": Obj({"phase": S})}),
+    "Namespace": Obj({"spec": Obj({"finalizers": Arr(S)}),
+                      "status": Obj({"phase": S, "conditions": CONDITIONS})}),
     "Node": Obj({"spec": Obj({
         "podCIDR": S, "podCIDRs": Arr(S), "unschedulable": B, "providerID": S,
         "configSource": OBJECT, "externalID": S,
@@ -365,6 +366,15 @@ SPECS: dict[str, Obj] = {
         "firstTimestamp": S, "lastTimestamp": S, "count": INT, "type": S, "eventTime": S,
         "reportingComponent": S, "reportingInstance": S, "action": S, "series": OBJECT,
         "related": OBJECT}),
+    "EndpointSlice": Obj({
+        "addressType": S,
+        "endpoints": Arr(Obj({
+            "addresses": Arr(S), "hostname": S, "nodeName": S, "zone": S,
+            "conditions": Obj({"ready": B, "serving": B, "terminating": B}),
+            "targetRef": Obj({"kind": S, "namespace": S, "name": S, "uid": S,
+                              "apiVersion": S, "resourceVersion": S, "fieldPath": S}),
+            "deprecatedTopology": MapOf(S), "hints": OBJECT})),
+        "ports": Arr(Obj({"name": S, "protocol": S, "port": INT, "appProtocol": S}))}),
     "Lease": Obj({"spec": Obj({"holderIdentity": S, "leaseDurationSeconds": INT,
                                "acquireTime": S, "renewTime": S, "leaseTransitions": INT,
                                "preferredHolder": S, "strategy": S})}),

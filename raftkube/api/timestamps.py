@@ -11,9 +11,13 @@ import calendar
 import time
 from typing import Any
 
+# The last second RFC 3339 can write. A deadline past it (a grace period of an int64's
+# worth of seconds is valid input) is written as this second: it is as good as never.
+LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z
+
 
 def rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(t, LAST_SECOND)))
 
 
 def parse_time(text: Any) -> float | None:

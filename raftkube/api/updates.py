@@ -1,4 +1,5 @@
-"""What an update may not change: identity, selectors, allocated addresses, running pods.
+"""What an update may not change: identity, selectors, allocated addresses, running pods,
+and the finalizers of an object being deleted.
 
 These rules compare the new object with the stored one, so they live apart from the rules
 that look at one object. Each protects something other parts of the cluster already rely
@@ -32,6 +33,8 @@ def validate_update(new: dict[str, Any], old: dict[str, Any], *, errs: causes.Ca
     for field in ("name", "namespace", "uid", "creationTimestamp"):
         if not merge.same(new_meta.get(field), old_meta.get(field)):
             errs.immutable(f"metadata.{field}", new_meta.get(field))
+    if old_meta.get("deletionTimestamp"):
+        _no_new_finalizers(new_meta, old_meta, errs=errs)
     new_spec = schema.get_map(new, "spec") or {}
     old_spec = schema.get_map(old, "spec") or {}
     if kind in SELECTOR_OWNERS and not merge.same(new_spec.get("selector"),
@@ -45,6 +48,23 @@ def validate_update(new: dict[str, Any], old: dict[str, Any], *, errs: causes.Ca
         _pod(new_spec, old_spec, errs=errs)
     if kind in ("ConfigMap", "Secret"):
         _config(new, old, errs=errs)
+    if kind == "EndpointSlice" and not merge.same(new.get("addressType"),
+                                                  old.get("addressType")):
+        errs.immutable("addressType", new.get("addressType"))
+
+
+def _no_new_finalizers(new: dict[str, Any], old: dict[str, Any], *,
+                       errs: causes.Causes) -> None:
+    """An object being deleted may lose finalizers but never gain one: whoever waits for
+    its deletion must be able to count on the list only shrinking (Kubernetes' rule)."""
+    was = {f for f in schema.as_list(old.get("finalizers")) or [] if isinstance(f, str)}
+    extra = sorted({f for f in schema.as_list(new.get("finalizers")) or []
+                    if isinstance(f, str)} - was)
+    if extra:
+        shown = ", ".join(f'"{f}"' for f in extra)
+        errs.forbidden("metadata.finalizers", "no new finalizers can be added if the object "
+                                              f"is being deleted, found new finalizers "
+                                              f"[]string{{{shown}}}")
 
 
 def _service(new: dict[str, Any], old: dict[str, Any], *, errs: causes.Causes) -> None:

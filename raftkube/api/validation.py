@@ -4,10 +4,10 @@ This is the one entry point the API server calls before it writes anything, on c
 (`old` None) and on update (`old` the stored object). It runs on objects after
 `raftkube.api.defaults`, and in three passes that never stop early, so a user sees all
 that is wrong at once: the JSON type of every known field (`raftkube.api.schema`), the
-rules of the object's kind (`metadata`, `podspec`, `workloads`, `core`), and, on update,
-what may not change (`updates`). It never raises, whatever it is given: the server passes
-it whatever a client sent, and a crash there would be a 500 instead of a 422 that says
-what to fix.
+rules of the object's kind (`metadata`, `podspec`, `workloads`, `core`, `discovery`), and,
+on update, what may not change (`updates`). It never raises, whatever it is given: the
+server passes it whatever a client sent, and a crash there would be a 500 instead of a 422
+that says what to fix.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from raftkube.api import causes, core, kinds, metadata, podspec, schema, updates, workloads
+from raftkube.api import (
+    causes,
+    core,
+    discovery,
+    kinds,
+    metadata,
+    podspec,
+    schema,
+    updates,
+    workloads,
+)
 
 Cause = causes.Cause
 
@@ -37,6 +47,7 @@ _OBJECT_RULES: dict[str, Callable[..., None]] = {
     "Node": core.validate_node,
     "Event": core.validate_event,
     "Lease": core.validate_lease,
+    "EndpointSlice": discovery.validate_endpointslice,
 }
 
 

@@ -1,12 +1,17 @@
-"""Kubernetes objects in the replicated store: keys, reads, and all-or-nothing writes.
+"""Kubernetes objects in the replicated store: reads, and all-or-nothing writes.
 
-Every object lives at one key, `/registry/{group|core}/{plural}/[{namespace}/]{name}`,
-as JSON without its resourceVersion, which is the key's mod_revision. Every write is one
-store transaction whose compares carry all of its preconditions: the object does (not)
-exist or still has the revision the caller read, its namespace exists, the NodePorts and
-ClusterIP it takes are free. A write that fails a compare changes nothing; the caller
+`Objects` is what the REST layer calls. Every write is one store transaction whose
+compares carry all of its preconditions: the object does (not) exist or still has the
+revision the caller read, its namespace exists and is not being deleted, the NodePorts
+and ClusterIP it takes are free. A write that fails a compare changes nothing; the caller
 re-reads and answers Conflict, AlreadyExists or NotFound. There is no read-modify-write
 window in which a concurrent writer could be overwritten.
+
+It stores objects and does only what Kubernetes' API server does around that: defaults,
+validation, generation, graceful deletion and finalizers (`deletion`), a namespace's
+termination (`namespaces`), the pod binding subresource. Cascading to dependents and
+emptying a namespace are controllers' work (the garbage collector, the namespace
+controller), as in Kubernetes.
 
 Service address allocations are keys too (see `addresses`), created and deleted in the
 same transaction as the Service that holds them, so two Services never hold one port.
@@ -26,14 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftkube.api import conditions, defaults, kinds, merge, qos, selectors, validation
-from raftkube.apiserver import addresses, inputs
+from raftkube.api.timestamps import rfc3339
+from raftkube.apiserver import addresses, deletion, inputs, namespaces
+from raftkube.apiserver import records as rec
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica
 
-PREFIX = b"/registry/"
-MAX_OBJECT_BYTES = 1_500_000
-SYSTEM_NAMESPACES = ("default", "kube-system", "raftkube-system")
+MAX_OBJECT_BYTES = rec.MAX_OBJECT_BYTES
 # The Raft term the current request's writes are stamped with (`X-Raftkube-Term`), set by
 # the REST layer for the request: every write below goes through `commit`, which carries
 # it into the store, where a write of a replaced leader is refused.
@@ -44,20 +49,11 @@ STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet",
 # Kinds without a spec, whose objects Kubernetes gives no metadata.generation.
 NO_SPEC = {"ConfigMap", "Secret", "Event"}
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-FOREGROUND = "foregroundDeletion"
-ORPHAN = "orphan"  # Kubernetes' name: dependents are orphaned when the object finally goes
 
 
-def key_of(kind: kinds.Kind, namespace: str, name: str) -> bytes:
-    return prefix_of(kind, namespace) + name.encode()
-
-
-def prefix_of(kind: kinds.Kind, namespace: str | None) -> bytes:
-    """The key prefix of a kind, in one namespace or (None) in all of them."""
-    base = PREFIX + f"{kind.group or 'core'}/{kind.plural}/".encode()
-    if kind.namespaced and namespace:
-        return base + f"{namespace}/".encode()
-    return base
+key_of = rec.key_of  # the REST layer's names for them
+prefix_of = rec.prefix_of
+Stored = rec.Stored
 
 
 def known_kind(api_version: str, kind: str) -> kinds.Kind:
@@ -68,29 +64,6 @@ def known_kind(api_version: str, kind: str) -> kinds.Kind:
 
 NAMESPACE_KIND = known_kind("v1", "Namespace")
 POD_KIND = known_kind("v1", "Pod")
-SERVICE_KIND = known_kind("v1", "Service")
-
-
-@dataclass
-class Stored:
-    obj: dict[str, Any]
-    mod_revision: int
-    create_revision: int
-    lease: int = 0
-
-
-def decode(kv: dict[str, Any]) -> Stored:
-    obj = json.loads(kv["value"])
-    obj.setdefault("metadata", {})["resourceVersion"] = str(kv["mod_revision"])
-    return Stored(obj, kv["mod_revision"], kv["create_revision"], int(kv.get("lease") or 0))
-
-
-def encode(obj: dict[str, Any]) -> bytes:
-    body = dict(obj)
-    meta = dict(body.get("metadata") or {})
-    meta.pop("resourceVersion", None)
-    body["metadata"] = meta
-    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
 def matches(obj: dict[str, Any], label: selectors.LabelSelector | None,
@@ -99,25 +72,6 @@ def matches(obj: dict[str, Any], label: selectors.LabelSelector | None,
     if label is not None and not label.matches((obj.get("metadata") or {}).get("labels")):
         return False
     return fields is None or fields.matches(obj)
-
-
-def _cmp(key: bytes, target: str, value: int) -> dict[str, Any]:
-    field_name = {"CREATE": "create_revision", "MOD": "mod_revision", "VERSION": "version"}
-    return {"key": key, "range_end": b"", "target": target, "result": "EQUAL",
-            field_name[target]: value}
-
-
-def _exists(key: bytes) -> dict[str, Any]:
-    return {"key": key, "range_end": b"", "target": "VERSION", "result": "GREATER",
-            "version": 0}
-
-
-def _put(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
-    return {"request_put": {"key": key, "value": value, "lease": lease}}
-
-
-def _delete(key: bytes, end: bytes = b"") -> dict[str, Any]:
-    return {"request_delete_range": {"key": key, "range_end": end}}
 
 
 def spec_of(obj: dict[str, Any]) -> dict[str, Any]:
@@ -148,10 +102,10 @@ class Objects:
 
     # ---- reads ----------------------------------------------------------------------
 
-    async def read(self, key: bytes) -> Stored | None:
-        result = await self.replica.range({"key": key})
+    async def read(self, key: bytes, *, serializable: bool = False) -> Stored | None:
+        result = await self.replica.range({"key": key}, serializable=serializable)
         kvs = result.get("kvs") or []
-        return decode(kvs[0]) if kvs else None
+        return rec.decode(kvs[0]) if kvs else None
 
     async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Stored:
         found = await self.read(key_of(kind, namespace, name))
@@ -185,7 +139,7 @@ class Objects:
             revision = revision or result["revision"]
             kvs = result.get("kvs") or []
             for kv in kvs:
-                obj = decode(kv).obj
+                obj = rec.decode(kv).obj
                 if matches(obj, label, fields):
                     items.append(obj)
                     if limit and len(items) == limit:
@@ -206,7 +160,7 @@ class Objects:
             return bool(result.get("count"))
         result = await self.replica.range({"key": start, "range_end": end,
                                            "revision": revision})
-        return any(matches(decode(kv).obj, label, fields) for kv in result.get("kvs") or [])
+        return any(matches(rec.decode(kv).obj, label, fields) for kv in result.get("kvs") or [])
 
     @staticmethod
     def _encode_continue(start: bytes, revision: int) -> str:
@@ -277,26 +231,25 @@ class Objects:
         key = key_of(kind, namespace, name)
         for _attempt in range(5):
             obj = copy.deepcopy(prepared)  # addresses are chosen afresh on each attempt
-            compare = [_cmp(key, "CREATE", 0)]
+            compare = [rec.compare(key, "CREATE", 0)]
             success: list[dict[str, Any]] = []
             if kind.namespaced:
-                compare.append(_exists(key_of(NAMESPACE_KIND, "", namespace)))
+                # Refused if the namespace changed since (it began terminating, say).
+                ns = await namespaces.admit(self, kind, name, namespace)
+                compare.append(rec.compare(key_of(NAMESPACE_KIND, "", namespace), "MOD",
+                                           ns.mod_revision))
             if kind.kind == "Service":
                 taken = await self.addresses.allocate(obj, old=None)
                 for k in taken:
-                    compare.append(_cmp(k, "CREATE", 0))
-                    success.append(_put(k, f"{namespace}/{name}".encode()))
-            value = encode(obj)
+                    compare.append(rec.compare(k, "CREATE", 0))
+                    success.append(rec.put(k, f"{namespace}/{name}".encode()))
+            value = rec.encode(obj)
             if len(value) > MAX_OBJECT_BYTES:
                 raise stt.too_large(MAX_OBJECT_BYTES)
             if dry_run:
-                # What the real request's compare would refuse, refused here too.
-                if kind.namespaced and await self.read(
-                        key_of(NAMESPACE_KIND, "", namespace)) is None:
-                    raise stt.not_found("namespaces", namespace)
                 return obj
             lease = await self._event_lease_id() if kind.kind == "Event" else 0
-            success.insert(0, _put(key, value, lease))
+            success.insert(0, rec.put(key, value, lease))
             result = await self.commit({"compare": compare, "success": success,
                                         "failure": []})
             if result["succeeded"]:
@@ -304,9 +257,7 @@ class Objects:
                 return obj
             if await self.read(key) is not None:
                 raise stt.already_exists(kind.resource, name)
-            if kind.namespaced and await self.read(key_of(NAMESPACE_KIND, "", namespace)) is None:
-                raise stt.not_found("namespaces", namespace)
-            # An address was taken between our read and our write: choose again.
+            # The namespace changed, or an address was taken, since we read: again.
         raise stt.conflict(kind.resource, name)
 
     async def update(self, kind: kinds.Kind, namespace: str, name: str,
@@ -333,38 +284,32 @@ class Objects:
         """Write `new` over `current`, as read: the txn refuses it (Conflict) if the
         object has changed since."""
         merged = self._merge_for_update(kind, current.obj, new, subresource)
-        causes = validation.validate(merged, old=_without_rv(current.obj))
+        causes = validation.validate(merged, old=rec.without_rv(current.obj))
         if causes:
             raise stt.invalid(kind.kind, kind.group, name, causes)
-        if _same(merged, current.obj):
+        if rec.same(merged, current.obj):
             return current.obj  # nothing changes: no write, no new resourceVersion
-        meta = merged["metadata"]
-        finalizers = meta.get("finalizers") or []
-        if meta.get("deletionTimestamp") and not [f for f in finalizers if f != ORPHAN] \
-                and not meta.get("deletionGracePeriodSeconds"):
-            # The last finalizer is gone: the object goes, and its dependents with it
-            # (or, deleted with propagationPolicy=Orphan, they are orphaned). A pod in its
-            # grace period stays until its node deletes it with grace 0.
-            if dry_run:
-                return merged
-            await self._finish_delete(kind, namespace, name, current,
-                                      orphan=ORPHAN in finalizers)
+        if deletion.goes_on_update(kind, merged):
+            # The last finalizer is gone: the object goes (its dependents are the garbage
+            # collector's). A pod in its grace period stays until its node deletes it.
+            if not dry_run:
+                await deletion.remove(self, kind, current)
             return merged
         key = key_of(kind, namespace, name)
-        compare = [_cmp(key, "MOD", current.mod_revision)]
+        compare = [rec.compare(key, "MOD", current.mod_revision)]
         success: list[dict[str, Any]] = []
         if kind.kind == "Service":  # first: it fills in the addresses the object holds
             added = await self.addresses.allocate(merged, old=current.obj)
             for k in added:
-                compare.append(_cmp(k, "CREATE", 0))
-                success.append(_put(k, f"{namespace}/{name}".encode()))
+                compare.append(rec.compare(k, "CREATE", 0))
+                success.append(rec.put(k, f"{namespace}/{name}".encode()))
             freed = set(addresses.allocation_keys(current.obj)) - set(
                 addresses.allocation_keys(merged))
-            success += [_delete(k) for k in freed]
-        value = encode(merged)
+            success += [rec.delete(k) for k in freed]
+        value = rec.encode(merged)
         if len(value) > MAX_OBJECT_BYTES:
             raise stt.too_large(MAX_OBJECT_BYTES)
-        success.insert(0, _put(key, value, current.lease))  # an Event keeps its expiry
+        success.insert(0, rec.put(key, value, current.lease))  # an Event keeps its expiry
         if dry_run:
             return merged
         result = await self.commit({"compare": compare, "success": success, "failure": []})
@@ -376,10 +321,12 @@ class Objects:
     def _merge_for_update(self, kind: kinds.Kind, current: dict[str, Any],
                           new: dict[str, Any], subresource: str) -> dict[str, Any]:
         if subresource == "status":
-            merged = dict(_without_rv(current))
+            merged = dict(rec.without_rv(current))
             if "status" in new:
                 merged["status"] = new["status"]
             return merged
+        if subresource == "finalize":
+            return namespaces.finalize(current, new)
         merged = defaults.apply_defaults(new)
         meta = dict(merged.get("metadata") or {})
         old_meta = current["metadata"]
@@ -395,6 +342,8 @@ class Objects:
         merged["metadata"] = meta
         if kind.kind == "Service":
             addresses.keep_on_update(merged, current)
+        if kind.kind == "Namespace":
+            namespaces.keep_spec_finalizers(merged, current)
         if kind.kind in STATUS_SUBRESOURCE and "status" in current:
             merged["status"] = current["status"]
         elif kind.kind in STATUS_SUBRESOURCE:
@@ -413,7 +362,7 @@ class Objects:
             current = await self.get(kind, namespace, name)
             if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
                 raise stt.conflict(kind.resource, name)  # a precondition: no retry
-            base = _without_rv(current.obj)
+            base = rec.without_rv(current.obj)
             patched = merge.merge_patch(base, patch)
             if not isinstance(patched, dict):
                 raise stt.bad_request("the patch must leave an object")
@@ -458,7 +407,7 @@ class Objects:
                 raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
                                    f'pods/binding "{name}": pod {name} is being deleted, '
                                    "cannot be assigned to a host")
-            bound = _without_rv(current.obj)
+            bound = rec.without_rv(current.obj)
             bound["spec"] = {**spec, "nodeName": node}
             status = bound["status"] = dict(bound.get("status") or {})
             conditions.put(status, {"type": "PodScheduled", "status": "True"}, self.clock())
@@ -470,8 +419,8 @@ class Objects:
                 return _bound_status()
             key = key_of(POD_KIND, namespace, name)
             result = await self.commit({
-                "compare": [_cmp(key, "MOD", current.mod_revision)],
-                "success": [_put(key, encode(bound), current.lease)], "failure": []})
+                "compare": [rec.compare(key, "MOD", current.mod_revision)],
+                "success": [rec.put(key, rec.encode(bound), current.lease)], "failure": []})
             if result["succeeded"]:
                 return _bound_status()
             # Its status changed since we read it (its node, a controller): read again.
@@ -481,226 +430,15 @@ class Objects:
                      propagation: str = "Background", grace: int | None = None,
                      dry_run: bool = False,
                      preconditions: dict[str, str] | None = None) -> dict[str, Any]:
-        """Delete as Kubernetes does; `preconditions` (uid, resourceVersion) must hold for
-        the object read, and every write below compares that read's revision."""
+        """DELETE, as Kubernetes' API server does it (see `deletion` and `namespaces`):
+        `preconditions` (uid, resourceVersion) must hold for the object read."""
         current = await self.get(kind, namespace, name)
-        obj = current.obj
-        meta = obj["metadata"]
-        wanted = preconditions or {}
-        if wanted.get("uid") and wanted["uid"] != meta.get("uid"):
-            raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
-                               f'{kind.resource} "{name}": Precondition failed: UID in '
-                               f'precondition: {wanted["uid"]}, UID in object meta: '
-                               f'{meta.get("uid")}')
-        if wanted.get("resourceVersion") and \
-                wanted["resourceVersion"] != str(current.mod_revision):
-            raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
-                               f'{kind.resource} "{name}": Precondition failed: '
-                               f'ResourceVersion in precondition: '
-                               f'{wanted["resourceVersion"]}, ResourceVersion in object '
-                               f'meta: {current.mod_revision}')
-        if kind.kind == "Namespace" and name in SYSTEM_NAMESPACES:
-            raise stt.ApiError(403, "Forbidden",
-                               f'namespaces "{name}" is forbidden: this namespace may not be '
-                               "deleted")
-        if dry_run:
-            return obj
-        spec = obj.get("spec") or {}
-        if grace is None and kind.kind == "Pod":
-            grace = int(spec.get("terminationGracePeriodSeconds", 30))
-        # A pod on a node is given its grace period: it is marked, its node stops it and
-        # then deletes it with grace 0. A pod on no node has nothing to stop.
-        graceful = kind.kind == "Pod" and bool(spec.get("nodeName")) and bool(grace)
-        dependents = await self._dependents(meta.get("uid", ""), namespace) \
-            if propagation == "Foreground" else []
-        foreground = bool(dependents)
-        if foreground and FOREGROUND in (meta.get("finalizers") or []):
-            # Already being deleted in the foreground (or met again through a cycle of
-            # owners): its dependents are on their way; it goes once they are gone.
-            await self._release_owner(kind, namespace, name)
-            return obj
-        if meta.get("finalizers") or graceful or foreground:
-            on_node = kind.kind == "Pod" and bool(spec.get("nodeName"))
-            marked = await self._mark_deleted(kind, namespace, name, current,
-                                              grace=grace if on_node else None,
-                                              foreground=foreground,
-                                              orphan=propagation == "Orphan")
-            if foreground:
-                await self._delete_dependents(meta.get("uid", ""), namespace,
-                                              propagation="Foreground", found=dependents)
-                await self._release_owner(kind, namespace, name)
-                found = await self.read(key_of(kind, namespace, name))
-                return found.obj if found is not None else marked
-            return marked
-        await self._finish_delete(kind, namespace, name, current,
-                                  orphan=propagation == "Orphan")
-        return obj
-
-    async def _finish_delete(self, kind: kinds.Kind, namespace: str, name: str,
-                             current: Stored, *, orphan: bool) -> None:
-        """The object goes (a namespace with everything in it); then its dependents go
-        too, or, deleted with propagationPolicy=Orphan, lose their reference to it."""
+        deletion.check_preconditions(kind, name, current, preconditions or {})
         if kind.kind == "Namespace":
-            await self._delete_namespace(name, current)
-        else:
-            await self._remove(kind, namespace, name, current)
-        uid = current.obj["metadata"].get("uid", "")
-        if orphan:
-            await self._orphan_dependents(uid, namespace)
-        else:
-            await self._delete_dependents(uid, namespace)
-
-    async def _mark_deleted(self, kind: kinds.Kind, namespace: str, name: str,
-                            current: Stored, *, grace: int | None, foreground: bool,
-                            orphan: bool) -> dict[str, Any]:
-        """Set deletionTimestamp (now + the grace period, as Kubernetes does); a second
-        delete may shorten the grace period but never lengthen it."""
-        meta = current.obj["metadata"]
-        patch: dict[str, Any] = {}
-        old_grace = meta.get("deletionGracePeriodSeconds")
-        if not meta.get("deletionTimestamp"):
-            patch["deletionTimestamp"] = rfc3339(self.clock() + (grace or 0))
-            if grace:
-                patch["deletionGracePeriodSeconds"] = grace
-        elif grace is not None and old_grace is not None and grace < int(old_grace):
-            patch["deletionTimestamp"] = rfc3339(self.clock() + grace)
-            patch["deletionGracePeriodSeconds"] = grace
-        finalizers = list(meta.get("finalizers") or [])
-        if foreground and FOREGROUND not in finalizers:
-            patch["finalizers"] = finalizers = finalizers + [FOREGROUND]
-        if orphan and ORPHAN not in finalizers and meta.get("finalizers"):
-            patch["finalizers"] = finalizers + [ORPHAN]
-        if not patch:
-            return current.obj
-        marked: dict[str, Any] = merge.merge_patch(_without_rv(current.obj),
-                                                   {"metadata": patch})
-        key = key_of(kind, namespace, name)
-        result = await self.commit({
-            "compare": [_cmp(key, "MOD", current.mod_revision)],
-            "success": [_put(key, encode(marked), current.lease)], "failure": []})
-        if not result["succeeded"]:
-            raise stt.conflict(kind.resource, name)
-        marked["metadata"]["resourceVersion"] = str(result["revision"])
-        return marked
-
-    async def _release_owner(self, kind: kinds.Kind, namespace: str, name: str) -> None:
-        """An owner deleted in the foreground goes once no dependent that blocks its
-        deletion (`blockOwnerDeletion: true`, as controllers set it) is left."""
-        for _attempt in range(10):
-            found = await self.read(key_of(kind, namespace, name))
-            if found is None:
-                return
-            meta = found.obj["metadata"]
-            finalizers = meta.get("finalizers") or []
-            if FOREGROUND not in finalizers:
-                return
-            uid = meta.get("uid", "")
-            if any(_blocks(d.obj, uid) and not _waits_for(d.obj, found.obj)
-                   for _, d in await self._dependents(uid, namespace)):
-                return
-            try:
-                await self.patch(kind, namespace, name, {"metadata": {
-                    "finalizers": [f for f in finalizers if f != FOREGROUND] or None,
-                    "resourceVersion": str(found.mod_revision)}})
-                return
-            except stt.ApiError as e:
-                if e.reason != "Conflict":
-                    return
-
-    async def _remove(self, kind: kinds.Kind, namespace: str, name: str,
-                      current: Stored) -> None:
-        key = key_of(kind, namespace, name)
-        success = [_delete(key)] + [_delete(k) for k in addresses.allocation_keys(current.obj)]
-        result = await self.commit({"compare": [_cmp(key, "MOD", current.mod_revision)],
-                                    "success": success, "failure": []})
-        if not result["succeeded"]:
-            raise stt.conflict(kind.resource, name)
-        for ref in current.obj["metadata"].get("ownerReferences") or []:
-            owner = kinds.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", ""))) \
-                if isinstance(ref, dict) else None
-            if owner is not None and isinstance(ref.get("name"), str):
-                await self._release_owner(owner, namespace if owner.namespaced else "",
-                                          ref["name"])
-
-    async def _delete_namespace(self, name: str, current: Stored) -> None:
-        """Everything in the namespace goes in one transaction, with the Service addresses
-        held in it. The transaction is refused, and tried again, if a Service in the
-        namespace changed after the addresses were read."""
-        ns_key = key_of(NAMESPACE_KIND, "", name)
-        services = prefix_of(SERVICE_KIND, name)
-        for _attempt in range(10):
-            held: list[dict[str, Any]] = []
-            revision = 0
-            for prefix in (addresses.NODEPORTS, addresses.CLUSTERIPS):
-                result = await self.replica.range({"key": prefix,
-                                                   "range_end": st.prefix_end(prefix),
-                                                   "revision": revision})
-                revision = revision or result["revision"]
-                held += [kv for kv in result.get("kvs") or []
-                         if kv["value"].startswith(f"{name}/".encode())]
-            # Refused if a Service here changed, or an address read as ours changed hands.
-            compare = [_cmp(ns_key, "MOD", current.mod_revision),
-                       {"key": services, "range_end": st.prefix_end(services),
-                        "target": "MOD", "result": "LESS", "mod_revision": revision + 1}]
-            compare += [_cmp(kv["key"], "MOD", kv["mod_revision"]) for kv in held]
-            success = [_delete(ns_key)] + [_delete(kv["key"]) for kv in held]
-            for k in kinds.KINDS:
-                if k.namespaced:
-                    p = prefix_of(k, name)
-                    success.append(_delete(p, st.prefix_end(p)))
-            result = await self.commit({"compare": compare, "success": success,
-                                        "failure": []})
-            if result["succeeded"]:
-                return
-            latest = await self.read(ns_key)
-            if latest is None or latest.mod_revision != current.mod_revision:
-                raise stt.conflict("namespaces", name)
-        raise stt.conflict("namespaces", name)
-
-    async def _dependents(self, uid: str, namespace: str
-                          ) -> list[tuple[kinds.Kind, Stored]]:
-        if not uid:
-            return []
-        found = []
-        await self.replica.barrier()  # one linearizable point for all the reads below
-        for k in kinds.KINDS:
-            if not k.namespaced and namespace:
-                continue
-            prefix = prefix_of(k, namespace if k.namespaced else None)
-            result = await self.replica.range({"key": prefix, "range_end": st.prefix_end(prefix)},
-                                              serializable=True)
-            for kv in result.get("kvs") or []:
-                stored = decode(kv)
-                owners = stored.obj["metadata"].get("ownerReferences") or []
-                if stored.obj["metadata"].get("uid") != uid and any(
-                        isinstance(o, dict) and o.get("uid") == uid for o in owners):
-                    found.append((k, stored))
-        return found
-
-    async def _delete_dependents(self, uid: str, namespace: str, *,
-                                 propagation: str = "Background",
-                                 found: list[tuple[kinds.Kind, Stored]] | None = None
-                                 ) -> None:
-        """Delete what `uid` owns; `found`, when the caller has just looked them up."""
-        if found is None:
-            found = await self._dependents(uid, namespace)
-        for k, stored in found:
-            meta = stored.obj["metadata"]
-            try:
-                await self.delete(k, meta.get("namespace", ""), meta["name"],
-                                  propagation=propagation)
-            except stt.ApiError:
-                pass  # gone already, or changed meanwhile
-
-    async def _orphan_dependents(self, uid: str, namespace: str) -> None:
-        for k, stored in await self._dependents(uid, namespace):
-            meta = stored.obj["metadata"]
-            owners = [o for o in meta.get("ownerReferences") or [] if o.get("uid") != uid]
-            try:
-                await self.patch(k, meta.get("namespace", ""), meta["name"],
-                                 {"metadata": {"ownerReferences": owners or None}})
-            except stt.ApiError:
-                pass
+            return await namespaces.delete(self, current, propagation=propagation,
+                                           dry_run=dry_run)
+        return await deletion.delete(self, kind, current, propagation=propagation,
+                                     grace=grace, dry_run=dry_run)
 
     # ---- events and namespaces ------------------------------------------------------------
 
@@ -722,28 +460,13 @@ class Objects:
         return lease_id
 
     async def ensure_namespaces(self) -> None:
-        for name in SYSTEM_NAMESPACES:
+        for name in namespaces.SYSTEM:
             try:
                 await self.create(NAMESPACE_KIND, "", {
                     "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
             except stt.ApiError as e:
                 if e.reason != "AlreadyExists":
                     raise
-
-
-
-def _blocks(dependent: dict[str, Any], owner_uid: str) -> bool:
-    return any(isinstance(o, dict) and o.get("uid") == owner_uid
-               and o.get("blockOwnerDeletion") is True
-               for o in dependent["metadata"].get("ownerReferences") or [])
-
-
-def _waits_for(dependent: dict[str, Any], owner: dict[str, Any]) -> bool:
-    """Whether `dependent` is itself being deleted in the foreground and waits for
-    `owner` (a cycle of two): then neither may wait for the other, as Kubernetes'
-    garbage collector unblocks such cycles."""
-    meta = dependent["metadata"]
-    return FOREGROUND in (meta.get("finalizers") or []) and _blocks(owner, meta.get("uid", ""))
 
 
 def _job_selector(job: dict[str, Any]) -> None:
@@ -766,27 +489,6 @@ def _job_selector(job: dict[str, Any]) -> None:
 def _bound_status() -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
             "code": 201}
-
-
-def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
-    out = dict(obj)
-    meta = dict(out.get("metadata") or {})
-    meta.pop("resourceVersion", None)
-    out["metadata"] = meta
-    return out
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return encode(a) == encode(b)  # encode leaves the resourceVersion out
-
-
-# The last second RFC 3339 can write. A deadline past it (a grace period of an int64's
-# worth of seconds is valid input) is written as this second: it is as good as never.
-LAST_SECOND = 253402300799.0  # 9999-12-31T23:59:59Z
-
-
-def rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(t, LAST_SECOND)))
 
 
 def uuid_from(rng: random.Random) -> str:

@@ -40,7 +40,8 @@ from raftkube.store.replica import Replica, Unavailable
 
 POD_KIND = ob.known_kind("v1", "Pod")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request limit; objects are capped lower, by the store
-NODE_READABLE = {"pods", "services", "endpoints", "nodes", "namespaces", "leases", "events"}
+NODE_READABLE = {"pods", "services", "endpoints", "endpointslices", "nodes", "namespaces",
+                 "leases", "events"}
 # A node reads these one by one, and only those that a pod bound to it refers to (as
 # Kubernetes' node authorizer allows): a node never sees the cluster's other secrets.
 NODE_REFERENCED = {"configmaps", "secrets"}
@@ -448,6 +449,8 @@ def parse_path(path: str) -> tuple[Target | None, bool]:
 def has_subresource(kind: kinds.Kind, sub: str) -> bool:
     if sub == "status":
         return kind.kind in ob.STATUS_SUBRESOURCE
+    if sub == "finalize":
+        return kind.kind == "Namespace"
     return sub == "binding" and kind.kind == "Pod"
 
 

@@ -93,6 +93,24 @@ def main(request_timeout: float) -> None:
 @click.option("--initial-cluster-state", type=click.Choice(["new", "existing"]),
               default="new", show_default=True,
               help="'existing' when an empty member joins a running (forced) cluster.")
+@click.option("--node-monitor-grace-period", default=10.0, show_default=True, type=float,
+              help="Seconds without a lease renewal before a node is Ready=Unknown.")
+@click.option("--node-monitor-period", default=1.0, show_default=True, type=float,
+              help="Seconds between looks at every zone's health.")
+@click.option("--default-unreachable-toleration-seconds", default=30, show_default=True,
+              type=int, help="How long a pod without its own toleration stays on an "
+                             "unreachable node before it is evicted.")
+@click.option("--default-not-ready-toleration-seconds", default=30, show_default=True,
+              type=int, help="The same for a node whose agent says it is not ready.")
+@click.option("--node-eviction-rate", default=0.1, show_default=True, type=float,
+              help="Nodes a second (per zone) tainted NoExecute, i.e. evicted.")
+@click.option("--secondary-node-eviction-rate", default=0.01, show_default=True, type=float,
+              help="The same in a zone mostly not ready (if it is large).")
+@click.option("--unhealthy-zone-threshold", default=0.55, show_default=True, type=float,
+              help="Share of a zone's nodes not ready (of more than 2) that makes it "
+                   "disrupted.")
+@click.option("--large-cluster-size-threshold", default=50, show_default=True, type=int,
+              help="A disrupted zone this small or smaller stops evicting altogether.")
 @click.option("--switch-interval", type=float, default=0.001, show_default=True, hidden=True,
               help="The interpreter's thread switch interval, in seconds (to measure).")
 @click.option("--max-connections", type=click.IntRange(min=1),
@@ -103,6 +121,11 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            service_cluster_ip_range: str, election_timeout: str, heartbeat: float,
            history_revisions: int, log_compaction_entries: int, force_new_cluster: bool,
            unsafe_no_fsync: bool, initial_cluster_state: str,
+           node_monitor_grace_period: float, node_monitor_period: float,
+           default_unreachable_toleration_seconds: int,
+           default_not_ready_toleration_seconds: int, node_eviction_rate: float,
+           secondary_node_eviction_rate: float, unhealthy_zone_threshold: float,
+           large_cluster_size_threshold: int,
            max_connections: int | None, switch_interval: float) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
@@ -118,7 +141,16 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         secret = m.read_secret(secret_file, "--secret-file") if secret_file else token
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
         m.check_cidr(service_cluster_ip_range)
-        code = m.run(name=name, api=api, raft_addr=raft_addr, peers=list(peers),
+        loop_options = m.loop_options(
+            node_grace=node_monitor_grace_period, node_monitor_period=node_monitor_period,
+            eviction_timeout=default_unreachable_toleration_seconds,
+            not_ready_timeout=default_not_ready_toleration_seconds,
+            eviction_rate=node_eviction_rate,
+            secondary_eviction_rate=secondary_node_eviction_rate,
+            unhealthy_zone_threshold=unhealthy_zone_threshold,
+            large_cluster_size=large_cluster_size_threshold)
+        code = m.run(loop_options=loop_options,
+                     name=name, api=api, raft_addr=raft_addr, peers=list(peers),
                      node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
                      data_dir=data_dir, token=token, secret=secret, timing=timing,
                      history_revisions=history_revisions,

@@ -71,6 +71,27 @@ def check_cidr(cidr: str) -> None:
         raise ValueError("--service-cluster-ip-range: the range is too small")
 
 
+def loop_options(**values: float) -> controllers.Options:
+    """The leader loops' options from `rk master`'s flags, each checked and named."""
+    flags = {"node_grace": "--node-monitor-grace-period",
+             "node_monitor_period": "--node-monitor-period",
+             "eviction_timeout": "--default-unreachable-toleration-seconds",
+             "not_ready_timeout": "--default-not-ready-toleration-seconds",
+             "eviction_rate": "--node-eviction-rate",
+             "secondary_eviction_rate": "--secondary-node-eviction-rate",
+             "unhealthy_zone_threshold": "--unhealthy-zone-threshold",
+             "large_cluster_size": "--large-cluster-size-threshold"}
+    positive = ("node_grace", "node_monitor_period")
+    for name, value in values.items():
+        if name in positive and not value > 0:
+            raise ValueError(f"{flags[name]}: must be greater than 0, got {value}")
+        if not value >= 0:
+            raise ValueError(f"{flags[name]}: must not be negative, got {value}")
+    if not 0 < values.get("unhealthy_zone_threshold", 0.55) <= 1:
+        raise ValueError("--unhealthy-zone-threshold: must be in (0, 1]")
+    return controllers.Options(**values)  # type: ignore[arg-type]
+
+
 def read_secret(path: str, what: str) -> str:
     try:
         with open(path) as f:

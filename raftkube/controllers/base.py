@@ -57,8 +57,13 @@ class Options:
     """Flags of `rk master` that tune the leader's loops."""
 
     node_grace: float = 10.0  # a node whose lease lapsed this long is NotReady
+    node_monitor_period: float = 1.0  # how often zones are looked at as a whole
     eviction_timeout: float = 30.0  # the default toleration of an unreachable node
-    eviction_rate: float = 0.1  # nodes a second whose pods are evicted, when many are dark
+    not_ready_timeout: float = 30.0  # the default toleration of a node that says NotReady
+    eviction_rate: float = 0.1  # nodes a second tainted NoExecute (their pods evicted)
+    secondary_eviction_rate: float = 0.01  # the same in a big zone mostly dark
+    unhealthy_zone_threshold: float = 0.55  # a zone this much not ready is disrupted
+    large_cluster_size: int = 50  # a smaller disrupted zone stops evicting altogether
     resync: float = 30.0  # every object is reconciled again this often
     workers: int = 4
     job_backoff: float = 10.0  # a Job waits this long after its first failed pod, doubling

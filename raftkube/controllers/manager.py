@@ -29,7 +29,19 @@ from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 from raftkube.client.errors import ClientError
 from raftkube.client.etcd import EtcdClient
-from raftkube.controllers import base, daemonset, deployment, job, replicaset
+from raftkube.controllers import (
+    base,
+    daemonset,
+    deployment,
+    endpointslice,
+    garbagecollector,
+    job,
+    namespace,
+    nodelifecycle,
+    podgc,
+    replicaset,
+    tainteviction,
+)
 from raftkube.scheduler.loop import Scheduler
 
 log = logging.getLogger(__name__)
@@ -43,7 +55,10 @@ def default_loops(ctx: base.Context) -> list[Loop]:
     return [Scheduler(client=ctx.client, informers=ctx.informers, events=ctx.events,
                       clock=ctx.clock),
             replicaset.ReplicaSetController(ctx), deployment.DeploymentController(ctx),
-            daemonset.DaemonSetController(ctx), job.JobController(ctx)]
+            daemonset.DaemonSetController(ctx), job.JobController(ctx),
+            nodelifecycle.NodeLifecycle(ctx), tainteviction.TaintEviction(ctx),
+            podgc.PodGC(ctx), endpointslice.EndpointSliceController(ctx),
+            garbagecollector.GarbageCollector(ctx), namespace.NamespaceController(ctx)]
 
 
 @dataclass

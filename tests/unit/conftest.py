@@ -96,3 +96,15 @@ async def served(replica: rep.Replica) -> AsyncIterator[Served]:
         yield Served(replica=replica, client=client, token=TOKEN)
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def collected(served: Served) -> AsyncIterator[Served]:
+    """`served` with the loops that complete what a delete starts running against it: the
+    garbage collector and the namespace controller, as on a leader."""
+    from raftkube.controllers.garbagecollector import GarbageCollector
+    from raftkube.controllers.namespace import NamespaceController
+    from tests.unit.loops import running
+
+    async with running(served, GarbageCollector, NamespaceController):
+        yield served

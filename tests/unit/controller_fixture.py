@@ -4,7 +4,10 @@
 `Context` whose client only records what it is asked to write (answering as the server
 would: names for generateName, uids, new resourceVersions, 404/409 on request), runs
 one `reconcile(key)` and hands back the recorded actions and events for the test to
-assert on. Nothing runs in the background and nothing is sent anywhere.
+assert on. Nothing runs in the background and nothing is sent anywhere. Reads through
+the API (`get`, `list_all`, which some loops make to confirm what their cache says)
+answer from `client.live`, which `seed` fills too; a test changes it to make the cache
+stale.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class FakeClient:
 
     actions: list[Action] = field(default_factory=list)
     fail: dict[tuple[str, str], ApiError] = field(default_factory=dict)
+    live: dict[tuple[str, str, str], Obj] = field(default_factory=dict)  # (plural, ns, name)
+    reads: list[tuple[str, str, str]] = field(default_factory=list)
     term: int | None = 1
     _ids: Any = field(default_factory=lambda: itertools.count(1000))
 
@@ -75,7 +80,7 @@ class FakeClient:
     async def update(self, kind: kinds.Kind, obj: Obj, *, subresource: str = "",
                      dry_run: bool = False) -> Obj:
         meta = obj["metadata"]
-        verb = "update_status" if subresource == "status" else "update"
+        verb = {"status": "update_status", "finalize": "finalize"}.get(subresource, "update")
         self._check(verb, meta["name"])
         self.actions.append(Action(verb, kind.plural, meta.get("namespace", ""),
                                    meta["name"], copy.deepcopy(obj)))
@@ -101,6 +106,21 @@ class FakeClient:
                                     "resourceVersion": resource_version}))
         return {}
 
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:
+        where = (kind.plural, namespace if kind.namespaced else "", name)
+        self.reads.append(where)
+        self._check("get", name)
+        found = self.live.get(where)
+        if found is None:
+            raise not_found(name)
+        return copy.deepcopy(found)
+
+    async def list_all(self, kind: kinds.Kind, namespace: str | None = None,
+                       **_selectors: Any) -> tuple[list[Obj], str]:
+        self.reads.append((kind.plural, namespace or "", ""))
+        return [copy.deepcopy(o) for (plural, ns, _), o in sorted(self.live.items())
+                if plural == kind.plural and namespace in (None, ns)], "1"
+
     async def bind(self, namespace: str, name: str, node: str, *, uid: str = "") -> Obj:
         self._check("bind", name)
         self.actions.append(Action("bind", "pods", namespace, name, node))
@@ -123,7 +143,14 @@ class Fixture:
         informer = self.informers.informer(kind)
         for obj in objs:
             informer.cache.put(copy.deepcopy(obj))
+            self.client.live[self.where(kind, obj)] = copy.deepcopy(obj)
         informer.synced.set()
+
+    @staticmethod
+    def where(kind: kinds.Kind, obj: Obj) -> tuple[str, str, str]:
+        meta = obj.get("metadata") or {}
+        return (kind.plural, meta.get("namespace", "") if kind.namespaced else "",
+                meta.get("name", ""))
 
     async def run(self, controller: Any, key: str) -> list[Action]:
         """One reconcile of `key`; the actions it took."""

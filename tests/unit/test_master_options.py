@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from raftkube.cli import main as cli_main
 from raftkube.cli import master
+from raftkube.controllers import base as controllers
 
 pytestmark = pytest.mark.unit
 
@@ -59,3 +60,29 @@ def test_rk_master_refuses_a_bad_range_before_starting(tmp_path: Path) -> None:
     assert "--service-cluster-ip-range: the range is too small" in result.output + (
         result.stderr or "")
     assert not (tmp_path / "d").exists()
+
+
+def test_rk_master_hands_the_node_lifecycle_flags_to_the_leader_loops(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "token"
+    token.write_text("t" * 24)
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(master, "run", lambda **kw: seen.update(kw))
+    argv = ["master", "--name", "m1", "--api", "127.0.0.1:1", "--raft", "127.0.0.1:2",
+            "--data-dir", str(tmp_path / "d"), "--token-file", str(token)]
+    result = CliRunner().invoke(cli_main.main, argv + [
+        "--node-monitor-grace-period", "3", "--default-unreachable-toleration-seconds", "5",
+        "--node-eviction-rate", "1"])
+    assert result.exit_code == 0, result.output
+    options = seen["loop_options"]
+    assert isinstance(options, controllers.Options)
+    assert (options.node_grace, options.eviction_timeout, options.eviction_rate,
+            options.not_ready_timeout) == (3.0, 5, 1.0, 30)
+    result = CliRunner().invoke(cli_main.main, argv + ["--node-monitor-grace-period", "0"])
+    assert result.exit_code != 0
+    assert "--node-monitor-grace-period: must be greater than 0" in result.output + (
+        result.stderr or "")
+    with pytest.raises(ValueError, match="--unhealthy-zone-threshold"):
+        master.loop_options(unhealthy_zone_threshold=1.5)
+    with pytest.raises(ValueError, match="--node-eviction-rate: must not be negative"):
+        master.loop_options(eviction_rate=-1)

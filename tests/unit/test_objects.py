@@ -905,6 +905,8 @@ def test_immutable_message() -> None:
     ("rs", "replicasets.apps"), ("ds", "daemonsets.apps"), ("job", "jobs.batch"),
     ("jobs.batch", "jobs.batch"), ("secret", "secrets"), ("lease", "leases.coordination.k8s.io"),
     ("leases.coordination.k8s.io", "leases.coordination.k8s.io"),
+    ("endpointslices", "endpointslices.discovery.k8s.io"),
+    ("endpointslice.discovery.k8s.io", "endpointslices.discovery.k8s.io"),
 ])
 def test_resolve(word: str, resource: str) -> None:
     found = kinds.resolve(word)
@@ -919,7 +921,7 @@ def test_resolve_unknown(word: str) -> None:
 def test_kind_table() -> None:
     assert [k.kind for k in kinds.KINDS] == [
         "Namespace", "Pod", "Service", "ConfigMap", "Secret", "Node", "Event", "Deployment",
-        "ReplicaSet", "DaemonSet", "Job", "Lease"]
+        "ReplicaSet", "DaemonSet", "Job", "Lease", "EndpointSlice"]
     for k in kinds.KINDS:
         assert kinds.by_kind(k.api_version, k.kind) is k
         assert kinds.by_plural(k.group, k.version, k.plural) is k

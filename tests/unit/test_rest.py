@@ -19,6 +19,7 @@ import pytest
 
 from tests import hostile
 from tests.unit.conftest import NODE_TOKEN, Served
+from tests.unit.loops import converge
 
 pytestmark = pytest.mark.unit
 
@@ -506,7 +507,8 @@ async def test_watch_from_a_compacted_version_is_gone(served: Served) -> None:
 # ---- deletes, namespaces, services ------------------------------------------------------
 
 
-async def test_delete_cascades_to_dependents_unless_orphaned(served: Served) -> None:
+async def test_delete_cascades_to_dependents_unless_orphaned(collected: Served) -> None:
+    served = collected
     owner = await ok(served, "POST", CMS, configmap("owner"))
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
            "uid": owner["metadata"]["uid"]}
@@ -515,15 +517,25 @@ async def test_delete_cascades_to_dependents_unless_orphaned(served: Served) -> 
         body["metadata"]["ownerReferences"] = [ref]
         await ok(served, "POST", CMS, body)
     await ok(served, "DELETE", CMS + "/owner?propagationPolicy=Background")
-    for name in ("dep1", "dep2"):
-        status, _ = await call(served, "GET", CMS + f"/{name}")
-        assert status == 404
+    assert (await call(served, "GET", CMS + "/owner"))[0] == 404  # the owner goes at once
+
+    async def collected_all() -> bool:
+        return [(await call(served, "GET", CMS + f"/{n}"))[0] for n in ("dep1", "dep2")] \
+            == [404, 404]
+
+    await converge(collected_all, what="the garbage collector to delete both dependents")
     owner = await ok(served, "POST", CMS, configmap("owner2"))
     body = configmap("kept")
     body["metadata"]["ownerReferences"] = [{**ref, "name": "owner2",
                                             "uid": owner["metadata"]["uid"]}]
     await ok(served, "POST", CMS, body)
-    await ok(served, "DELETE", CMS + "/owner2?propagationPolicy=Orphan")
+    marked = await ok(served, "DELETE", CMS + "/owner2?propagationPolicy=Orphan")
+    assert marked["metadata"]["finalizers"] == ["orphan"]
+
+    async def orphaned() -> bool:
+        return (await call(served, "GET", CMS + "/owner2"))[0] == 404
+
+    await converge(orphaned, what="the owner to go once its dependent is orphaned")
     kept = await ok(served, "GET", CMS + "/kept")
     assert not kept["metadata"].get("ownerReferences")
 
@@ -541,7 +553,8 @@ async def test_finalizers_hold_deletion_until_removed(served: Served) -> None:
     assert status == 404 and still
 
 
-async def test_deleting_a_namespace_deletes_everything_in_it(served: Served) -> None:
+async def test_deleting_a_namespace_deletes_everything_in_it(collected: Served) -> None:
+    served = collected
     await ok(served, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                      "metadata": {"name": "team"}})
     await ok(served, "POST", "/api/v1/namespaces/team/configmaps", configmap("a"))
@@ -550,7 +563,19 @@ async def test_deleting_a_namespace_deletes_everything_in_it(served: Served) -> 
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
         "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30111}]}})
     assert svc["spec"]["ports"][0]["nodePort"] == 30111
-    await ok(served, "DELETE", "/api/v1/namespaces/team")
+    marked = await ok(served, "DELETE", "/api/v1/namespaces/team")
+    assert marked["status"]["phase"] == "Terminating" and marked["metadata"]["deletionTimestamp"]
+    status, refused = await call(served, "POST", "/api/v1/namespaces/team/configmaps",
+                                 configmap("late"))
+    assert status == 403 and refused["message"] == (
+        'configmaps "late" is forbidden: unable to create new content in namespace team '
+        "because it is being terminated"), refused
+    assert refused["details"]["causes"][0]["reason"] == "NamespaceTerminating"
+
+    async def gone() -> bool:
+        return (await call(served, "GET", "/api/v1/namespaces/team"))[0] == 404
+
+    await converge(gone, what="the namespace controller to empty and finalize the namespace")
     for path in ("/api/v1/namespaces/team/configmaps", "/apis/apps/v1/namespaces/team/deployments",
                  "/api/v1/namespaces/team/services"):
         assert (await ok(served, "GET", path))["items"] == []

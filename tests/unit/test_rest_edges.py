@@ -5,17 +5,16 @@ client) against the real server."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from typing import Any
 
 import pytest
 
 from raftkube.api import kinds, yamltext
-from raftkube.apiserver import addresses
 from raftkube.cli import kubectl, manifests
 from raftkube.client import rest, transport
 from tests.unit.conftest import Served
+from tests.unit.loops import converge
 from tests.unit.test_rest import call, ok
 from tests.unit.test_rest_lifecycle import (
     CMS,
@@ -41,17 +40,27 @@ def manifest(obj: dict[str, Any]) -> manifests.Manifest:
     return manifests.Manifest("m.yaml", 1, None, obj, DEP, "default")
 
 
-async def test_a_namespace_held_by_a_finalizer_empties_when_released(served: Served) -> None:
+async def test_a_namespace_held_by_a_finalizer_empties_when_released(
+        collected: Served) -> None:
+    served = collected
     await ok(served, "POST", NS, {"apiVersion": "v1", "kind": "Namespace",
                                   "metadata": {"name": "x", "finalizers": ["example.com/h"]}})
     await ok(served, "POST", NS + "/x/configmaps", cm("c", a="1"))
     await ok(served, "POST", NS + "/x/services", svc("s", node_port=30200))
     await ok(served, "DELETE", NS + "/x")
-    await ok(served, "PATCH", NS + "/x", {"metadata": {"finalizers": None}}, headers=MERGE)
-    assert (await call(served, "GET", NS + "/x"))[0] == 404
-    # contents should be gone with the namespace
+
+    async def finalized() -> bool:
+        ns = await ok(served, "GET", NS + "/x")
+        return "kubernetes" not in (ns.get("spec") or {}).get("finalizers", [])
+
+    await converge(finalized, what="the namespace controller to empty the namespace")
     assert (await call(served, "GET", NS + "/x/configmaps/c"))[0] == 404, "cm leaked"
     assert not [v for v in allocations(served).values() if v.startswith(b"x/")], "addr leaked"
+    ns = await ok(served, "GET", NS + "/x")  # still held by its own finalizer
+    removed = {c["type"]: c for c in ns["status"]["conditions"]}["NamespaceContentRemaining"]
+    assert (removed["status"], removed["reason"]) == ("False", "ContentRemoved")
+    await ok(served, "PATCH", NS + "/x", {"metadata": {"finalizers": None}}, headers=MERGE)
+    assert (await call(served, "GET", NS + "/x"))[0] == 404
 
 
 async def test_a_held_pod_goes_once_its_node_deleted_it_and_the_finalizer_goes(
@@ -67,8 +76,9 @@ async def test_a_held_pod_goes_once_its_node_deleted_it_and_the_finalizer_goes(
     assert status == 404, (got["metadata"], got2["metadata"])
 
 
-async def test_orphan_deletion_held_by_a_finalizer_orphans_when_released(
-        served: Served) -> None:
+async def test_orphan_deletion_orphans_even_while_another_finalizer_holds_the_owner(
+        collected: Served) -> None:
+    served = collected
     d = await ok(served, "POST", DEPLOY, deployment("d", finalizers=["example.com/h"]))
     owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d",
              "uid": d["metadata"]["uid"]}
@@ -76,14 +86,26 @@ async def test_orphan_deletion_held_by_a_finalizer_orphans_when_released(
         "name": "child", "ownerReferences": [owner]}})
     marked = await ok(served, "DELETE", DEPLOY + "/d?propagationPolicy=Orphan")
     assert marked["metadata"]["finalizers"] == ["example.com/h", "orphan"]
-    await ok(served, "PATCH", DEPLOY + "/d", {"metadata": {"finalizers": ["orphan"]}},
-             headers=MERGE)  # the holder lets go of its own finalizer
-    assert (await call(served, "GET", DEPLOY + "/d"))[0] == 404
+
+    async def orphaned() -> bool:
+        d = await ok(served, "GET", DEPLOY + "/d")
+        return d["metadata"]["finalizers"] == ["example.com/h"]
+
+    await converge(orphaned, what="the collector to orphan the dependent")
     child = await ok(served, "GET", CMS + "/child")
     assert "ownerReferences" not in child["metadata"]
+    status, refused = await call(served, "PATCH", DEPLOY + "/d", {"metadata": {
+        "finalizers": ["example.com/h", "example.com/new"]}}, headers=MERGE)
+    assert status == 422 and "no new finalizers can be added" in refused["message"], refused
+    await ok(served, "PATCH", DEPLOY + "/d", {"metadata": {"finalizers": None}},
+             headers=MERGE)  # the holder lets go of its own finalizer
+    assert (await call(served, "GET", DEPLOY + "/d"))[0] == 404
+    assert (await call(served, "GET", CMS + "/child"))[0] == 200
 
 
-async def test_foreground_deletion_ends_on_a_cycle_of_blocking_owners(served: Served) -> None:
+async def test_foreground_deletion_ends_on_a_cycle_of_blocking_owners(
+        collected: Served) -> None:
+    served = collected
     a = await ok(served, "POST", CMS, cm("a"))
     b = await ok(served, "POST", CMS, {**cm("b"), "metadata": {"name": "b", "ownerReferences": [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": a["metadata"]["uid"],
@@ -91,11 +113,12 @@ async def test_foreground_deletion_ends_on_a_cycle_of_blocking_owners(served: Se
     await ok(served, "PATCH", CMS + "/a", {"metadata": {"ownerReferences": [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "b", "uid": b["metadata"]["uid"],
          "blockOwnerDeletion": True}]}}, headers=MERGE)
-    async with asyncio.timeout(10):
-        await ok(served, "DELETE", CMS + "/a?propagationPolicy=Foreground")
-    sa, ga = await call(served, "GET", CMS + "/a")
-    sb, gb = await call(served, "GET", CMS + "/b")
-    assert (sa, sb) == (404, 404), (ga.get("metadata"), gb.get("metadata"))
+    await ok(served, "DELETE", CMS + "/a?propagationPolicy=Foreground")
+
+    async def both_gone() -> bool:
+        return [(await call(served, "GET", CMS + f"/{n}"))[0] for n in "ab"] == [404, 404]
+
+    await converge(both_gone, what="both owners of the blocking cycle to go")
 
 
 async def test_unknown_fields_are_dropped_under_warn(served: Served) -> None:
@@ -133,7 +156,8 @@ async def test_service_patch_to_clusterip_with_odd_nodeport_is_not_500(served: S
 
 
 async def test_namespace_delete_frees_an_address_another_namespace_just_took(
-        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+        collected: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    served = collected
     for n in ("a", "b"):
         await ok(served, "POST", NS, {"apiVersion": "v1", "kind": "Namespace",
                                       "metadata": {"name": n}})
@@ -145,20 +169,25 @@ async def test_namespace_delete_frees_an_address_another_namespace_just_took(
     async def racing(req: dict[str, Any], **kw: Any) -> Any:
         nonlocal fired
         out = await real(req, **kw)
-        if req.get("key") == addresses.CLUSTERIPS and "keys_only" not in req and not fired:
-            fired = True  # after the namespace delete read the addresses it holds
+        if req.get("key") == b"/registry/core/services/a/" and not fired:
+            fired = True  # after the namespace controller listed a's Services
             await ok(served, "DELETE", NS + "/a/services/s")
             await ok(served, "POST", NS + "/b/services", svc("t", clusterIP="10.96.0.50"))
         return out
 
     monkeypatch.setattr(served.replica, "range", racing)
     await ok(served, "DELETE", NS + "/a")
+
+    async def gone() -> bool:
+        return (await call(served, "GET", NS + "/a"))[0] == 404
+
+    await converge(gone, what="namespace a to be emptied and finalized")
     monkeypatch.setattr(served.replica, "range", real)
+    assert fired
     t = await ok(served, "GET", NS + "/b/services/t")
     assert t["spec"]["clusterIP"] == "10.96.0.50"
     assert b"/registry/ranges/clusterips/10.96.0.50" in allocations(served), \
         "b/t's ClusterIP was freed by a's namespace delete"
-
 
 async def test_rk_apply_is_not_refused_for_a_field_someone_else_wrote(served: Served) -> None:
     tp = transport.Transport([str(served.client.make_url("")).rstrip("/")], served.token)

@@ -1,6 +1,7 @@
 """The REST layer's object lifecycle where Kubernetes' rules are subtle: graceful pod
-deletion, finalizers and cascading, preconditions, Event leases, Service addresses, a
-node's rights to Secrets, and bookmarks that never run ahead of the events sent."""
+deletion, finalizers and cascading (the API marks, the garbage collector and namespace
+controller converge), preconditions, Event leases, Service addresses, a node's rights to
+Secrets, and bookmarks that never run ahead of the events sent."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.unit.conftest import NODE_TOKEN, Served
+from tests.unit.loops import converge
 from tests.unit.test_rest import call, ok, revision
 
 pytestmark = pytest.mark.unit
@@ -163,7 +165,9 @@ async def test_bookmark_never_runs_ahead_of_delivered_events(served: Served) -> 
         resp.close()
 
 
-async def test_namespace_delete_racing_service_creates_frees_all_addresses(served: Served) -> None:
+async def test_namespace_delete_racing_service_creates_frees_all_addresses(
+        collected: Served) -> None:
+    served = collected
     await ok(served, "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                                     "metadata": {"name": "race"}})
     path = "/api/v1/namespaces/race/services"
@@ -176,51 +180,60 @@ async def test_namespace_delete_racing_service_creates_frees_all_addresses(serve
 
     _, (del_status, _) = await asyncio.gather(
         creates(), call(served, "DELETE", "/api/v1/namespaces/race"))
-    await served.replica.barrier()  # every create that was proposed is applied
-    # The delete either won (the namespace and everything in it are gone) or gave up on
-    # a conflict with the creates (the namespace stays); either way every address still
-    # held belongs to a Service that exists.
-    assert del_status in (200, 409), del_status
-    ns_status, _ = await call(served, "GET", "/api/v1/namespaces/race")
-    assert ns_status == (404 if del_status == 200 else 200)
-    status, services = await call(served, "GET", path)
-    assert status == 200, services
-    existing = {f"race/{o['metadata']['name']}".encode() for o in services["items"]}
-    held = [v for v in allocations(served).values() if v.startswith(b"race/")]
-    leaked = [v for v in held if v not in existing]
+    assert del_status == 200, del_status  # a namespace delete only marks: it never conflicts
+
+    async def gone() -> bool:
+        return (await call(served, "GET", "/api/v1/namespaces/race"))[0] == 404
+
+    await converge(gone, what="the namespace to be emptied and finalized")
+    leaked = [v for v in allocations(served).values() if v.startswith(b"race/")]
     assert not leaked, f"{len(leaked)} allocations of deleted services leaked: {leaked[:5]}"
 
 
-async def test_cascade_happens_when_last_finalizer_is_removed(served: Served) -> None:
+async def test_cascade_happens_when_last_finalizer_is_removed(collected: Served) -> None:
+    served = collected
     d = await ok(served, "POST", DEPLOY, deployment("d", finalizers=["example.com/hold"]))
     owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d",
              "uid": d["metadata"]["uid"]}
     await ok(served, "POST", CMS, {**cm("child"), "metadata": {
         "name": "child", "ownerReferences": [owner]}})
     await ok(served, "DELETE", DEPLOY + "/d")  # Background; held by the finalizer
+    assert (await ok(served, "GET", CMS + "/child"))["metadata"]["ownerReferences"]
     await ok(served, "PATCH", DEPLOY + "/d", {"metadata": {"finalizers": None}}, headers=MERGE)
     assert (await call(served, "GET", DEPLOY + "/d"))[0] == 404
-    status, _ = await call(served, "GET", CMS + "/child")
-    assert status == 404, "dependent of a deleted owner was never collected"
+
+    async def child_gone() -> bool:
+        return (await call(served, "GET", CMS + "/child"))[0] == 404
+
+    await converge(child_gone, what="the dependent of a deleted owner to be collected")
 
 
-async def test_foreground_keeps_owner_until_dependents_are_gone(served: Served) -> None:
+async def test_foreground_keeps_owner_until_dependents_are_gone(collected: Served) -> None:
+    served = collected
     d = await ok(served, "POST", DEPLOY, deployment("d"))
     owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d",
              "uid": d["metadata"]["uid"], "blockOwnerDeletion": True}
     await ok(served, "POST", CMS, {**cm("child"), "metadata": {
         "name": "child", "finalizers": ["example.com/hold"], "ownerReferences": [owner]}})
-    await ok(served, "DELETE", DEPLOY + "/d?propagationPolicy=Foreground")
-    status, got = await call(served, "GET", DEPLOY + "/d")
-    assert status == 200 and "foregroundDeletion" in got["metadata"].get("finalizers", []), \
-        (status, got)
-    assert got["metadata"]["deletionTimestamp"]
-    held = await ok(served, "GET", CMS + "/child")
-    assert held["metadata"]["deletionTimestamp"]  # marked, held by its own finalizer
+    marked = await ok(served, "DELETE", DEPLOY + "/d?propagationPolicy=Foreground")
+    assert marked["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert marked["metadata"]["deletionTimestamp"]
+
+    async def child_marked() -> bool:
+        child = await ok(served, "GET", CMS + "/child")
+        return bool(child["metadata"].get("deletionTimestamp"))
+
+    await converge(child_marked, what="the collector to delete the dependent")
+    got = await ok(served, "GET", DEPLOY + "/d")  # held: its dependent blocks it
+    assert "foregroundDeletion" in got["metadata"]["finalizers"]
     await ok(served, "PATCH", CMS + "/child", {"metadata": {"finalizers": None}},
              headers=MERGE)
     assert (await call(served, "GET", CMS + "/child"))[0] == 404
-    assert (await call(served, "GET", DEPLOY + "/d"))[0] == 404  # the owner follows
+
+    async def owner_gone() -> bool:
+        return (await call(served, "GET", DEPLOY + "/d"))[0] == 404
+
+    await converge(owner_gone, what="the owner to follow its last blocking dependent")
 
 
 async def test_continue_token_with_future_revision_is_400_not_500(served: Served) -> None:
@@ -345,7 +358,8 @@ async def test_a_service_port_change_keeps_or_replaces_its_nodeport(served: Serv
     assert not [v for v in allocations(served).values() if v.startswith(b"default/")]
 
 
-async def test_foreground_deletion_ends_on_cycles_of_owners(served: Served) -> None:
+async def test_foreground_deletion_ends_on_cycles_of_owners(collected: Served) -> None:
+    served = collected
     a = await ok(served, "POST", CMS, cm("a"))
     b = await ok(served, "POST", CMS, {**cm("b"), "metadata": {"name": "b", "ownerReferences": [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": a["metadata"]["uid"]}]}})
@@ -353,10 +367,12 @@ async def test_foreground_deletion_ends_on_cycles_of_owners(served: Served) -> N
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "b", "uid": b["metadata"]["uid"]},
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "uid": a["metadata"]["uid"]}]}},
         headers=MERGE)
-    async with asyncio.timeout(10):
-        await ok(served, "DELETE", CMS + "/a?propagationPolicy=Foreground")
-    assert (await call(served, "GET", CMS + "/b"))[0] == 404
-    assert (await call(served, "GET", CMS + "/a"))[0] == 404
+    await ok(served, "DELETE", CMS + "/a?propagationPolicy=Foreground")
+
+    async def both_gone() -> bool:
+        return [(await call(served, "GET", CMS + f"/{n}"))[0] for n in "ab"] == [404, 404]
+
+    await converge(both_gone, what="both objects of the cycle to go")
 
 
 async def test_kinds_without_a_spec_have_no_generation(served: Served) -> None:
