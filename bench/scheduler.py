@@ -162,7 +162,9 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
     subprocess.run([*RK, "up", "--masters", "3", "--agents", str(args.agents), "--count",
                     str(per_agent), "--runtime", "simulated", "--state-dir", state,
                     "--agent-arg=--lease-interval=10", "--agent-arg=--cpu=32",
-                    "--agent-arg=--memory=64Gi"], check=True, stdout=subprocess.DEVNULL)
+                    "--agent-arg=--memory=64Gi",
+                    *(f"--master-arg={a}" for a in args.master_arg)],
+                   check=True, stdout=subprocess.DEVNULL)
     up_seconds = time.monotonic() - started
     layout = yaml.safe_load(open(f"{state}/cluster.yaml"))
     token = open(f"{state}/token").read().strip()
@@ -279,6 +281,8 @@ def main() -> int:
     parser.add_argument("--deployments", type=int, default=20,
                         help="half the pods come from this many Deployments (0: all bare)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--master-arg", action="append", default=[], metavar="ARG",
+                        help="an extra `rk master` flag, e.g. --election-timeout=1-2")
     parser.add_argument("--record", metavar="FILE")
     args = parser.parse_args()
     state = tempfile.mkdtemp(prefix="rk-bench-sched-")
@@ -286,7 +290,9 @@ def main() -> int:
         result = asyncio.run(run(args, state))
     finally:
         subprocess.run([*RK, "down", "--state-dir", state], stdout=subprocess.DEVNULL)
-    text = table(result)
+    load = os.getloadavg()
+    text = table(result) + (f"\n\nLoad average at the end (1/5/15 min): {load[0]:.1f} / "
+                            f"{load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs.")
     print(text)
     if args.record:
         record(args.record, text, "python bench/scheduler.py " + " ".join(sys.argv[1:]))

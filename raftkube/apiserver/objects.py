@@ -394,11 +394,24 @@ class Objects:
                 f'Unsupported value: "{target.get("kind")}": supported values: "Node"')])
         wanted_uid = (binding.get("metadata") or {}).get("uid") \
             if isinstance(binding.get("metadata"), dict) else None
-        for _attempt in range(10):
-            current = await self.get(POD_KIND, namespace, name)
-            meta, spec = current.obj["metadata"], current.obj.get("spec") or {}
-            if wanted_uid and wanted_uid != meta.get("uid"):
+        key = key_of(POD_KIND, namespace, name)
+        for attempt in range(10):
+            # The first read is this replica's own (no read barrier: a Raft round saved
+            # on the scheduler's hot path); the write below compares the revision read,
+            # so a stale read can only fail it. Anything that would be refused on what a
+            # stale read says is read again through the barrier first. What a stale read
+            # cannot get wrong needs no second read: a pod bound, or being deleted, stays
+            # so.
+            found = await self.read(key, serializable=attempt == 0)
+            if found is None or (wanted_uid and wanted_uid != found.obj["metadata"].get(
+                    "uid")):
+                if attempt == 0:
+                    continue
+                if found is None:
+                    raise stt.not_found("pods", name)
                 raise stt.conflict("pods", name)
+            current = found
+            meta, spec = current.obj["metadata"], current.obj.get("spec") or {}
             if spec.get("nodeName"):
                 raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
                                    f'pods/binding "{name}": pod {name} is already assigned '
@@ -417,7 +430,6 @@ class Objects:
                     c.pop("message", None)
             if dry_run:
                 return _bound_status()
-            key = key_of(POD_KIND, namespace, name)
             result = await self.commit({
                 "compare": [rec.compare(key, "MOD", current.mod_revision)],
                 "success": [rec.put(key, rec.encode(bound), current.lease)], "failure": []})
