@@ -69,6 +69,52 @@ class PodState:
         return found[-2] if len(found) > 1 else None
 
 
+@dataclass(frozen=True)
+class Mount:
+    """One volume mount of a container, resolved to the host: `source` is a host
+    directory or file (emptyDir, hostPath, and the files the kubelet writes for
+    ConfigMap, Secret and downwardAPI volumes), or None with `tmpfs` for an emptyDir
+    with `medium: Memory`."""
+
+    target: str  # the mountPath inside the container
+    source: str | None = None
+    read_only: bool = False
+    tmpfs: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerRequest:
+    """What the kubelet resolved for one container from the API (ConfigMaps, Secrets,
+    fieldRefs, Services, volumes): everything a runtime needs besides the container's
+    own spec (image, imagePullPolicy, resources, securityContext it reads itself)."""
+
+    command: tuple[str, ...] | None = None  # the spec's command after $(VAR) expansion
+    args: tuple[str, ...] | None = None  # None: the image's own
+    env: tuple[tuple[str, str], ...] = ()  # in order, every value resolved
+    working_dir: str | None = None
+    mounts: tuple[Mount, ...] = ()
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """What a pod's sandbox is made with: its name resolution and host ports."""
+
+    hostname: str = ""
+    dns_servers: tuple[str, ...] = ()  # empty: the runtime's default resolver
+    dns_searches: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    # (containerPort, protocol, hostIP, hostPort) for every port with a hostPort
+    port_mappings: tuple[tuple[int, str, str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The end of a command run to completion in a container (an exec probe)."""
+
+    exit_code: int
+    output: bytes  # stdout and stderr, as the container wrote them, possibly cut short
+
+
 class RuntimeFailure(Exception):
     """The runtime could not do what it was asked (the kubelet retries with back-off)."""
 
@@ -84,12 +130,14 @@ class ContainerRuntime(Protocol):
         """Once, at start, with the pods bound to this node as the API has them: learn
         the sandboxes and containers that this node ran before the agent restarted."""
 
-    async def run_sandbox(self, pod: Obj) -> Sandbox:
+    async def run_sandbox(self, pod: Obj, config: SandboxConfig | None = None) -> Sandbox:
         """The pod's sandbox, made if it has none (a second call returns the same)."""
 
-    async def start_container(self, pod: Obj, container: Obj, *, attempt: int) -> Container:
+    async def start_container(self, pod: Obj, container: Obj, *, attempt: int,
+                              request: ContainerRequest | None = None) -> Container:
         """Start instance `attempt` of `container` (a pod spec's container) in the pod's
-        sandbox. Images are the runtime's business (pulled as its policy says)."""
+        sandbox, with what the kubelet resolved for it (None: nothing beyond the spec).
+        Images are the runtime's business (pulled as its policy says)."""
 
     async def stop_container(self, pod_uid: str, name: str, *, grace: float) -> None:
         """Stop the running instance of `name`: SIGTERM, then SIGKILL after `grace`."""
@@ -99,6 +147,11 @@ class ContainerRuntime(Protocol):
 
     async def pods(self) -> list[PodState]:
         """Every pod this runtime holds, as it is now."""
+
+    async def exec_sync(self, pod_uid: str, name: str, command: Sequence[str], *,
+                        timeout: float) -> ExecResult:
+        """Run `command` in the running instance of container `name` to its end (an exec
+        probe); RuntimeFailure if it cannot be run or does not end within `timeout`."""
 
 
 class Prober(Protocol):

@@ -126,7 +126,8 @@ class SimulatedRuntime:
                 return ip
         raise rt.RuntimeFailure(f"no free pod address left in {self.network}")
 
-    async def run_sandbox(self, pod: Obj) -> rt.Sandbox:
+    async def run_sandbox(self, pod: Obj, config: rt.SandboxConfig | None = None
+                          ) -> rt.Sandbox:
         meta = pod["metadata"]
         uid = meta["uid"]
         if uid not in self._sandboxes:
@@ -135,8 +136,8 @@ class SimulatedRuntime:
             self._runs[uid] = {}
         return self._sandboxes[uid]
 
-    async def start_container(self, pod: Obj, container: Obj, *,
-                              attempt: int) -> rt.Container:
+    async def start_container(self, pod: Obj, container: Obj, *, attempt: int,
+                              request: rt.ContainerRequest | None = None) -> rt.Container:
         uid = pod["metadata"]["uid"]
         if uid not in self._sandboxes:
             raise rt.RuntimeFailure(f"pod {uid} has no sandbox")
@@ -169,6 +170,14 @@ class SimulatedRuntime:
         self._runs.pop(pod_uid, None)
         if sandbox is not None:
             self._ips.discard(sandbox.ip)
+
+    async def exec_sync(self, pod_uid: str, name: str, command: Sequence[str], *,
+                        timeout: float) -> rt.ExecResult:
+        """Every command succeeds in a running container, and prints nothing."""
+        runs = self._runs.get(pod_uid, {}).get(name)
+        if not runs or self._view(runs[-1], self.clock()).state != rt.RUNNING:
+            raise rt.RuntimeFailure(f"container {name} of pod {pod_uid} is not running")
+        return rt.ExecResult(0, b"")
 
     async def recover(self, pods: Sequence[Obj]) -> None:
         for pod in pods:
