@@ -46,6 +46,7 @@ from raftkube.client.errors import ApiError
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+PULL_TOLD = -2  # the attempt under which a pull back-off's event is remembered as told
 
 
 def _rv(obj: Obj) -> int:
@@ -260,6 +261,7 @@ class Kubelet:
             except rt.ImagePullFailure as e:
                 self.pulls.failed(key, image, e.reason, e.message, self.clock())
                 failures[c["name"]] = (e.reason, e.message)
+                self._told.discard((pod["metadata"]["uid"], c["name"], PULL_TOLD))
                 self.events.event(pod, "Warning", "Failed", e.message)
                 continue
             self.pulls.succeeded(key)
@@ -271,7 +273,14 @@ class Kubelet:
 
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]
-        for name in plan.waiting:
+        for name, (reason, message) in plan.waiting.items():
+            if reason == rt.IMAGE_PULL_BACKOFF:
+                if (uid, name, PULL_TOLD) not in self._told:  # once for each failed pull
+                    self._told.add((uid, name, PULL_TOLD))
+                    self.events.event(pod, "Normal", "BackOff", message)
+                continue
+            if reason != actions.CRASH_LOOP:
+                continue  # a pull that failed was told when it failed
             latest = state.latest(name) if state is not None else None
             told = (uid, name, latest.attempt if latest is not None else -1)
             if told not in self._told:
