@@ -225,6 +225,14 @@ class Replica:
         self._startup_dump = (disk.read_dump_file(dump_path) if os.path.exists(dump_path)
                               else None)
         journal = jr.open_journal(data_dir, sync=sync)
+        if self._startup_dump is not None:
+            # A crash during log compaction can leave the new dump and the old journal.
+            try:
+                last, before, _cluster = self._startup_dump[1]
+                journal.align_with_dump(before, last)
+            except BaseException:
+                journal._destroy()
+                raise
         self._snapshots = disk.SnapshotWriter(data_dir, sync=sync)
         conf = raft.make_conf(
             data_dir=data_dir,

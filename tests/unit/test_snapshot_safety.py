@@ -1,0 +1,114 @@
+"""Snapshots and Raft safety, with the production `Replica` on a real data dir.
+
+- Log compaction is two renames (the dump, then the journal cut behind it); a crash
+  between them must come back with every entry, not with a journal that pysyncobj
+  throws away because it no longer starts where the dump ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raftkube.store import disk
+from raftkube.store import journal as jr
+from raftkube.store import replica as rep
+from tests.unit.conftest import FAST, LEADER_DEADLINE, SECRET, free_port, wait_for
+
+pytestmark = pytest.mark.unit
+
+
+@asynccontextmanager
+async def running(data_dir: Path, *, compaction: int = 20_000) -> AsyncIterator[rep.Replica]:
+    """A single-member replica on `data_dir`, with the Raft address it had last time (a
+    dump records the members, and a member at a new address would wait for its old self)."""
+    addr_file = data_dir.parent / f"{data_dir.name}.addr"
+    if not addr_file.exists():
+        addr_file.write_text(f"127.0.0.1:{free_port()}")
+    r = rep.Replica(name="m1", raft_addr=addr_file.read_text(), peers=[],
+                    api_url="http://x", data_dir=str(data_dir), secret=SECRET, timing=FAST,
+                    log_compaction_entries=compaction)
+    r.start(asyncio.get_running_loop())
+    try:
+        await wait_for(lambda: r.view.is_leader, deadline=LEADER_DEADLINE,
+                       what="the single member to become leader")
+        yield r
+    finally:
+        await r.stop()
+
+
+async def put_keys(r: rep.Replica, prefix: str, n: int) -> None:
+    for i in range(n):
+        result = await r.propose("put", {"key": f"{prefix}/{i:04d}".encode(), "value": b"v"})
+        assert "error" not in result, result
+
+
+async def keys(r: rep.Replica, prefix: str) -> set[bytes]:
+    got = await r.range({"key": prefix.encode() + b"/", "range_end": prefix.encode() + b"0"})
+    return {kv["key"] for kv in got["kvs"]}
+
+
+def dump_index(data_dir: Path) -> int:
+    _blob, raft_data = disk.read_dump_file(str(data_dir / disk.DUMP))
+    return int(raft_data[0][1])
+
+
+async def test_a_crash_between_the_dump_rename_and_the_journal_cut_loses_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot child renamed the new dump into place (synced, directory synced),
+    and the member died before the tick cut the journal behind it: the data dir holds
+    the new dump and the whole old journal, which starts long before the dump ends.
+    Every entry the journal holds past the dump was acknowledged and must come back."""
+    data_dir = tmp_path / "m1"
+    cuts: list[int] = []
+
+    def crashed_before_the_cut(self: jr.Journal, entry_to: int) -> None:
+        cuts.append(entry_to)  # the process is gone before the journal is rewritten
+
+    monkeypatch.setattr(jr.Journal, "deleteEntriesTo", crashed_before_the_cut)
+    async with running(data_dir, compaction=40) as r:
+        await put_keys(r, "a", 60)
+        await wait_for(lambda: bool(cuts) and not r._snapshots.pid, deadline=20,
+                       what="a snapshot to be written")
+
+        def no_more_snapshots(make_blob: Callable[[], bytes], raft_data: list[Any]) -> None:
+            return None
+
+        monkeypatch.setattr(r._snapshots, "start", no_more_snapshots)
+        await put_keys(r, "b", 30)  # acknowledged after the dump: only the journal has them
+        last = r.view.last_applied
+    covered = dump_index(data_dir)
+    first_in_journal = jr.read_entries(str(data_dir / jr.JOURNAL))[0][1]
+    assert first_in_journal < covered - 1 < last - 30, (first_in_journal, covered, last)
+    monkeypatch.undo()
+    async with running(data_dir) as r:
+        assert len(await keys(r, "a")) == 60
+        assert len(await keys(r, "b")) == 30, "entries past the dump were lost"
+        assert r.view.last_applied > last
+    entries = jr.read_entries(str(data_dir / jr.JOURNAL))
+    assert entries[0][1] <= covered - 1 and entries[-1][1] > last
+
+
+def test_a_journal_that_cannot_be_lined_up_with_the_dump_refuses_start(tmp_path: Path) -> None:
+    """Lined up: cut to the dump's last two entries. Older than the dump, or conflicting
+    with it: left for pysyncobj to replace. Starting after the dump's next-to-last entry
+    and going on past its end: refused (pysyncobj would clear every entry after it)."""
+    journal = jr.open_journal(str(tmp_path))
+    for i in range(1, 21):
+        journal.add(b"\x00e%d" % i, i, 1)
+    journal.align_with_dump((b"\x00e9", 9, 1), (b"\x00e10", 10, 1))
+    assert [e[1] for e in journal[:]] == list(range(9, 21))
+    journal.align_with_dump((b"\x00e9", 9, 1), (b"\x00e10", 10, 2))  # conflicting: kept
+    journal.align_with_dump((b"\x00x", 30, 1), (b"\x00y", 31, 1))  # older than the dump
+    assert [e[1] for e in journal[:]] == list(range(9, 21))
+    with pytest.raises(jr.CorruptData, match="cannot be lined up with the dump"):
+        journal.align_with_dump((b"\x00e7", 7, 1), (b"\x00e8", 8, 1))
+    journal._destroy()
+    again = jr.open_journal(str(tmp_path))
+    assert [e[1] for e in again[:]] == list(range(9, 21))  # the cut was durable
+    again._destroy()
