@@ -444,7 +444,8 @@ class Journal(pysyncobj.journal.Journal):  # type: ignore[misc]
         the dump's end, entries in neither file are missing): `CorruptData`. The
         compaction's order of writes never leaves one.
         """
-        before, last = tuple(before), tuple(last)
+        before = (bytes(before[0]), int(before[1]), int(before[2]))
+        last = (bytes(last[0]), int(last[1]), int(last[2]))
         if not self._entries:
             return
         first = self._entries[0][1]
