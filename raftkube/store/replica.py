@@ -275,6 +275,7 @@ class Replica:
         self._stopping.set()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        self._snapshots.close()
         try:
             self.journal.flush_if_dirty()
         except jr.DiskWriteError:
@@ -403,11 +404,20 @@ class Replica:
         # On the tick thread, which is the only writer of the state: the fork copies a
         # state that no apply is halfway through.
         self._snapshots.start(self.state.dump, raft.pack_raft_entries(raft_data))
+        # pysyncobj renames `path` over the dump when this returns; our child writes
+        # elsewhere, so nothing may be there (the writer removed leftovers at start).
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def _load_dump(self, path: str) -> Any:
         if self._startup_dump is not None:  # checked before SyncObj was made
             (blob, raft_data), self._startup_dump = self._startup_dump, None
         else:  # a snapshot the leader sent, which pysyncobj renamed into place unsynced
+            # A local snapshot still being written holds an older state: never put it
+            # over this one.
+            self._snapshots.supersede()
             try:
                 blob, raft_data = disk.read_dump_file(path)
                 if self._sync:

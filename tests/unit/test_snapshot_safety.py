@@ -3,21 +3,30 @@
 - Log compaction is two renames (the dump, then the journal cut behind it); a crash
   between them must come back with every entry, not with a journal that pysyncobj
   throws away because it no longer starts where the dump ends.
+- A snapshot child that outlives its round (a slow disk) never puts its older state
+  over a newer dump, and a fork that fails or a child that hangs or dies does not stop
+  snapshots for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.serializer import Serializer
 
 from raftkube.store import disk
 from raftkube.store import journal as jr
 from raftkube.store import replica as rep
+from raftkube.store import state as st
 from tests.unit.conftest import FAST, LEADER_DEADLINE, SECRET, free_port, wait_for
 
 pytestmark = pytest.mark.unit
@@ -112,3 +121,121 @@ def test_a_journal_that_cannot_be_lined_up_with_the_dump_refuses_start(tmp_path:
     again = jr.open_journal(str(tmp_path))
     assert [e[1] for e in again[:]] == list(range(9, 21))  # the cut was durable
     again._destroy()
+
+
+async def test_a_slow_snapshot_child_never_replaces_a_snapshot_installed_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round of log compaction forks a child that is slow to write (a slow disk); before
+    it is done, a snapshot from the leader is installed (through pysyncobj's own receive
+    and load path, on the tick thread). The child's state is older than the installed
+    one: it must never become the dump, or the journal, cut to the installed snapshot,
+    would start after the dump ends."""
+    data_dir = tmp_path / "m1"
+    parent = os.getpid()
+    real_dump = st.State.dump
+
+    def slow_in_the_child(self: st.State) -> bytes:
+        if os.getpid() != parent:
+            time.sleep(1.5)
+        return real_dump(self)
+
+    monkeypatch.setattr(st.State, "dump", slow_in_the_child)
+    installed: list[int] = []
+    async with running(data_dir, compaction=40) as r:
+        await put_keys(r, "a", 50)
+        await wait_for(lambda: r._snapshots.pid != 0, deadline=20,
+                       what="a snapshot child to be running")
+        node = r.node
+
+        def install_from_the_leader() -> None:  # on the tick thread, as pysyncobj does
+            if installed:
+                return
+            newer = st.State.load(real_dump(r.state))
+            newer.apply({"op": "put", "req": {"key": b"leader/x", "value": b"1"}})
+            index = node.raftLastApplied + 1000
+            term = node.raftCurrentTerm
+            data = disk.encode_dump(real_dump(newer), [[disk.NO_OP, index, term],
+                                                       [disk.NO_OP, index - 1, term], []])
+            receive = node._SyncObj__serializer.setTransmissionData
+            assert not receive((data[:1000], True, False))
+            assert not receive((data[1000:], False, False))
+            assert receive((b"", False, True))
+            node._SyncObj__loadDumpFile(clearJournal=True)
+            installed.append(index)
+
+        node.addOnTickCallback(install_from_the_leader)
+        await wait_for(lambda: bool(installed), deadline=10, what="the snapshot install")
+        assert dump_index(data_dir) == installed[0]
+        await asyncio.sleep(2.5)  # the slow child has finished by now
+        assert dump_index(data_dir) == installed[0], "an older snapshot replaced the dump"
+        await put_keys(r, "b", 5)
+    monkeypatch.undo()
+    async with running(data_dir) as r:
+        assert await keys(r, "leader") == {b"leader/x"}
+        assert len(await keys(r, "b")) == 5
+    assert not [n for n in os.listdir(data_dir) if ".snap" in n], "a partial dump was left"
+
+
+def drive(writer: disk.SnapshotWriter, data_dir: Path) -> Serializer:
+    """pysyncobj's own Serializer with the writer as its hook and checker, as SyncObj
+    makes it (the serializer hook removes the path pysyncobj renames afterwards)."""
+
+    def serialize(path: str, raft_data: Any) -> None:
+        writer.start(lambda: b"state", [list(raft_data[0]), list(raft_data[1]), []])
+
+    return Serializer(str(data_dir / disk.DUMP), 64 * 1024, True, serialize,
+                      lambda path: None, writer.check)
+
+
+def one_round(serializer: Serializer, index: int, *, within: float = 10.0) -> int:
+    serializer.serialize((None, (b"\x01", index, 1), (b"\x01", index - 1, 1), set()),
+                         index - 1)
+    give_up = time.monotonic() + within
+    while time.monotonic() < give_up:
+        state, _id = serializer.checkSerializing()
+        if state in (SERIALIZER_STATE.SUCCESS, SERIALIZER_STATE.FAILED):
+            return int(state)
+        time.sleep(0.02)
+    raise AssertionError(f"the snapshot round did not end within {within} s")
+
+
+def test_a_failed_fork_a_dead_child_or_a_hung_one_do_not_stop_snapshots(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(disk, "RETRY_FAILED_DUMP", 0.2)
+    writer = disk.SnapshotWriter(str(tmp_path), sync=False, max_seconds=1.0)
+    serializer = drive(writer, tmp_path)
+    assert one_round(serializer, 10) == SERIALIZER_STATE.SUCCESS
+    assert dump_index(tmp_path) == 10
+
+    real_fork = os.fork
+
+    def no_fork() -> int:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(disk.os, "fork", no_fork)
+    assert one_round(serializer, 20) == SERIALIZER_STATE.FAILED
+    monkeypatch.setattr(disk.os, "fork", real_fork)
+    time.sleep(0.3)
+    assert one_round(serializer, 30) == SERIALIZER_STATE.SUCCESS  # not wedged
+    assert dump_index(tmp_path) == 30
+
+    def dies(path: str, blob: bytes, raft_data: Any, *, sync: bool) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    monkeypatch.setattr(disk, "write_dump_file", dies)
+    assert one_round(serializer, 40) == SERIALIZER_STATE.FAILED
+    time.sleep(0.3)
+
+    def hangs(path: str, blob: bytes, raft_data: Any, *, sync: bool) -> None:
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        time.sleep(60)
+
+    monkeypatch.setattr(disk, "write_dump_file", hangs)
+    assert one_round(serializer, 50) == SERIALIZER_STATE.FAILED  # killed after 1 s
+    monkeypatch.undo()
+    monkeypatch.setattr(disk, "RETRY_FAILED_DUMP", 0.2)
+    time.sleep(0.3)
+    assert one_round(serializer, 60) == SERIALIZER_STATE.SUCCESS
+    assert dump_index(tmp_path) == 60
+    assert sorted(os.listdir(tmp_path)) == [disk.DUMP]  # nothing left behind
