@@ -239,13 +239,27 @@ def _die_with_parent() -> None:
 class SnapshotReceiver:
     """Writes the chunks of a snapshot sent by the leader to `dump.1.tmp`, and renames it
     over the dump when the last one is in (replacing the bound method of pysyncobj's
-    `Serializer.setTransmissionData`, whose contract it keeps: True once complete).
-    A write that fails raises `DiskWriteError`, which fails the replica."""
+    `Serializer.setTransmissionData`, whose contract it keeps: True once installed, and
+    pysyncobj then loads it and acknowledges it to the leader).
 
-    def __init__(self, data_dir: str) -> None:
+    The received file is synced and checked (length, SHA-256) *before* it replaces the
+    dump. One that fails its check is dropped and not installed (False: nothing is
+    acknowledged, and the leader sends the snapshot again): renamed into place, it would
+    have replaced this member's good dump with one that refuses start. Unsynced, a crash
+    after the rename left a dump that a power cut empties. A write that fails raises
+    `DiskWriteError`, which fails the replica (and so nothing is acknowledged either).
+    """
+
+    LOG_EVERY = 10.0  # seconds between log lines about snapshots that fail their check
+
+    def __init__(self, data_dir: str, *, sync: bool = True) -> None:
+        self.data_dir = data_dir
         self.path = os.path.join(data_dir, DUMP)
         self.tmp = self.path + ".1.tmp"
+        self.sync = sync
+        self.rejected = 0
         self._fd = -1
+        self._logged_at = -self.LOG_EVERY
 
     def __call__(self, data: Any) -> bool:
         if data is None:
@@ -263,22 +277,45 @@ class SnapshotReceiver:
                 view = view[os.write(self._fd, view):]
             if not last:
                 return False
+            if self.sync:
+                os.fsync(self._fd)
             self._close()
-            os.replace(self.tmp, self.path)
-            return True  # synced by the deserializer before the journal is cut
         except OSError as e:
             self._close()
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
+            self._remove_tmp()
             raise jr.DiskWriteError(self.tmp, "write the snapshot sent by the leader",
                                     e) from None
+        try:
+            read_dump_file(self.tmp)
+        except jr.DataDirError as e:
+            self._remove_tmp()
+            self.rejected += 1
+            now = time.monotonic()
+            if now - self._logged_at >= self.LOG_EVERY:
+                self._logged_at = now
+                log.error("a snapshot from the leader failed its check and is not installed "
+                          "(%d so far; the leader sends it again): %s", self.rejected, e)
+            return False
+        try:
+            os.replace(self.tmp, self.path)
+            if self.sync:
+                fsync_dir(self.data_dir)
+        except OSError as e:
+            self._remove_tmp()
+            raise jr.DiskWriteError(self.path, "install the snapshot sent by the leader",
+                                    e) from None
+        return True
 
     def _close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def _remove_tmp(self) -> None:
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
 
 
 def encode_dump(state_blob: bytes, raft_data: list[Any]) -> bytes:
@@ -355,13 +392,6 @@ def read_dump_file(path: str) -> tuple[bytes, list[Any]]:
     except (ValueError, KeyError, TypeError, msgpack.UnpackException) as e:
         raise jr.CorruptData(f"{path}: checksum matches but the content is unreadable "
                              f"({e})") from None
-
-
-def fsync_dump(data_dir: str) -> None:
-    """A dump received from the leader (pysyncobj renames it into place unsynced) is
-    durable before the journal is cleared behind it."""
-    jr.fsync_path(os.path.join(data_dir, DUMP))
-    fsync_dir(data_dir)
 
 
 def fresh_raft_entries() -> list[Any]:

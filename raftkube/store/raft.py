@@ -74,7 +74,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             _opened.pop(journal.path, None)
         self._SyncObj__transport.journal = journal
         self._SyncObj__serializer.setTransmissionData = SnapshotReceiver(
-            os.path.dirname(journal.path))
+            os.path.dirname(journal.path), sync=journal.sync)
 
         self._sent_log_index = 0
         self._sent_commit_index = 0
@@ -223,6 +223,11 @@ def change_membership(node: RaftNode, *, add: bool, addr: str,
         node.addNodeToCluster(addr, callback=callback)
     else:
         node.removeNodeFromCluster(addr, callback=callback)
+
+
+def halt(node: RaftNode) -> None:
+    """Send nothing more to any peer, from now on (the replica has failed)."""
+    node._SyncObj__transport.halted = True
 
 
 def hold_off_elections(node: RaftNode, seconds: float) -> None:

@@ -340,6 +340,10 @@ class Replica:
         failure = Failure(kind, message)
         self.failure = failure
         self._stopping.set()
+        # Nothing more leaves this member, not even the rest of the current tick's
+        # messages: pysyncobj swallows some failures (loading a received snapshot) and
+        # then acknowledges what it failed to do.
+        raft.halt(self.node)
         log.critical("%s", message)
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -414,20 +418,21 @@ class Replica:
     def _load_dump(self, path: str) -> Any:
         if self._startup_dump is not None:  # checked before SyncObj was made
             (blob, raft_data), self._startup_dump = self._startup_dump, None
-        else:  # a snapshot the leader sent, which pysyncobj renamed into place unsynced
+            new = st.State.load(blob)
+        else:  # a snapshot the leader sent, synced and checked by SnapshotReceiver
             # A local snapshot still being written holds an older state: never put it
             # over this one.
             self._snapshots.supersede()
             try:
                 blob, raft_data = disk.read_dump_file(path)
-                if self._sync:
-                    disk.fsync_dump(self.data_dir)
-            except (jr.DataDirError, OSError) as e:
-                # pysyncobj would log this and go on with the old state: stop instead.
+                new = st.State.load(blob)
+            except Exception as e:
+                # pysyncobj logs this, goes on with the old state and acknowledges the
+                # snapshot as installed: stop instead (a failed replica sends nothing
+                # more, that acknowledgement included).
                 self._fail("disk", f"member {self.name} cannot install the snapshot "
-                           f"it received ({e}); it is stopping")
+                           f"it received ({type(e).__name__}: {e}); it is stopping")
                 raise
-        new = st.State.load(blob)
         now = time.monotonic()
         with self.lock:
             old_revision = self.state.revision

@@ -6,6 +6,9 @@
 - A snapshot child that outlives its round (a slow disk) never puts its older state
   over a newer dump, and a fork that fails or a child that hangs or dies does not stop
   snapshots for good.
+- A snapshot from the leader that fails to install (a bad checksum, a full disk, a state
+  that does not load) is never acknowledged: the leader would move the follower's
+  nextIndex past entries it does not have.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pysyncobj.transport
 import pytest
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.serializer import Serializer
@@ -239,3 +243,116 @@ def test_a_failed_fork_a_dead_child_or_a_hung_one_do_not_stop_snapshots(
     assert one_round(serializer, 60) == SERIALIZER_STATE.SUCCESS
     assert dump_index(tmp_path) == 60
     assert sorted(os.listdir(tmp_path)) == [disk.DUMP]  # nothing left behind
+
+
+class Follower:
+    """A replica with one peer that never answers, so it never leads; a leader's
+    messages are handed to pysyncobj's own handler on the tick thread, and what the
+    member sends (what would leave the process) is recorded."""
+
+    def __init__(self, r: rep.Replica, sent: list[dict[str, Any]]) -> None:
+        self.r = r
+        self.sent = sent
+        self.leader = next(iter(r.node.otherNodes))
+
+    async def receive(self, messages: list[dict[str, Any]]) -> None:
+        """Hand `messages` to pysyncobj in one tick; return once it has handled them (or
+        raised: a failed write fails the replica)."""
+        done: list[BaseException | None] = []
+        todo = list(messages)
+
+        def handle() -> None:  # on the tick thread, as pysyncobj's transport calls it
+            if done or not todo:
+                return
+            try:
+                while todo:
+                    self.r.node._SyncObj__onMessageReceived(self.leader, todo.pop(0))
+                done.append(None)
+            except BaseException as e:
+                done.append(e)
+                raise
+
+        self.r.node.addOnTickCallback(handle)
+        await wait_for(lambda: bool(done), deadline=10, what="the messages to be handled")
+
+    def acks(self) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m.get("type") == "next_node_idx" and m["success"]]
+
+
+@asynccontextmanager
+async def follower(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Follower]:
+    sent: list[dict[str, Any]] = []
+
+    def record(self: Any, node: Any, message: Any) -> bool:
+        sent.append(message)
+        return False
+
+    monkeypatch.setattr(pysyncobj.transport.TCPTransport, "send", record)
+    r = rep.Replica(name="m2", raft_addr=f"127.0.0.1:{free_port()}",
+                    peers=[f"127.0.0.1:{free_port()}"], api_url="http://x",
+                    data_dir=str(data_dir), secret=SECRET, timing=FAST)
+    r.start(asyncio.get_running_loop())
+    try:
+        yield Follower(r, sent)
+    finally:
+        await r.stop()
+
+
+def snapshot_messages(data: bytes, *, term: int, index: int) -> list[dict[str, Any]]:
+    chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)] + [b""]
+    return [{"type": "append_entries", "term": term, "commit_index": index,
+             "serialized": (chunk, i == 0, i == len(chunks) - 1)}
+            for i, chunk in enumerate(chunks)]
+
+
+def leader_dump(*, index: int, term: int, keys: int) -> bytes:
+    state = st.State()
+    for i in range(keys):
+        state.apply({"op": "put", "req": {"key": b"k%d" % i, "value": b"v" * 100}})
+    return disk.encode_dump(state.dump(), [[disk.NO_OP, index, term],
+                                           [disk.NO_OP, index - 1, term], []])
+
+
+async def test_a_snapshot_that_fails_its_checksum_is_not_installed_nor_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "m2"
+    async with follower(data_dir, monkeypatch) as f:
+        good = leader_dump(index=500, term=3, keys=100)
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 0xFF
+        await f.receive(snapshot_messages(bytes(bad), term=3, index=500))
+        assert not f.acks(), f"a snapshot that failed its check was acknowledged: {f.acks()}"
+        assert f.r.failure is None  # it stays a follower; the leader sends it again
+        assert not (data_dir / disk.DUMP).exists()
+        assert f.r.key_count() == 0
+        await f.receive(snapshot_messages(good, term=3, index=500))
+        assert [a["next_node_idx"] for a in f.acks()] == [501]
+        assert f.r.key_count() == 100 and dump_index(data_dir) == 500
+
+
+async def test_a_snapshot_that_cannot_be_loaded_or_written_is_not_acknowledged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its checksum holds but the state inside does not load (pysyncobj swallows the
+    error from the deserializer and acknowledged it): the member fails, and says
+    nothing more to the leader. A write that fails (a full disk) likewise."""
+    async with follower(tmp_path / "m2", monkeypatch) as f:
+        unloadable = disk.encode_dump(b"\x81\xa1v\x02", [[disk.NO_OP, 500, 3],
+                                                         [disk.NO_OP, 499, 3], []])
+        await f.receive(snapshot_messages(unloadable, term=3, index=500))
+        assert not f.acks(), f"a snapshot that did not load was acknowledged: {f.acks()}"
+        failure = await asyncio.wait_for(f.r.wait_failed(), 10)
+        assert "cannot install the snapshot it received" in failure.message
+    monkeypatch.undo()
+
+    def no_space(fd: int, data: Any) -> int:
+        raise OSError(28, os.strerror(28))
+
+    async with follower(tmp_path / "m3", monkeypatch) as f:
+        messages = snapshot_messages(leader_dump(index=500, term=3, keys=100), term=3,
+                                     index=500)
+        await f.receive(messages[:1])
+        monkeypatch.setattr(disk.os, "write", no_space)
+        await f.receive(messages[1:])
+        failure = await asyncio.wait_for(f.r.wait_failed(), 10)
+        assert failure.kind == "disk" and "No space left on device" in failure.message
+        assert not f.acks()
