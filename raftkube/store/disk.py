@@ -400,14 +400,15 @@ def fresh_raft_entries() -> list[Any]:
     return [[NO_OP, 2, 1], [NO_OP, 1, 1], []]
 
 
-def journal_commands(path: str, *, after_index: int) -> list[bytes]:
-    """The store commands in a (local, trusted) journal file after a log index: every
-    whole record (a torn tail is skipped; corruption in the middle raises)."""
+def journal_commands(path: str, *, after_index: int) -> list[tuple[bytes, int]]:
+    """The store commands in a (local, trusted) journal file after a log index, each with
+    its entry's term: every whole record (a torn tail is skipped; corruption in the
+    middle raises)."""
     out = []
-    for command, idx, _term in jr.read_entries(path):
+    for command, idx, term in jr.read_entries(path):
         if idx <= after_index or command[:1] != b"\x00":
             continue  # covered by the dump, or a no-op or membership change
         payload = pysyncobj.pickle.loads(command[1:])
         if isinstance(payload, tuple) and len(payload) == 2 and payload[1]:
-            out.append(payload[1][0])
+            out.append((payload[1][0], term))
     return out

@@ -53,7 +53,8 @@ pysyncobj.syncobj.createJournal = _create_journal
 
 
 class RaftNode(SyncObj):  # type: ignore[misc]
-    """One replica. `on_apply(index, data)` runs on the tick thread for each entry."""
+    """One replica. `on_apply(data, entry_term)` runs on the tick thread for each entry,
+    with the Raft term of the log entry that carries it."""
 
     def __init__(
         self,
@@ -62,7 +63,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         peers: list[str],
         conf: SyncObjConf,
         journal: Journal,
-        on_apply: Callable[[bytes], None],
+        on_apply: Callable[[bytes, int], None],
     ) -> None:
         self._on_apply = on_apply
         self.journal = journal
@@ -85,7 +86,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def _entry(self, data: bytes) -> None:
-        self._on_apply(data)
+        self._on_apply(data, self._applying_term())
+
+    def _applying_term(self) -> int:
+        """The term of the entry being applied: pysyncobj applies index lastApplied + 1
+        and moves lastApplied on after the apply; the entry is in the journal until it
+        is covered by a snapshot, which only happens after it was applied."""
+        journal = self.journal
+        index = self.raftLastApplied + 1
+        if not len(journal):
+            return 0
+        pos = index - journal[0][1]
+        if 0 <= pos < len(journal) and journal[pos][1] == index:
+            return int(journal[pos][2])
+        return 0
 
     def close(self) -> None:
         """Stop the node (the tick thread must have stopped) and release its descriptors."""

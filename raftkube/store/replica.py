@@ -362,23 +362,28 @@ class Replica:
 
     # ---- tick thread side ---------------------------------------------------------------
 
-    def _on_apply(self, data: bytes) -> None:
+    def _on_apply(self, data: bytes, entry_term: int) -> None:
         try:
             cmd = st.decode_command(data)
         except Exception as e:  # noqa: BLE001 - never raise inside apply (bug 3)
             log.error("undecodable command: %r", e)
             return
-        now = time.monotonic()
-        with self.lock:
-            result, events = self.state.apply(cmd)
-            self._track_lease(cmd, result, now)
-            revision = self.state.revision
-        self.applied_total += 1
-        self._count_fenced(cmd, result)
         try:  # malformed commands were answered with an error; nobody waits for them
             op_id = st.command_id(cmd) if isinstance(cmd, dict) else ("", 0)
         except st.StoreError:
             op_id = ("", 0)
+        now = time.monotonic()
+        with self.lock:
+            # A resubmitted copy of an applied command is answered from the result
+            # table and changes nothing: it is not a write to count again.
+            repeated = bool(op_id[0]) and op_id in self.state.results
+            result, events = self.state.apply(cmd, entry_term=entry_term)
+            if not repeated:
+                self._track_lease(cmd, result, now)
+            revision = self.state.revision
+        self.applied_total += 1
+        if not repeated:
+            self._count_fenced(cmd, result)
         with self._outbox_lock:
             self._outbox.append(("applied", op_id, result, revision, events))
 
