@@ -95,8 +95,11 @@ class SnapshotWriter:
         remove_leftovers(data_dir)
 
     def start(self, make_blob: Callable[[], bytes], raft_data: list[Any]) -> None:
-        if self.pid:  # not expected: pysyncobj waits for the last round to end
-            return
+        if self.pid:
+            # Not expected (pysyncobj waits for the last round to end), but the result
+            # pysyncobj gets must be this round's: it cuts the journal to this round's
+            # index on SUCCESS.
+            self._abandon()
         if time.monotonic() - self._failed_at < RETRY_FAILED_DUMP:
             self._skipped = True
             return

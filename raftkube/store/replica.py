@@ -70,6 +70,19 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _load_state(dump_path: str) -> tuple[st.State, list[Any]]:
+    """The state in a dump and its Raft entries, or `CorruptData`: pysyncobj swallows a
+    state that fails to load and runs with an empty one, which a member would serve."""
+    blob, raft_data = disk.read_dump_file(dump_path)
+    try:
+        return st.State.load(blob), raft_data
+    except Exception as e:  # noqa: BLE001 - whatever the decoder raises, the dump is bad
+        raise jr.CorruptData(
+            f"{dump_path}: the checksum matches but the state in it does not load "
+            f"({type(e).__name__}: {e}); "
+            + jr.recovery_hint(os.path.dirname(dump_path))) from None
+
+
 @dataclass(frozen=True)
 class Stats:
     revision: int
@@ -222,7 +235,7 @@ class Replica:
         # fails to load, and cannot read a bad journal. The dump first, so that a member
         # refused for its dump has not had its journal's torn tail cut either.
         dump_path = os.path.join(data_dir, disk.DUMP)
-        self._startup_dump = (disk.read_dump_file(dump_path) if os.path.exists(dump_path)
+        self._startup_dump = (_load_state(dump_path) if os.path.exists(dump_path)
                               else None)
         journal = jr.open_journal(data_dir, sync=sync)
         if self._startup_dump is not None:
@@ -421,9 +434,8 @@ class Replica:
             pass
 
     def _load_dump(self, path: str) -> Any:
-        if self._startup_dump is not None:  # checked before SyncObj was made
-            (blob, raft_data), self._startup_dump = self._startup_dump, None
-            new = st.State.load(blob)
+        if self._startup_dump is not None:  # checked and loaded before SyncObj was made
+            (new, raft_data), self._startup_dump = self._startup_dump, None
         else:  # a snapshot the leader sent, synced and checked by SnapshotReceiver
             # A local snapshot still being written holds an older state: never put it
             # over this one.
