@@ -140,6 +140,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = resp.status
         return resp
     except Unavailable as e:
+        # etcd answers a proposal that timed out (OutcomeUnknown) with Unavailable too,
+        # so /v3 clients treat a 503 to a write as an unknown outcome (client/etcd.py).
         status = 503
         return grpc_error(str(e), "Unavailable")
     finally:

@@ -36,7 +36,7 @@ from raftkube.apiserver import addresses, deletion, inputs, namespaces
 from raftkube.apiserver import records as rec
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
-from raftkube.store.replica import Replica
+from raftkube.store.replica import OutcomeUnknown, Replica
 
 MAX_OBJECT_BYTES = rec.MAX_OBJECT_BYTES
 # The Raft term the current request's writes are stamped with (`X-Raftkube-Term`), set by
@@ -182,12 +182,23 @@ class Objects:
     # ---- writes ---------------------------------------------------------------------
 
     async def commit(self, req: dict[str, Any]) -> st.Result:
-        result = await self.replica.propose("txn", req, term=FENCE.get())
+        result = await self._propose("txn", req, term=FENCE.get())
         if "error" in result:
             if str(result["error"]).startswith(st.ERR_STALE_TERM):
                 raise stt.fenced(result["error"])
             raise stt.ApiError(500, "InternalError", f"store: {result['error']}")
         return result
+
+    async def _propose(self, op: str, req: dict[str, Any], *,
+                       term: int | None = None) -> st.Result:
+        """Every write of the REST API: one whose result never came is a 504 Timeout,
+        whatever the request did before it (a refusal before anything was proposed, or a
+        read that timed out, stays the replica's Unavailable: a 503)."""
+        try:
+            return await self.replica.propose(op, req, term=term)
+        except OutcomeUnknown as e:
+            raise stt.timeout(f"the store did not confirm the write in time ({e}); it may "
+                              "or may not have been applied") from None
 
     def _prepare_new(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any]
                      ) -> dict[str, Any]:
@@ -464,7 +475,7 @@ class Objects:
             return lease_id
         window = self.event_ttl / 60
         lease_id = self.rng.randrange(1, 2**62)
-        result = await self.replica.propose("lease_grant", {
+        result = await self._propose("lease_grant", {
             "ID": lease_id, "TTL": max(2, int(self.event_ttl + window + 0.999))})
         if "error" in result:
             raise stt.ApiError(500, "InternalError", f"store: {result['error']}")

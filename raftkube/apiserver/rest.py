@@ -14,6 +14,11 @@ is looked up (a node never learns whether it exists).
 Bodies and integer parameters are read by `inputs`, whose refusals become Status 400
 or 413 here.
 
+A store that cannot serve the request (no leader, not ready, stopping) is a 503
+ServiceUnavailable: nothing was done, and a client may ask another master. A write
+that was proposed and whose result did not come is a 504 Timeout, as in Kubernetes: it
+may still be applied, and must not be sent again blindly (`objects`).
+
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
 objects as ADDED. A selector-filtered watch sends DELETED when an object stops matching
@@ -84,7 +89,9 @@ class Rest:
             err = stt.bad_request("the request nests too deeply")
             return web.json_response(err.status(), status=400)
         except Unavailable as e:
-            err = stt.unavailable(f"the store could not commit in time: {e}")
+            # Nothing was written (a write whose outcome is unknown is a Timeout, raised
+            # where it was proposed): another master may serve it.
+            err = stt.unavailable(f"this master cannot serve the request now: {e}")
             return web.json_response(err.status(), status=503)
         except st.StoreError as e:
             err = stt.ApiError(500, "InternalError", f"store: {e.message}")

@@ -102,3 +102,10 @@ def too_large(limit: int) -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "ServiceUnavailable", message)
+
+
+def timeout(message: str) -> ApiError:
+    """504 Timeout, Kubernetes' answer to a write whose outcome it does not know: it was
+    proposed and no result came in time, so it may still be applied. Never 503, which
+    says that nothing was done, and which a client may send to another master."""
+    return ApiError(504, "Timeout", f"Timeout: {message}")
