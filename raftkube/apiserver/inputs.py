@@ -1,7 +1,8 @@
 """What a request sends, read one way for both APIs: its body and its integers.
 
 A body is refused as soon as it is known to be too big: on its Content-Length when it has
-one, and on the bytes actually read when it is chunked (nothing past the limit is kept).
+one, and on the bytes actually read when it is chunked (nothing past the limit is kept);
+and when it has not all arrived within `BODY_DEADLINE` (408).
 JSON bodies are parsed, then measured (`nesting`): how deep they nest (the parser's own
 RecursionError on a very deep body is the same refusal) and how many values they hold.
 YAML bodies (REST only) are one document, composed and measured by `yamltext` before
@@ -57,6 +58,12 @@ COUNT_SLICE = 64 * 1024
 # ones on the worker, where measuring their depth does not hold the loop (json.loads,
 # being C, holds the interpreter wherever it runs: some 0.15 s a MiB at worst).
 INLINE_JSON_BYTES = 64 * 1024
+# Seconds a request's body may take to arrive, all of it: 3 MiB (the largest body) at
+# 50 KiB/s. Without it a client trickling a body held its connection, the bytes read so
+# far and a handler for as long as it liked. Kubernetes' API server gives a whole
+# request 60 s. Once refused, aiohttp reads and drops what is still coming for at most
+# its `lingering_time` (10 s), then closes the connection.
+BODY_DEADLINE = 60.0
 # One worker: YAML bodies and big JSON ones are parsed one at a time, off the event loop.
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-parser")
 
@@ -76,17 +83,32 @@ class TooLarge(BadInput):
         self.limit = limit
 
 
+class TooSlow(BadInput):
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"body: not received within {deadline:g} seconds; send it faster, "
+                         "or in smaller requests", status=408)
+        self.deadline = deadline
+
+
 async def read_body(request: web.Request, *, limit: int) -> bytes:
-    """The raw body, refused (TooLarge) as soon as it is known to exceed `limit`."""
+    """The raw body, refused (TooLarge) as soon as it is known to exceed `limit`, and
+    (TooSlow) when it has not all come within `BODY_DEADLINE` seconds."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(limit)
-        chunks.append(chunk)
+    deadline = BODY_DEADLINE
+    try:
+        # One deadline for the whole body, not one per read: a client that sends a byte
+        # now and then would pass any per-read timeout.
+        async with asyncio.timeout(deadline):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TooSlow(deadline) from None
     return b"".join(chunks)
 
 

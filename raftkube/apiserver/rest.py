@@ -498,6 +498,8 @@ async def read_body(request: web.Request) -> Any:
 def bad_input(e: inputs.BadInput) -> stt.ApiError:
     if isinstance(e, inputs.TooLarge):
         return stt.too_large(e.limit)
+    if isinstance(e, inputs.TooSlow):
+        return stt.ApiError(408, "RequestTimeout", e.message)
     return stt.bad_request(e.message)
 
 
