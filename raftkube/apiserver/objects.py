@@ -30,7 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import conditions, defaults, kinds, merge, qos, selectors, validation
+from raftkube.api import (
+    causes,
+    conditions,
+    defaults,
+    kinds,
+    merge,
+    names,
+    qos,
+    selectors,
+    validation,
+)
 from raftkube.api.timestamps import rfc3339
 from raftkube.apiserver import addresses, deletion, inputs, namespaces
 from raftkube.apiserver import records as rec
@@ -394,15 +404,7 @@ class Objects:
                    dry_run: bool = False) -> dict[str, Any]:
         """A pod's `binding` subresource: assign it to a node, once. Refused (409) if it is
         bound already, is being deleted, or is not the pod `metadata.uid` names."""
-        target = binding.get("target")
-        node = target.get("name") if isinstance(target, dict) else None
-        if not isinstance(node, str) or not node:
-            raise stt.invalid("Binding", "", name, [validation.Cause(
-                "target.name", "FieldValueRequired", "Required value")])
-        if isinstance(target, dict) and target.get("kind") not in (None, "", "Node"):
-            raise stt.invalid("Binding", "", name, [validation.Cause(
-                "target.kind", "FieldValueNotSupported",
-                f'Unsupported value: "{target.get("kind")}": supported values: "Node"')])
+        node = _binding_target(name, binding)
         wanted_uid = (binding.get("metadata") or {}).get("uid") \
             if isinstance(binding.get("metadata"), dict) else None
         key = key_of(POD_KIND, namespace, name)
@@ -507,6 +509,26 @@ def _job_selector(job: dict[str, Any]) -> None:
             if isinstance(labels, dict):
                 labels.setdefault("controller-uid", uid)
                 labels.setdefault("job-name", job["metadata"]["name"])
+
+
+def _binding_target(name: str, binding: dict[str, Any]) -> str:
+    """The node a binding names; a 400 naming the field otherwise. The name becomes the
+    pod's spec.nodeName, which must be a Node's name: a DNS-1123 subdomain."""
+    target = binding.get("target")
+    node = target.get("name") if isinstance(target, dict) else None
+    errs = causes.Causes()
+    if node is None or node == "":
+        errs.required("target.name")
+    elif not isinstance(node, str):
+        errs.invalid("target.name", node, "must be a string")
+    else:
+        errs.invalid_each("target.name", node, names.dns1123_subdomain_errors(node))
+    if isinstance(target, dict) and target.get("kind") not in (None, "", "Node"):
+        errs.not_supported("target.kind", target.get("kind"), ["Node"])
+    if errs:
+        raise stt.bad_binding(name, errs.items)
+    assert isinstance(node, str)
+    return node
 
 
 def _bound_status() -> dict[str, Any]:

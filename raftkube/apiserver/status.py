@@ -75,6 +75,16 @@ def invalid(kind: str, group: str, name: str, causes: list[validation.Cause]) ->
                             for c in causes]})
 
 
+def bad_binding(name: str, causes: list[validation.Cause]) -> ApiError:
+    """A pod binding whose body is wrong: 400, with the same field causes as Invalid."""
+    listed = ", ".join(str(c) for c in causes)
+    return ApiError(
+        400, "BadRequest", f'Binding "{name}" is invalid: {listed}',
+        details={"name": name, "kind": "Binding",
+                 "causes": [{"reason": c.reason, "message": c.message, "field": c.field}
+                            for c in causes]})
+
+
 def forbidden(user: str, verb: str, resource: str, name: str, namespace: str) -> ApiError:
     where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
     what = f'{resource} "{name}"' if name else resource

@@ -65,16 +65,27 @@ async def test_binding_assigns_a_pod_once(served: Served) -> None:
 
 @pytest.mark.parametrize(("body", "options", "code", "says"), [
     (binding("n1", uid="not-the-pods-uid"), {}, 409, "Operation cannot be fulfilled"),
-    ({"target": {"kind": "Node"}}, {}, 422, "target.name: Required value"),
-    ({"target": {"kind": "Pod", "name": "x"}}, {}, 422, 'Unsupported value: "Pod"'),
+    ({"target": {"kind": "Node"}}, {}, 400, "target.name: Required value"),
+    ({"target": {"kind": "Node", "name": ""}}, {}, 400, "target.name: Required value"),
+    ({}, {}, 400, "target.name: Required value"),
+    ({"target": {"name": 5}}, {}, 400, "target.name: Invalid value: 5: must be a string"),
+    (binding("Node_1"), {}, 400,
+     'target.name: Invalid value: "Node_1": a lowercase RFC 1123 subdomain'),
+    (binding("n1/../x"), {}, 400, 'target.name: Invalid value: "n1/../x"'),
+    (binding("n" * 254), {}, 400, "target.name: Invalid value: \"nnn"),
+    ({"target": {"kind": "Pod", "name": "x"}}, {}, 400, 'Unsupported value: "Pod"'),
     (binding("n1"), {"headers": NODE, "auth": False}, 403, "cannot create resource"),
-], ids=["uid", "no node", "not a node", "node token"])
+], ids=["uid", "no node", "empty node", "no target", "not a string", "not a subdomain",
+        "a path", "too long", "not a node", "node token"])
 async def test_a_bad_binding_changes_nothing(served: Served, body: Any, options: Any,
                                              code: int, says: str) -> None:
     await ok(served, "POST", PODS, pod("p"))
     before = await settled_revision(served)
     status, answer = await call(served, "POST", PODS + "/p/binding", body, **options)
     assert status == code and says in answer["message"], answer
+    if code == 400:
+        assert answer["reason"] == "BadRequest"
+        assert answer["details"]["causes"][0]["field"] in ("target.name", "target.kind")
     assert await settled_revision(served) == before
     assert "nodeName" not in (await ok(served, "GET", PODS + "/p"))["spec"]
 
