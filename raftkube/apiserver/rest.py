@@ -52,6 +52,12 @@ NODE_READABLE = {"pods", "services", "endpoints", "endpointslices", "nodes", "na
 NODE_REFERENCED = {"configmaps", "secrets"}
 
 
+# The verbs of each subresource, as Kubernetes serves them: status is read and written
+# (get, update, patch), a binding created, a namespace's finalize updated.
+SUBRESOURCE_METHODS = {"status": ("GET", "PUT", "PATCH"), "binding": ("POST",),
+                       "finalize": ("PUT",)}
+
+
 @dataclass
 class Target:
     kind: kinds.Kind
@@ -116,9 +122,14 @@ class Rest:
 
     async def _dispatch(self, request: web.Request, user: auth.User, t: Target
                         ) -> web.StreamResponse:
-        if t.subresource == "binding" and request.method != "POST":
-            raise stt.ApiError(405, "MethodNotAllowed", "the server does not allow this "
-                               "method on the requested resource (post pods/binding only)")
+        allowed = SUBRESOURCE_METHODS.get(t.subresource)
+        if allowed is not None and request.method not in allowed:
+            # Before anything else: a DELETE of pods/NAME/status must never reach the
+            # object's own DELETE below.
+            raise stt.ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the "
+                f"requested resource ({request.method} {t.kind.plural}/{t.subresource}: "
+                f"{', '.join(allowed)} only)")
         q = request.query
         dry_run = q.get("dryRun") == "All"
         if "dryRun" in q and q.get("dryRun") != "All":

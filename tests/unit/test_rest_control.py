@@ -98,6 +98,49 @@ async def test_binding_is_create_only(served: Served, method: str) -> None:
     assert (status, answer["reason"]) == (405, "MethodNotAllowed")
 
 
+NSS = "/api/v1/namespaces"
+
+
+@pytest.mark.parametrize(("method", "path", "options"), [
+    ("DELETE", PODS + "/p/status", {}),
+    ("DELETE", PODS + "/p/status", {"headers": NODE, "auth": False}),  # the pod's node
+    ("POST", PODS + "/p/status", {}),
+    ("DELETE", PODS + "/p/binding", {}),
+    ("DELETE", NSS + "/team/finalize", {}),
+    ("GET", NSS + "/team/finalize", {}),
+    ("PATCH", NSS + "/team/finalize", {}),
+    ("POST", NSS + "/team/finalize", {}),
+    ("DELETE", NSS + "/team/status", {}),
+], ids=["delete status", "delete status as its node", "post status", "delete binding",
+        "delete finalize", "get finalize", "patch finalize", "post finalize",
+        "delete namespace status"])
+async def test_a_verb_a_subresource_does_not_have_is_405_and_changes_nothing(
+        served: Served, method: str, path: str, options: Any) -> None:
+    await ok(served, "POST", NSS, {"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": "team"}})
+    await ok(served, "POST", PODS, pod("p"))
+    await ok(served, "POST", PODS + "/p/binding", binding("n1"))
+    before = await settled_revision(served)
+    status, answer = await call(served, method, path, {"metadata": {"name": "team"}},
+                                headers={"Content-Type": "application/merge-patch+json",
+                                         **options.get("headers", {})},
+                                auth=options.get("auth", True))
+    assert (status, answer["reason"]) == (405, "MethodNotAllowed"), answer
+    assert f"{method} " in answer["message"]
+    assert await settled_revision(served) == before
+    assert "deletionTimestamp" not in (await ok(served, "GET", PODS + "/p"))["metadata"]
+    assert "deletionTimestamp" not in (await ok(served, "GET", NSS + "/team"))["metadata"]
+
+
+async def test_status_is_still_read_and_written(served: Served) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    got = await ok(served, "GET", PODS + "/p/status")
+    assert got["metadata"]["name"] == "p"
+    patched = await ok(served, "PATCH", PODS + "/p/status", {"status": {"phase": "Running"}},
+                       headers={"Content-Type": "application/merge-patch+json"})
+    assert patched["status"]["phase"] == "Running"
+
+
 async def test_rest_writes_of_a_replaced_leader_are_refused(served: Served) -> None:
     term = served.replica.view.term
     stamped = {TERM: str(term)}
