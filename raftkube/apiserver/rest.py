@@ -320,8 +320,10 @@ class Rest:
         except st.Compacted as e:
             raise stt.gone(f"too old resource version: {start - 1} ({e.compact_revision})"
                            ) from None
+        # From here the watcher is closed whatever happens, the response's preparation
+        # included: a client gone by now (its list took a while) fails it, and a watcher
+        # left open would be fed every event of the prefix for ever.
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await resp.prepare(request)
         deadline = time.monotonic() + timeout if timeout else math.inf
         last_revision = start - 1
         # Every watcher of the same path and selectors sends the same bytes for a revision.
@@ -342,6 +344,7 @@ class Rest:
 
         watcher.alive = alive
         try:
+            await resp.prepare(request)
             for obj in initial:
                 await resp.write(watch_line("ADDED", obj))
             for revision, events in history:
