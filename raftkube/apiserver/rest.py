@@ -42,6 +42,7 @@ from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica, Unavailable
+from raftkube.store.watch import Batch
 
 POD_KIND = ob.known_kind("v1", "Pod")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request limit; objects are capped lower, by the store
@@ -320,12 +321,6 @@ class Rest:
         except st.Compacted as e:
             raise stt.gone(f"too old resource version: {start - 1} ({e.compact_revision})"
                            ) from None
-        # From here the watcher is closed whatever happens, the response's preparation
-        # included: a client gone by now (its list took a while) fails it, and a watcher
-        # left open would be fed every event of the prefix for ever.
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        deadline = time.monotonic() + timeout if timeout else math.inf
-        last_revision = start - 1
         # Every watcher of the same path and selectors sends the same bytes for a revision.
         stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
@@ -333,64 +328,28 @@ class Rest:
             return self.encodings.get(revision, stream, lambda: watch_lines(
                 events, label, fields, self.decoded))
 
-        def alive() -> bool:
-            return request.transport is not None and not request.transport.is_closing()
-
         framed = ("rest-chunked", *stream[1:])
 
         def wire(revision: int, events: list[st.Event]) -> bytes:
             return self.encodings.get(revision, framed,
                                       lambda: fanout.chunk(lines(revision, events)))
 
-        watcher.alive = alive
-        try:
-            await resp.prepare(request)
-            for obj in initial:
-                await resp.write(watch_line("ADDED", obj))
-            for revision, events in history:
-                data = lines(revision, events)
-                if data:
-                    await resp.write(data)
-                last_revision = revision
-            if request.transport is not None:
-                # From here the hub writes events straight to the client (fanout.py).
-                watcher.sink = fanout.sink(
-                    request.transport, wire if fanout.is_chunked(resp.headers) else lines)
-            last_sent = time.monotonic()
-            while time.monotonic() < deadline:
-                # Woken by events it must write itself (the client is behind), or by the
-                # hub's pulse once it is due or the client has gone: no timer of its own.
-                last_sent = max(last_sent, watcher.delivered_at)
-                watcher.due = min(deadline, last_sent + self.bookmark_every) if bookmarks \
-                    else deadline
-                batch = await watcher.next_batch()
-                if batch.cancel_reason:
-                    err = stt.gone(f"too old resource version: {batch.cancel_reason}")
-                    await resp.write(watch_line("ERROR", err.status()))
-                    break
-                if not batch.events:
-                    if not alive():
-                        break
-                    last_sent = max(last_sent, watcher.delivered_at)
-                    if bookmarks and time.monotonic() - last_sent >= self.bookmark_every \
-                            and not watcher.pending:
-                        # What this watcher has been offered, all of it sent: never the
-                        # store's revision, which runs ahead of events still on their way.
-                        last_revision = max(last_revision, watcher.next_revision - 1)
-                        await resp.write(watch_line("BOOKMARK", {
-                            "kind": t.kind.kind, "apiVersion": t.kind.api_version,
-                            "metadata": {"resourceVersion": str(last_revision)}}))
-                        last_sent = time.monotonic()
-                    continue
-                data = b"".join(lines(revision, events) for revision, events in batch.events)
-                if data:
-                    await resp.write(data)  # one write however many revisions queued up
-                last_revision = batch.events[-1][0]
-                last_sent = time.monotonic()
-        except ConnectionResetError:
-            pass  # the client went away; a cancellation propagates
-        finally:
-            watcher.close()
+        def bookmark(revision: int) -> bytes:
+            return watch_line("BOOKMARK", {
+                "kind": t.kind.kind, "apiVersion": t.kind.api_version,
+                "metadata": {"resourceVersion": str(revision)}})
+
+        def gone(batch: Batch) -> bytes:
+            err = stt.gone(f"too old resource version: {batch.cancel_reason}")
+            return watch_line("ERROR", err.status())
+
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await fanout.pump(
+            request, resp, watcher, preface=(watch_line("ADDED", obj) for obj in initial),
+            history=history, lines=lines, wire=wire,
+            idle_every=self.bookmark_every if bookmarks else math.inf,
+            idle_line=bookmark, cancel_line=gone,
+            deadline=time.monotonic() + timeout if timeout else math.inf)
         return resp
 
 
