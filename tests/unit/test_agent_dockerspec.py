@@ -76,6 +76,7 @@ def test_limits_and_security_context_reach_the_engine() -> None:
     assert s.create["user"] == "1001:2000"
     assert (s.host["nano_cpus"], s.host["mem_limit"], s.host["cpu_shares"]) == \
         (500_000_000, 64 * 2**20, 256)
+    assert s.host["memswap_limit"] == s.host["mem_limit"]
     assert s.host["read_only"] and s.host["privileged"]
     assert s.host["group_add"] == ["3000"]
     assert (s.host["cap_add"], s.host["cap_drop"]) == (["NET_ADMIN"], ["ALL"])
