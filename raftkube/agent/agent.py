@@ -29,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.agent import actions, dockerspec, hostinfo, kubelet, node, simulated
+from aiohttp import web
+
+from raftkube.agent import actions, dockerspec, hostinfo, kubelet, node, server, simulated
 from raftkube.agent import runtime as rt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
@@ -55,6 +57,11 @@ class AgentOptions:
     crash_backoff_cap: float = 300.0
     cluster: str = "default"  # the Docker runtime's cluster label
     pause_image: str = dockerspec.PAUSE_IMAGE
+    agent_port: int = 10250  # the agent's API for the masters (0: any free port)
+
+
+class AgentError(Exception):
+    """The agent cannot start as configured (the message names the flag)."""
 
 
 def node_names(name: str, count: int) -> list[str]:
@@ -115,7 +122,7 @@ class NodeAgent:
             architecture=architecture(), kernel=platform.release(),
             os_image=hostinfo.os_image() if options.runtime == "docker" else "",
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
-            status_interval=options.status_interval)
+            status_interval=options.status_interval, agent_port=options.agent_port)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock,
                                             facts=self._facts if hasattr(
                                                 self.runtime, "images") else None)
@@ -162,6 +169,22 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
+        # The masters' way in (logs, exec, usage): up before the nodes register, so that
+        # the port a Node advertises answers.
+        api = server.AgentServer([
+            server.Served(a.name, token, a.runtime, a.kubelet.pods.cache.list)
+            for a, (_, token) in zip(agents, nodes, strict=True)])
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, options.address, options.agent_port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise AgentError(f"--agent-port: cannot listen on {options.address}:"
+                             f"{options.agent_port}: {e.strerror}") from None
+        port = runner.addresses[0][1] if runner.addresses else options.agent_port
+        for a in agents:
+            a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
         tasks = [asyncio.ensure_future(a.run()) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
@@ -174,3 +197,4 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
             for task in tasks + ([waiter] if waiter else []):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()

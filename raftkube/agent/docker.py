@@ -37,7 +37,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -45,8 +45,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from raftkube.agent import dockerio, hooks
 from raftkube.agent import dockerspec as ds
-from raftkube.agent import hooks
 from raftkube.agent import runtime as rt
 
 log = logging.getLogger(__name__)
@@ -515,6 +515,56 @@ class DockerRuntime:
             raise rt.RuntimeFailure(f"container {name} of pod {pod_uid} is not running")
         newest = max(rows, key=lambda r: int(ds.labels_of(r).get(ds.ATTEMPT, "0") or 0))
         return await self._exec(newest["Id"], command, timeout)
+
+    # ---- streams: logs, exec, usage (dockerio.py) ----------------------------------
+
+    async def _instance_row(self, pod_uid: str, name: str, previous: bool) -> Obj:
+        rows = await self._list(f"{ds.POD_UID}={pod_uid}", f"{ds.CONTAINER_NAME}={name}",
+                                f"{ds.KIND}={ds.CONTAINER}")
+        rows.sort(key=lambda r: int(ds.labels_of(r).get(ds.ATTEMPT, "0") or 0))
+        if previous:
+            if len(rows) < 2:
+                raise rt.RuntimeFailure(f'previous terminated container "{name}" in pod '
+                                        f"{pod_uid} not found")
+            return rows[-2]
+        if not rows:
+            raise rt.RuntimeFailure(f'container "{name}" in pod {pod_uid} has not started')
+        return rows[-1]
+
+    async def logs(self, pod_uid: str, name: str,
+                   options: rt.LogOptions) -> AsyncIterator[bytes]:
+        row = await self._instance_row(pod_uid, name, options.previous)
+        async for chunk in dockerio.logs(self.api, row["Id"], options):
+            yield chunk
+
+    async def exec(self, pod_uid: str, name: str, command: Sequence[str], *,
+                   stdin: bool, tty: bool) -> rt.ExecSession:
+        rows = await self._running(pod_uid, name)
+        if not rows:
+            raise rt.RuntimeFailure(f"container {name} of pod {pod_uid} is not running")
+        newest = max(rows, key=lambda r: int(ds.labels_of(r).get(ds.ATTEMPT, "0") or 0))
+        try:
+            return await dockerio.start_exec(self.api, newest["Id"], command, stdin=stdin,
+                                             tty=tty)
+        except ENGINE_ERRORS as e:
+            raise rt.RuntimeFailure(f"exec {list(command)!r}: {_message(e)}") from None
+
+    async def usage(self) -> list[rt.ContainerUsage]:
+        rows = [r for r in await self._list(f"{ds.KIND}={ds.CONTAINER}")
+                if r.get("State") == "running"]
+
+        async def one(row: Obj) -> rt.ContainerUsage | None:
+            labels = ds.labels_of(row)
+            try:
+                stats: Obj = await self._call(self.api.stats, row["Id"], stream=False,
+                                              one_shot=True)
+            except ENGINE_ERRORS:
+                return None  # gone meanwhile
+            return dockerio.usage_of(stats, labels.get(ds.POD_UID, ""),
+                                     labels.get(ds.CONTAINER_NAME, ""), self.clock())
+
+        found = await asyncio.gather(*(one(r) for r in rows))
+        return [u for u in found if u is not None]
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -92,6 +92,7 @@ class NodeConfig:
     lease_duration: int = 40
     status_interval: float = 10.0
     report_interval: float = 300.0
+    agent_port: int = 10250  # the agent's API (logs, exec), on `address`
 
 
 def _rv(obj: Obj) -> int:
@@ -130,6 +131,7 @@ def node_status(current: Obj | None, config: NodeConfig, now: float,
         "containerRuntimeVersion": config.runtime, "kubeletVersion": VERSION,
         "kubeProxyVersion": VERSION, "operatingSystem": config.operating_system,
         "architecture": config.architecture}
+    status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": config.agent_port}}
     if facts is not None:
         status["images"] = [dict(i) for i in facts.images]
     for type_, value, reason, message in HEALTHY:
