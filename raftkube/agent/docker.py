@@ -307,12 +307,16 @@ class DockerRuntime:
     async def _create(self, spec: ds.Spec) -> str:
         """Create the container, or find the one of that name (made by an earlier try
         that failed after it); its id."""
+        return (await self._create_or_find(spec))[0]
+
+    async def _create_or_find(self, spec: ds.Spec) -> tuple[str, bool]:
+        """(id, whether it was made now) of the container `spec` names."""
         host = self.api.create_host_config(**spec.host)
         try:
             created: Obj = await self._call(self.api.create_container, name=spec.name,
                                             host_config=host, use_config_proxy=False,
                                             **spec.create)
-            return str(created["Id"])
+            return str(created["Id"]), True
         except docker.errors.APIError as e:
             if e.status_code != 409:
                 raise rt.RuntimeFailure(f"creating container {spec.name}: {_message(e)}") \
@@ -322,7 +326,7 @@ class DockerRuntime:
                 from None
         info = await self._engine("inspecting a container", self.api.inspect_container,
                                   spec.name)
-        return str(info["Id"])
+        return str(info["Id"]), False
 
     # ---- images -----------------------------------------------------------------------
 
@@ -406,10 +410,11 @@ class DockerRuntime:
                                  cluster=self.cluster, node=self.node_name)
         self._creating.add(spec.name)
         try:
-            cid = await self._create(spec)
-            info = await self._engine("inspecting a container", self.api.inspect_container,
-                                      cid)
-            if (info.get("State") or {}).get("Status") == "created":
+            cid, fresh = await self._create_or_find(spec)
+            if not fresh:  # made by an earlier try: started already, or not
+                info = await self._engine("inspecting a container",
+                                          self.api.inspect_container, cid)
+            if fresh or (info.get("State") or {}).get("Status") == "created":
                 try:
                     await self._call(self.api.start, cid)
                 except ENGINE_ERRORS as e:  # it stays, and reads as exited (StartError)
