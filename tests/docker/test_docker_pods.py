@@ -80,7 +80,7 @@ def status_of(p: Obj, name: str, *, init: bool = False) -> Obj:
 
 def containers_of(client: docker.DockerClient, c: Cluster, pod_name: str) -> list[Any]:
     cid = local.cluster_id(c.state_dir)
-    return client.containers.list(all=True, filters={"label": [
+    return client.containers.list(all=True, ignore_removed=True, filters={"label": [
         f"{ds.CLUSTER}={cid}", f"{ds.POD_NAME}={pod_name}"]})
 
 
