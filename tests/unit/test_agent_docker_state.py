@@ -115,3 +115,54 @@ async def test_a_host_network_pod_has_the_node_address_and_orphans_are_not_pods(
     assert state.sandbox.ip == "192.0.2.1"
     assert state.containers == ()
     r.close()
+
+
+class ImagesAPI(FakeAPI):
+    """An engine that holds the images in `present` and whose pulls fail as a machine
+    without a registry's do (`pulls` counts them)."""
+
+    def __init__(self, present: set[str]) -> None:
+        super().__init__()
+        self.present = present
+        self.pulls = 0
+
+    def inspect_image(self, image: str) -> Obj:
+        if image not in self.present:
+            raise dr.docker.errors.ImageNotFound(f"No such image: {image}")
+        return {"Id": "sha256:abc"}
+
+    def pull(self, repository: str, tag: str, stream: bool, decode: bool) -> Any:
+        self.pulls += 1
+        raise dr.docker.errors.APIError("Get https://registry-1.docker.io/v2/: no such host",
+                                        explanation="no such host")
+
+
+async def test_pull_policies() -> None:
+    api = ImagesAPI({"busybox:latest", "busybox:1.36"})
+    clock = [1000.0]
+    r = dr.DockerRuntime(node_name="n1", cluster="rk-1", host_ip="h", client=api,
+                         clock=lambda: clock[0])
+    await r.ensure_image("busybox:1.36", "IfNotPresent")
+    await r.ensure_image("busybox:1.36", "Never")
+    assert api.pulls == 0  # present: nothing pulled
+    with pytest.raises(rt.ImagePullFailure) as never:
+        await r.ensure_image("gone:1", "Never")
+    assert never.value.reason == rt.ERR_IMAGE_NEVER_PULL
+    assert never.value.message == 'Container image "gone:1" is not present with pull ' \
+                                  'policy of Never'
+    with pytest.raises(rt.ImagePullFailure) as missing:
+        await r.ensure_image("gone:1", "IfNotPresent")
+    assert missing.value.reason == rt.ERR_IMAGE_PULL
+    assert missing.value.message == 'Failed to pull image "gone:1": no such host'
+    with pytest.raises(rt.ImagePullFailure):
+        await r.ensure_image("gone:2", "Always")
+    pulls = api.pulls
+    # Always with a present image: a failed pull falls back to it, and is not tried
+    # again for a minute.
+    await r.ensure_image("busybox:latest", "Always")
+    await r.ensure_image("busybox:latest", "Always")
+    assert api.pulls == pulls + 1
+    clock[0] += dr.PULL_RETRY + 1
+    await r.ensure_image("busybox:latest", "Always")
+    assert api.pulls == pulls + 2
+    r.close()
