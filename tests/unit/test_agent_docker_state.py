@@ -10,6 +10,7 @@ import pytest
 
 from raftkube.agent import docker as dr
 from raftkube.agent import dockerspec as ds
+from raftkube.agent import dockerstate as dst
 from raftkube.agent import runtime as rt
 
 pytestmark = pytest.mark.unit
@@ -78,7 +79,7 @@ async def test_pods_read_from_labels_and_inspect() -> None:
                                                                           "172.17.0.9")
     a = state.latest("a")
     assert a is not None and (a.state, a.attempt, a.id) == (rt.RUNNING, 1, "docker://a1")
-    assert a.started_at == pytest.approx(dr.parse_engine_time("2026-12-02T12:00:01.5Z"))
+    assert a.started_at == pytest.approx(dst.parse_engine_time("2026-12-02T12:00:01.5Z"))
     assert a.image_id == "docker://sha256:abc" and a.image == "busybox:1.36"
     before = state.previous("a")
     assert before is not None and (before.exit_code, before.reason) == (1, "Error")

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from raftkube.agent import docker as dr
 from raftkube.agent import dockerspec as ds
+from raftkube.agent import dockerstate as dst
 from raftkube.agent import hooks, hostinfo, node
 from raftkube.agent import runtime as rt
 from tests.unit.agent_support import T0, pod
@@ -151,7 +151,7 @@ def test_pull_policy_defaults_as_kubernetes(image: str, policy: str | None,
     ("2026-12-02T13:07:58.5+01:00", 1796213278.5),
     ("0001-01-01T00:00:00Z", None), ("", None), (None, None), ("garbage", None)])
 def test_engine_times(text: Any, want: float | None) -> None:
-    got = dr.parse_engine_time(text)
+    got = dst.parse_engine_time(text)
     assert got == pytest.approx(want) if want is not None else got is None
 
 
