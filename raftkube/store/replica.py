@@ -94,7 +94,13 @@ class Stats:
 
 
 class Unavailable(Exception):
-    """No leader could commit the request in time; its outcome is unknown."""
+    """The replica cannot serve the request now (no leader, not ready, stopping)."""
+
+
+class OutcomeUnknown(Unavailable):
+    """A proposal was submitted and no result came (its deadline passed, or the replica
+    failed while it waited): it may still commit, as in etcd. An Unavailable that is not
+    an OutcomeUnknown was refused before anything was submitted."""
 
 
 class MembershipError(Exception):
@@ -365,7 +371,7 @@ class Replica:
     def _settle_failure(self, failure: Failure) -> None:
         for p in list(self._pending.values()):
             if not p.future.done():
-                p.future.set_exception(Unavailable("etcdserver: " + failure.message))
+                p.future.set_exception(OutcomeUnknown("etcdserver: " + failure.message))
         if self._failed is not None and not self._failed.done():
             self._failed.set_result(failure)
 
@@ -571,7 +577,7 @@ class Replica:
         now = self._loop.time()
         for p in self._pending.values():
             if now >= p.deadline and not p.future.done():
-                p.future.set_exception(Unavailable("etcdserver: request timed out"))
+                p.future.set_exception(OutcomeUnknown("etcdserver: request timed out"))
 
     async def barrier(self, timeout: float = 10.0) -> None:
         """Wait until this replica has applied everything committed before the call."""
@@ -739,7 +745,7 @@ class Replica:
         try:
             reason = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise Unavailable("etcdserver: request timed out (the membership change may "
+            raise OutcomeUnknown("etcdserver: request timed out (the membership change may "
                               "still take effect)") from None
         if reason is not None:
             if reason.startswith("no leader"):
