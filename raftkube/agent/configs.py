@@ -5,7 +5,7 @@ one GET at a time (the API server's node authorizer): it may not list or watch t
 the kubelet keeps a small cache of what it read, as Kubernetes' TTL-based configmap and
 secret managers do: `load(pod, max_age)` answers a pod's references from the cache when
 they were read within `max_age` seconds and GETs the others (a pod about to start a
-container asks for fresh ones), and `refresh(in_use)` reads again every object some pod
+container asks for fresh ones: `max_age` 0), and `refresh(in_use)` reads again every object some pod
 still refers to and forgets the others. Whenever a read finds an object changed (or
 created, or deleted), `on_change` hears its key, so that the kubelet syncs the pods that
 use it: that is how a ConfigMap update reaches a running pod's volume.
@@ -75,7 +75,7 @@ class ReferencedObjects:
         out: dict[tuple[str, str], Obj | None] = {}
         for key in sorted(keys_of(pod)):
             cached = self._cache.get(key)
-            if cached is not None and now - cached[1] <= max_age:
+            if cached is not None and max_age > 0 and now - cached[1] <= max_age:
                 out[(key[0], key[2])] = cached[0]
             else:
                 out[(key[0], key[2])] = await self._read(key)

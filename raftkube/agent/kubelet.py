@@ -282,7 +282,6 @@ class Kubelet:
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
         now = self.clock()
         ready: dict[str, bool] = {}
-        plan.waiting.update(failed)
         recheck = plan.recheck
         if failed or prepared is None:  # retried; sooner if an object it reads changes
             recheck = min(recheck if recheck is not None else math.inf,
@@ -294,6 +293,7 @@ class Kubelet:
                 if at is not None:
                     recheck = at if recheck is None else min(recheck, at)
         self._tell_backoffs(pod, state, plan)
+        plan.waiting.update(failed)
         status = podstatus.pod_status(pod, state, now=now, host_ip=self.host_ip,
                                       ready=ready, plan=plan)
         if status != pod.get("status"):
