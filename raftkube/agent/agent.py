@@ -24,7 +24,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from raftkube.agent import actions, kubelet, node, simulated, volumes
+from aiohttp import web
+
+from raftkube.agent import actions, kubelet, node, server, simulated, volumes
 from raftkube.agent import runtime as rt
 from raftkube.api import kinds
 from raftkube.client import events as ev
@@ -54,6 +56,7 @@ class AgentOptions:
     # of several simulated nodes). None: /var/lib/raftkube/agent/NAME.
     root_dir: str | None = None
     config_refresh: float = 10.0  # seconds between reads of the pods' ConfigMaps, Secrets
+    agent_port: int = 10250  # the agent's API for the masters (0: any free port)
 
 
 DEFAULT_ROOT = "/var/lib/raftkube/agent"
@@ -66,6 +69,10 @@ def root_dirs(root: str | None, names: list[str]) -> list[str]:
         stem = names[0] if len(names) == 1 else names[0].rsplit("-", 1)[0]
         root = os.path.join(DEFAULT_ROOT, stem)
     return [root] if len(names) == 1 else [os.path.join(root, n) for n in names]
+
+
+class AgentError(Exception):
+    """The agent cannot start as configured (the message names the flag)."""
 
 
 def node_names(name: str, count: int) -> list[str]:
@@ -113,7 +120,7 @@ class NodeAgent:
             runtime=f"{self.runtime.name}://{self.runtime.version}",
             architecture=architecture(), kernel=platform.release(),
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
-            status_interval=options.status_interval)
+            status_interval=options.status_interval, agent_port=options.agent_port)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock)
         self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
         self.kubelet = kubelet.Kubelet(
@@ -150,6 +157,22 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr,
                             root_dir=root, services=services)
                   for (name, token), cidr, root in zip(nodes, cidrs, roots, strict=True)]
+        # The masters' way in (logs, exec, usage): up before the nodes register, so that
+        # the port a Node advertises answers.
+        api = server.AgentServer([
+            server.Served(a.name, token, a.runtime, a.kubelet.pods.cache.list)
+            for a, (_, token) in zip(agents, nodes, strict=True)])
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, options.address, options.agent_port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise AgentError(f"--agent-port: cannot listen on {options.address}:"
+                             f"{options.agent_port}: {e.strerror}") from None
+        port = runner.addresses[0][1] if runner.addresses else options.agent_port
+        for a in agents:
+            a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
         tasks = [asyncio.ensure_future(a.run()) for a in agents]
         tasks.append(asyncio.ensure_future(services.run()))
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
@@ -163,3 +186,4 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
             for task in tasks + ([waiter] if waiter else []):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()
