@@ -21,9 +21,10 @@ state from the runtime and converges them:
 What changes without an API event is found by polling, as Kubernetes' PLEG does: every
 `relist_period` the runtime's pods are listed and a pod whose containers changed (an
 exit) is enqueued. Timed changes the kubelet itself knows about (a back-off ending, a
-readiness delay passing) are enqueued for their time. A status the kubelet wrote is
-remembered until the informer catches up, so a reconcile in between starts from it
-rather than from the older cached pod.
+readiness delay passing) are enqueued for their time. A container whose image could not
+be had waits with the pull's reason (`actions.PullBackoff`) while the others start. A
+status the kubelet wrote is remembered until the informer catches up, so a reconcile in
+between starts from it rather than from the older cached pod.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from raftkube.client.errors import ApiError
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+PULL_TOLD = -2  # the attempt under which a pull back-off's event is remembered as told
 
 
 def _rv(obj: Obj) -> int:
@@ -71,7 +73,8 @@ class Kubelet:
     def __init__(self, *, node_name: str, host_ip: str, client: rest.RestClient,
                  runtime: rt.ContainerRuntime, prober: rt.Prober,
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
-                 backoff: actions.CrashBackoff | None = None, relist_period: float = 1.0,
+                 backoff: actions.CrashBackoff | None = None,
+                 pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
                  workers: int = 4, resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
                  informer: inf.Informer | None = None,
@@ -86,6 +89,7 @@ class Kubelet:
         self.events = events
         self.clock = clock
         self.backoff = backoff or actions.CrashBackoff()
+        self.pulls = pulls or actions.PullBackoff()
         self.relist_period = relist_period
         self.workers = workers
         self.allocatable = dict(allocatable or {})  # empty: every pod is admitted
@@ -258,7 +262,8 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
         rounds = len(actions.named(spec.get("initContainers"))) + 2
-        plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff)
+        plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
+                            pulls=self.pulls)
         # Volumes first, with the pod's ConfigMaps and Secrets read afresh when something
         # is about to start: nothing of a pod starts before all its volumes are there.
         prepared: podconfig.Prepared | None = None
@@ -267,23 +272,28 @@ class Kubelet:
                 pod, fresh=not plan.idle, pod_ip=state.sandbox.ip if state else "")
         except volumes.VolumeError as e:
             self._tell_config(pod, "FailedMount", str(e))
-        failed: dict[str, tuple[str, str]] = {}  # container -> CreateContainerConfigError
+        # What this sync could not start: images it could not pull, containers it could
+        # not make from their spec (CreateContainerConfigError).
+        failures: dict[str, tuple[str, str]] = {}
         for _ in range(rounds):  # init containers run one after another
-            plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff)
-            plan.start = [(c, a) for c, a in plan.start if c["name"] not in failed]
+            plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
+                                pulls=self.pulls)
+            plan.start = [(c, a) for c, a in plan.start if c["name"] not in failures]
             if plan.idle or prepared is None:
                 break
             try:
-                failed.update(await self._execute(pod, state, plan, prepared))
+                failures.update(await self._execute(pod, state, plan, prepared))
             except rt.RuntimeFailure as e:
                 reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+        plan.waiting.update(failures)
         now = self.clock()
         ready: dict[str, bool] = {}
         recheck = plan.recheck
-        if failed or prepared is None:  # retried; sooner if an object it reads changes
+        unmade = any(reason == podenv.CONFIG_ERROR for reason, _ in failures.values())
+        if unmade or prepared is None:  # retried; sooner if an object it reads changes
             recheck = min(recheck if recheck is not None else math.inf,
                           now + self.config_retry)
         for c in actions.named(spec.get("containers")):
@@ -293,7 +303,6 @@ class Kubelet:
                 if at is not None:
                     recheck = at if recheck is None else min(recheck, at)
         self._tell_backoffs(pod, state, plan)
-        plan.waiting.update(failed)
         status = podstatus.pod_status(pod, state, now=now, host_ip=self.host_ip,
                                       ready=ready, plan=plan)
         if status != pod.get("status"):
@@ -308,14 +317,15 @@ class Kubelet:
 
     async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan,
                        prepared: podconfig.Prepared) -> dict[str, tuple[str, str]]:
-        """Carry the plan out; the containers that could not be made from their spec
-        (CreateContainerConfigError), with why."""
+        """Do what the plan says; the containers that could not be started, and why: an
+        image that could not be had, a spec that could not be resolved
+        (CreateContainerConfigError)."""
+        failures: dict[str, tuple[str, str]] = {}
         if plan.sandbox or state is None:
             sandbox = await self.runtime.run_sandbox(pod)
         else:
             sandbox = state.sandbox
         now = self.clock()
-        failed: dict[str, tuple[str, str]] = {}
         for c, attempt in plan.start:
             try:
                 request = self.config.request(
@@ -323,19 +333,29 @@ class Kubelet:
                     warn=lambda m: self._tell_config(pod, "InvalidEnvironmentVariableNames",
                                                      m))
             except podenv.ConfigError as e:
-                failed[c["name"]] = (podenv.CONFIG_ERROR, str(e))
+                failures[c["name"]] = (podenv.CONFIG_ERROR, str(e))
                 self._tell_config(pod, "Failed", f"Error: {e}")
                 continue
             if attempt > 0 and state is not None:
                 latest = state.latest(c["name"])
                 finished = latest.finished_at if latest and latest.finished_at else now
                 self.backoff.restarted(actions.backoff_key(pod, c["name"]), finished, now)
+            key = actions.backoff_key(pod, c["name"])
+            image = str(c.get("image") or "")
+            try:
+                await self.runtime.start_container(pod, c, attempt=attempt, request=request)
+            except rt.ImagePullFailure as e:
+                self.pulls.failed(key, image, e.reason, e.message, self.clock())
+                failures[c["name"]] = (e.reason, e.message)
+                self._told.discard((pod["metadata"]["uid"], c["name"], PULL_TOLD))
+                self.events.event(pod, "Warning", "Failed", e.message)
+                continue
+            self.pulls.succeeded(key)
             self.events.event(pod, "Normal", "Pulled", f'Container image '
-                              f'"{c.get("image", "")}" already present on machine')
-            await self.runtime.start_container(pod, c, attempt=attempt, request=request)
+                              f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
-        return failed
+        return failures
 
     def _tell_config(self, pod: Obj, reason: str, message: str) -> None:
         """A Warning about the pod's configuration, once per pod and message (it is
@@ -347,7 +367,14 @@ class Kubelet:
 
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]
-        for name in plan.waiting:
+        for name, (reason, message) in plan.waiting.items():
+            if reason == rt.IMAGE_PULL_BACKOFF:
+                if (uid, name, PULL_TOLD) not in self._told:  # once for each failed pull
+                    self._told.add((uid, name, PULL_TOLD))
+                    self.events.event(pod, "Normal", "BackOff", message)
+                continue
+            if reason != actions.CRASH_LOOP:
+                continue  # a pull that failed was told when it failed
             latest = state.latest(name) if state is not None else None
             told = (uid, name, latest.attempt if latest is not None else -1)
             if told not in self._told:
@@ -357,6 +384,7 @@ class Kubelet:
 
     def _forget(self, uid: str) -> None:
         self.backoff.forget_pod(uid)
+        self.pulls.forget_pod(uid)
         self._admitted.discard(uid)
         self._told = {t for t in self._told if t[0] != uid}
         self._config_told = {t for t in self._config_told if t[0] != uid}
