@@ -14,17 +14,24 @@ state from the runtime and converges them:
 - a pod seen for the first time is admitted, or rejected for good if it does not fit
   beside the pods admitted before it (`admission.py`); admission is decided without an
   await, so two workers never admit two pods into the same room;
-- any other pod gets what `actions.plan` says (sandbox, starts, restarts after their
-  back-off), and then its status, computed by `podstatus.pod_status`, is written with
-  the resourceVersion it was read at, only when it differs from what the API holds.
+- any other pod has its volumes set up (`podconfig.py`: a volume that cannot be, such
+  as a missing ConfigMap, is a FailedMount and nothing of the pod starts), gets what
+  `actions.plan` says (sandbox, starts, restarts after their back-off), each container
+  started with the request resolved from the API (env, command, mounts; one that cannot
+  be resolved waits as CreateContainerConfigError while the others start), and then its
+  status, computed by `podstatus.pod_status`, is written with the resourceVersion it was
+  read at, only when it differs from what the API holds.
 
 What changes without an API event is found by polling, as Kubernetes' PLEG does: every
 `relist_period` the runtime's pods are listed and a pod whose containers changed (an
-exit) is enqueued. Timed changes the kubelet itself knows about (a back-off ending, a
-readiness delay passing) are enqueued for their time. A container whose image could not
-be had waits with the pull's reason (`actions.PullBackoff`) while the others start. A
-status the kubelet wrote is remembered until the informer catches up, so a reconcile in
-between starts from it rather than from the older cached pod.
+exit) is enqueued; every `config_refresh` the ConfigMaps and Secrets in use are read
+again, and the pods using one that changed are enqueued (their volumes follow it); a
+pod waiting for one is retried every `config_retry` too. Timed changes the kubelet
+itself knows about (a back-off ending, a readiness delay passing) are enqueued for their
+time. A container whose image could not be had waits with the pull's reason
+(`actions.PullBackoff`) while the others start. A status the kubelet wrote is
+remembered until the informer catches up, so a reconcile in between starts from it
+rather than from the older cached pod.
 """
 
 from __future__ import annotations
