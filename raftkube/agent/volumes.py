@@ -338,6 +338,9 @@ class VolumeManager:
     def __init__(self, root: str, *, clock: Callable[[], float] = time.time) -> None:
         self.root = root
         self.clock = clock
+        # volume dir -> (its `..data` target, the files written there): a sync that
+        # brings the same files costs one readlink instead of reading them all back.
+        self._written: dict[str, tuple[str, Payload]] = {}
 
     def pod_dir(self, uid: str) -> str:
         if not uid or "/" in uid or uid.startswith("."):
@@ -371,12 +374,15 @@ class VolumeManager:
             problem = check_paths(files)
             if problem is not None:
                 raise VolumeError(name, problem)
-            self._ensure_root()
+            target = self.volume_dir(uid, name)
             try:
-                write_atomically(self.volume_dir(uid, name), files, clock=self.clock)
+                if not self._unchanged(target, files):
+                    self._ensure_root()
+                    write_atomically(target, files, clock=self.clock)
+                    self._written[target] = (os.readlink(os.path.join(target, DATA)), files)
             except OSError as e:
                 raise VolumeError(name, f"writing its files failed: {e}") from None
-            return HostVolume(self.volume_dir(uid, name), read_only=True)
+            return HostVolume(target, read_only=True)
         if isinstance(volume.get("emptyDir"), dict):
             if volume["emptyDir"].get("medium") == "Memory":
                 return HostVolume(None, tmpfs=True)
@@ -397,13 +403,25 @@ class VolumeManager:
         kinds = ", ".join(k for k in volume if k != "name") or "none"
         raise VolumeError(name, f"volume type {kinds} is not supported on this node")
 
+    def _unchanged(self, target: str, files: Payload) -> bool:
+        known = self._written.get(target)
+        if known is None or known[1] != files:
+            return False
+        try:
+            return os.readlink(os.path.join(target, DATA)) == known[0]
+        except OSError:
+            return False
+
     def _ensure_root(self) -> None:
         if not os.path.isdir(self.root):
             os.makedirs(self.root, mode=0o700, exist_ok=True)
 
     def remove(self, uid: str) -> None:
         """The pod's directory and everything in it (its containers are gone)."""
-        shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
+        top = self.pod_dir(uid)
+        shutil.rmtree(top, ignore_errors=True)
+        for target in [t for t in self._written if t.startswith(top + os.sep)]:
+            del self._written[target]
 
     def pod_uids(self) -> list[str]:
         try:

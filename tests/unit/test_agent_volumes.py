@@ -5,6 +5,7 @@ modes, items, updates), hostPath checks, and the mounts of a container."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 from pathlib import Path
@@ -301,3 +302,19 @@ def test_a_mount_of_a_volume_that_is_not_there_is_refused() -> None:
     with pytest.raises(podenv.ConfigError) as e:
         volumes.mounts(p, p["spec"]["containers"][0], {}, {})
     assert str(e.value) == 'cannot find volume "nope" to mount into container "c"'
+
+
+def test_an_unchanged_volume_is_not_read_back_but_a_lost_one_is_rewritten(
+        tmp_path: Path) -> None:
+    m = volumes.VolumeManager(str(tmp_path))
+    p = pod({"name": "cfg", "configMap": {"name": "c"}})
+    s = srcs(cm__c=cm("c", k="v"))
+    target = m.setup(p, s)["cfg"].path
+    assert target is not None
+    data = os.readlink(os.path.join(target, "..data"))
+    m.setup(p, s)
+    assert os.readlink(os.path.join(target, "..data")) == data  # nothing written
+    # Its directory went behind the manager's back (a cleanup, a crash): written again.
+    shutil.rmtree(target)
+    m.setup(p, s)
+    assert Path(target, "k").read_text() == "v"
