@@ -279,6 +279,8 @@ class Kubelet:
                 pod, fresh=not plan.idle, pod_ip=state.sandbox.ip if state else "")
         except volumes.VolumeError as e:
             self._tell_config(pod, "FailedMount", str(e))
+        else:
+            self._untell_config(uid, "FailedMount")
         # What this sync could not start: images it could not pull, containers it could
         # not make from their spec (CreateContainerConfigError).
         failures: dict[str, tuple[str, str]] = {}
@@ -358,6 +360,7 @@ class Kubelet:
                 self.events.event(pod, "Warning", "Failed", e.message)
                 continue
             self.pulls.succeeded(key)
+            self._untell_config(pod["metadata"]["uid"], "Failed")
             self.events.event(pod, "Normal", "Pulled", f'Container image '
                               f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
@@ -371,6 +374,12 @@ class Kubelet:
         if told not in self._config_told:
             self._config_told.add(told)
             self.events.event(pod, "Warning", reason, message)
+
+    def _untell_config(self, uid: str, reason: str) -> None:
+        """It was fixed: the same problem, if it comes back, is told again."""
+        if any(t[0] == uid and t[1] == reason for t in self._config_told):
+            self._config_told = {t for t in self._config_told
+                                 if t[0] != uid or t[1] != reason}
 
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]

@@ -207,3 +207,22 @@ async def test_volumes_go_with_the_pod(tmp_path: Path) -> None:
     Path(s.volumes.volume_dir("gone-uid", "x")).mkdir(parents=True)
     await s.kubelet.refresh_config()
     assert s.volumes.pod_uids() == []
+
+
+async def test_a_problem_fixed_then_back_is_told_again(tmp_path: Path) -> None:
+    p = configured(volumeMounts=[{"name": "conf", "mountPath": "/etc/conf"}],
+                   volumes=[{"name": "conf", "configMap": {"name": "cfg"}}])
+    s = Setup(p, tmp_path)
+    await s.run()
+    await s.run()
+    assert [r for _, r, _ in s.f.recorded_events()] == ["FailedMount"]  # once
+    s.put(kinds.CONFIGMAP, ns(cm("cfg", a="1")))
+    await s.run()
+    s.drop(kinds.CONFIGMAP, ns(cm("cfg", a="1")))
+    s.kubelet.pods.cache.remove("ns/p")  # a new pod of the same name and uid comes back
+    s.runtime._sandboxes.clear()
+    s.runtime._runs.clear()
+    s.f.seed(kinds.POD, p)
+    s.f.recorded_events()
+    await s.run()
+    assert [r for _, r, _ in s.f.recorded_events()] == ["FailedMount"]
