@@ -2,7 +2,8 @@
 Secret values as env and as files, fieldRefs (the pod IP the sandbox got), `$(VAR)` in
 the command, an emptyDir shared by two containers, a ConfigMap update seen inside the
 running container without a restart, and a missing key that holds the container in
-CreateContainerConfigError until it is added."""
+CreateContainerConfigError until it is added; downwardAPI, projected and subPath files,
+and a label change seen in the downward API file of the running container."""
 
 from __future__ import annotations
 
@@ -199,3 +200,54 @@ async def test_a_missing_key_waits_in_create_container_config_error(
 
     assert await wait_for(logged, timeout=30, what="its output") == "at last\n"
     await api.delete(kinds.POD, "default", "patient")
+
+
+async def test_downward_api_projected_and_sub_path_files(
+        ecluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    await api.create(kinds.CONFIGMAP, "default", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web"},
+        "data": {"index.html": "<h1>hi</h1>\n", "site.conf": "port=80\n"}})
+    await api.create(kinds.SECRET, "default", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tls"},
+        "data": {"key": base64.b64encode(b"k3y").decode()}})
+    await api.create(kinds.POD, "default", {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "told", "labels": {"app": "web", "tier": "front"}},
+        "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "c", "image": IMAGE, "command": ["sleep", "3600"],
+            "resources": {"limits": {"cpu": "250m"}},
+            "volumeMounts": [
+                {"name": "info", "mountPath": "/etc/podinfo"},
+                {"name": "all", "mountPath": "/etc/all"},
+                {"name": "site", "mountPath": "/etc/site.conf", "subPath": "site.conf"}]}],
+            "volumes": [
+                {"name": "info", "downwardAPI": {"items": [
+                    {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                    {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                    {"path": "cpu", "resourceFieldRef": {
+                        "containerName": "c", "resource": "limits.cpu", "divisor": "1m"}}]}},
+                {"name": "all", "projected": {"sources": [
+                    {"configMap": {"name": "web", "items": [
+                        {"key": "index.html", "path": "html/index.html"}]}},
+                    {"secret": {"name": "tls"}}]}},
+                {"name": "site", "configMap": {"name": "web"}}]}})
+    await pod_where(api, "told", running, what="told running")
+
+    def cat(path: str) -> str:
+        return run_in(dockerc, ecluster, "told", "c", "cat", path)
+
+    assert cat("/etc/podinfo/labels") == 'app="web"\ntier="front"'
+    assert cat("/etc/podinfo/name") == "told"
+    assert cat("/etc/podinfo/cpu") == "250"
+    assert cat("/etc/all/html/index.html") == "<h1>hi</h1>\n"
+    assert cat("/etc/all/key") == "k3y"
+    assert cat("/etc/site.conf") == "port=80\n"  # a file, mounted by itself
+
+    # A label change reaches the downward API file of the running container.
+    await api.patch(kinds.POD, "default", "told", {"metadata": {"labels": {"tier": "back"}}})
+
+    async def relabelled() -> bool:
+        return cat("/etc/podinfo/labels") == 'app="web"\ntier="back"'
+
+    await wait_for(relabelled, timeout=60, what="the labels file updated")
+    await api.delete(kinds.POD, "default", "told")
