@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import platform
 import time
 import uuid
@@ -31,9 +32,11 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.agent import actions, dockerspec, hostinfo, kubelet, node, server, simulated
+from raftkube.agent import actions, dockerspec, hostinfo, kubelet, node, server, simulated, volumes
 from raftkube.agent import runtime as rt
+from raftkube.api import kinds
 from raftkube.client import events as ev
+from raftkube.client import informer as inf
 from raftkube.client import rest, transport
 
 log = logging.getLogger(__name__)
@@ -55,9 +58,25 @@ class AgentOptions:
     relist_period: float = 1.0
     crash_backoff_base: float = 10.0
     crash_backoff_cap: float = 300.0
+    # Where pods' volumes live: ROOT/pods/UID/volumes/NAME (ROOT/NODE/pods/... for each
+    # of several simulated nodes). None: /var/lib/raftkube/agent/NAME.
+    root_dir: str | None = None
+    config_refresh: float = 10.0  # seconds between reads of the pods' ConfigMaps, Secrets
     cluster: str = "default"  # the Docker runtime's cluster label
     pause_image: str = dockerspec.PAUSE_IMAGE
     agent_port: int = 10250  # the agent's API for the masters (0: any free port)
+
+
+DEFAULT_ROOT = "/var/lib/raftkube/agent"
+
+
+def root_dirs(root: str | None, names: list[str]) -> list[str]:
+    """Each node's own directory: the root itself for one node, ROOT/NODE for several
+    (orphaned pod directories are swept per node, so nodes never share one)."""
+    if root is None:
+        stem = names[0] if len(names) == 1 else names[0].rsplit("-", 1)[0]
+        root = os.path.join(DEFAULT_ROOT, stem)
+    return [root] if len(names) == 1 else [os.path.join(root, n) for n in names]
 
 
 class AgentError(Exception):
@@ -108,7 +127,8 @@ class NodeAgent:
     """One node: its heartbeat, its runtime and its pod loop."""
 
     def __init__(self, *, name: str, token: str, tp: transport.Transport,
-                 options: AgentOptions, pod_cidr: str,
+                 options: AgentOptions, pod_cidr: str, root_dir: str,
+                 services: inf.Informer | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.name = name
         self.client = rest.RestClient(tp, token=token)
@@ -133,7 +153,9 @@ class NodeAgent:
             runtime=self.runtime, prober=prober, events=self.events, clock=clock,
             backoff=actions.CrashBackoff(base=options.crash_backoff_base,
                                          cap=options.crash_backoff_cap),
-            relist_period=options.relist_period, allocatable=options.capacity)
+            relist_period=options.relist_period, allocatable=options.capacity,
+            services=services, config_refresh=options.config_refresh,
+            volume_manager=volumes.VolumeManager(root_dir, clock=clock))
 
     async def _facts(self) -> node.NodeFacts:
         """The images present and the pressure conditions, from the engine and the host."""
@@ -167,8 +189,12 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     turn = zlib.crc32(nodes[0][0].encode()) % len(servers)
     servers = servers[turn:] + servers[:turn]
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
-        agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
-                  for (name, token), cidr in zip(nodes, cidrs, strict=True)]
+        # One Services informer for every node of the process (any node may read them).
+        services = inf.Informer(rest.RestClient(tp, token=nodes[0][1]), kinds.SERVICE)
+        roots = root_dirs(options.root_dir, [name for name, _ in nodes])
+        agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr,
+                            root_dir=root, services=services)
+                  for (name, token), cidr, root in zip(nodes, cidrs, roots, strict=True)]
         # The masters' way in (logs, exec, usage): up before the nodes register, so that
         # the port a Node advertises answers.
         api = server.AgentServer([
@@ -186,6 +212,7 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         for a in agents:
             a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
         tasks = [asyncio.ensure_future(a.run()) for a in agents]
+        tasks.append(asyncio.ensure_future(services.run()))
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             done, _ = await asyncio.wait(tasks + ([waiter] if waiter else []),

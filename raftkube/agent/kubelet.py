@@ -14,28 +14,38 @@ state from the runtime and converges them:
 - a pod seen for the first time is admitted, or rejected for good if it does not fit
   beside the pods admitted before it (`admission.py`); admission is decided without an
   await, so two workers never admit two pods into the same room;
-- any other pod gets what `actions.plan` says (sandbox, starts, restarts after their
-  back-off), and then its status, computed by `podstatus.pod_status`, is written with
-  the resourceVersion it was read at, only when it differs from what the API holds.
+- any other pod has its volumes set up (`podconfig.py`: a volume that cannot be, such
+  as a missing ConfigMap, is a FailedMount and nothing of the pod starts), gets what
+  `actions.plan` says (sandbox, starts, restarts after their back-off), each container
+  started with the request resolved from the API (env, command, mounts; one that cannot
+  be resolved waits as CreateContainerConfigError while the others start), and then its
+  status, computed by `podstatus.pod_status`, is written with the resourceVersion it was
+  read at, only when it differs from what the API holds.
 
 What changes without an API event is found by polling, as Kubernetes' PLEG does: every
 `relist_period` the runtime's pods are listed and a pod whose containers changed (an
-exit) is enqueued. Timed changes the kubelet itself knows about (a back-off ending, a
-readiness delay passing) are enqueued for their time. A container whose image could not
-be had waits with the pull's reason (`actions.PullBackoff`) while the others start. A
-status the kubelet wrote is remembered until the informer catches up, so a reconcile in
-between starts from it rather than from the older cached pod.
+exit) is enqueued; every `config_refresh` the ConfigMaps and Secrets in use are read
+again, and the pods using one that changed are enqueued (their volumes follow it); a
+pod waiting for one is retried every `config_retry` too. Timed changes the kubelet
+itself knows about (a back-off ending, a readiness delay passing) are enqueued for their
+time. A container whose image could not be had waits with the pull's reason
+(`actions.PullBackoff`) while the others start. A status the kubelet wrote is
+remembered until the informer catches up, so a reconcile in between starts from it
+rather than from the older cached pod.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from raftkube.agent import actions, admission, podstatus
+from raftkube.agent import actions, admission, configs, podconfig, podenv, podstatus, volumes
 from raftkube.agent import runtime as rt
 from raftkube.api import kinds
 from raftkube.client import events as ev
@@ -74,7 +84,10 @@ class Kubelet:
                  pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
                  workers: int = 4, resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
-                 informer: inf.Informer | None = None) -> None:
+                 informer: inf.Informer | None = None,
+                 services: inf.Informer | None = None,
+                 volume_manager: volumes.VolumeManager | None = None,
+                 config_refresh: float = 10.0, config_retry: float = 5.0) -> None:
         self.node_name = node_name
         self.host_ip = host_ip
         self.client = client
@@ -95,6 +108,22 @@ class Kubelet:
         self._written: dict[str, Obj] = {}  # pod key -> the pod as our last status write
         self._seen: dict[str, tuple[str, Any]] = {}  # pod uid -> (key, fingerprint)
         self._told: set[tuple[str, str, int]] = set()  # back-offs already told as events
+        # The pod's configuration: ConfigMaps and Secrets read by name, the Services of
+        # the pods' namespaces (an informer shared by the process's nodes, or our own),
+        # the volumes under the agent's root directory.
+        self._own_services = services is None
+        self.services = services or inf.Informer(client, kinds.SERVICE)
+        self.config_refresh = config_refresh
+        self.config_retry = config_retry
+        self.config = podconfig.PodConfig(
+            objects=configs.ReferencedObjects(client, clock=clock,
+                                              on_change=self._object_changed),
+            services=self.services,
+            volume_manager=volume_manager or volumes.VolumeManager(
+                os.path.join(tempfile.gettempdir(), f"raftkube-kubelet-{node_name}"),
+                clock=clock),
+            host_ip=host_ip, allocatable=self.allocatable)
+        self._config_told: set[tuple[str, str, str]] = set()  # (uid, what, message)
         self.pods.add_handler(inf.Handler(
             add=self._enqueue, update=lambda _old, new: self._enqueue(new),
             delete=self._enqueue))
@@ -102,12 +131,23 @@ class Kubelet:
     def _enqueue(self, pod: Obj) -> None:
         self.queue.add(inf.key_of(pod))
 
+    def _object_changed(self, key: configs.Key) -> None:
+        """A ConfigMap or Secret changed: sync the pods that use it (their volumes)."""
+        for pod in self.pods.cache.list():
+            if key in configs.keys_of(pod):
+                self._enqueue(pod)
+
     # ---- running ----------------------------------------------------------------------
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.pods.run())
+            if self._own_services:
+                group.create_task(self.services.run())
             await self.pods.wait_synced()
+            # A container's service variables are those of the Services that exist when
+            # it starts: none starts before the Services have been listed once.
+            await self.services.wait_synced()
             # What ran here before the agent restarted: learnt before anything is
             # decided, so that nothing is started twice.
             await self.runtime.recover(self.pods.cache.list())
@@ -115,6 +155,7 @@ class Kubelet:
                 self.queue.add(key)
             await self.relist()
             group.create_task(self._relist_forever())
+            group.create_task(self._refresh_forever())
             group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.workers))
 
@@ -125,6 +166,27 @@ class Kubelet:
                 await self.relist()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config_refresh)
+            try:
+                await self.refresh_config()
+            except rt.RuntimeFailure as e:
+                log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+
+    async def refresh_config(self) -> None:
+        """Read again the ConfigMaps and Secrets that pods here use (a change syncs the
+        pods that use it), and remove the volumes of pods that are neither in the API
+        nor in the runtime any more (their pod went while the agent was away)."""
+        live = [p for p in self.pods.cache.list()
+                if (p.get("status") or {}).get("phase") not in podstatus.TERMINAL]
+        await self.config.objects.refresh(self.config.in_use(live))
+        running = {s.sandbox.uid for s in await self.runtime.pods()}
+        known = {p["metadata"].get("uid") for p in self.pods.cache.list()}
+        for uid in self.config.volumes.pod_uids():
+            if uid not in known and uid not in running:
+                self.config.volumes.remove(uid)
 
     async def relist(self) -> None:
         """Enqueue every pod whose runtime state changed since the last relist."""
@@ -164,6 +226,7 @@ class Kubelet:
                 state = found
             else:  # its pod is gone (or was replaced by one of the same name)
                 await self.runtime.remove_pod(found.sandbox.uid, grace=0)
+                self.config.volumes.remove(found.sandbox.uid)
                 self._forget(found.sandbox.uid)
         if pod is None:
             self._written.pop(key, None)
@@ -206,23 +269,42 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
         rounds = len(actions.named(spec.get("initContainers"))) + 2
-        pull_failures: dict[str, tuple[str, str]] = {}  # what this sync could not pull
+        plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
+                            pulls=self.pulls)
+        # Volumes first, with the pod's ConfigMaps and Secrets read afresh when something
+        # is about to start: nothing of a pod starts before all its volumes are there.
+        prepared: podconfig.Prepared | None = None
+        try:
+            prepared = await self.config.prepare(
+                pod, fresh=not plan.idle, pod_ip=state.sandbox.ip if state else "")
+        except volumes.VolumeError as e:
+            self._tell_config(pod, "FailedMount", str(e))
+        else:
+            self._untell_config(uid, "FailedMount")
+        # What this sync could not start: images it could not pull, containers it could
+        # not make from their spec (CreateContainerConfigError).
+        failures: dict[str, tuple[str, str]] = {}
         for _ in range(rounds):  # init containers run one after another
             plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
                                 pulls=self.pulls)
-            if plan.idle:
+            plan.start = [(c, a) for c, a in plan.start if c["name"] not in failures]
+            if plan.idle or prepared is None:
                 break
             try:
-                pull_failures.update(await self._execute(pod, state, plan))
+                failures.update(await self._execute(pod, state, plan, prepared))
             except rt.RuntimeFailure as e:
                 reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
-        plan.waiting.update(pull_failures)
+        plan.waiting.update(failures)
         now = self.clock()
         ready: dict[str, bool] = {}
         recheck = plan.recheck
+        unmade = any(reason == podenv.CONFIG_ERROR for reason, _ in failures.values())
+        if unmade or prepared is None:  # retried; sooner if an object it reads changes
+            recheck = min(recheck if recheck is not None else math.inf,
+                          now + self.config_retry)
         for c in actions.named(spec.get("containers")):
             latest = state.latest(c["name"]) if state is not None else None
             if latest is not None:
@@ -242,14 +324,27 @@ class Kubelet:
         if recheck is not None:
             self.queue.add_after(key, max(0.0, recheck - now) + 0.01)
 
-    async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan
-                       ) -> dict[str, tuple[str, str]]:
-        """Do what the plan says; the containers whose image could not be had, and why."""
+    async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan,
+                       prepared: podconfig.Prepared) -> dict[str, tuple[str, str]]:
+        """Do what the plan says; the containers that could not be started, and why: an
+        image that could not be had, a spec that could not be resolved
+        (CreateContainerConfigError)."""
         failures: dict[str, tuple[str, str]] = {}
-        if plan.sandbox:
-            await self.runtime.run_sandbox(pod)
+        if plan.sandbox or state is None:
+            sandbox = await self.runtime.run_sandbox(pod)
+        else:
+            sandbox = state.sandbox
         now = self.clock()
         for c, attempt in plan.start:
+            try:
+                request = self.config.request(
+                    pod, c, prepared, sandbox,
+                    warn=lambda m: self._tell_config(pod, "InvalidEnvironmentVariableNames",
+                                                     m))
+            except podenv.ConfigError as e:
+                failures[c["name"]] = (podenv.CONFIG_ERROR, str(e))
+                self._tell_config(pod, "Failed", f"Error: {e}")
+                continue
             if attempt > 0 and state is not None:
                 latest = state.latest(c["name"])
                 finished = latest.finished_at if latest and latest.finished_at else now
@@ -257,7 +352,7 @@ class Kubelet:
             key = actions.backoff_key(pod, c["name"])
             image = str(c.get("image") or "")
             try:
-                await self.runtime.start_container(pod, c, attempt=attempt)
+                await self.runtime.start_container(pod, c, attempt=attempt, request=request)
             except rt.ImagePullFailure as e:
                 self.pulls.failed(key, image, e.reason, e.message, self.clock())
                 failures[c["name"]] = (e.reason, e.message)
@@ -265,11 +360,26 @@ class Kubelet:
                 self.events.event(pod, "Warning", "Failed", e.message)
                 continue
             self.pulls.succeeded(key)
+            self._untell_config(pod["metadata"]["uid"], "Failed")
             self.events.event(pod, "Normal", "Pulled", f'Container image '
                               f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
         return failures
+
+    def _tell_config(self, pod: Obj, reason: str, message: str) -> None:
+        """A Warning about the pod's configuration, once per pod and message (it is
+        retried every few seconds until it is fixed)."""
+        told = (pod["metadata"]["uid"], reason, message)
+        if told not in self._config_told:
+            self._config_told.add(told)
+            self.events.event(pod, "Warning", reason, message)
+
+    def _untell_config(self, uid: str, reason: str) -> None:
+        """It was fixed: the same problem, if it comes back, is told again."""
+        if any(t[0] == uid and t[1] == reason for t in self._config_told):
+            self._config_told = {t for t in self._config_told
+                                 if t[0] != uid or t[1] != reason}
 
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]
@@ -293,6 +403,7 @@ class Kubelet:
         self.pulls.forget_pod(uid)
         self._admitted.discard(uid)
         self._told = {t for t in self._told if t[0] != uid}
+        self._config_told = {t for t in self._config_told if t[0] != uid}
 
     async def _finish(self, pod: Obj, state: rt.PodState | None) -> None:
         """Stop what runs of a pod being deleted, then delete it with grace 0."""
@@ -304,6 +415,7 @@ class Kubelet:
             await self.runtime.remove_pod(meta["uid"],
                                           grace=float(meta.get("deletionGracePeriodSeconds")
                                                       or 0))
+        self.config.volumes.remove(meta["uid"])
         self._forget(meta["uid"])
         try:
             await self.client.delete(kinds.POD, meta.get("namespace", ""), meta["name"],

@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.api import kinds, schema, selectors
+from raftkube.api import kinds, references, schema, selectors
 from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -274,7 +274,7 @@ class Rest:
         for pod in pods.items:
             spec = pod.get("spec") or {}
             if spec.get("nodeName") == user.node and \
-                    (t.kind.plural, t.name) in pod_references(spec):
+                    (t.kind.plural, t.name) in references.pod_references(spec):
                 return
         raise stt.forbidden(user.name, "get", t.kind.resource, t.name, t.namespace)
 
@@ -506,35 +506,6 @@ def warn(resp: web.Response, warnings: list[str]) -> web.Response:
     for text in warnings:
         resp.headers.add("Warning", f"299 - {json.dumps(text)}")
     return resp
-
-
-def pod_references(spec: dict[str, Any]) -> set[tuple[str, str]]:
-    """The (plural, name) of every ConfigMap and Secret a pod spec refers to."""
-    refs: set[tuple[str, str]] = set()
-
-    def add(plural: str, ref: Any, key: str = "name") -> None:
-        if isinstance(ref, dict) and isinstance(ref.get(key), str):
-            refs.add((plural, ref[key]))
-
-    for volume in spec.get("volumes") or []:
-        if isinstance(volume, dict):
-            add("configmaps", volume.get("configMap"))
-            add("secrets", volume.get("secret"), "secretName")
-    for secret in spec.get("imagePullSecrets") or []:
-        add("secrets", secret)
-    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
-        if not isinstance(c, dict):
-            continue
-        for var in c.get("env") or []:
-            source = var.get("valueFrom") if isinstance(var, dict) else None
-            if isinstance(source, dict):
-                add("configmaps", source.get("configMapKeyRef"))
-                add("secrets", source.get("secretKeyRef"))
-        for source in c.get("envFrom") or []:
-            if isinstance(source, dict):
-                add("configmaps", source.get("configMapRef"))
-                add("secrets", source.get("secretRef"))
-    return refs
 
 
 def check_body(body: dict[str, Any], t: Target) -> None:

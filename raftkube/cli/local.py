@@ -1,10 +1,11 @@
 """`rk up` / `rk down`: a whole HA cluster as background processes on 127.0.0.1.
 
 The state dir holds everything: `cluster.yaml` (ports chosen on the first run and kept),
-`token` and `secret`, `config.yaml` for clients, `pids/NAME.pid`, `logs/NAME.log` and
-`data/NAME/`. Running `rk up` again starts whichever master or agent is not running,
-with its data, and never a second copy of one that is; `rk down` stops what `rk up`
-started. `rk up` reports the cluster up only once every master answers and all agree on
+`token` and `secret`, `config.yaml` for clients, `pids/NAME.pid`, `logs/NAME.log`,
+`data/NAME/` and `agents/NAME/` (an agent's pods' volumes, removed by `rk down`).
+Running `rk up` again starts whichever master or agent is not running, with its data,
+and never a second copy of one that is; `rk down` stops what `rk up` started. `rk up`
+reports the cluster up only once every master answers and all agree on
 a leader; a member that exits meanwhile (a data dir it refuses, a port in use) is
 reported with its exit code and the last line of its log.
 
@@ -27,6 +28,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -134,6 +136,7 @@ def master_argv(m: dict[str, Any], layout: dict[str, Any], state_dir: str,
 
 NODE_TOKENS = "node-tokens"
 FIRST_POD_RANGE = "10.244.0.0/24"  # node K (from 1) gets the K-th /24 after this one
+AGENTS_DIR = "agents"  # agents/NAME: each agent's --root-dir (its pods' volumes)
 
 
 def agent_nodes(name: str, count: int) -> list[str]:
@@ -181,6 +184,7 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
             "--token-file", os.path.join(state_dir, "tokens", name),
             "--runtime", spec.get("runtime", "simulated"),
             "--pod-cidr", f"{start}/{first.prefixlen}",
+            "--root-dir", os.path.join(state_dir, AGENTS_DIR, name),
             "--agent-port", "0"]  # any free port: the Node tells the masters which
     cid = cluster_id(state_dir)
     if cid:
@@ -429,6 +433,9 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
         stopped.append(name)
     for name in os.listdir(pids_dir):
         os.unlink(os.path.join(pids_dir, name))
+    # The agents' pod directories (volumes, ConfigMap and Secret files), now that nothing
+    # runs that uses them.
+    shutil.rmtree(os.path.join(os.path.abspath(state_dir), AGENTS_DIR), ignore_errors=True)
     return stopped
 
 

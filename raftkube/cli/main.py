@@ -199,6 +199,12 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="Seconds between checks of the Node's status.")
 @click.option("--crash-backoff-base", default=10.0, show_default=True, type=float,
               help="The first crash-loop back-off in seconds (doubles up to 5 min).")
+@click.option("--root-dir", default=None, metavar="DIR",
+              help="Where pods' volumes live (DIR/pods/UID/volumes/NAME; DIR/NODE/... for "
+                   "each of --count nodes). [default: /var/lib/raftkube/agent/NAME]")
+@click.option("--config-refresh", default=10.0, show_default=True, type=float,
+              help="Seconds between reads of the ConfigMaps and Secrets that pods use "
+                   "(an update reaches their volumes within that).")
 @click.option("--agent-port", default=10250, show_default=True,
               type=click.IntRange(min=0, max=65535),
               help="The agent's API for the masters (logs, exec), on --address; 0 takes "
@@ -207,7 +213,8 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
           cluster_id: str, pause_image: str, count: int, cpu: str | None,
           memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
           lease_interval: float, node_status_update_frequency: float,
-          crash_backoff_base: float, agent_port: int) -> None:
+          crash_backoff_base: float, agent_port: int, root_dir: str | None,
+          config_refresh: float) -> None:
     """Run a node agent: register the node, heartbeat, run the pods bound to it."""
     import ipaddress
 
@@ -235,14 +242,16 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
                 raise ValueError(f"--label: expected KEY=VALUE, got {text!r}")
             label_map[key] = value
         if lease_interval <= 0 or node_status_update_frequency <= 0 or \
-                crash_backoff_base <= 0:
+                crash_backoff_base <= 0 or config_refresh <= 0:
             raise ValueError("intervals and back-offs must be more than zero")
         options = ag.AgentOptions(
             servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
             capacity=capacity, labels=label_map, lease_interval=lease_interval,
             status_interval=node_status_update_frequency,
             crash_backoff_base=crash_backoff_base, cluster=cluster_id,
-            pause_image=pause_image, agent_port=agent_port)
+            pause_image=pause_image, agent_port=agent_port,
+            root_dir=os.path.abspath(root_dir) if root_dir else None,
+            config_refresh=config_refresh)
         a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
     except (ValueError, rt.RuntimeFailure, ag.AgentError) as e:
         fail(str(e))
