@@ -23,7 +23,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from raftkube.agent import actions, kubelet, node, simulated
+import prometheus_client as prom
+
+from raftkube.agent import actions, kubelet, node, prober, probes, simulated
 from raftkube.agent import runtime as rt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
@@ -70,11 +72,20 @@ def architecture() -> str:
 
 
 def make_runtime(kind: str, *, pod_cidr: str, host_ip: str,
-                 clock: Callable[[], float]) -> tuple[rt.ContainerRuntime, rt.Prober]:
+                 clock: Callable[[], float]) -> rt.ContainerRuntime:
     if kind == "simulated":
-        return (simulated.SimulatedRuntime(pod_cidr=pod_cidr, host_ip=host_ip, clock=clock),
-                simulated.SimulatedProber())
+        return simulated.SimulatedRuntime(pod_cidr=pod_cidr, host_ip=host_ip, clock=clock)
     raise ValueError(f"--runtime: unknown runtime {kind!r} (known: {', '.join(RUNTIMES)})")
+
+
+def make_prober(runtime: rt.ContainerRuntime, *, events: ev.EventRecorder,
+                metrics: prober.ProbeMetrics | None,
+                clock: Callable[[], float]) -> probes.Prober:
+    """The simulated runtime's pod IPs are not real: its probes pass without being sent
+    (SimulatedProber); any other runtime's containers are probed for real."""
+    if isinstance(runtime, simulated.SimulatedRuntime):
+        return simulated.SimulatedProber()
+    return prober.Prober(runtime=runtime, events=events, metrics=metrics, clock=clock)
 
 
 class NodeAgent:
@@ -82,11 +93,12 @@ class NodeAgent:
 
     def __init__(self, *, name: str, token: str, tp: transport.Transport,
                  options: AgentOptions, pod_cidr: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 probe_metrics: prober.ProbeMetrics | None = None) -> None:
         self.name = name
         self.client = rest.RestClient(tp, token=token)
-        self.runtime, prober = make_runtime(options.runtime, pod_cidr=pod_cidr,
-                                            host_ip=options.address, clock=clock)
+        self.runtime = make_runtime(options.runtime, pod_cidr=pod_cidr,
+                                    host_ip=options.address, clock=clock)
         config = node.NodeConfig(
             name=name, address=options.address, pod_cidr=pod_cidr,
             capacity=dict(options.capacity), labels=dict(options.labels),
@@ -96,9 +108,11 @@ class NodeAgent:
             status_interval=options.status_interval)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock)
         self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
+        self.prober = make_prober(self.runtime, events=self.events, metrics=probe_metrics,
+                                  clock=clock)
         self.kubelet = kubelet.Kubelet(
             node_name=name, host_ip=options.address, client=self.client,
-            runtime=self.runtime, prober=prober, events=self.events, clock=clock,
+            runtime=self.runtime, prober=self.prober, events=self.events, clock=clock,
             backoff=actions.CrashBackoff(base=options.crash_backoff_base,
                                          cap=options.crash_backoff_cap),
             relist_period=options.relist_period, allocatable=options.capacity)
@@ -112,8 +126,12 @@ class NodeAgent:
 
 
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
-              stop: asyncio.Event | None = None) -> None:
-    """Run the nodes (name, token) until `stop` is set (or forever)."""
+              stop: asyncio.Event | None = None,
+              registry: prom.CollectorRegistry | None = None) -> None:
+    """Run the nodes (name, token) until `stop` is set (or forever). Their metrics go to
+    `registry`, the process's (a new one if None)."""
+    metrics = prober.ProbeMetrics(registry if registry is not None
+                                  else prom.CollectorRegistry())
     cidrs = pod_cidrs(options.pod_cidr, len(nodes))
     # Requests wait out a master's restart or an election; the loops retry after that.
     # Nodes start on different masters (a kubelet talks to a load balancer), so that one
@@ -122,7 +140,8 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     turn = zlib.crc32(nodes[0][0].encode()) % len(servers)
     servers = servers[turn:] + servers[:turn]
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
-        agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
+        agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr,
+                            probe_metrics=metrics)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
         tasks = [asyncio.ensure_future(a.run()) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None

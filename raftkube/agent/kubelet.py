@@ -21,7 +21,11 @@ state from the runtime and converges them:
 What changes without an API event is found by polling, as Kubernetes' PLEG does: every
 `relist_period` the runtime's pods are listed and a pod whose containers changed (an
 exit) is enqueued. Timed changes the kubelet itself knows about (a back-off ending, a
-readiness delay passing) are enqueued for their time. A status the kubelet wrote is
+readiness delay passing) are enqueued for their time. The prober (`probes.Prober`) is
+told which containers run after every sync and enqueues a pod whose probes' verdict
+changed: a container that turned ready or unready, or that failed its liveness or
+startup probe, which the next sync stops (`Killing`) and restarts as the pod's
+restartPolicy says. A status the kubelet wrote is
 remembered until the informer catches up, so a reconcile in between starts from it
 rather than from the older cached pod.
 """
@@ -34,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from raftkube.agent import actions, admission, podstatus
+from raftkube.agent import actions, admission, podstatus, probes
 from raftkube.agent import runtime as rt
 from raftkube.api import kinds
 from raftkube.client import events as ev
@@ -66,7 +70,7 @@ class Kubelet:
     name = "kubelet"
 
     def __init__(self, *, node_name: str, host_ip: str, client: rest.RestClient,
-                 runtime: rt.ContainerRuntime, prober: rt.Prober,
+                 runtime: rt.ContainerRuntime, prober: probes.Prober,
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
                  backoff: actions.CrashBackoff | None = None, relist_period: float = 1.0,
                  workers: int = 4, resync: float = 60.0,
@@ -91,6 +95,9 @@ class Kubelet:
         self._written: dict[str, Obj] = {}  # pod key -> the pod as our last status write
         self._seen: dict[str, tuple[str, Any]] = {}  # pod uid -> (key, fingerprint)
         self._told: set[tuple[str, str, int]] = set()  # back-offs already told as events
+        # pod uid -> container -> the attempt this kubelet stopped for failing a probe
+        self._killed: dict[str, dict[str, int]] = {}
+        self.prober.subscribe(lambda key: self.queue.add(key))
         self.pods.add_handler(inf.Handler(
             add=self._enqueue, update=lambda _old, new: self._enqueue(new),
             delete=self._enqueue))
@@ -103,6 +110,7 @@ class Kubelet:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.pods.run())
+            group.create_task(self.prober.run())
             await self.pods.wait_synced()
             # What ran here before the agent restarted: learnt before anything is
             # decided, so that nothing is started twice.
@@ -201,9 +209,11 @@ class Kubelet:
     async def _sync(self, key: str, pod: Obj, state: rt.PodState | None) -> None:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
+        state = await self._kill_unhealthy(key, pod, state)
         rounds = len(actions.named(spec.get("initContainers"))) + 2
         for _ in range(rounds):  # init containers run one after another
-            plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff)
+            plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
+                                killed=self._killed_now(uid, state))
             if plan.idle:
                 break
             try:
@@ -213,18 +223,22 @@ class Kubelet:
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+        self.prober.track(pod, state)
         now = self.clock()
         ready: dict[str, bool] = {}
+        started: dict[str, bool] = {}
         recheck = plan.recheck
         for c in actions.named(spec.get("containers")):
             latest = state.latest(c["name"]) if state is not None else None
             if latest is not None:
-                ready[c["name"]], at = self.prober.ready(pod, c, latest, now)
-                if at is not None:
-                    recheck = at if recheck is None else min(recheck, at)
+                verdict = self.prober.verdict(pod, c, latest, now)
+                ready[c["name"]], started[c["name"]] = verdict.ready, verdict.started
+                if verdict.recheck is not None:
+                    recheck = verdict.recheck if recheck is None \
+                        else min(recheck, verdict.recheck)
         self._tell_backoffs(pod, state, plan)
         status = podstatus.pod_status(pod, state, now=now, host_ip=self.host_ip,
-                                      ready=ready, plan=plan)
+                                      ready=ready, plan=plan, started=started)
         if status != pod.get("status"):
             try:
                 self._written[key] = await self.client.update_status(
@@ -250,6 +264,48 @@ class Kubelet:
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
 
+    async def _kill_unhealthy(self, key: str, pod: Obj, state: rt.PodState | None
+                              ) -> rt.PodState | None:
+        """Stop every running container whose liveness or startup probe failed for good,
+        with the probe's grace period or else the pod's; the plan restarts it."""
+        if state is None:
+            return state
+        uid = pod["metadata"]["uid"]
+        spec = pod.get("spec") or {}
+        now = self.clock()
+        stopped = False
+        for c in actions.named(spec.get("containers")):
+            latest = state.latest(c["name"])
+            if latest is None or latest.state != rt.RUNNING:
+                continue
+            verdict = self.prober.verdict(pod, c, latest, now)
+            if verdict.kill is None:
+                continue
+            message = f"Container {c['name']} failed {verdict.kill.value.lower()} probe"
+            if actions.restart_policy(pod) != "Never":
+                message += ", will be restarted"
+            self.events.event(pod, "Normal", "Killing", message)
+            grace = verdict.grace if verdict.grace is not None else \
+                float(spec.get("terminationGracePeriodSeconds", 30) or 0)
+            await self.runtime.stop_container(uid, c["name"], grace=grace)
+            self._killed.setdefault(uid, {})[c["name"]] = latest.attempt
+            stopped = True
+        if not stopped:
+            return state
+        return next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+
+    def _killed_now(self, uid: str, state: rt.PodState | None) -> set[str]:
+        """The containers whose newest instance was stopped for failing a probe."""
+        killed = self._killed.get(uid) or {}
+        out = set()
+        for name, attempt in list(killed.items()):
+            latest = state.latest(name) if state is not None else None
+            if latest is not None and latest.attempt == attempt:
+                out.add(name)
+            else:
+                del killed[name]  # restarted since, or gone
+        return out
+
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]
         for name in plan.waiting:
@@ -264,6 +320,8 @@ class Kubelet:
         self.backoff.forget_pod(uid)
         self._admitted.discard(uid)
         self._told = {t for t in self._told if t[0] != uid}
+        self._killed.pop(uid, None)
+        self.prober.forget(uid)
 
     async def _finish(self, pod: Obj, state: rt.PodState | None) -> None:
         """Stop what runs of a pod being deleted, then delete it with grace 0."""

@@ -153,11 +153,3 @@ class ContainerRuntime(Protocol):
         """Run `command` in the running instance of container `name` to its end (an exec
         probe); RuntimeFailure if it cannot be run or does not end within `timeout`."""
 
-
-class Prober(Protocol):
-    """Whether a running container passes its readiness probe now, and when to ask
-    again (None: its answer cannot change by itself). Real probes come with Docker."""
-
-    def ready(self, pod: Obj, container: Obj, instance: Container, now: float
-              ) -> tuple[bool, float | None]:
-        ...
