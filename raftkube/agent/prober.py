@@ -255,7 +255,8 @@ class Prober:
             return await self._exec(item, h, probe.timeout)
         if isinstance(h, probes.HTTPGet):
             port = probes.container_port(h.port, item.container)
-            return await self._http(h, h.host or item.ip, port, probe.timeout)
+            return await http_probe(self._client(), h, h.host or item.ip, port,
+                                    probe.timeout)
         if isinstance(h, probes.TCPSocket):
             port = probes.container_port(h.port, item.container)
             return await tcp_probe(h.host or item.ip, port, probe.timeout)
@@ -282,37 +283,40 @@ class Prober:
                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("Accept-Encoding",))
         return self._session
 
-    async def _http(self, h: probes.HTTPGet, host: str, port: int, timeout: float
-                    ) -> Outcome:
-        headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
-        headers.update(h.headers)  # the probe's own win, Host among them
-        url = yarl.URL(f"{h.scheme.lower()}://{_host_port(host, port)}{h.path}")
-        deadline = aiohttp.ClientTimeout(total=timeout)
-        try:
-            for _ in range(MAX_REDIRECTS + 1):
-                async with self._client().get(url, headers=headers, timeout=deadline,
-                                              allow_redirects=False) as answer:
-                    body = await answer.content.read(MAX_OUTPUT)
-                    location = answer.headers.get("Location")
-                    if answer.status not in REDIRECTS or not location:
-                        break
-                target = url.join(yarl.URL(location))
-                if (target.host, target.port) != (url.host, url.port):
-                    return Outcome(probes.Result.SUCCESS, f"Probe terminated redirects, "
-                                   f"Response body: {_cut(body)}", warning=True)
-                url = target
-            else:
-                return Outcome(probes.Result.FAILURE, f'Get "{url}": stopped after '
-                               f"{MAX_REDIRECTS} redirects")
-        except TimeoutError:
-            return Outcome(probes.Result.FAILURE, f'Get "{url}": context deadline exceeded '
-                           "(Client.Timeout exceeded while awaiting headers)")
-        except (aiohttp.ClientError, OSError) as e:
-            return Outcome(probes.Result.FAILURE, f'Get "{url}": {e}')
-        if 200 <= answer.status < 400:
-            return Outcome(probes.Result.SUCCESS)
-        return Outcome(probes.Result.FAILURE, f"HTTP probe failed with statuscode: "
-                       f"{answer.status}")
+
+async def http_probe(session: aiohttp.ClientSession, h: probes.HTTPGet, host: str,
+                     port: int, timeout: float) -> Outcome:
+    """GET `h.path` on host:port within `timeout`; 200-399 passes. Redirects on the same
+    host are followed, a redirect elsewhere passes with a warning (as the kubelet's)."""
+    headers = {"User-Agent": USER_AGENT, "Accept": "*/*"}
+    headers.update(h.headers)  # the probe's own win, Host among them
+    url = yarl.URL(f"{h.scheme.lower()}://{_host_port(host, port)}{h.path}")
+    deadline = aiohttp.ClientTimeout(total=timeout)
+    try:
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.get(url, headers=headers, timeout=deadline,
+                                   allow_redirects=False) as answer:
+                body = await answer.content.read(MAX_OUTPUT)
+                location = answer.headers.get("Location")
+            if answer.status not in REDIRECTS or not location:
+                break
+            target = url.join(yarl.URL(location))
+            if (target.host, target.port) != (url.host, url.port):
+                return Outcome(probes.Result.SUCCESS, f"Probe terminated redirects, "
+                               f"Response body: {_cut(body)}", warning=True)
+            url = target
+        else:
+            return Outcome(probes.Result.FAILURE,
+                           f'Get "{url}": stopped after {MAX_REDIRECTS} redirects')
+    except TimeoutError:
+        return Outcome(probes.Result.FAILURE, f'Get "{url}": context deadline exceeded '
+                       "(Client.Timeout exceeded while awaiting headers)")
+    except (aiohttp.ClientError, OSError) as e:
+        return Outcome(probes.Result.FAILURE, f'Get "{url}": {e}')
+    if 200 <= answer.status < 400:
+        return Outcome(probes.Result.SUCCESS)
+    return Outcome(probes.Result.FAILURE,
+                   f"HTTP probe failed with statuscode: {answer.status}")
 
 
 async def tcp_probe(host: str, port: int, timeout: float) -> Outcome:
