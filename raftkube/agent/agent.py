@@ -23,9 +23,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import prometheus_client as prom
+from aiohttp import web
 
-from raftkube.agent import actions, kubelet, node, prober, probes, simulated
+from raftkube.agent import actions, kubelet, metrics, node, prober, probes, server, simulated
 from raftkube.agent import runtime as rt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
@@ -49,6 +49,11 @@ class AgentOptions:
     relist_period: float = 1.0
     crash_backoff_base: float = 10.0
     crash_backoff_cap: float = 300.0
+    agent_port: int = 10250  # the agent's API for the masters (0: any free port)
+
+
+class AgentError(Exception):
+    """The agent cannot start as configured (the message names the flag)."""
 
 
 def node_names(name: str, count: int) -> list[str]:
@@ -105,7 +110,7 @@ class NodeAgent:
             runtime=f"{self.runtime.name}://{self.runtime.version}",
             architecture=architecture(), kernel=platform.release(),
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
-            status_interval=options.status_interval)
+            status_interval=options.status_interval, agent_port=options.agent_port)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock)
         self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
         self.prober = make_prober(self.runtime, events=self.events, metrics=probe_metrics,
@@ -126,12 +131,11 @@ class NodeAgent:
 
 
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
-              stop: asyncio.Event | None = None,
-              registry: prom.CollectorRegistry | None = None) -> None:
-    """Run the nodes (name, token) until `stop` is set (or forever). Their metrics go to
-    `registry`, the process's (a new one if None)."""
-    metrics = prober.ProbeMetrics(registry if registry is not None
-                                  else prom.CollectorRegistry())
+              stop: asyncio.Event | None = None) -> None:
+    """Run the nodes (name, token) until `stop` is set (or forever)."""
+    # One registry for the process, served by its API at /metrics.
+    agent_metrics = metrics.AgentMetrics()
+    probe_metrics = prober.ProbeMetrics(agent_metrics.registry)
     cidrs = pod_cidrs(options.pod_cidr, len(nodes))
     # Requests wait out a master's restart or an election; the loops retry after that.
     # Nodes start on different masters (a kubelet talks to a load balancer), so that one
@@ -141,8 +145,24 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     servers = servers[turn:] + servers[:turn]
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr,
-                            probe_metrics=metrics)
+                            probe_metrics=probe_metrics)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
+        # The masters' way in (logs, exec, usage): up before the nodes register, so that
+        # the port a Node advertises answers.
+        api = server.AgentServer([
+            server.Served(a.name, token, a.runtime, a.kubelet.pods.cache.list)
+            for a, (_, token) in zip(agents, nodes, strict=True)], agent_metrics=agent_metrics)
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, options.address, options.agent_port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise AgentError(f"--agent-port: cannot listen on {options.address}:"
+                             f"{options.agent_port}: {e.strerror}") from None
+        port = runner.addresses[0][1] if runner.addresses else options.agent_port
+        for a in agents:
+            a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
         tasks = [asyncio.ensure_future(a.run()) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
@@ -155,3 +175,4 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
             for task in tasks + ([waiter] if waiter else []):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()

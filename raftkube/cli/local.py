@@ -158,7 +158,8 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     argv = [sys.executable, "-m", "raftkube.cli", "agent", "--name", name,
             "--token-file", os.path.join(state_dir, "tokens", name),
             "--runtime", spec.get("runtime", "simulated"),
-            "--pod-cidr", f"{start}/{first.prefixlen}"]
+            "--pod-cidr", f"{start}/{first.prefixlen}",
+            "--agent-port", "0"]  # any free port: the Node tells the masters which
     for server in servers:
         argv += ["--server", server]
     if count > 1:
