@@ -16,7 +16,7 @@ import prometheus_client as prom
 import pytest
 from aiohttp import web
 
-from raftkube.agent import actions, prober, probes, simulated
+from raftkube.agent import actions, metrics, prober, probes, simulated
 from raftkube.agent import runtime as rt
 from raftkube.agent.kubelet import Kubelet
 from raftkube.api import kinds
@@ -362,3 +362,12 @@ async def test_a_probe_that_cannot_run_is_told_once_and_never_kills() -> None:
         assert s.events() == [("Unhealthy", "Liveness probe errored: grpc probes are not "
                                             "supported by this agent")]
         assert (await s.sync())["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_probe_results_are_served_with_the_agents_metrics() -> None:
+    served = metrics.AgentMetrics()
+    counts = prober.ProbeMetrics(served.registry)
+    counts.observe(probes.ProbeType.LIVENESS, probes.Result.FAILURE, 0.01)
+    body, _ = served.render({})
+    assert b'raftkube_agent_probe_total{probe_type="Liveness",result="failed"} 1.0' in body
+    assert b"raftkube_agent_probe_duration_seconds_bucket" in body
