@@ -211,12 +211,14 @@ class Prober:
             if at is None:
                 return  # nothing left to probe for this instance (startup passed, held)
             await asyncio.sleep(max(0.0, at - self.clock()))
-            types = health.due_types(self.clock())
+            began = self.clock()
+            types = health.due_types(began)
             outcomes = await asyncio.gather(*(self._probe(item, t) for t in types))
             changed = False
             for t, outcome in zip(types, outcomes, strict=True):
                 self._tell(item, t, outcome)
-                changed |= health.record(t, outcome.result, self.clock())
+                # Timed from its start, so a slow probe does not stretch the period.
+                changed |= health.record(t, outcome.result, began)
                 if health.failed is t:
                     item.message = outcome.output
             if changed:
