@@ -13,6 +13,7 @@ import docker
 import pytest
 
 from raftkube.api import conditions, kinds
+from raftkube.cli import local
 from raftkube.client import rest, transport
 from tests.cluster.harness import Cluster, wait_for
 
@@ -26,14 +27,15 @@ POD_LABEL = "io.raftkube.pod.name"
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """3 masters and one Docker agent; `rk down` removes the cluster's containers, pass
-    or fail."""
+    """3 masters and one Docker agent; stopped, and the cluster's containers removed
+    (as `rk down` does), pass or fail."""
     c = Cluster(str(tmp_path_factory.mktemp("probes")))
     try:
         c.up(agents=1, runtime="docker", agent_args=["--crash-backoff-base", "1"])
         yield c
     finally:
         c.down()
+        local.remove_containers(state_dir=c.state_dir)
 
 
 @pytest.fixture
