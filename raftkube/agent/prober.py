@@ -6,7 +6,9 @@ probe is due (`probes.Health` decides when and what a result means), runs it, an
 the kubelet back with the pod's key when the instance's verdict changes (it became
 ready, or failed its liveness probe): nothing polls the API or the prober. An instance
 that stops running, or is replaced by its restart, has its task cancelled and its
-results dropped; a restart starts from Kubernetes' initial values again.
+results dropped; a restart starts from Kubernetes' initial values again. An instance
+found running when the agent starts (it outlived the agent) carries on from the status
+the API has for it (started, ready), so an agent restart changes no pod's readiness.
 
 The handlers, as the kubelet runs them:
 
@@ -106,6 +108,14 @@ class _Instance:
     errored: set[probes.ProbeType] = field(default_factory=set)
 
 
+def _reported(pod: Obj, name: str) -> Obj:
+    """The container's status as the API has it (empty if none)."""
+    for s in (pod.get("status") or {}).get("containerStatuses") or []:
+        if isinstance(s, dict) and s.get("name") == name:
+            return s
+    return {}
+
+
 class Prober:
     """Runs the probes of every running container instance of one node."""
 
@@ -152,6 +162,11 @@ class Prober:
         except probes.ProbeError as e:
             health = None
             self.events.event(pod, "Warning", "Unhealthy", f"Probe errored: {e}")
+        reported = _reported(pod, c["name"])
+        if health is not None and reported.get("containerID") == instance.id:
+            # This instance ran before the agent restarted: carry on from its status.
+            health.resume(started=reported.get("started") is True,
+                          ready=reported.get("ready") is True, at=self.clock())
         item = _Instance(f"{meta.get('namespace', '')}/{meta['name']}", pod, c, instance, ip,
                          health)
         self._instances[k] = item

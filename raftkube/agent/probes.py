@@ -20,7 +20,10 @@ instance with a fresh `Health`), following the kubelet's prober workers:
   liveness nor readiness runs; once it succeeds it runs no more;
 - a liveness or startup probe that fails past its threshold asks for the container to
   be killed (`failed`) and then holds: it never runs again for this instance;
-- a container is `ready` when it is started and its readiness probe (if any) says so.
+- a container is `ready` when it is started and its readiness probe (if any) says so;
+- an instance the agent finds running after it restarted resumes from what it last
+  reported (`resume`), as KEP-4781 has the kubelet do: a restart of the agent takes no
+  ready pod out of its Services, and runs no startup probe again.
 """
 
 from __future__ import annotations
@@ -287,6 +290,18 @@ class Health:
             if tracker is not None and tracker.result is Result.FAILURE:
                 return t
         return None
+
+    def resume(self, *, started: bool, ready: bool, at: float) -> None:
+        """Carry on from what was reported of this instance before the agent restarted:
+        started (its startup probe passed) and ready (its readiness probe passed); the
+        next results count from there."""
+        startup = self.trackers.get(ProbeType.STARTUP)
+        if started and startup is not None:
+            startup.result = Result.SUCCESS
+            self.started_since = at
+        readiness = self.trackers.get(ProbeType.READINESS)
+        if ready and self.started and readiness is not None:
+            readiness.result = Result.SUCCESS
 
     def _state(self) -> tuple[bool, bool, ProbeType | None]:
         return self.started, self.ready, self.failed

@@ -371,3 +371,18 @@ def test_probe_results_are_served_with_the_agents_metrics() -> None:
     body, _ = served.render({})
     assert b'raftkube_agent_probe_total{probe_type="Liveness",result="failed"} 1.0' in body
     assert b"raftkube_agent_probe_duration_seconds_bucket" in body
+
+
+async def test_an_agent_restart_keeps_a_ready_container_ready() -> None:
+    first = Setup(probed(readinessProbe={**CAT, "failureThreshold": 3}))
+    status = await first.sync()
+    first.prober.forget("uid-p-0001")  # that agent is gone
+    ran = {**probed(readinessProbe={**CAT, "failureThreshold": 3}), "status": status}
+    ran["status"]["containerStatuses"][0]["ready"] = True  # as the probe had said
+    async with running(ran) as s:  # a new agent: the container outlived the old one
+        await s.runtime.recover([ran])
+        s.runtime.answer = MISSING
+        status = await s.sync()
+        assert condition(status, "Ready") == "True" and s.runtime.starts == 0
+        await s.notified()  # failureThreshold failures later
+        assert condition(await s.sync(), "Ready") == "False"

@@ -181,3 +181,16 @@ def test_passing_runs_forward_as_if_every_probe_passed() -> None:
     assert probes.passing(h, 103) == 104 and not h.started
     assert probes.passing(h, 106) == 109 and h.started and not h.ready
     assert probes.passing(h, 109) is None and h.ready
+
+
+def test_an_instance_resumes_from_what_it_reported_before_the_agent_restarted() -> None:
+    h = probes.Health({T.STARTUP: probe(), T.READINESS: probe(period=5, failure_threshold=2),
+                       T.LIVENESS: probe()}, started_at=100)
+    h.resume(started=True, ready=True, at=500)
+    assert (h.started, h.ready) == (True, True)
+    assert h.due_at(T.STARTUP) is None and h.due_at(T.READINESS) == 500  # probed at once
+    assert h.record(T.READINESS, F, 500) is False  # one failure of two: still ready
+    assert h.record(T.READINESS, F, 505) is True and not h.ready
+    fresh = probes.Health({T.READINESS: probe()}, started_at=100)
+    fresh.resume(started=True, ready=False, at=500)
+    assert not fresh.ready
