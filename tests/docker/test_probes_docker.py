@@ -1,20 +1,20 @@
-"""Probes on real containers: `rk up --agents 1 --runtime docker`, busybox pods whose
-liveness probe starts failing (the container is killed and restarted, with the kubelet's
-Events) and whose readiness probe takes the pod out of its Service's EndpointSlice and
-back in."""
+"""Probes on real containers, on the docker tier's cluster (3 masters, 2 Docker agents):
+a busybox pod whose liveness probe starts failing (the container is killed and
+restarted, with the kubelet's Events), and one whose readiness probe takes it out of its
+Service's EndpointSlice and back in."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import docker
 import pytest
 
+from raftkube.agent import dockerspec as ds
 from raftkube.api import conditions, kinds
 from raftkube.cli import local
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from tests.cluster.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.docker
@@ -22,40 +22,18 @@ pytestmark = pytest.mark.docker
 Obj = dict[str, Any]
 IMAGE = "busybox:1.36"
 WAIT = 120.0  # 2 shared cores, a Docker engine and 3 masters: generous
-POD_LABEL = "io.raftkube.pod.name"
 
 
-@pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """3 masters and one Docker agent; stopped, and the cluster's containers removed
-    (as `rk down` does), pass or fail."""
-    c = Cluster(str(tmp_path_factory.mktemp("probes")))
-    try:
-        c.up(agents=1, runtime="docker", agent_args=["--crash-backoff-base", "1"])
-        yield c
-    finally:
-        c.down()
-        local.remove_containers(state_dir=c.state_dir)
-
-
-@pytest.fixture
-async def api(cluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(cluster.url.values()), cluster.token) as tp:
-        yield rest.RestClient(tp)
-
-
-def engine_exec(pod_name: str, command: list[str]) -> None:
-    """Run `command` in the running app container of pod `pod_name`, as a user would
-    with `docker exec`."""
-    client = docker.from_env()
-    try:
-        found = [c for c in client.containers.list(filters={"label": f"{POD_LABEL}={pod_name}"})
-                 if c.labels.get("io.raftkube.kind") == "container"]
-        assert found, f"no running container of pod {pod_name}"
-        code, output = found[0].exec_run(command)
-        assert code == 0, output
-    finally:
-        client.close()
+def engine_exec(dockerc: docker.DockerClient, c: Cluster, pod_name: str,
+                command: list[str]) -> None:
+    """Run `command` in the running app container of pod `pod_name` of cluster `c`, as a
+    user would with `docker exec`."""
+    found = dockerc.containers.list(filters={"label": [
+        f"{ds.CLUSTER}={local.cluster_id(c.state_dir)}", f"{ds.POD_NAME}={pod_name}",
+        f"{ds.KIND}={ds.CONTAINER}"]})
+    assert found, f"no running container of pod {pod_name}"
+    code, output = found[0].exec_run(command)
+    assert code == 0, output
 
 
 async def events_of(api: rest.RestClient, name: str) -> list[tuple[str, str]]:
@@ -64,7 +42,8 @@ async def events_of(api: rest.RestClient, name: str) -> list[tuple[str, str]]:
             if (e.get("involvedObject") or {}).get("name") == name]
 
 
-async def test_a_failing_liveness_probe_restarts_the_container(api: rest.RestClient) -> None:
+async def test_a_failing_liveness_probe_restarts_the_container(
+        api: rest.RestClient, dcluster: Cluster, dockerc: docker.DockerClient) -> None:
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "alive"},
            "spec": {"terminationGracePeriodSeconds": 2, "containers": [{
                "name": "c", "image": IMAGE,
@@ -85,7 +64,7 @@ async def test_a_failing_liveness_probe_restarts_the_container(api: rest.RestCli
     assert (await api.get(kinds.POD, "default", "alive"))["status"][
         "containerStatuses"][0]["restartCount"] == 0
 
-    engine_exec("alive", ["rm", "/tmp/healthy"])
+    engine_exec(dockerc, dcluster, "alive", ["rm", "/tmp/healthy"])
 
     async def restarted() -> Obj | None:
         got = await running()
@@ -112,7 +91,7 @@ async def test_a_failing_liveness_probe_restarts_the_container(api: rest.RestCli
 
 
 async def test_an_unready_pod_leaves_its_endpointslice_and_comes_back(
-        api: rest.RestClient) -> None:
+        api: rest.RestClient, dcluster: Cluster, dockerc: docker.DockerClient) -> None:
     script = "mkdir -p /www && echo ok > /www/ready && exec httpd -f -p 8080 -h /www"
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "web", "labels": {"app": "web"}},
@@ -143,7 +122,7 @@ async def test_an_unready_pod_leaves_its_endpointslice_and_comes_back(
     assert up["addresses"] == [pod_now["status"]["podIP"]]
     assert conditions.is_true(pod_now, "Ready")
 
-    engine_exec("web", ["rm", "/www/ready"])  # httpd answers 404 from now on
+    engine_exec(dockerc, dcluster, "web", ["rm", "/www/ready"])  # httpd answers 404 from now on
     await wait_for(lambda: endpoint(False), timeout=WAIT, what="the endpoint unready", every=0.5)
     pod_now = await api.get(kinds.POD, "default", "web")
     assert not conditions.is_true(pod_now, "Ready")
@@ -151,5 +130,5 @@ async def test_an_unready_pod_leaves_its_endpointslice_and_comes_back(
     assert ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 404") \
         in await events_of(api, "web")
 
-    engine_exec("web", ["sh", "-c", "echo ok > /www/ready"])
+    engine_exec(dockerc, dcluster, "web", ["sh", "-c", "echo ok > /www/ready"])
     await wait_for(lambda: endpoint(True), timeout=WAIT, what="the endpoint ready again", every=0.5)

