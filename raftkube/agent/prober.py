@@ -262,6 +262,9 @@ class Prober:
             outcome = await self._handle(item, probe)
         except probes.ProbeError as e:
             outcome = Outcome(probes.Result.UNKNOWN, str(e))
+        except Exception as e:  # a bug must not end this instance's probing silently
+            log.exception("%s %s: %s probe", item.key, item.container["name"], t.value)
+            outcome = Outcome(probes.Result.UNKNOWN, f"{type(e).__name__}: {e}")
         if self.metrics is not None:
             self.metrics.observe(t, outcome.result, time.monotonic() - began)
         return outcome
@@ -270,13 +273,14 @@ class Prober:
         h = probe.handler
         if isinstance(h, probes.Exec):
             return await self._exec(item, h, probe.timeout)
-        if isinstance(h, probes.HTTPGet):
+        if isinstance(h, probes.HTTPGet | probes.TCPSocket):
             port = probes.container_port(h.port, item.container)
-            return await http_probe(self._client(), h, h.host or item.ip, port,
-                                    probe.timeout)
-        if isinstance(h, probes.TCPSocket):
-            port = probes.container_port(h.port, item.container)
-            return await tcp_probe(h.host or item.ip, port, probe.timeout)
+            host = h.host or item.ip
+            if not host:
+                raise probes.ProbeError("the pod has no IP to probe")
+            if isinstance(h, probes.HTTPGet):
+                return await http_probe(self._client(), h, host, port, probe.timeout)
+            return await tcp_probe(host, port, probe.timeout)
         return Outcome(probes.Result.UNKNOWN, "grpc probes are not supported by this agent")
 
     async def _exec(self, item: _Instance, h: probes.Exec, timeout: float) -> Outcome:

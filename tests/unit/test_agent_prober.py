@@ -386,3 +386,15 @@ async def test_an_agent_restart_keeps_a_ready_container_ready() -> None:
         assert condition(status, "Ready") == "True" and s.runtime.starts == 0
         await s.notified()  # failureThreshold failures later
         assert condition(await s.sync(), "Ready") == "False"
+
+
+async def test_a_probe_that_breaks_is_an_error_and_probing_goes_on() -> None:
+    async with running(probed(readinessProbe=CAT)) as s:
+        s.runtime.answer = ValueError("a bug")  # not a RuntimeFailure: unexpected
+        await s.sync()
+        s.events()
+        await asyncio.sleep(0.3)
+        assert s.events() == [("Unhealthy", "Readiness probe errored: ValueError: a bug")]
+        s.runtime.answer = rt.ExecResult(0, b"")
+        await s.notified()
+        assert condition(await s.sync(), "Ready") == "True"
