@@ -121,8 +121,12 @@ class Prober:
 
     def __init__(self, *, runtime: rt.ContainerRuntime, events: ev.EventRecorder,
                  metrics: ProbeMetrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_execs: int = 8) -> None:
         self.runtime = runtime
+        # Exec probes run in the runtime's own workers, which the kubelet's sync needs
+        # too: at most `max_execs` at once, so a slow engine cannot starve the kubelet.
+        # The wait for a turn is not part of the probe's timeout.
+        self._execs = asyncio.Semaphore(max_execs)
         self.events = events
         self.metrics = metrics
         self.clock = clock
@@ -285,10 +289,11 @@ class Prober:
 
     async def _exec(self, item: _Instance, h: probes.Exec, timeout: float) -> Outcome:
         try:
-            # The runtime keeps the timeout; this one only stops a runtime that does not.
-            done = await asyncio.wait_for(
-                self.runtime.exec_sync(item.instance.pod_uid, item.instance.name,
-                                       h.command, timeout=timeout), timeout + 5)
+            async with self._execs:
+                # The runtime keeps the timeout; this one stops a runtime that does not.
+                done = await asyncio.wait_for(
+                    self.runtime.exec_sync(item.instance.pod_uid, item.instance.name,
+                                           h.command, timeout=timeout), timeout + 5)
         except (rt.RuntimeFailure, TimeoutError) as e:
             return Outcome(probes.Result.FAILURE,
                            _cut(str(e) or f"command {list(h.command)} timed out"))

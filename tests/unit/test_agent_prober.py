@@ -37,25 +37,33 @@ class ExecRuntime(simulated.SimulatedRuntime):
         super().__init__(pod_cidr="10.244.1.0/24", host_ip="192.0.2.10", clock=time.time)
         self.answer: rt.ExecResult | Exception = rt.ExecResult(0, b"")
         self.calls: list[tuple[str, tuple[str, ...], float]] = []
+        self.delay = 0.0
+        self.running = self.peak = 0
 
     async def exec_sync(self, pod_uid: str, name: str, command: Sequence[str], *,
                         timeout: float) -> rt.ExecResult:
         await super().exec_sync(pod_uid, name, command, timeout=timeout)
         self.calls.append((name, tuple(command), timeout))
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.running -= 1
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
 
 
 class Setup:
-    def __init__(self, p: Obj) -> None:
+    def __init__(self, p: Obj, max_execs: int = 8) -> None:
         self.f = Fixture()
         self.f.seed(kinds.POD, p)
         self.runtime = ExecRuntime()
         self.registry = prom.CollectorRegistry()
         self.prober = prober.Prober(runtime=self.runtime, events=self.f.events,
                                     metrics=prober.ProbeMetrics(self.registry),
-                                    clock=time.time)
+                                    clock=time.time, max_execs=max_execs)
         self.kubelet = Kubelet(
             node_name="n1", host_ip="192.0.2.10", client=self.f.client,  # type: ignore[arg-type]
             runtime=self.runtime, prober=self.prober, events=self.f.events, clock=time.time,
@@ -86,8 +94,8 @@ class Setup:
 
 
 @contextlib.asynccontextmanager
-async def running(p: Obj) -> AsyncIterator[Setup]:
-    s = Setup(p)
+async def running(p: Obj, max_execs: int = 8) -> AsyncIterator[Setup]:
+    s = Setup(p, max_execs)
     task = asyncio.ensure_future(s.prober.run())
     try:
         yield s
@@ -398,3 +406,15 @@ async def test_a_probe_that_breaks_is_an_error_and_probing_goes_on() -> None:
         s.runtime.answer = rt.ExecResult(0, b"")
         await s.notified()
         assert condition(await s.sync(), "Ready") == "True"
+
+
+async def test_exec_probes_take_turns_past_the_limit() -> None:
+    p = pod(containers=("a", "b", "c"))
+    for c in p["spec"]["containers"]:
+        c["readinessProbe"] = CAT
+    async with running(p, max_execs=2) as s:
+        s.runtime.delay = 0.2
+        await s.sync()
+        await asyncio.sleep(1.0)
+        assert len(s.runtime.calls) >= 4 and s.runtime.peak == 2
+        assert s.count("Readiness", "failed") == 0  # waiting for a turn is no timeout
