@@ -5,7 +5,9 @@
 after another, each once it may (the next only after the one before exited 0); then
 start every container that has never run, and restart one that exited when the pod's
 `restartPolicy` says so (Always: whatever its exit code; OnFailure: a non-zero one;
-init containers restart unless the policy is Never).
+init containers restart unless the policy is Never). A container the kubelet killed
+because it failed its liveness or startup probe restarts unless the policy is Never,
+whatever it exited with (Kubernetes restarts it in the same sync that kills it).
 
 Restarts follow Kubernetes' crash-loop back-off (client-go's flowcontrol.Backoff, keyed
 by pod uid and container name): the first restart is at once; after that a container
@@ -24,6 +26,7 @@ and the engine's message): the kubelet puts it over the plan's reason.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,7 +160,10 @@ class Plan:
 
 
 def plan(pod: Obj, state: rt.PodState | None, *, now: float,
-         backoff: CrashBackoff, pulls: PullBackoff | None = None) -> Plan:
+         backoff: CrashBackoff, pulls: PullBackoff | None = None,
+         killed: Collection[str] = ()) -> Plan:
+    """`killed`: the containers whose newest instance the kubelet stopped because it
+    failed a probe."""
     spec = pod.get("spec") or {}
     policy = restart_policy(pod)
     out = Plan(sandbox=state is None)
@@ -180,7 +186,8 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
             return start(c, 0)
         if latest.state == rt.RUNNING:
             return "running"
-        if not restarts(policy, latest.exit_code, init=init):
+        forced = not init and c["name"] in killed and policy != "Never"
+        if not forced and not restarts(policy, latest.exit_code, init=init):
             return "done" if latest.exit_code == 0 else "failed"
         key = backoff_key(pod, c["name"])
         finished = latest.finished_at if latest.finished_at is not None else now

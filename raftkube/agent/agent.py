@@ -32,7 +32,19 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.agent import actions, dockerspec, hostinfo, kubelet, node, server, simulated, volumes
+from raftkube.agent import (
+    actions,
+    dockerspec,
+    hostinfo,
+    kubelet,
+    metrics,
+    node,
+    prober,
+    probes,
+    server,
+    simulated,
+    volumes,
+)
 from raftkube.agent import runtime as rt
 from raftkube.api import kinds
 from raftkube.client import events as ev
@@ -105,22 +117,27 @@ def architecture() -> str:
 
 def make_runtime(kind: str, *, pod_cidr: str, host_ip: str,
                  clock: Callable[[], float], node_name: str = "",
-                 options: AgentOptions | None = None
-                 ) -> tuple[rt.ContainerRuntime, rt.Prober]:
+                 options: AgentOptions | None = None) -> rt.ContainerRuntime:
     if kind == "simulated":
-        return (simulated.SimulatedRuntime(pod_cidr=pod_cidr, host_ip=host_ip, clock=clock),
-                simulated.SimulatedProber())
+        return simulated.SimulatedRuntime(pod_cidr=pod_cidr, host_ip=host_ip, clock=clock)
     if kind == "docker":
         from raftkube.agent import docker  # the docker SDK only where it is used
 
         opts = options or AgentOptions(servers=[])
-        # Readiness as the simulated prober answers it (running, after the readiness
-        # probe's initial delay) until real probes come (agent/prober.py).
-        return (docker.DockerRuntime(node_name=node_name, cluster=opts.cluster,
-                                     host_ip=host_ip, pause_image=opts.pause_image,
-                                     clock=clock),
-                simulated.SimulatedProber())
+        return docker.DockerRuntime(node_name=node_name, cluster=opts.cluster,
+                                    host_ip=host_ip, pause_image=opts.pause_image,
+                                    clock=clock)
     raise ValueError(f"--runtime: unknown runtime {kind!r} (known: {', '.join(RUNTIMES)})")
+
+
+def make_prober(runtime: rt.ContainerRuntime, *, events: ev.EventRecorder,
+                metrics: prober.ProbeMetrics | None,
+                clock: Callable[[], float]) -> probes.Prober:
+    """The simulated runtime's pod IPs are not real: its probes pass without being sent
+    (SimulatedProber); any other runtime's containers are probed for real."""
+    if isinstance(runtime, simulated.SimulatedRuntime):
+        return simulated.SimulatedProber()
+    return prober.Prober(runtime=runtime, events=events, metrics=metrics, clock=clock)
 
 
 class NodeAgent:
@@ -129,12 +146,13 @@ class NodeAgent:
     def __init__(self, *, name: str, token: str, tp: transport.Transport,
                  options: AgentOptions, pod_cidr: str, root_dir: str,
                  services: inf.Informer | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 probe_metrics: prober.ProbeMetrics | None = None) -> None:
         self.name = name
         self.client = rest.RestClient(tp, token=token)
-        self.runtime, prober = make_runtime(options.runtime, pod_cidr=pod_cidr,
-                                            host_ip=options.address, clock=clock,
-                                            node_name=name, options=options)
+        self.runtime = make_runtime(options.runtime, pod_cidr=pod_cidr,
+                                    host_ip=options.address, clock=clock,
+                                    node_name=name, options=options)
         config = node.NodeConfig(
             name=name, address=options.address, pod_cidr=pod_cidr,
             capacity=dict(options.capacity), labels=dict(options.labels),
@@ -148,9 +166,11 @@ class NodeAgent:
                                                 self.runtime, "images") else None)
         self._root_dir: str | None = None
         self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
+        self.prober = make_prober(self.runtime, events=self.events, metrics=probe_metrics,
+                                  clock=clock)
         self.kubelet = kubelet.Kubelet(
             node_name=name, host_ip=options.address, client=self.client,
-            runtime=self.runtime, prober=prober, events=self.events, clock=clock,
+            runtime=self.runtime, prober=self.prober, events=self.events, clock=clock,
             backoff=actions.CrashBackoff(base=options.crash_backoff_base,
                                          cap=options.crash_backoff_cap),
             relist_period=options.relist_period, allocatable=options.capacity,
@@ -181,6 +201,9 @@ class NodeAgent:
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
               stop: asyncio.Event | None = None) -> None:
     """Run the nodes (name, token) until `stop` is set (or forever)."""
+    # One registry for the process, served by its API at /metrics.
+    agent_metrics = metrics.AgentMetrics()
+    probe_metrics = prober.ProbeMetrics(agent_metrics.registry)
     cidrs = pod_cidrs(options.pod_cidr, len(nodes))
     # Requests wait out a master's restart or an election; the loops retry after that.
     # Nodes start on different masters (a kubelet talks to a load balancer), so that one
@@ -193,13 +216,13 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         services = inf.Informer(rest.RestClient(tp, token=nodes[0][1]), kinds.SERVICE)
         roots = root_dirs(options.root_dir, [name for name, _ in nodes])
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr,
-                            root_dir=root, services=services)
+                            root_dir=root, services=services, probe_metrics=probe_metrics)
                   for (name, token), cidr, root in zip(nodes, cidrs, roots, strict=True)]
         # The masters' way in (logs, exec, usage): up before the nodes register, so that
         # the port a Node advertises answers.
         api = server.AgentServer([
             server.Served(a.name, token, a.runtime, a.kubelet.pods.cache.list)
-            for a, (_, token) in zip(agents, nodes, strict=True)])
+            for a, (_, token) in zip(agents, nodes, strict=True)], agent_metrics=agent_metrics)
         runner = web.AppRunner(api.app(), access_log=None)
         await runner.setup()
         try:

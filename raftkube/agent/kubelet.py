@@ -29,9 +29,12 @@ again, and the pods using one that changed are enqueued (their volumes follow it
 pod waiting for one is retried every `config_retry` too. Timed changes the kubelet
 itself knows about (a back-off ending, a readiness delay passing) are enqueued for their
 time. A container whose image could not be had waits with the pull's reason
-(`actions.PullBackoff`) while the others start. A status the kubelet wrote is
-remembered until the informer catches up, so a reconcile in between starts from it
-rather than from the older cached pod.
+(`actions.PullBackoff`) while the others start. The prober (`probes.Prober`) is told
+which containers run after every sync and enqueues a pod whose probes' verdict changed:
+a container that turned ready or unready, or that failed its liveness or startup probe,
+which the next sync stops (`Killing`) and restarts as the pod's restartPolicy says. A
+status the kubelet wrote is remembered until the informer catches up, so a reconcile in
+between starts from it rather than from the older cached pod.
 """
 
 from __future__ import annotations
@@ -45,7 +48,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from raftkube.agent import actions, admission, configs, podconfig, podenv, podstatus, volumes
+from raftkube.agent import (
+    actions,
+    admission,
+    configs,
+    podconfig,
+    podenv,
+    podstatus,
+    probes,
+    volumes,
+)
 from raftkube.agent import runtime as rt
 from raftkube.api import kinds
 from raftkube.client import events as ev
@@ -78,7 +90,7 @@ class Kubelet:
     name = "kubelet"
 
     def __init__(self, *, node_name: str, host_ip: str, client: rest.RestClient,
-                 runtime: rt.ContainerRuntime, prober: rt.Prober,
+                 runtime: rt.ContainerRuntime, prober: probes.Prober,
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
                  backoff: actions.CrashBackoff | None = None,
                  pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
@@ -124,6 +136,9 @@ class Kubelet:
                 clock=clock),
             host_ip=host_ip, allocatable=self.allocatable)
         self._config_told: set[tuple[str, str, str]] = set()  # (uid, what, message)
+        # pod uid -> container -> the attempt this kubelet stopped for failing a probe
+        self._killed: dict[str, dict[str, int]] = {}
+        self.prober.subscribe(lambda key: self.queue.add(key))
         self.pods.add_handler(inf.Handler(
             add=self._enqueue, update=lambda _old, new: self._enqueue(new),
             delete=self._enqueue))
@@ -144,6 +159,7 @@ class Kubelet:
             group.create_task(self.pods.run())
             if self._own_services:
                 group.create_task(self.services.run())
+            group.create_task(self.prober.run())
             await self.pods.wait_synced()
             # A container's service variables are those of the Services that exist when
             # it starts: none starts before the Services have been listed once.
@@ -268,6 +284,7 @@ class Kubelet:
     async def _sync(self, key: str, pod: Obj, state: rt.PodState | None) -> None:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
+        state = await self._kill_unhealthy(key, pod, state)
         rounds = len(actions.named(spec.get("initContainers"))) + 2
         plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
                             pulls=self.pulls)
@@ -286,7 +303,7 @@ class Kubelet:
         failures: dict[str, tuple[str, str]] = {}
         for _ in range(rounds):  # init containers run one after another
             plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
-                                pulls=self.pulls)
+                                pulls=self.pulls, killed=self._killed_now(uid, state))
             plan.start = [(c, a) for c, a in plan.start if c["name"] not in failures]
             if plan.idle or prepared is None:
                 break
@@ -298,8 +315,10 @@ class Kubelet:
                 raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
         plan.waiting.update(failures)
+        self.prober.track(pod, state)
         now = self.clock()
         ready: dict[str, bool] = {}
+        started: dict[str, bool] = {}
         recheck = plan.recheck
         unmade = any(reason == podenv.CONFIG_ERROR for reason, _ in failures.values())
         if unmade or prepared is None:  # retried; sooner if an object it reads changes
@@ -308,12 +327,14 @@ class Kubelet:
         for c in actions.named(spec.get("containers")):
             latest = state.latest(c["name"]) if state is not None else None
             if latest is not None:
-                ready[c["name"]], at = self.prober.ready(pod, c, latest, now)
-                if at is not None:
-                    recheck = at if recheck is None else min(recheck, at)
+                verdict = self.prober.verdict(pod, c, latest, now)
+                ready[c["name"]], started[c["name"]] = verdict.ready, verdict.started
+                if verdict.recheck is not None:
+                    recheck = verdict.recheck if recheck is None \
+                        else min(recheck, verdict.recheck)
         self._tell_backoffs(pod, state, plan)
         status = podstatus.pod_status(pod, state, now=now, host_ip=self.host_ip,
-                                      ready=ready, plan=plan)
+                                      ready=ready, plan=plan, started=started)
         if status != pod.get("status"):
             try:
                 self._written[key] = await self.client.update_status(
@@ -381,6 +402,48 @@ class Kubelet:
             self._config_told = {t for t in self._config_told
                                  if t[0] != uid or t[1] != reason}
 
+    async def _kill_unhealthy(self, key: str, pod: Obj, state: rt.PodState | None
+                              ) -> rt.PodState | None:
+        """Stop every running container whose liveness or startup probe failed for good,
+        with the probe's grace period or else the pod's; the plan restarts it."""
+        if state is None:
+            return state
+        uid = pod["metadata"]["uid"]
+        spec = pod.get("spec") or {}
+        now = self.clock()
+        stopped = False
+        for c in actions.named(spec.get("containers")):
+            latest = state.latest(c["name"])
+            if latest is None or latest.state != rt.RUNNING:
+                continue
+            verdict = self.prober.verdict(pod, c, latest, now)
+            if verdict.kill is None:
+                continue
+            message = f"Container {c['name']} failed {verdict.kill.value.lower()} probe"
+            if actions.restart_policy(pod) != "Never":
+                message += ", will be restarted"
+            self.events.event(pod, "Normal", "Killing", message)
+            grace = verdict.grace if verdict.grace is not None else \
+                float(spec.get("terminationGracePeriodSeconds", 30) or 0)
+            await self.runtime.stop_container(uid, c["name"], grace=grace)
+            self._killed.setdefault(uid, {})[c["name"]] = latest.attempt
+            stopped = True
+        if not stopped:
+            return state
+        return next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+
+    def _killed_now(self, uid: str, state: rt.PodState | None) -> set[str]:
+        """The containers whose newest instance was stopped for failing a probe."""
+        killed = self._killed.get(uid) or {}
+        out = set()
+        for name, attempt in list(killed.items()):
+            latest = state.latest(name) if state is not None else None
+            if latest is not None and latest.attempt == attempt:
+                out.add(name)
+            else:
+                del killed[name]  # restarted since, or gone
+        return out
+
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]
         for name, (reason, message) in plan.waiting.items():
@@ -404,6 +467,8 @@ class Kubelet:
         self._admitted.discard(uid)
         self._told = {t for t in self._told if t[0] != uid}
         self._config_told = {t for t in self._config_told if t[0] != uid}
+        self._killed.pop(uid, None)
+        self.prober.forget(uid)
 
     async def _finish(self, pod: Obj, state: rt.PodState | None) -> None:
         """Stop what runs of a pod being deleted, then delete it with grace 0."""

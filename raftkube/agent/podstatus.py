@@ -40,9 +40,11 @@ def terminated(c: rt.Container) -> Obj:
 
 
 def container_status(c: Obj, state: rt.PodState | None, *, ready: bool,
-                     waiting: tuple[str, str] | None, pending: str) -> Obj:
+                     waiting: tuple[str, str] | None, pending: str,
+                     started: bool = True) -> Obj:
     """One entry of containerStatuses; `pending` is the reason of a container that has
-    not run yet (ContainerCreating, PodInitializing)."""
+    not run yet (ContainerCreating, PodInitializing); `started` is False for a running
+    container whose startup probe has not passed yet."""
     latest = state.latest(c["name"]) if state is not None else None
     out: Obj = {"name": c["name"], "image": str(c.get("image") or ""), "imageID": "",
                 "ready": False, "restartCount": 0, "started": False,
@@ -60,7 +62,7 @@ def container_status(c: Obj, state: rt.PodState | None, *, ready: bool,
     if previous is not None and previous.state == rt.EXITED:
         out["lastState"] = {"terminated": terminated(previous)}
     if latest.state == rt.RUNNING:
-        out.update(ready=ready, started=True,
+        out.update(ready=ready, started=started,
                    state={"running": {"startedAt": rfc3339(latest.started_at)}})
     else:
         out["state"] = {"terminated": terminated(latest)}
@@ -107,7 +109,10 @@ def _unready(names: list[str]) -> str:
 
 
 def pod_status(pod: Obj, state: rt.PodState | None, *, now: float, host_ip: str,
-               ready: Mapping[str, bool], plan: actions.Plan) -> Obj:
+               ready: Mapping[str, bool], plan: actions.Plan,
+               started: Mapping[str, bool] | None = None) -> Obj:
+    """`ready` and `started` are the probes' verdicts on the running containers (a
+    container `started` does not name has started once it runs)."""
     spec = pod.get("spec") or {}
     status: Obj = copy.deepcopy(pod.get("status") or {})
     init_specs = actions.named(spec.get("initContainers"))
@@ -118,6 +123,7 @@ def pod_status(pod: Obj, state: rt.PodState | None, *, now: float, host_ip: str,
         s["ready"] = _init_done(s)
     initialized = all(_init_done(s) for s in init)
     main = [container_status(c, state, ready=ready.get(c["name"], False),
+                             started=(started or {}).get(c["name"], True),
                              waiting=plan.waiting.get(c["name"]),
                              pending="ContainerCreating" if initialized else "PodInitializing")
             for c in main_specs]

@@ -226,11 +226,3 @@ class ContainerRuntime(Protocol):
     async def usage(self) -> list[ContainerUsage]:
         """What each running container uses now (for `rk top` and the agent's summary)."""
 
-
-class Prober(Protocol):
-    """Whether a running container passes its readiness probe now, and when to ask
-    again (None: its answer cannot change by itself). Real probes come with Docker."""
-
-    def ready(self, pod: Obj, container: Obj, instance: Container, now: float
-              ) -> tuple[bool, float | None]:
-        ...

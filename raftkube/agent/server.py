@@ -75,11 +75,12 @@ def _int(q: Mapping[str, str], name: str) -> int | None:
 
 
 class AgentServer:
-    def __init__(self, nodes: list[Served], *, clock: Callable[[], float] = time.time
-                 ) -> None:
+    def __init__(self, nodes: list[Served], *, clock: Callable[[], float] = time.time,
+                 agent_metrics: metrics.AgentMetrics | None = None) -> None:
         self.nodes = {n.name: n for n in nodes}
         self.clock = clock
-        self.metrics = metrics.AgentMetrics()
+        # The process's registry: the prober counts on it too.
+        self.metrics = agent_metrics or metrics.AgentMetrics()
         self._samples: dict[tuple[str, str], rt.ContainerUsage] = {}
 
     def app(self) -> web.Application:

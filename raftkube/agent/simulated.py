@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from raftkube.agent import probes
 from raftkube.agent import runtime as rt
 from raftkube.api import channels
 from raftkube.api.timestamps import parse_time, rfc3339
@@ -347,19 +348,31 @@ class SimulatedExec:
 
 
 class SimulatedProber:
-    """Every probe passes: a container is ready once its readiness probe's
-    initialDelaySeconds have passed since it started (at once without a probe)."""
+    """Every probe passes, when it is first due: a container is started once its startup
+    probe's initialDelaySeconds have passed, and ready once its readiness probe has
+    passed successThreshold times after that (at once without probes). Nothing runs:
+    the answer is computed from the clock (`probes.passing`), and the kubelet is told
+    when to ask again. Simulated pod IPs are not real, so no probe is sent anywhere."""
 
-    def ready(self, pod: Obj, container: Obj, instance: rt.Container, now: float
-              ) -> tuple[bool, float | None]:
+    def subscribe(self, notify: Callable[[str], None]) -> None:
+        pass  # nothing changes but with time, and `verdict` says when
+
+    def track(self, pod: Obj, state: rt.PodState | None) -> None:
+        pass
+
+    def forget(self, pod_uid: str) -> None:
+        pass
+
+    async def run(self) -> None:
+        await asyncio.Future()  # holds nothing; ends when cancelled
+
+    def verdict(self, pod: Obj, container: Obj, instance: rt.Container, now: float
+                ) -> probes.Verdict:
         if instance.state != rt.RUNNING:
-            return False, None
-        probe = container.get("readinessProbe")
-        delay = 0.0
-        if isinstance(probe, dict):
-            try:
-                delay = float(probe.get("initialDelaySeconds") or 0)
-            except (TypeError, ValueError):
-                delay = 0.0
-        at = instance.started_at + delay
-        return (True, None) if now >= at else (False, at)
+            return probes.Verdict(ready=False, started=False)
+        try:
+            health = probes.Health(probes.probes_of(container), started_at=instance.started_at)
+        except probes.ProbeError:
+            return probes.Verdict(ready=False, started=False)  # it could never pass
+        recheck = probes.passing(health, now)
+        return probes.Verdict(ready=health.ready, started=health.started, recheck=recheck)

@@ -138,13 +138,34 @@ async def test_a_recovered_container_still_exits_on_time() -> None:
     assert latest is not None and latest.state == rt.EXITED
 
 
+def _answer(p: dict, c: rt.Container, now: float) -> tuple[bool, bool, float | None]:
+    v = simulated.SimulatedProber().verdict(p, p["spec"]["containers"][0], c, now)
+    assert v.kill is None
+    return v.ready, v.started, v.recheck
+
+
 def test_the_prober_passes_once_the_initial_delay_has_passed() -> None:
-    prober = simulated.SimulatedProber()
     p = pod(ready_delay=3)
     c = rt.Container("u", "c", 0, "id", "i", "iid", rt.RUNNING, T0)
-    assert prober.ready(p, p["spec"]["containers"][0], c, T0 + 1) == (False, T0 + 3)
-    assert prober.ready(p, p["spec"]["containers"][0], c, T0 + 3) == (True, None)
-    assert prober.ready(pod(), pod()["spec"]["containers"][0], c, T0) == (True, None)
+    assert _answer(p, c, T0 + 1) == (False, True, T0 + 3)
+    assert _answer(p, c, T0 + 3) == (True, True, None)
+    assert _answer(pod(), c, T0) == (True, True, None)
+
+
+def test_the_simulated_startup_probe_gates_readiness_and_thresholds_count() -> None:
+    p = pod()
+    p["spec"]["containers"][0].update(
+        startupProbe={"exec": {"command": ["true"]}, "initialDelaySeconds": 5},
+        readinessProbe={"tcpSocket": {"port": 80}, "initialDelaySeconds": 2,
+                        "periodSeconds": 4, "successThreshold": 3})
+    c = rt.Container("u", "c", 0, "id", "i", "iid", rt.RUNNING, T0)
+    # started at T0+5; readiness passes at +5, +9, +13: ready from T0+13
+    assert _answer(p, c, T0 + 1) == (False, False, T0 + 5)
+    assert _answer(p, c, T0 + 5) == (False, True, T0 + 9)
+    assert _answer(p, c, T0 + 12) == (False, True, T0 + 13)
+    assert _answer(p, c, T0 + 13) == (True, True, None)
+    exited = rt.Container("u", "c", 0, "id", "i", "iid", rt.EXITED, T0)
+    assert _answer(p, exited, T0 + 20) == (False, False, None)
 
 
 @pytest.mark.parametrize(("notes", "want"), [
