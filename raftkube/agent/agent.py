@@ -23,7 +23,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from raftkube.agent import actions, kubelet, node, simulated
+import prometheus_client as prom
+
+from raftkube.agent import actions, dns, kubelet, network, node, services, simulated
 from raftkube.agent import runtime as rt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
@@ -47,6 +49,42 @@ class AgentOptions:
     relist_period: float = 1.0
     crash_backoff_base: float = 10.0
     crash_backoff_cap: float = 300.0
+    # Service networking (services.py); None: chosen from the runtime (service_options)
+    service_network: bool = True
+    agent_name: str = ""  # names the agent's packet rules; "" is its first node's name
+    proxy_address: str | None = None  # "": no ClusterIP listeners
+    iptables: bool | None = None
+    cluster_domain: str = "cluster.local"
+    cluster_dns: str = services.CLUSTER_DNS
+    dns_port: int = 0
+    dns_upstreams: list[str] | None = None
+    relay_port: int | None = None
+
+
+def service_options(options: AgentOptions) -> services.ServiceOptions:
+    """The service networking of an agent, defaults resolved: real pods (any runtime
+    but the simulated one) get ClusterIP listeners on the Docker bridge's gateway, the
+    packet rules that lead to them, and the relay; the host's resolvers are the DNS
+    forwarders (minus the addresses that would send a query back to us)."""
+    real = options.runtime != "simulated"
+    proxy_address = options.proxy_address
+    if proxy_address is None:
+        proxy_address = network.interface_ipv4(network.DOCKER_BRIDGE) if real else None
+    iptables = options.iptables
+    if iptables is None:
+        iptables = real and bool(proxy_address)
+    upstreams = options.dns_upstreams
+    if upstreams is None:
+        upstreams = [u for u in dns.host_resolvers()
+                     if u not in (options.cluster_dns, proxy_address, options.address)]
+    relay_port = options.relay_port
+    if relay_port is None:
+        relay_port = services.RELAY_PORT if real else 0
+    return services.ServiceOptions(
+        node_address=options.address, proxy_address=proxy_address or None,
+        iptables=iptables, cluster_domain=options.cluster_domain,
+        cluster_dns=options.cluster_dns, dns_port=options.dns_port,
+        dns_upstreams=list(upstreams), relay_port=relay_port)
 
 
 def node_names(name: str, count: int) -> list[str]:
@@ -112,8 +150,10 @@ class NodeAgent:
 
 
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
-              stop: asyncio.Event | None = None) -> None:
-    """Run the nodes (name, token) until `stop` is set (or forever)."""
+              stop: asyncio.Event | None = None,
+              registry: prom.CollectorRegistry | None = None) -> None:
+    """Run the nodes (name, token) until `stop` is set (or forever); the process's
+    metrics go to `registry` (a registry of this run's own if None)."""
     cidrs = pod_cidrs(options.pod_cidr, len(nodes))
     # Requests wait out a master's restart or an election; the loops retry after that.
     # Nodes start on different masters (a kubelet talks to a load balancer), so that one
@@ -124,7 +164,18 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
-        tasks = [asyncio.ensure_future(a.run()) for a in agents]
+        tasks = []
+        if options.service_network:
+            # One service network per process: the nodes of a process share its address.
+            net = services.ServiceNetwork(
+                node=options.agent_name or agents[0].name, client=agents[0].client,
+                options=service_options(options),
+                registry=registry if registry is not None else prom.CollectorRegistry(),
+                pod_ips=lambda: services.sandbox_ips([a.runtime for a in agents]))
+            for a in agents:
+                a.kubelet.network = net
+            tasks.append(asyncio.ensure_future(net.run()))
+        tasks += [asyncio.ensure_future(a.run()) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             done, _ = await asyncio.wait(tasks + ([waiter] if waiter else []),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import struct
 import typing
@@ -124,6 +125,14 @@ def upstream_address(text: str) -> tuple[str, int]:
         host, _, port = text.partition(":")
         return host, int(port)
     return text, 53
+
+
+def check_upstream(text: str) -> None:
+    """ValueError saying what is wrong with an upstream's address."""
+    host, port = upstream_address(text)
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
 
 
 class _Exchange(asyncio.DatagramProtocol):

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from raftkube.agent import actions, admission, podstatus
 from raftkube.agent import runtime as rt
@@ -62,6 +62,16 @@ def _fingerprint(state: rt.PodState) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted((c.name, c.attempt, c.state) for c in state.containers))
 
 
+class PodNetwork(Protocol):
+    """What the kubelet asks of the node's service networking (services.py)."""
+
+    def sandbox_config(self, pod: Obj) -> rt.SandboxConfig:
+        """The pod's sandbox settings for naming (resolv.conf)."""
+
+    async def sandbox_ready(self, pod: Obj, sandbox: rt.Sandbox) -> None:
+        """The sandbox has its IP; called before the pod's containers start."""
+
+
 class Kubelet:
     name = "kubelet"
 
@@ -71,8 +81,10 @@ class Kubelet:
                  backoff: actions.CrashBackoff | None = None, relist_period: float = 1.0,
                  workers: int = 4, resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
-                 informer: inf.Informer | None = None) -> None:
+                 informer: inf.Informer | None = None,
+                 network: PodNetwork | None = None) -> None:
         self.node_name = node_name
+        self.network = network
         self.host_ip = host_ip
         self.client = client
         self.runtime = runtime
@@ -237,7 +249,10 @@ class Kubelet:
 
     async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         if plan.sandbox:
-            await self.runtime.run_sandbox(pod)
+            config = self.network.sandbox_config(pod) if self.network is not None else None
+            sandbox = await self.runtime.run_sandbox(pod, config)
+            if self.network is not None:
+                await self.network.sandbox_ready(pod, sandbox)
         now = self.clock()
         for c, attempt in plan.start:
             if attempt > 0 and state is not None:

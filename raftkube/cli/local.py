@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from raftkube.agent import netrules, network
 from raftkube.client.errors import ClientError
 
 
@@ -158,7 +160,8 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     argv = [sys.executable, "-m", "raftkube.cli", "agent", "--name", name,
             "--token-file", os.path.join(state_dir, "tokens", name),
             "--runtime", spec.get("runtime", "simulated"),
-            "--pod-cidr", f"{start}/{first.prefixlen}"]
+            "--pod-cidr", f"{start}/{first.prefixlen}",
+            "--address", network.local_node_address(state_dir, index)]
     for server in servers:
         argv += ["--server", server]
     if count > 1:
@@ -403,7 +406,22 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
         stopped.append(name)
     for name in os.listdir(pids_dir):
         os.unlink(os.path.join(pids_dir, name))
+    remove_agent_rules(os.path.abspath(state_dir), stopped)
     return stopped
+
+
+def remove_agent_rules(state_dir: str, names: list[str]) -> None:
+    """The packet rules of agents `names` (nI), should one have died without removing
+    them (a SIGKILL); an agent stopped by SIGTERM has removed its own already."""
+    if shutil.which("iptables") is None or os.geteuid() != 0:
+        return
+    for name in names:
+        index = name[1:]
+        if name.startswith("n") and index.isdigit() and 1 <= int(index) <= 254:
+            try:
+                netrules.remove(name, network.local_node_address(state_dir, int(index)))
+            except netrules.RulesError as e:
+                print(f"warning: agent {name}'s packet rules: {e}", file=sys.stderr)
 
 
 def _running(pid: int) -> bool:
