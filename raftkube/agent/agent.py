@@ -24,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import prometheus_client as prom
+from aiohttp import web
 
-from raftkube.agent import actions, dns, kubelet, network, node, services, simulated
+from raftkube.agent import actions, dns, kubelet, network, node, server, services, simulated
 from raftkube.agent import runtime as rt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
@@ -59,6 +60,11 @@ class AgentOptions:
     dns_port: int = 0
     dns_upstreams: list[str] | None = None
     relay_port: int | None = None
+    agent_port: int = 10250  # the agent's API for the masters (0: any free port)
+
+
+class AgentError(Exception):
+    """The agent cannot start as configured (the message names the flag)."""
 
 
 def service_options(options: AgentOptions) -> services.ServiceOptions:
@@ -131,7 +137,7 @@ class NodeAgent:
             runtime=f"{self.runtime.name}://{self.runtime.version}",
             architecture=architecture(), kernel=platform.release(),
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
-            status_interval=options.status_interval)
+            status_interval=options.status_interval, agent_port=options.agent_port)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock)
         self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
         self.kubelet = kubelet.Kubelet(
@@ -153,7 +159,7 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
               stop: asyncio.Event | None = None,
               registry: prom.CollectorRegistry | None = None) -> None:
     """Run the nodes (name, token) until `stop` is set (or forever); the process's
-    metrics go to `registry` (a registry of this run's own if None)."""
+    metrics go to `registry` (None: the one the agent's /metrics serves)."""
     cidrs = pod_cidrs(options.pod_cidr, len(nodes))
     # Requests wait out a master's restart or an election; the loops retry after that.
     # Nodes start on different masters (a kubelet talks to a load balancer), so that one
@@ -164,13 +170,29 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
+        # The masters' way in (logs, exec, usage): up before the nodes register, so that
+        # the port a Node advertises answers.
+        api = server.AgentServer([
+            server.Served(a.name, token, a.runtime, a.kubelet.pods.cache.list)
+            for a, (_, token) in zip(agents, nodes, strict=True)])
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, options.address, options.agent_port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise AgentError(f"--agent-port: cannot listen on {options.address}:"
+                             f"{options.agent_port}: {e.strerror}") from None
+        port = runner.addresses[0][1] if runner.addresses else options.agent_port
+        for a in agents:
+            a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
         tasks = []
         if options.service_network:
             # One service network per process: the nodes of a process share its address.
             net = services.ServiceNetwork(
                 node=options.agent_name or agents[0].name, client=agents[0].client,
                 options=service_options(options),
-                registry=registry if registry is not None else prom.CollectorRegistry(),
+                registry=registry if registry is not None else api.metrics.registry,
                 pod_ips=lambda: services.sandbox_ips([a.runtime for a in agents]))
             for a in agents:
                 a.kubelet.network = net
@@ -187,3 +209,4 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
             for task in tasks + ([waiter] if waiter else []):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await runner.cleanup()

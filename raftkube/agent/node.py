@@ -73,6 +73,7 @@ class NodeConfig:
     lease_duration: int = 40
     status_interval: float = 10.0
     report_interval: float = 300.0
+    agent_port: int = 10250  # the agent's API (logs, exec), on `address`
 
 
 def _rv(obj: Obj) -> int:
@@ -109,6 +110,7 @@ def node_status(current: Obj | None, config: NodeConfig, now: float) -> Obj:
         "containerRuntimeVersion": config.runtime, "kubeletVersion": VERSION,
         "kubeProxyVersion": VERSION, "operatingSystem": config.operating_system,
         "architecture": config.architecture}
+    status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": config.agent_port}}
     for type_, value, reason, message in HEALTHY:
         conditions.put(status, {"type": type_, "status": value, "reason": reason,
                                 "message": message,

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.apiserver import auth, fanout, fencing, inputs, metrics
+from raftkube.apiserver import auth, fanout, fencing, inputs, metrics, podproxy
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -507,11 +507,13 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     objects = ob.Objects(replica, service_cidr=service_cidr, event_ttl=event_ttl)
     app[OBJECTS] = objects
     rest = Rest(replica, objects, bookmark_every=bookmark_every)
+    tokens = auth.Tokens(admin=token, nodes=node_tokens or {})
+    podproxy.PodProxy(objects, tokens).routes(app)  # before REST's catch-all
     for path in ("/api", "/api/{tail:.*}", "/apis", "/apis/{tail:.*}"):
         app.router.add_route("*", path, rest.handle)
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
-    app[TOKENS] = auth.Tokens(admin=token, nodes=node_tokens or {})
+    app[TOKENS] = tokens
     # The one timer of every watch stream: bookmarks, progress notices and deadlines are
     # late by at most this much.
     app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, schema, selectors
-from raftkube.apiserver import auth, fanout, fencing, inputs
+from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -576,7 +576,7 @@ def check_body(body: dict[str, Any], t: Target) -> None:
 def discovery_root(path: str) -> dict[str, Any]:
     if path == "/api":
         return {"kind": "APIVersions", "versions": ["v1"]}
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {podproxy.METRICS_GROUP: [podproxy.METRICS_VERSION]}
     for k in kinds.KINDS:
         if k.group:
             groups.setdefault(k.group, []).append(k.version)

@@ -161,7 +161,8 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
             "--token-file", os.path.join(state_dir, "tokens", name),
             "--runtime", spec.get("runtime", "simulated"),
             "--pod-cidr", f"{start}/{first.prefixlen}",
-            "--address", network.local_node_address(state_dir, index)]
+            "--address", network.local_node_address(state_dir, index),
+            "--agent-port", "0"]  # any free port: the Node tells the masters which
     for server in servers:
         argv += ["--server", server]
     if count > 1:

@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import kubectl, local
+from raftkube.cli import kubectl, local, podio
 from raftkube.client import config as cfg
 from raftkube.client import errors, etcd, transport
 
@@ -193,6 +193,10 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="Seconds between checks of the Node's status.")
 @click.option("--crash-backoff-base", default=10.0, show_default=True, type=float,
               help="The first crash-loop back-off in seconds (doubles up to 5 min).")
+@click.option("--agent-port", default=10250, show_default=True,
+              type=click.IntRange(min=0, max=65535),
+              help="The agent's API for the masters (logs, exec), on --address; 0 takes "
+                   "any free port (the Node advertises the one taken).")
 @click.option("--service-proxy/--no-service-proxy", default=True, show_default=True,
               help="Proxy Services (NodePort, ClusterIP) and serve cluster DNS.")
 @click.option("--proxy-address", default=None,
@@ -216,9 +220,10 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
 def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
           count: int, cpu: str, memory: str, max_pods: int, labels: tuple[str, ...],
           pod_cidr: str, lease_interval: float, node_status_update_frequency: float,
-          crash_backoff_base: float, service_proxy: bool, proxy_address: str | None,
-          iptables: bool | None, cluster_domain: str, cluster_dns: str, dns_port: int,
-          dns_upstreams: tuple[str, ...], relay_port: int | None) -> None:
+          crash_backoff_base: float, agent_port: int, service_proxy: bool,
+          proxy_address: str | None, iptables: bool | None, cluster_domain: str,
+          cluster_dns: str, dns_port: int, dns_upstreams: tuple[str, ...],
+          relay_port: int | None) -> None:
     """Run a node agent: register the node, heartbeat, run the pods bound to it."""
     import ipaddress
 
@@ -258,13 +263,14 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
             servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
             capacity=capacity, labels=label_map, lease_interval=lease_interval,
             status_interval=node_status_update_frequency,
-            crash_backoff_base=crash_backoff_base, service_network=service_proxy,
+            crash_backoff_base=crash_backoff_base, agent_port=agent_port,
+            service_network=service_proxy,
             agent_name=name,
             proxy_address=proxy_address, iptables=iptables,
             cluster_domain=cluster_domain.strip("."), cluster_dns=cluster_dns,
             dns_port=dns_port, dns_upstreams=upstreams, relay_port=relay_port)
         a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
-    except ValueError as e:
+    except (ValueError, ag.AgentError) as e:
         fail(str(e))
 
 
@@ -446,3 +452,4 @@ def member_add(raft_addr: str) -> None:
 
 
 kubectl.register(main)
+podio.register(main)
