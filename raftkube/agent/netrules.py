@@ -27,7 +27,8 @@ import hashlib
 import logging
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -67,40 +68,31 @@ def _comment(text: str) -> list[str]:
     return ["-m", "comment", "--comment", f'"{safe}"'] if safe else []
 
 
-def rules(*, node: str, address: str, pod_ips: Iterable[str], redirects: Iterable[Redirect]) -> str:
+def rules(*, node: str, address: str, pod_ips: Iterable[str],
+          redirects: Iterable[Redirect]) -> str:
     """The iptables-restore input that makes both chains of the agent what they should
     be (and nothing else)."""
     svc, pod = chains(node, address)
     lines = ["*nat", f":{svc} - [0:0]", f":{pod} - [0:0]"]
     for ip in sorted(set(pod_ips)):
-        lines.append(" ".join([f"-A {pod} -s {ip}/32", *_comment(f"pod of {node}"), f"-j {svc}"]))
+        lines.append(" ".join([f"-A {pod} -s {ip}/32", *_comment(f"pod of {node}"),
+                               f"-j {svc}"]))
     for r in sorted(set(redirects), key=lambda r: (r.ip, r.port, r.protocol)):
-        lines.append(
-            " ".join(
-                [
-                    f"-A {svc} -d {r.ip}/32 -p {r.protocol} -m {r.protocol}",
-                    f"--dport {r.port}",
-                    *_comment(r.comment),
-                    f"-j DNAT --to-destination {r.to_ip}:{r.to_port}",
-                ]
-            )
-        )
+        lines.append(" ".join([f"-A {svc} -d {r.ip}/32 -p {r.protocol} -m {r.protocol}",
+                               f"--dport {r.port}", *_comment(r.comment),
+                               f"-j DNAT --to-destination {r.to_ip}:{r.to_port}"]))
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 
 
-def _run(
-    argv: Sequence[str], *, stdin: str | None = None, check: bool = True, prefix: Sequence[str] = ()
-) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], *, stdin: str | None = None, check: bool = True,
+         prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     if shutil.which(argv[0]) is None:
-        raise RulesError(
-            f"{argv[0]} is not installed (the ClusterIP proxy needs it; "
-            "install the iptables package, or run the agent with --no-iptables)"
-        )
+        raise RulesError(f"{argv[0]} is not installed (the ClusterIP proxy needs it; "
+                         "install the iptables package, or run the agent with --no-iptables)")
     try:
-        done = subprocess.run(
-            [*prefix, *argv], input=stdin, capture_output=True, text=True, timeout=30
-        )
+        done = subprocess.run([*prefix, *argv], input=stdin, capture_output=True, text=True,
+                              timeout=30)
     except subprocess.TimeoutExpired as e:
         raise RulesError(f"{' '.join(argv)}: no answer in 30 s") from e
     if check and done.returncode != 0:
@@ -108,38 +100,48 @@ def _run(
     return done
 
 
+def _iptables(*args: str, prefix: Sequence[str], check: bool = True
+              ) -> subprocess.CompletedProcess[str]:
+    return _run(["iptables", "-w", "-t", TABLE, *args], check=check, prefix=prefix)
+
+
 def _hook_args(node: str, address: str) -> list[str]:
     _, pod = chains(node, address)
-    return [HOOK, *[a.strip('"') for a in _comment(f"raftkube agent {node} {address}")], "-j", pod]
+    comment = [a.strip('"') for a in _comment(f"raftkube agent {node} {address}")]
+    return [HOOK, *comment, "-j", pod]
 
 
 class NetRules:
     """One agent's chains in the kernel."""
 
-    def __init__(self, *, node: str, address: str, prefix: Sequence[str] = ()) -> None:
+    def __init__(self, *, node: str, address: str, prefix: Sequence[str] = (),
+                 verify_every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
         self.address = address
         self.prefix = tuple(prefix)  # e.g. `ip netns exec NS`: the rules of another netns
+        # Unchanged rules are checked against the kernel (someone may have removed the
+        # jump) this often, not at every sync: each check is an iptables process.
+        self.verify_every = verify_every
+        self.clock = clock
         self._last: str | None = None
+        self._verified = 0.0
 
     def sync(self, *, pod_ips: Iterable[str], redirects: Iterable[Redirect]) -> bool:
         """Make the chains what they should be; True if anything was written."""
-        text = rules(node=self.node, address=self.address, pod_ips=pod_ips, redirects=redirects)
-        hook = _hook_args(self.node, self.address)
-        p = self.prefix
-        if (
-            text == self._last
-            and _run(["iptables", "-w", "-t", TABLE, "-C", *hook], check=False, prefix=p).returncode
-            == 0
-        ):
-            return False
-        _run(["iptables-restore", "-w", "--noflush"], stdin=text, prefix=p)
-        if (
-            _run(["iptables", "-w", "-t", TABLE, "-C", *hook], check=False, prefix=p).returncode
-            != 0
-        ):
-            _run(["iptables", "-w", "-t", TABLE, "-I", *hook], prefix=p)
+        text = rules(node=self.node, address=self.address, pod_ips=pod_ips,
+                     redirects=redirects)
+        if text == self._last:
+            if self.clock() - self._verified < self.verify_every:
+                return False
+            self._verified = self.clock()
+            if hooked(self.node, self.address, prefix=self.prefix):
+                return False
+        _run(["iptables-restore", "-w", "--noflush"], stdin=text, prefix=self.prefix)
+        if not hooked(self.node, self.address, prefix=self.prefix):
+            _iptables("-I", *_hook_args(self.node, self.address), prefix=self.prefix)
         self._last = text
+        self._verified = self.clock()
         return True
 
     def remove(self) -> None:
@@ -149,32 +151,23 @@ class NetRules:
 
 def remove(node: str, address: str, *, prefix: Sequence[str] = ()) -> None:
     """Delete an agent's jump and chains (what is already gone is fine)."""
-    hook = _hook_args(node, address)
-    while (
-        _run(["iptables", "-w", "-t", TABLE, "-C", *hook], check=False, prefix=prefix).returncode
-        == 0
-    ):
-        _run(["iptables", "-w", "-t", TABLE, "-D", *hook], prefix=prefix)
-    existing = [
-        c
-        for c in chains(node, address)
-        if _run(
-            ["iptables", "-w", "-t", TABLE, "-L", c, "-n"], check=False, prefix=prefix
-        ).returncode
-        == 0
-    ]
+    while hooked(node, address, prefix=prefix):
+        _iptables("-D", *_hook_args(node, address), prefix=prefix)
+    existing = [c for c in chains(node, address)
+                if _iptables("-L", c, "-n", prefix=prefix, check=False).returncode == 0]
     for chain in existing:  # emptied first: the pod chain jumps to the service chain
-        _run(["iptables", "-w", "-t", TABLE, "-F", chain], prefix=prefix)
+        _iptables("-F", chain, prefix=prefix)
     for chain in existing:
-        _run(["iptables", "-w", "-t", TABLE, "-X", chain], prefix=prefix)
+        _iptables("-X", chain, prefix=prefix)
 
 
-def present(node: str, address: str, *, prefix: Sequence[str] = ()) -> Mapping[str, list[str]]:
+def present(node: str, address: str, *, prefix: Sequence[str] = ()
+            ) -> Mapping[str, list[str]]:
     """chain -> its rules as `iptables -S` prints them, for the agent's chains that
     exist (tests read it)."""
     out: dict[str, list[str]] = {}
     for chain in chains(node, address):
-        done = _run(["iptables", "-w", "-t", TABLE, "-S", chain], check=False, prefix=prefix)
+        done = _iptables("-S", chain, prefix=prefix, check=False)
         if done.returncode == 0:
             out[chain] = done.stdout.splitlines()
     return out
@@ -182,11 +175,5 @@ def present(node: str, address: str, *, prefix: Sequence[str] = ()) -> Mapping[s
 
 def hooked(node: str, address: str, *, prefix: Sequence[str] = ()) -> bool:
     """Whether the agent's jump is in PREROUTING."""
-    return (
-        _run(
-            ["iptables", "-w", "-t", TABLE, "-C", *_hook_args(node, address)],
-            check=False,
-            prefix=prefix,
-        ).returncode
-        == 0
-    )
+    return _iptables("-C", *_hook_args(node, address), prefix=prefix,
+                     check=False).returncode == 0

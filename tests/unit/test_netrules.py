@@ -71,3 +71,18 @@ def test_sync_is_idempotent_and_remove_leaves_nothing(netns: list[str]) -> None:
     assert not nr.hooked("n1", "127.0.0.2", prefix=netns)
     assert set(nr.present("n2", "127.0.0.3", prefix=netns)) == set(nr.chains("n2", "127.0.0.3"))
     other.remove()
+
+
+def test_a_removed_jump_is_put_back_at_the_next_check(netns: list[str]) -> None:
+    now = [0.0]
+    rules = nr.NetRules(node="n1", address="127.0.0.2", prefix=netns, verify_every=30,
+                        clock=lambda: now[0])
+    assert rules.sync(pod_ips=["172.17.0.4"], redirects=[WEB])
+    _, pod = nr.chains("n1", "127.0.0.2")
+    subprocess.run([*netns, "iptables", "-t", "nat", "-F", "PREROUTING"], check=True)
+    now[0] += 10
+    assert not rules.sync(pod_ips=["172.17.0.4"], redirects=[WEB])  # not checked yet
+    now[0] += 30
+    assert rules.sync(pod_ips=["172.17.0.4"], redirects=[WEB])
+    assert nr.hooked("n1", "127.0.0.2", prefix=netns)
+    rules.remove()
