@@ -405,9 +405,11 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
             while _running(pid) and time.monotonic() < killed:  # until it has exited
                 time.sleep(0.02)
         stopped.append(name)
+    members = []
     for name in os.listdir(pids_dir):
+        members.append(name.removesuffix(".pid"))
         os.unlink(os.path.join(pids_dir, name))
-    remove_agent_rules(os.path.abspath(state_dir), stopped)
+    remove_agent_rules(os.path.abspath(state_dir), members)  # the dead ones' too
     return stopped
 
 
