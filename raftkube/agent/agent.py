@@ -9,6 +9,11 @@ is registered.
 Hollow nodes are named `NAME-1` ... `NAME-N` and take consecutive pod ranges of the
 size of `pod_cidr`, starting at it (10.244.0.0/24, 10.244.1.0/24, ...), so their pod IPs
 never collide and are the same at every run.
+
+With the Docker runtime (`--runtime docker`, the default) a node's containers carry its
+name and the cluster's id (`--cluster-id`): agents of several nodes and clusters can
+share one engine. Its capacity is the host's unless flags say otherwise, and its status
+tells the images present and memory or disk pressure (`hostinfo.py`).
 """
 
 from __future__ import annotations
@@ -22,18 +27,31 @@ import uuid
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import prometheus_client as prom
 from aiohttp import web
 
-from raftkube.agent import actions, dns, kubelet, network, node, server, services, simulated
+from raftkube.agent import (
+    actions,
+    dns,
+    dockerspec,
+    hostinfo,
+    kubelet,
+    network,
+    node,
+    server,
+    services,
+    simulated,
+)
 from raftkube.agent import runtime as rt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("simulated",)  # the Docker runtime comes behind the same seam
+RUNTIMES = ("docker", "simulated")
+SIMULATED_CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110"}
 
 
 @dataclass
@@ -42,14 +60,15 @@ class AgentOptions:
     address: str = "127.0.0.1"
     runtime: str = "simulated"
     pod_cidr: str = "10.244.0.0/24"
-    capacity: dict[str, str] = field(default_factory=lambda: {
-        "cpu": "4", "memory": "8Gi", "pods": "110"})
+    capacity: dict[str, str] = field(default_factory=lambda: dict(SIMULATED_CAPACITY))
     labels: dict[str, str] = field(default_factory=dict)
     lease_interval: float = 2.0
     status_interval: float = 10.0
     relist_period: float = 1.0
     crash_backoff_base: float = 10.0
     crash_backoff_cap: float = 300.0
+    cluster: str = "default"  # the Docker runtime's cluster label
+    pause_image: str = dockerspec.PAUSE_IMAGE
     # Service networking (services.py); None: chosen from the runtime (service_options)
     service_network: bool = True
     agent_name: str = ""  # names the agent's packet rules; "" is its first node's name
@@ -114,9 +133,21 @@ def architecture() -> str:
 
 
 def make_runtime(kind: str, *, pod_cidr: str, host_ip: str,
-                 clock: Callable[[], float]) -> tuple[rt.ContainerRuntime, rt.Prober]:
+                 clock: Callable[[], float], node_name: str = "",
+                 options: AgentOptions | None = None
+                 ) -> tuple[rt.ContainerRuntime, rt.Prober]:
     if kind == "simulated":
         return (simulated.SimulatedRuntime(pod_cidr=pod_cidr, host_ip=host_ip, clock=clock),
+                simulated.SimulatedProber())
+    if kind == "docker":
+        from raftkube.agent import docker  # the docker SDK only where it is used
+
+        opts = options or AgentOptions(servers=[])
+        # Readiness as the simulated prober answers it (running, after the readiness
+        # probe's initial delay) until real probes come (agent/prober.py).
+        return (docker.DockerRuntime(node_name=node_name, cluster=opts.cluster,
+                                     host_ip=host_ip, pause_image=opts.pause_image,
+                                     clock=clock),
                 simulated.SimulatedProber())
     raise ValueError(f"--runtime: unknown runtime {kind!r} (known: {', '.join(RUNTIMES)})")
 
@@ -130,15 +161,20 @@ class NodeAgent:
         self.name = name
         self.client = rest.RestClient(tp, token=token)
         self.runtime, prober = make_runtime(options.runtime, pod_cidr=pod_cidr,
-                                            host_ip=options.address, clock=clock)
+                                            host_ip=options.address, clock=clock,
+                                            node_name=name, options=options)
         config = node.NodeConfig(
             name=name, address=options.address, pod_cidr=pod_cidr,
             capacity=dict(options.capacity), labels=dict(options.labels),
             runtime=f"{self.runtime.name}://{self.runtime.version}",
             architecture=architecture(), kernel=platform.release(),
+            os_image=hostinfo.os_image() if options.runtime == "docker" else "",
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
             status_interval=options.status_interval, agent_port=options.agent_port)
-        self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock)
+        self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock,
+                                            facts=self._facts if hasattr(
+                                                self.runtime, "images") else None)
+        self._root_dir: str | None = None
         self.events = ev.EventRecorder(self.client, "kubelet", host=name, clock=clock)
         self.kubelet = kubelet.Kubelet(
             node_name=name, host_ip=options.address, client=self.client,
@@ -146,6 +182,19 @@ class NodeAgent:
             backoff=actions.CrashBackoff(base=options.crash_backoff_base,
                                          cap=options.crash_backoff_cap),
             relist_period=options.relist_period, allocatable=options.capacity)
+
+    async def _facts(self) -> node.NodeFacts:
+        """The images present and the pressure conditions, from the engine and the host."""
+        runtime: Any = self.runtime
+        if self._root_dir is None:
+            self._root_dir = str(await runtime.root_dir())
+        pressure = set()
+        if hostinfo.memory_pressure():
+            pressure.add("MemoryPressure")
+        if hostinfo.disk_pressure(self._root_dir):
+            pressure.add("DiskPressure")
+        return node.NodeFacts(images=tuple(await runtime.images()),
+                              pressure=frozenset(pressure))
 
     async def run(self) -> None:
         await self.heartbeat.register()

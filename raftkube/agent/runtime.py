@@ -9,7 +9,7 @@ exited instance still tells its exit code, times and id (`lastState`) after the 
 second: the runtime needs no callbacks into the agent.
 
 `SimulatedRuntime` (simulated.py) keeps everything in memory and runs nothing; the
-Docker runtime of the next issue keeps the same records as container labels, finds them
+Docker runtime (docker.py) keeps the same records as container labels, finds them
 again when the agent restarts (`recover`) and reports exits from the engine.
 """
 
@@ -163,6 +163,22 @@ class RuntimeFailure(Exception):
     """The runtime could not do what it was asked (the kubelet retries with back-off)."""
 
 
+ERR_IMAGE_PULL = "ErrImagePull"
+ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+
+
+class ImagePullFailure(RuntimeFailure):
+    """A container's image could not be had: `reason` is the waiting reason the kubelet
+    reports (ErrImagePull with the engine's message, or ErrImageNeverPull for a missing
+    image with policy Never); the kubelet backs off pulling it (ImagePullBackOff)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 class ContainerRuntime(Protocol):
     """What the kubelet asks of a container runtime. Every call is idempotent enough to
     be retried after a failure: the kubelet re-reads `pods()` before deciding again."""
@@ -181,7 +197,8 @@ class ContainerRuntime(Protocol):
                               request: ContainerRequest | None = None) -> Container:
         """Start instance `attempt` of `container` (a pod spec's container) in the pod's
         sandbox, with what the kubelet resolved for it (None: nothing beyond the spec).
-        Images are the runtime's business (pulled as its policy says)."""
+        Images are the runtime's business (pulled as its policy says); ImagePullFailure
+        when the image cannot be had."""
 
     async def stop_container(self, pod_uid: str, name: str, *, grace: float) -> None:
         """Stop the running instance of `name`: SIGTERM, then SIGKILL after `grace`."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +31,7 @@ from typing import Any
 
 import prometheus_client as prom
 
-from raftkube.agent import dns, netrules, network, relay
+from raftkube.agent import dns, dockerspec, netrules, network, relay
 from raftkube.agent import proxy as px
 from raftkube.agent import runtime as rt
 from raftkube.agent import servicemap as sm
@@ -146,18 +147,22 @@ class ServiceNetwork:
         return px.direct(backend)
 
     def sandbox_config(self, pod: Obj) -> rt.SandboxConfig:
-        """What the pod's sandbox is made with, as far as naming goes."""
+        """What the pod's sandbox is made with: the runtime's default (its hostname and
+        host ports) and the pod's resolv.conf."""
+        base = dockerspec.default_sandbox_config(pod)
         conf = None
         if self.dns is not None:
             conf = pod_dns(pod, server=self.options.cluster_dns,
                            domain=self.options.cluster_domain)
         if conf is None:
-            return rt.SandboxConfig()
-        return rt.SandboxConfig(dns_servers=conf.servers, dns_searches=conf.searches,
-                                dns_options=conf.options)
+            return base
+        return dataclasses.replace(base, dns_servers=conf.servers,
+                                   dns_searches=conf.searches, dns_options=conf.options)
 
     async def sandbox_ready(self, pod: Obj, sandbox: rt.Sandbox) -> None:
         """A new sandbox has its IP: its rules go in now, before its containers start."""
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            return  # the host's address: not a pod's to match on
         if sandbox.ip and sandbox.ip not in self._known_pods:
             self._known_pods.add(sandbox.ip)
             if self.rules is not None:

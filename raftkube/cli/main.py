@@ -175,12 +175,18 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="The node token, or `token,node-name` lines (one per node).")
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="The node's address (its InternalIP and its pods' hostIP).")
-@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+@click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
               show_default=True, help="What runs the containers.")
+@click.option("--cluster-id", default="default", show_default=True,
+              help="Labels this cluster's containers on a shared Docker engine.")
+@click.option("--pause-image", default="raftkube/pause:1", show_default=True,
+              help="The image of the pods' sandboxes (Docker runtime).")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
               help="Simulated nodes in this process: NAME-1 ... NAME-N.")
-@click.option("--cpu", default="4", show_default=True, help="The node's cpu capacity.")
-@click.option("--memory", default="8Gi", show_default=True, help="The node's memory.")
+@click.option("--cpu", default=None,
+              help="The node's cpu capacity [default: the host's; 4 when simulated].")
+@click.option("--memory", default=None,
+              help="The node's memory [default: the host's; 8Gi when simulated].")
 @click.option("--max-pods", default=110, show_default=True, type=int,
               help="How many pods the node takes.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
@@ -218,8 +224,9 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="The port of this node's pod relay on --address, for nodes on other "
                    "machines [default: 10263 for real pods; 0: none].")
 def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
-          count: int, cpu: str, memory: str, max_pods: int, labels: tuple[str, ...],
-          pod_cidr: str, lease_interval: float, node_status_update_frequency: float,
+          cluster_id: str, pause_image: str, count: int, cpu: str | None,
+          memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
+          lease_interval: float, node_status_update_frequency: float,
           crash_backoff_base: float, agent_port: int, service_proxy: bool,
           proxy_address: str | None, iptables: bool | None, cluster_domain: str,
           cluster_dns: str, dns_port: int, dns_upstreams: tuple[str, ...],
@@ -228,11 +235,16 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
     import ipaddress
 
     from raftkube.agent import agent as ag
-    from raftkube.agent import dns
+    from raftkube.agent import dns, hostinfo
+    from raftkube.agent import runtime as rt
     from raftkube.cli import agent as a
 
     try:
-        capacity = a.check_capacity(cpu, memory, max_pods)
+        if runtime == "simulated":
+            base = ag.SIMULATED_CAPACITY
+        else:
+            base = hostinfo.capacity()
+        capacity = a.check_capacity(cpu or base["cpu"], memory or base["memory"], max_pods)
         checks: list[tuple[str, Any, str]] = [
             ("--address", ipaddress.ip_address, address),
             ("--pod-cidr", ipaddress.ip_network, pod_cidr),
@@ -263,14 +275,13 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
             servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
             capacity=capacity, labels=label_map, lease_interval=lease_interval,
             status_interval=node_status_update_frequency,
-            crash_backoff_base=crash_backoff_base, agent_port=agent_port,
-            service_network=service_proxy,
-            agent_name=name,
-            proxy_address=proxy_address, iptables=iptables,
+            crash_backoff_base=crash_backoff_base, cluster=cluster_id,
+            pause_image=pause_image, agent_port=agent_port, service_network=service_proxy,
+            agent_name=name, proxy_address=proxy_address, iptables=iptables,
             cluster_domain=cluster_domain.strip("."), cluster_dns=cluster_dns,
             dns_port=dns_port, dns_upstreams=upstreams, relay_port=relay_port)
         a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
-    except (ValueError, ag.AgentError) as e:
+    except (ValueError, rt.RuntimeFailure, ag.AgentError) as e:
         fail(str(e))
 
 
@@ -280,7 +291,7 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
               help="Extra argument for every `rk master` (kept for later `rk up` runs).")
-@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+@click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
               show_default=True, help="The agents' container runtime.")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
               help="Simulated nodes per agent (nI-1 ... nI-C).")
@@ -303,9 +314,12 @@ def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...],
 @main.command()
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
 def down(state_dir: str) -> None:
-    """Stop everything `rk up` started."""
+    """Stop everything `rk up` started, and remove the cluster's containers."""
     for name in local.down(state_dir=state_dir):
         click.echo(f"stopped {name}")
+    removed, dirs = local.remove_containers(state_dir=state_dir)
+    if removed or dirs:
+        click.echo(f"removed {removed} container(s) and {len(dirs)} pod volume dir(s)")
 
 
 @main.group()

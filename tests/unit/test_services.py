@@ -66,7 +66,7 @@ async def test_the_component_builds_its_map_and_answers_the_kubelet() -> None:
                 ("172.17.0.2", 8080)
             assert [(r.ip, r.port, r.protocol) for r in net.redirects()] == \
                 [("10.96.0.10", 80, "tcp")]  # no DNS server (no port, no iptables)
-            assert net.sandbox_config(pod()) == rt.SandboxConfig()
+            assert net.sandbox_config(pod()) == rt.SandboxConfig(hostname="p")
         finally:
             await net.close()
 
@@ -95,3 +95,18 @@ async def test_a_remote_backend_goes_through_its_nodes_relay() -> None:
 
 async def _no_pods() -> set[str]:
     return set()
+
+
+async def test_the_sandbox_keeps_hostname_and_host_ports_and_gets_the_resolv_conf() -> None:
+    async with transport.Transport(["http://127.0.0.1:9"], "t" * 24) as tp:
+        net = services.ServiceNetwork(
+            node="n1", client=rest.RestClient(tp),
+            options=services.ServiceOptions(node_address="127.0.0.1", dns_port=5353,
+                                            relay_port=0),
+            registry=prom.CollectorRegistry(), pod_ips=_no_pods)
+        p = pod(containers=[{"name": "c", "image": "busybox",
+                             "ports": [{"containerPort": 80, "hostPort": 8080}]}])
+        assert net.sandbox_config(p) == rt.SandboxConfig(
+            hostname="p", dns_servers=("169.254.20.10",), dns_searches=SEARCH,
+            dns_options=("ndots:5",), port_mappings=((80, "TCP", "", 8080),))
+        await net.close()
