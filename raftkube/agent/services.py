@@ -11,11 +11,13 @@ agent process: informers on Services, EndpointSlices and Nodes feed the service 
 
 A change is applied within `debounce` seconds of its watch event (so a burst of
 EndpointSlice writes is applied once), and everything is re-checked every
-`resync_period` seconds (a pod that appeared, rules someone flushed). The kubelet asks
-`sandbox_config(pod)` for each sandbox it makes (the pod's resolv.conf: Kubernetes'
-dnsPolicy and dnsConfig) and tells `sandbox_ready()` once it has its IP, so the pod's
-rules are in place before its first container starts. On exit everything is closed and
-the rules removed.
+`resync_period` seconds. The kubelet asks `sandbox_config(pod)` for each sandbox it
+makes (the pod's resolv.conf: Kubernetes' dnsPolicy and dnsConfig) and tells
+`sandbox_ready()` once it has its IP, so the pod's rules are in place before its first
+container starts; the runtime's list of sandboxes (a call to the engine) is read only
+every `pods_period` seconds, to drop the rules of pods that are gone (until then a
+stale rule only sends a reused address's packets to this agent's proxy, which serves
+them as any agent's would). On exit everything is closed and the rules removed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +61,7 @@ class ServiceOptions:
     relay_port: int = RELAY_PORT  # 0: no relay (a one-machine cluster needs none)
     debounce: float = 0.05
     resync_period: float = 2.0
+    pods_period: float = 10.0
 
 
 def pod_dns(pod: Obj, *, server: str, domain: str) -> dns.PodDns | None:
@@ -123,6 +127,8 @@ class ServiceNetwork:
         if self.rules is None and options.iptables:
             self.rules = netrules.NetRules(node=node, address=options.node_address)
         self._known_pods: set[str] = set()
+        self._pods_listed = -float("inf")
+        self._fresh: dict[str, float] = {}  # pod IP -> when sandbox_ready told it
         self._rules_lock = asyncio.Lock()  # one iptables-restore at a time
         self._changed = asyncio.Event()
         self.synced = asyncio.Event()
@@ -163,6 +169,8 @@ class ServiceNetwork:
         """A new sandbox has its IP: its rules go in now, before its containers start."""
         if (pod.get("spec") or {}).get("hostNetwork"):
             return  # the host's address: not a pod's to match on
+        if sandbox.ip:
+            self._fresh[sandbox.ip] = time.monotonic()
         if sandbox.ip and sandbox.ip not in self._known_pods:
             self._known_pods.add(sandbox.ip)
             if self.rules is not None:
@@ -221,7 +229,13 @@ class ServiceNetwork:
         self.map = sm.build(self.services.cache.list(), self.slices.cache.list(),
                             self.nodes.cache.list())
         await self.proxy.apply(self.map)
-        self._known_pods = set(await self.pod_ips())
+        now = time.monotonic()
+        if now - self._pods_listed >= self.options.pods_period:
+            listed = set(await self.pod_ips())
+            # A sandbox told while the list was being read may be missing from it.
+            self._fresh = {ip: t for ip, t in self._fresh.items() if t >= now}
+            self._known_pods = listed | set(self._fresh)
+            self._pods_listed = now
         if self.rules is not None:
             await self._sync_rules(self._known_pods)
         self.syncs += 1
