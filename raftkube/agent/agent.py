@@ -93,8 +93,11 @@ def service_options(options: AgentOptions) -> services.ServiceOptions:
     forwarders (minus the addresses that would send a query back to us)."""
     real = options.runtime != "simulated"
     proxy_address = options.proxy_address
-    if proxy_address is None:
-        proxy_address = network.interface_ipv4(network.DOCKER_BRIDGE) if real else None
+    if proxy_address is None and real:
+        proxy_address = network.interface_ipv4(network.DOCKER_BRIDGE)
+        if proxy_address is None:
+            log.warning("no %s interface: pods get no ClusterIPs and no cluster DNS "
+                        "(give --proxy-address)", network.DOCKER_BRIDGE)
     iptables = options.iptables
     if iptables is None:
         iptables = real and bool(proxy_address)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -122,15 +123,32 @@ async def test_node_port_on_every_node_address_balanced_over_endpoints(
             assert await asyncio.to_thread(dns_query, address,
                                            "nope.default.svc.cluster.local") == ["NXDOMAIN"]
 
-        # A removed endpoint leaves rotation on every node.
-        await api.delete(kinds.ENDPOINTSLICE, "default", "web-b")
-
         async def only_a() -> bool:
             for address in addresses.values():
                 if set(await answers(address, node_port, 4)) != {"a"}:
                     return False
             return True
 
+        # An endpoint turned unready leaves rotation on every node (the figure printed is
+        # from the slice's write to the last node's rotation without it: the agents' part
+        # of "within one probe period").
+        b_slice = await api.get(kinds.ENDPOINTSLICE, "default", "web-b")
+        b_slice["endpoints"][0]["conditions"] = {"ready": False, "serving": False,
+                                                 "terminating": False}
+        started = time.monotonic()
+        await api.update(kinds.ENDPOINTSLICE, b_slice)
+        await wait_for(only_a, timeout=30, what="unready b out of rotation everywhere")
+        print(f"unready endpoint out of rotation on both nodes after "
+              f"{time.monotonic() - started:.2f} s")
+
+        # Ready again: back in rotation.
+        b_slice = await api.get(kinds.ENDPOINTSLICE, "default", "web-b")
+        b_slice["endpoints"][0]["conditions"] = {"ready": True}
+        await api.update(kinds.ENDPOINTSLICE, b_slice)
+        await wait_for(both_answer, timeout=30, what="b back in rotation")
+
+        # A removed endpoint leaves rotation on every node.
+        await api.delete(kinds.ENDPOINTSLICE, "default", "web-b")
         await wait_for(only_a, timeout=30, what="b gone from every node")
 
         # No endpoint at all: refused at once (reset), not a hang.
