@@ -174,7 +174,11 @@ class ServiceNetwork:
         if sandbox.ip and sandbox.ip not in self._known_pods:
             self._known_pods.add(sandbox.ip)
             if self.rules is not None:
-                await self._sync_rules(self._known_pods)
+                try:
+                    await self._sync_rules(self._known_pods)
+                except netrules.RulesError as e:
+                    # The pod starts anyway; the next sync (every resync_period) retries.
+                    log.warning("%s: rules for pod %s: %s", self.node, sandbox.ip, e)
 
     def _is_pod(self, ip: str) -> bool:
         return ip in self._known_pods
