@@ -90,10 +90,13 @@ async def main(connections: int, megabytes: int) -> None:
     try:
         print(f"load average: {os.getloadavg()[0]:.1f} (cores: {os.cpu_count()})")
         for what, host, prt in (("direct", "127.0.0.1", port), ("proxied", p_host, p_port)):
+            cpu = time.process_time()
             times = [await greet(host, prt) for _ in range(connections)]
+            cpu = (time.process_time() - cpu) / connections
             print(f"{what:8s} connect+first byte, {connections} in a row: "
                   f"p50 {statistics.median(times) * 1e3:.2f} ms, "
-                  f"p99 {pct(times, 0.99) * 1e3:.2f} ms")
+                  f"p99 {pct(times, 0.99) * 1e3:.2f} ms, "
+                  f"CPU {cpu * 1e3:.2f} ms a connection (client, backend and proxy)")
         for what, host, prt in (("direct", "127.0.0.1", port), ("proxied", p_host, p_port)):
             rate = await bulk(host, prt, megabytes * 2**20)
             print(f"{what:8s} bulk {megabytes} MiB: {rate:.0f} MiB/s")
