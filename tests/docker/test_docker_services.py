@@ -1,7 +1,8 @@
 """Services on real containers: a busybox httpd Deployment (3 replicas, each answering
 its own hostname) reached through its NodePort from the host, and through its ClusterIP
 and its DNS names from another pod, with the replies spread over the replicas; an
-unready replica leaves rotation and a deleted one fails nobody.
+deleted replica leaves rotation without failing anyone; after its agent's SIGKILL and
+restart, a pod reaches the Service again.
 
 The cluster is `rk up --agents 2 --runtime docker`: each agent has its own node address,
 its proxy listens on the Docker bridge's gateway, its DNS server answers pods at
@@ -25,6 +26,7 @@ from raftkube.cli import local
 from raftkube.client import rest
 from raftkube.client.errors import ApiError
 from tests.cluster.harness import Cluster, wait_for
+from tests.docker import conftest
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(400)]
 
@@ -130,6 +132,24 @@ async def test_a_deployment_behind_a_service_by_node_port_cluster_ip_and_dns(
         return victim not in out.split() and "FAILED" not in out.split()
 
     await wait_for(without_victim, timeout=60, what=f"{victim} out of rotation", every=0.5)
+
+    # The client's agent killed with SIGKILL and restarted: it adopts the client and
+    # writes its rules again (its proxy and DNS server have new ports), so the same pod
+    # reaches the Service by name again.
+    node = next(p for p in (await api.list(kinds.POD, "default")).get("items") or []
+                if p["metadata"]["name"] == "client")["spec"]["nodeName"]
+    dcluster.kill(node)
+    await asyncio.to_thread(dcluster.up, agents=2, runtime="docker",
+                            agent_args=conftest.AGENT_ARGS)
+
+    async def by_name_again() -> bool:
+        code, out = await asyncio.to_thread(
+            in_pod, client, "timeout 5 wget -qO- http://web/ || echo FAILED")
+        return code == 0 and out in names
+
+    await wait_for(by_name_again, timeout=90, what="the Service by name after the restart",
+                   every=1)
+    assert container_of(dockerc, dcluster, "client", "sh").id == client.id  # adopted
 
     await api.delete(kinds.SERVICE, "default", "web")
     await api.delete(kinds.DEPLOYMENT, "default", "web")
