@@ -4,7 +4,8 @@ What CoreDNS's `kubernetes` plugin answers for Services, on dnslib's wire format
 
 - `NAME.NAMESPACE.svc.DOMAIN` (DOMAIN is `cluster.local` by default): A (and AAAA)
   records of the Service's ClusterIP, or of its ready endpoints for a headless Service,
-  with a TTL of 5 s (CoreDNS's default), so a change reaches pods within seconds;
+  or a CNAME to an ExternalName Service's externalName, with a TTL of 5 s (CoreDNS's
+  default), so a change reaches pods within seconds;
 - any other name in DOMAIN, or a Service that does not exist: NXDOMAIN with the
   domain's SOA (negative answers are cached by resolvers for the SOA's minimum, 5 s);
 - a name outside DOMAIN is forwarded to the host's resolvers (`upstreams`), at most
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 TTL = 5
 MAX_MESSAGE = 65535
 Lookup = Callable[[str, str], "tuple[str, ...] | None"]
+Alias = Callable[[str, str], "str | None"]
+
+
+def no_alias(_name: str, _namespace: str) -> str | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,10 +76,11 @@ def _family(qtype: int) -> tuple[type[Any], ...]:
     return ()
 
 
-def answer(request: dnslib.DNSRecord, *, lookup: Lookup, domain: str
-           ) -> dnslib.DNSRecord | None:
+def answer(request: dnslib.DNSRecord, *, lookup: Lookup, domain: str,
+           alias: Alias = no_alias) -> dnslib.DNSRecord | None:
     """The reply to a query about the cluster domain; None if the name is outside it
-    (the caller forwards or refuses)."""
+    (the caller forwards or refuses). An ExternalName Service (`alias`) is a CNAME to
+    its externalName, which the client's resolver then looks up itself."""
     reply = request.reply()  # same id and question, QR and AA set, RD copied
     if request.header.opcode != dnslib.OPCODE.QUERY or len(request.questions) != 1:
         reply.header.rcode = dnslib.RCODE.NOTIMP
@@ -89,6 +96,11 @@ def answer(request: dnslib.DNSRecord, *, lookup: Lookup, domain: str
     inside = labels[:-len(zone)]
     addresses = None
     if len(inside) == 3 and inside[2] == "svc":
+        target = alias(inside[0], inside[1])
+        if target is not None:
+            reply.add_answer(dnslib.RR(question.qname, dnslib.QTYPE.CNAME, ttl=TTL,
+                                       rdata=dnslib.CNAME(target)))
+            return reply
         addresses = lookup(inside[0], inside[1])
     if addresses is None:
         reply.header.rcode = dnslib.RCODE.NXDOMAIN
@@ -151,10 +163,12 @@ class _Exchange(asyncio.DatagramProtocol):
 class Resolver:
     """Answers one query: the cluster domain from `lookup`, the rest forwarded."""
 
-    def __init__(self, *, lookup: Lookup, domain: str = "cluster.local",
+    def __init__(self, *, lookup: Lookup, alias: Alias = no_alias,
+                 domain: str = "cluster.local",
                  upstreams: Sequence[str] = (), forward_timeout: float = 2.0,
                  max_forwards: int = 64) -> None:
         self.lookup = lookup
+        self.alias = alias
         self.domain = domain.strip(".")
         self.upstreams = list(upstreams)
         self.forward_timeout = forward_timeout
@@ -173,7 +187,8 @@ class Resolver:
             return None  # a reply: never answer one
         self.queries += 1
         try:
-            reply = answer(request, lookup=self.lookup, domain=self.domain)
+            reply = answer(request, lookup=self.lookup, domain=self.domain,
+                           alias=self.alias)
         except (dnslib.DNSError, ValueError) as e:
             log.info("dns: cannot answer %s: %s", request.q.qname, e)
             reply = request.reply()

@@ -19,7 +19,8 @@ a pod on this machine's Docker bridge (dialled at its pod IP) from a pod on anot
 machine (reached through that node's address; docs/networking.md).
 
 Names, for DNS: `NAME.NAMESPACE` maps to the Service's ClusterIP, or for a headless
-Service (clusterIP None) to its ready endpoints' addresses.
+Service (clusterIP None) to its ready endpoints' addresses, or for an ExternalName
+Service to its externalName (an alias).
 """
 
 from __future__ import annotations
@@ -75,9 +76,15 @@ class ServiceMap:
     # `NAME.NAMESPACE` -> the addresses a DNS A/AAAA query gets (ClusterIP, or for a
     # headless Service its ready endpoints)
     names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # `NAME.NAMESPACE` -> an ExternalName Service's externalName (a DNS CNAME)
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def frontend(self, key: str) -> Frontend | None:
         return next((f for f in self.frontends if f.key == key), None)
+
+    def alias(self, name: str, namespace: str) -> str | None:
+        """The externalName of ExternalName Service `name`, if it is one."""
+        return self.aliases.get(f"{name.lower()}.{namespace.lower()}")
 
     def lookup(self, name: str, namespace: str) -> tuple[str, ...] | None:
         """The addresses of Service `name` in `namespace`; None if there is no such
@@ -168,8 +175,8 @@ def ready_addresses(slices: Iterable[Obj]) -> tuple[str, ...]:
 
 
 def build(services: Iterable[Obj], slices: Iterable[Obj], nodes: Iterable[Obj]) -> ServiceMap:
-    """The map of every Service (ExternalName Services have no frontend and no name
-    here: they are a DNS CNAME that this cluster does not serve)."""
+    """The map of every Service (an ExternalName Service has no frontend, only an
+    alias: a DNS CNAME)."""
     node_ips = node_addresses(nodes)
     by_service: dict[tuple[str, str], list[Obj]] = {}
     for s in slices:
@@ -179,6 +186,7 @@ def build(services: Iterable[Obj], slices: Iterable[Obj], nodes: Iterable[Obj]) 
             by_service.setdefault((meta.get("namespace") or "", owner), []).append(s)
     frontends: list[Frontend] = []
     names: dict[str, tuple[str, ...]] = {}
+    aliases: dict[str, str] = {}
     for svc in sorted(services, key=lambda o: (o["metadata"].get("namespace") or "",
                                                 o["metadata"]["name"])):
         meta = svc["metadata"]
@@ -186,6 +194,9 @@ def build(services: Iterable[Obj], slices: Iterable[Obj], nodes: Iterable[Obj]) 
         namespace, name = meta.get("namespace") or "", meta["name"]
         kind = spec.get("type") or "ClusterIP"
         if kind == "ExternalName":
+            target = spec.get("externalName")
+            if isinstance(target, str) and target.strip("."):
+                aliases[f"{name}.{namespace}".lower()] = target.strip(".").lower() + "."
             continue
         headless = spec.get("clusterIP") == "None"
         cluster_ip = str(spec["clusterIP"]) if _valid_ip(spec.get("clusterIP")) else ""
@@ -207,8 +218,8 @@ def build(services: Iterable[Obj], slices: Iterable[Obj], nodes: Iterable[Obj]) 
                 backends=tuple(sorted(set(chosen))),
                 present=frozenset(ready + fallback + others)))
         if headless:
-            names[f"{name}.{namespace}"] = ready_addresses(by_service.get((namespace, name),
+            names[f"{name}.{namespace}".lower()] = ready_addresses(by_service.get((namespace, name),
                                                                           []))
         elif cluster_ip:
-            names[f"{name}.{namespace}"] = (cluster_ip,)
-    return ServiceMap(frontends=tuple(frontends), names=names)
+            names[f"{name}.{namespace}".lower()] = (cluster_ip,)
+    return ServiceMap(frontends=tuple(frontends), names=names, aliases=aliases)

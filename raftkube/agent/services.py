@@ -112,7 +112,8 @@ class ServiceNetwork:
         self.proxy = px.Proxy(node_address=options.node_address,
                               cluster_address=options.proxy_address,
                               metrics=px.ProxyMetrics(registry), route=self.route, rng=rng)
-        self.resolver = dns.Resolver(lookup=self.lookup, domain=options.cluster_domain,
+        self.resolver = dns.Resolver(lookup=self.lookup, alias=self.alias,
+                                     domain=options.cluster_domain,
                                      upstreams=options.dns_upstreams)
         self.dns: dns.DnsServer | None = None
         if options.iptables or options.dns_port:
@@ -142,6 +143,9 @@ class ServiceNetwork:
 
     def lookup(self, name: str, namespace: str) -> tuple[str, ...] | None:
         return self.map.lookup(name, namespace)
+
+    def alias(self, name: str, namespace: str) -> str | None:
+        return self.map.alias(name, namespace)
 
     def route(self, backend: sm.Backend) -> px.Route:
         """At its pod IP when its node is on this machine (one Docker bridge), else

@@ -17,14 +17,17 @@ from tests.unit.service_support import endpoint, endpoint_slice, service
 
 pytestmark = pytest.mark.unit
 
+EXT = service("ext", type_="ExternalName", cluster_ip="", ports=[])
+EXT["spec"]["externalName"] = "db.example.com"
 SMAP = sm.build([service("web"), service("api", ns="shop", cluster_ip="10.96.3.4"),
-                 service("db", cluster_ip="None", ports=[])],
+                 service("db", cluster_ip="None", ports=[]), EXT],
                 [endpoint_slice("db", [endpoint("172.17.0.7"), endpoint("172.17.0.8"),
                                        endpoint("172.17.0.9", ready=False)], ports=[])], [])
 
 
 async def start(**kw: object) -> dns.DnsServer:
-    resolver = dns.Resolver(lookup=SMAP.lookup, **kw)  # type: ignore[arg-type]
+    resolver = dns.Resolver(lookup=SMAP.lookup, alias=SMAP.alias,
+                            **kw)  # type: ignore[arg-type]
     server = dns.DnsServer(resolver=resolver, host="127.0.0.1")
     await server.start()
     return server
@@ -155,3 +158,10 @@ async def test_garbage_gets_no_answer_and_the_server_keeps_serving(server: dns.D
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     assert addresses(await query(server, "web.default.svc.cluster.local")) == ["10.96.0.10"]
+
+
+async def test_an_external_name_service_is_a_cname(server: dns.DnsServer) -> None:
+    reply = await query(server, "ext.default.svc.cluster.local")
+    assert rcode(reply) == "NOERROR"
+    assert [(rr.rtype, str(rr.rdata)) for rr in reply.rr] == [(dnslib.QTYPE.CNAME,
+                                                              "db.example.com.")]

@@ -97,3 +97,11 @@ def test_bad_and_foreign_entries_are_ignored() -> None:
     (f,) = smap.frontends
     assert f.backends == ()
     assert smap.lookup("ext", "default") is None
+
+
+def test_an_external_name_service_is_an_alias_only() -> None:
+    ext = service("db", type_="ExternalName", cluster_ip="", ports=[])
+    ext["spec"]["externalName"] = "Database.Example.COM."
+    smap = sm.build([ext], [], [])
+    assert smap.frontends == () and smap.lookup("db", "default") is None
+    assert smap.alias("db", "default") == "database.example.com."
