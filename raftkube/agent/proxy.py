@@ -1,5 +1,5 @@
-"""The Service data path: a userspace TCP proxy per Service port, as kube-proxy's first
-mode was.
+"""The Service data path: a userspace proxy per Service port, as kube-proxy's first
+mode was (TCP here; UDP ports get the listeners of udpproxy.py from the same tables).
 
 For every frontend of the service map (servicemap.py) the proxy holds listeners:
 
@@ -41,6 +41,7 @@ from typing import TypeVar
 import prometheus_client as prom
 
 from raftkube.agent import servicemap as sm
+from raftkube.agent import udpproxy as udp
 
 log = logging.getLogger(__name__)
 
@@ -240,25 +241,27 @@ class Proxy:
         self.rng = rng or random.Random()
         self.connect_timeout = connect_timeout
         self.max_tries = max_tries
-        self.cluster: dict[tuple[str, int, str], Listener] = {}  # (ip, port, proto)
-        self.node: dict[int, Listener] = {}  # nodePort -> listener
+        # (clusterIP, port, protocol) and (nodePort, protocol) -> listener
+        self.cluster: dict[tuple[str, int, str], AnyListener] = {}
+        self.node: dict[tuple[int, str], AnyListener] = {}
         self.bind_errors: dict[str, str] = {}  # frontend key -> why it has no listener
 
-    def cluster_ports(self) -> dict[tuple[str, int], tuple[str, int]]:
-        """(clusterIP, port) -> the address its ClusterIP listener has."""
-        return {(ip, port): li.address for (ip, port, _), li in self.cluster.items()}
+    def cluster_ports(self, protocol: str = "TCP") -> dict[tuple[str, int], tuple[str, int]]:
+        """(clusterIP, port) -> the address its ClusterIP listener has, for `protocol`."""
+        return {(ip, port): li.address for (ip, port, proto), li in self.cluster.items()
+                if proto == protocol}
 
     async def apply(self, smap: sm.ServiceMap) -> None:
-        """Listen for exactly the map's TCP frontends; idempotent."""
+        """Listen for exactly the map's TCP and UDP frontends; idempotent."""
         want_cluster: dict[tuple[str, int, str], sm.Frontend] = {}
-        want_node: dict[int, sm.Frontend] = {}
+        want_node: dict[tuple[int, str], sm.Frontend] = {}
         for f in smap.frontends:
-            if f.protocol != "TCP":
-                continue  # the proxy is TCP only (docs/networking.md)
+            if f.protocol not in ("TCP", "UDP"):
+                continue  # SCTP is not proxied (docs/networking.md)
             if f.cluster_ip and self.cluster_address is not None:
                 want_cluster[(f.cluster_ip, f.port, f.protocol)] = f
             if f.node_port is not None:
-                want_node[f.node_port] = f
+                want_node[(f.node_port, f.protocol)] = f
         for key_c in [k for k in self.cluster if k not in want_cluster]:
             await self.cluster.pop(key_c).close()
         for key_n in [k for k in self.node if k not in want_node]:
@@ -267,16 +270,19 @@ class Proxy:
         for key_c, f in want_cluster.items():
             await self._ensure(self.cluster, key_c, f, "cluster", self.cluster_address or "", 0)
         for key_n, f in want_node.items():
-            await self._ensure(self.node, key_n, f, "node", self.node_address, key_n)
+            await self._ensure(self.node, key_n, f, "node", self.node_address, key_n[0])
         self.metrics.listeners.set(len(self.cluster) + len(self.node))
 
-    async def _ensure(self, table: dict[_K, Listener], key: _K, frontend: sm.Frontend,
+    async def _ensure(self, table: dict[_K, AnyListener], key: _K, frontend: sm.Frontend,
                       kind: str, host: str, port: int) -> None:
         listener = table.get(key)
         if listener is not None:
             listener.update(frontend)
             return
-        listener = Listener(kind=kind, frontend=frontend, proxy=self)
+        if frontend.protocol == "UDP":
+            listener = udp.UdpListener(frontend=frontend, pick=self._pick_udp(kind))
+        else:
+            listener = Listener(kind=kind, frontend=frontend, proxy=self)
         try:
             await listener.start(host, port)
         except OSError as e:
@@ -287,9 +293,24 @@ class Proxy:
             return
         table[key] = listener
 
+    def _pick_udp(self, kind: str) -> Callable[[udp.UdpListener], sm.Backend | None]:
+        def pick(li: udp.UdpListener) -> sm.Backend | None:
+            """The next backend on this machine (UDP is not relayed), in turn."""
+            backends = [b for b in li.frontend.backends if not self.route(b).preamble]
+            if not backends:
+                self.metrics.connections.labels(li.frontend.key, kind, "no_endpoints").inc()
+                return None
+            li.next += 1
+            self.metrics.connections.labels(li.frontend.key, kind, "proxied").inc()
+            return backends[li.next % len(backends)]
+        return pick
+
     async def close(self) -> None:
         for li in [*self.cluster.values(), *self.node.values()]:
             await li.close()
         self.cluster.clear()
         self.node.clear()
         self.metrics.listeners.set(0)
+
+
+AnyListener = Listener | udp.UdpListener

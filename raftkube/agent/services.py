@@ -251,11 +251,12 @@ class ServiceNetwork:
 
     def redirects(self) -> list[netrules.Redirect]:
         out = []
-        for (ip, port), (to_ip, to_port) in self.proxy.cluster_ports().items():
-            f = next((f for f in self.map.frontends
-                      if (f.cluster_ip, f.port, f.protocol) == (ip, port, "TCP")), None)
-            out.append(netrules.Redirect(ip, port, "tcp", to_ip, to_port,
-                                         f.key if f is not None else ""))
+        for protocol in ("TCP", "UDP"):
+            for (ip, port), (to_ip, to_port) in self.proxy.cluster_ports(protocol).items():
+                f = next((f for f in self.map.frontends
+                          if (f.cluster_ip, f.port, f.protocol) == (ip, port, protocol)), None)
+                out.append(netrules.Redirect(ip, port, protocol.lower(), to_ip, to_port,
+                                             f.key if f is not None else ""))
         if self.dns is not None:
             to_ip, to_port = self.dns.address
             for proto in ("udp", "tcp"):

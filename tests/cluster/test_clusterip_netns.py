@@ -90,6 +90,14 @@ async def net(pod: Pod) -> AsyncIterator[services.ServiceNetwork]:
             assert netrules.present(node, "127.0.0.1") == {}  # close() removed the rules
 
 
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(b"echo:" + data, addr)  # type: ignore[attr-defined]
+
+
 CONNECT = """
 import socket, sys
 names = []
@@ -98,6 +106,15 @@ for _ in range({n}):
     names.append(s.makefile().readline().strip())
     s.close()
 print(" ".join(names))
+"""
+
+UDP_ASK = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect(("{ip}", {port}))
+s.send(b"ping")
+print(s.recv(100).decode())
 """
 
 RESOLVE = """
@@ -128,6 +145,23 @@ async def test_a_pod_reaches_a_cluster_ip_and_resolves_names(
         answer = await asyncio.to_thread(pod.run, RESOLVE.format(
             name="nope.default.svc.cluster.local"))
         assert answer.startswith("NXDOMAIN")
+
+        # A UDP Service port: the pod's datagram reaches the backend and the answer comes
+        # back from the Service's address.
+        loop = asyncio.get_running_loop()
+        echo, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        try:
+            udp_port = echo.get_extra_info("sockname")[1]
+            net.services.cache.put(service("echo", cluster_ip="10.96.251.8", ports=[
+                {"name": "u", "port": 53, "protocol": "UDP"}]))
+            net.slices.cache.put(endpoint_slice("echo", [endpoint("127.0.0.1")], ports=[
+                {"name": "u", "port": udp_port, "protocol": "UDP"}]))
+            await net.sync()
+            answer = await asyncio.to_thread(pod.run, UDP_ASK.format(ip="10.96.251.8",
+                                                                     port=53))
+            assert answer == "echo:ping"
+        finally:
+            echo.close()
 
         # b leaves: the next connections all go to a
         net.slices.cache.remove("default/web-b")

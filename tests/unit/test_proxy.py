@@ -178,3 +178,67 @@ async def test_a_taken_port_is_reported_and_the_rest_is_served(proxy: px.Proxy) 
             await proxy.apply(sm.ServiceMap(frontends=(frontend(bs, node_port=port),)))
             assert "default/web:http" in proxy.bind_errors
             assert await ask(*listener_of(proxy)) == "a"  # the ClusterIP side works
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """A UDP backend that answers each datagram with its name and the datagram."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        self.transport.sendto(self.name.encode() + b":" + data, addr)
+
+
+class UdpClient(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.put_nowait(data)
+
+
+async def test_udp_sessions_stick_to_a_backend_and_are_balanced(proxy: px.Proxy) -> None:
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_datagram_endpoint(lambda n=n: UdpEcho(n),
+                                                   local_addr=("127.0.0.1", 0))
+               for n in ("a", "b")]
+    clients: list[asyncio.DatagramTransport] = []
+    try:
+        ports = [t.get_extra_info("sockname")[1] for t, _ in servers]
+        f = sm.Frontend(namespace="default", service="dns", port_name="dns", protocol="UDP",
+                        cluster_ip="10.96.0.10", port=53, node_port=None,
+                        backends=tuple(sm.Backend("127.0.0.1", p, "n1", "127.0.0.1")
+                                       for p in ports))
+        await proxy.apply(sm.ServiceMap(frontends=(f,)))
+        assert proxy.cluster_ports() == {}  # TCP: none
+        host, port = proxy.cluster_ports("UDP")[("10.96.0.10", 53)]
+        seen = []
+        for _ in range(4):  # four clients: four sessions, two on each backend
+            transport, client = await loop.create_datagram_endpoint(
+                UdpClient, remote_addr=(host, port))
+            clients.append(transport)
+            answers = []
+            for i in range(2):  # a client's datagrams all go to its session's backend
+                transport.sendto(f"q{i}".encode())
+                answers.append(await asyncio.wait_for(client.got.get(), 5))
+            names = {a.split(b":")[0] for a in answers}
+            assert len(names) == 1 and answers[1].endswith(b":q1")
+            seen.append(names.pop())
+        assert sorted(seen) == [b"a", b"a", b"b", b"b"]
+        # b removed: its sessions end, a new client goes to a
+        await proxy.apply(sm.ServiceMap(frontends=(
+            sm.Frontend(**{**f.__dict__, "backends": f.backends[:1]}),)))
+        listener = proxy.cluster[("10.96.0.10", 53, "UDP")]
+        assert all(s.backend.port == ports[0]
+                   for s in listener.sessions.values())  # type: ignore[union-attr]
+    finally:
+        for t in clients:
+            t.close()
+        for t, _ in servers:
+            t.close()
