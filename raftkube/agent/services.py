@@ -66,14 +66,14 @@ class ServiceOptions:
 
 def pod_dns(pod: Obj, *, server: str, domain: str) -> dns.PodDns | None:
     """A pod's resolv.conf from its dnsPolicy and dnsConfig, as the kubelet writes it;
-    None for the runtime's default (dnsPolicy Default, or a hostNetwork pod with
-    ClusterFirst)."""
+    None for the runtime's default (dnsPolicy Default, and any hostNetwork pod: its
+    packets leave from the host, where no rule leads them to this agent's DNS server,
+    so ClusterFirstWithHostNet gets the host's resolver here)."""
     spec = pod.get("spec") or {}
     policy = spec.get("dnsPolicy") or "ClusterFirst"
     config = spec.get("dnsConfig") or {}
     namespace = (pod.get("metadata") or {}).get("namespace") or "default"
-    if policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst"
-                                               and not spec.get("hostNetwork")):
+    if policy in ("ClusterFirst", "ClusterFirstWithHostNet") and not spec.get("hostNetwork"):
         base = dns.pod_dns(namespace=namespace, server=server, domain=domain)
     elif policy == "None":
         base = dns.PodDns(servers=(), searches=(), options=())
