@@ -30,18 +30,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import prometheus_client as prom
 from aiohttp import web
 
 from raftkube.agent import (
     actions,
+    dns,
     dockerspec,
     hostinfo,
     kubelet,
     metrics,
+    network,
     node,
     prober,
     probes,
     server,
+    services,
     simulated,
     volumes,
 )
@@ -76,6 +80,16 @@ class AgentOptions:
     config_refresh: float = 10.0  # seconds between reads of the pods' ConfigMaps, Secrets
     cluster: str = "default"  # the Docker runtime's cluster label
     pause_image: str = dockerspec.PAUSE_IMAGE
+    # Service networking (services.py); None: chosen from the runtime (service_options)
+    service_network: bool = True
+    agent_name: str = ""  # names the agent's packet rules; "" is its first node's name
+    proxy_address: str | None = None  # "": no ClusterIP listeners
+    iptables: bool | None = None
+    cluster_domain: str = "cluster.local"
+    cluster_dns: str = services.CLUSTER_DNS
+    dns_port: int = 0
+    dns_upstreams: list[str] | None = None
+    relay_port: int | None = None
     agent_port: int = 10250  # the agent's API for the masters (0: any free port)
 
 
@@ -93,6 +107,35 @@ def root_dirs(root: str | None, names: list[str]) -> list[str]:
 
 class AgentError(Exception):
     """The agent cannot start as configured (the message names the flag)."""
+
+
+def service_options(options: AgentOptions) -> services.ServiceOptions:
+    """The service networking of an agent, defaults resolved: real pods (any runtime
+    but the simulated one) get ClusterIP listeners on the Docker bridge's gateway, the
+    packet rules that lead to them, and the relay; the host's resolvers are the DNS
+    forwarders (minus the addresses that would send a query back to us)."""
+    real = options.runtime != "simulated"
+    proxy_address = options.proxy_address
+    if proxy_address is None and real:
+        proxy_address = network.interface_ipv4(network.DOCKER_BRIDGE)
+        if proxy_address is None:
+            log.warning("no %s interface: pods get no ClusterIPs and no cluster DNS "
+                        "(give --proxy-address)", network.DOCKER_BRIDGE)
+    iptables = options.iptables
+    if iptables is None:
+        iptables = real and bool(proxy_address)
+    upstreams = options.dns_upstreams
+    if upstreams is None:
+        upstreams = [u for u in dns.host_resolvers()
+                     if u not in (options.cluster_dns, proxy_address, options.address)]
+    relay_port = options.relay_port
+    if relay_port is None:
+        relay_port = services.RELAY_PORT if real else 0
+    return services.ServiceOptions(
+        node_address=options.address, proxy_address=proxy_address or None,
+        iptables=iptables, cluster_domain=options.cluster_domain,
+        cluster_dns=options.cluster_dns, dns_port=options.dns_port,
+        dns_upstreams=list(upstreams), relay_port=relay_port)
 
 
 def node_names(name: str, count: int) -> list[str]:
@@ -199,8 +242,10 @@ class NodeAgent:
 
 
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
-              stop: asyncio.Event | None = None) -> None:
-    """Run the nodes (name, token) until `stop` is set (or forever)."""
+              stop: asyncio.Event | None = None,
+              registry: prom.CollectorRegistry | None = None) -> None:
+    """Run the nodes (name, token) until `stop` is set (or forever); the service
+    network's metrics go to `registry` (None: the one the agent's /metrics serves)."""
     # One registry for the process, served by its API at /metrics.
     agent_metrics = metrics.AgentMetrics()
     probe_metrics = prober.ProbeMetrics(agent_metrics.registry)
@@ -213,10 +258,12 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     servers = servers[turn:] + servers[:turn]
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         # One Services informer for every node of the process (any node may read them).
-        services = inf.Informer(rest.RestClient(tp, token=nodes[0][1]), kinds.SERVICE)
+        service_informer = inf.Informer(rest.RestClient(tp, token=nodes[0][1]),
+                                        kinds.SERVICE)
         roots = root_dirs(options.root_dir, [name for name, _ in nodes])
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr,
-                            root_dir=root, services=services, probe_metrics=probe_metrics)
+                            root_dir=root, services=service_informer,
+                            probe_metrics=probe_metrics)
                   for (name, token), cidr, root in zip(nodes, cidrs, roots, strict=True)]
         # The masters' way in (logs, exec, usage): up before the nodes register, so that
         # the port a Node advertises answers.
@@ -234,8 +281,18 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         port = runner.addresses[0][1] if runner.addresses else options.agent_port
         for a in agents:
             a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
-        tasks = [asyncio.ensure_future(a.run()) for a in agents]
-        tasks.append(asyncio.ensure_future(services.run()))
+        tasks = [asyncio.ensure_future(service_informer.run())]
+        if options.service_network:
+            # One service network per process: the nodes of a process share its address.
+            net = services.ServiceNetwork(
+                node=options.agent_name or agents[0].name, client=agents[0].client,
+                options=service_options(options),
+                registry=registry if registry is not None else agent_metrics.registry,
+                pod_ips=lambda: services.sandbox_ips([a.runtime for a in agents]))
+            for a in agents:
+                a.kubelet.network = net
+            tasks.append(asyncio.ensure_future(net.run()))
+        tasks += [asyncio.ensure_future(a.run()) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             done, _ = await asyncio.wait(tasks + ([waiter] if waiter else []),

@@ -46,7 +46,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from raftkube.agent import (
     actions,
@@ -86,6 +86,16 @@ def _fingerprint(state: rt.PodState) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted((c.name, c.attempt, c.state) for c in state.containers))
 
 
+class PodNetwork(Protocol):
+    """What the kubelet asks of the node's service networking (services.py)."""
+
+    def sandbox_config(self, pod: Obj) -> rt.SandboxConfig:
+        """The pod's sandbox settings for naming (resolv.conf)."""
+
+    async def sandbox_ready(self, pod: Obj, sandbox: rt.Sandbox) -> None:
+        """The sandbox has its IP; called before the pod's containers start."""
+
+
 class Kubelet:
     name = "kubelet"
 
@@ -99,8 +109,10 @@ class Kubelet:
                  informer: inf.Informer | None = None,
                  services: inf.Informer | None = None,
                  volume_manager: volumes.VolumeManager | None = None,
-                 config_refresh: float = 10.0, config_retry: float = 5.0) -> None:
+                 config_refresh: float = 10.0, config_retry: float = 5.0,
+                 network: PodNetwork | None = None) -> None:
         self.node_name = node_name
+        self.network = network
         self.host_ip = host_ip
         self.client = client
         self.runtime = runtime
@@ -352,7 +364,10 @@ class Kubelet:
         (CreateContainerConfigError)."""
         failures: dict[str, tuple[str, str]] = {}
         if plan.sandbox or state is None:
-            sandbox = await self.runtime.run_sandbox(pod)
+            config = self.network.sandbox_config(pod) if self.network is not None else None
+            sandbox = await self.runtime.run_sandbox(pod, config)
+            if self.network is not None:
+                await self.network.sandbox_ready(pod, sandbox)
         else:
             sandbox = state.sandbox
         now = self.clock()

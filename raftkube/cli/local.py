@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from raftkube.agent import netrules, network
 from raftkube.client.errors import ClientError
 
 
@@ -185,6 +186,7 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
             "--runtime", spec.get("runtime", "simulated"),
             "--pod-cidr", f"{start}/{first.prefixlen}",
             "--root-dir", os.path.join(state_dir, AGENTS_DIR, name),
+            "--address", network.local_node_address(state_dir, index),
             "--agent-port", "0"]  # any free port: the Node tells the masters which
     cid = cluster_id(state_dir)
     if cid:
@@ -431,12 +433,29 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
             while _running(pid) and time.monotonic() < killed:  # until it has exited
                 time.sleep(0.02)
         stopped.append(name)
+    members = []
     for name in os.listdir(pids_dir):
+        members.append(name.removesuffix(".pid"))
         os.unlink(os.path.join(pids_dir, name))
     # The agents' pod directories (volumes, ConfigMap and Secret files), now that nothing
     # runs that uses them.
     shutil.rmtree(os.path.join(os.path.abspath(state_dir), AGENTS_DIR), ignore_errors=True)
+    remove_agent_rules(os.path.abspath(state_dir), members)  # the dead ones' too
     return stopped
+
+
+def remove_agent_rules(state_dir: str, names: list[str]) -> None:
+    """The packet rules of agents `names` (nI), should one have died without removing
+    them (a SIGKILL); an agent stopped by SIGTERM has removed its own already."""
+    if shutil.which("iptables") is None or os.geteuid() != 0:
+        return
+    for name in names:
+        index = name[1:]
+        if name.startswith("n") and index.isdigit() and 1 <= int(index) <= 254:
+            try:
+                netrules.remove(name, network.local_node_address(state_dir, int(index)))
+            except netrules.RulesError as e:
+                print(f"warning: agent {name}'s packet rules: {e}", file=sys.stderr)
 
 
 def remove_containers(*, state_dir: str) -> tuple[int, list[str]]:

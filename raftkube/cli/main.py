@@ -209,17 +209,40 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               type=click.IntRange(min=0, max=65535),
               help="The agent's API for the masters (logs, exec), on --address; 0 takes "
                    "any free port (the Node advertises the one taken).")
+@click.option("--service-proxy/--no-service-proxy", default=True, show_default=True,
+              help="Proxy Services (NodePort, ClusterIP) and serve cluster DNS.")
+@click.option("--proxy-address", default=None,
+              help="Where pods reach this node's ClusterIP proxy and DNS server "
+                   "[default: the Docker bridge's gateway for real pods; '' for none].")
+@click.option("--iptables/--no-iptables", default=None,
+              help="Lead pods' ClusterIP and DNS packets to this node's listeners with "
+                   "iptables [default: with real pods and a proxy address].")
+@click.option("--cluster-domain", default="cluster.local", show_default=True,
+              help="The DNS domain of Services (NAME.NAMESPACE.svc.DOMAIN).")
+@click.option("--cluster-dns", default="169.254.20.10", show_default=True,
+              help="The DNS server address in pods' resolv.conf.")
+@click.option("--dns-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              help="The DNS server's port on the proxy address (0: any free one).")
+@click.option("--dns-upstream", "dns_upstreams", multiple=True, metavar="IP[:PORT]",
+              help="Where names outside the cluster domain are forwarded; repeat for each; "
+                   "`none` refuses them [default: the host's resolv.conf].")
+@click.option("--relay-port", default=None, type=click.IntRange(0, 65535),
+              help="The port of this node's pod relay on --address, for nodes on other "
+                   "machines [default: 10263 for real pods; 0: none].")
 def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
           cluster_id: str, pause_image: str, count: int, cpu: str | None,
           memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
           lease_interval: float, node_status_update_frequency: float,
           crash_backoff_base: float, agent_port: int, root_dir: str | None,
-          config_refresh: float) -> None:
+          config_refresh: float, service_proxy: bool,
+          proxy_address: str | None, iptables: bool | None, cluster_domain: str,
+          cluster_dns: str, dns_port: int, dns_upstreams: tuple[str, ...],
+          relay_port: int | None) -> None:
     """Run a node agent: register the node, heartbeat, run the pods bound to it."""
     import ipaddress
 
     from raftkube.agent import agent as ag
-    from raftkube.agent import hostinfo
+    from raftkube.agent import dns, hostinfo
     from raftkube.agent import runtime as rt
     from raftkube.cli import agent as a
 
@@ -229,12 +252,23 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
         else:
             base = hostinfo.capacity()
         capacity = a.check_capacity(cpu or base["cpu"], memory or base["memory"], max_pods)
-        for flag, check, value in (("--address", ipaddress.ip_address, address),
-                                   ("--pod-cidr", ipaddress.ip_network, pod_cidr)):
+        checks: list[tuple[str, Any, str]] = [
+            ("--address", ipaddress.ip_address, address),
+            ("--pod-cidr", ipaddress.ip_network, pod_cidr),
+            ("--cluster-dns", ipaddress.ip_address, cluster_dns)]
+        if proxy_address:
+            checks.append(("--proxy-address", ipaddress.ip_address, proxy_address))
+        upstreams = None if not dns_upstreams else \
+            [] if dns_upstreams == ("none",) else list(dns_upstreams)
+        for up in upstreams or []:
+            checks.append(("--dns-upstream", dns.check_upstream, up))
+        for flag, check, value in checks:
             try:
                 check(value)
             except ValueError as e:
                 raise ValueError(f"{flag}: {e}") from None
+        if not cluster_domain.strip(".") or " " in cluster_domain:
+            raise ValueError(f"--cluster-domain: {cluster_domain!r} is not a domain name")
         label_map = {}
         for text in labels:
             key, sep, value = text.partition("=")
@@ -251,7 +285,10 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
             crash_backoff_base=crash_backoff_base, cluster=cluster_id,
             pause_image=pause_image, agent_port=agent_port,
             root_dir=os.path.abspath(root_dir) if root_dir else None,
-            config_refresh=config_refresh)
+            config_refresh=config_refresh, service_network=service_proxy,
+            agent_name=name, proxy_address=proxy_address, iptables=iptables,
+            cluster_domain=cluster_domain.strip("."), cluster_dns=cluster_dns,
+            dns_port=dns_port, dns_upstreams=upstreams, relay_port=relay_port)
         a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
     except (ValueError, rt.RuntimeFailure, ag.AgentError) as e:
         fail(str(e))

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from raftkube.agent import network
 from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
@@ -124,7 +125,9 @@ async def test_nodes_register_and_pods_run_end_restart_and_go(
         status = web["status"]
         assert phase(web) == "Running"
         assert ipaddress.ip_address(status["podIP"]) in ipaddress.ip_network("10.244.1.0/24")
-        assert status["hostIP"] == "127.0.0.1" and status["podIPs"] == [
+        # rk up gives each agent its own address (raftkube/agent/network.py)
+        assert status["hostIP"] == network.local_node_address(agents.state_dir, 1) and \
+            status["podIPs"] == [
             {"ip": status["podIP"]}]
         assert {c["type"]: c["status"] for c in status["conditions"]} == {
             "PodScheduled": "True", "Initialized": "True", "ContainersReady": "True",

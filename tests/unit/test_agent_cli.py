@@ -42,7 +42,12 @@ def test_bad_flags_are_refused_with_what_was_wrong(tmp_path: Path) -> None:
     for extra, words in ((["--cpu", "lots"], "--cpu"), (["--label", "nolabel"], "--label"),
                          (["--max-pods", "0"], "--max-pods"), (["--address", "x"], "--address"),
                          (["--pod-cidr", "10.0.0.1/24"], "--pod-cidr"),
-                         (["--lease-interval", "0"], "more than zero")):
+                         (["--lease-interval", "0"], "more than zero"),
+                         (["--cluster-dns", "dns"], "--cluster-dns"),
+                         (["--proxy-address", "gw"], "--proxy-address"),
+                         (["--dns-upstream", "10.0.0.1:99999"], "--dns-upstream"),
+                         (["--dns-upstream", "resolver"], "--dns-upstream"),
+                         (["--cluster-domain", "."], "--cluster-domain")):
         result = CliRunner().invoke(main, base + extra)
         assert result.exit_code != 0 and words in result.output, (extra, result.output)
 
@@ -68,3 +73,16 @@ def test_agents_get_pod_ranges_that_never_overlap(index: int, count: int, cidr: 
     argv = local.agent_argv("/s", f"n{index}", index, {"count": count}, ["http://a"])
     assert argv[argv.index("--pod-cidr") + 1] == cidr
     assert ("--count" in argv) == (count > 1)
+
+
+def test_local_node_addresses_are_per_state_dir_and_per_agent(tmp_path: Path) -> None:
+    from raftkube.agent import network
+
+    a = [network.local_node_address(str(tmp_path / "a"), k) for k in (1, 2, 3)]
+    b = network.local_node_address(str(tmp_path / "b"), 1)
+    assert len(set(a)) == 3 and b not in a
+    assert all(x.startswith("127.") and not x.startswith("127.0.") for x in a + [b])
+    assert a[0] == network.local_node_address(str(tmp_path / "a"), 1)  # kept across runs
+    assert network.is_local(a[0]) and not network.is_local("192.0.2.200")
+    argv = local.agent_argv(str(tmp_path / "a"), "n2", 2, {}, ["http://127.0.0.1:1"])
+    assert argv[argv.index("--address") + 1] == a[1]
