@@ -117,7 +117,10 @@ class TaintEviction:
             self.queue.add_after(key, due - now)
             return
         if not await self._still_tainted(node_name, tainted, now):
-            self.queue.add(key)  # looked at again with the node as it now is
+            # The cache is behind: the node's update re-queues its pods when it comes.
+            # Not at once here, which would find the same cache and the same read
+            # (CONFIRM_FOR) and spin; once the read may be made again, if still behind.
+            self.queue.add_after(key, CONFIRM_FOR)
             return
         await self._evict(key, pod)
 

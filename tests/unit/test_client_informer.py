@@ -183,3 +183,51 @@ async def test_workers_retry_failures_with_backoff_and_forget_success() -> None:
     q.shutdown()
     await asyncio.wait_for(task, 1)
     assert attempts == ["k", "k", "k"]
+
+
+class Spun(BaseException):
+    """Stops a worker that never gives the loop back (a plain cancel could not)."""
+
+
+async def test_a_key_re_added_when_already_due_does_not_freeze_the_loop() -> None:
+    # A reconcile that finds its deadline already passed and adds its key again at once,
+    # without awaiting anything, must still let every other task run between turns.
+    q = workqueue.WorkQueue()
+    turns = 0
+
+    async def reconcile(key: str) -> None:
+        nonlocal turns
+        turns += 1
+        if turns > 10_000:
+            raise Spun
+        q.add_after(key, -1.0)
+
+    others: list[int] = []
+
+    async def other() -> None:
+        for i in range(3):
+            others.append(i)
+            await asyncio.sleep(0)
+
+    q.add("k")
+    workers = asyncio.ensure_future(workqueue.run_workers(q, reconcile))
+    await asyncio.wait_for(other(), 5)
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    assert others == [0, 1, 2] and turns < 100
+
+
+async def test_workers_that_end_leave_no_timer_behind() -> None:
+    q = workqueue.WorkQueue()
+    q.add_after("k", 3600.0)  # a Job's TTL, say: the loop must not keep it for an hour
+
+    async def reconcile(key: str) -> None:
+        return None
+
+    workers = asyncio.ensure_future(workqueue.run_workers(q, reconcile))
+    await asyncio.sleep(0.01)
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    assert q._waiting == {}
