@@ -84,8 +84,9 @@ async def test_the_same_unschedulable_message_is_not_written_twice() -> None:
     stuck = pod("p")
     stuck["status"]["conditions"] = [{"type": "PodScheduled", "status": "False",
                                       "reason": "Unschedulable",
-                                      "message": "0/1 nodes are available: 1 node(s) were "
-                                                 "not ready."}]
+                                      "message": "0/1 nodes are available: 1 node(s) had "
+                                                 "untolerated taint "
+                                                 "{node.kubernetes.io/not-ready: }."}]
     f.seed(kinds.POD, stuck)
     assert await f.run(make(f), "ns/p") == []
 
