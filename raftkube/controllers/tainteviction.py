@@ -69,7 +69,8 @@ class TaintEviction:
         self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
                                           delete=self._pod_gone))
         self.nodes.add_handler(inf.Handler(add=self._node_changed,
-                                           update=self._node_updated))
+                                           update=self._node_updated,
+                                           delete=self._node_gone))
 
     def _pod_changed(self, pod: Obj) -> None:
         node = (pod.get("spec") or {}).get("nodeName")
@@ -95,6 +96,9 @@ class TaintEviction:
     def _node_updated(self, old: Obj, new: Obj) -> None:
         if old is new or taints.no_execute(old) != taints.no_execute(new):
             self._node_changed(new)
+
+    def _node_gone(self, node: Obj) -> None:
+        self.confirmed.pop(node["metadata"]["name"], None)  # its pods go with it (pod GC)
 
     async def reconcile(self, key: str) -> None:
         pod = self.pods.cache.get(key)

@@ -210,3 +210,16 @@ async def test_pod_gc_confirms_a_missing_node_before_force_deleting() -> None:
     await gc.sweep()
     assert [(a.verb, a.name, a.body["grace"], a.body["uid"]) for a in f.client.actions] == [
         ("delete", "orphan", 0, "u-orphan")]
+
+
+async def test_a_deleted_node_leaves_no_confirmed_read_behind() -> None:
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1", {"key": "maintenance", "effect": "NoExecute"}))
+    f.seed(kinds.POD, pod("p"))
+    c = make(f)
+    await f.run(c, "ns/p")
+    assert "n1" in c.confirmed
+    gone = f.informers.informer(kinds.NODE).cache.remove("n1")
+    assert gone is not None
+    c._node_gone(gone)
+    assert c.confirmed == {}
