@@ -114,6 +114,45 @@ async def test_list_watch_resume_and_relist_after_410() -> None:
     assert informer.cache.by_index(inf.NODE, "n2")[0]["metadata"]["resourceVersion"] == "12"
 
 
+def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
+    obj["metadata"]["uid"] = uid
+    return obj
+
+
+async def test_an_object_made_again_under_the_same_name_is_a_delete_and_an_add() -> None:
+    gone = {"kind": "Status", "code": 410, "reason": "Gone", "message": "too old"}
+    script = Script([
+        ("list", 10, [with_uid(pod("a", 5), "a1"), with_uid(pod("b", 8), "b1")]),
+        # The name's uid changed between two events (the delete was not seen).
+        ("watch", [("MODIFIED", with_uid(pod("a", 12), "a2"))], "end"),
+        ("watch", [("ERROR", gone)], "end"),
+        # After the 410: b deleted, a deleted and made again, meanwhile.
+        ("list", 20, [with_uid(pod("a", 18), "a3")]),
+        ("watch", [], "hold"),
+    ])
+    runner, url = await serve(script)
+    heard: list[str] = []
+    try:
+        async with transport.Transport([url], "t") as tp:
+            informer = inf.Informer(rest.RestClient(tp), POD)
+            informer.add_handler(inf.Handler(
+                add=lambda o: heard.append(f"add {o['metadata']['uid']}"),
+                update=lambda old, new: heard.append(
+                    f"update {old['metadata']['uid']}->{new['metadata']['uid']}"),
+                delete=lambda o: heard.append(f"delete {o['metadata']['uid']}")))
+            task = asyncio.ensure_future(informer.run())
+            await until(lambda: informer.lists == 2 and len(script.queries) == 5, "relist")
+            script.hold.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+    assert heard == ["add a1", "add b1",
+                     "delete a1", "add a2",  # a new uid is a new object
+                     "delete a2", "add a3", "delete b1"]
+    assert informer.cache.get("ns/a")["metadata"]["uid"] == "a3"  # type: ignore[index]
+
+
 def test_cache_indexes_follow_updates_and_removals() -> None:
     cache = inf.Cache()
     cache.put(pod("a", 1, node="n1"))
