@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import quantity, selectors, taints
+from raftkube.api import conditions, quantity, selectors, taints
 
 Obj = dict[str, Any]
 RESOURCES = ("cpu", "memory")
@@ -191,10 +191,7 @@ def node_info(node: Obj, pods: Iterable[Obj]) -> NodeInfo:
 
 def readiness_taint(node: Obj) -> Obj | None:
     """The NoSchedule taint the node's Ready condition implies; None when it is Ready."""
-    found = None
-    for c in (node.get("status") or {}).get("conditions") or []:
-        if isinstance(c, dict) and c.get("type") == "Ready":
-            found = c.get("status")
+    found = (conditions.get(node, "Ready") or {}).get("status")
     if found == "True":
         return None
     key = taints.UNREACHABLE if found == "Unknown" else taints.NOT_READY

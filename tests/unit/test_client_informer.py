@@ -65,6 +65,13 @@ async def serve(script: Script) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
 
+def recorder(heard: list[str], one: Any, two: Any) -> inf.Handler:
+    """A handler that writes down what it hears: `one(obj)`, `two(old, new)` say which."""
+    return inf.Handler(add=lambda o: heard.append(f"add {one(o)}"),
+                       update=lambda old, new: heard.append(f"update {two(old, new)}"),
+                       delete=lambda o: heard.append(f"delete {one(o)}"))
+
+
 async def until(pred: Any, what: str) -> None:
     for _ in range(200):
         if pred():
@@ -89,12 +96,10 @@ async def test_list_watch_resume_and_relist_after_410() -> None:
     try:
         async with transport.Transport([url], "t") as tp:
             informer = inf.Informer(rest.RestClient(tp), POD)
-            informer.add_handler(inf.Handler(
-                add=lambda o: heard.append(f"add {o['metadata']['name']}"),
-                update=lambda old, new: heard.append(
-                    f"update {new['metadata']['name']} "
-                    f"{old['metadata']['resourceVersion']}->{new['metadata']['resourceVersion']}"),
-                delete=lambda o: heard.append(f"delete {o['metadata']['name']}")))
+            informer.add_handler(recorder(heard, lambda o: o["metadata"]["name"],
+                                          lambda old, new: f"{new['metadata']['name']} "
+                                          f"{old['metadata']['resourceVersion']}->"
+                                          f"{new['metadata']['resourceVersion']}"))
             task = asyncio.ensure_future(informer.run())
             await until(lambda: informer.resource_version == "26", "the last event")
             script.hold.set()
@@ -135,11 +140,9 @@ async def test_an_object_made_again_under_the_same_name_is_a_delete_and_an_add()
     try:
         async with transport.Transport([url], "t") as tp:
             informer = inf.Informer(rest.RestClient(tp), POD)
-            informer.add_handler(inf.Handler(
-                add=lambda o: heard.append(f"add {o['metadata']['uid']}"),
-                update=lambda old, new: heard.append(
-                    f"update {old['metadata']['uid']}->{new['metadata']['uid']}"),
-                delete=lambda o: heard.append(f"delete {o['metadata']['uid']}")))
+            informer.add_handler(recorder(
+                heard, lambda o: o["metadata"]["uid"],
+                lambda old, new: f"{old['metadata']['uid']}->{new['metadata']['uid']}"))
             task = asyncio.ensure_future(informer.run())
             await until(lambda: informer.lists == 2 and len(script.queries) == 5, "relist")
             script.hold.set()
