@@ -21,9 +21,9 @@ Readiness is a taint, as in Kubernetes (TaintNodesByCondition): a node whose Rea
 condition is False (or not posted yet) counts as tainted `node.kubernetes.io/not-ready:
 NoSchedule`, one whose Ready is Unknown as `node.kubernetes.io/unreachable:NoSchedule`,
 whether or not the node lifecycle controller has written the taint yet. So a pod that
-tolerates them (every DaemonSet pod) may still go there, and the reason a pod is turned
-away reads as Kubernetes' does: `node(s) had untolerated taint {node.kubernetes.io/
-unreachable: }`.
+tolerates them NoSchedule may still go there (a DaemonSet pod's default tolerations are
+NoExecute only: it waits, as in Kubernetes), and the reason a pod is turned away reads
+as Kubernetes' does: `node(s) had untolerated taint {node.kubernetes.io/unreachable: }`.
 
 Amounts are integers: millicores and bytes, rounded up as Kubernetes rounds them.
 

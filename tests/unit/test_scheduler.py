@@ -98,15 +98,15 @@ def test_the_reasons_are_counted_over_all_nodes() -> None:
 
 
 def test_a_pod_that_tolerates_a_node_being_down_may_go_there() -> None:
-    # DaemonSet pods tolerate not-ready and unreachable: Kubernetes places them on such
-    # nodes (its scheduler has no readiness filter, only the taints they imply).
+    # Kubernetes' scheduler has no readiness filter, only the taints readiness implies:
+    # a pod that tolerates those NoSchedule may go to such a node.
     down = [node("a", ready=False), node("b", ready="Unknown", taints=[
         {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}])]
     both = [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
             {"key": "node.kubernetes.io/unreachable", "operator": "Exists"}]
     assert isinstance(decide(down[:1], pod(tolerations=both[:1])), sched.Placement)
     assert isinstance(decide(down[1:], pod(tolerations=both[1:])), sched.Placement)
-    # NoExecute only: a NoSchedule taint (or the readiness behind it) still turns it away.
+    # NoExecute only (a DaemonSet pod's defaults): the NoSchedule one still turns it away.
     no_execute = [dict(t, effect="NoExecute", tolerationSeconds=300) for t in both]
     result = decide(down, pod(tolerations=no_execute))
     assert isinstance(result, sched.Unschedulable)
