@@ -4,6 +4,9 @@ Names become store keys, URL segments and (for Namespaces and Services) DNS name
 their syntax is checked strictly; labels and annotations are checked as Kubernetes checks
 them, because selectors built from them are parsed by the same rules
 (`raftkube.api.selectors`) and a label that no selector can name is a trap.
+
+`int_annotation` reads a number kept in an annotation (a revision, a deletion cost) the
+one forgiving way every reader wants: 0 when absent or not a number.
 """
 
 from __future__ import annotations
@@ -96,3 +99,13 @@ def _owner_references(refs: Any, *, path: str, errs: causes.Causes) -> None:
 def _wrong_type(value: Any) -> bool:
     """Set, but not a string: the schema walk has reported it already."""
     return value is not None and not isinstance(value, str)
+
+
+def int_annotation(obj: Any, key: str) -> int:
+    """The annotation `key` of `obj` as an int; 0 when absent or not a number."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    value = ((meta if isinstance(meta, dict) else {}).get("annotations") or {}).get(key)
+    try:
+        return int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0

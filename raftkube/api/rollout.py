@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.api import merge
+from raftkube.api import merge, metadata
 
 Obj = dict[str, Any]
 
@@ -81,11 +81,7 @@ def equal_ignore_hash(a: Obj | None, b: Obj | None) -> bool:
 
 def revision_of(obj: Obj) -> int:
     """The `deployment.kubernetes.io/revision` annotation; 0 when absent or not a number."""
-    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION)
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return 0
+    return metadata.int_annotation(obj, REVISION)
 
 
 def controlled_by(owner: Obj, objs: Iterable[Obj]) -> list[Obj]:

@@ -78,7 +78,9 @@ class EtcdClient:
         resp = await self.call("/v3/kv/range", body)
         return [(unb64(kv["key"]), unb64(kv.get("value"))) for kv in resp.get("kvs", [])]
 
-    async def status(self, server: str) -> dict[str, Any]:
+    async def status(self, server: str | None = None) -> dict[str, Any]:
+        """A member's status: `server`'s own (a new connection each time), or that of
+        the first server of this client's transport that answers."""
         result: dict[str, Any] = await self.call("/v3/maintenance/status", server=server)
         return result
 

@@ -7,6 +7,12 @@ again and tells its handlers what changed meanwhile. Handlers hear add, update a
 delete, and a periodic resync repeats an update for every object, so a reconciler that
 missed something catches up: they should only enqueue keys (level-triggered).
 
+An object is its uid, not its name: one deleted and made again under the same name
+between two things the informer saw (a relist, or a watch event whose delete it did not
+see) is told as a delete of the old and an add of the new, never as an update, so that
+a handler keeping state per object (a countdown, an owner's pods) drops the old one's.
+A relist tells a delete for every cached object the list no longer has.
+
 The cache holds the objects as they came from the server. They are shared: never mutate
 one, copy it first (`copy.deepcopy`). Indexes answer "pods on node n1", "pods in
 namespace ns", "objects owned by uid u" without a scan.
@@ -73,6 +79,10 @@ DEFAULT_INDEXES: Mapping[str, IndexFunc] = {NAMESPACE: _namespace, NODE: _node,
 
 def resource_version(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _uid(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")
 
 
 class Cache:
@@ -214,10 +224,8 @@ class Informer:
             key = key_of(obj)
             seen.add(key)
             old = self.cache.put(obj)
-            if old is None:
-                self._notify("add", obj)
-            elif resource_version(old) != resource_version(obj):
-                self._notify("update", old, obj)
+            if old is None or resource_version(old) != resource_version(obj):
+                self._stored(old, obj)
         for key in set(self.cache.keys()) - seen:
             gone = self.cache.remove(key)
             if gone is not None:
@@ -229,17 +237,23 @@ class Informer:
         obj = event.object
         version = event.resource_version
         if event.type in ("ADDED", "MODIFIED"):
-            old = self.cache.put(obj)
-            if old is None:
-                self._notify("add", obj)
-            else:
-                self._notify("update", old, obj)
+            self._stored(self.cache.put(obj), obj)
         elif event.type == "DELETED":
             gone = self.cache.remove(key_of(obj))
             if gone is not None:
                 self._notify("delete", obj)
         if version:
             self.resource_version = version
+
+    def _stored(self, old: Obj | None, new: Obj) -> None:
+        """Tell what storing `new` over `old` (None: nothing there) was."""
+        if old is None:
+            self._notify("add", new)
+        elif _uid(old) != _uid(new):
+            self._notify("delete", old)
+            self._notify("add", new)
+        else:
+            self._notify("update", old, new)
 
     def _notify(self, what: str, *objs: Obj) -> None:
         for handler in self._handlers:

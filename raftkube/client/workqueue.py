@@ -8,9 +8,15 @@ the cache, and say `done`. The queue guarantees what makes that correct and chea
   is marked dirty and queued again when its worker says `done`;
 - a key that failed is retried after a per-key exponential back-off (5 ms doubling, to
   a cap), bounded overall by a token bucket, until a success `forget`s its failures;
-- `add_after` delays a key (a timed re-check, such as minReadySeconds).
+- `add_after` delays a key (a timed re-check, such as minReadySeconds);
+- `get` always gives the event loop a turn, even with keys waiting: a reconcile that
+  awaits nothing and adds its own key again (a deadline already passed) would otherwise
+  keep its worker from ever suspending, freezing every other task of the process,
+  the informers that would bring the change it waits for among them. Callers make such
+  re-adds rare: a timed re-check is due no sooner than the condition it waits for.
 
 Delays run on the event loop's clock; the back-off arithmetic is pure and takes `now`.
+Workers that end shut their queue down, so that no timer of theirs outlives them.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ class WorkQueue:
         return self.backoff.failures(key)
 
     async def get(self) -> str:
+        await asyncio.sleep(0)  # a turn for every other task, whether or not we wait
         while not self._queue:
             if self._shutting_down:
                 raise ShutDown
@@ -173,6 +180,9 @@ async def run_workers(queue: WorkQueue, reconcile: Callable[[str], Awaitable[Non
             finally:
                 queue.done(key)
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(workers):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+    finally:
+        queue.shutdown()  # its timers go with its workers (a leader's loops end by cancel)

@@ -17,7 +17,12 @@ Kubernetes' pkg/controller/daemon in miniature, without I/O:
 - `manage(...)`: pods to create and delete so that each eligible node runs exactly one
   (failed pods are handed back separately: the controller deletes them under a back-off).
 - `rolling_update(...)`: which old pods to replace now, within maxUnavailable, or which
-  nodes get a new pod beside the old one, within maxSurge.
+  nodes get a new pod beside the old one, within maxSurge. A node that is not Ready is
+  left out of the budget: whatever its pods are (an old one Terminating with no agent to
+  finish it, a new one that will never start), they serve nothing and nothing done
+  elsewhere changes that; counting them would stall the rollout on every other node
+  for as long as the node stays dark (Kubernetes' does). Its old pod is replaced at
+  once, as an old pod that is not ready is anywhere.
 - `status(...)`: the counts of `DaemonSetStatus`.
 
 Pods are told apart by the `controller-revision-hash` label: a hash of the pod template.
@@ -34,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftkube.api import conditions
 from raftkube.controllers import podcontrol, podstate
 from raftkube.scheduler import core
 
@@ -280,17 +286,25 @@ def rolling_update(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]],
     if rolling is None:
         return Plan()
     wanted = {node: list(pods) for node, pods in by_node.items()}
+    dark: set[str] = set()  # nodes that are not Ready: outside the budget
     desired = 0
     for node in nodes:
+        name = node["metadata"]["name"]
+        if not conditions.is_true(node, "Ready"):
+            dark.add(name)
         if eligibility(ds, node)[0]:
             desired += 1
-            wanted.setdefault(node["metadata"]["name"], [])
+            wanted.setdefault(name, [])
+    plan = Plan()
+    for name in sorted(dark & set(wanted)):
+        _, old, ok = _new_and_old(wanted.pop(name), hash_)
+        if ok and old is not None:
+            plan.delete.append(old)  # serves nothing: its successor comes when it is gone
     max_surge = _scaled(rolling.get("maxSurge"), desired)
     max_unavailable = _scaled(rolling.get("maxUnavailable"), desired)
     if max_surge == 0 and max_unavailable == 0:
         max_unavailable = 1  # an impossible setting: Kubernetes' default instead
     min_ready = _min_ready(ds)
-    plan = Plan()
     if max_surge == 0:
         unavailable = 0
         replace_now: list[Obj] = []
@@ -308,7 +322,7 @@ def rolling_update(ds: Obj, nodes: Sequence[Obj], by_node: dict[str, list[Obj]],
             elif unavailable < max_unavailable and old is not None:
                 candidates.append(old)
         room = max(0, min(max_unavailable - unavailable, len(candidates)))
-        plan.delete = replace_now + candidates[:room]
+        plan.delete += replace_now + candidates[:room]
         return plan
     surging = 0
     surge_now: list[str] = []

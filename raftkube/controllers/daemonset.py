@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from raftkube.api import kinds, selectors
+from raftkube.api import conditions, kinds, selectors
 from raftkube.client import informer as inf
 from raftkube.controllers import base, claims, daemonplan, inflight, podcontrol, podstate
 
@@ -68,6 +68,11 @@ class DaemonSetController(base.Controller):
         self.settling.forget(inf.key_of(ds))
 
     def _node_changed(self, old: Obj | None, new: Obj | None) -> None:
+        if old is not None and new is not None and \
+                conditions.is_true(old, "Ready") != conditions.is_true(new, "Ready"):
+            for ds in self.daemonsets.cache.list():
+                self.enqueue(ds)  # a rolling update counts only nodes that are Ready
+            return
         for ds in self.daemonsets.cache.list():
             before = daemonplan.eligibility(ds, old) if old is not None else (False, False)
             after = daemonplan.eligibility(ds, new) if new is not None else (False, False)

@@ -108,9 +108,8 @@ class Disruption:
         mode changes, else ""."""
         new = {z: zone_state(r, unhealthy_threshold=self.limits.unhealthy_threshold)
                for z, r in zones.items()}
-        for gone in set(self.states) - set(new):
-            del self.states[gone]
-            self.buckets.pop(gone, None)
+        for gone in set(self.buckets) - set(new):  # a bucket may precede its zone's state
+            del self.buckets[gone]
         all_full = bool(new) and all(s == FULL for s in new.values())
         change = ""
         if all_full and not self.master_mode:

@@ -1,7 +1,8 @@
 """The leader's loops as one unit: they start when this master leads and stop when not.
 
 `LeaderLoops.run()` watches this master's own Raft role through its API (`/v3/maintenance
-/status`, every `poll` seconds). When the master becomes leader in term T, it starts one
+/status`, every `poll` seconds, over one kept-alive connection). When the master becomes
+leader in term T, it starts one
 task group: the shared informers, the event recorder, the scheduler and every
 controller, all talking to the API through the client layer over loopback, with every
 write stamped with T. The loops start working once the informers have listed
@@ -9,6 +10,13 @@ everything (a loop that acted on an empty cache would create what already exists
 the master stops leading, or leads in a new term, the group is cancelled at once and,
 for a new term, started afresh: nothing is carried over, because everything is
 level-triggered and re-derived from the API.
+
+A role read that fails (a slow `/status` answer under load, a dropped connection) says
+nothing about the role: the loops go on as they are until reads have failed for
+`role_grace` seconds, rather than being torn down and started again, which would cost a
+full relist of every informer for a hiccup. Going on is safe: every write of the loops
+carries their term, so a leader deposed meanwhile changes nothing; an answer that says
+this master no longer leads stops them at once.
 
 The loops hold no store internals and would run the same out of process.
 """
@@ -70,38 +78,55 @@ class Role:
 class LeaderLoops:
     def __init__(self, *, api_url: str, token: str, member_id: str,
                  options: base.Options | None = None, make_loops: MakeLoops = default_loops,
-                 poll: float = 0.1, clock: Callable[[], float] = time.time) -> None:
+                 poll: float = 0.1, role_grace: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.api_url = api_url
         self.token = token
         self.member_id = member_id
         self.options = options or base.Options()
         self.make_loops = make_loops
         self.poll = poll
+        self.role_grace = role_grace  # how long failed role reads keep the role as it was
         self.clock = clock
         self.term = 0  # the term the loops run for; 0 when they do not run
         self.started = 0  # how many times they were started (a test reads it)
 
     async def role(self, store: EtcdClient) -> Role | None:
+        """This master's role, or None if it could not be read."""
         try:
-            status = await store.status(self.api_url)
-        except ClientError:
+            # Through the poll's own transport (this master only): its session and
+            # connection serve every poll.
+            status = await store.status()
+            leads = str(status.get("leader")) == self.member_id
+            return Role(leads, int(status["header"]["raft_term"]))
+        except (ClientError, KeyError, TypeError, ValueError) as e:
+            log.debug("leader loops: this master's role could not be read: %s", e)
             return None
-        leads = str(status.get("leader")) == self.member_id
-        return Role(leads, int(status["header"]["raft_term"]))
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         async with transport.Transport([self.api_url], self.token, wait=0,
                                        timeout=2.0) as tp:
             store = EtcdClient(tp)
             group: asyncio.Task[None] | None = None
+            read_at = loop.time()  # the last role read that answered
             try:
                 while True:
                     role = await self.role(store)
-                    want = role.term if role is not None and role.leader else 0
+                    if role is not None:
+                        read_at = loop.time()
+                        want = role.term if role.leader else 0
+                    elif loop.time() - read_at < self.role_grace:
+                        want = self.term  # unknown for now: as it was
+                    else:
+                        if self.term:
+                            log.warning("leader loops: no answer about this master's role "
+                                        "for %.1fs", loop.time() - read_at)
+                        want = 0
                     if group is not None and (want != self.term or group.done()):
                         await self._stop(group)
                         group = None
-                    if group is None and want:
+                    if group is None and want and role is not None:  # known to lead
                         group = asyncio.ensure_future(self._lead(want))
                     await asyncio.sleep(self.poll)
             finally:

@@ -150,6 +150,10 @@ class NodeLifecycle:
         if meta.get("namespace") != LEASE_NAMESPACE:
             return
         name = str(meta.get("name", ""))
+        if self.nodes.cache.get(name) is None:
+            # No such Node (not yet, or no more: a lease outlives its Node, and an agent
+            # may go on renewing it): nothing to count down; the Node starts its own.
+            return
         h = self._health(name)
         version = inf.resource_version(lease)
         if version != h.lease_version:
@@ -166,7 +170,9 @@ class NodeLifecycle:
         self.queue.add(name)
 
     def _node_gone(self, node: Obj) -> None:
-        self.health.pop(node["metadata"]["name"], None)
+        name = node["metadata"]["name"]
+        self.health.pop(name, None)
+        self.waiting.discard(name)  # else the monitor would queue it forever
 
     def _pod_seen(self, pod: Obj) -> None:
         node = (pod.get("spec") or {}).get("nodeName")
@@ -230,7 +236,9 @@ class NodeLifecycle:
         current = [t for t in (node.get("spec") or {}).get("taints") or [] if isinstance(t, dict)]
         had_no_execute = any(t.get("key") in NODE_CONTROLLER_TAINTS
                              and t.get("effect") == taints.NO_EXECUTE for t in current)
+        self.waiting.discard(name)  # added back below if it still waits for a token
         if self.disruption.master_mode:
+            # Nothing waits for a token: leaving the mode looks at every node again.
             wanted = [t for t in wanted_taints(node, status, no_execute=False, now=now)
                       if not (t.get("key") in NODE_CONTROLLER_TAINTS
                               and t.get("effect") == taints.NO_EXECUTE)]
@@ -240,7 +248,6 @@ class NodeLifecycle:
             missing = status != "True" and not any(
                 t.get("effect") == taints.NO_EXECUTE and t.get("key") in NODE_CONTROLLER_TAINTS
                 for t in wanted)
-            self.waiting.discard(name)
             if missing:
                 if self.disruption.may_taint(zone, now):
                     wanted = wanted_taints(node, status, no_execute=True, now=now)

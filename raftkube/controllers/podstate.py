@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from raftkube.api import conditions
+from raftkube.api import conditions, metadata
 from raftkube.api.timestamps import parse_time
 
 Obj = dict[str, Any]
@@ -150,11 +150,7 @@ def target_node(pod: Obj) -> str:
 
 
 def deletion_cost(pod: Obj) -> int:
-    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST)
-    try:
-        return int(value) if value is not None else 0
-    except (TypeError, ValueError):
-        return 0
+    return metadata.int_annotation(pod, DELETION_COST)
 
 
 def _most_restarts(pod: Obj) -> int:

@@ -212,4 +212,7 @@ def recheck_after(d: Obj, status: Obj, now: float) -> float | None:
     if since is None:
         return None
     after = since + int(d["spec"]["progressDeadlineSeconds"]) - now
-    return 0.0 if after < 1.0 else after + 1.0
+    # A second late rather than a moment early: `timed_out` asks for the deadline to
+    # have passed, and a look before it would find nothing to do and ask again at once
+    # (Kubernetes' requeueStuckDeployment enqueues at once under a second: a busy loop).
+    return max(after, 0.0) + 1.0

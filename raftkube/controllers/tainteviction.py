@@ -69,7 +69,8 @@ class TaintEviction:
         self.pods.add_handler(inf.Handler(add=self._pod_changed, update=self._pod_updated,
                                           delete=self._pod_gone))
         self.nodes.add_handler(inf.Handler(add=self._node_changed,
-                                           update=self._node_updated))
+                                           update=self._node_updated,
+                                           delete=self._node_gone))
 
     def _pod_changed(self, pod: Obj) -> None:
         node = (pod.get("spec") or {}).get("nodeName")
@@ -96,6 +97,9 @@ class TaintEviction:
         if old is new or taints.no_execute(old) != taints.no_execute(new):
             self._node_changed(new)
 
+    def _node_gone(self, node: Obj) -> None:
+        self.confirmed.pop(node["metadata"]["name"], None)  # its pods go with it (pod GC)
+
     async def reconcile(self, key: str) -> None:
         pod = self.pods.cache.get(key)
         node_name = str(((pod or {}).get("spec") or {}).get("nodeName") or "")
@@ -117,7 +121,10 @@ class TaintEviction:
             self.queue.add_after(key, due - now)
             return
         if not await self._still_tainted(node_name, tainted, now):
-            self.queue.add(key)  # looked at again with the node as it now is
+            # The cache is behind: the node's update re-queues its pods when it comes.
+            # Not at once here, which would find the same cache and the same read
+            # (CONFIRM_FOR) and spin; once the read may be made again, if still behind.
+            self.queue.add_after(key, CONFIRM_FOR)
             return
         await self._evict(key, pod)
 

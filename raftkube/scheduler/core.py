@@ -9,13 +9,21 @@ the nodes left are scored and the best one wins, ties broken by the caller's ran
 generator so that a seeded test, or a replayed decision, is the same every time. No
 clock, no I/O: the leader loop that calls it binds with a compare-and-swap.
 
-Filters: cordon, readiness, node selector and required node affinity, taints, cpu /
-memory / pod count, host ports, required pod affinity and anti-affinity (both ways: a
+Filters: cordon, taints, node selector and required node affinity, cpu / memory / pod
+count, host ports, required pod affinity and anti-affinity (both ways: a
 pod already placed may refuse the newcomer), and `topologySpreadConstraints` with
 `whenUnsatisfiable: DoNotSchedule`. Scores (Kubernetes' plugins and weights, in
 miniature): least allocated (0-100), preferred node affinity (the weights of the terms
 that match), spreading a controller's pods over nodes (0-100, weight 2), soft topology
 spread (0-100, weight 2) and preferred pod affinity (the weights, signed).
+
+Readiness is a taint, as in Kubernetes (TaintNodesByCondition): a node whose Ready
+condition is False (or not posted yet) counts as tainted `node.kubernetes.io/not-ready:
+NoSchedule`, one whose Ready is Unknown as `node.kubernetes.io/unreachable:NoSchedule`,
+whether or not the node lifecycle controller has written the taint yet. So a pod that
+tolerates them NoSchedule may still go there (a DaemonSet pod's default tolerations are
+NoExecute only: it waits, as in Kubernetes), and the reason a pod is turned away reads
+as Kubernetes' does: `node(s) had untolerated taint {node.kubernetes.io/unreachable: }`.
 
 Amounts are integers: millicores and bytes, rounded up as Kubernetes rounds them.
 
@@ -34,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import quantity, selectors
+from raftkube.api import conditions, quantity, selectors, taints
 
 Obj = dict[str, Any]
 RESOURCES = ("cpu", "memory")
@@ -56,7 +64,7 @@ class NodeInfo:
 
     name: str
     labels: Mapping[str, str]
-    taints: tuple[Obj, ...]
+    taints: tuple[Obj, ...]  # as the node states them, then what its readiness implies
     allocatable: Mapping[str, int]  # cpu in millicores, memory in bytes, pods
     requested: Mapping[str, int]
     pods: int
@@ -167,18 +175,27 @@ def node_info(node: Obj, pods: Iterable[Obj]) -> NodeInfo:
         owner = controller_uid(pod)
         if owner:
             owners[owner] += 1
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [] if isinstance(c, dict))
+    ready = readiness_taint(node)
     labels = dict(node["metadata"].get("labels") or {})
     labels.setdefault(HOSTNAME, name)
     return NodeInfo(
         name=name, labels=labels,
-        taints=tuple(t for t in spec.get("taints") or [] if isinstance(t, dict)),
+        taints=tuple(t for t in spec.get("taints") or [] if isinstance(t, dict)) + (
+            (ready,) if ready is not None else ()),
         allocatable=alloc, requested=requested, pods=len(placed),
-        host_ports=frozenset(ports), ready=ready,
+        host_ports=frozenset(ports), ready=ready is None,
         unschedulable=bool(spec.get("unschedulable")), owners=dict(owners),
         placed=tuple(placed),
         with_affinity=tuple(p for p in placed if _has_pod_affinity(p)))
+
+
+def readiness_taint(node: Obj) -> Obj | None:
+    """The NoSchedule taint the node's Ready condition implies; None when it is Ready."""
+    found = (conditions.get(node, "Ready") or {}).get("status")
+    if found == "True":
+        return None
+    key = taints.UNREACHABLE if found == "Unknown" else taints.NOT_READY
+    return {"key": key, "effect": taints.NO_SCHEDULE}
 
 
 def snapshot_of(nodes: Sequence[Obj], pods: Sequence[Obj]) -> Snapshot:
@@ -331,10 +348,6 @@ def _unschedulable(node: NodeInfo, ask: Ask) -> str | None:
     return None
 
 
-def _not_ready(node: NodeInfo, ask: Ask) -> str | None:
-    return None if node.ready else "node(s) were not ready"
-
-
 def _node_affinity(node: NodeInfo, ask: Ask) -> str | None:
     if not _matches_node(node, ask):
         return "node(s) didn't match Pod's node affinity/selector"
@@ -365,11 +378,11 @@ def fits_node_affinity(pod: Obj, node_name: str, labels: Mapping[str, str]) -> b
 
 def _taints(node: NodeInfo, ask: Ask) -> str | None:
     for taint in node.taints:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and \
+        if taint.get("effect") in (taints.NO_SCHEDULE, taints.NO_EXECUTE) and \
                 not tolerates(ask.pod, taint):
-            shown = f"{taint.get('key')}: {taint['value']}" if taint.get("value") \
-                else str(taint.get("key"))
-            return f"node(s) had untolerated taint {{{shown}}}"
+            # Kubernetes' words, the space included when the taint has no value.
+            return (f"node(s) had untolerated taint {{{taint.get('key') or ''}: "
+                    f"{taint.get('value') or ''}}}")
     return None
 
 
@@ -389,22 +402,15 @@ def _ports(node: NodeInfo, ask: Ask) -> str | None:
     return None
 
 
-FILTERS = (_unschedulable, _not_ready, _node_affinity, _taints, _resources, _ports)
+# Kubernetes' order (NodeUnschedulable, TaintToleration, NodeAffinity, ...): a node
+# is turned away for the first reason found.
+FILTERS = (_unschedulable, _taints, _node_affinity, _resources, _ports)
 
 
 def tolerates(pod: Obj, taint: Obj) -> bool:
-    for t in (pod.get("spec") or {}).get("tolerations") or []:
-        if not isinstance(t, dict):
-            continue
-        if t.get("effect") and t["effect"] != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists":
-            if not t.get("key") or t["key"] == taint.get("key"):
-                return True
-        elif t.get("key") == taint.get("key") and \
-                (t.get("value") or "") == (taint.get("value") or ""):
-            return True
-    return False
+    """Whether one of the pod's tolerations matches the taint (`api.taints`' rule)."""
+    return any(isinstance(t, dict) and taints.tolerates(t, taint)
+               for t in (pod.get("spec") or {}).get("tolerations") or [])
 
 
 # ---- pod (anti-)affinity and topology spread: counted once per decision -----------------

@@ -75,7 +75,7 @@ class Scheduler:
         self.pods.add_handler(inf.Handler(add=self._pod_added, update=self._pod_updated,
                                           delete=self._pod_deleted))
         self.nodes.add_handler(inf.Handler(add=self._node_changed,
-                                           update=lambda _old, new: self._node_changed(new),
+                                           update=self._node_updated,
                                            delete=self._node_deleted))
 
     # ---- the cluster as it changes ----------------------------------------------------
@@ -117,6 +117,15 @@ class Scheduler:
     def _node_changed(self, node: Obj) -> None:
         self._refresh(node["metadata"]["name"])
         self._retry_unschedulable()
+
+    def _node_updated(self, old: Obj, new: Obj) -> None:
+        """A node's update wakes the parked pods only if what scheduling reads changed:
+        agents post status (heartbeats) every few seconds, and most posts change nothing
+        a decision would see (Kubernetes' nodeSchedulingPropertiesChange)."""
+        if old is new or _scheduling_view(old) != _scheduling_view(new):
+            self._node_changed(new)
+        else:
+            self._refresh(new["metadata"]["name"])
 
     def _node_deleted(self, node: Obj) -> None:
         self.infos.pop(node["metadata"]["name"], None)
@@ -189,3 +198,13 @@ class Scheduler:
             group.create_task(self._flush_forever())
             group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.workers))
+
+
+def _scheduling_view(node: Obj) -> Any:
+    """What of a node a scheduling decision reads: labels, spec (taints, cordon),
+    allocatable and the status of each condition (not their heartbeat times)."""
+    status = node.get("status") or {}
+    return ((node.get("metadata") or {}).get("labels"), node.get("spec"),
+            status.get("allocatable") or status.get("capacity"),
+            sorted((str(c.get("type")), str(c.get("status")))
+                   for c in status.get("conditions") or [] if isinstance(c, dict)))

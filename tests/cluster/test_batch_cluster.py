@@ -262,3 +262,55 @@ async def test_a_job_finishes_exactly_once_across_a_leader_kill(
     assert (result["status"]["succeeded"], result["status"]["failed"]) == (6, 0)
     pods = await pods_of(api, made)
     assert len(pods) == 6 and all(podstate.phase(p) == "Succeeded" for p in pods)
+
+
+async def test_a_rollout_goes_on_past_a_dark_node_and_pods_are_told_why_it_is_refused(
+        nodes: Cluster, api: rest.RestClient) -> None:
+    ds = await api.create(kinds.DAEMONSET, NS, {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {
+                     "containers": [{"name": "c", "image": "agent:v1"}]}}}})
+
+    async def ready_everywhere() -> bool:
+        pods = await pods_of(api, ds)
+        return sorted(p["spec"].get("nodeName", "") for p in pods
+                      if podstate.is_ready(p)) == ["n1", "n2", "n3"]
+
+    await wait_for(ready_everywhere, timeout=60, what="a ready daemon pod on every node")
+    # n3 goes dark: its agent dies, and after the grace period its Node is Unknown.
+    nodes.kill("n3")
+
+    async def n3_unknown() -> bool:
+        n3 = await api.get(kinds.NODE, "", "n3")
+        return (conditions.get(n3, "Ready") or {}).get("status") == "Unknown"
+
+    await wait_for(n3_unknown, timeout=60, what="n3 to be Ready=Unknown")
+    # A pod that can only go to n3 is told why not, in Kubernetes' words.
+    await api.create(kinds.POD, NS, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "only-n3"},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "n3"},
+                 "containers": [{"name": "c", "image": "busybox:1.36"}]}})
+
+    async def refused() -> str:
+        pod = await api.get(kinds.POD, NS, "only-n3")
+        return str((conditions.get(pod, "PodScheduled") or {}).get("message") or "")
+
+    message = await wait_for(refused, timeout=30, what="only-n3 to be refused")
+    assert message == ("0/3 nodes are available: 2 node(s) didn't match Pod's node "
+                       "affinity/selector, 1 node(s) had untolerated taint "
+                       "{node.kubernetes.io/unreachable: }."), message
+    # A new template rolls out on n1 and n2 although n3 (maxUnavailable 1) never can.
+    current = await api.get(kinds.DAEMONSET, NS, "agent")
+    current["spec"]["template"]["spec"]["containers"][0]["image"] = "agent:v2"
+    updated = await api.update(kinds.DAEMONSET, current)
+    new_hash = daemonplan.template_hash(updated)
+
+    async def rolled_out_where_it_can() -> bool:
+        pods = [p for p in await pods_of(api, ds) if p["spec"].get("nodeName") in ("n1", "n2")
+                and not podstate.is_deleting(p)]
+        return len(pods) == 2 and all(
+            p["metadata"]["labels"]["controller-revision-hash"] == new_hash
+            and podstate.is_ready(p) for p in pods)
+
+    await wait_for(rolled_out_where_it_can, timeout=90, what="the new template on n1 and n2")

@@ -65,6 +65,13 @@ async def serve(script: Script) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
 
+def recorder(heard: list[str], one: Any, two: Any) -> inf.Handler:
+    """A handler that writes down what it hears: `one(obj)`, `two(old, new)` say which."""
+    return inf.Handler(add=lambda o: heard.append(f"add {one(o)}"),
+                       update=lambda old, new: heard.append(f"update {two(old, new)}"),
+                       delete=lambda o: heard.append(f"delete {one(o)}"))
+
+
 async def until(pred: Any, what: str) -> None:
     for _ in range(200):
         if pred():
@@ -89,12 +96,10 @@ async def test_list_watch_resume_and_relist_after_410() -> None:
     try:
         async with transport.Transport([url], "t") as tp:
             informer = inf.Informer(rest.RestClient(tp), POD)
-            informer.add_handler(inf.Handler(
-                add=lambda o: heard.append(f"add {o['metadata']['name']}"),
-                update=lambda old, new: heard.append(
-                    f"update {new['metadata']['name']} "
-                    f"{old['metadata']['resourceVersion']}->{new['metadata']['resourceVersion']}"),
-                delete=lambda o: heard.append(f"delete {o['metadata']['name']}")))
+            informer.add_handler(recorder(heard, lambda o: o["metadata"]["name"],
+                                          lambda old, new: f"{new['metadata']['name']} "
+                                          f"{old['metadata']['resourceVersion']}->"
+                                          f"{new['metadata']['resourceVersion']}"))
             task = asyncio.ensure_future(informer.run())
             await until(lambda: informer.resource_version == "26", "the last event")
             script.hold.set()
@@ -112,6 +117,43 @@ async def test_list_watch_resume_and_relist_after_410() -> None:
     assert sorted(inf.key_of(o) for o in informer.cache.by_index(inf.NODE, "n1")) == ["ns/d"]
     assert [inf.key_of(o) for o in informer.cache.by_index(inf.OWNER, "u1")] == ["ns/a"]
     assert informer.cache.by_index(inf.NODE, "n2")[0]["metadata"]["resourceVersion"] == "12"
+
+
+def with_uid(obj: dict[str, Any], uid: str) -> dict[str, Any]:
+    obj["metadata"]["uid"] = uid
+    return obj
+
+
+async def test_an_object_made_again_under_the_same_name_is_a_delete_and_an_add() -> None:
+    gone = {"kind": "Status", "code": 410, "reason": "Gone", "message": "too old"}
+    script = Script([
+        ("list", 10, [with_uid(pod("a", 5), "a1"), with_uid(pod("b", 8), "b1")]),
+        # The name's uid changed between two events (the delete was not seen).
+        ("watch", [("MODIFIED", with_uid(pod("a", 12), "a2"))], "end"),
+        ("watch", [("ERROR", gone)], "end"),
+        # After the 410: b deleted, a deleted and made again, meanwhile.
+        ("list", 20, [with_uid(pod("a", 18), "a3")]),
+        ("watch", [], "hold"),
+    ])
+    runner, url = await serve(script)
+    heard: list[str] = []
+    try:
+        async with transport.Transport([url], "t") as tp:
+            informer = inf.Informer(rest.RestClient(tp), POD)
+            informer.add_handler(recorder(
+                heard, lambda o: o["metadata"]["uid"],
+                lambda old, new: f"{old['metadata']['uid']}->{new['metadata']['uid']}"))
+            task = asyncio.ensure_future(informer.run())
+            await until(lambda: informer.lists == 2 and len(script.queries) == 5, "relist")
+            script.hold.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await runner.cleanup()
+    assert heard == ["add a1", "add b1",
+                     "delete a1", "add a2",  # a new uid is a new object
+                     "delete a2", "add a3", "delete b1"]
+    assert informer.cache.get("ns/a")["metadata"]["uid"] == "a3"  # type: ignore[index]
 
 
 def test_cache_indexes_follow_updates_and_removals() -> None:
@@ -183,3 +225,51 @@ async def test_workers_retry_failures_with_backoff_and_forget_success() -> None:
     q.shutdown()
     await asyncio.wait_for(task, 1)
     assert attempts == ["k", "k", "k"]
+
+
+class Spun(BaseException):
+    """Stops a worker that never gives the loop back (a plain cancel could not)."""
+
+
+async def test_a_key_re_added_when_already_due_does_not_freeze_the_loop() -> None:
+    # A reconcile that finds its deadline already passed and adds its key again at once,
+    # without awaiting anything, must still let every other task run between turns.
+    q = workqueue.WorkQueue()
+    turns = 0
+
+    async def reconcile(key: str) -> None:
+        nonlocal turns
+        turns += 1
+        if turns > 10_000:
+            raise Spun
+        q.add_after(key, -1.0)
+
+    others: list[int] = []
+
+    async def other() -> None:
+        for i in range(3):
+            others.append(i)
+            await asyncio.sleep(0)
+
+    q.add("k")
+    workers = asyncio.ensure_future(workqueue.run_workers(q, reconcile))
+    await asyncio.wait_for(other(), 5)
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    assert others == [0, 1, 2] and turns < 100
+
+
+async def test_workers_that_end_leave_no_timer_behind() -> None:
+    q = workqueue.WorkQueue()
+    q.add_after("k", 3600.0)  # a Job's TTL, say: the loop must not keep it for an hour
+
+    async def reconcile(key: str) -> None:
+        return None
+
+    workers = asyncio.ensure_future(workqueue.run_workers(q, reconcile))
+    await asyncio.sleep(0.01)
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    assert q._waiting == {}

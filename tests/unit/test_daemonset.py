@@ -330,6 +330,9 @@ async def test_a_node_change_wakes_only_the_daemonsets_it_concerns() -> None:
     assert c.queue._queue == deque(["ns/gpu"])
     c._node_changed(None, node("n2"))  # a node joins
     assert set(c.queue._queue) == {"ns/gpu", "ns/everywhere"}
+    c = make(f)
+    c._node_changed(plain, not_ready("n1"))  # dark: a rolling update may go on without it
+    assert set(c.queue._queue) == {"ns/gpu", "ns/everywhere"}
 
 
 async def test_a_daemonset_being_deleted_is_left_to_the_server() -> None:
@@ -379,3 +382,52 @@ async def test_an_adoption_is_not_sent_again_before_the_pod_informer_shows_it() 
     f.seed(kinds.POD, pod_of(ds, "n1", "orphan"))
     f.informers.informer(kinds.POD).resource_version = "99999"
     assert writes(await f.run(c, "ns/agent")) == []
+
+
+def not_ready(name: str) -> Obj:
+    n = node(name)
+    n["status"]["conditions"] = [{"type": "Ready", "status": "Unknown"}]
+    return n
+
+
+async def test_a_rolling_update_goes_on_past_a_node_that_is_not_ready() -> None:
+    ds = daemonset(generation=2)
+    # n2 is dark: its old pod was deleted and stays Terminating (no agent to finish it).
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1"), not_ready("n2"), node("n3"))
+    f.seed(kinds.DAEMONSET, ds)
+    f.seed(kinds.POD, pod_of(ds, "n1", "pn1", hash_="old"),
+           pod_of(ds, "n2", "pn2", hash_="old", ready=False, deletionTimestamp=rfc3339(T0)),
+           pod_of(ds, "n3", "pn3", hash_="old"))
+    assert writes(await f.run(make(f), "ns/agent")) == [("delete", "pn1")]
+    # Its old pod still says Ready (the node lifecycle has not marked it yet): it goes
+    # now, as an unready one would, and the budget still replaces one more elsewhere.
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1"), not_ready("n2"), node("n3"))
+    f.seed(kinds.DAEMONSET, ds)
+    f.seed(kinds.POD, *(pod_of(ds, n, f"p{n}", hash_="old") for n in ("n1", "n2", "n3")))
+    assert sorted(writes(await f.run(make(f), "ns/agent"))) == [("delete", "pn1"),
+                                                                ("delete", "pn2")]
+    # An old pod that is not ready on a ready node is replaced at once too, and holds
+    # the budget until its successor serves.
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1"), node("n2"), node("n3"))
+    f.seed(kinds.DAEMONSET, ds)
+    f.seed(kinds.POD, pod_of(ds, "n1", "pn1", hash_="old"),
+           pod_of(ds, "n2", "pn2", hash_="old", ready=False),
+           pod_of(ds, "n3", "pn3", hash_="old"))
+    assert writes(await f.run(make(f), "ns/agent")) == [("delete", "pn2")]
+
+
+async def test_a_surging_update_goes_on_past_a_node_that_is_not_ready() -> None:
+    ds = daemonset()
+    ds["spec"]["updateStrategy"]["rollingUpdate"] = {"maxUnavailable": 0, "maxSurge": 1}
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1"), not_ready("n2"))
+    f.seed(kinds.DAEMONSET, ds)
+    # n2 got its new pod beside the old one, and then went dark: it will never be ready.
+    f.seed(kinds.POD, pod_of(ds, "n1", "o1", hash_="old"), pod_of(ds, "n2", "o2", hash_="old"),
+           pod_of(ds, "n2", "new2", ready=False, age=5))
+    actions = await f.run(make(f), "ns/agent")
+    [made] = [a.body for a in actions if a.verb == "create"]
+    assert daemonplan.pods_by_node([made]).keys() == {"n1"}

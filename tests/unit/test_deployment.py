@@ -204,6 +204,15 @@ async def test_no_progress_past_the_deadline_sets_progressing_false() -> None:
     assert await f.run(c, KEY) == []
     at = c.queue._waiting[KEY][0] - asyncio.get_running_loop().time()
     assert 499 < at <= 502
+    # Half a second before the deadline: not looked at again at once (nothing would
+    # have changed, and the same answer would come back, a busy loop until the
+    # deadline), but once it has passed.
+    f = Fixture(now=T0 + 599.5 - 100)
+    c = make(f, stuck, old, new)
+    assert await f.run(c, KEY) == []
+    assert len(c.queue) == 0
+    at = c.queue._waiting[KEY][0] - asyncio.get_running_loop().time()
+    assert 0.5 < at <= 2.0
     # Stuck for 700 s: timed out.
     f = Fixture()
     late = deployment(replicas=3, image="web:2", revision="2", status={

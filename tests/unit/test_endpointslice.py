@@ -72,6 +72,38 @@ def test_ready_not_ready_and_terminating_pods_are_told_apart() -> None:
     assert validation.validate(s) == []
 
 
+GOING = {"deletionTimestamp": "2024-01-01T00:00:00Z"}
+
+
+@pytest.mark.parametrize(("ready", "meta", "publish", "conditions"), [
+    (True, {}, False, (True, True, False)),
+    (False, {}, False, (False, False, False)),
+    (True, GOING, False, (False, True, True)),  # draining: not ready, still serving
+    (False, GOING, False, (False, False, True)),
+    (True, GOING, True, (True, True, True)),  # published anyway, as Kubernetes does
+    (False, {}, True, (True, False, False)),
+], ids=["ready", "not-ready", "terminating-serving", "terminating-done",
+        "terminating-published", "not-ready-published"])
+def test_endpoint_conditions_are_kubernetes(ready: bool, meta: dict[str, Any], publish: bool,
+                                            conditions: tuple[bool, bool, bool]) -> None:
+    slices = eps.desired(service(publishNotReadyAddresses=publish),
+                         [pod("a", ready=ready, **meta)], {})
+    assert endpoints(slices) == [("a", *conditions)]
+
+
+def test_a_named_port_is_looked_up_with_its_protocol_in_every_container() -> None:
+    svc = service({"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"})
+    udp = pod("a")
+    udp["spec"]["containers"].append({"name": "side", "image": "i", "ports": [
+        {"name": "dns", "containerPort": 5353, "protocol": "TCP"},
+        {"name": "dns", "containerPort": 5354, "protocol": "UDP"}]})
+    tcp_only = pod("b", "10.1.0.2")
+    tcp_only["spec"]["containers"][0]["ports"] = [{"name": "dns", "containerPort": 53}]
+    by_pod = {e["targetRef"]["name"]: s["ports"] for s in eps.desired(svc, [udp, tcp_only], {})
+              for e in s["endpoints"]}
+    assert by_pod == {"a": [{"name": "dns", "protocol": "UDP", "port": 5354}], "b": []}
+
+
 def test_publish_not_ready_addresses_makes_every_endpoint_ready() -> None:
     slices = eps.desired(service(publishNotReadyAddresses=True), [pod("b", ready=False)], {})
     assert endpoints(slices) == [("b", True, False, False)]

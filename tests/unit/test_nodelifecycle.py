@@ -294,3 +294,39 @@ def test_master_disruption_mode_is_entered_and_left() -> None:
 def test_options_defaults_are_the_issues() -> None:
     o = base.Options()
     assert (o.node_grace, o.eviction_timeout, o.eviction_rate) == (10.0, 30.0, 0.1)
+
+
+async def test_nothing_is_kept_for_a_node_that_was_deleted() -> None:
+    f = Fixture()
+    f.seed(kinds.NODE, node("a", "Unknown", zone="z1"), node("b", "Unknown", zone="z1"),
+           *(node(f"ok{i}", zone="z1") for i in range(5)))
+    c = make(f, "a", "b")
+    await f.run(c, "a")
+    await f.run(c, "b")
+    assert "b" in c.waiting  # its NoExecute taint waits for the zone's next token
+    for name in ("a", "b"):
+        gone = f.informers.informer(kinds.NODE).cache.remove(name)
+        assert gone is not None
+        c._node_gone(gone)
+    # Its agent, still running somewhere, renews the lease that outlived the Node.
+    c._lease_seen(lease("a", rv="41"))
+    assert "a" not in c.health and "b" not in c.health and not c.waiting
+    c.monitor()
+    assert len(c.queue) == 0  # nothing looked at again, period after period
+
+
+async def test_a_lease_seen_before_its_node_starts_no_countdown_of_its_own() -> None:
+    f = Fixture()
+    c = make(f)
+    c._lease_seen(lease("new"))  # the agent's lease came before its Node
+    assert "new" not in c.health
+    c._node_seen(node("new"))  # the countdown starts with the Node, now
+    assert c.health["new"].probe_at == T0
+
+
+def test_a_zone_that_is_gone_takes_its_bucket_with_it() -> None:
+    d = disruption.Disruption()
+    d.observe({"z1": [False]}, 0.0)
+    d.may_taint("z2", 1.0)  # a node of a zone not observed yet
+    d.observe({"z1": [True]}, 2.0)
+    assert set(d.buckets) == {"z1"} and set(d.states) == {"z1"}

@@ -19,13 +19,18 @@ Obj = dict[str, Any]
 
 def node(name: str, *, cpu: str = "4", memory: str = "8Gi", pods: int = 110,
          labels: dict[str, str] | None = None, taints: list[Obj] | None = None,
-         ready: bool = True, unschedulable: bool = False) -> Obj:
+         ready: bool | str = True, unschedulable: bool = False) -> Obj:
+    status = ready if isinstance(ready, str) else "True" if ready else "False"
+    conditions = [{"type": "Ready", "status": status}] if status else []
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": labels or {}},
             "spec": {"taints": taints or [], "unschedulable": unschedulable},
             "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": str(pods)},
-                       "conditions": [{"type": "Ready",
-                                       "status": "True" if ready else "False"}]}}
+                       "conditions": conditions}}
+
+
+NOT_READY = "node(s) had untolerated taint {node.kubernetes.io/not-ready: }"
+UNREACHABLE = "node(s) had untolerated taint {node.kubernetes.io/unreachable: }"
 
 
 def pod(name: str = "p", *, cpu: str | None = None, memory: str | None = None,
@@ -53,7 +58,16 @@ def decide(nodes: list[Obj], new: Obj, bound: list[Obj] | None = None,
      "Insufficient cpu"),
     ([node("a", memory="1Gi")], [], pod(memory="2Gi"), "Insufficient memory"),
     ([node("a", pods=1)], [pod("x", node_name="a")], pod(), "Too many pods"),
-    ([node("a", ready=False)], [], pod(), "node(s) were not ready"),
+    ([node("a", ready=False)], [], pod(), NOT_READY),
+    ([node("a", ready="Unknown")], [], pod(), UNREACHABLE),
+    ([node("a", ready="")], [], pod(), NOT_READY),  # registering: not ready yet
+    # The node lifecycle's taints, with Kubernetes' words for a taint without a value.
+    ([node("a", ready="Unknown", taints=[
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}])], [], pod(),
+     UNREACHABLE),
+    ([node("a", taints=[{"key": "dedicated", "effect": "NoExecute"}])], [], pod(),
+     "node(s) had untolerated taint {dedicated: }"),
     ([node("a", unschedulable=True)], [], pod(), "node(s) were unschedulable"),
     ([node("a", labels={"disk": "hdd"})], [], pod(nodeSelector={"disk": "ssd"}),
      "node(s) didn't match Pod's node affinity/selector"),
@@ -65,8 +79,8 @@ def decide(nodes: list[Obj], new: Obj, bound: list[Obj] | None = None,
      "node(s) had untolerated taint {gpu: yes}"),
     ([node("a")], [pod("x", host_port=8080, node_name="a")], pod(host_port=8080),
      "node(s) didn't have free ports for the requested pod ports"),
-], ids=["cpu", "memory", "pods", "not-ready", "cordoned", "selector", "affinity", "taint",
-        "host-port"])
+], ids=["cpu", "memory", "pods", "not-ready", "unknown", "no-condition", "unreachable-taints",
+        "no-execute", "cordoned", "selector", "affinity", "taint", "host-port"])
 def test_each_filter_turns_a_node_away_with_kubernetes_words(
         nodes: list[Obj], bound: list[Obj], new: Obj, reason: str) -> None:
     result = decide(nodes, new, bound)
@@ -80,7 +94,25 @@ def test_the_reasons_are_counted_over_all_nodes() -> None:
     result = decide(nodes, pod(cpu="2"))
     assert isinstance(result, sched.Unschedulable)
     assert result.message == ("0/3 nodes are available: 2 Insufficient cpu, "
-                              "1 node(s) were not ready.")
+                              f"1 {NOT_READY}.")
+
+
+def test_a_pod_that_tolerates_a_node_being_down_may_go_there() -> None:
+    # Kubernetes' scheduler has no readiness filter, only the taints readiness implies:
+    # a pod that tolerates those NoSchedule may go to such a node.
+    down = [node("a", ready=False), node("b", ready="Unknown", taints=[
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}])]
+    both = [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists"}]
+    assert isinstance(decide(down[:1], pod(tolerations=both[:1])), sched.Placement)
+    assert isinstance(decide(down[1:], pod(tolerations=both[1:])), sched.Placement)
+    # NoExecute only (a DaemonSet pod's defaults): the NoSchedule one still turns it away.
+    no_execute = [dict(t, effect="NoExecute", tolerationSeconds=300) for t in both]
+    result = decide(down, pod(tolerations=no_execute))
+    assert isinstance(result, sched.Unschedulable)
+    assert result.message == f"0/2 nodes are available: 1 {NOT_READY}, 1 {UNREACHABLE}."
+    assert isinstance(decide(down, pod(tolerations=[{"operator": "Exists"}])),
+                      sched.Placement)
 
 
 def test_what_lets_a_pod_through() -> None:

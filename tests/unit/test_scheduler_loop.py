@@ -84,8 +84,9 @@ async def test_the_same_unschedulable_message_is_not_written_twice() -> None:
     stuck = pod("p")
     stuck["status"]["conditions"] = [{"type": "PodScheduled", "status": "False",
                                       "reason": "Unschedulable",
-                                      "message": "0/1 nodes are available: 1 node(s) were "
-                                                 "not ready."}]
+                                      "message": "0/1 nodes are available: 1 node(s) had "
+                                                 "untolerated taint "
+                                                 "{node.kubernetes.io/not-ready: }."}]
     f.seed(kinds.POD, stuck)
     assert await f.run(make(f), "ns/p") == []
 
@@ -111,3 +112,23 @@ async def test_pods_that_are_not_ours_are_left_alone() -> None:
     s = make(f)
     for key in ("ns/other", "ns/gone", "ns/bound", "ns/missing"):
         assert await f.run(s, key) == [], key
+
+
+async def test_a_heartbeat_does_not_wake_the_unschedulable_pods() -> None:
+    # Agents post their node's status every few seconds; with many nodes, waking every
+    # parked pod on each post would keep the scheduler busy deciding the same thing.
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1", cpu="1"))
+    f.seed(kinds.POD, pod("big", cpu="2"))
+    s = make(f)
+    await f.run(s, "ns/big")
+    old = node("n1", cpu="1")
+    beat = node("n1", cpu="1")
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2024-01-01T00:00:10Z"
+    s._node_updated(old, beat)
+    assert "ns/big" in s.unschedulable and len(s.queue) == 0
+    bigger = node("n1", cpu="4")  # what counts for scheduling changed: looked at again
+    f.seed(kinds.NODE, bigger)  # the informer's cache has it before its handlers hear
+    s._node_updated(beat, bigger)
+    assert not s.unschedulable and len(s.queue) == 1
+    assert s.infos["n1"].allocatable["cpu"] == 4000
