@@ -270,7 +270,9 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         api = server.AgentServer([
             server.Served(a.name, token, a.runtime, a.kubelet.pods.cache.list)
             for a, (_, token) in zip(agents, nodes, strict=True)], agent_metrics=agent_metrics)
-        runner = web.AppRunner(api.app(), access_log=None)
+        # A client that leaves cancels its handler: a followed log or an exec lets go of
+        # its engine stream at once, not at the container's next line.
+        runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
         await runner.setup()
         try:
             await web.TCPSite(runner, options.address, options.agent_port).start()

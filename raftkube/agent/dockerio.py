@@ -18,10 +18,11 @@ queue. Stopping a reader closes the engine's response, which ends the thread's r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from raftkube.agent import runtime as rt
@@ -32,7 +33,7 @@ _END = object()
 
 
 async def _threaded(open_: Callable[[], Iterator[bytes]], close: Callable[[], None],
-                    name: str) -> AsyncIterator[bytes]:
+                    name: str) -> AsyncGenerator[bytes, None]:
     """The items of a blocking iterator, read in a thread of its own."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
@@ -71,24 +72,36 @@ async def _threaded(open_: Callable[[], Iterator[bytes]], close: Callable[[], No
 
 async def logs(api: Any, cid: str, options: rt.LogOptions) -> AsyncIterator[bytes]:
     holder: list[Any] = []
+    lock = threading.Lock()
+    closed = threading.Event()
+
+    def shut(stream: Any) -> None:
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 - closing what may be closed
+            pass
 
     def open_() -> Iterator[bytes]:
         stream = api.logs(cid, stdout=True, stderr=True, stream=True,
                           follow=options.follow, timestamps=options.timestamps,
                           tail="all" if options.tail is None else options.tail,
                           since=None if options.since is None else int(options.since))
-        holder.append(stream)
+        with lock:
+            if closed.is_set():  # the reader left while the engine was answering
+                shut(stream)
+                return iter(())
+            holder.append(stream)
         return iter(stream)
 
     def close() -> None:
-        for stream in holder:
-            try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing what may be closed
-                pass
+        with lock:
+            closed.set()
+            for stream in holder:
+                shut(stream)
 
-    async for chunk in _threaded(open_, close, f"logs {cid[:12]}"):
-        yield chunk
+    async with contextlib.aclosing(_threaded(open_, close, f"logs {cid[:12]}")) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
 def _frames(sock: socket.socket, tty: bool) -> Iterator[tuple[int, bytes]]:
@@ -160,7 +173,7 @@ class DockerExec:
         return 126
 
     async def close(self) -> None:
-        await self._out.aclose()  # type: ignore[attr-defined]
+        await self._out.aclose()
         self._shut()
 
 
@@ -177,6 +190,9 @@ async def start_exec(api: Any, cid: str, command: Sequence[str], *, stdin: bool,
         exec_id = str(created["Id"])
         raw = api.exec_start(exec_id, tty=tty, socket=True)
         sock: socket.socket = getattr(raw, "_sock", raw)
+        # The client's read timeout came with the socket: an interactive shell may be
+        # quiet for as long as its user likes.
+        sock.settimeout(None)
         return exec_id, sock
 
     exec_id, sock = await asyncio.to_thread(start)

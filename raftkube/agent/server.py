@@ -81,7 +81,8 @@ class AgentServer:
         self.clock = clock
         # The process's registry: the prober counts on it too.
         self.metrics = agent_metrics or metrics.AgentMetrics()
-        self._samples: dict[tuple[str, str], rt.ContainerUsage] = {}
+        # node -> (pod uid, container) -> the last usage read (a CPU rate needs two)
+        self._samples: dict[str, dict[tuple[str, str], rt.ContainerUsage]] = {}
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -146,9 +147,9 @@ class AgentServer:
         except rt.RuntimeFailure as e:
             raise web.HTTPNotFound(text=f"{e}\n") from None
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await resp.prepare(request)
         sent = 0
         try:
+            await resp.prepare(request)
             chunk = first
             while True:
                 if limit is not None and sent + len(chunk) >= limit:
@@ -191,18 +192,31 @@ class AgentServer:
             return ws
         self.metrics.execs.labels(node=node.name).inc()
         pump = asyncio.ensure_future(_input(ws, session, ws.ws_protocol == channels.V5))
+        output = asyncio.ensure_future(_output(ws, session))
         try:
-            while (out := await session.read()) is not None:
-                await ws.send_bytes(channels.frame(*out))
-            code = await session.wait()
-            await ws.send_bytes(channels.frame(channels.ERROR,
-                                               _json(channels.exit_status(code))))
-        except ConnectionResetError:
-            pass
+            # The client leaving (its side of the socket ends) ends the session too: the
+            # command's input is closed and its streams let go, so nothing is left running
+            # on our side for a client that is gone.
+            await asyncio.wait([pump, output], return_when=asyncio.FIRST_COMPLETED)
+            if output.done():
+                error = output.exception()
+                status = channels.failure(str(error)) if error is not None else \
+                    channels.exit_status(await session.wait())
+                with contextlib.suppress(ConnectionResetError):
+                    await ws.send_bytes(channels.frame(channels.ERROR, _json(status)))
+            elif pump.exception() is None and not ws.closed:
+                # v5: stdin ended ([255, 0]) and the socket is still open: the command
+                # goes on with its output.
+                await asyncio.wait([output])
+                error = output.exception()
+                status = channels.failure(str(error)) if error is not None else \
+                    channels.exit_status(await session.wait())
+                with contextlib.suppress(ConnectionResetError):
+                    await ws.send_bytes(channels.frame(channels.ERROR, _json(status)))
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+            for task in (pump, output):
+                task.cancel()
+            await asyncio.gather(pump, output, return_exceptions=True)
             await session.close()
             await ws.close()
         return ws
@@ -214,14 +228,15 @@ class AgentServer:
     async def summary_of(self, node: Served) -> Obj:
         """Kubernetes' stats summary (the parts `kubectl top` reads): CPU as a rate
         over the time since the last sample (the first call samples twice)."""
+        samples = self._samples.setdefault(node.name, {})
         now = await node.runtime.usage()
-        if not now or any((u.pod_uid, u.name) not in self._samples for u in now):
+        if any((u.pod_uid, u.name) not in samples for u in now):
             await asyncio.sleep(1.0)
-            self._remember(now)
+            self._remember(samples, now)
             now = await node.runtime.usage()
         pods: dict[str, Obj] = {}
         for u in now:
-            before = self._samples.get((u.pod_uid, u.name))
+            before = samples.get((u.pod_uid, u.name))
             rate = 0.0
             if before is not None and u.at > before.at:
                 rate = max(0.0, (u.cpu_seconds - before.cpu_seconds) / (u.at - before.at))
@@ -231,7 +246,7 @@ class AgentServer:
                 "memory": {"workingSetBytes": u.memory_bytes}})
             entry["cpu"] += int(rate * 1e9)
             entry["memory"] += u.memory_bytes
-        self._remember(now)
+        self._remember(samples, now)
         out = []
         for uid, entry in pods.items():
             pod = node.pod_by_uid(uid)
@@ -249,20 +264,28 @@ class AgentServer:
                          "memory": {"workingSetBytes": memory}},
                 "pods": out}
 
-    def _remember(self, usage: list[rt.ContainerUsage]) -> None:
-        for u in usage:
-            self._samples[(u.pod_uid, u.name)] = u
-        live = {(u.pod_uid, u.name) for u in usage}
-        for key in [k for k in self._samples if k not in live]:
-            del self._samples[key]
+    @staticmethod
+    def _remember(samples: dict[tuple[str, str], rt.ContainerUsage],
+                  usage: list[rt.ContainerUsage]) -> None:
+        live = {(u.pod_uid, u.name): u for u in usage}
+        samples.clear()
+        samples.update(live)
 
 
 def _json(obj: Obj) -> bytes:
     return json.dumps(obj).encode()
 
 
+async def _output(ws: web.WebSocketResponse, session: rt.ExecSession) -> None:
+    """The command's output to the client, until both its streams end."""
+    while (out := await session.read()) is not None:
+        await ws.send_bytes(channels.frame(*out))
+
+
 async def _input(ws: web.WebSocketResponse, session: rt.ExecSession, v5: bool) -> None:
-    """The client's side of the channels: stdin, its end (v5), and resizes."""
+    """The client's side of the channels: stdin, its end (v5), and resizes. Returns when
+    the client closes the socket (v4: that is also the end of its stdin), or, with v5,
+    once stdin has ended (what follows from the client is only resizes)."""
     async for msg in ws:
         if msg.type != WSMsgType.BINARY:
             continue
@@ -280,5 +303,6 @@ async def _input(ws: web.WebSocketResponse, session: rt.ExecSession, v5: bool) -
                 continue
         elif v5 and channel == channels.CLOSE and data[:1] == bytes([channels.STDIN]):
             await session.close_stdin()
-    if not v5:
-        await session.close_stdin()  # v4 cannot say "stdin ended" but by closing
+            return
+    await session.close_stdin()  # the client is gone (v4 says "stdin ended" so too)
+    raise ConnectionResetError("the client closed the exec stream")

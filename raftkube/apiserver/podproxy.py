@@ -156,7 +156,8 @@ class PodProxy:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            # No cap on connections: each follow or exec holds one for as long as it lasts.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
     def _guard(self, handler: Any) -> Any:
@@ -287,7 +288,8 @@ class PodProxy:
 
     async def _summaries(self, only: str = "") -> list[tuple[Obj, Obj]]:
         nodes = (await self.objects.list_objects(kinds.NODE, None)).items
-        nodes = [n for n in nodes if not only or n["metadata"].get("name") == only]
+        nodes = [n for n in nodes if (not only or n["metadata"].get("name") == only)
+                 and _ready(n)]
 
         async def one(node: Obj) -> tuple[Obj, Obj] | None:
             try:
@@ -354,6 +356,12 @@ class PodProxy:
             return web.json_response({"kind": "PodMetrics", "apiVersion": kind, **items[0]})
         return web.json_response({"kind": "PodMetricsList", "apiVersion": kind,
                                   "metadata": {}, "items": items})
+
+
+def _ready(node: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or []
+               if isinstance(c, dict))
 
 
 def _unreachable(node: Obj, e: BaseException) -> stt.ApiError:

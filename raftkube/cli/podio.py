@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 from typing import Any
 
 import aiohttp
@@ -104,7 +105,8 @@ def exec_(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: 
 async def _session(ws: aiohttp.ClientWebSocketResponse, *, stdin: bool) -> int:
     """Relay the channels to this terminal; the command's exit code."""
     feeder = asyncio.ensure_future(_feed(ws, ws.protocol == channels.V5)) if stdin else None
-    code, message = 0, ""
+    code: int | None = None
+    message = ""
     try:
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
@@ -127,21 +129,56 @@ async def _session(ws: aiohttp.ClientWebSocketResponse, *, stdin: bool) -> int:
             feeder.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeder
+    if code is None:
+        raise errors.ClientError("the exec stream ended without the command's exit status "
+                                 "(the connection to the master was lost)")
     if code == 126 and message:
         raise errors.ClientError(message)
     return code
 
 
 async def _feed(ws: aiohttp.ClientWebSocketResponse, v5: bool) -> None:
+    """This terminal's input to the command, until EOF. Read without blocking the loop
+    (a pipe or a terminal through the loop's reader; a file by a daemon thread), so
+    that the end of the command ends `rk exec` without waiting for another key."""
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()
-    while True:
-        data = await loop.run_in_executor(None, os.read, fd, 65536)
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        chunks.put_nowait(data)
         if not data:
-            break
-        await ws.send_bytes(channels.frame(channels.STDIN, data))
-    if v5:
-        await ws.send_bytes(channels.close_frame(channels.STDIN))
+            loop.remove_reader(fd)
+
+    def read_file() -> None:
+        while data := os.read(fd, 65536):
+            loop.call_soon_threadsafe(chunks.put_nowait, data)
+        loop.call_soon_threadsafe(chunks.put_nowait, b"")
+
+    blocking = os.get_blocking(fd)
+    try:
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, readable)
+        watched = True
+    except (OSError, ValueError):  # a regular file cannot be watched
+        os.set_blocking(fd, blocking)
+        watched = False
+        threading.Thread(target=read_file, name="stdin", daemon=True).start()
+    try:
+        while data := await chunks.get():
+            await ws.send_bytes(channels.frame(channels.STDIN, data))
+        if v5:
+            await ws.send_bytes(channels.close_frame(channels.STDIN))
+    finally:
+        if watched:
+            loop.remove_reader(fd)
+            os.set_blocking(fd, blocking)
 
 
 @contextlib.contextmanager

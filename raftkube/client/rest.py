@@ -245,7 +245,7 @@ class RestClient:
         try:
             async with self.transport.stream(
                     "GET", path_of(kinds.POD, namespace, name, "log"), query=query,
-                    read_timeout=3600.0 if follow else 60.0,
+                    read_timeout=None if follow else 60.0,
                     headers=self._auth({}) or None, ours=is_status) as stream:
                 async for chunk in stream.chunks():
                     yield chunk

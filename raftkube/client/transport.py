@@ -207,7 +207,7 @@ class Transport:
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
-                     body: bytes | None = None, read_timeout: float = 30.0,
+                     body: bytes | None = None, read_timeout: float | None = 30.0,
                      wait: float | None = None, headers: Mapping[str, str] | None = None,
                      ours: Callable[[Answer], bool] = is_json) -> AsyncIterator[Stream]:
         """A streaming request (a watch), idempotent: opened on the first server that
@@ -329,7 +329,7 @@ class Transport:
 
     async def _open(self, server: str, method: str, path: str,
                     query: Mapping[str, str] | None, body: bytes | None,
-                    headers: Mapping[str, str] | None, read_timeout: float,
+                    headers: Mapping[str, str] | None, read_timeout: float | None,
                     ours: Callable[[Answer], bool]) -> aiohttp.ClientResponse:
         limits = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
                                        sock_read=read_timeout)

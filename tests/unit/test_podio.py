@@ -3,6 +3,7 @@ agent's API over a simulated runtime (aiohttp's test server)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -177,3 +178,30 @@ async def test_simulated_logs_follow_until_the_container_exits() -> None:
     assert (await anext(chunks)) == b"simulated container c exited with code 0\n"
     with pytest.raises(StopAsyncIteration):
         await anext(chunks)
+
+
+async def test_a_client_that_leaves_ends_its_exec_session(agent: Any) -> None:
+    """No close message, just a closed socket (a Ctrl-C, a master's relay cancelled):
+    the command's input is closed and its session let go."""
+    client, runtime, _ = agent
+    sessions: list[simulated.SimulatedExec] = []
+    real = runtime.exec
+
+    async def recording(*args: Any, **kwargs: Any) -> rt.ExecSession:
+        session = await real(*args, **kwargs)
+        assert isinstance(session, simulated.SimulatedExec)
+        sessions.append(session)
+        return session
+
+    runtime.exec = recording
+    ws = await client.ws_connect("/nodes/n1/exec/default/p/c?command=cat&stdin=true",
+                                 headers=AUTH, protocols=(channels.V5,))
+    await ws.send_bytes(channels.frame(channels.STDIN, b"abc"))
+    msg = await ws.receive()
+    assert channels.parse(msg.data) == (channels.STDOUT, b"abc")
+    await ws.close()
+    for _ in range(100):
+        if sessions and sessions[0]._ended.is_set():
+            break
+        await asyncio.sleep(0.02)
+    assert sessions and sessions[0]._ended.is_set()
