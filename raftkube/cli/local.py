@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -45,10 +46,35 @@ from raftkube.agent import netrules, network
 from raftkube.client.errors import ClientError
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
+def _ephemeral_low() -> int:
     try:
-        for _ in range(n):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` ports free now, below the kernel's ephemeral range and below the NodePort
+    range (30000-32767): a port the kernel hands out (to any outgoing connection on this
+    machine) could be taken between this choice and a master's bind, and the master
+    would then not start."""
+    socks: list[socket.socket] = []
+    top = min(_ephemeral_low(), 30000)
+    candidates = list(range(12000, top)) if top > 13000 else []
+    random.shuffle(candidates)
+    try:
+        for port in candidates:
+            if len(socks) == n:
+                break
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < n:  # no room below the range: any free port
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             socks.append(s)

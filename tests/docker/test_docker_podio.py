@@ -32,24 +32,25 @@ def running(p: dict) -> bool:  # type: ignore[type-arg]
 
 async def test_logs_exec_and_top_of_real_containers(dcluster: Cluster,
                                                     api: rest.RestClient) -> None:
-    script = 'i=0; while [ $i -lt 3 ]; do echo "line $i"; i=$((i+1)); done; ' \
-             'echo "to stderr" >&2; exec sleep 3600'
+    # The engine copies stdout and stderr apart: only a pause between them orders them.
+    script = 'echo "to stderr" >&2; sleep 1; ' \
+             'i=0; while [ $i -lt 3 ]; do echo "line $i"; i=$((i+1)); done; exec sleep 3600'
     await api.create(kinds.POD, "default", pod("talk", [sh("c", script)]))
     await pod_where(api, "talk", running, what="pod talk Running")
 
     async def logged() -> str:
         for _ in range(100):
             out = rk(dcluster, "logs", "talk")
-            if "to stderr" in out.stdout:
+            if "line 2" in out.stdout:
                 return out.stdout
             await asyncio.sleep(0.2)
         raise AssertionError(f"no log: {out.stdout!r} {out.stderr!r}")
 
-    assert (await logged()).splitlines() == ["line 0", "line 1", "line 2", "to stderr"]
+    assert (await logged()).splitlines() == ["to stderr", "line 0", "line 1", "line 2"]
     tail = rk(dcluster, "logs", "talk", "--tail", "2")
-    assert tail.stdout.splitlines() == ["line 2", "to stderr"], tail.stderr
-    limited = rk(dcluster, "logs", "talk", "--limit-bytes", "4")
-    assert limited.stdout == "line"
+    assert tail.stdout.splitlines() == ["line 1", "line 2"], tail.stderr
+    limited = rk(dcluster, "logs", "talk", "--limit-bytes", "5")
+    assert limited.stdout == "to st"
 
     echo = rk(dcluster, "exec", "talk", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
     assert (echo.returncode, echo.stdout, echo.stderr) == (7, "out\n", "err\n")
