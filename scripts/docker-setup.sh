@@ -30,7 +30,13 @@ apt_install() {
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
-[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+# The images need the static busybox: Debian's `busybox` package (also /bin/busybox) is
+# linked against a libc that the imported root filesystem does not have.
+if command -v dpkg >/dev/null 2>&1; then
+  dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+else
+  [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   apt_install $(printf '%s\n' "${need[@]}" | sort -u)
@@ -39,6 +45,15 @@ fi
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 started=""
+work=""
+# On a failure after dockerd was started here, it is stopped again: the caller learns no
+# pid to stop, so nothing would.
+cleanup() {
+  local rc=$?
+  [ -z "$work" ] || rm -rf "$work"
+  if [ "$rc" -ne 0 ] && [ -n "$started" ]; then kill -TERM "$started" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 if ! answers; then
   say "starting dockerd (log: $LOG)"
   mkdir -p "$(dirname "$LOG")"
@@ -66,7 +81,6 @@ if ! have_images; then
   say "building $BUSYBOX_TAGS $PAUSE_IMAGE from busybox-static"
   BUSYBOX=$(command -v busybox)
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
   root=$work/rootfs
   mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,home,tmp,proc,sys,dev,var/www,var/run}
   chmod 1777 "$root/tmp"
