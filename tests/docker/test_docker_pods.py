@@ -372,3 +372,26 @@ async def test_a_host_network_pod_has_the_node_address(
     assert sandbox.attrs["HostConfig"]["NetworkMode"] == "host"
     await api.delete(kinds.POD, "default", "hostnet")
     await gone(api, "hostnet")
+
+
+async def test_a_dead_sandbox_is_started_again_and_its_containers_restart(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    await api.create(kinds.POD, "default", pod("phoenix", [
+        {"name": "httpd", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h",
+                                                      "/etc"]}],
+        node="n2", terminationGracePeriodSeconds=0))
+    await pod_where(api, "phoenix", lambda p: conditions.is_true(p, "Ready"))
+    (sandbox,) = [c for c in containers_of(dockerc, dcluster, "phoenix")
+                  if c.labels[ds.KIND] == ds.SANDBOX]
+    await asyncio.to_thread(sandbox.kill)  # its network namespace is gone with it
+    p = await pod_where(api, "phoenix", lambda p: conditions.is_true(p, "Ready") and int(
+        status_of(p, "httpd").get("restartCount") or 0) >= 1, timeout=90)
+    sandbox.reload()
+    assert sandbox.status == "running"  # the same sandbox, started again
+    ip = sandbox.attrs["NetworkSettings"]["IPAddress"]
+    assert p["status"]["podIP"] == ip != ""
+    code, out = await asyncio.to_thread(
+        sandbox.exec_run, ["timeout", "5", "wget", "-qO-", "localhost:8080/hostname"])
+    assert (code, out) == (0, b"phoenix\n")  # the new httpd is in the new namespace
+    await api.delete(kinds.POD, "default", "phoenix")
+    await gone(api, "phoenix")
