@@ -32,8 +32,10 @@ def running(p: dict) -> bool:  # type: ignore[type-arg]
 
 async def test_logs_exec_and_top_of_real_containers(dcluster: Cluster,
                                                     api: rest.RestClient) -> None:
+    # The engine copies stdout and stderr in two goroutines, so a line on one written
+    # right after a line on the other may be logged first: the pause keeps their order.
     script = 'i=0; while [ $i -lt 3 ]; do echo "line $i"; i=$((i+1)); done; ' \
-             'echo "to stderr" >&2; exec sleep 3600'
+             'sleep 1; echo "to stderr" >&2; exec sleep 3600'
     await api.create(kinds.POD, "default", pod("talk", [sh("c", script)]))
     await pod_where(api, "talk", running, what="pod talk Running")
 
