@@ -34,7 +34,7 @@ def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
     try:
         return asyncio.run(body())
     except errors.ClientError as e:
-        fail(str(e))
+        fail(kubectl.describe(e))
 
 
 def parse_duration(value: str) -> float:

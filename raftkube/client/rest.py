@@ -17,8 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from raftkube.api import channels, kinds
 from raftkube.client import transport as tp
 from raftkube.client.errors import ApiError, ClientError
@@ -257,7 +255,7 @@ class RestClient:
     @asynccontextmanager
     async def exec(self, namespace: str, name: str, command: Sequence[str], *,
                    container: str = "", stdin: bool = False, tty: bool = False
-                   ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+                   ) -> AsyncIterator[tp.WebSocket]:
         """A command in a pod's container, its streams over Kubernetes' WebSocket
         channels (`api/channels.py`); the caller reads and writes the messages."""
         query = [("command", c) for c in command] + [

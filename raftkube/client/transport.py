@@ -71,6 +71,9 @@ class StreamBroken(ClientError):
     """An open stream ended abnormally: a dropped connection or a read that timed out."""
 
 
+WebSocket = aiohttp.ClientWebSocketResponse  # an open exec stream, for the layers above
+
+
 class _TryNext(Exception):
     """This server cannot answer now; nothing was applied there."""
 

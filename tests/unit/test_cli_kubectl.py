@@ -1144,6 +1144,24 @@ def test_a_write_that_timed_out_is_not_sent_again_elsewhere(serve: Any) -> None:
         asyncio.run(write_then_read())
 
 
+def test_a_write_answered_504_is_reported_as_unknown_and_not_sent_elsewhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> None:
+    late, other = FakeApi(), FakeApi()
+    cm = kind_of("v1", "ConfigMap")
+    for api in (late, other):
+        api.put(cm, yaml.safe_load(CONFIGMAP_YAML) | {"metadata": {
+            "name": "game-demo", "namespace": "default"}})
+    late.inject[("DELETE", "/api/v1/namespaces/default/configmaps/game-demo")] = (
+        504, status(504, "Timeout", "Timeout: the store did not confirm the write in time; "
+                                    "it may or may not have been applied"))
+    configure(tmp_path, monkeypatch, [serve(late), serve(other)])
+    result = Cli(late, tmp_path)("delete", "cm", "game-demo")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: the outcome is unknown: "), result.stderr
+    assert "may or may not have been applied" in result.stderr
+    assert other.writes() == []
+
+
 def test_no_server_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     configure(tmp_path, monkeypatch, [closed_port_url(), closed_port_url()])
     result = Cli(FakeApi(), tmp_path)("get", "pods")

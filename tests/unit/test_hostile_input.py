@@ -9,7 +9,10 @@ is just inside them is accepted, and so are anchors and merge keys used as peopl
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import re
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -20,12 +23,12 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from raftkube.api import nesting, yamltext
+from raftkube.api import nesting, quantity, yamltext
 from raftkube.apiserver import inputs
 from tests import hostile
 from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.test_api import b64
-from tests.unit.test_rest import CMS, EVENTS, call, ok, revision
+from tests.unit.test_rest import CMS, EVENTS, PODS, call, ok, revision
 
 pytestmark = pytest.mark.unit
 
@@ -227,3 +230,82 @@ async def test_the_largest_int64_limit_lists_everything(served: Served) -> None:
     listed = await ok(served, "GET", CMS + f"?limit={2**63 - 1}")
     assert [o["metadata"]["name"] for o in listed["items"]] == ["a", "b"]
     assert "continue" not in listed["metadata"]
+
+
+# ---- patterns that must stay linear ---------------------------------------------------
+# Each of these bodies pinned the process (the GIL, not only the event loop) for minutes:
+# a regular expression tried again from every position, each time to the end. They are
+# answered now at once; the bound here only keeps a regression from hanging the suite.
+PROMPTLY = 60.0
+SLOW_STRING = b'{"kind": "Event", "x": "' + b'\\"' * 150_000  # 300 KB, no closing quote
+CPU_DIGITS = "1" * 100_000 + "x"  # a quantity that fails only at its end
+
+
+def pod_asking(cpu: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "greedy"},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1",
+                                     "resources": {"requests": {"cpu": cpu}}}]}}
+
+
+@pytest.mark.parametrize(("path", "body", "status", "says"), [
+    (EVENTS, SLOW_STRING, 400, "not valid JSON"),
+    ("/v3/kv/put", b'{"key": "YQ==", "x": "' + b'\\"' * 150_000, 400, "not valid JSON"),
+    (PODS, json.dumps(pod_asking(CPU_DIGITS)).encode(), 422, "quantities must match"),
+    (PODS, json.dumps(pod_asking("1" * 5000)).encode(), 422, "at most 1000 digits"),
+    (PODS, json.dumps(pod_asking("1e" + "1" * 5000)).encode(), 422,
+     "exponent is out of range"),
+], ids=["json string", "etcd json string", "quantity", "quantity digits",
+        "quantity exponent"])
+async def test_a_body_crafted_against_a_pattern_is_answered_promptly(
+        served: Served, path: str, body: bytes, status: int, says: str) -> None:
+    before = revision(served)
+    crafted = asyncio.ensure_future(call(served, "POST", path, raw=body))
+    # Asked while the crafted body is being read: the server answers others meanwhile.
+    health = await asyncio.wait_for(call(served, "GET", "/healthz"), PROMPTLY)
+    answer, out = await asyncio.wait_for(crafted, PROMPTLY)
+    assert health[0] == 200
+    assert answer == status and says in out["message"], (answer, out)
+    await served.replica.barrier()
+    assert revision(served) == before
+
+
+def _strings_emptied(value: Any) -> Any:
+    if isinstance(value, str):
+        return ""
+    if isinstance(value, list):
+        return [_strings_emptied(v) for v in value]
+    if isinstance(value, dict):
+        return {str(i): _strings_emptied(v) for i, v in enumerate(value.values())}
+    return value
+
+
+JSON_VALUES = hs.recursive(
+    hs.none() | hs.booleans() | hs.integers() | hs.text(alphabet='ab",[{}]\\\n\u00e9'),
+    lambda inner: hs.lists(inner, max_size=4) | hs.dictionaries(
+        hs.text(alphabet='k",[{\\'), inner, max_size=4), max_leaves=20)
+
+
+@given(JSON_VALUES, hs.integers(min_value=1, max_value=16))
+def test_structure_outside_strings_counts_what_a_json_reader_sees(value: Any,
+                                                                  slice_bytes: int) -> None:
+    """Whatever the strings hold (quotes, escapes, commas, brackets) and however the
+    text is sliced, what is counted is the structure of the value."""
+    text = json.dumps(value).encode()
+    bare = json.dumps(_strings_emptied(value)).encode()
+    expected = bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+    original = inputs.COUNT_SLICE
+    inputs.COUNT_SLICE = slice_bytes
+    try:
+        assert inputs.structure_outside_strings(text) == expected
+    finally:
+        inputs.COUNT_SLICE = original
+
+
+def test_the_quantity_pattern_accepts_what_kubernetes_regex_does() -> None:
+    """The linear pattern and Kubernetes' own (the one users see) take the same strings."""
+    shown = re.compile(quantity.FORMAT_REGEX)
+    rng = random.Random(7)
+    alphabet = "0123456789.+-eEinumkKMGTPx"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(10)))
+        assert bool(shown.fullmatch(text)) == bool(quantity._SHAPE.fullmatch(text)), text
