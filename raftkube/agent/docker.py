@@ -107,6 +107,7 @@ class DockerRuntime:
         self._pull_failed: dict[str, float] = {}  # image -> when a pull of it failed
         self._pull_locks: dict[str, asyncio.Lock] = {}
         self._removing: set[str] = set()
+        self._orphaning: set[str] = set()  # pods whose containers are being killed
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- the engine, off the event loop ---------------------------------------------
@@ -168,6 +169,9 @@ class DockerRuntime:
             if labels.get(ds.KIND) == ds.SANDBOX:
                 sandbox = self._sandbox(info)
                 sandboxes[sandbox.uid] = sandbox
+                if (info.get("State") or {}).get("Status") in ("exited", "dead") and \
+                        sandbox.uid not in self._orphaning:
+                    self._background(self._kill_orphans(sandbox.uid))
             elif labels.get(ds.KIND) == ds.CONTAINER:
                 c = self._container(info)
                 if c is not None:
@@ -186,6 +190,28 @@ class DockerRuntime:
             if cid not in self._removing:
                 self._background(self._remove(cid))
         return kept
+
+    async def _kill_orphans(self, pod_uid: str) -> None:
+        """The pod's sandbox died (its pause container was killed, the engine
+        restarted): its running containers have lost their network, so they are killed,
+        as the kubelet kills a pod whose sandbox changed. They then read as exited, the
+        kubelet restarts them as the pod's policy says, and the first start brings the
+        sandbox back (`start_container`)."""
+        self._orphaning.add(pod_uid)
+        try:
+            for row in await self._running(pod_uid):
+                if ds.labels_of(row).get(ds.KIND) == ds.CONTAINER:
+                    log.warning("%s: the sandbox of pod %s died; killing its container %s",
+                                self.node_name, ds.labels_of(row).get(ds.POD_NAME),
+                                ds.labels_of(row).get(ds.CONTAINER_NAME))
+                    await self._call(self.api.kill, row["Id"])
+        except ENGINE_ERRORS as e:
+            log.warning("%s: killing the containers of pod %s: %s", self.node_name,
+                        pod_uid, _message(e))
+        except rt.RuntimeFailure as e:
+            log.warning("%s: %s", self.node_name, e)
+        finally:
+            self._orphaning.discard(pod_uid)
 
     def _background(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
