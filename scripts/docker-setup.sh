@@ -6,14 +6,15 @@
 #     log in $RK_DOCKERD_LOG (/var/log/raftkube-dockerd.log);
 #   - images made with `docker import` (this machine reaches no registry) from a root
 #     filesystem holding busybox and a symlink per applet: busybox:latest, busybox:1.36,
-#     busybox:1.35, busybox:stable, and raftkube/pause:1, the pods' sandbox, whose command
-#     sleeps until SIGTERM and then exits 0. Images that exist are kept.
+#     busybox:1.35, busybox:stable, raftkube/busybox:latest (the examples), and
+#     raftkube/pause:1, the pods' sandbox, whose command sleeps until SIGTERM and then
+#     exits 0. Images that exist are kept (all are made again if one is missing).
 # Prints the pid of the dockerd it started on stdout (nothing if one was running already),
 # so that a caller (scripts/test.sh) can stop it afterwards; everything else goes to stderr.
 set -euo pipefail
 LOG=${RK_DOCKERD_LOG:-/var/log/raftkube-dockerd.log}
 PAUSE_IMAGE=raftkube/pause:1
-BUSYBOX_TAGS="busybox:latest busybox:1.36 busybox:1.35 busybox:stable"
+BUSYBOX_TAGS="busybox:latest busybox:1.36 busybox:1.35 busybox:stable raftkube/busybox:latest"
 say() { echo "docker-setup: $*" >&2; }
 
 apt_install() {

@@ -11,8 +11,8 @@ record. `pods()` lists this node's containers by label (one list call; a contain
 inspected once when it starts and once when it ends, since neither answer changes
 after) and keeps the newest two instances of each container (older exited ones are
 removed), so an agent restarted after `kill -9` sees the same containers, with the
-same ids, and restarts none. A container that the engine made but could not start
-(`exec` of a missing binary) counts as exited with reason `StartError`.
+same ids, and restarts none. What the engine's answers mean (an instance's state,
+exit reason, the sandbox's IP) is `dockerstate.py`'s, pure.
 
 Images follow imagePullPolicy: Never uses what is present (`ErrImageNeverPull`
 otherwise), IfNotPresent pulls what is missing, Always pulls every time. A pull that
@@ -38,7 +38,6 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -47,37 +46,17 @@ import requests.exceptions
 
 from raftkube.agent import dockerio, hooks
 from raftkube.agent import dockerspec as ds
+from raftkube.agent import dockerstate as dst
 from raftkube.agent import runtime as rt
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 T = TypeVar("T")
-KEEP = 2  # instances kept per container: the newest and the one before (its lastState)
 PULL_RETRY = 60.0  # seconds a failed pull of a present image is not tried again
 POST_START_TIMEOUT = 30.0
 STOP_AFTER_HOOK = 2.0  # the least time between a preStop hook's end and SIGKILL
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-
-
-def parse_engine_time(text: Any) -> float | None:
-    """Seconds since the epoch of the engine's RFC 3339 times (nanoseconds, `Z`); None
-    for the zero time `0001-01-01T00:00:00Z` it gives for never."""
-    if not isinstance(text, str) or text.startswith("0001-"):
-        return None
-    head, _, frac = text.rstrip("Z").partition(".")
-    zone = ""
-    for sign in ("+", "-"):
-        if sign in frac:
-            frac, _, rest = frac.partition(sign)
-            zone = sign + rest
-    if len(head) > 19:  # an offset without a fraction
-        head, zone = head[:19], head[19:]
-    try:
-        t = datetime.fromisoformat(head + (zone or "+00:00")).timestamp()
-    except ValueError:
-        return None
-    return t + (float("0." + frac[:9]) if frac.isdigit() else 0.0)
 
 
 def _message(e: BaseException) -> str:
@@ -121,6 +100,8 @@ class DockerRuntime:
         self.version = str(self.api.version().get("Version") or "unknown")
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix=f"docker-{node_name}")
+        self._exec_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * workers, thread_name_prefix=f"docker-exec-{node_name}")
         self._inspected: dict[str, tuple[str, Obj]] = {}  # id -> (list status, inspect)
         self._creating: set[str] = set()  # names of containers made but not yet started
         self._pull_failed: dict[str, float] = {}  # image -> when a pull of it failed
@@ -167,49 +148,10 @@ class DockerRuntime:
     # ---- reading ----------------------------------------------------------------------
 
     def _container(self, info: Obj) -> rt.Container | None:
-        labels = ds.labels_of(info)
-        state = info.get("State") or {}
-        status = state.get("Status")
-        try:
-            attempt = int(labels.get(ds.ATTEMPT, "0"))
-        except ValueError:
-            return None
-        created = parse_engine_time(info.get("Created")) or self.clock()
-        common = dict(pod_uid=labels.get(ds.POD_UID, ""),
-                      name=labels.get(ds.CONTAINER_NAME, ""), attempt=attempt,
-                      id=f"docker://{info['Id']}", image=labels.get(ds.IMAGE, ""),
-                      image_id=f"docker://{info.get('Image', '')}")
-        started = parse_engine_time(state.get("StartedAt"))
-        if status in ("running", "paused", "restarting"):
-            return rt.Container(**common, state=rt.RUNNING,  # type: ignore[arg-type]
-                                started_at=started or created)
-        if status == "created":
-            if info.get("Name", "").lstrip("/") in self._creating:
-                return None  # being started now
-            code = int(state.get("ExitCode") or 0) or 128
-            return rt.Container(**common, state=rt.EXITED,  # type: ignore[arg-type]
-                                started_at=created, finished_at=created,
-                                exit_code=code, reason="StartError")
-        code = int(state.get("ExitCode") or 0)
-        reason = "OOMKilled" if state.get("OOMKilled") else \
-            ("Completed" if code == 0 else "Error")
-        finished = parse_engine_time(state.get("FinishedAt")) or started or created
-        return rt.Container(**common, state=rt.EXITED,  # type: ignore[arg-type]
-                            started_at=started or created, finished_at=finished,
-                            exit_code=code, reason=reason)
+        return dst.container(info, now=self.clock(), creating=self._creating)
 
     def _sandbox(self, info: Obj) -> rt.Sandbox:
-        labels = ds.labels_of(info)
-        if labels.get(ds.HOST_NETWORK) == "true":
-            ip = self.host_ip
-        else:
-            net = info.get("NetworkSettings") or {}
-            ip = net.get("IPAddress") or next(
-                (n.get("IPAddress") for n in (net.get("Networks") or {}).values()
-                 if n.get("IPAddress")), "")
-        return rt.Sandbox(labels.get(ds.POD_UID, ""), labels.get(ds.POD_NAMESPACE, ""),
-                          labels.get(ds.POD_NAME, ""), str(ip or ""),
-                          parse_engine_time(info.get("Created")) or self.clock())
+        return dst.sandbox(info, host_ip=self.host_ip, now=self.clock())
 
     async def pods(self) -> list[rt.PodState]:
         rows = await self._list()
@@ -237,18 +179,12 @@ class DockerRuntime:
         return out
 
     def _keep(self, found: list[tuple[rt.Container, str]]) -> list[rt.Container]:
-        """The newest KEEP instances of each container; older exited ones are removed
-        in the background."""
-        by_name: dict[str, list[tuple[rt.Container, str]]] = {}
-        for c, cid in found:
-            by_name.setdefault(c.name, []).append((c, cid))
-        kept = []
-        for runs in by_name.values():
-            runs.sort(key=lambda r: r[0].attempt, reverse=True)
-            kept += [c for c, _ in runs[:KEEP]]
-            for c, cid in runs[KEEP:]:
-                if c.state == rt.EXITED and cid not in self._removing:
-                    self._background(self._remove(cid))
+        """The newest instances of each container; older exited ones are removed in
+        the background."""
+        kept, drop = dst.keep(found)
+        for cid in drop:
+            if cid not in self._removing:
+                self._background(self._remove(cid))
         return kept
 
     def _background(self, coro: Any) -> None:
@@ -307,12 +243,16 @@ class DockerRuntime:
     async def _create(self, spec: ds.Spec) -> str:
         """Create the container, or find the one of that name (made by an earlier try
         that failed after it); its id."""
+        return (await self._create_or_find(spec))[0]
+
+    async def _create_or_find(self, spec: ds.Spec) -> tuple[str, bool]:
+        """(id, whether it was made now) of the container `spec` names."""
         host = self.api.create_host_config(**spec.host)
         try:
             created: Obj = await self._call(self.api.create_container, name=spec.name,
                                             host_config=host, use_config_proxy=False,
                                             **spec.create)
-            return str(created["Id"])
+            return str(created["Id"]), True
         except docker.errors.APIError as e:
             if e.status_code != 409:
                 raise rt.RuntimeFailure(f"creating container {spec.name}: {_message(e)}") \
@@ -322,7 +262,7 @@ class DockerRuntime:
                 from None
         info = await self._engine("inspecting a container", self.api.inspect_container,
                                   spec.name)
-        return str(info["Id"])
+        return str(info["Id"]), False
 
     # ---- images -----------------------------------------------------------------------
 
@@ -398,6 +338,11 @@ class DockerRuntime:
         sandbox = await self._sandbox_row(uid)
         if sandbox is None:
             raise rt.RuntimeFailure(f"pod {uid} has no sandbox")
+        if sandbox.get("State") != "running":
+            # Its pause container died (killed by hand, or the engine restarted): started
+            # again, it has a network namespace that containers started now can join.
+            await self._engine(f"starting the sandbox of pod {uid}", self.api.start,
+                               sandbox["Id"])
         await self.ensure_image(str(container.get("image") or ""), ds.pull_policy(container))
         spec = ds.container_spec(pod, container,
                                  request if request is not None
@@ -406,10 +351,11 @@ class DockerRuntime:
                                  cluster=self.cluster, node=self.node_name)
         self._creating.add(spec.name)
         try:
-            cid = await self._create(spec)
-            info = await self._engine("inspecting a container", self.api.inspect_container,
-                                      cid)
-            if (info.get("State") or {}).get("Status") == "created":
+            cid, fresh = await self._create_or_find(spec)
+            if not fresh:  # made by an earlier try: started already, or not
+                info = await self._engine("inspecting a container",
+                                          self.api.inspect_container, cid)
+            if fresh or (info.get("State") or {}).get("Status") == "created":
                 try:
                     await self._call(self.api.start, cid)
                 except ENGINE_ERRORS as e:  # it stays, and reads as exited (StartError)
@@ -500,8 +446,12 @@ class DockerRuntime:
             code = self.api.exec_inspect(exec_id).get("ExitCode")
             return rt.ExecResult(int(code) if code is not None else 126, bytes(output or b""))
 
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(self._call(run), timeout)
+            # Its own pool: an exec that outlives its timeout keeps its thread until the
+            # command ends (the engine cannot cancel it) or the client's read times out,
+            # and must not take the threads that start and stop containers.
+            return await asyncio.wait_for(loop.run_in_executor(self._exec_pool, run), timeout)
         except TimeoutError:
             raise rt.RuntimeFailure(f"command {list(command)!r} timed out after "
                                     f"{timeout:g}s") from None
@@ -568,6 +518,7 @@ class DockerRuntime:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._exec_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, list[str]]:

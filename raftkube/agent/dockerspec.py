@@ -168,6 +168,7 @@ def _limits(container: Obj) -> Obj:
             # The engine's floor is 6 MiB; a smaller limit would be refused at create.
             out["mem_limit"] = max(6 * 2**20, math.ceil(
                 quantity.parse_quantity(limits["memory"])))
+            out["memswap_limit"] = out["mem_limit"]  # no swap beyond it, as the kubelet
         cpu_request = requests.get("cpu", limits.get("cpu"))
         if cpu_request is not None:  # relative weight, as the kubelet's cpu.shares
             out["cpu_shares"] = max(2, int(quantity.parse_quantity(cpu_request) * 1024))

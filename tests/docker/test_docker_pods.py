@@ -80,7 +80,7 @@ def status_of(p: Obj, name: str, *, init: bool = False) -> Obj:
 
 def containers_of(client: docker.DockerClient, c: Cluster, pod_name: str) -> list[Any]:
     cid = local.cluster_id(c.state_dir)
-    return client.containers.list(all=True, filters={"label": [
+    return client.containers.list(all=True, ignore_removed=True, filters={"label": [
         f"{ds.CLUSTER}={cid}", f"{ds.POD_NAME}={pod_name}"]})
 
 
@@ -317,3 +317,67 @@ async def test_rk_down_removes_its_cluster_containers_and_no_other(
     p = await api.get(kinds.POD, "default", "other")
     assert conditions.is_true(p, "Ready")
     await api.delete(kinds.POD, "default", "other")
+
+
+async def test_the_spec_reaches_the_engine_user_workdir_env_oom_and_hooks(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    await api.create(kinds.POD, "default", pod("spec", [
+        sh("who", 'echo "$(id -u):$(id -g) $(pwd) $GREETING"; touch /x 2>/dev/null ||'
+                  ' echo read-only; exec sleep 3600',
+           workingDir="/tmp", env=[{"name": "GREETING", "value": "hello"}],
+           securityContext={"runAsUser": 1000, "runAsGroup": 2000,
+                            "readOnlyRootFilesystem": True}),
+        sh("hooked", "exec sleep 3600", lifecycle={
+            "postStart": {"exec": {"command": ["sh", "-c", "echo started > /tmp/hook"]}}}),
+        sh("greedy", 'x=$(head -c 40000000 /dev/zero | tr "\\0" a); echo ${#x}',
+           resources={"limits": {"memory": "8Mi"}})],
+        node="n2", restartPolicy="Never", terminationGracePeriodSeconds=0))
+
+    def settled(p: Obj) -> bool:
+        greedy = status_of(p, "greedy").get("state") or {}
+        return "terminated" in greedy and all(
+            "running" in (status_of(p, n).get("state") or {}) for n in ("who", "hooked"))
+
+    p = await pod_where(api, "spec", settled, timeout=90)
+    greedy = status_of(p, "greedy")["state"]["terminated"]
+    assert (greedy["reason"], greedy["exitCode"]) == ("OOMKilled", 137)
+    found = {c.labels[ds.CONTAINER_NAME]: c for c in containers_of(dockerc, dcluster, "spec")}
+
+    async def said() -> bool:
+        return b"1000:2000 /tmp hello\nread-only" in await asyncio.to_thread(
+            found["who"].logs)
+
+    await wait_for(said, timeout=30, what="the container's own account", every=0.5)
+    code, out = await asyncio.to_thread(found["hooked"].exec_run, ["cat", "/tmp/hook"])
+    assert (code, out) == (0, b"started\n")  # the postStart hook ran in it
+    await api.delete(kinds.POD, "default", "spec")
+    await gone(api, "spec")
+
+
+async def test_a_failing_post_start_hook_kills_the_container_and_it_restarts(
+        dcluster: Cluster, api: rest.RestClient) -> None:
+    await api.create(kinds.POD, "default", pod("hookfail", [
+        sh("c", "exec sleep 3600", lifecycle={"postStart": {"exec": {"command": ["false"]}}})],
+        node="n2", terminationGracePeriodSeconds=0))
+    p = await pod_where(api, "hookfail", lambda p: int(
+        status_of(p, "c").get("restartCount") or 0) >= 1, timeout=90)
+    assert status_of(p, "c")["lastState"]["terminated"]["exitCode"] == 137
+    events, _ = await api.list_all(kinds.EVENT, "default")
+    assert any(e["involvedObject"]["name"] == "hookfail" and
+               "FailedPostStartHook" in e["message"] for e in events)
+    await api.delete(kinds.POD, "default", "hookfail")
+    await gone(api, "hookfail")
+
+
+async def test_a_host_network_pod_has_the_node_address(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    await api.create(kinds.POD, "default", pod("hostnet", [sh("c", "exec sleep 3600")],
+                                               hostNetwork=True,
+                                               terminationGracePeriodSeconds=0))
+    p = await pod_where(api, "hostnet", lambda p: conditions.is_true(p, "Ready"))
+    assert p["status"]["podIP"] == p["status"]["hostIP"]
+    (sandbox,) = [c for c in containers_of(dockerc, dcluster, "hostnet")
+                  if c.labels[ds.KIND] == ds.SANDBOX]
+    assert sandbox.attrs["HostConfig"]["NetworkMode"] == "host"
+    await api.delete(kinds.POD, "default", "hostnet")
+    await gone(api, "hostnet")
