@@ -178,16 +178,18 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
         out.start.append((c, attempt))
         return "started"
 
-    def consider(c: Obj, init: bool) -> str:
+    def consider(c: Obj, init: bool, always: bool = False) -> str:
         """`started`, `running`, `waiting`, `done` (exited for good, code 0) or
-        `failed` (exited for good, code non-zero)."""
+        `failed` (exited for good, code non-zero). `always`: a sidecar, restarted
+        whatever the pod's policy."""
         latest = state.latest(c["name"]) if state is not None else None
         if latest is None:
             return start(c, 0)
         if latest.state == rt.RUNNING:
             return "running"
-        forced = not init and c["name"] in killed and policy != "Never"
-        if not forced and not restarts(policy, latest.exit_code, init=init):
+        own = "Always" if always else policy
+        forced = not init and c["name"] in killed and own != "Never"
+        if not forced and not restarts(own, latest.exit_code, init=init):
             return "done" if latest.exit_code == 0 else "failed"
         key = backoff_key(pod, c["name"])
         finished = latest.finished_at if latest.finished_at is not None else now
@@ -200,7 +202,19 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
             return "waiting"
         return start(c, latest.attempt + 1)
 
+    # Once an app container has run, the pod is initialized for good: a sidecar that
+    # exits later is restarted beside the app containers, blocking nothing.
+    initialized = state is not None and any(
+        state.latest(c["name"]) is not None for c in named(spec.get("containers")))
     for c in named(spec.get("initContainers")):
+        if is_sidecar(c):
+            # Kubernetes' sidecar (an init container with restartPolicy Always): started
+            # in its turn, the next one starts once it runs, and it keeps running (it is
+            # restarted, with back-off, whenever it exits) beside the app containers.
+            result = consider(c, False, always=True)
+            if result != "running" and not initialized:
+                return out
+            continue
         result = consider(c, True)
         if result == "failed":
             out.init_failed = True
@@ -209,6 +223,11 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
     for c in named(spec.get("containers")):
         consider(c, False)
     return out
+
+
+def is_sidecar(container: Obj) -> bool:
+    """An init container with `restartPolicy: Always` (KEP-753, Kubernetes 1.29+)."""
+    return container.get("restartPolicy") == "Always"
 
 
 def named(containers: Any) -> list[Obj]:

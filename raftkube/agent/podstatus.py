@@ -17,7 +17,7 @@ the unready containers' names, or PodCompleted once the pod ended), and PodSched
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from raftkube.agent import actions
@@ -74,10 +74,17 @@ def _init_done(s: Obj) -> bool:
     return isinstance(t, dict) and t.get("exitCode") == 0
 
 
-def phase(policy: str, init: list[Obj], main: list[Obj], *, init_failed: bool) -> str:
+def _sidecar_up(s: Obj) -> bool:
+    return "running" in (s.get("state") or {})
+
+
+def phase(policy: str, init: list[Obj], main: list[Obj], *, init_failed: bool,
+          sidecars: Collection[str] = ()) -> str:
+    """The pod's phase; `sidecars` are the names of the init containers that are
+    sidecars (running counts as done for them, and they never make the pod end)."""
     if init_failed:
         return "Failed"
-    if not all(_init_done(s) for s in init):
+    if not _initialized(init, sidecars, app_ran=any(_ran(s) for s in main)):
         return "Pending"
     running = stopped = succeeded = waiting = 0
     for s in main:
@@ -104,6 +111,18 @@ def phase(policy: str, init: list[Obj], main: list[Obj], *, init_failed: bool) -
     return "Pending"
 
 
+def _initialized(init: list[Obj], sidecars: Collection[str], *, app_ran: bool) -> bool:
+    """Every init container ended well and every sidecar runs; a sidecar restarting
+    after the app containers have run does not undo it."""
+    return all(_init_done(s) for s in init if s.get("name") not in sidecars) and (
+        app_ran or all(_sidecar_up(s) for s in init if s.get("name") in sidecars))
+
+
+def _ran(s: Obj) -> bool:
+    state = s.get("state") or {}
+    return "running" in state or "terminated" in state or bool(s.get("lastState"))
+
+
 def _unready(names: list[str]) -> str:
     return f"containers with unready status: [{' '.join(names)}]"
 
@@ -119,16 +138,20 @@ def pod_status(pod: Obj, state: rt.PodState | None, *, now: float, host_ip: str,
     main_specs = actions.named(spec.get("containers"))
     init = [container_status(c, state, ready=False, waiting=plan.waiting.get(c["name"]),
                              pending="PodInitializing") for c in init_specs]
-    for s in init:  # an init container that succeeded counts as ready
-        s["ready"] = _init_done(s)
-    initialized = all(_init_done(s) for s in init)
+    sidecars = {c["name"] for c in init_specs if actions.is_sidecar(c)}
+    for s in init:  # an init container that succeeded counts as ready, a sidecar running
+        s["ready"] = _sidecar_up(s) if s.get("name") in sidecars else _init_done(s)
+    # Initialized once every init container has ended well (a sidecar: once it runs), or
+    # once an app container has run (a sidecar that restarts later does not undo it).
+    initialized = _initialized(init, sidecars, app_ran=any(
+        state is not None and state.latest(c["name"]) is not None for c in main_specs))
     main = [container_status(c, state, ready=ready.get(c["name"], False),
                              started=(started or {}).get(c["name"], True),
                              waiting=plan.waiting.get(c["name"]),
                              pending="ContainerCreating" if initialized else "PodInitializing")
             for c in main_specs]
     status["phase"] = phase(actions.restart_policy(pod), init, main,
-                            init_failed=plan.init_failed)
+                            init_failed=plan.init_failed, sidecars=sidecars)
     status.setdefault("startTime", rfc3339(now))
     status["hostIP"] = host_ip
     if state is not None:

@@ -122,6 +122,48 @@ def test_a_failed_init_container_fails_a_never_pod() -> None:
     assert starts(retried) == [("i1", 1)]
 
 
+def with_sidecar(p: dict[str, Any], name: str = "s") -> dict[str, Any]:
+    for c in p["spec"]["initContainers"]:
+        if c["name"] == name:
+            c["restartPolicy"] = "Always"
+    return p
+
+
+def test_a_sidecar_starts_in_its_turn_and_keeps_running_beside_the_app() -> None:
+    """KEP-753: the init container after a sidecar starts once the sidecar runs (not
+    once it ends), the app containers after every init container; a sidecar that exits
+    is restarted (with back-off) whatever the pod's policy, and blocks nothing once the
+    app has run."""
+    p = with_sidecar(pod(init=("s", "i2"), containers=("a",), restart="Never"))
+    b = actions.CrashBackoff()
+    assert starts(actions.plan(p, None, now=T0, backoff=b)) == [("s", 0)]
+    assert starts(actions.plan(p, state(instance("s")), now=T0, backoff=b)) == [("i2", 0)]
+    ready = state(instance("s"), instance("i2", exited_at=T0))
+    assert starts(actions.plan(p, ready, now=T0, backoff=b)) == [("a", 0)]
+    sidecar_died = state(instance("s", exited_at=T0 + 1, code=0),
+                         instance("i2", exited_at=T0), instance("a"))
+    assert starts(actions.plan(p, sidecar_died, now=T0 + 1, backoff=b)) == [("s", 1)]
+    before_app = state(instance("s", exited_at=T0, code=1))
+    assert starts(actions.plan(p, before_app, now=T0, backoff=b)) == [("s", 1)]
+
+
+def test_a_running_sidecar_counts_as_initialized_and_never_ends_the_pod() -> None:
+    p = with_sidecar(pod(init=("s",), containers=("c",), restart="Never"))
+    s = state(instance("s"), instance("c", exited_at=T0 + 2, code=0))
+    status = podstatus.pod_status(p, s, now=T0 + 5, host_ip="192.0.2.10",
+                                  ready={"c": True}, plan=actions.Plan())
+    assert status["phase"] == "Succeeded"
+    assert [c for c in status["conditions"] if c["type"] == "Initialized"][0][
+        "status"] == "True"
+    (side,) = status["initContainerStatuses"]
+    assert side["ready"] is True and "running" in side["state"]
+    waiting = podstatus.pod_status(p, state(instance("s")), now=T0 + 5,
+                                   host_ip="192.0.2.10", ready={}, plan=actions.Plan())
+    assert waiting["phase"] == "Pending"
+    assert [c for c in waiting["conditions"] if c["type"] == "Initialized"][0][
+        "status"] == "True"
+
+
 # ---- status --------------------------------------------------------------------------
 
 
