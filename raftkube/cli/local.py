@@ -277,11 +277,11 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
     return started
 
 
-def ready_nodes(server: str, token: str) -> set[str] | None:
+def ready_nodes(server: str, token: str, *, timeout: float = 2.0) -> set[str] | None:
     req = urllib.request.Request(server + "/api/v1/nodes",
                                  headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             items = json.loads(resp.read()).get("items") or []
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -301,14 +301,20 @@ def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
         problem = check_agents() if check_agents is not None else None
         if problem is not None:
             raise ClientError(f"an agent did not start: {problem}")
+        asked = time.monotonic()
         for server in servers:
-            ready = ready_nodes(server, token)
+            # Listing 1,000 Nodes (2 MB of JSON) from a master busy with their agents
+            # takes seconds: a short timeout would never see one of them Ready.
+            left = deadline - time.monotonic()
+            ready = ready_nodes(server, token, timeout=max(2.0, min(15.0, left)))
             if ready is not None:
                 missing = set(nodes) - ready
                 break
         if not missing:
             return
-        time.sleep(0.2)
+        # That list is work for a master: ask again after a pause that grows with what
+        # it cost, so that the waiting takes a small share of the masters' time.
+        time.sleep(max(0.2, min(2.0, 3 * (time.monotonic() - asked))))
     raise ClientError(f"nodes {', '.join(sorted(missing)[:5])} were not Ready within "
                       f"{timeout:.0f}s; see the logs/ directory")
 
