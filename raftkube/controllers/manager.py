@@ -10,6 +10,14 @@ the master stops leading, or leads in a new term, the group is cancelled at once
 for a new term, started afresh: nothing is carried over, because everything is
 level-triggered and re-derived from the API.
 
+A poll that gets no answer (the master is busy: 10,000 pods arriving on a loaded
+machine) says nothing about the role, so the loops keep running through such polls for
+up to `patience` seconds, as Kubernetes' leader election keeps leading until its renew
+deadline: stopping them on the first slow answer threw away every informer's cache and
+relisted everything a few seconds later, in the same term, which made the master
+busier still. Their writes carry the term, so a deposed leader's loops can change
+nothing meanwhile (the store refuses them); a definite answer acts at once.
+
 The loops hold no store internals and would run the same out of process.
 """
 
@@ -70,13 +78,15 @@ class Role:
 class LeaderLoops:
     def __init__(self, *, api_url: str, token: str, member_id: str,
                  options: base.Options | None = None, make_loops: MakeLoops = default_loops,
-                 poll: float = 0.1, clock: Callable[[], float] = time.time) -> None:
+                 poll: float = 0.1, patience: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.api_url = api_url
         self.token = token
         self.member_id = member_id
         self.options = options or base.Options()
         self.make_loops = make_loops
         self.poll = poll
+        self.patience = patience
         self.clock = clock
         self.term = 0  # the term the loops run for; 0 when they do not run
         self.started = 0  # how many times they were started (a test reads it)
@@ -94,10 +104,17 @@ class LeaderLoops:
                                        timeout=2.0) as tp:
             store = EtcdClient(tp)
             group: asyncio.Task[None] | None = None
+            answered = time.monotonic()
             try:
                 while True:
                     role = await self.role(store)
-                    want = role.term if role is not None and role.leader else 0
+                    if role is not None:
+                        answered = time.monotonic()
+                        want = role.term if role.leader else 0
+                    elif time.monotonic() - answered < self.patience:
+                        want = self.term  # no news: as it was
+                    else:
+                        want = 0
                     if group is not None and (want != self.term or group.done()):
                         await self._stop(group)
                         group = None
