@@ -9,11 +9,18 @@ is registered.
 Hollow nodes are named `NAME-1` ... `NAME-N` and take consecutive pod ranges of the
 size of `pod_cidr`, starting at it (10.244.0.0/24, 10.244.1.0/24, ...), so their pod IPs
 never collide and are the same at every run.
+
+Hollow nodes come up a few at a time (`AgentOptions.starting`, 16): a node holds its
+turn from registration until its two informers have listed and opened their watches.
+Real kubelets start spread over minutes; 1,000 hollow nodes starting at once sent the
+masters 6,000 requests and 2,000 new connections within a second, which starved their
+Raft ticks into an election storm, and no node was Ready in time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import platform
@@ -47,6 +54,7 @@ class AgentOptions:
     relist_period: float = 1.0
     crash_backoff_base: float = 10.0
     crash_backoff_cap: float = 300.0
+    starting: int = 16  # hollow nodes of one process coming up at once
 
 
 def node_names(name: str, count: int) -> list[str]:
@@ -103,12 +111,17 @@ class NodeAgent:
                                          cap=options.crash_backoff_cap),
             relist_period=options.relist_period, allocatable=options.capacity)
 
-    async def run(self) -> None:
-        await self.heartbeat.register()
+    async def run(self, starting: asyncio.Semaphore | None = None) -> None:
+        """Run the node; while coming up (registered, its informers listed and
+        watching) it holds a turn of `starting`, if given."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.heartbeat.run())
-            group.create_task(self.events.run())
-            group.create_task(self.kubelet.run())
+            async with starting or contextlib.nullcontext():
+                await self.heartbeat.register()
+                group.create_task(self.heartbeat.run())
+                group.create_task(self.events.run())
+                group.create_task(self.kubelet.run())
+                await self.heartbeat.watch.wait_synced()
+                await self.kubelet.pods.wait_synced()
 
 
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
@@ -124,7 +137,8 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
         agents = [NodeAgent(name=name, token=token, tp=tp, options=options, pod_cidr=cidr)
                   for (name, token), cidr in zip(nodes, cidrs, strict=True)]
-        tasks = [asyncio.ensure_future(a.run()) for a in agents]
+        starting = asyncio.Semaphore(max(1, options.starting))
+        tasks = [asyncio.ensure_future(a.run(starting)) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             done, _ = await asyncio.wait(tasks + ([waiter] if waiter else []),
