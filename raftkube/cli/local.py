@@ -232,11 +232,14 @@ def _spawn(state_dir: str, name: str, argv: list[str], *,
     return proc.pid
 
 
-def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
+def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = None,
        master_args: list[str] | None = None, runtime: str = "simulated", count: int = 1,
        agent_args: list[str] | None = None) -> list[str]:
     """Start whichever of the masters and of agents n1..n`agents` is not running; wait
-    for a leader, and for every agent's nodes to be Ready."""
+    for a leader, and for every agent's nodes to be Ready: within `timeout` seconds, by
+    default a minute and a tenth of a second per node (1,000 hollow nodes register a
+    few at a time, as kubelets come up, and take longer than a minute on a busy
+    machine)."""
     if masters not in (1, 3, 5):
         raise ClientError("--masters: must be 1, 3 or 5")
     if agents < 0 or count < 1:
@@ -252,6 +255,8 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
     masters_running = any(pid_alive(os.path.join(pids, f"{m['name']}.pid")) is not None
                           for m in layout["masters"])
     nodes = [n for name in names for n in agent_nodes(name, count)]
+    if timeout is None:
+        timeout = 60.0 + 0.1 * len(nodes)
     ensure_node_tokens(state_dir, nodes, masters_running=masters_running)
     started = []
     for m in layout["masters"]:
