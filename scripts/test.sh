@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # The whole check, as CI runs it: set-up, lint, types, then every test tier.
-# Exits non-zero on any failure, including a tier in which no test ran.
+# Exits non-zero on any failure, including a tier in which no test ran. The docker tier
+# runs on the local engine, which scripts/docker-setup.sh installs and starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/setup.sh)
 BIN=$(dirname "$PY")
 export PATH="$BIN:$PATH"
+
+# The Docker engine and the local images (the docker tier); dockerd is stopped at the end
+# if this run started it.
+DOCKERD=$(bash scripts/docker-setup.sh)
+stop_dockerd() {
+  [ -n "$DOCKERD" ] || return 0
+  kill -TERM "$DOCKERD" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do kill -0 "$DOCKERD" 2>/dev/null || return 0; sleep 0.2; done
+}
+trap stop_dockerd EXIT
 
 echo "== ruff"; "$BIN/ruff" check raftkube tests chaos bench
 echo "== mypy (strict on raftkube/)"; "$BIN/mypy"
@@ -23,5 +34,6 @@ tier() {  # tier NAME PYTEST-ARGS...: run one tier; "no tests ran" (exit 5) is a
 }
 tier unit -m unit tests
 tier cluster -m cluster tests
+tier docker -m docker tests
 tier chaos -m chaos chaos
 echo "== all checks passed"

@@ -14,6 +14,12 @@ reported as `Waiting` with reason `CrashLoopBackOff` meanwhile. A container that
 for longer than twice the cap since its last restart starts from `base` again. The
 back-off is the kubelet's memory, not the runtime's: an agent restart forgets it, as a
 kubelet restart does.
+
+Image pulls have their own back-off (the kubelet's image back-off, same numbers): after
+a pull failed, the container is not started again until its delay has passed, and waits
+meanwhile as `ImagePullBackOff` (or `ErrImageNeverPull`, which no wait mends but a
+loaded image does). The sync that hit the failure reports it itself (`ErrImagePull`
+and the engine's message): the kubelet puts it over the plan's reason.
 """
 
 from __future__ import annotations
@@ -56,6 +62,49 @@ class CrashBackoff:
         entry = self._entry(key, finished_at)
         delay = self.base if entry is None else min(entry[0] * 2, self.cap)
         self._items[key] = (delay, now)
+
+    def forget_pod(self, uid: str) -> None:
+        for key in [k for k in self._items if k.startswith(uid + "/")]:
+            del self._items[key]
+
+
+@dataclass(frozen=True)
+class _PullFailure:
+    image: str
+    reason: str
+    message: str
+    delay: float
+    at: float
+
+
+class PullBackoff:
+    """Per-container back-off of image pulls, keyed as CrashBackoff is; takes the times
+    it needs. A different image (the pod's spec changed) starts afresh."""
+
+    def __init__(self, *, base: float = 10.0, cap: float = 300.0) -> None:
+        self.base = base
+        self.cap = cap
+        self._items: dict[str, _PullFailure] = {}
+
+    def failed(self, key: str, image: str, reason: str, message: str, now: float) -> None:
+        """A pull of `image` failed now: wait `base`, or twice the last wait."""
+        last = self._items.get(key)
+        fresh = last is None or last.image != image or now - last.at > 2 * self.cap
+        delay = self.base if fresh or last is None else min(last.delay * 2, self.cap)
+        self._items[key] = _PullFailure(image, reason, message, delay, now)
+
+    def blocked(self, key: str, image: str, now: float) -> tuple[str, str, float] | None:
+        """(waiting reason, message, until when) while `image` may not be pulled again."""
+        last = self._items.get(key)
+        if last is None or last.image != image or now >= last.at + last.delay:
+            return None
+        if last.reason == rt.ERR_IMAGE_NEVER_PULL:
+            return last.reason, last.message, last.at + last.delay
+        return (rt.IMAGE_PULL_BACKOFF, f'Back-off pulling image "{image}"',
+                last.at + last.delay)
+
+    def succeeded(self, key: str) -> None:
+        self._items.pop(key, None)
 
     def forget_pod(self, uid: str) -> None:
         for key in [k for k in self._items if k.startswith(uid + "/")]:
@@ -108,18 +157,27 @@ class Plan:
 
 
 def plan(pod: Obj, state: rt.PodState | None, *, now: float,
-         backoff: CrashBackoff) -> Plan:
+         backoff: CrashBackoff, pulls: PullBackoff | None = None) -> Plan:
     spec = pod.get("spec") or {}
     policy = restart_policy(pod)
     out = Plan(sandbox=state is None)
+
+    def start(c: Obj, attempt: int) -> str:
+        blocked = pulls.blocked(backoff_key(pod, c["name"]), str(c.get("image") or ""),
+                                now) if pulls is not None else None
+        if blocked is not None:
+            out.waiting[c["name"]] = blocked[:2]
+            out._recheck(blocked[2])
+            return "waiting"
+        out.start.append((c, attempt))
+        return "started"
 
     def consider(c: Obj, init: bool) -> str:
         """`started`, `running`, `waiting`, `done` (exited for good, code 0) or
         `failed` (exited for good, code non-zero)."""
         latest = state.latest(c["name"]) if state is not None else None
         if latest is None:
-            out.start.append((c, 0))
-            return "started"
+            return start(c, 0)
         if latest.state == rt.RUNNING:
             return "running"
         if not restarts(policy, latest.exit_code, init=init):
@@ -133,8 +191,7 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
                             f"container={c['name']} pod={pod_ref(pod)}")
             out._recheck(now + left)
             return "waiting"
-        out.start.append((c, latest.attempt + 1))
-        return "started"
+        return start(c, latest.attempt + 1)
 
     for c in named(spec.get("initContainers")):
         result = consider(c, True)

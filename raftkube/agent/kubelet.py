@@ -21,9 +21,10 @@ state from the runtime and converges them:
 What changes without an API event is found by polling, as Kubernetes' PLEG does: every
 `relist_period` the runtime's pods are listed and a pod whose containers changed (an
 exit) is enqueued. Timed changes the kubelet itself knows about (a back-off ending, a
-readiness delay passing) are enqueued for their time. A status the kubelet wrote is
-remembered until the informer catches up, so a reconcile in between starts from it
-rather than from the older cached pod.
+readiness delay passing) are enqueued for their time. A container whose image could not
+be had waits with the pull's reason (`actions.PullBackoff`) while the others start. A
+status the kubelet wrote is remembered until the informer catches up, so a reconcile in
+between starts from it rather than from the older cached pod.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from raftkube.client.errors import ApiError
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+PULL_TOLD = -2  # the attempt under which a pull back-off's event is remembered as told
 
 
 def _rv(obj: Obj) -> int:
@@ -68,7 +70,8 @@ class Kubelet:
     def __init__(self, *, node_name: str, host_ip: str, client: rest.RestClient,
                  runtime: rt.ContainerRuntime, prober: rt.Prober,
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
-                 backoff: actions.CrashBackoff | None = None, relist_period: float = 1.0,
+                 backoff: actions.CrashBackoff | None = None,
+                 pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
                  workers: int = 4, resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
                  informer: inf.Informer | None = None) -> None:
@@ -80,6 +83,7 @@ class Kubelet:
         self.events = events
         self.clock = clock
         self.backoff = backoff or actions.CrashBackoff()
+        self.pulls = pulls or actions.PullBackoff()
         self.relist_period = relist_period
         self.workers = workers
         self.allocatable = dict(allocatable or {})  # empty: every pod is admitted
@@ -202,17 +206,20 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
         rounds = len(actions.named(spec.get("initContainers"))) + 2
+        pull_failures: dict[str, tuple[str, str]] = {}  # what this sync could not pull
         for _ in range(rounds):  # init containers run one after another
-            plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff)
+            plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
+                                pulls=self.pulls)
             if plan.idle:
                 break
             try:
-                await self._execute(pod, state, plan)
+                pull_failures.update(await self._execute(pod, state, plan))
             except rt.RuntimeFailure as e:
                 reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
             state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+        plan.waiting.update(pull_failures)
         now = self.clock()
         ready: dict[str, bool] = {}
         recheck = plan.recheck
@@ -235,7 +242,10 @@ class Kubelet:
         if recheck is not None:
             self.queue.add_after(key, max(0.0, recheck - now) + 0.01)
 
-    async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
+    async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan
+                       ) -> dict[str, tuple[str, str]]:
+        """Do what the plan says; the containers whose image could not be had, and why."""
+        failures: dict[str, tuple[str, str]] = {}
         if plan.sandbox:
             await self.runtime.run_sandbox(pod)
         now = self.clock()
@@ -244,15 +254,33 @@ class Kubelet:
                 latest = state.latest(c["name"])
                 finished = latest.finished_at if latest and latest.finished_at else now
                 self.backoff.restarted(actions.backoff_key(pod, c["name"]), finished, now)
+            key = actions.backoff_key(pod, c["name"])
+            image = str(c.get("image") or "")
+            try:
+                await self.runtime.start_container(pod, c, attempt=attempt)
+            except rt.ImagePullFailure as e:
+                self.pulls.failed(key, image, e.reason, e.message, self.clock())
+                failures[c["name"]] = (e.reason, e.message)
+                self._told.discard((pod["metadata"]["uid"], c["name"], PULL_TOLD))
+                self.events.event(pod, "Warning", "Failed", e.message)
+                continue
+            self.pulls.succeeded(key)
             self.events.event(pod, "Normal", "Pulled", f'Container image '
-                              f'"{c.get("image", "")}" already present on machine')
-            await self.runtime.start_container(pod, c, attempt=attempt)
+                              f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
+        return failures
 
     def _tell_backoffs(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan) -> None:
         uid = pod["metadata"]["uid"]
-        for name in plan.waiting:
+        for name, (reason, message) in plan.waiting.items():
+            if reason == rt.IMAGE_PULL_BACKOFF:
+                if (uid, name, PULL_TOLD) not in self._told:  # once for each failed pull
+                    self._told.add((uid, name, PULL_TOLD))
+                    self.events.event(pod, "Normal", "BackOff", message)
+                continue
+            if reason != actions.CRASH_LOOP:
+                continue  # a pull that failed was told when it failed
             latest = state.latest(name) if state is not None else None
             told = (uid, name, latest.attempt if latest is not None else -1)
             if told not in self._told:
@@ -262,6 +290,7 @@ class Kubelet:
 
     def _forget(self, uid: str) -> None:
         self.backoff.forget_pod(uid)
+        self.pulls.forget_pod(uid)
         self._admitted.discard(uid)
         self._told = {t for t in self._told if t[0] != uid}
 

@@ -21,7 +21,11 @@ Registration creates the Node with its status; if it exists already (the agent
 restarted) it keeps it and adds its labels. A Node deleted under a running agent is
 registered again.
 
-`node_status` and `node_object` are pure, from a `NodeConfig` and the time.
+What the node learns from its host and runtime as it runs (`NodeFacts`: the images
+present, memory or disk pressure) comes from an optional `facts` callable, asked at
+each status check; the simulated runtime has none.
+
+`node_status` and `node_object` are pure, from a `NodeConfig`, the facts and the time.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +58,20 @@ HEALTHY = (
      "kubelet has sufficient PID available"),
     ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
 )
+UNDER_PRESSURE = {
+    "MemoryPressure": ("True", "KubeletHasInsufficientMemory",
+                       "kubelet has insufficient memory available"),
+    "DiskPressure": ("True", "KubeletHasDiskPressure", "kubelet has disk pressure"),
+}
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the host and the runtime tell now: the images present (`status.images`
+    entries) and which pressure conditions hold (MemoryPressure, DiskPressure)."""
+
+    images: tuple[Obj, ...] = ()
+    pressure: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -68,11 +86,13 @@ class NodeConfig:
     operating_system: str = "linux"
     architecture: str = "amd64"
     kernel: str = ""
+    os_image: str = ""
     boot_id: str = ""
     lease_interval: float = 2.0
     lease_duration: int = 40
     status_interval: float = 10.0
     report_interval: float = 300.0
+    agent_port: int = 10250  # the agent's API (logs, exec), on `address`
 
 
 def _rv(obj: Obj) -> int:
@@ -95,7 +115,8 @@ def node_labels(config: NodeConfig) -> dict[str, str]:
             "kubernetes.io/arch": config.architecture, **config.labels}
 
 
-def node_status(current: Obj | None, config: NodeConfig, now: float) -> Obj:
+def node_status(current: Obj | None, config: NodeConfig, now: float,
+                facts: NodeFacts | None = None) -> Obj:
     """The status this node reports, over what the API holds (`current`): conditions
     keep their lastTransitionTime while they hold; lastHeartbeatTime is `now`."""
     status: Obj = copy.deepcopy(current or {})
@@ -105,11 +126,17 @@ def node_status(current: Obj | None, config: NodeConfig, now: float) -> Obj:
                            {"type": "Hostname", "address": config.name}]
     status["nodeInfo"] = {
         "machineID": config.name, "systemUUID": config.name, "bootID": config.boot_id,
-        "kernelVersion": config.kernel, "osImage": f"raftkube {config.runtime} node",
+        "kernelVersion": config.kernel,
+        "osImage": config.os_image or f"raftkube {config.runtime} node",
         "containerRuntimeVersion": config.runtime, "kubeletVersion": VERSION,
         "kubeProxyVersion": VERSION, "operatingSystem": config.operating_system,
         "architecture": config.architecture}
+    status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": config.agent_port}}
+    if facts is not None:
+        status["images"] = [dict(i) for i in facts.images]
     for type_, value, reason, message in HEALTHY:
+        if facts is not None and type_ in facts.pressure:
+            value, reason, message = UNDER_PRESSURE[type_]
         conditions.put(status, {"type": type_, "status": value, "reason": reason,
                                 "message": message,
                                 "lastHeartbeatTime": rfc3339(now)}, now)
@@ -123,11 +150,11 @@ def without_heartbeat(status: Obj | None) -> Obj:
     return out
 
 
-def node_object(config: NodeConfig, now: float) -> Obj:
+def node_object(config: NodeConfig, now: float, facts: NodeFacts | None = None) -> Obj:
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": config.name, "labels": node_labels(config)},
             "spec": {"podCIDR": config.pod_cidr, "podCIDRs": [config.pod_cidr]},
-            "status": node_status(None, config, now)}
+            "status": node_status(None, config, now, facts)}
 
 
 def lease_object(config: NodeConfig, node: Obj | None, now: float) -> Obj:
@@ -146,8 +173,11 @@ class NodeHeartbeat:
     """Registers the Node, keeps its status current and its Lease renewed."""
 
     def __init__(self, *, config: NodeConfig, client: rest.RestClient,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 facts: Callable[[], Awaitable[NodeFacts]] | None = None) -> None:
         self.config = config
+        self.facts = facts
+        self.last_facts: NodeFacts | None = None
         self.client = client
         # A renewal must not hang on a master that stopped answering: it gives up soon
         # and tries again (the transport moves on to another master).
@@ -177,10 +207,19 @@ class NodeHeartbeat:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
 
+    async def _read_facts(self) -> None:
+        if self.facts is not None:
+            try:
+                self.last_facts = await self.facts()
+            except Exception as e:  # a runtime that does not answer: keep what it said
+                log.warning("%s: reading the node's facts failed: %s", self.config.name, e)
+
     async def _register(self) -> Obj:
+        await self._read_facts()
         now = self.clock()
         try:
-            self.node = await self.client.create(kinds.NODE, "", node_object(self.config, now))
+            self.node = await self.client.create(
+                kinds.NODE, "", node_object(self.config, now, self.last_facts))
             self.last_report = now
             log.info("%s: registered", self.config.name)
         except ApiError as e:
@@ -226,8 +265,9 @@ class NodeHeartbeat:
                 log.warning("%s: the Node is gone; registering again", self.config.name)
                 await self._register()
                 return
+        await self._read_facts()
         now = self.clock()
-        want = node_status(node.get("status"), self.config, now)
+        want = node_status(node.get("status"), self.config, now, self.last_facts)
         if without_heartbeat(want) == without_heartbeat(node.get("status")) and \
                 now - self.last_report < self.config.report_interval:
             self.node = node

@@ -48,6 +48,8 @@ def container_status(c: Obj, state: rt.PodState | None, *, ready: bool,
                 "ready": False, "restartCount": 0, "started": False,
                 "state": {"waiting": {"reason": pending}}, "lastState": {}}
     if latest is None:
+        if waiting is not None:  # its image could not be had
+            out["state"] = {"waiting": {"reason": waiting[0], "message": waiting[1]}}
         return out
     previous = state.previous(c["name"]) if state is not None else None
     out.update(imageID=latest.image_id, containerID=latest.id, restartCount=latest.attempt)

@@ -9,13 +9,13 @@ exited instance still tells its exit code, times and id (`lastState`) after the 
 second: the runtime needs no callbacks into the agent.
 
 `SimulatedRuntime` (simulated.py) keeps everything in memory and runs nothing; the
-Docker runtime of the next issue keeps the same records as container labels, finds them
+Docker runtime (docker.py) keeps the same records as container labels, finds them
 again when the agent restarts (`recover`) and reports exits from the engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -115,8 +115,68 @@ class ExecResult:
     output: bytes  # stdout and stderr, as the container wrote them, possibly cut short
 
 
+@dataclass(frozen=True)
+class LogOptions:
+    """Which of a container's log to read (the query of Kubernetes' `pods/log`)."""
+
+    previous: bool = False  # the instance before the newest (its lastState)
+    follow: bool = False
+    tail: int | None = None  # the last N lines only
+    timestamps: bool = False  # each line prefixed with its RFC 3339 time
+    since: float | None = None  # only lines written at or after this time (epoch s)
+
+
+@dataclass(frozen=True)
+class ContainerUsage:
+    """What a running container uses now: cumulative CPU and its working set."""
+
+    pod_uid: str
+    name: str
+    cpu_seconds: float  # CPU time used since it started (a rate needs two samples)
+    memory_bytes: int  # working set: usage less inactive file cache, as cAdvisor reports
+    at: float  # when it was sampled
+
+
+class ExecSession(Protocol):
+    """A command running in a container, its streams attached (`rk exec`, kubectl exec)."""
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """The next output: (1 stdout or 2 stderr, data); None once both have ended."""
+
+    async def write(self, data: bytes) -> None:
+        """Give the command input (only when it was started with stdin)."""
+
+    async def close_stdin(self) -> None:
+        """The input has ended (EOF)."""
+
+    async def resize(self, width: int, height: int) -> None:
+        """The terminal's size changed (only with a tty)."""
+
+    async def wait(self) -> int:
+        """The command's exit code, once it has ended."""
+
+    async def close(self) -> None:
+        """Let go of the streams; a command still running is left to end by itself."""
+
+
 class RuntimeFailure(Exception):
     """The runtime could not do what it was asked (the kubelet retries with back-off)."""
+
+
+ERR_IMAGE_PULL = "ErrImagePull"
+ERR_IMAGE_NEVER_PULL = "ErrImageNeverPull"
+IMAGE_PULL_BACKOFF = "ImagePullBackOff"
+
+
+class ImagePullFailure(RuntimeFailure):
+    """A container's image could not be had: `reason` is the waiting reason the kubelet
+    reports (ErrImagePull with the engine's message, or ErrImageNeverPull for a missing
+    image with policy Never); the kubelet backs off pulling it (ImagePullBackOff)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class ContainerRuntime(Protocol):
@@ -137,7 +197,8 @@ class ContainerRuntime(Protocol):
                               request: ContainerRequest | None = None) -> Container:
         """Start instance `attempt` of `container` (a pod spec's container) in the pod's
         sandbox, with what the kubelet resolved for it (None: nothing beyond the spec).
-        Images are the runtime's business (pulled as its policy says)."""
+        Images are the runtime's business (pulled as its policy says); ImagePullFailure
+        when the image cannot be had."""
 
     async def stop_container(self, pod_uid: str, name: str, *, grace: float) -> None:
         """Stop the running instance of `name`: SIGTERM, then SIGKILL after `grace`."""
@@ -152,6 +213,18 @@ class ContainerRuntime(Protocol):
                         timeout: float) -> ExecResult:
         """Run `command` in the running instance of container `name` to its end (an exec
         probe); RuntimeFailure if it cannot be run or does not end within `timeout`."""
+
+    def logs(self, pod_uid: str, name: str, options: LogOptions) -> AsyncIterator[bytes]:
+        """The container's output as it wrote it (stdout and stderr interleaved), in
+        chunks; with `follow`, until the instance exits or the reader stops reading.
+        RuntimeFailure (raised at the first read) when there is no such instance."""
+
+    async def exec(self, pod_uid: str, name: str, command: Sequence[str], *,
+                   stdin: bool, tty: bool) -> ExecSession:
+        """Start `command` in the running instance of container `name`, attached."""
+
+    async def usage(self) -> list[ContainerUsage]:
+        """What each running container uses now (for `rk top` and the agent's summary)."""
 
 
 class Prober(Protocol):

@@ -19,14 +19,17 @@ restarts none of them, as a real node whose containers outlived its agent would.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
-from collections.abc import Callable, Sequence
+import shlex
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from raftkube.agent import runtime as rt
-from raftkube.api.timestamps import parse_time
+from raftkube.api import channels
+from raftkube.api.timestamps import parse_time, rfc3339
 
 Obj = dict[str, Any]
 
@@ -179,6 +182,60 @@ class SimulatedRuntime:
             raise rt.RuntimeFailure(f"container {name} of pod {pod_uid} is not running")
         return rt.ExecResult(0, b"")
 
+    def _instance(self, pod_uid: str, name: str, previous: bool) -> rt.Container:
+        runs = self._runs.get(pod_uid, {}).get(name) or []
+        wanted = runs[-2] if previous and len(runs) > 1 else None if previous else \
+            (runs[-1] if runs else None)
+        if wanted is None:
+            which = "previous terminated" if previous else ""
+            raise rt.RuntimeFailure(f"{which + ' ' if which else ''}container "
+                                    f'"{name}" of pod {pod_uid} not found')
+        return self._view(wanted, self.clock())
+
+    def _log_lines(self, c: rt.Container) -> list[tuple[float, bytes]]:
+        lines = [(c.started_at, f"simulated container {c.name} (attempt {c.attempt}) "
+                                "started\n".encode())]
+        if c.state == rt.EXITED and c.finished_at is not None:
+            lines.append((c.finished_at, f"simulated container {c.name} exited with code "
+                                         f"{c.exit_code}\n".encode()))
+        return lines
+
+    async def logs(self, pod_uid: str, name: str,
+                   options: rt.LogOptions) -> AsyncIterator[bytes]:
+        """Two lines per instance, one when it started and one when it exited: a
+        simulated container writes nothing of its own."""
+        c = self._instance(pod_uid, name, options.previous)
+        told = 0
+        while True:
+            lines = [(at, text) for at, text in self._log_lines(c)
+                     if options.since is None or at >= options.since]
+            if told == 0 and options.tail is not None:
+                told = max(0, len(lines) - options.tail)
+            for at, text in lines[told:]:
+                yield (rfc3339(at).encode() + b" " + text) if options.timestamps else text
+            told = len(lines)
+            if not options.follow or c.state == rt.EXITED:
+                return
+            await asyncio.sleep(0.5)
+            c = self._view(next((r for r in self._runs.get(pod_uid, {}).get(name) or []
+                                 if r.container.id == c.id), _Run(_exited(c, self.clock(), 0))),
+                           self.clock())
+
+    async def exec(self, pod_uid: str, name: str, command: Sequence[str], *,
+                   stdin: bool, tty: bool) -> rt.ExecSession:
+        c = self._instance(pod_uid, name, False)
+        if c.state != rt.RUNNING:
+            raise rt.RuntimeFailure(f"container {name} of pod {pod_uid} is not running")
+        return SimulatedExec(list(command), stdin=stdin)
+
+    async def usage(self) -> list[rt.ContainerUsage]:
+        """A running simulated container uses a millisecond of CPU a second and 4 MiB."""
+        now = self.clock()
+        return [rt.ContainerUsage(uid, name, 0.001 * max(0.0, now - c.started_at),
+                                  4 * 1024 * 1024, now)
+                for uid, names in self._runs.items() for name, runs in names.items()
+                for c in [self._view(runs[-1], now)] if c.state == rt.RUNNING]
+
     async def recover(self, pods: Sequence[Obj]) -> None:
         for pod in pods:
             self._recover(pod)
@@ -232,6 +289,61 @@ def _from_terminated(uid: str, name: str, attempt: int, image: str, t: Obj) -> r
     c = rt.Container(uid, name, attempt, str(t.get("containerID") or ""), image,
                      image_id(image), rt.RUNNING, started)
     return _exited(c, finished, int(t.get("exitCode") or 0))
+
+
+class SimulatedExec:
+    """A command in a simulated container: nothing runs, but a few commands answer as a
+    shell would, so that the exec path can be exercised end to end: `echo ARGS` prints
+    them, `cat` gives back its input, `true`/`false`, `sh -c "exit N"` exits N, and
+    `hostname`... prints `simulated`. Anything else prints nothing and exits 0."""
+
+    def __init__(self, command: list[str], *, stdin: bool) -> None:
+        self.command = command
+        self.stdin = stdin
+        self._out: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        self._code = 0
+        self._ended = asyncio.Event()
+        if self.command[:1] == ["sh"] and self.command[1:2] == ["-c"] and \
+                len(self.command) > 2:
+            self.command = shlex.split(self.command[2])
+        head = self.command[:1]
+        if head == ["echo"]:
+            self._out.put_nowait((channels.STDOUT, " ".join(self.command[1:]).encode() + b"\n"))
+        elif head == ["hostname"]:
+            self._out.put_nowait((channels.STDOUT, b"simulated\n"))
+        elif head == ["false"]:
+            self._code = 1
+        elif head == ["exit"] and len(self.command) > 1 and self.command[1].isdigit():
+            self._code = int(self.command[1])
+        if head != ["cat"] or not stdin:
+            self._end()
+
+    def _end(self) -> None:
+        if not self._ended.is_set():
+            self._out.put_nowait(None)
+            self._ended.set()
+
+    async def read(self) -> tuple[int, bytes] | None:
+        if self._ended.is_set() and self._out.empty():
+            return None
+        return await self._out.get()
+
+    async def write(self, data: bytes) -> None:
+        if not self._ended.is_set():
+            self._out.put_nowait((channels.STDOUT, data))
+
+    async def close_stdin(self) -> None:
+        self._end()
+
+    async def resize(self, width: int, height: int) -> None:
+        pass
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        return self._code
+
+    async def close(self) -> None:
+        self._end()
 
 
 class SimulatedProber:

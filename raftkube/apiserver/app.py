@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.apiserver import auth, fanout, fencing, inputs, metrics
+from raftkube.apiserver import auth, fanout, fencing, inputs, metrics, podproxy
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -39,6 +39,7 @@ from raftkube.store.replica import (
     Unavailable,
     member_id,
 )
+from raftkube.store.watch import Batch
 
 # grpc code name -> (number, HTTP status), as grpc-gateway maps them.
 GRPC = {
@@ -140,6 +141,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = resp.status
         return resp
     except Unavailable as e:
+        # etcd answers a proposal that timed out (OutcomeUnknown) with Unavailable too,
+        # so /v3 clients treat a 503 to a write as an unknown outcome (client/etcd.py).
         status = 503
         return grpc_error(str(e), "Unavailable")
     finally:
@@ -396,78 +399,53 @@ class EtcdApi:
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
 
-        async def send(result: dict[str, Any]) -> None:
-            await resp.write(json.dumps({"result": result}).encode() + b"\n")
-
         try:
             history, watcher = self.r.open_watch(key, end, start)
         except st.Compacted as e:
-            await send({"header": self.header(), "created": True, "canceled": True,
-                        "compact_revision": str(e.compact_revision),
-                        "cancel_reason": st.ERR_COMPACTED})
+            await resp.write(result_line({
+                "header": self.header(), "created": True, "canceled": True,
+                "compact_revision": str(e.compact_revision),
+                "cancel_reason": st.ERR_COMPACTED}))
             return resp
-        try:
-            await send({"header": self.header(), "created": True})
-            # Every watch of the same range and options sends the same bytes for a revision.
-            stream = ("v3", key, end, prev_kv, tuple(sorted(skip)))
+        # Every watch of the same range and options sends the same bytes for a revision.
+        stream = ("v3", key, end, prev_kv, tuple(sorted(skip)))
 
-            def message(revision: int, events: list[st.Event]) -> bytes:
-                def make() -> bytes:
-                    out = [ej.event_json(ev, prev_kv=prev_kv) for ev in events
-                           if ev.type not in skip]
-                    if not out:
-                        return b""
-                    return json.dumps({"result": {"header": self.header(revision),
-                                                  "events": out}}).encode() + b"\n"
+        def message(revision: int, events: list[st.Event]) -> bytes:
+            def make() -> bytes:
+                out = [ej.event_json(ev, prev_kv=prev_kv) for ev in events
+                       if ev.type not in skip]
+                if not out:
+                    return b""
+                return result_line({"header": self.header(revision), "events": out})
 
-                return self.encodings.get(revision, stream, make)
+            return self.encodings.get(revision, stream, make)
 
-            def alive() -> bool:
-                return request.transport is not None and not request.transport.is_closing()
+        def wire(revision: int, events: list[st.Event]) -> bytes:
+            return self.encodings.get(revision, ("chunked", *stream),
+                                      lambda: fanout.chunk(message(revision, events)))
 
-            def wire(revision: int, events: list[st.Event]) -> bytes:
-                return self.encodings.get(revision, ("chunked", *stream),
-                                          lambda: fanout.chunk(message(revision, events)))
+        def progress_notice(revision: int) -> bytes:
+            return result_line({"header": self.header()})  # etcd's: the store's revision
 
-            watcher.alive = alive
-            every = request.app[PROGRESS]
-            if history:
-                await resp.write(b"".join(message(rev, evs) for rev, evs in history))
-            if request.transport is not None:
-                # From here the hub writes events straight to the client (fanout.py).
-                watcher.sink = fanout.sink(
-                    request.transport, wire if fanout.is_chunked(resp.headers) else message)
-            last_sent = time.monotonic()
-            while True:
-                # Woken by events it must write itself (the client is behind), or by the
-                # hub's pulse once a progress notice is due or the client has gone: no
-                # timer of its own.
-                last_sent = max(last_sent, watcher.delivered_at)
-                watcher.due = last_sent + every if progress else math.inf
-                batch = await watcher.next_batch()
-                if batch.cancel_reason:
-                    out: dict[str, Any] = {"header": self.header(), "canceled": True,
-                                           "cancel_reason": batch.cancel_reason}
-                    if batch.compact_revision:
-                        out["compact_revision"] = str(batch.compact_revision)
-                    await send(out)
-                    return resp
-                if not batch.events:
-                    if not alive():
-                        return resp
-                    last_sent = max(last_sent, watcher.delivered_at)
-                    if progress and time.monotonic() - last_sent >= every:
-                        await send({"header": self.header()})
-                        last_sent = time.monotonic()
-                    continue
-                data = b"".join(message(rev, evs) for rev, evs in batch.events)
-                if data:
-                    await resp.write(data)
-                last_sent = time.monotonic()
-        except ConnectionResetError:
-            return resp  # the client went away; a cancellation propagates
-        finally:
-            watcher.close()
+        def cancelled(batch: Batch) -> bytes:
+            out: dict[str, Any] = {"header": self.header(), "canceled": True,
+                                   "cancel_reason": batch.cancel_reason}
+            if batch.compact_revision:
+                out["compact_revision"] = str(batch.compact_revision)
+            return result_line(out)
+
+        await fanout.pump(
+            request, resp, watcher,
+            preface=[result_line({"header": self.header(), "created": True})],
+            history=history, lines=message, wire=wire,
+            idle_every=request.app[PROGRESS] if progress else math.inf,
+            idle_line=progress_notice, cancel_line=cancelled)
+        return resp
+
+
+def result_line(result: dict[str, Any]) -> bytes:
+    """One message of a /v3 watch stream, as etcd's gateway frames it."""
+    return json.dumps({"result": result}).encode() + b"\n"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -507,11 +485,13 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     objects = ob.Objects(replica, service_cidr=service_cidr, event_ttl=event_ttl)
     app[OBJECTS] = objects
     rest = Rest(replica, objects, bookmark_every=bookmark_every)
+    tokens = auth.Tokens(admin=token, nodes=node_tokens or {})
+    podproxy.PodProxy(objects, tokens).routes(app)  # before REST's catch-all
     for path in ("/api", "/api/{tail:.*}", "/apis", "/apis/{tail:.*}"):
         app.router.add_route("*", path, rest.handle)
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
-    app[TOKENS] = auth.Tokens(admin=token, nodes=node_tokens or {})
+    app[TOKENS] = tokens
     # The one timer of every watch stream: bookmarks, progress notices and deadlines are
     # late by at most this much.
     app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)

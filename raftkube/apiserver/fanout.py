@@ -9,20 +9,30 @@ on what kind of stream it is (the key range or REST path, the selectors, the opt
 the bytes are made by the first watcher that needs them and shared by the rest, and
 written by the hub straight to each client's transport (`sink`), framed as aiohttp frames
 the rest of the response.
+
+`pump` is the one loop of both kinds of stream: it writes what the watcher was opened
+with, hands the live events to the sink, writes itself what the sink refused (the client
+was behind), sends an idle line (a BOOKMARK, a progress notice) when one is due, ends on
+a cancellation, a deadline or the client's leaving, and closes the store watcher
+whatever happens. Each API gives it its own lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
+
+from aiohttp import web
 
 from raftkube.api import selectors
 from raftkube.store import state as st
 from raftkube.store import watch
-from raftkube.store.watch import Sink
+from raftkube.store.watch import Batch, Sink, Watcher
 
 MAX_BYTES = 16 * 1024 * 1024  # encodings kept; a value can be 1.5 MiB, so bound bytes
 MAX_ENTRIES = 4096
@@ -163,3 +173,71 @@ def sink(transport: asyncio.BaseTransport,
         return True
 
     return write
+
+
+async def pump(request: web.Request, resp: web.StreamResponse, watcher: Watcher, *,
+               preface: Iterable[bytes] = (),
+               history: list[tuple[int, list[st.Event]]],
+               lines: Callable[[int, list[st.Event]], bytes],
+               wire: Callable[[int, list[st.Event]], bytes],
+               idle_every: float = math.inf,
+               idle_line: Callable[[int], bytes] | None = None,
+               cancel_line: Callable[[Batch], bytes],
+               deadline: float = math.inf) -> None:
+    """Serve one watch stream until it ends; the store watcher is closed on the way out.
+
+    `lines` gives a revision's bytes on this stream (b"" for none), `wire` the same
+    framed for a chunked response (the sink writes to the transport itself).
+    `idle_line(revision)` is sent after `idle_every` seconds with nothing sent: every
+    event up to `revision` has been sent (never the store's revision, which runs ahead
+    of events still on their way). `cancel_line` is the stream's last line when the hub
+    cancels it; the stream also ends at `deadline` (monotonic) or when the client has
+    gone. The response is prepared here if it was not yet: its start failing must close
+    the watcher too.
+    """
+
+    def alive() -> bool:
+        return request.transport is not None and not request.transport.is_closing()
+
+    watcher.alive = alive
+    try:
+        if not resp.prepared:
+            await resp.prepare(request)
+        for line in preface:
+            await resp.write(line)
+        for revision, events in history:
+            data = lines(revision, events)
+            if data:
+                await resp.write(data)
+        if request.transport is not None:
+            # From here the hub writes events straight to the client.
+            watcher.sink = sink(request.transport, wire if is_chunked(resp.headers) else lines)
+        last_sent = time.monotonic()
+        while time.monotonic() < deadline:
+            # Woken by events it must write itself (the client is behind), or by the
+            # hub's pulse once it is due or the client has gone: no timer of its own.
+            last_sent = max(last_sent, watcher.delivered_at)
+            watcher.due = min(deadline, last_sent + idle_every)
+            batch = await watcher.next_batch()
+            if batch.cancel_reason:
+                await resp.write(cancel_line(batch))
+                return
+            if not batch.events:
+                if not alive():
+                    return
+                last_sent = max(last_sent, watcher.delivered_at)
+                if idle_line is not None and time.monotonic() - last_sent >= idle_every \
+                        and not watcher.pending:
+                    # Everything before the watcher's next revision has been offered to
+                    # it, and (nothing pending) sent.
+                    await resp.write(idle_line(watcher.next_revision - 1))
+                    last_sent = time.monotonic()
+                continue
+            data = b"".join(lines(revision, events) for revision, events in batch.events)
+            if data:
+                await resp.write(data)  # one write however many revisions queued up
+            last_sent = time.monotonic()
+    except ConnectionResetError:
+        pass  # the client went away; a cancellation propagates
+    finally:
+        watcher.close()

@@ -1,7 +1,8 @@
 """What a request sends, read one way for both APIs: its body and its integers.
 
 A body is refused as soon as it is known to be too big: on its Content-Length when it has
-one, and on the bytes actually read when it is chunked (nothing past the limit is kept).
+one, and on the bytes actually read when it is chunked (nothing past the limit is kept);
+and when it has not all arrived within `BODY_DEADLINE` (408).
 JSON bodies are parsed, then measured (`nesting`): how deep they nest (the parser's own
 RecursionError on a very deep body is the same refusal) and how many values they hold.
 YAML bodies (REST only) are one document, composed and measured by `yamltext` before
@@ -50,11 +51,19 @@ MAX_YAML_NODES = 10_000
 MAX_JSON_VALUES = 100_000
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _INT = re.compile(r"-?[0-9]+")  # [0-9], not \d: \d matches every script's digits
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # a JSON string
+# The structure outside strings is counted a slice at a time: a slice's split holds at
+# most this many parts (some 2 MB for a slice of quotes), and the GIL is free in between.
+COUNT_SLICE = 64 * 1024
 # JSON bodies up to this size are parsed on the event loop (a few ms at most); bigger
 # ones on the worker, where measuring their depth does not hold the loop (json.loads,
 # being C, holds the interpreter wherever it runs: some 0.15 s a MiB at worst).
 INLINE_JSON_BYTES = 64 * 1024
+# Seconds a request's body may take to arrive, all of it: 3 MiB (the largest body) at
+# 50 KiB/s. Without it a client trickling a body held its connection, the bytes read so
+# far and a handler for as long as it liked. Kubernetes' API server gives a whole
+# request 60 s. Once refused, aiohttp reads and drops what is still coming for at most
+# its `lingering_time` (10 s), then closes the connection.
+BODY_DEADLINE = 60.0
 # One worker: YAML bodies and big JSON ones are parsed one at a time, off the event loop.
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="body-parser")
 
@@ -74,17 +83,32 @@ class TooLarge(BadInput):
         self.limit = limit
 
 
+class TooSlow(BadInput):
+    def __init__(self, deadline: float) -> None:
+        super().__init__(f"body: not received within {deadline:g} seconds; send it faster, "
+                         "or in smaller requests", status=408)
+        self.deadline = deadline
+
+
 async def read_body(request: web.Request, *, limit: int) -> bytes:
-    """The raw body, refused (TooLarge) as soon as it is known to exceed `limit`."""
+    """The raw body, refused (TooLarge) as soon as it is known to exceed `limit`, and
+    (TooSlow) when it has not all come within `BODY_DEADLINE` seconds."""
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(limit)
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(limit)
-        chunks.append(chunk)
+    deadline = BODY_DEADLINE
+    try:
+        # One deadline for the whole body, not one per read: a client that sends a byte
+        # now and then would pass any per-read timeout.
+        async with asyncio.timeout(deadline):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TooSlow(deadline) from None
     return b"".join(chunks)
 
 
@@ -119,8 +143,7 @@ def parse_json(raw: bytes) -> Any:
         # many values is refused before it is parsed. Outside strings, every ',', '[' and
         # '{' stands for a distinct value (a container, or the value after a comma), so
         # more than twice the bound of them means more values than the bound.
-        bare = _STRING.sub(b'""', raw)
-        if bare.count(b",") + bare.count(b"[") + bare.count(b"{") > 2 * MAX_JSON_VALUES:
+        if structure_outside_strings(raw) > 2 * MAX_JSON_VALUES:
             raise _too_many()
     try:
         value = json.loads(raw)
@@ -134,6 +157,32 @@ def parse_json(raw: bytes) -> Any:
     if shape.values > MAX_JSON_VALUES:
         raise _too_many()
     return value
+
+
+def structure_outside_strings(raw: bytes) -> int:
+    """How many ',', '[' and '{' of a JSON text lie outside its strings, in one pass.
+
+    A regular expression for a JSON string (an opening quote, then characters and
+    escapes up to the closing quote) is tried again from every quote that does not end
+    one, to the end of the text: 300 KB of `\\"` pinned the process for minutes. Here
+    escapes go first (`\\\\`, then `\\"`: pairs from the left, as a JSON reader takes
+    them), after which every quote left opens or closes a string, so the text between
+    quotes is alternately outside and inside one. Linear, done by bytes methods in C,
+    and a slice at a time, so memory stays bounded whatever the text. Text that is not
+    JSON is counted exactly up to where the parser refuses it, which is all that the
+    parser would walk.
+    """
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = True  # whether the text before the slice ends outside a string
+    count = 0
+    for start in range(0, len(raw), COUNT_SLICE):
+        parts = raw[start:start + COUNT_SLICE].split(b'"')
+        text = b"".join(parts[0::2] if outside else parts[1::2])
+        count += text.count(b",") + text.count(b"[") + text.count(b"{")
+        if len(parts) % 2 == 0:  # an odd number of quotes in the slice
+            outside = not outside
+    return count
 
 
 def parse_yaml(raw: bytes, max_expanded: int) -> Any:

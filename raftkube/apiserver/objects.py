@@ -30,13 +30,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import conditions, defaults, kinds, merge, qos, selectors, validation
+from raftkube.api import (
+    causes,
+    conditions,
+    defaults,
+    kinds,
+    merge,
+    names,
+    qos,
+    selectors,
+    validation,
+)
 from raftkube.api.timestamps import rfc3339
 from raftkube.apiserver import addresses, deletion, inputs, namespaces
 from raftkube.apiserver import records as rec
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
-from raftkube.store.replica import Replica
+from raftkube.store.replica import OutcomeUnknown, Replica
 
 MAX_OBJECT_BYTES = rec.MAX_OBJECT_BYTES
 # The Raft term the current request's writes are stamped with (`X-Raftkube-Term`), set by
@@ -188,12 +198,23 @@ class Objects:
     # ---- writes ---------------------------------------------------------------------
 
     async def commit(self, req: dict[str, Any]) -> st.Result:
-        result = await self.replica.propose("txn", req, term=FENCE.get())
+        result = await self._propose("txn", req, term=FENCE.get())
         if "error" in result:
             if str(result["error"]).startswith(st.ERR_STALE_TERM):
                 raise stt.fenced(result["error"])
             raise stt.ApiError(500, "InternalError", f"store: {result['error']}")
         return result
+
+    async def _propose(self, op: str, req: dict[str, Any], *,
+                       term: int | None = None) -> st.Result:
+        """Every write of the REST API: one whose result never came is a 504 Timeout,
+        whatever the request did before it (a refusal before anything was proposed, or a
+        read that timed out, stays the replica's Unavailable: a 503)."""
+        try:
+            return await self.replica.propose(op, req, term=term)
+        except OutcomeUnknown as e:
+            raise stt.timeout(f"the store did not confirm the write in time ({e}); it may "
+                              "or may not have been applied") from None
 
     def _prepare_new(self, kind: kinds.Kind, namespace: str, obj: dict[str, Any]
                      ) -> dict[str, Any]:
@@ -389,15 +410,7 @@ class Objects:
                    dry_run: bool = False) -> dict[str, Any]:
         """A pod's `binding` subresource: assign it to a node, once. Refused (409) if it is
         bound already, is being deleted, or is not the pod `metadata.uid` names."""
-        target = binding.get("target")
-        node = target.get("name") if isinstance(target, dict) else None
-        if not isinstance(node, str) or not node:
-            raise stt.invalid("Binding", "", name, [validation.Cause(
-                "target.name", "FieldValueRequired", "Required value")])
-        if isinstance(target, dict) and target.get("kind") not in (None, "", "Node"):
-            raise stt.invalid("Binding", "", name, [validation.Cause(
-                "target.kind", "FieldValueNotSupported",
-                f'Unsupported value: "{target.get("kind")}": supported values: "Node"')])
+        node = _binding_target(name, binding)
         wanted_uid = (binding.get("metadata") or {}).get("uid") \
             if isinstance(binding.get("metadata"), dict) else None
         key = key_of(POD_KIND, namespace, name)
@@ -470,7 +483,7 @@ class Objects:
             return lease_id
         window = self.event_ttl / 60
         lease_id = self.rng.randrange(1, 2**62)
-        result = await self.replica.propose("lease_grant", {
+        result = await self._propose("lease_grant", {
             "ID": lease_id, "TTL": max(2, int(self.event_ttl + window + 0.999))})
         if "error" in result:
             raise stt.ApiError(500, "InternalError", f"store: {result['error']}")
@@ -502,6 +515,26 @@ def _job_selector(job: dict[str, Any]) -> None:
             if isinstance(labels, dict):
                 labels.setdefault("controller-uid", uid)
                 labels.setdefault("job-name", job["metadata"]["name"])
+
+
+def _binding_target(name: str, binding: dict[str, Any]) -> str:
+    """The node a binding names; a 400 naming the field otherwise. The name becomes the
+    pod's spec.nodeName, which must be a Node's name: a DNS-1123 subdomain."""
+    target = binding.get("target")
+    node = target.get("name") if isinstance(target, dict) else None
+    errs = causes.Causes()
+    if node is None or node == "":
+        errs.required("target.name")
+    elif not isinstance(node, str):
+        errs.invalid("target.name", node, "must be a string")
+    else:
+        errs.invalid_each("target.name", node, names.dns1123_subdomain_errors(node))
+    if isinstance(target, dict) and target.get("kind") not in (None, "", "Node"):
+        errs.not_supported("target.kind", target.get("kind"), ["Node"])
+    if errs:
+        raise stt.bad_binding(name, errs.items)
+    assert isinstance(node, str)
+    return node
 
 
 def _bound_status() -> dict[str, Any]:

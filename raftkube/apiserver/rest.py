@@ -14,6 +14,11 @@ is looked up (a node never learns whether it exists).
 Bodies and integer parameters are read by `inputs`, whose refusals become Status 400
 or 413 here.
 
+A store that cannot serve the request (no leader, not ready, stopping) is a 503
+ServiceUnavailable: nothing was done, and a client may ask another master. A write
+that was proposed and whose result did not come is a 504 Timeout, as in Kubernetes: it
+may still be applied, and must not be sent again blindly (`objects`).
+
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
 objects as ADDED. A selector-filtered watch sends DELETED when an object stops matching
@@ -32,11 +37,12 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, schema, selectors
-from raftkube.apiserver import auth, fanout, fencing, inputs
+from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
 from raftkube.store.replica import Replica, Unavailable
+from raftkube.store.watch import Batch
 
 POD_KIND = ob.known_kind("v1", "Pod")
 MAX_BODY = 3 * 1024 * 1024  # Kubernetes' request limit; objects are capped lower, by the store
@@ -45,6 +51,12 @@ NODE_READABLE = {"pods", "services", "endpoints", "endpointslices", "nodes", "na
 # A node reads these one by one, and only those that a pod bound to it refers to (as
 # Kubernetes' node authorizer allows): a node never sees the cluster's other secrets.
 NODE_REFERENCED = {"configmaps", "secrets"}
+
+
+# The verbs of each subresource, as Kubernetes serves them: status is read and written
+# (get, update, patch), a binding created, a namespace's finalize updated.
+SUBRESOURCE_METHODS = {"status": ("GET", "PUT", "PATCH"), "binding": ("POST",),
+                       "finalize": ("PUT",)}
 
 
 @dataclass
@@ -85,7 +97,9 @@ class Rest:
             err = stt.bad_request("the request nests too deeply")
             return web.json_response(err.status(), status=400)
         except Unavailable as e:
-            err = stt.unavailable(f"the store could not commit in time: {e}")
+            # Nothing was written (a write whose outcome is unknown is a Timeout, raised
+            # where it was proposed): another master may serve it.
+            err = stt.unavailable(f"this master cannot serve the request now: {e}")
             return web.json_response(err.status(), status=503)
         except st.StoreError as e:
             err = stt.ApiError(500, "InternalError", f"store: {e.message}")
@@ -110,9 +124,14 @@ class Rest:
 
     async def _dispatch(self, request: web.Request, user: auth.User, t: Target
                         ) -> web.StreamResponse:
-        if t.subresource == "binding" and request.method != "POST":
-            raise stt.ApiError(405, "MethodNotAllowed", "the server does not allow this "
-                               "method on the requested resource (post pods/binding only)")
+        allowed = SUBRESOURCE_METHODS.get(t.subresource)
+        if allowed is not None and request.method not in allowed:
+            # Before anything else: a DELETE of pods/NAME/status must never reach the
+            # object's own DELETE below.
+            raise stt.ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the "
+                f"requested resource ({request.method} {t.kind.plural}/{t.subresource}: "
+                f"{', '.join(allowed)} only)")
         q = request.query
         dry_run = q.get("dryRun") == "All"
         if "dryRun" in q and q.get("dryRun") != "All":
@@ -304,10 +323,6 @@ class Rest:
         except st.Compacted as e:
             raise stt.gone(f"too old resource version: {start - 1} ({e.compact_revision})"
                            ) from None
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await resp.prepare(request)
-        deadline = time.monotonic() + timeout if timeout else math.inf
-        last_revision = start - 1
         # Every watcher of the same path and selectors sends the same bytes for a revision.
         stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
@@ -315,63 +330,28 @@ class Rest:
             return self.encodings.get(revision, stream, lambda: watch_lines(
                 events, label, fields, self.decoded))
 
-        def alive() -> bool:
-            return request.transport is not None and not request.transport.is_closing()
-
         framed = ("rest-chunked", *stream[1:])
 
         def wire(revision: int, events: list[st.Event]) -> bytes:
             return self.encodings.get(revision, framed,
                                       lambda: fanout.chunk(lines(revision, events)))
 
-        watcher.alive = alive
-        try:
-            for obj in initial:
-                await resp.write(watch_line("ADDED", obj))
-            for revision, events in history:
-                data = lines(revision, events)
-                if data:
-                    await resp.write(data)
-                last_revision = revision
-            if request.transport is not None:
-                # From here the hub writes events straight to the client (fanout.py).
-                watcher.sink = fanout.sink(
-                    request.transport, wire if fanout.is_chunked(resp.headers) else lines)
-            last_sent = time.monotonic()
-            while time.monotonic() < deadline:
-                # Woken by events it must write itself (the client is behind), or by the
-                # hub's pulse once it is due or the client has gone: no timer of its own.
-                last_sent = max(last_sent, watcher.delivered_at)
-                watcher.due = min(deadline, last_sent + self.bookmark_every) if bookmarks \
-                    else deadline
-                batch = await watcher.next_batch()
-                if batch.cancel_reason:
-                    err = stt.gone(f"too old resource version: {batch.cancel_reason}")
-                    await resp.write(watch_line("ERROR", err.status()))
-                    break
-                if not batch.events:
-                    if not alive():
-                        break
-                    last_sent = max(last_sent, watcher.delivered_at)
-                    if bookmarks and time.monotonic() - last_sent >= self.bookmark_every \
-                            and not watcher.pending:
-                        # What this watcher has been offered, all of it sent: never the
-                        # store's revision, which runs ahead of events still on their way.
-                        last_revision = max(last_revision, watcher.next_revision - 1)
-                        await resp.write(watch_line("BOOKMARK", {
-                            "kind": t.kind.kind, "apiVersion": t.kind.api_version,
-                            "metadata": {"resourceVersion": str(last_revision)}}))
-                        last_sent = time.monotonic()
-                    continue
-                data = b"".join(lines(revision, events) for revision, events in batch.events)
-                if data:
-                    await resp.write(data)  # one write however many revisions queued up
-                last_revision = batch.events[-1][0]
-                last_sent = time.monotonic()
-        except ConnectionResetError:
-            pass  # the client went away; a cancellation propagates
-        finally:
-            watcher.close()
+        def bookmark(revision: int) -> bytes:
+            return watch_line("BOOKMARK", {
+                "kind": t.kind.kind, "apiVersion": t.kind.api_version,
+                "metadata": {"resourceVersion": str(revision)}})
+
+        def gone(batch: Batch) -> bytes:
+            err = stt.gone(f"too old resource version: {batch.cancel_reason}")
+            return watch_line("ERROR", err.status())
+
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await fanout.pump(
+            request, resp, watcher, preface=(watch_line("ADDED", obj) for obj in initial),
+            history=history, lines=lines, wire=wire,
+            idle_every=self.bookmark_every if bookmarks else math.inf,
+            idle_line=bookmark, cancel_line=gone,
+            deadline=time.monotonic() + timeout if timeout else math.inf)
         return resp
 
 
@@ -493,6 +473,8 @@ async def read_body(request: web.Request) -> Any:
 def bad_input(e: inputs.BadInput) -> stt.ApiError:
     if isinstance(e, inputs.TooLarge):
         return stt.too_large(e.limit)
+    if isinstance(e, inputs.TooSlow):
+        return stt.ApiError(408, "RequestTimeout", e.message)
     return stt.bad_request(e.message)
 
 
@@ -578,7 +560,7 @@ def check_body(body: dict[str, Any], t: Target) -> None:
 def discovery_root(path: str) -> dict[str, Any]:
     if path == "/api":
         return {"kind": "APIVersions", "versions": ["v1"]}
-    groups: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {podproxy.METRICS_GROUP: [podproxy.METRICS_VERSION]}
     for k in kinds.KINDS:
         if k.group:
             groups.setdefault(k.group, []).append(k.version)

@@ -75,6 +75,16 @@ def invalid(kind: str, group: str, name: str, causes: list[validation.Cause]) ->
                             for c in causes]})
 
 
+def bad_binding(name: str, causes: list[validation.Cause]) -> ApiError:
+    """A pod binding whose body is wrong: 400, with the same field causes as Invalid."""
+    listed = ", ".join(str(c) for c in causes)
+    return ApiError(
+        400, "BadRequest", f'Binding "{name}" is invalid: {listed}',
+        details={"name": name, "kind": "Binding",
+                 "causes": [{"reason": c.reason, "message": c.message, "field": c.field}
+                            for c in causes]})
+
+
 def forbidden(user: str, verb: str, resource: str, name: str, namespace: str) -> ApiError:
     where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
     what = f'{resource} "{name}"' if name else resource
@@ -102,3 +112,10 @@ def too_large(limit: int) -> ApiError:
 
 def unavailable(message: str) -> ApiError:
     return ApiError(503, "ServiceUnavailable", message)
+
+
+def timeout(message: str) -> ApiError:
+    """504 Timeout, Kubernetes' answer to a write whose outcome it does not know: it was
+    proposed and no result came in time, so it may still be applied. Never 503, which
+    says that nothing was done, and which a client may send to another master."""
+    return ApiError(504, "Timeout", f"Timeout: {message}")

@@ -270,11 +270,19 @@ def report(error: str | errors.ClientError) -> None:
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
         return
-    text = str(error)
+    text = describe(error)
     if isinstance(error, errors.ApiError | OperationError):
         click.echo(text, err=True)
     else:
         click.echo(f"error: {text}", err=True)
+
+
+def describe(error: str | errors.ClientError) -> str:
+    """What to tell the user. A write whose outcome is unknown says so first: it may have
+    been applied, so the user looks (`rk get`) before doing it again."""
+    if isinstance(error, errors.UnknownOutcome):
+        return f"the outcome is unknown: {error}"
+    return str(error)
 
 
 def resolve_kind(word: str) -> kinds.Kind:

@@ -15,6 +15,10 @@ across all nodes. Each node has its own token: `node-tokens` holds every node's
 agent nI's lines only. Masters read that file when they start, so the set of nodes is
 fixed while they run: an `rk up` that needs new nodes while a master runs is refused
 (`rk down` first; data and existing tokens are kept).
+
+Each state dir is one cluster with its own id (`cluster_id` in cluster.yaml, made on
+the first run), which its agents put on their Docker containers: `rk down` removes the
+containers of that id, and only those, even if the agents were killed before.
 """
 
 from __future__ import annotations
@@ -64,16 +68,34 @@ def load_layout(state_dir: str, masters: int) -> dict[str, Any]:
     if os.path.exists(path):
         with open(path) as f:
             layout: dict[str, Any] = yaml.safe_load(f)
+        if not layout.get("cluster_id"):  # a state dir from before cluster ids
+            layout["cluster_id"] = new_cluster_id()
+            _write(path, yaml.safe_dump(layout))
         return layout
     os.makedirs(state_dir, exist_ok=True)
     ports = free_ports(2 * masters)
-    layout = {"masters": [
+    layout = {"cluster_id": new_cluster_id(), "masters": [
         {"name": f"m{i + 1}", "api": f"127.0.0.1:{ports[2 * i]}",
          "raft": f"127.0.0.1:{ports[2 * i + 1]}"} for i in range(masters)]}
     _write(os.path.join(state_dir, "token"), secrets.token_urlsafe(24) + "\n", 0o600)
     _write(os.path.join(state_dir, "secret"), secrets.token_urlsafe(32) + "\n", 0o600)
     _write(path, yaml.safe_dump(layout))
     return layout
+
+
+def new_cluster_id() -> str:
+    return "rk-" + secrets.token_hex(6)
+
+
+def cluster_id(state_dir: str) -> str | None:
+    """The cluster id of a state dir, None if it has none (never brought up)."""
+    try:
+        with open(os.path.join(state_dir, "cluster.yaml")) as f:
+            layout = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    found = layout.get("cluster_id") if isinstance(layout, dict) else None
+    return str(found) if found else None
 
 
 def pid_alive(pid_file: str) -> int | None:
@@ -158,7 +180,11 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     argv = [sys.executable, "-m", "raftkube.cli", "agent", "--name", name,
             "--token-file", os.path.join(state_dir, "tokens", name),
             "--runtime", spec.get("runtime", "simulated"),
-            "--pod-cidr", f"{start}/{first.prefixlen}"]
+            "--pod-cidr", f"{start}/{first.prefixlen}",
+            "--agent-port", "0"]  # any free port: the Node tells the masters which
+    cid = cluster_id(state_dir)
+    if cid:
+        argv += ["--cluster-id", cid]
     for server in servers:
         argv += ["--server", server]
     if count > 1:
@@ -415,6 +441,18 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
     for name in os.listdir(pids_dir):
         os.unlink(os.path.join(pids_dir, name))
     return stopped
+
+
+def remove_containers(*, state_dir: str) -> tuple[int, list[str]]:
+    """Remove the cluster's containers from the local Docker engine (whichever agent
+    made them, running or not) and its pods' volume directories: (containers, dirs).
+    Nothing if the cluster has no id or no engine answers."""
+    cid = cluster_id(os.path.abspath(state_dir))
+    if cid is None:
+        return 0, []
+    from raftkube.agent import docker  # the docker SDK only when it is needed
+
+    return docker.remove_cluster(cid)
 
 
 def _running(pid: int) -> bool:

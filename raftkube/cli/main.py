@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import kubectl, local
+from raftkube.cli import kubectl, local, podio
 from raftkube.client import config as cfg
 from raftkube.client import errors, etcd, transport
 
@@ -34,7 +34,7 @@ def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
     try:
         return asyncio.run(body())
     except errors.ClientError as e:
-        fail(str(e))
+        fail(kubectl.describe(e))
 
 
 def parse_duration(value: str) -> float:
@@ -175,12 +175,18 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="The node token, or `token,node-name` lines (one per node).")
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="The node's address (its InternalIP and its pods' hostIP).")
-@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+@click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
               show_default=True, help="What runs the containers.")
+@click.option("--cluster-id", default="default", show_default=True,
+              help="Labels this cluster's containers on a shared Docker engine.")
+@click.option("--pause-image", default="raftkube/pause:1", show_default=True,
+              help="The image of the pods' sandboxes (Docker runtime).")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
               help="Simulated nodes in this process: NAME-1 ... NAME-N.")
-@click.option("--cpu", default="4", show_default=True, help="The node's cpu capacity.")
-@click.option("--memory", default="8Gi", show_default=True, help="The node's memory.")
+@click.option("--cpu", default=None,
+              help="The node's cpu capacity [default: the host's; 4 when simulated].")
+@click.option("--memory", default=None,
+              help="The node's memory [default: the host's; 8Gi when simulated].")
 @click.option("--max-pods", default=110, show_default=True, type=int,
               help="How many pods the node takes.")
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
@@ -193,18 +199,29 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="Seconds between checks of the Node's status.")
 @click.option("--crash-backoff-base", default=10.0, show_default=True, type=float,
               help="The first crash-loop back-off in seconds (doubles up to 5 min).")
+@click.option("--agent-port", default=10250, show_default=True,
+              type=click.IntRange(min=0, max=65535),
+              help="The agent's API for the masters (logs, exec), on --address; 0 takes "
+                   "any free port (the Node advertises the one taken).")
 def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
-          count: int, cpu: str, memory: str, max_pods: int, labels: tuple[str, ...],
-          pod_cidr: str, lease_interval: float, node_status_update_frequency: float,
-          crash_backoff_base: float) -> None:
+          cluster_id: str, pause_image: str, count: int, cpu: str | None,
+          memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
+          lease_interval: float, node_status_update_frequency: float,
+          crash_backoff_base: float, agent_port: int) -> None:
     """Run a node agent: register the node, heartbeat, run the pods bound to it."""
     import ipaddress
 
     from raftkube.agent import agent as ag
+    from raftkube.agent import hostinfo
+    from raftkube.agent import runtime as rt
     from raftkube.cli import agent as a
 
     try:
-        capacity = a.check_capacity(cpu, memory, max_pods)
+        if runtime == "simulated":
+            base = ag.SIMULATED_CAPACITY
+        else:
+            base = hostinfo.capacity()
+        capacity = a.check_capacity(cpu or base["cpu"], memory or base["memory"], max_pods)
         for flag, check, value in (("--address", ipaddress.ip_address, address),
                                    ("--pod-cidr", ipaddress.ip_network, pod_cidr)):
             try:
@@ -224,9 +241,10 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
             servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
             capacity=capacity, labels=label_map, lease_interval=lease_interval,
             status_interval=node_status_update_frequency,
-            crash_backoff_base=crash_backoff_base)
+            crash_backoff_base=crash_backoff_base, cluster=cluster_id,
+            pause_image=pause_image, agent_port=agent_port)
         a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
-    except ValueError as e:
+    except (ValueError, rt.RuntimeFailure, ag.AgentError) as e:
         fail(str(e))
 
 
@@ -236,7 +254,7 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
               help="Extra argument for every `rk master` (kept for later `rk up` runs).")
-@click.option("--runtime", type=click.Choice(["simulated"]), default="simulated",
+@click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
               show_default=True, help="The agents' container runtime.")
 @click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
               help="Simulated nodes per agent (nI-1 ... nI-C).")
@@ -259,9 +277,12 @@ def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...],
 @main.command()
 @click.option("--state-dir", required=True, type=click.Path(file_okay=False))
 def down(state_dir: str) -> None:
-    """Stop everything `rk up` started."""
+    """Stop everything `rk up` started, and remove the cluster's containers."""
     for name in local.down(state_dir=state_dir):
         click.echo(f"stopped {name}")
+    removed, dirs = local.remove_containers(state_dir=state_dir)
+    if removed or dirs:
+        click.echo(f"removed {removed} container(s) and {len(dirs)} pod volume dir(s)")
 
 
 @main.group()
@@ -408,3 +429,4 @@ def member_add(raft_addr: str) -> None:
 
 
 kubectl.register(main)
+podio.register(main)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import builtins
 import json
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.api import kinds
+from raftkube.api import channels, kinds
 from raftkube.client import transport as tp
 from raftkube.client.errors import ApiError, ClientError
 
@@ -227,6 +228,48 @@ class RestClient:
         answer: Obj = await self.request(
             "POST", path_of(kinds.POD, namespace, name, "binding"), body=binding)
         return answer
+
+    # ---- what only a pod's node knows -----------------------------------------------
+
+    async def logs(self, namespace: str, name: str, *, container: str = "",
+                   follow: bool = False, tail: int | None = None, previous: bool = False,
+                   timestamps: bool = False, since_seconds: int | None = None,
+                   limit_bytes: int | None = None) -> AsyncIterator[bytes]:
+        """A container's output, in chunks as they come (`pods/log`)."""
+        query = {k: "true" for k, on in (("follow", follow), ("previous", previous),
+                                         ("timestamps", timestamps)) if on}
+        for key, value in (("container", container or None), ("tailLines", tail),
+                           ("sinceSeconds", since_seconds), ("limitBytes", limit_bytes)):
+            if value is not None:
+                query[key] = str(value)
+        try:
+            async with self.transport.stream(
+                    "GET", path_of(kinds.POD, namespace, name, "log"), query=query,
+                    read_timeout=3600.0 if follow else 60.0,
+                    headers=self._auth({}) or None, ours=is_status) as stream:
+                async for chunk in stream.chunks():
+                    yield chunk
+        except tp.ErrorAnswer as e:
+            raise _status_of(e.answer) from None
+
+    @asynccontextmanager
+    async def exec(self, namespace: str, name: str, command: Sequence[str], *,
+                   container: str = "", stdin: bool = False, tty: bool = False
+                   ) -> AsyncIterator[tp.WebSocket]:
+        """A command in a pod's container, its streams over Kubernetes' WebSocket
+        channels (`api/channels.py`); the caller reads and writes the messages."""
+        query = [("command", c) for c in command] + [
+            ("stdin", str(stdin).lower()), ("stdout", "true"),
+            ("stderr", str(not tty).lower()), ("tty", str(tty).lower())]
+        if container:
+            query.append(("container", container))
+        try:
+            async with self.transport.websocket(
+                    path_of(kinds.POD, namespace, name, "exec"), query=query,
+                    protocols=channels.PROTOCOLS, headers=self._auth({}) or None) as ws:
+                yield ws
+        except tp.ErrorAnswer as e:
+            raise _status_of(e.answer) from None
 
     # ---- watch ------------------------------------------------------------------------
 

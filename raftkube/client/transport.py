@@ -71,6 +71,9 @@ class StreamBroken(ClientError):
     """An open stream ended abnormally: a dropped connection or a read that timed out."""
 
 
+WebSocket = aiohttp.ClientWebSocketResponse  # an open exec stream, for the layers above
+
+
 class _TryNext(Exception):
     """This server cannot answer now; nothing was applied there."""
 
@@ -89,6 +92,14 @@ class Stream:
         try:
             async for line in self._lines():
                 yield line
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise StreamBroken(f"{self.server}: the stream broke ({_reason(e)})") from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (logs), until the server ends it."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
         except (aiohttp.ClientError, TimeoutError) as e:
             raise StreamBroken(f"{self.server}: the stream broke ({_reason(e)})") from None
 
@@ -214,6 +225,43 @@ class Transport:
         finally:
             response.release()
             response.close()
+
+    @asynccontextmanager
+    async def websocket(self, path: str, *, query: list[tuple[str, str]],
+                        protocols: tuple[str, ...], headers: Mapping[str, str] | None = None,
+                        wait: float | None = None
+                        ) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """A WebSocket (exec) on the first server that accepts the upgrade; an error
+        answer raises `ErrorAnswer`. Nothing runs before the upgrade, so trying the next
+        server is safe."""
+        opened: list[aiohttp.ClientWebSocketResponse] = []
+
+        async def attempt(server: str) -> None:
+            url = server + path + "?" + urllib.parse.urlencode(query)
+            try:
+                opened.append(await self._http().ws_connect(
+                    url, protocols=protocols, headers=headers, heartbeat=None,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0)))
+            except aiohttp.WSServerHandshakeError as e:
+                if e.status in (502, 503):
+                    raise _TryNext(f"unavailable (HTTP {e.status})") from None
+                answer = await self._once(server, "GET", path, None, None, headers, None,
+                                          True) if e.status else None
+                if answer is None:
+                    raise _TryNext(f"no WebSocket ({_reason(e)})") from None
+                raise ErrorAnswer(self._judge(answer, "GET", path, True, frozenset({504}),
+                                              is_json)) from None
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+                raise _TryNext(f"cannot connect ({_reason(e)})") from None
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise _TryNext(f"no answer ({_reason(e)})") from None
+
+        await self._rounds(attempt, "GET", path, wait)
+        ws = opened[0]
+        try:
+            yield ws
+        finally:
+            await ws.close()
 
     async def _rounds(self, attempt: Any, method: str, path: str,
                       wait: float | None) -> None:

@@ -424,6 +424,48 @@ class Journal(pysyncobj.journal.Journal):  # type: ignore[misc]
         self._offsets = [o - shift for o in self._offsets[entryTo:]]
         self._end -= shift
 
+    def align_with_dump(self, before: Entry, last: Entry) -> None:
+        """At start, before SyncObj exists: make the journal begin where the dump ends.
+
+        The dump covers the log up to `last` (the entry before it is `before`). Log
+        compaction renames the new dump into place and only then cuts the journal behind
+        it; a crash between the two leaves the whole old journal, starting long before
+        the dump ends. pysyncobj, finding a journal whose first two entries are not the
+        dump's last two, clears it, and with it every entry past the dump: entries this
+        member acknowledged. Here such a journal is cut as the compaction would have
+        cut it, so pysyncobj finds it lined up and keeps the rest.
+
+        A journal that does not hold the dump's last two entries is left alone:
+        entirely older than the dump (a crash while installing a snapshot from the
+        leader) or conflicting with it, it holds nothing the dump does not supersede,
+        and pysyncobj replaces it with the dump's entries. A journal that starts after
+        the dump's next-to-last entry and goes on past its end cannot be lined up
+        (pysyncobj would clear it, entries past the dump included; if it starts past
+        the dump's end, entries in neither file are missing): `CorruptData`. The
+        compaction's order of writes never leaves one.
+        """
+        before = (bytes(before[0]), int(before[1]), int(before[2]))
+        last = (bytes(last[0]), int(last[1]), int(last[2]))
+        if not self._entries:
+            return
+        first = self._entries[0][1]
+        if first > before[1] and self._entries[-1][1] > last[1]:
+            raise CorruptData(
+                f"{self.path}: the journal starts at log index {first}, after "
+                f"{os.path.join(self.data_dir, 'dump')}'s last two entries "
+                f"({before[1]}, {last[1]}), and goes on past them: it cannot be lined "
+                "up with the dump; " + recovery_hint(self.data_dir))
+        pos = before[1] - first
+        if pos < 0 or pos + 1 >= len(self._entries):
+            return
+        if tuple(self._entries[pos]) != before or tuple(self._entries[pos + 1]) != last:
+            return
+        if pos:
+            log.warning("%s: the journal was not cut behind the dump (a crash during log "
+                        "compaction): %d entries the dump covers are dropped now, the %d "
+                        "after it are kept", self.path, pos, len(self._entries) - pos - 2)
+            self.deleteEntriesTo(pos)
+
     def __getitem__(self, item: Any) -> Any:
         return self._entries[item]
 

@@ -53,7 +53,8 @@ pysyncobj.syncobj.createJournal = _create_journal
 
 
 class RaftNode(SyncObj):  # type: ignore[misc]
-    """One replica. `on_apply(index, data)` runs on the tick thread for each entry."""
+    """One replica. `on_apply(data, entry_term)` runs on the tick thread for each entry,
+    with the Raft term of the log entry that carries it."""
 
     def __init__(
         self,
@@ -62,7 +63,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         peers: list[str],
         conf: SyncObjConf,
         journal: Journal,
-        on_apply: Callable[[bytes], None],
+        on_apply: Callable[[bytes, int], None],
     ) -> None:
         self._on_apply = on_apply
         self.journal = journal
@@ -74,7 +75,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             _opened.pop(journal.path, None)
         self._SyncObj__transport.journal = journal
         self._SyncObj__serializer.setTransmissionData = SnapshotReceiver(
-            os.path.dirname(journal.path))
+            os.path.dirname(journal.path), sync=journal.sync)
 
         self._sent_log_index = 0
         self._sent_commit_index = 0
@@ -85,7 +86,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     @replicated  # type: ignore[untyped-decorator]
     def _entry(self, data: bytes) -> None:
-        self._on_apply(data)
+        self._on_apply(data, self._applying_term())
+
+    def _applying_term(self) -> int:
+        """The term of the entry being applied: pysyncobj applies index lastApplied + 1
+        and moves lastApplied on after the apply; the entry is in the journal until it
+        is covered by a snapshot, which only happens after it was applied."""
+        journal = self.journal
+        index = self.raftLastApplied + 1
+        if not len(journal):
+            return 0
+        pos = index - journal[0][1]
+        if 0 <= pos < len(journal) and journal[pos][1] == index:
+            return int(journal[pos][2])
+        return 0
 
     def close(self) -> None:
         """Stop the node (the tick thread must have stopped) and release its descriptors."""
@@ -223,6 +237,11 @@ def change_membership(node: RaftNode, *, add: bool, addr: str,
         node.addNodeToCluster(addr, callback=callback)
     else:
         node.removeNodeFromCluster(addr, callback=callback)
+
+
+def halt(node: RaftNode) -> None:
+    """Send nothing more to any peer, from now on (the replica has failed)."""
+    node._SyncObj__transport.halted = True
 
 
 def hold_off_elections(node: RaftNode, seconds: float) -> None:

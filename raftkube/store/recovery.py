@@ -69,8 +69,8 @@ def local_state(data_dir: str) -> st.State:
         applied = int(raft_data[0][1])  # the last entry the dump covers
     journal = os.path.join(data_dir, "journal")
     if os.path.exists(journal):
-        for data in disk.journal_commands(journal, after_index=applied):
-            state.apply(st.decode_command(data))
+        for data, term in disk.journal_commands(journal, after_index=applied):
+            state.apply(st.decode_command(data), entry_term=term)
     return state
 
 

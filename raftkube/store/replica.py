@@ -70,6 +70,19 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _load_state(dump_path: str) -> tuple[st.State, list[Any]]:
+    """The state in a dump and its Raft entries, or `CorruptData`: pysyncobj swallows a
+    state that fails to load and runs with an empty one, which a member would serve."""
+    blob, raft_data = disk.read_dump_file(dump_path)
+    try:
+        return st.State.load(blob), raft_data
+    except Exception as e:  # noqa: BLE001 - whatever the decoder raises, the dump is bad
+        raise jr.CorruptData(
+            f"{dump_path}: the checksum matches but the state in it does not load "
+            f"({type(e).__name__}: {e}); "
+            + jr.recovery_hint(os.path.dirname(dump_path))) from None
+
+
 @dataclass(frozen=True)
 class Stats:
     revision: int
@@ -81,7 +94,13 @@ class Stats:
 
 
 class Unavailable(Exception):
-    """No leader could commit the request in time; its outcome is unknown."""
+    """The replica cannot serve the request now (no leader, not ready, stopping)."""
+
+
+class OutcomeUnknown(Unavailable):
+    """A proposal was submitted and no result came (its deadline passed, or the replica
+    failed while it waited): it may still commit, as in etcd. An Unavailable that is not
+    an OutcomeUnknown was refused before anything was submitted."""
 
 
 class MembershipError(Exception):
@@ -222,9 +241,17 @@ class Replica:
         # fails to load, and cannot read a bad journal. The dump first, so that a member
         # refused for its dump has not had its journal's torn tail cut either.
         dump_path = os.path.join(data_dir, disk.DUMP)
-        self._startup_dump = (disk.read_dump_file(dump_path) if os.path.exists(dump_path)
+        self._startup_dump = (_load_state(dump_path) if os.path.exists(dump_path)
                               else None)
         journal = jr.open_journal(data_dir, sync=sync)
+        if self._startup_dump is not None:
+            # A crash during log compaction can leave the new dump and the old journal.
+            try:
+                last, before, _cluster = self._startup_dump[1]
+                journal.align_with_dump(before, last)
+            except BaseException:
+                journal._destroy()
+                raise
         self._snapshots = disk.SnapshotWriter(data_dir, sync=sync)
         conf = raft.make_conf(
             data_dir=data_dir,
@@ -267,6 +294,7 @@ class Replica:
         self._stopping.set()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5)
+        self._snapshots.close()
         try:
             self.journal.flush_if_dirty()
         except jr.DiskWriteError:
@@ -331,6 +359,10 @@ class Replica:
         failure = Failure(kind, message)
         self.failure = failure
         self._stopping.set()
+        # Nothing more leaves this member, not even the rest of the current tick's
+        # messages: pysyncobj swallows some failures (loading a received snapshot) and
+        # then acknowledges what it failed to do.
+        raft.halt(self.node)
         log.critical("%s", message)
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -339,7 +371,7 @@ class Replica:
     def _settle_failure(self, failure: Failure) -> None:
         for p in list(self._pending.values()):
             if not p.future.done():
-                p.future.set_exception(Unavailable("etcdserver: " + failure.message))
+                p.future.set_exception(OutcomeUnknown("etcdserver: " + failure.message))
         if self._failed is not None and not self._failed.done():
             self._failed.set_result(failure)
 
@@ -349,23 +381,28 @@ class Replica:
 
     # ---- tick thread side ---------------------------------------------------------------
 
-    def _on_apply(self, data: bytes) -> None:
+    def _on_apply(self, data: bytes, entry_term: int) -> None:
         try:
             cmd = st.decode_command(data)
         except Exception as e:  # noqa: BLE001 - never raise inside apply (bug 3)
             log.error("undecodable command: %r", e)
             return
-        now = time.monotonic()
-        with self.lock:
-            result, events = self.state.apply(cmd)
-            self._track_lease(cmd, result, now)
-            revision = self.state.revision
-        self.applied_total += 1
-        self._count_fenced(cmd, result)
         try:  # malformed commands were answered with an error; nobody waits for them
             op_id = st.command_id(cmd) if isinstance(cmd, dict) else ("", 0)
         except st.StoreError:
             op_id = ("", 0)
+        now = time.monotonic()
+        with self.lock:
+            # A resubmitted copy of an applied command is answered from the result
+            # table and changes nothing: it is not a write to count again.
+            repeated = bool(op_id[0]) and op_id in self.state.results
+            result, events = self.state.apply(cmd, entry_term=entry_term)
+            if not repeated:
+                self._track_lease(cmd, result, now)
+            revision = self.state.revision
+        self.applied_total += 1
+        if not repeated:
+            self._count_fenced(cmd, result)
         with self._outbox_lock:
             self._outbox.append(("applied", op_id, result, revision, events))
 
@@ -395,21 +432,30 @@ class Replica:
         # On the tick thread, which is the only writer of the state: the fork copies a
         # state that no apply is halfway through.
         self._snapshots.start(self.state.dump, raft.pack_raft_entries(raft_data))
+        # pysyncobj renames `path` over the dump when this returns; our child writes
+        # elsewhere, so nothing may be there (the writer removed leftovers at start).
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def _load_dump(self, path: str) -> Any:
-        if self._startup_dump is not None:  # checked before SyncObj was made
-            (blob, raft_data), self._startup_dump = self._startup_dump, None
-        else:  # a snapshot the leader sent, which pysyncobj renamed into place unsynced
+        if self._startup_dump is not None:  # checked and loaded before SyncObj was made
+            (new, raft_data), self._startup_dump = self._startup_dump, None
+        else:  # a snapshot the leader sent, synced and checked by SnapshotReceiver
+            # A local snapshot still being written holds an older state: never put it
+            # over this one.
+            self._snapshots.supersede()
             try:
                 blob, raft_data = disk.read_dump_file(path)
-                if self._sync:
-                    disk.fsync_dump(self.data_dir)
-            except (jr.DataDirError, OSError) as e:
-                # pysyncobj would log this and go on with the old state: stop instead.
+                new = st.State.load(blob)
+            except Exception as e:
+                # pysyncobj logs this, goes on with the old state and acknowledges the
+                # snapshot as installed: stop instead (a failed replica sends nothing
+                # more, that acknowledgement included).
                 self._fail("disk", f"member {self.name} cannot install the snapshot "
-                           f"it received ({e}); it is stopping")
+                           f"it received ({type(e).__name__}: {e}); it is stopping")
                 raise
-        new = st.State.load(blob)
         now = time.monotonic()
         with self.lock:
             old_revision = self.state.revision
@@ -531,7 +577,7 @@ class Replica:
         now = self._loop.time()
         for p in self._pending.values():
             if now >= p.deadline and not p.future.done():
-                p.future.set_exception(Unavailable("etcdserver: request timed out"))
+                p.future.set_exception(OutcomeUnknown("etcdserver: request timed out"))
 
     async def barrier(self, timeout: float = 10.0) -> None:
         """Wait until this replica has applied everything committed before the call."""
@@ -700,7 +746,7 @@ class Replica:
         try:
             reason = await asyncio.wait_for(fut, timeout)
         except TimeoutError:
-            raise Unavailable("etcdserver: request timed out (the membership change may "
+            raise OutcomeUnknown("etcdserver: request timed out (the membership change may "
                               "still take effect)") from None
         if reason is not None:
             if reason.startswith("no leader"):

@@ -267,12 +267,22 @@ class State:
 
     # ---- commands -----------------------------------------------------------------------
 
-    def apply(self, command: dict[str, Any]) -> tuple[Result, list[Event]]:
+    def apply(self, command: dict[str, Any], *,
+              entry_term: int = 0) -> tuple[Result, list[Event]]:
         """Apply one replicated command; returns its result and the events it produced.
 
         Every outcome of a command with a client id, errors included, goes into the
         result table: a resubmitted copy must get the first copy's answer even when the
         state has changed in between so that it would now succeed.
+
+        `entry_term` is the Raft term of the log entry that carries the command (the
+        same on every replica: it is part of the entry). A command stamped with an
+        older term than its entry's was decided under one leader and reached the log
+        through a later one (resubmitted after a leader change, or forwarded while the
+        leadership moved): it is refused as stale, even before the new leader's first
+        stamped write has raised `max_term`. A resubmitted copy whose first copy was
+        applied in its own term still gets the first copy's answer (the table is looked
+        at first). 0 (tools replaying commands without their entries) skips the check.
         """
         if not isinstance(command, dict):
             return error(f"raftkube: a command is a map, got {type(command).__name__}"), []
@@ -284,7 +294,7 @@ class State:
             return self.results[op_id], []
         events: list[Event] = []
         try:
-            result, events = self._apply(command)
+            result, events = self._apply(command, entry_term)
         except StoreError as e:
             result = error(e.message, e.code)
         except Exception as e:  # noqa: BLE001 - an apply that raises wedges Raft
@@ -296,12 +306,17 @@ class State:
                 self.results.popitem(last=False)
         return result, events
 
-    def _apply(self, command: dict[str, Any]) -> tuple[Result, list[Event]]:
+    def _apply(self, command: dict[str, Any], entry_term: int) -> tuple[Result, list[Event]]:
         term = _int(command, "term", lo=0)
         if term:
             if term < self.max_term:
                 return error(
                     f"{ERR_STALE_TERM} {term}: a leader of term {self.max_term} has written",
+                    "FailedPrecondition",
+                ), []
+            if term < entry_term:
+                return error(
+                    f"{ERR_STALE_TERM} {term}: committed by the leader of term {entry_term}",
                     "FailedPrecondition",
                 ), []
             self.max_term = term

@@ -228,6 +228,7 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
     """pysyncobj's TCP transport with the journal flush and the peer ping added."""
 
     journal: Journal | None = None
+    halted = False  # set when the replica fails: nothing more is sent
     PING_EVERY = 0.5
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:  # noqa: N803
@@ -257,6 +258,11 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
                 drop(conn, f"no handshake within {AUTH_DEADLINE:.0f} s")
 
     def send(self, node: Any, message: Any) -> bool:
+        # A member whose disk failed, or that has failed for any reason, says nothing
+        # more: pysyncobj swallows some write failures (loading a received snapshot,
+        # clearing the journal behind it) and then acknowledges what it did not do.
+        if self.halted or (self.journal is not None and self.journal.failure is not None):
+            return False
         if (
             self.journal is not None
             and isinstance(message, dict)
@@ -342,5 +348,5 @@ class RaftTransport(TCPTransport):  # type: ignore[misc]
             self._next_ping = now + self.PING_EVERY
             for node in list(self._connections):
                 # Unknown message types are ignored by every pysyncobj state.
-                super().send(node, {"type": "rk_ping"})
+                self.send(node, {"type": "rk_ping"})
 

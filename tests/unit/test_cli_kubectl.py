@@ -944,14 +944,14 @@ def test_apply_takes_anchors_and_merge_keys(rk: Cli) -> None:
 
 def test_apply_refuses_an_alias_bomb_fast_and_sends_nothing(rk: Cli) -> None:
     f = rk.file("bomb.yaml", hostile.alias_bomb(10, 20, head=CONFIGMAP_YAML).decode())
-    started = time.perf_counter()
+    started = time.process_time()  # CPU: a loaded machine stretches wall time
     result = rk("apply", "-f", f)
-    took = time.perf_counter() - started
+    took = time.process_time() - started
     assert result.exit_code == 1
     assert result.stderr == (
         f'error: error parsing "{f}" (document 1): yaml: line 16, column 7: the document '
         "stands for more than 67108864 bytes of JSON once its aliases are expanded\n")
-    assert took < 1.0, f"rk apply took {took:.2f}s to refuse a bomb"
+    assert took < 2.0, f"rk apply took {took:.2f}s of CPU to refuse a bomb"
     assert rk.api.seen == []
 
 
@@ -1142,6 +1142,24 @@ def test_a_write_that_timed_out_is_not_sent_again_elsewhere(serve: Any) -> None:
                 assert (await client.list(cm, "default"))["items"] == []  # a read moves on
 
         asyncio.run(write_then_read())
+
+
+def test_a_write_answered_504_is_reported_as_unknown_and_not_sent_elsewhere(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> None:
+    late, other = FakeApi(), FakeApi()
+    cm = kind_of("v1", "ConfigMap")
+    for api in (late, other):
+        api.put(cm, yaml.safe_load(CONFIGMAP_YAML) | {"metadata": {
+            "name": "game-demo", "namespace": "default"}})
+    late.inject[("DELETE", "/api/v1/namespaces/default/configmaps/game-demo")] = (
+        504, status(504, "Timeout", "Timeout: the store did not confirm the write in time; "
+                                    "it may or may not have been applied"))
+    configure(tmp_path, monkeypatch, [serve(late), serve(other)])
+    result = Cli(late, tmp_path)("delete", "cm", "game-demo")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: the outcome is unknown: "), result.stderr
+    assert "may or may not have been applied" in result.stderr
+    assert other.writes() == []
 
 
 def test_no_server_answered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -429,11 +429,19 @@ def test_any_sequence_of_operations_reads_back_after_a_reopen(
 def test_a_snapshot_from_the_leader_is_written_whole_or_fails_the_replica(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     receive = disk.SnapshotReceiver(str(tmp_path))
-    assert receive((b"ab", False, False)) is False  # no start seen: ignored
-    assert receive((b"ab", True, False)) is False
-    assert receive((b"cd", False, False)) is False
+    dump = disk.encode_dump(b"state", disk.fresh_raft_entries())
+    assert receive((dump[:10], False, False)) is False  # no start seen: ignored
+    assert receive((dump[:10], True, False)) is False
+    assert receive((dump[10:], False, False)) is False
     assert receive((b"", False, True)) is True
-    assert (tmp_path / disk.DUMP).read_bytes() == b"abcd"
+    assert (tmp_path / disk.DUMP).read_bytes() == dump
+    assert not (tmp_path / "dump.1.tmp").exists()
+
+    # One that fails its check is dropped, and the dump in place stays.
+    assert receive((dump[:-1] + b"X", True, False)) is False
+    assert receive((b"", False, True)) is False
+    assert receive.rejected == 1
+    assert (tmp_path / disk.DUMP).read_bytes() == dump
     assert not (tmp_path / "dump.1.tmp").exists()
 
     def no_space(fd: int, data: Any) -> int:
@@ -444,4 +452,4 @@ def test_a_snapshot_from_the_leader_is_written_whole_or_fails_the_replica(
     with pytest.raises(jr.DiskWriteError, match="No space left on device"):
         receive((b"gh", False, False))
     assert not (tmp_path / "dump.1.tmp").exists()  # no partial file holds the space
-    assert (tmp_path / disk.DUMP).read_bytes() == b"abcd"
+    assert (tmp_path / disk.DUMP).read_bytes() == dump

@@ -82,6 +82,20 @@ def test_a_bad_dump_is_refused_before_pysyncobj_binds_anything(tmp_path: Path) -
     assert free_port_is(port)
 
 
+def test_a_dump_whose_state_does_not_load_is_refused_before_pysyncobj_binds_anything(
+        tmp_path: Path) -> None:
+    """Its checksum holds (written whole) but the state inside is not one this version
+    loads: pysyncobj logged "failed to load full dump" and ran with an empty state."""
+    data_dir = tmp_path / "m1"
+    data_dir.mkdir()
+    disk.replace_dump_file(str(data_dir), b"\x81\xa1v\x02", disk.fresh_raft_entries())
+    port = free_port()
+    with pytest.raises(jr.CorruptData, match="the state in it does not load"):
+        rep.Replica(name="m1", raft_addr=f"127.0.0.1:{port}", peers=[], api_url="http://x",
+                    data_dir=str(data_dir), secret=SECRET, timing=FAST)
+    assert free_port_is(port)
+
+
 def free_port_is(port: int) -> bool:
     import socket
 

@@ -65,16 +65,27 @@ async def test_binding_assigns_a_pod_once(served: Served) -> None:
 
 @pytest.mark.parametrize(("body", "options", "code", "says"), [
     (binding("n1", uid="not-the-pods-uid"), {}, 409, "Operation cannot be fulfilled"),
-    ({"target": {"kind": "Node"}}, {}, 422, "target.name: Required value"),
-    ({"target": {"kind": "Pod", "name": "x"}}, {}, 422, 'Unsupported value: "Pod"'),
+    ({"target": {"kind": "Node"}}, {}, 400, "target.name: Required value"),
+    ({"target": {"kind": "Node", "name": ""}}, {}, 400, "target.name: Required value"),
+    ({}, {}, 400, "target.name: Required value"),
+    ({"target": {"name": 5}}, {}, 400, "target.name: Invalid value: 5: must be a string"),
+    (binding("Node_1"), {}, 400,
+     'target.name: Invalid value: "Node_1": a lowercase RFC 1123 subdomain'),
+    (binding("n1/../x"), {}, 400, 'target.name: Invalid value: "n1/../x"'),
+    (binding("n" * 254), {}, 400, "target.name: Invalid value: \"nnn"),
+    ({"target": {"kind": "Pod", "name": "x"}}, {}, 400, 'Unsupported value: "Pod"'),
     (binding("n1"), {"headers": NODE, "auth": False}, 403, "cannot create resource"),
-], ids=["uid", "no node", "not a node", "node token"])
+], ids=["uid", "no node", "empty node", "no target", "not a string", "not a subdomain",
+        "a path", "too long", "not a node", "node token"])
 async def test_a_bad_binding_changes_nothing(served: Served, body: Any, options: Any,
                                              code: int, says: str) -> None:
     await ok(served, "POST", PODS, pod("p"))
     before = await settled_revision(served)
     status, answer = await call(served, "POST", PODS + "/p/binding", body, **options)
     assert status == code and says in answer["message"], answer
+    if code == 400:
+        assert answer["reason"] == "BadRequest"
+        assert answer["details"]["causes"][0]["field"] in ("target.name", "target.kind")
     assert await settled_revision(served) == before
     assert "nodeName" not in (await ok(served, "GET", PODS + "/p"))["spec"]
 
@@ -85,6 +96,49 @@ async def test_binding_is_create_only(served: Served, method: str) -> None:
     status, answer = await call(served, method, PODS + "/p/binding", binding("n1"),
                                 headers={"Content-Type": "application/merge-patch+json"})
     assert (status, answer["reason"]) == (405, "MethodNotAllowed")
+
+
+NSS = "/api/v1/namespaces"
+
+
+@pytest.mark.parametrize(("method", "path", "options"), [
+    ("DELETE", PODS + "/p/status", {}),
+    ("DELETE", PODS + "/p/status", {"headers": NODE, "auth": False}),  # the pod's node
+    ("POST", PODS + "/p/status", {}),
+    ("DELETE", PODS + "/p/binding", {}),
+    ("DELETE", NSS + "/team/finalize", {}),
+    ("GET", NSS + "/team/finalize", {}),
+    ("PATCH", NSS + "/team/finalize", {}),
+    ("POST", NSS + "/team/finalize", {}),
+    ("DELETE", NSS + "/team/status", {}),
+], ids=["delete status", "delete status as its node", "post status", "delete binding",
+        "delete finalize", "get finalize", "patch finalize", "post finalize",
+        "delete namespace status"])
+async def test_a_verb_a_subresource_does_not_have_is_405_and_changes_nothing(
+        served: Served, method: str, path: str, options: Any) -> None:
+    await ok(served, "POST", NSS, {"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": "team"}})
+    await ok(served, "POST", PODS, pod("p"))
+    await ok(served, "POST", PODS + "/p/binding", binding("n1"))
+    before = await settled_revision(served)
+    status, answer = await call(served, method, path, {"metadata": {"name": "team"}},
+                                headers={"Content-Type": "application/merge-patch+json",
+                                         **options.get("headers", {})},
+                                auth=options.get("auth", True))
+    assert (status, answer["reason"]) == (405, "MethodNotAllowed"), answer
+    assert f"{method} " in answer["message"]
+    assert await settled_revision(served) == before
+    assert "deletionTimestamp" not in (await ok(served, "GET", PODS + "/p"))["metadata"]
+    assert "deletionTimestamp" not in (await ok(served, "GET", NSS + "/team"))["metadata"]
+
+
+async def test_status_is_still_read_and_written(served: Served) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    got = await ok(served, "GET", PODS + "/p/status")
+    assert got["metadata"]["name"] == "p"
+    patched = await ok(served, "PATCH", PODS + "/p/status", {"status": {"phase": "Running"}},
+                       headers={"Content-Type": "application/merge-patch+json"})
+    assert patched["status"]["phase"] == "Running"
 
 
 async def test_rest_writes_of_a_replaced_leader_are_refused(served: Served) -> None:

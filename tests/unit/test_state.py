@@ -1613,3 +1613,28 @@ def test_whatever_apply_accepts_can_still_be_snapshotted(command: dict[str, Any]
     s = st.State()
     s.apply(st.decode_command(st.encode_command(command)))
     assert st.State.load(s.dump()).dump() == s.dump()
+
+
+def test_a_command_stamped_older_than_its_log_entry_is_stale() -> None:
+    """Decided under the leader of term 3, carried into the log by the leader of term 4
+    (resubmitted after the leader changed): refused, even though no write stamped 4 has
+    been applied yet. A resubmitted copy of one applied in its own term gets the first
+    copy's answer and changes nothing."""
+    s = st.State()
+    first = {"op": "put", "req": {"key": b"a", "value": b"1"}, "cid": "c", "seq": 1,
+             "term": 3}
+    result, _ = s.apply(first, entry_term=3)
+    assert result == {"revision": 2}
+    assert s.apply(first, entry_term=4) == ({"revision": 2}, [])  # the copy: same answer
+    before = fingerprint(s)
+    late = {"op": "put", "req": {"key": b"b", "value": b"1"}, "cid": "c", "seq": 2,
+            "term": 3}
+    result, events = s.apply(late, entry_term=4)
+    assert "stale term 3" in result["error"] and "term 4" in result["error"]
+    assert result["code"] == "FailedPrecondition" and events == []
+    assert s.apply(late, entry_term=3)[0] == result  # its copies are refused alike
+    after = fingerprint(s)
+    assert after[:6] + after[7:] == before[:6] + before[7:]  # only the result table moved
+    assert s.max_term == 3
+    assert "error" not in s.apply(cmd("noop", term=5), entry_term=4)[0]  # newer: fine
+    assert "error" not in s.apply(cmd("put", {"key": b"c"}), entry_term=9)[0]  # unstamped

@@ -1,0 +1,216 @@
+"""`rk logs`, `rk exec` and `rk top`: what a pod's node answers, through any master.
+
+They read like kubectl's: `rk logs [-f] [--tail N] [-p] [-c C] POD`, `rk exec [-i] [-t]
+[-c C] POD -- COMMAND...` (whose exit code is the command's), `rk top nodes|pods`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from typing import Any
+
+import aiohttp
+import click
+
+from raftkube.api import channels
+from raftkube.api.quantity import parse_quantity
+from raftkube.cli import kubectl
+from raftkube.client import errors
+
+
+def pod_name(arg: str) -> str:
+    kind, slash, name = arg.partition("/")
+    if not slash:
+        return arg
+    if kind not in ("pod", "pods", "po"):
+        raise errors.ClientError(f"only pods have logs and exec here, not {kind!r}")
+    return name
+
+
+def register(group: click.Group) -> None:
+    for command in (logs, exec_, top):
+        group.add_command(command)
+
+
+@click.command("logs")
+@click.argument("pod")
+@click.option("-c", "--container", default="", help="The container (if the pod has more).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the container writes.")
+@click.option("--tail", type=click.IntRange(min=-1), default=-1,
+              help="Lines from the end to show (-1: all).")
+@click.option("-p", "--previous", is_flag=True,
+              help="The previous instance of the container (before its last restart).")
+@click.option("--timestamps", is_flag=True, help="Prefix each line with its time.")
+@click.option("--since", default="", help="Only lines newer than this (5s, 2m, 3h).")
+@click.option("--limit-bytes", type=click.IntRange(min=1), default=None,
+              help="At most this many bytes.")
+@click.option("-n", "--namespace", help="The pod's namespace.")
+def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
+         timestamps: bool, since: str, limit_bytes: int | None, namespace: str | None
+         ) -> None:
+    """Print a container's output."""
+    from raftkube.cli.main import parse_duration  # main imports this module
+
+    try:
+        since_seconds = max(1, int(parse_duration(since))) if since else None
+    except click.BadParameter as e:
+        kubectl.fail(f"--since: {e.message}")
+    session = kubectl.connect(namespace)
+
+    async def body() -> None:
+        out = sys.stdout.buffer
+        async for chunk in session.client.logs(
+                session.namespace, pod_name(pod), container=container, follow=follow,
+                tail=None if tail < 0 else tail, previous=previous, timestamps=timestamps,
+                since_seconds=since_seconds, limit_bytes=limit_bytes):
+            out.write(chunk)
+            out.flush()
+
+    try:
+        kubectl.run(body, session)
+    except errors.ClientError as e:
+        kubectl.fail(e)
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("pod")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("-c", "--container", default="", help="The container (if the pod has more).")
+@click.option("-i", "--stdin", "stdin", is_flag=True, help="Pass standard input on.")
+@click.option("-t", "--tty", is_flag=True, help="Give the command a terminal.")
+@click.option("-n", "--namespace", help="The pod's namespace.")
+def exec_(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: bool,
+          namespace: str | None) -> None:
+    """Run a command in a pod's container: `rk exec POD -- COMMAND [ARGS...]`."""
+    session = kubectl.connect(namespace)
+    code: list[int] = []
+
+    async def body() -> None:
+        async with session.client.exec(session.namespace, pod_name(pod), list(command),
+                                       container=container, stdin=stdin, tty=tty) as ws:
+            code.append(await _session(ws, stdin=stdin))
+
+    try:
+        with _raw_terminal(tty and stdin):
+            kubectl.run(body, session)
+    except errors.ClientError as e:
+        kubectl.fail(e)
+    sys.exit(code[0] if code else 1)
+
+
+async def _session(ws: aiohttp.ClientWebSocketResponse, *, stdin: bool) -> int:
+    """Relay the channels to this terminal; the command's exit code."""
+    feeder = asyncio.ensure_future(_feed(ws, ws.protocol == channels.V5)) if stdin else None
+    code, message = 0, ""
+    try:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                continue
+            try:
+                channel, data = channels.parse(msg.data)
+            except ValueError:
+                continue
+            if channel == channels.STDOUT:
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            elif channel == channels.STDERR:
+                sys.stderr.buffer.write(data)
+                sys.stderr.buffer.flush()
+            elif channel == channels.ERROR:
+                code, message = channels.exit_code(data)
+                break
+    finally:
+        if feeder is not None:
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feeder
+    if code == 126 and message:
+        raise errors.ClientError(message)
+    return code
+
+
+async def _feed(ws: aiohttp.ClientWebSocketResponse, v5: bool) -> None:
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    while True:
+        data = await loop.run_in_executor(None, os.read, fd, 65536)
+        if not data:
+            break
+        await ws.send_bytes(channels.frame(channels.STDIN, data))
+    if v5:
+        await ws.send_bytes(channels.close_frame(channels.STDIN))
+
+
+@contextlib.contextmanager
+def _raw_terminal(on: bool) -> Any:
+    if not on or not sys.stdin.isatty():
+        yield
+        return
+    import termios
+    import tty as ttymod
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        ttymod.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _cores(quantity: str) -> str:
+    return f"{int(parse_quantity(quantity) * 1000)}m"
+
+
+def _mebibytes(quantity: str) -> str:
+    return f"{int(parse_quantity(quantity) / (1024 * 1024))}Mi"
+
+
+@click.command("top")
+@click.argument("what", type=click.Choice(["nodes", "node", "pods", "pod"]))
+@click.argument("name", required=False, default="")
+@click.option("-n", "--namespace", help="The pods' namespace.")
+@click.option("-A", "--all-namespaces", is_flag=True, help="Pods of every namespace.")
+def top(what: str, name: str, namespace: str | None, all_namespaces: bool) -> None:
+    """CPU and memory in use, per node or per pod (from the agents, now)."""
+    session = kubectl.connect(namespace)
+    base = "/apis/metrics.k8s.io/v1beta1"
+
+    async def body() -> None:
+        if what.startswith("node"):
+            path = f"{base}/nodes" + (f"/{name}" if name else "")
+            answer = await session.client.request("GET", path)
+            items = [answer] if name else answer.get("items") or []
+            rows = [("NAME", "CPU(cores)", "MEMORY(bytes)")] + [
+                (i["metadata"]["name"], _cores(i["usage"]["cpu"]),
+                 _mebibytes(i["usage"]["memory"])) for i in items]
+        else:
+            path = f"{base}/pods" if all_namespaces else \
+                f"{base}/namespaces/{session.namespace}/pods" + (f"/{name}" if name else "")
+            answer = await session.client.request("GET", path)
+            items = [answer] if name else answer.get("items") or []
+            head = ("NAMESPACE",) if all_namespaces else ()
+            rows = [(*head, "NAME", "CPU(cores)", "MEMORY(bytes)")]
+            for i in items:
+                cpu = sum(parse_quantity(c["usage"]["cpu"]) for c in i["containers"])
+                memory = sum(parse_quantity(c["usage"]["memory"]) for c in i["containers"])
+                ns = (i["metadata"]["namespace"],) if all_namespaces else ()
+                rows.append((*ns, i["metadata"]["name"], f"{int(cpu * 1000)}m",
+                             f"{int(memory / (1024 * 1024))}Mi"))
+        if len(rows) == 1:
+            click.echo("error: Metrics not available yet" if not name else
+                       f"error: metrics not available for {name}", err=True)
+            sys.exit(1)
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            click.echo("   ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True))
+                       .rstrip())
+
+    try:
+        kubectl.run(body, session)
+    except errors.ClientError as e:
+        kubectl.fail(e)
+
+
