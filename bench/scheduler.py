@@ -125,13 +125,16 @@ async def create_all(session: aiohttp.ClientSession, urls: list[str],
 
     async def worker(i: int) -> None:
         nonlocal failed
-        url = urls[i % len(urls)]
         while not queue.empty():
             path, body = queue.get_nowait()
-            for _attempt in range(5):
-                async with session.post(url + path, json=body) as resp:
-                    if resp.status in (200, 201, 409):
-                        break
+            for attempt in range(5):
+                try:
+                    async with session.post(urls[(i + attempt) % len(urls)] + path,
+                                            json=body) as resp:
+                        if resp.status in (200, 201, 409):  # 409: an earlier try applied
+                            break
+                except (aiohttp.ClientError, TimeoutError):
+                    pass  # a master gone or too busy: the next one, after a pause
                 await asyncio.sleep(0.2)
             else:
                 failed += 1

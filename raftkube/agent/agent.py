@@ -14,11 +14,18 @@ With the Docker runtime (`--runtime docker`, the default) a node's containers ca
 name and the cluster's id (`--cluster-id`): agents of several nodes and clusters can
 share one engine. Its capacity is the host's unless flags say otherwise, and its status
 tells the images present and memory or disk pressure (`hostinfo.py`).
+
+Hollow nodes come up a few at a time (`AgentOptions.starting`, 16): a node holds its
+turn from registration until its two informers have listed and opened their watches.
+Real kubelets start spread over minutes; 1,000 hollow nodes starting at once sent the
+masters 6,000 requests and 2,000 new connections within a second, which starved their
+Raft ticks into an election storm, and no node was Ready in time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -91,6 +98,7 @@ class AgentOptions:
     dns_upstreams: list[str] | None = None
     relay_port: int | None = None
     agent_port: int = 10250  # the agent's API for the masters (0: any free port)
+    starting: int = 16  # hollow nodes of one process coming up at once
 
 
 DEFAULT_ROOT = "/var/lib/raftkube/agent"
@@ -233,12 +241,17 @@ class NodeAgent:
         return node.NodeFacts(images=tuple(await runtime.images()),
                               pressure=frozenset(pressure))
 
-    async def run(self) -> None:
-        await self.heartbeat.register()
+    async def run(self, starting: asyncio.Semaphore | None = None) -> None:
+        """Run the node; while coming up (registered, its informers listed and
+        watching) it holds a turn of `starting`, if given."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self.heartbeat.run())
-            group.create_task(self.events.run())
-            group.create_task(self.kubelet.run())
+            async with starting or contextlib.nullcontext():
+                await self.heartbeat.register()
+                group.create_task(self.heartbeat.run())
+                group.create_task(self.events.run())
+                group.create_task(self.kubelet.run())
+                await self.heartbeat.watch.wait_synced()
+                await self.kubelet.pods.wait_synced()
 
 
 async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
@@ -283,6 +296,7 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         port = runner.addresses[0][1] if runner.addresses else options.agent_port
         for a in agents:
             a.heartbeat.config.agent_port = port  # the port taken, when 0 asked for any
+        starting = asyncio.Semaphore(max(1, options.starting))
         tasks = [asyncio.ensure_future(service_informer.run())]
         if options.service_network:
             # One service network per process: the nodes of a process share its address.
@@ -294,7 +308,7 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
             for a in agents:
                 a.kubelet.network = net
             tasks.append(asyncio.ensure_future(net.run()))
-        tasks += [asyncio.ensure_future(a.run()) for a in agents]
+        tasks += [asyncio.ensure_future(a.run(starting)) for a in agents]
         waiter = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             done, _ = await asyncio.wait(tasks + ([waiter] if waiter else []),

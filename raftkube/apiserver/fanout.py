@@ -29,7 +29,9 @@ from typing import Any
 
 from aiohttp import web
 
+from raftkube.api import selectors
 from raftkube.store import state as st
+from raftkube.store import watch
 from raftkube.store.watch import Batch, Sink, Watcher
 
 MAX_BYTES = 16 * 1024 * 1024  # encodings kept; a value can be 1.5 MiB, so bound bytes
@@ -102,6 +104,40 @@ class Decoded:
             found = self._lines[key] = make()
             if len(self._lines) > self.max_entries:
                 self._lines.popitem(last=False)
+        return found
+
+
+class Routes:
+    """Routes for REST watches with a `field=value` selector: the hub offers such a
+    watcher only the events whose object (new or previous) has that value, read from
+    the shared decodings. Every node agent watches `spec.nodeName=ITSELF`; without a
+    route each pod event went to all of them, to be matched and dropped by all but one.
+    """
+
+    def __init__(self, decoded: Decoded) -> None:
+        self.decoded = decoded
+        self._routers: dict[str, watch.Router] = {}
+
+    def route(self, fields: selectors.FieldSelector | None) -> watch.Route | None:
+        for field, op, value in fields.requirements if fields is not None else ():
+            if op == "=":
+                return watch.Route(field, value, self._router(field))
+        return None
+
+    def _router(self, field: str) -> watch.Router:
+        found = self._routers.get(field)
+        if found is None:
+            decoded = self.decoded
+
+            def values(ev: st.Event) -> set[str]:
+                out = set()
+                if ev.type == st.PUT:
+                    out.add(selectors.field_value(decoded.obj(ev.kv), field))
+                if ev.prev_kv is not None:
+                    out.add(selectors.field_value(decoded.obj(ev.prev_kv), field))
+                return out
+
+            found = self._routers[field] = values
         return found
 
 

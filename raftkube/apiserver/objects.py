@@ -132,6 +132,9 @@ class Objects:
         start, revision = prefix, 0
         if continue_token:
             start, revision = self._decode_continue(continue_token, prefix)
+        named = rec.name_key(kind, namespace, fields)
+        if named is not None:  # one key to read, not the kind's every object to decode
+            start, end = max(start, named), named + b"\0"
         items: list[dict[str, Any]] = []
         while True:
             req = {"key": start, "range_end": end, "revision": revision,
@@ -149,6 +152,8 @@ class Objects:
             revision = revision or result["revision"]
             kvs = result.get("kvs") or []
             for kv in kvs:
+                if not rec.could_match(kv["value"], fields):
+                    continue
                 obj = rec.decode(kv).obj
                 if matches(obj, label, fields):
                     items.append(obj)
@@ -170,7 +175,8 @@ class Objects:
             return bool(result.get("count"))
         result = await self.replica.range({"key": start, "range_end": end,
                                            "revision": revision})
-        return any(matches(rec.decode(kv).obj, label, fields) for kv in result.get("kvs") or [])
+        return any(rec.could_match(kv["value"], fields) and
+                   matches(rec.decode(kv).obj, label, fields) for kv in result.get("kvs") or [])
 
     @staticmethod
     def _encode_continue(start: bytes, revision: int) -> str:

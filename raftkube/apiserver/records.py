@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.api import kinds
+from raftkube.api import kinds, selectors
 
 PREFIX = b"/registry/"
 MAX_OBJECT_BYTES = 1_500_000
@@ -51,6 +51,36 @@ def encode(obj: Obj) -> bytes:
     meta.pop("resourceVersion", None)
     body["metadata"] = meta
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def could_match(value: bytes, fields: selectors.FieldSelector | None) -> bool:
+    """False only when stored bytes cannot hold an object that `fields` selects.
+
+    `encode` writes every string the same way (`json.dumps`' escapes, ASCII only), so an
+    object whose field equals `X` holds the bytes of `X` as `encode` writes them (an int
+    or a boolean field reads as its JSON text, which is the same). A list or watch with a
+    field selector checks this before decoding: each of 1,000 node agents lists and
+    watches `spec.nodeName=ITSELF`, and decoding every pod for each of them cost the
+    masters more than everything else while nodes came up.
+    """
+    if fields is None:
+        return True
+    for _field, op, wanted in fields.requirements:
+        if op == "=" and wanted and json.dumps(wanted)[1:-1].encode() not in value:
+            return False
+    return True
+
+
+def name_key(kind: kinds.Kind, namespace: str | None,
+             fields: selectors.FieldSelector | None) -> bytes | None:
+    """The one key a list can hold when its field selector names the object
+    (`metadata.name=X`, as every node agent watches its own Node), else None."""
+    if fields is None or (kind.namespaced and not namespace):
+        return None
+    for field, op, wanted in fields.requirements:
+        if field == "metadata.name" and op == "=" and wanted:
+            return key_of(kind, namespace or "", wanted)
+    return None
 
 
 def without_rv(obj: Obj) -> Obj:

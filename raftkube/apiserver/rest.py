@@ -75,6 +75,7 @@ class Rest:
         self.bookmark_every = bookmark_every
         self.encodings = fanout.SharedEncodings()
         self.decoded = fanout.Decoded()
+        self.routes = fanout.Routes(self.decoded)
 
     # ---- entry point ------------------------------------------------------------------
 
@@ -317,7 +318,8 @@ class Rest:
                 raise stt.bad_request(f'resourceVersion: Invalid value: "{rv_text}"') from None
         prefix = ob.prefix_of(t.kind, t.namespace or None)
         try:
-            history, watcher = self.replica.open_watch(prefix, st.prefix_end(prefix), start)
+            history, watcher = self.replica.open_watch(prefix, st.prefix_end(prefix), start,
+                                                       route=self.routes.route(fields))
         except st.Compacted as e:
             raise stt.gone(f"too old resource version: {start - 1} ({e.compact_revision})"
                            ) from None

@@ -290,11 +290,14 @@ def _spawn(state_dir: str, name: str, argv: list[str], *,
     return proc.pid
 
 
-def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
+def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = None,
        master_args: list[str] | None = None, runtime: str = "simulated", count: int = 1,
        agent_args: list[str] | None = None) -> list[str]:
     """Start whichever of the masters and of agents n1..n`agents` is not running; wait
-    for a leader, and for every agent's nodes to be Ready."""
+    for a leader, and for every agent's nodes to be Ready: within `timeout` seconds, by
+    default a minute and a tenth of a second per node (1,000 hollow nodes register a
+    few at a time, as kubelets come up, and take longer than a minute on a busy
+    machine)."""
     if masters not in (1, 3, 5):
         raise ClientError("--masters: must be 1, 3 or 5")
     if agents < 0 or count < 1:
@@ -310,6 +313,8 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
     masters_running = any(pid_alive(os.path.join(pids, f"{m['name']}.pid")) is not None
                           for m in layout["masters"])
     nodes = [n for name in names for n in agent_nodes(name, count)]
+    if timeout is None:
+        timeout = 60.0 + 0.1 * len(nodes)
     ensure_node_tokens(state_dir, nodes, masters_running=masters_running)
     started = []
     for m in layout["masters"]:
@@ -335,11 +340,11 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float = 60.0,
     return started
 
 
-def ready_nodes(server: str, token: str) -> set[str] | None:
+def ready_nodes(server: str, token: str, *, timeout: float = 2.0) -> set[str] | None:
     req = urllib.request.Request(server + "/api/v1/nodes",
                                  headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             items = json.loads(resp.read()).get("items") or []
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -359,14 +364,20 @@ def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
         problem = check_agents() if check_agents is not None else None
         if problem is not None:
             raise ClientError(f"an agent did not start: {problem}")
+        asked = time.monotonic()
         for server in servers:
-            ready = ready_nodes(server, token)
+            # Listing 1,000 Nodes (2 MB of JSON) from a master busy with their agents
+            # takes seconds: a short timeout would never see one of them Ready.
+            left = deadline - time.monotonic()
+            ready = ready_nodes(server, token, timeout=max(2.0, min(15.0, left)))
             if ready is not None:
                 missing = set(nodes) - ready
                 break
         if not missing:
             return
-        time.sleep(0.2)
+        # That list is work for a master: ask again after a pause that grows with what
+        # it cost, so that the waiting takes a small share of the masters' time.
+        time.sleep(max(0.2, min(2.0, 3 * (time.monotonic() - asked))))
     raise ClientError(f"nodes {', '.join(sorted(missing)[:5])} were not Ready within "
                       f"{timeout:.0f}s; see the logs/ directory")
 

@@ -78,7 +78,7 @@ class Role:
 class LeaderLoops:
     def __init__(self, *, api_url: str, token: str, member_id: str,
                  options: base.Options | None = None, make_loops: MakeLoops = default_loops,
-                 poll: float = 0.1, role_grace: float = 5.0,
+                 poll: float = 0.1, role_grace: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.api_url = api_url
         self.token = token

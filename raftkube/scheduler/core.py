@@ -35,6 +35,7 @@ node is always looked at last. Reasons are then counted over the nodes looked at
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import Counter
@@ -77,6 +78,17 @@ class NodeInfo:
     # anti-affinity may refuse a newcomer, and most pods have none, so only these are
     # looked at on every decision.
     with_affinity: tuple[Obj, ...] = ()
+    # Worked out once from the above, for the filters and the least-allocated score that
+    # look at hundreds of nodes per decision: (pods it still takes, free cpu, free
+    # memory, allocatable cpu, allocatable memory).
+    room: tuple[int, int, int, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        alloc, used = self.allocatable, self.requested
+        cpu, memory = alloc.get("cpu", 0), alloc.get("memory", 0)
+        object.__setattr__(self, "room", (
+            alloc.get("pods", DEFAULT_MAX_PODS) - self.pods, cpu - used.get("cpu", 0),
+            memory - used.get("memory", 0), cpu, memory))
 
 
 @dataclass(frozen=True)
@@ -407,6 +419,32 @@ def _ports(node: NodeInfo, ask: Ask) -> str | None:
 FILTERS = (_unschedulable, _taints, _node_affinity, _resources, _ports)
 
 
+def _first_reason(node: NodeInfo, ask: Ask, *, by_affinity: bool, by_ports: bool
+                  ) -> str | None:
+    """What `FILTERS` say, in their order, without asking those that cannot refuse this
+    node or this pod: with 1,000 nodes a decision looks at 420 of them, and calling six
+    filters through a generator for each was most of the scheduler's time."""
+    if node.unschedulable and (reason := _unschedulable(node, ask)) is not None:
+        return reason
+    if not node.ready:
+        return "node(s) were not ready"
+    if by_affinity and not _matches_node(node, ask):
+        return "node(s) didn't match Pod's node affinity/selector"
+    if node.taints and (reason := _taints(node, ask)) is not None:
+        return reason
+    pods, cpu, memory, _cpu, _memory = node.room
+    if pods < 1:
+        return "Too many pods"
+    wanted = ask.requests
+    if wanted["cpu"] > cpu and wanted["cpu"]:
+        return "Insufficient cpu"
+    if wanted["memory"] > memory and wanted["memory"]:
+        return "Insufficient memory"
+    if by_ports and ask.host_ports & node.host_ports:
+        return "node(s) didn't have free ports for the requested pod ports"
+    return None
+
+
 def tolerates(pod: Obj, taint: Obj) -> bool:
     """Whether one of the pod's tolerations matches the taint (`api.taints`' rule)."""
     return any(isinstance(t, dict) and taints.tolerates(t, taint)
@@ -454,7 +492,7 @@ class Context:
     def of(cls, nodes: Sequence[NodeInfo], ask: Ask) -> Context | None:
         pod_level = ask.affinity or ask.anti_affinity or ask.preferred or ask.spread
         existing: Counter[tuple[str, str]] = Counter()
-        for node in nodes:
+        for node in [n for n in nodes if n.with_affinity]:  # most nodes have none
             for placed in node.with_affinity:
                 namespace = (placed.get("metadata") or {}).get("namespace", "default")
                 anti = ((placed.get("spec") or {}).get("affinity") or {}).get(
@@ -531,8 +569,46 @@ def _preferred_node_affinity(node: NodeInfo, ask: Ask) -> int:
     return score
 
 
+def _preferred_terms(ask: Ask) -> list[tuple[NodeTerm, int]]:
+    """The pod's preferred node affinity terms, read once per decision."""
+    preferred = ((((ask.pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+                 .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+    out = []
+    for p in preferred:
+        if isinstance(p, dict):
+            term = node_term(p.get("preference"))
+            if term is not None:
+                out.append((term, int(p.get("weight", 0))))
+    return out
+
+
+def _least_allocated_all(feasible: Sequence[NodeInfo], ask: Ask) -> list[int]:
+    """`_least_allocated` of each node, the same arithmetic in one loop."""
+    cpu_asked, memory_asked = ask.requests["cpu"], ask.requests["memory"]
+    out = []
+    for node in feasible:
+        _pods, cpu, memory, cpu_total, memory_total = node.room
+        if cpu_total > 0 and memory_total > 0:
+            cpu_left, memory_left = cpu - cpu_asked, memory - memory_asked
+            free = (cpu_left if cpu_left > 0 else 0) / cpu_total
+            free += (memory_left if memory_left > 0 else 0) / memory_total
+            out.append(int(100 * free / 2))
+        elif cpu_total > 0:
+            out.append(int(100 * (max(0, cpu - cpu_asked) / cpu_total) / 1))
+        elif memory_total > 0:
+            out.append(int(100 * (max(0, memory - memory_asked) / memory_total) / 1))
+        else:
+            out.append(0)
+    return out
+
+
 def _scores(feasible: Sequence[NodeInfo], ask: Ask, ctx: Context | None) -> list[int]:
-    scores = [_least_allocated(n, ask) + _preferred_node_affinity(n, ask) for n in feasible]
+    scores = _least_allocated_all(feasible, ask)
+    preferred = _preferred_terms(ask)
+    if preferred:
+        scores = [s + sum(weight for term, weight in preferred
+                          if term.matches(n.name, n.labels))
+                  for s, n in zip(scores, feasible, strict=True)]
     if ask.owner:
         # Spread a controller's pods over nodes: 100 where it has fewest.
         mine = [n.owners.get(ask.owner, 0) for n in feasible]
@@ -576,9 +652,11 @@ def schedule(snapshot: Snapshot, pod: Obj, *, rng: random.Random) -> Placement |
     start = rng.randrange(len(nodes)) if want < len(nodes) else 0
     reasons: Counter[str] = Counter()
     feasible: list[NodeInfo] = []
-    for i in range(len(nodes)):
-        node = nodes[(start + i) % len(nodes)]
-        reason = next((r for f in FILTERS if (r := f(node, ask)) is not None), None)
+    by_affinity = bool((pod.get("spec") or {}).get("nodeSelector")) or \
+        ask.node_terms is not None
+    by_ports = bool(ask.host_ports)
+    for node in itertools.chain(nodes[start:], nodes[:start]):
+        reason = _first_reason(node, ask, by_affinity=by_affinity, by_ports=by_ports)
         if reason is None and ctx is not None:
             reason = _pod_level(node, ask, ctx)
         if reason is None:

@@ -52,7 +52,7 @@ from typing import Any
 from raftkube.store import disk, raft, recovery
 from raftkube.store import journal as jr
 from raftkube.store import state as st
-from raftkube.store.watch import Watcher, WatchHub
+from raftkube.store.watch import Route, Watcher, WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -611,9 +611,10 @@ class Replica:
             return self.state.range(req)
 
     def open_watch(
-        self, key: bytes, end: bytes, start_revision: int
+        self, key: bytes, end: bytes, start_revision: int, *, route: Route | None = None
     ) -> tuple[list[tuple[int, list[st.Event]]], Watcher]:
-        """History from `start_revision` and a watcher for everything after it.
+        """History from `start_revision` and a watcher for everything after it (offered
+        only the events `route` picks for it, if given; the history is all of them).
 
         Raises `Compacted` when the start lies below the compaction point.
         """
@@ -623,7 +624,7 @@ class Replica:
                 history = self.state.events_from(start_revision, key, end)
             else:
                 history = []
-            watcher = self.hub.add(key, end, max(current + 1, start_revision))
+            watcher = self.hub.add(key, end, max(current + 1, start_revision), route=route)
         return history, watcher
 
     def lease_ttl(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:

@@ -11,6 +11,12 @@ Shaped for thousands of watchers on one master (10,000 REST watches once starved
 Raft tick of the process's CPU):
 - watchers of the same key range form a group, and each event is matched against a
   range once per group, not once per watcher;
+- a watcher may be routed (`Route`): it is offered only the events whose objects have
+  its value under a name (a REST watch of `spec.nodeName=n7` is offered the pods that are
+  or were on n7), worked out once per event and name, as Kubernetes' watch cache indexes
+  its watchers by `spec.nodeName`. 1,000 node agents each watching their own pods made
+  every pod event 1,000 deliveries, each decoding nothing but matching a selector; now it
+  is one or two;
 - a consumer may give its watcher a `sink`, which writes a revision's events straight to
   its client from inside the hub's fan-out: no task wakes per watcher and per event, and
   nothing is allocated for it (bytes are shared, see apiserver/fanout.py). A sink whose
@@ -43,6 +49,20 @@ MAX_BACKLOG = 10_000  # revisions a watcher may fall behind before it is cancell
 
 # Writes revisions straight to a watcher's client; False when the client is behind.
 Sink = Callable[[list[tuple[int, list[st.Event]]]], bool]
+# The values an event's objects have under a route's name (both the new and the previous
+# object's); None when it cannot tell, and then every watcher routed by that name has it.
+Router = Callable[[st.Event], "set[str] | None"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Offer a watcher only the events whose objects have `value` under `name`, as
+    `router` reads them. The consumer still filters what it is offered: a route may
+    offer more than the watcher wants, never less."""
+
+    name: str
+    value: str
+    router: Router
 
 
 @dataclass
@@ -64,14 +84,92 @@ class _Group:
         self.end = end
         self.published = 0
         self.members: dict[int, Watcher] = {}
+        self.plain: dict[int, Watcher] = {}  # the members offered every event
+        self.routers: dict[str, Router] = {}
+        self.routed: dict[tuple[str, str], dict[int, Watcher]] = {}
+
+    def join(self, w: Watcher) -> None:
+        self.members[w.id] = w
+        route = w.route
+        if route is None:
+            self.plain[w.id] = w
+            return
+        self.routers.setdefault(route.name, route.router)
+        self.routed.setdefault((route.name, route.value), {})[w.id] = w
+
+    def leave(self, w: Watcher) -> None:
+        self.members.pop(w.id, None)
+        route = w.route
+        if route is None:
+            self.plain.pop(w.id, None)
+            return
+        at = (route.name, route.value)
+        routed = self.routed.get(at)
+        if routed is not None:
+            routed.pop(w.id, None)
+            if not routed:
+                del self.routed[at]
+                if not any(name == route.name for name, _value in self.routed):
+                    self.routers.pop(route.name, None)
+
+    def offer(self, picks: list[tuple[int, list[st.Event]]], now: float,
+              pacer: Pacer) -> None:
+        """Revisions in this group's range to its members: every one to the plain
+        members, and to the routed ones those with their value."""
+        for w in list(self.plain.values()):
+            w.deliver(picks, now)
+            pacer.step()
+        for name, router in list(self.routers.items()):
+            by_value: dict[str, list[tuple[int, list[st.Event]]]] = {}
+            everyone: list[tuple[int, list[st.Event]]] = []
+            for revision, events in picks:
+                for ev in events:
+                    try:
+                        values = router(ev)
+                    except Exception:  # noqa: BLE001 - unreadable: offered to all of them
+                        values = None
+                    if values is None:
+                        everyone.append((revision, [ev]))
+                        continue
+                    for value in values:
+                        _append(by_value.setdefault(value, []), revision, ev)
+            for (routed_name, value), routed in list(self.routed.items()):
+                if routed_name != name:
+                    continue
+                entries = by_value.get(value)
+                if everyone:
+                    entries = _merge(entries or [], everyone)
+                if not entries:
+                    continue
+                for w in list(routed.values()):
+                    w.deliver(entries, now)
+                    pacer.step()
+
+
+def _append(entries: list[tuple[int, list[st.Event]]], revision: int, ev: st.Event) -> None:
+    if entries and entries[-1][0] == revision:
+        entries[-1][1].append(ev)
+    else:
+        entries.append((revision, [ev]))
+
+
+def _merge(a: list[tuple[int, list[st.Event]]], b: list[tuple[int, list[st.Event]]]
+           ) -> list[tuple[int, list[st.Event]]]:
+    """Two runs of revisions as one, in revision order (each event in one run only)."""
+    out: list[tuple[int, list[st.Event]]] = []
+    for revision, events in sorted(a + b, key=lambda entry: entry[0]):
+        for ev in events:
+            _append(out, revision, ev)
+    return out
 
 
 class Watcher:
     def __init__(self, hub: WatchHub, watch_id: int, group: _Group,
-                 next_revision: int) -> None:
+                 next_revision: int, route: Route | None = None) -> None:
         self.hub = hub
         self.id = watch_id
         self.group = group
+        self.route = route
         self.key = group.key
         self.end = group.end
         self._next_revision = next_revision
@@ -222,20 +320,21 @@ class WatchHub:
         self._queue: list[tuple[int, list[st.Event]]] = []
         self._flush_scheduled = False
 
-    def add(self, key: bytes, end: bytes, next_revision: int) -> Watcher:
+    def add(self, key: bytes, end: bytes, next_revision: int, *,
+            route: Route | None = None) -> Watcher:
         group = self._groups.get((key, end))
         if group is None:
             group = self._groups[(key, end)] = _Group(key, end)
-        w = Watcher(self, next(self._ids), group, next_revision)
+        w = Watcher(self, next(self._ids), group, next_revision, route)
         self._watchers[w.id] = w
-        group.members[w.id] = w
+        group.join(w)
         return w
 
     def remove(self, w: Watcher) -> None:
         if self._watchers.pop(w.id, None) is None:
             return
         group = w.group
-        group.members.pop(w.id, None)
+        group.leave(w)
         if not group.members and self._groups.get((group.key, group.end)) is group:
             del self._groups[(group.key, group.end)]
 
@@ -272,9 +371,7 @@ class WatchHub:
                 if picked:
                     picks.append((revision, picked))
             if picks:
-                for w in list(group.members.values()):
-                    w.deliver(picks, now)
-                    pacer.step()
+                group.offer(picks, now, pacer)
             group.published = max(group.published, queue[-1][0])
 
     def cancel_all(self, reason: str, compact_revision: int) -> None:

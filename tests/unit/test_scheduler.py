@@ -221,3 +221,40 @@ def test_no_node_is_ever_filled_past_its_capacity(
         new["spec"]["nodeName"] = result.node
         bound.append(new)
         placed.append((result.node, ask))
+
+
+NODE_SHAPES = hs.builds(
+    lambda i, cpu, mem, pods, bound, label, taint, ready, cordoned: (
+        node(f"n{i}", cpu=cpu, memory=mem, pods=pods, labels={"disk": label} if label else {},
+             taints=[{"key": "gpu", "effect": "NoSchedule"}] if taint else [],
+             ready=ready, unschedulable=cordoned),
+        [pod(f"b{i}-{k}", cpu=c, memory=m, node_name=f"n{i}", host_port=h)
+         for k, (c, m, h) in enumerate(bound)]),
+    hs.integers(0, 10**6), hs.sampled_from(["0", "500m", "1", "4"]),
+    hs.sampled_from(["0", "256Mi", "1Gi", "8Gi"]), hs.integers(0, 3),
+    hs.lists(hs.tuples(hs.sampled_from([None, "100m", "900m", "2"]),
+                       hs.sampled_from([None, "128Mi", "1Gi"]), hs.sampled_from([0, 80])),
+             max_size=3),
+    hs.sampled_from(["", "ssd", "hdd"]), hs.booleans(), hs.booleans(), hs.booleans())
+POD_SHAPES = hs.builds(
+    lambda cpu, mem, port, selector, tolerate: pod(
+        cpu=cpu, memory=mem, host_port=port,
+        **({"nodeSelector": {"disk": selector}} if selector else {}),
+        **({"tolerations": [{"operator": "Exists"}]} if tolerate else {})),
+    hs.sampled_from([None, "0", "100m", "1", "3"]), hs.sampled_from([None, "64Mi", "2Gi"]),
+    hs.sampled_from([0, 80]), hs.sampled_from(["", "ssd"]), hs.booleans())
+
+
+@given(shapes=hs.lists(NODE_SHAPES, min_size=1, max_size=6), new=POD_SHAPES)
+@settings(max_examples=300, deadline=None)
+def test_the_fast_filter_and_score_paths_say_what_the_plain_ones_say(
+        shapes: list[tuple[Obj, list[Obj]]], new: Obj) -> None:
+    infos = [sched.node_info(n, bound) for n, bound in shapes]
+    ask = sched.Ask.of(new)
+    by_affinity = bool(new["spec"].get("nodeSelector")) or ask.node_terms is not None
+    for info in infos:
+        plain = next((r for f in sched.FILTERS if (r := f(info, ask)) is not None), None)
+        assert sched._first_reason(info, ask, by_affinity=by_affinity,
+                                   by_ports=bool(ask.host_ports)) == plain
+    assert sched._least_allocated_all(infos, ask) == \
+        [sched._least_allocated(info, ask) for info in infos]

@@ -112,6 +112,47 @@ async def test_revisions_published_in_one_loop_turn_are_one_write() -> None:
         "a range with no events still moves on (bookmarks)"
 
 
+def moved(key: bytes, revision: int, new: bytes, old: bytes | None) -> st.Event:
+    """A put of `key` whose value (its "node") is `new`, replacing one that was `old`."""
+    prev = st.KeyValue(key, old, 1, revision - 1, 1, 0) if old is not None else None
+    return st.Event(st.PUT, st.KeyValue(key, new, 1, revision, 2, 0), prev)
+
+
+def by_value(ev: st.Event) -> set[str] | None:
+    values = {ev.kv.value.decode()} | ({ev.prev_kv.value.decode()} if ev.prev_kv else set())
+    if "?" in values:
+        raise ValueError("unreadable")
+    return values
+
+
+async def test_a_routed_watcher_is_offered_only_the_events_of_its_value() -> None:
+    hub = watch.WatchHub()
+    clients: dict[str, Client] = {}
+    for node in ("n1", "n2", "n3"):
+        w = hub.add(b"a", b"b", 1, route=watch.Route("node", node, by_value))
+        w.sink = clients[node] = Client()
+    plain = hub.add(b"a", b"b", 1)
+    plain.sink = everything = Client()
+    hub.publish(1, [moved(b"a1", 1, b"n1", None)])
+    hub.publish(2, [moved(b"a2", 2, b"n2", None), moved(b"a3", 2, b"n1", None)])
+    hub.publish(3, [moved(b"a1", 3, b"n2", b"n1")])  # moved: both nodes hear of it
+    hub.publish(4, [moved(b"a4", 4, b"?", None)])  # the router fails: everyone has it
+    await asyncio.sleep(0)
+    assert clients["n1"].got == [1, 2, 3, 4]
+    assert clients["n2"].got == [2, 3, 4]
+    assert clients["n3"].got == [4]
+    assert everything.got == [1, 2, 3, 4]
+    assert all(c.writes == 1 for c in clients.values()), "one write per loop turn"
+    hub.publish(5, [moved(b"a9", 5, b"n1", None)])
+    await asyncio.sleep(0)
+    n3 = next(w for w in hub._watchers.values()
+              if w.route is not None and w.route.value == "n3")
+    assert n3.next_revision == 6, "a routed watcher offered nothing still moves on"
+    for w in list(hub._watchers.values()):
+        w.close()
+    assert len(hub) == 0 and not hub._groups
+
+
 async def test_a_watcher_opened_after_a_publish_skips_it_and_a_cancel_comes_last() -> None:
     hub = watch.WatchHub()
     hub.publish(1, [event(b"a1", 1)])
