@@ -426,12 +426,11 @@ def _first_reason(node: NodeInfo, ask: Ask, *, by_affinity: bool, by_ports: bool
     filters through a generator for each was most of the scheduler's time."""
     if node.unschedulable and (reason := _unschedulable(node, ask)) is not None:
         return reason
-    if not node.ready:
-        return "node(s) were not ready"
-    if by_affinity and not _matches_node(node, ask):
-        return "node(s) didn't match Pod's node affinity/selector"
+    # Readiness is a taint (not-ready or unreachable) among the node's taints.
     if node.taints and (reason := _taints(node, ask)) is not None:
         return reason
+    if by_affinity and not _matches_node(node, ask):
+        return "node(s) didn't match Pod's node affinity/selector"
     pods, cpu, memory, _cpu, _memory = node.room
     if pods < 1:
         return "Too many pods"
