@@ -150,10 +150,11 @@ class Plan:
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> why
     recheck: float | None = None  # when a back-off ends: look again then
     init_failed: bool = False  # an init container failed for good: the pod has failed
+    stop: list[str] = field(default_factory=list)  # sidecars to stop: the app has ended
 
     @property
     def idle(self) -> bool:
-        return not self.sandbox and not self.start
+        return not self.sandbox and not self.start and not self.stop
 
     def _recheck(self, at: float) -> None:
         self.recheck = at if self.recheck is None else min(self.recheck, at)
@@ -204,8 +205,21 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
 
     # Once an app container has run, the pod is initialized for good: a sidecar that
     # exits later is restarted beside the app containers, blocking nothing.
-    initialized = state is not None and any(
-        state.latest(c["name"]) is not None for c in named(spec.get("containers")))
+    apps = named(spec.get("containers"))
+    initialized = state is not None and any(state.latest(c["name"]) is not None
+                                            for c in apps)
+    app_ended = _app_ended(apps, state, policy, killed)
+    init_failed = state is not None and _init_failed_for_good(
+        named(spec.get("initContainers")), state, policy)
+    if app_ended or init_failed:
+        # The pod has ended: its sidecars are stopped (KEP-753) and never started again,
+        # so that it reads Succeeded or Failed with nothing of it left running.
+        for c in named(spec.get("initContainers")):
+            latest = state.latest(c["name"]) if state is not None else None
+            if is_sidecar(c) and latest is not None and latest.state == rt.RUNNING:
+                out.stop.append(c["name"])
+        out.init_failed = init_failed
+        return out
     for c in named(spec.get("initContainers")):
         if is_sidecar(c):
             # Kubernetes' sidecar (an init container with restartPolicy Always): started
@@ -223,6 +237,30 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
     for c in named(spec.get("containers")):
         consider(c, False)
     return out
+
+
+def _app_ended(apps: list[Obj], state: rt.PodState | None, policy: str,
+               killed: Collection[str]) -> bool:
+    """Every app container has run and exited for good (never with policy Always; a
+    container stopped for failing a probe is restarted unless the policy is Never)."""
+    if policy == "Always" or state is None or not apps:
+        return False
+    for c in apps:
+        latest = state.latest(c["name"])
+        if latest is None or latest.state == rt.RUNNING or \
+                restarts(policy, latest.exit_code, init=False) or \
+                (c["name"] in killed and policy != "Never"):
+            return False
+    return True
+
+
+def _init_failed_for_good(inits: list[Obj], state: rt.PodState, policy: str) -> bool:
+    for c in inits:
+        latest = state.latest(c["name"])
+        if not is_sidecar(c) and latest is not None and latest.state == rt.EXITED and \
+                latest.exit_code != 0 and not restarts(policy, latest.exit_code, init=True):
+            return True
+    return False
 
 
 def is_sidecar(container: Obj) -> bool:

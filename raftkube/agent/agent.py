@@ -321,3 +321,7 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await runner.cleanup()
+            for a in agents:  # the Docker runtime's thread pools
+                close = getattr(a.runtime, "close", None)
+                if close is not None:
+                    close()

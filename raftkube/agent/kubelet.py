@@ -370,6 +370,10 @@ class Kubelet:
                 await self.network.sandbox_ready(pod, sandbox)
         else:
             sandbox = state.sandbox
+        grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30) or 0)
+        for name in plan.stop:  # the sidecars of a pod whose app has ended
+            self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
+            await self.runtime.stop_container(pod["metadata"]["uid"], name, grace=grace)
         now = self.clock()
         for c, attempt in plan.start:
             try:

@@ -153,9 +153,13 @@ class SimulatedRuntime:
         image = str(container.get("image") or "")
         c = rt.Container(uid, name, attempt, container_id(uid, name, attempt, now), image,
                          image_id(image), rt.RUNNING, now)
-        init = name in {i.get("name") for i in (pod.get("spec") or {}).get("initContainers")
-                        or []}
-        after, code = (0.0, 0) if init else exit_plan(pod)
+        inits = [i for i in (pod.get("spec") or {}).get("initContainers") or []
+                 if isinstance(i, dict)]
+        sidecar = any(i.get("name") == name and i.get("restartPolicy") == "Always"
+                      for i in inits)
+        init = not sidecar and any(i.get("name") == name for i in inits)
+        # An init container exits 0 at once; a sidecar runs until it is stopped.
+        after, code = (0.0, 0) if init else (None, 0) if sidecar else exit_plan(pod)
         runs.append(_Run(c, None if after is None else now + after, code))
         del runs[:-KEEP]
         self.starts += 1

@@ -345,3 +345,17 @@ ALLOCATABLE = {"cpu": "4", "memory": "8Gi", "pods": "3"}
 def test_admission(new: dict[str, Any], others: list[dict[str, Any]],
                    want: tuple[str, str] | None) -> None:
     assert admission.rejection(new, others, ALLOCATABLE) == want
+
+
+def test_the_sidecars_of_an_ended_pod_are_stopped_and_not_started_again() -> None:
+    p = with_sidecar(pod(init=("s",), containers=("c",), restart="Never"))
+    b = actions.CrashBackoff()
+    ended_app = state(instance("s"), instance("c", exited_at=T0 + 2, code=0))
+    out = actions.plan(p, ended_app, now=T0 + 3, backoff=b)
+    assert out.stop == ["s"] and starts(out) == [] and not out.idle
+    stopped = state(instance("s", exited_at=T0 + 3, code=143),
+                    instance("c", exited_at=T0 + 2, code=0))
+    after = actions.plan(p, stopped, now=T0 + 4, backoff=b)
+    assert after.idle and not after.init_failed
+    always = with_sidecar(pod(init=("s",), containers=("c",), restart="Always"))
+    assert actions.plan(always, ended_app, now=T0 + 3, backoff=b).stop == []
