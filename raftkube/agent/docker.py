@@ -219,9 +219,11 @@ class DockerRuntime:
         task.add_done_callback(self._tasks.discard)
 
     async def _remove(self, cid: str) -> None:
+        """Remove a container with its anonymous volumes (those of an image's VOLUME:
+        nothing else could ever use them again)."""
         self._removing.add(cid)
         try:
-            await self._call(self.api.remove_container, cid, force=True)
+            await self._call(self.api.remove_container, cid, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except ENGINE_ERRORS as e:
@@ -568,7 +570,7 @@ def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, l
     removed = 0
     for row in rows:
         try:
-            api.remove_container(row["Id"], force=True)
+            api.remove_container(row["Id"], force=True, v=True)
             removed += 1
         except docker.errors.NotFound:
             pass

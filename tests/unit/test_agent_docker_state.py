@@ -41,6 +41,7 @@ class FakeAPI:
         self.infos = {i["Id"]: i for i in infos}
         self.inspects = 0
         self.removed: list[str] = []
+        self.removed_with_volumes: list[bool] = []
         self.filters: list[Any] = []
 
     def version(self) -> Obj:
@@ -55,9 +56,13 @@ class FakeAPI:
         self.inspects += 1
         return self.infos[cid]
 
-    def remove_container(self, cid: str, force: bool) -> None:
+    def remove_container(self, cid: str, force: bool, v: bool = False) -> None:
         self.removed.append(cid)
+        self.removed_with_volumes.append(v)
         self.infos.pop(cid, None)
+
+    def close(self) -> None:
+        pass
 
 
 def runtime(api: FakeAPI) -> dr.DockerRuntime:
@@ -105,6 +110,23 @@ async def test_only_the_newest_two_instances_are_kept() -> None:
         await task
     assert sorted(api.removed) == ["a0", "a1"]
     r.close()
+
+
+async def test_removed_containers_take_their_anonymous_volumes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image that declares VOLUME gets an anonymous volume per container: removing
+    the container without `v=True` leaves it on the engine for good."""
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "running", ip="1.2.3.4"),
+                  container("a0", labels("a"), "exited", code=0))
+    r = runtime(api)
+    await r.remove_pod("u1", grace=0)
+    assert sorted(api.removed) == ["a0", "sb"] and all(api.removed_with_volumes)
+    r.close()
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "running", ip="1.2.3.4"),
+                  container("a0", labels("a"), "running"))
+    monkeypatch.setattr(dr, "connect", lambda base_url=None, pool=4: api)
+    assert dr.remove_cluster("rk-1") == (2, [])
+    assert api.removed_with_volumes == [True, True]
 
 
 async def test_a_host_network_pod_has_the_node_address_and_orphans_are_not_pods() -> None:
