@@ -11,7 +11,9 @@ state from the runtime and converges them:
   background task of its own, so that a long grace period holds no worker; when they
   are gone the pod is enqueued again and deleted with grace 0 and its uid as
   precondition: the node finishes what the API server began;
-- a pod that ended (Succeeded, Failed) is left as it is: it never runs again;
+- a pod that ended (Succeeded, Failed) never runs again: its sandbox is stopped (its
+  IP goes back to the node) and its exited containers are kept, for their logs, until
+  the pod is deleted;
 - a pod seen for the first time is admitted, or rejected for good if it does not fit
   beside the pods admitted before it (`admission.py`); admission is decided without an
   await, so two workers never admit two pods into the same room;
@@ -282,7 +284,11 @@ class Kubelet:
             await self._finish(pod, state)
             return
         if (pod.get("status") or {}).get("phase") in podstatus.TERMINAL:
-            return  # an ended pod never runs again
+            # An ended pod never runs again: its sandbox is stopped (once: a stopped
+            # one reads as not ready), its exited containers kept for their logs.
+            if state is not None and state.sandbox.ready:
+                await self.runtime.stop_sandbox(uid)
+            return
         if state is None and not self._holds(pod):
             rejected = admission.rejection(
                 pod, [p for p in self.pods.cache.list()

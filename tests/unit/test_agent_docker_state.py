@@ -42,6 +42,8 @@ class FakeAPI:
         self.inspects = 0
         self.removed: list[str] = []
         self.removed_with_volumes: list[bool] = []
+        self.stopped: list[str] = []
+        self.killed: list[str] = []
         self.filters: list[Any] = []
 
     def version(self) -> Obj:
@@ -63,6 +65,14 @@ class FakeAPI:
 
     def close(self) -> None:
         pass
+
+    def stop(self, cid: str, timeout: int) -> None:
+        self.stopped.append(cid)
+        self.infos[cid]["State"]["Status"] = "exited"
+
+    def kill(self, cid: str) -> None:
+        self.killed.append(cid)
+        self.infos[cid]["State"]["Status"] = "exited"
 
 
 def runtime(api: FakeAPI) -> dr.DockerRuntime:
@@ -127,6 +137,39 @@ async def test_removed_containers_take_their_anonymous_volumes(
     monkeypatch.setattr(dr, "connect", lambda base_url=None, pool=4: api)
     assert dr.remove_cluster("rk-1") == (2, [])
     assert api.removed_with_volumes == [True, True]
+
+
+async def test_a_stopped_sandbox_of_an_ended_pod_is_not_a_dead_one() -> None:
+    """stop_sandbox stops the pause container and keeps the exited containers; the
+    sandbox then reads as not ready, and nothing of the pod is killed or restarted."""
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "running", ip="1.2.3.4"),
+                  container("a0", labels("a"), "exited", code=0,
+                            finished="2026-12-02T12:00:03Z"))
+    r = runtime(api)
+    (state,) = await r.pods()
+    assert state.sandbox.ready
+    await r.stop_sandbox("u1")
+    assert api.stopped == ["sb"] and api.removed == []
+    api.infos["sb"]["NetworkSettings"]["IPAddress"] = ""
+    api.infos["sb"]["State"]["FinishedAt"] = "2026-12-02T12:00:04Z"  # inspected afresh
+    (state,) = await r.pods()
+    assert not state.sandbox.ready and state.sandbox.ip == ""
+    assert [c.name for c in state.containers] == ["a"]
+    for task in list(r._tasks):
+        await task
+    assert api.killed == [] and api.stopped == ["sb"]
+    r.close()
+
+
+async def test_a_sandbox_that_died_under_running_containers_kills_them() -> None:
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "exited", code=137),
+                  container("a0", labels("a"), "running"))
+    r = runtime(api)
+    await r.pods()
+    for task in list(r._tasks):
+        await task
+    assert api.killed == ["a0"]
+    r.close()
 
 
 async def test_a_host_network_pod_has_the_node_address_and_orphans_are_not_pods() -> None:

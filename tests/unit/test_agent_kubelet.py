@@ -123,6 +123,30 @@ async def test_a_never_pod_ends_with_its_exit_code(code: int, phase: str) -> Non
     assert await s.run() == [] and s.runtime.starts == 1
 
 
+async def test_an_ended_pod_has_its_sandbox_stopped_once() -> None:
+    """Kubernetes stops the sandbox of a pod that ended (its IP goes back to the node)
+    and keeps its exited containers, for their logs, until the pod is deleted."""
+    s = Setup(pod(restart="Never", exit_after=2, exit_code=0))
+    await s.run()
+    s.clock.advance(2)
+    status = written(await s.run())
+    assert status["phase"] == "Succeeded"
+    stops: list[str] = []
+    stop = s.runtime.stop_sandbox
+
+    async def counted(pod_uid: str) -> None:
+        stops.append(pod_uid)
+        await stop(pod_uid)
+
+    s.runtime.stop_sandbox = counted  # type: ignore[method-assign]
+    s.cache(pod(restart="Never", exit_after=2, exit_code=0, phase="Succeeded"))
+    assert await s.run() == [] and await s.run() == []
+    assert stops == ["uid-p-0001"]
+    (state,) = await s.runtime.pods()
+    assert not state.sandbox.ready and [c.name for c in state.containers] == ["c"]
+    assert s.runtime.starts == 1
+
+
 async def test_a_deleted_pod_is_stopped_then_finished_with_grace_0() -> None:
     s = Setup(pod())
     await s.run()
