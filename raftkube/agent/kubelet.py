@@ -287,7 +287,7 @@ class Kubelet:
             # An ended pod never runs again: its sandbox is stopped (once: a stopped
             # one reads as not ready), its exited containers kept for their logs.
             if state is not None and state.sandbox.ready:
-                await self.runtime.stop_sandbox(uid)
+                await self.runtime.stop_sandbox(state.sandbox.uid)
             return
         if state is None and not self._holds(pod):
             rejected = admission.rejection(
