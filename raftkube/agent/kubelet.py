@@ -543,7 +543,7 @@ class Kubelet:
         delay = 0.0
         try:
             await self.runtime.remove_pod(uid, grace=grace)
-        except rt.RuntimeFailure as e:
+        except Exception as e:  # noqa: BLE001 - whatever it was, the pod is retried
             log.warning("%s: stopping pod %s: %s", self.node_name, key, e)
             delay = TERMINATE_RETRY
         finally:

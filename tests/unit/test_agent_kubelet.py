@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from raftkube.agent import actions, simulated
+from raftkube.agent import runtime as rt
 from raftkube.agent.kubelet import Kubelet
 from raftkube.api import kinds, validation
 from raftkube.client import events as ev
@@ -230,6 +231,21 @@ async def test_a_terminating_pod_does_not_hold_a_worker() -> None:
         workers.cancel()
         await asyncio.gather(workers, return_exceptions=True)
         await s.kubelet.cancel_terminations()
+
+
+async def test_a_termination_that_fails_is_retried_after_a_pause() -> None:
+    s = Setup(pod())
+    await s.run()
+
+    async def failing(pod_uid: str, *, grace: float) -> None:
+        raise rt.RuntimeFailure("the engine is away")
+
+    s.runtime.remove_pod = failing  # type: ignore[method-assign]
+    s.cache(deleting())
+    assert await s.run() == []
+    await s.kubelet._terminating["uid-p-0001"]
+    assert not s.kubelet._terminating and "ns/p" in s.kubelet.queue._waiting
+    s.kubelet.queue.shutdown()
 
 
 async def test_terminations_are_cancelled_on_shutdown() -> None:
