@@ -11,6 +11,7 @@ cluster's containers and no other's.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
@@ -427,3 +428,34 @@ async def test_an_ended_pod_stops_its_sandbox_and_keeps_its_container_for_logs(
     await wait_for(lambda: asyncio.to_thread(
         lambda: not containers_of(dockerc, dcluster, "ended")), timeout=30,
         what="the pod's containers removed")
+
+
+async def test_a_deleted_pods_anonymous_volumes_go_with_it(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    """An image that declares VOLUME gives each container an anonymous volume; removing
+    the pod's containers removes it too (it could never be used again)."""
+    tag = f"raftkube-test/volume:{os.getpid()}"
+    await asyncio.to_thread(dockerc.images.build, fileobj=io.BytesIO(
+        f"FROM {IMAGE}\nVOLUME /data\n".encode()), tag=tag, rm=True)
+    try:
+        await api.create(kinds.POD, "default", pod("vol", [
+            {"name": "c", "image": tag, "imagePullPolicy": "Never",
+             "command": ["sleep", "3600"]}], terminationGracePeriodSeconds=0))
+        await pod_where(api, "vol", lambda p: conditions.is_true(p, "Ready"))
+        (c,) = [x for x in containers_of(dockerc, dcluster, "vol")
+                if x.labels[ds.KIND] == ds.CONTAINER]
+        (volume,) = [m["Name"] for m in c.attrs["Mounts"] if m["Type"] == "volume"]
+        await api.delete(kinds.POD, "default", "vol")
+        await gone(api, "vol")
+
+        def volume_gone() -> bool:
+            try:
+                dockerc.volumes.get(volume)
+            except docker.errors.NotFound:
+                return True
+            return False
+
+        await wait_for(lambda: asyncio.to_thread(volume_gone), timeout=30,
+                       what=f"the anonymous volume {volume[:12]} removed", every=0.5)
+    finally:
+        await asyncio.to_thread(dockerc.images.remove, tag, force=True)
