@@ -56,6 +56,7 @@ T = TypeVar("T")
 PULL_RETRY = 60.0  # seconds a failed pull of a present image is not tried again
 POST_START_TIMEOUT = 30.0
 STOP_AFTER_HOOK = 2.0  # the least time between a preStop hook's end and SIGKILL
+SANDBOX_STOP_GRACE = 2.0  # seconds: the pause container ends at SIGTERM
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
 
 
@@ -161,6 +162,7 @@ class DockerRuntime:
             del self._inspected[cid]
         infos = await asyncio.gather(*(self._inspect(r) for r in rows))
         sandboxes: dict[str, rt.Sandbox] = {}
+        dead: list[str] = []
         instances: dict[str, list[tuple[rt.Container, str]]] = {}
         for info in infos:
             if info is None:
@@ -169,13 +171,20 @@ class DockerRuntime:
             if labels.get(ds.KIND) == ds.SANDBOX:
                 sandbox = self._sandbox(info)
                 sandboxes[sandbox.uid] = sandbox
-                if (info.get("State") or {}).get("Status") in ("exited", "dead") and \
-                        sandbox.uid not in self._orphaning:
-                    self._background(self._kill_orphans(sandbox.uid))
+                if (info.get("State") or {}).get("Status") in ("exited", "dead"):
+                    dead.append(sandbox.uid)
             elif labels.get(ds.KIND) == ds.CONTAINER:
                 c = self._container(info)
                 if c is not None:
                     instances.setdefault(c.pod_uid, []).append((c, info["Id"]))
+        # A stopped sandbox under running containers died (`_kill_orphans`); one with
+        # nothing running is a pod's that ended (`stop_sandbox`), or one whose
+        # containers all exited with it: the kubelet starts it again with them if the
+        # pod's policy restarts them.
+        for uid in dead:
+            if uid not in self._orphaning and any(
+                    c.state == rt.RUNNING for c, _ in instances.get(uid, [])):
+                self._background(self._kill_orphans(uid))
         out = []
         for uid, sandbox in sandboxes.items():
             kept = self._keep(instances.get(uid, []))
@@ -219,9 +228,11 @@ class DockerRuntime:
         task.add_done_callback(self._tasks.discard)
 
     async def _remove(self, cid: str) -> None:
+        """Remove a container with its anonymous volumes (those of an image's VOLUME:
+        nothing else could ever use them again)."""
         self._removing.add(cid)
         try:
-            await self._call(self.api.remove_container, cid, force=True)
+            await self._call(self.api.remove_container, cid, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except ENGINE_ERRORS as e:
@@ -464,6 +475,17 @@ class DockerRuntime:
         for r in rows:
             await self._remove(r["Id"])
 
+    async def stop_sandbox(self, pod_uid: str) -> None:
+        """Kill what still runs of the pod, then stop its pause container: its network
+        namespace and bridge IP go; the exited containers stay for `rk logs`."""
+        rows = [r for r in await self._list(f"{ds.POD_UID}={pod_uid}")
+                if r.get("State") == "running"]
+        apps = [r for r in rows if ds.labels_of(r).get(ds.KIND) != ds.SANDBOX]
+        await asyncio.gather(*(self._stop(r, grace=0, pod_ip="") for r in apps))
+        for r in rows:
+            if ds.labels_of(r).get(ds.KIND) == ds.SANDBOX:
+                await self._stop(r, grace=SANDBOX_STOP_GRACE, pod_ip="")
+
     async def _exec(self, cid: str, command: Sequence[str], timeout: float
                     ) -> rt.ExecResult:
         def run() -> rt.ExecResult:
@@ -568,7 +590,7 @@ def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, l
     removed = 0
     for row in rows:
         try:
-            api.remove_container(row["Id"], force=True)
+            api.remove_container(row["Id"], force=True, v=True)
             removed += 1
         except docker.errors.NotFound:
             pass

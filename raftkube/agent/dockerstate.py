@@ -84,7 +84,8 @@ def sandbox(info: Obj, *, host_ip: str, now: float) -> rt.Sandbox:
              if n.get("IPAddress")), "")
     return rt.Sandbox(labels.get(ds.POD_UID, ""), labels.get(ds.POD_NAMESPACE, ""),
                       labels.get(ds.POD_NAME, ""), str(ip or ""),
-                      parse_engine_time(info.get("Created")) or now)
+                      parse_engine_time(info.get("Created")) or now,
+                      ready=(info.get("State") or {}).get("Status") == "running")
 
 
 def keep(found: list[tuple[rt.Container, str]]

@@ -7,10 +7,13 @@ enqueue `namespace/name`; `reconcile(key)` reads the pod from the cache and the 
 state from the runtime and converges them:
 
 - a pod that is gone, or whose uid changed, has its sandbox and containers removed;
-- a pod being deleted has its containers stopped (its grace period is theirs), then is
-  deleted with grace 0 and its uid as precondition: the node finishes what the API
-  server began;
-- a pod that ended (Succeeded, Failed) is left as it is: it never runs again;
+- a pod being deleted has its containers stopped (its grace period is theirs) by a
+  background task of its own, so that a long grace period holds no worker; when they
+  are gone the pod is enqueued again and deleted with grace 0 and its uid as
+  precondition: the node finishes what the API server began;
+- a pod that ended (Succeeded, Failed) never runs again: its sandbox is stopped (its
+  IP goes back to the node) and its exited containers are kept, for their logs, until
+  the pod is deleted;
 - a pod seen for the first time is admitted, or rejected for good if it does not fit
   beside the pods admitted before it (`admission.py`); admission is decided without an
   await, so two workers never admit two pods into the same room;
@@ -69,6 +72,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 PULL_TOLD = -2  # the attempt under which a pull back-off's event is remembered as told
+TERMINATE_RETRY = 5.0  # seconds before a pod whose containers could not be stopped is retried
 
 
 def _rv(obj: Obj) -> int:
@@ -150,6 +154,8 @@ class Kubelet:
         self._config_told: set[tuple[str, str, str]] = set()  # (uid, what, message)
         # pod uid -> container -> the attempt this kubelet stopped for failing a probe
         self._killed: dict[str, dict[str, int]] = {}
+        # pod uid -> the task stopping the containers of that pod being deleted
+        self._terminating: dict[str, asyncio.Task[None]] = {}
         self.prober.subscribe(lambda key: self.queue.add(key))
         self.pods.add_handler(inf.Handler(
             add=self._enqueue, update=lambda _old, new: self._enqueue(new),
@@ -167,6 +173,21 @@ class Kubelet:
     # ---- running ----------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.cancel_terminations()
+
+    async def cancel_terminations(self) -> None:
+        """Cancel the pods' terminations under way (the agent is stopping: the next one
+        finds the containers still there and stops them again)."""
+        tasks = list(self._terminating.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._terminating.clear()
+
+    async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(self.pods.run())
             if self._own_services:
@@ -263,7 +284,11 @@ class Kubelet:
             await self._finish(pod, state)
             return
         if (pod.get("status") or {}).get("phase") in podstatus.TERMINAL:
-            return  # an ended pod never runs again
+            # An ended pod never runs again: its sandbox is stopped (once: a stopped
+            # one reads as not ready), its exited containers kept for their logs.
+            if state is not None and state.sandbox.ready:
+                await self.runtime.stop_sandbox(state.sandbox.uid)
+            return
         if state is None and not self._holds(pod):
             rejected = admission.rejection(
                 pod, [p for p in self.pods.cache.list()
@@ -490,20 +515,42 @@ class Kubelet:
         self.prober.forget(uid)
 
     async def _finish(self, pod: Obj, state: rt.PodState | None) -> None:
-        """Stop what runs of a pod being deleted, then delete it with grace 0."""
+        """Stop what runs of a pod being deleted, in the background (`_terminate`);
+        once nothing of it is left, delete it with grace 0."""
         meta = pod["metadata"]
+        uid = meta["uid"]
+        if uid in self._terminating:
+            return  # under way; the pod is enqueued again when it ends
         if state is not None:
             for c in state.containers:
                 if c.state == rt.RUNNING:
                     self.events.event(pod, "Normal", "Killing", f"Stopping container {c.name}")
-            await self.runtime.remove_pod(meta["uid"],
-                                          grace=float(meta.get("deletionGracePeriodSeconds")
-                                                      or 0))
-        self.config.volumes.remove(meta["uid"])
-        self._forget(meta["uid"])
+            self.prober.forget(uid)  # nothing of it is probed while it stops
+            grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+            self._terminating[uid] = asyncio.create_task(
+                self._terminate(inf.key_of(pod), uid, grace),
+                name=f"kubelet {self.node_name}: terminate {inf.key_of(pod)}")
+            return
+        self.config.volumes.remove(uid)
+        self._forget(uid)
         try:
             await self.client.delete(kinds.POD, meta.get("namespace", ""), meta["name"],
-                                     grace=0, uid=meta["uid"])
+                                     grace=0, uid=uid)
         except ApiError as e:
             if e.code not in (404, 409):  # gone already, or another pod by that name now
                 raise
+
+    async def _terminate(self, key: str, uid: str, grace: float) -> None:
+        """Stop and remove a pod's containers and sandbox (the containers' preStop hooks
+        and grace period), then enqueue the pod again: its reconcile finds nothing left
+        and deletes it. A failure is retried by that reconcile, after a pause."""
+        delay = 0.0
+        try:
+            await self.runtime.remove_pod(uid, grace=grace)
+        except Exception as e:  # noqa: BLE001 - whatever it was, the pod is retried
+            log.warning("%s: stopping pod %s: %s", self.node_name, key, e)
+            delay = TERMINATE_RETRY
+        finally:
+            if self._terminating.get(uid) is asyncio.current_task():
+                del self._terminating[uid]
+        self.queue.add_after(key, delay)

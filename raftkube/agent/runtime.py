@@ -51,6 +51,9 @@ class Sandbox:
     name: str
     ip: str
     created_at: float
+    # False once it stopped (Kubernetes' SANDBOX_NOTREADY): stopped by `stop_sandbox`
+    # when its pod ended, or died; a stopped sandbox holds no IP.
+    ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,12 @@ class ContainerRuntime(Protocol):
 
     async def remove_pod(self, pod_uid: str, *, grace: float) -> None:
         """Stop every container of the pod, then remove them and its sandbox."""
+
+    async def stop_sandbox(self, pod_uid: str) -> None:
+        """The pod ended: stop its sandbox (its IP goes back to the node) and whatever
+        of it still runs, keeping its exited containers (their logs, their statuses)
+        until `remove_pod`. A stopped sandbox reads as not ready in `pods()` and is not
+        taken for one that died: nothing of the pod is killed or restarted for it."""
 
     async def pods(self) -> list[PodState]:
         """Every pod this runtime holds, as it is now."""

@@ -176,8 +176,19 @@ class SimulatedRuntime:
     async def remove_pod(self, pod_uid: str, *, grace: float) -> None:
         sandbox = self._sandboxes.pop(pod_uid, None)
         self._runs.pop(pod_uid, None)
-        if sandbox is not None:
+        if sandbox is not None and sandbox.ready:  # a stopped one's IP was freed then
             self._ips.discard(sandbox.ip)
+
+    async def stop_sandbox(self, pod_uid: str) -> None:
+        """Its running containers exit (as if killed), its IP is freed, and it reads as
+        stopped with no IP; the exited containers stay."""
+        sandbox = self._sandboxes.get(pod_uid)
+        if sandbox is None or not sandbox.ready:
+            return
+        for name in list(self._runs.get(pod_uid, {})):
+            await self.stop_container(pod_uid, name, grace=0)
+        self._ips.discard(sandbox.ip)
+        self._sandboxes[pod_uid] = replace(sandbox, ip="", ready=False)
 
     async def exec_sync(self, pod_uid: str, name: str, command: Sequence[str], *,
                         timeout: float) -> rt.ExecResult:
@@ -251,10 +262,14 @@ class SimulatedRuntime:
         if not uid or not ip or uid in self._sandboxes:
             return  # never started here, or known already
         created = parse_time(status.get("startTime")) or self.clock()
-        self._sandboxes[uid] = rt.Sandbox(uid, meta.get("namespace", ""), meta.get("name", ""),
-                                          ip, created)
-        if ip != self.host_ip:
-            self._ips.add(ip)
+        if status.get("phase") in ("Succeeded", "Failed"):  # its sandbox was stopped
+            self._sandboxes[uid] = rt.Sandbox(uid, meta.get("namespace", ""),
+                                              meta.get("name", ""), "", created, ready=False)
+        else:
+            self._sandboxes[uid] = rt.Sandbox(uid, meta.get("namespace", ""),
+                                              meta.get("name", ""), ip, created)
+            if ip != self.host_ip:
+                self._ips.add(ip)
         after, code = exit_plan(pod)
         self._runs[uid] = runs = {}
         for s in (status.get("initContainerStatuses") or []) + \

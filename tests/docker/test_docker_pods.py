@@ -11,6 +11,7 @@ cluster's containers and no other's.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
@@ -395,3 +396,66 @@ async def test_a_dead_sandbox_is_started_again_and_its_containers_restart(
     assert (code, out) == (0, b"phoenix\n")  # the new httpd is in the new namespace
     await api.delete(kinds.POD, "default", "phoenix")
     await gone(api, "phoenix")
+
+
+async def test_an_ended_pod_stops_its_sandbox_and_keeps_its_container_for_logs(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    """Succeeded with restartPolicy Never: its pause container is stopped (the bridge IP
+    goes back), not taken for a dead sandbox and started again; its exited container
+    stays for `rk logs` until the pod is deleted, and then goes."""
+    await api.create(kinds.POD, "default", pod("ended", [sh("c", "echo all done")],
+                                               restartPolicy="Never"))
+    await pod_where(api, "ended", lambda p: p["status"].get("phase") == "Succeeded")
+
+    def sandbox_stopped() -> bool:
+        found = {c.labels[ds.CONTAINER_NAME]: c
+                 for c in containers_of(dockerc, dcluster, "ended")}
+        return set(found) == {"POD", "c"} and found["POD"].status == "exited"
+
+    await wait_for(lambda: asyncio.to_thread(sandbox_stopped), timeout=60,
+                   what="the ended pod's sandbox stopped", every=0.5)
+    await asyncio.sleep(5)  # a few relists: it stays stopped, its container kept
+    found = {c.labels[ds.CONTAINER_NAME]: c for c in containers_of(dockerc, dcluster, "ended")}
+    assert (found["POD"].status, found["c"].status) == ("exited", "exited")
+    assert found["POD"].attrs["State"]["StartedAt"] < found["POD"].attrs["State"]["FinishedAt"]
+    out = b"".join([chunk async for chunk in api.logs("default", "ended")])
+    assert out == b"all done\n"
+    p = await api.get(kinds.POD, "default", "ended")
+    assert p["status"]["phase"] == "Succeeded"
+    assert status_of(p, "c")["state"]["terminated"]["exitCode"] == 0
+    await api.delete(kinds.POD, "default", "ended")
+    await gone(api, "ended")
+    await wait_for(lambda: asyncio.to_thread(
+        lambda: not containers_of(dockerc, dcluster, "ended")), timeout=30,
+        what="the pod's containers removed")
+
+
+async def test_a_deleted_pods_anonymous_volumes_go_with_it(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    """An image that declares VOLUME gives each container an anonymous volume; removing
+    the pod's containers removes it too (it could never be used again)."""
+    tag = f"raftkube-test/volume:{os.getpid()}"
+    await asyncio.to_thread(dockerc.images.build, fileobj=io.BytesIO(
+        f"FROM {IMAGE}\nVOLUME /data\n".encode()), tag=tag, rm=True)
+    try:
+        await api.create(kinds.POD, "default", pod("vol", [
+            {"name": "c", "image": tag, "imagePullPolicy": "Never",
+             "command": ["sleep", "3600"]}], terminationGracePeriodSeconds=0))
+        await pod_where(api, "vol", lambda p: conditions.is_true(p, "Ready"))
+        (c,) = [x for x in containers_of(dockerc, dcluster, "vol")
+                if x.labels[ds.KIND] == ds.CONTAINER]
+        (volume,) = [m["Name"] for m in c.attrs["Mounts"] if m["Type"] == "volume"]
+        await api.delete(kinds.POD, "default", "vol")
+        await gone(api, "vol")
+
+        def volume_gone() -> bool:
+            try:
+                dockerc.volumes.get(volume)
+            except docker.errors.NotFound:
+                return True
+            return False
+
+        await wait_for(lambda: asyncio.to_thread(volume_gone), timeout=30,
+                       what=f"the anonymous volume {volume[:12]} removed", every=0.5)
+    finally:
+        await asyncio.to_thread(dockerc.images.remove, tag, force=True)

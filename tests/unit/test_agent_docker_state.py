@@ -41,6 +41,9 @@ class FakeAPI:
         self.infos = {i["Id"]: i for i in infos}
         self.inspects = 0
         self.removed: list[str] = []
+        self.removed_with_volumes: list[bool] = []
+        self.stopped: list[str] = []
+        self.killed: list[str] = []
         self.filters: list[Any] = []
 
     def version(self) -> Obj:
@@ -55,9 +58,21 @@ class FakeAPI:
         self.inspects += 1
         return self.infos[cid]
 
-    def remove_container(self, cid: str, force: bool) -> None:
+    def remove_container(self, cid: str, force: bool, v: bool = False) -> None:
         self.removed.append(cid)
+        self.removed_with_volumes.append(v)
         self.infos.pop(cid, None)
+
+    def close(self) -> None:
+        pass
+
+    def stop(self, cid: str, timeout: int) -> None:
+        self.stopped.append(cid)
+        self.infos[cid]["State"]["Status"] = "exited"
+
+    def kill(self, cid: str) -> None:
+        self.killed.append(cid)
+        self.infos[cid]["State"]["Status"] = "exited"
 
 
 def runtime(api: FakeAPI) -> dr.DockerRuntime:
@@ -104,6 +119,56 @@ async def test_only_the_newest_two_instances_are_kept() -> None:
     for task in list(r._tasks):
         await task
     assert sorted(api.removed) == ["a0", "a1"]
+    r.close()
+
+
+async def test_removed_containers_take_their_anonymous_volumes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image that declares VOLUME gets an anonymous volume per container: removing
+    the container without `v=True` leaves it on the engine for good."""
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "running", ip="1.2.3.4"),
+                  container("a0", labels("a"), "exited", code=0))
+    r = runtime(api)
+    await r.remove_pod("u1", grace=0)
+    assert sorted(api.removed) == ["a0", "sb"] and all(api.removed_with_volumes)
+    r.close()
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "running", ip="1.2.3.4"),
+                  container("a0", labels("a"), "running"))
+    monkeypatch.setattr(dr, "connect", lambda base_url=None, pool=4: api)
+    assert dr.remove_cluster("rk-1") == (2, [])
+    assert api.removed_with_volumes == [True, True]
+
+
+async def test_a_stopped_sandbox_of_an_ended_pod_is_not_a_dead_one() -> None:
+    """stop_sandbox stops the pause container and keeps the exited containers; the
+    sandbox then reads as not ready, and nothing of the pod is killed or restarted."""
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "running", ip="1.2.3.4"),
+                  container("a0", labels("a"), "exited", code=0,
+                            finished="2026-12-02T12:00:03Z"))
+    r = runtime(api)
+    (state,) = await r.pods()
+    assert state.sandbox.ready
+    await r.stop_sandbox("u1")
+    assert api.stopped == ["sb"] and api.removed == []
+    api.infos["sb"]["NetworkSettings"]["IPAddress"] = ""
+    api.infos["sb"]["State"]["FinishedAt"] = "2026-12-02T12:00:04Z"  # inspected afresh
+    (state,) = await r.pods()
+    assert not state.sandbox.ready and state.sandbox.ip == ""
+    assert [c.name for c in state.containers] == ["a"]
+    for task in list(r._tasks):
+        await task
+    assert api.killed == [] and api.stopped == ["sb"]
+    r.close()
+
+
+async def test_a_sandbox_that_died_under_running_containers_kills_them() -> None:
+    api = FakeAPI(container("sb", labels("POD", kind=ds.SANDBOX), "exited", code=137),
+                  container("a0", labels("a"), "running"))
+    r = runtime(api)
+    await r.pods()
+    for task in list(r._tasks):
+        await task
+    assert api.killed == ["a0"]
     r.close()
 
 

@@ -3,13 +3,16 @@ writes, what it starts and stops, and when it looks again."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import ipaddress
+from collections import deque
 from typing import Any
 
 import pytest
 
 from raftkube.agent import actions, simulated
+from raftkube.agent import runtime as rt
 from raftkube.agent.kubelet import Kubelet
 from raftkube.api import kinds, validation
 from raftkube.client import events as ev
@@ -121,6 +124,30 @@ async def test_a_never_pod_ends_with_its_exit_code(code: int, phase: str) -> Non
     assert await s.run() == [] and s.runtime.starts == 1
 
 
+async def test_an_ended_pod_has_its_sandbox_stopped_once() -> None:
+    """Kubernetes stops the sandbox of a pod that ended (its IP goes back to the node)
+    and keeps its exited containers, for their logs, until the pod is deleted."""
+    s = Setup(pod(restart="Never", exit_after=2, exit_code=0))
+    await s.run()
+    s.clock.advance(2)
+    status = written(await s.run())
+    assert status["phase"] == "Succeeded"
+    stops: list[str] = []
+    stop = s.runtime.stop_sandbox
+
+    async def counted(pod_uid: str) -> None:
+        stops.append(pod_uid)
+        await stop(pod_uid)
+
+    s.runtime.stop_sandbox = counted  # type: ignore[method-assign]
+    s.cache(pod(restart="Never", exit_after=2, exit_code=0, phase="Succeeded"))
+    assert await s.run() == [] and await s.run() == []
+    assert stops == ["uid-p-0001"]
+    (state,) = await s.runtime.pods()
+    assert not state.sandbox.ready and [c.name for c in state.containers] == ["c"]
+    assert s.runtime.starts == 1
+
+
 async def test_a_deleted_pod_is_stopped_then_finished_with_grace_0() -> None:
     s = Setup(pod())
     await s.run()
@@ -129,11 +156,108 @@ async def test_a_deleted_pod_is_stopped_then_finished_with_grace_0() -> None:
     deleting["metadata"].update(deletionTimestamp="2023-11-14T22:14:00Z",
                                 deletionGracePeriodSeconds=30, resourceVersion="2000")
     s.cache(deleting)
+    assert await s.run() == []  # its containers are stopped in the background
+    await s.kubelet._terminating["uid-p-0001"]
+    assert s.kubelet.queue._queue == deque(["ns/p"])  # then it is looked at again
     acts = await s.run()
     assert [(a.verb, a.name, a.body["grace"], a.body["uid"]) for a in acts] == \
         [("delete", "p", 0, "uid-p-0001")]
     assert await s.runtime.pods() == []
     assert s.reasons() == ["Killing"]
+
+
+def deleting(name: str = "p") -> dict[str, Any]:
+    out = pod(name)
+    out["metadata"].update(deletionTimestamp="2023-11-14T22:14:00Z",
+                           deletionGracePeriodSeconds=30, resourceVersion="2000")
+    return out
+
+
+class SlowRemoval:
+    """The runtime's remove_pod held until `release` (a long grace period)."""
+
+    def __init__(self, s: Setup) -> None:
+        self.entered = 0
+        self.release = asyncio.Event()
+        self._remove = s.runtime.remove_pod
+        s.runtime.remove_pod = self  # type: ignore[method-assign]
+
+    async def __call__(self, pod_uid: str, *, grace: float) -> None:
+        self.entered += 1
+        await self.release.wait()
+        await self._remove(pod_uid, grace=grace)
+
+
+async def until(what: Any) -> None:
+    async def poll() -> None:
+        while not await what():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), 60)
+
+
+async def test_a_terminating_pod_does_not_hold_a_worker() -> None:
+    """One worker: while pod p spends its grace period stopping, pod q still starts;
+    when p's containers are gone, p is enqueued again and deleted with grace 0."""
+    s = Setup(pod())
+    await s.run()
+    slow = SlowRemoval(s)
+    s.cache(deleting())
+    s.cache(pod("q"))
+    s.f.client.actions.clear()
+    workers = asyncio.create_task(workqueue.run_workers(s.kubelet.queue, s.kubelet.reconcile,
+                                                        workers=1))
+
+    async def q_runs() -> bool:
+        return any(st.sandbox.name == "q" for st in await s.runtime.pods())
+
+    async def p_deleted() -> bool:
+        return any(a.verb == "delete" for a in s.f.client.actions)
+
+    try:
+        s.kubelet.queue.add("ns/p")
+        await until(lambda: asyncio.sleep(0, slow.entered == 1))
+        s.kubelet.queue.add("ns/q")
+        await until(q_runs)
+        s.kubelet.queue.add("ns/p")  # another event: no second termination
+        await until(lambda: asyncio.sleep(0, not s.kubelet.queue._processing))
+        assert slow.entered == 1 and not await p_deleted()
+        slow.release.set()
+        await until(p_deleted)
+        assert [(a.name, a.body["grace"], a.body["uid"]) for a in s.f.client.actions
+                if a.verb == "delete"] == [("p", 0, "uid-p-0001")]
+        assert [st.sandbox.name for st in await s.runtime.pods()] == ["q"]
+        assert s.reasons().count("Killing") == 1
+    finally:
+        workers.cancel()
+        await asyncio.gather(workers, return_exceptions=True)
+        await s.kubelet.cancel_terminations()
+
+
+async def test_a_termination_that_fails_is_retried_after_a_pause() -> None:
+    s = Setup(pod())
+    await s.run()
+
+    async def failing(pod_uid: str, *, grace: float) -> None:
+        raise rt.RuntimeFailure("the engine is away")
+
+    s.runtime.remove_pod = failing  # type: ignore[method-assign]
+    s.cache(deleting())
+    assert await s.run() == []
+    await s.kubelet._terminating["uid-p-0001"]
+    assert not s.kubelet._terminating and "ns/p" in s.kubelet.queue._waiting
+    s.kubelet.queue.shutdown()
+
+
+async def test_terminations_are_cancelled_on_shutdown() -> None:
+    s = Setup(pod())
+    await s.run()
+    slow = SlowRemoval(s)
+    s.cache(deleting())
+    assert await s.run() == []  # not deleted yet: its containers are stopping
+    await until(lambda: asyncio.sleep(0, slow.entered == 1))
+    task = s.kubelet._terminating["uid-p-0001"]
+    await s.kubelet.cancel_terminations()
+    assert task.cancelled() and not s.kubelet._terminating
 
 
 async def test_a_pod_gone_from_the_api_is_removed_from_the_runtime() -> None:

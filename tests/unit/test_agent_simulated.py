@@ -25,6 +25,24 @@ async def test_pod_ips_are_the_lowest_free_addresses_and_are_freed() -> None:
     assert (await r.run_sandbox(host)).ip == "192.0.2.10"
 
 
+async def test_a_stopped_sandbox_frees_its_ip_and_keeps_its_containers() -> None:
+    clock = Clock()
+    r = runtime(clock)
+    p = pod(exit_after=1, exit_code=0, restart="Never")
+    await r.run_sandbox(p)
+    await r.start_container(p, p["spec"]["containers"][0], attempt=0)
+    clock.advance(2)
+    await r.stop_sandbox("uid-p-0001")
+    await r.stop_sandbox("uid-p-0001")  # again: nothing more
+    (state,) = await r.pods()
+    assert not state.sandbox.ready and state.sandbox.ip == ""
+    c = state.latest("c")
+    assert c is not None and (c.state, c.exit_code) == (rt.EXITED, 0)
+    assert (await r.run_sandbox(pod("q", uid="uq"))).ip == "10.244.1.2"  # its IP, freed
+    await r.remove_pod("uid-p-0001", grace=0)  # and not freed again from the new owner
+    assert (await r.run_sandbox(pod("x", uid="ux"))).ip == "10.244.1.3"
+
+
 async def test_a_full_range_is_a_runtime_failure() -> None:
     r = runtime(Clock(), cidr="10.244.1.0/30")  # room for two pods
     await r.run_sandbox(pod("a", uid="ua"))
