@@ -304,7 +304,8 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
                 node=options.agent_name or agents[0].name, client=agents[0].client,
                 options=service_options(options),
                 registry=registry if registry is not None else agent_metrics.registry,
-                pod_ips=lambda: services.sandbox_ips([a.runtime for a in agents]))
+                pod_ips=lambda: services.sandbox_ips([a.runtime for a in agents]),
+                services=service_informer)
             for a in agents:
                 a.kubelet.network = net
             tasks.append(asyncio.ensure_future(net.run()))

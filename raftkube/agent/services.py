@@ -101,11 +101,16 @@ class ServiceNetwork:
                  registry: prom.CollectorRegistry,
                  pod_ips: Callable[[], Awaitable[set[str]]],
                  rng: random.Random | None = None,
-                 rules: netrules.NetRules | None = None) -> None:
+                 rules: netrules.NetRules | None = None,
+                 services: inf.Informer | None = None) -> None:
+        """`services`: the process's Services informer, run by its owner (the kubelets
+        read it for the pods' service variables); None: one of our own."""
         self.node = node
         self.options = options
         self.pod_ips = pod_ips
-        self.services = inf.Informer(client, kinds.SERVICE)
+        self._own_services = services is None
+        self.services = services if services is not None else inf.Informer(client,
+                                                                            kinds.SERVICE)
         self.slices = inf.Informer(client, kinds.ENDPOINTSLICE)
         self.nodes = inf.Informer(client, kinds.NODE)
         self.map = sm.ServiceMap()
@@ -214,7 +219,8 @@ class ServiceNetwork:
                     self.relay = None
             async with asyncio.TaskGroup() as group:
                 for informer in (self.services, self.slices, self.nodes):
-                    group.create_task(informer.run())
+                    if informer is not self.services or self._own_services:
+                        group.create_task(informer.run())
                 for informer in (self.services, self.slices, self.nodes):
                     await informer.wait_synced()
                 group.create_task(self._loop())
