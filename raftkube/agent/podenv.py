@@ -367,28 +367,30 @@ def _value_from(pod: Obj, container: Obj, source: Obj, sources: Sources,
         return resource_value(source["resourceFieldRef"], container,
                               allocatable=sources.allocatable)
     if isinstance(source.get("configMapKeyRef"), dict):
-        ref = source["configMapKeyRef"]
-        name, key = str(ref.get("name") or ""), str(ref.get("key") or "")
-        if sources.config_map(name) is None and _optional(ref):
-            return None
-        data = config_map_data(_config_map(sources, name))
-        if key not in data:
-            if _optional(ref):
-                return None
-            raise ConfigError(f"couldn't find key {key} in ConfigMap {namespace}/{name}")
-        return data[key]
+        value = _key_value(source["configMapKeyRef"], "ConfigMap", sources.config_map,
+                           lambda name: config_map_data(_config_map(sources, name)),
+                           namespace)
+        return None if value is None else str(value)
     if isinstance(source.get("secretKeyRef"), dict):
-        ref = source["secretKeyRef"]
-        name, key = str(ref.get("name") or ""), str(ref.get("key") or "")
-        if sources.secret(name) is None and _optional(ref):
-            return None
-        secret = secret_data(_secret(sources, name))
-        if key not in secret:
-            if _optional(ref):
-                return None
-            raise ConfigError(f"couldn't find key {key} in Secret {namespace}/{name}")
-        return text_of(secret[key])
+        value = _key_value(source["secretKeyRef"], "Secret", sources.secret,
+                           lambda name: secret_data(_secret(sources, name)), namespace)
+        return None if value is None else text_of(value)
     return None
+
+
+def _key_value(ref: Obj, kind: str, find: Callable[[str], Any],
+               data_of: Callable[[str], Mapping[str, Any]], namespace: str) -> Any:
+    """One key of a ConfigMap or Secret (`kind`) for an env var: None when the object
+    or the key is missing and the reference is optional, else ConfigError."""
+    name, key = str(ref.get("name") or ""), str(ref.get("key") or "")
+    if find(name) is None and _optional(ref):
+        return None
+    data = data_of(name)
+    if key not in data:
+        if _optional(ref):
+            return None
+        raise ConfigError(f"couldn't find key {key} in {kind} {namespace}/{name}")
+    return data[key]
 
 
 def command_and_args(container: Obj, env: Mapping[str, str]
