@@ -226,7 +226,8 @@ class NodeAgent:
                                          cap=options.crash_backoff_cap),
             relist_period=options.relist_period, allocatable=options.capacity,
             services=services, config_refresh=options.config_refresh,
-            volume_manager=volumes.VolumeManager(root_dir, clock=clock))
+            volume_manager=volumes.VolumeManager(
+                root_dir, clock=clock, memory=options.runtime != "simulated"))
 
     async def _facts(self) -> node.NodeFacts:
         """The images present and the pressure conditions, from the engine and the host."""

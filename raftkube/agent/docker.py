@@ -44,7 +44,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from raftkube.agent import dockerio, hooks
+from raftkube.agent import dockerio, hooks, volumes
 from raftkube.agent import dockerspec as ds
 from raftkube.agent import dockerstate as dst
 from raftkube.agent import runtime as rt
@@ -572,7 +572,8 @@ class DockerRuntime:
 def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, list[str]]:
     """Remove every container of `cluster` on the engine (any node's, running or not)
     and the pod directories their volumes were bound from (`.../pods/UID/` holding a
-    `volumes/` source); (containers removed, directories removed). Blocking; for
+    `volumes/` source, its tmpfs emptyDirs unmounted); (containers removed, directories
+    removed). Blocking; for
     `rk down`, which may run after the agents were killed."""
     try:
         api = connect(base_url, pool=4)
@@ -595,6 +596,7 @@ def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, l
         except docker.errors.NotFound:
             pass
     for d in sorted(pod_dirs):
-        shutil.rmtree(d, ignore_errors=True)
+        if not volumes.unmount_under(d):  # its tmpfs emptyDirs first
+            shutil.rmtree(d, ignore_errors=True)
     api.close()
     return removed, sorted(pod_dirs)

@@ -217,12 +217,14 @@ class Kubelet:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
 
     async def _refresh_forever(self) -> None:
+        # The first round at once: the volumes of pods that went while the agent was
+        # away (their tmpfs still mounted) are removed at start-up.
         while True:
-            await asyncio.sleep(self.config_refresh)
             try:
                 await self.refresh_config()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+            await asyncio.sleep(self.config_refresh)
 
     async def refresh_config(self) -> None:
         """Read again the ConfigMaps and Secrets that pods here use (a change syncs the
@@ -325,6 +327,8 @@ class Kubelet:
         rounds = len(actions.named(spec.get("initContainers"))) + 2
         plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
                             pulls=self.pulls)
+        if state is not None and plan.start and not state.sandbox.ready:
+            pod, state = await self._sandbox_back(key, pod, state)
         # Volumes first, with the pod's ConfigMaps and Secrets read afresh when something
         # is about to start: nothing of a pod starts before all its volumes are there.
         prepared: podconfig.Prepared | None = None
@@ -334,7 +338,10 @@ class Kubelet:
         except volumes.VolumeError as e:
             self._tell_config(pod, "FailedMount", str(e))
         else:
-            self._untell_config(uid, "FailedMount")
+            if not prepared.kept:
+                self._untell_config(uid, "FailedMount")
+            for kept in prepared.kept:  # a source gone: its last files stay, the pod runs
+                self._tell_config(pod, "FailedMount", str(kept))
         # What this sync could not start: images it could not pull, containers it could
         # not make from their spec (CreateContainerConfigError).
         failures: dict[str, tuple[str, str]] = {}
@@ -381,6 +388,31 @@ class Kubelet:
                     raise  # a conflict: the newer pod is on its way; retried
         if recheck is not None:
             self.queue.add_after(key, max(0.0, recheck - now) + 0.01)
+
+    async def _sandbox_back(self, key: str, pod: Obj, state: rt.PodState
+                            ) -> tuple[Obj, rt.PodState]:
+        """Start again the dead sandbox of a pod that has containers to start (its pause
+        container was killed, or the engine restarted), before them: its new IP is
+        written to status.podIP and given to the service network now, so that the
+        containers' fieldRefs and the Services that lead to the pod see it at once."""
+        config = self.network.sandbox_config(pod) if self.network is not None else None
+        sandbox = await self.runtime.run_sandbox(pod, config)
+        if self.network is not None:
+            await self.network.sandbox_ready(pod, sandbox)
+        log.info("%s: the sandbox of pod %s was started again (IP %s)", self.node_name,
+                 key, sandbox.ip or "none")
+        uid = pod["metadata"]["uid"]
+        state = next((s for s in await self._states(key) if s.sandbox.uid == uid), state)
+        status = pod.get("status") or {}
+        if sandbox.ip and status.get("podIP") != sandbox.ip:
+            new = {**status, "podIP": sandbox.ip, "podIPs": [{"ip": sandbox.ip}]}
+            try:
+                pod = self._written[key] = await self.client.update_status(
+                    kinds.POD, {**pod, "status": new})
+            except ApiError as e:
+                if e.code != 404:
+                    raise  # a conflict: the newer pod is on its way; retried
+        return pod, state
 
     async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan,
                        prepared: podconfig.Prepared) -> dict[str, tuple[str, str]]:

@@ -7,7 +7,9 @@ configuration: `prepare(pod)`, which reads the ConfigMaps and Secrets the pod re
 resolves one container's environment, command, args and mounts into the runtime's
 `ContainerRequest` once the sandbox (and so the pod IP) exists. Failures come out as
 `volumes.VolumeError` (FailedMount: nothing of the pod starts) and `podenv.ConfigError`
-(CreateContainerConfigError: that container waits), both retried by the kubelet.
+(CreateContainerConfigError: that container waits), both retried by the kubelet; a
+volume set up before whose source went keeps its files, and its error comes back in
+`Prepared.kept` (FailedMount told, the pod's containers still start and restart).
 
 The Services the environment tells of come from an informer over every namespace that
 the agent's nodes share: the node may read them all, and one watch serves every node of
@@ -26,6 +28,7 @@ from raftkube.agent import runtime as rt
 from raftkube.client import informer as inf
 
 Obj = dict[str, Any]
+VolumeError = volumes.VolumeError  # named here: `Prepared.volumes` hides the module
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class Prepared:
 
     objects: Mapping[tuple[str, str], Obj | None]
     volumes: Mapping[str, volumes.HostVolume]
+    # volumes that kept their last files: their source cannot be read now (FailedMount)
+    kept: tuple[VolumeError, ...] = ()
 
 
 class PodConfig:
@@ -62,7 +67,8 @@ class PodConfig:
         cannot be read."""
         objects = await self.objects.load(pod, max_age=0.0 if fresh else math.inf)
         sources = self._sources(pod, objects, (pod_ip,) if pod_ip else ())
-        return Prepared(objects, self.volumes.setup(pod, sources))
+        made = self.volumes.setup(pod, sources)
+        return Prepared(objects, made.volumes, made.kept)
 
     def request(self, pod: Obj, container: Obj, prepared: Prepared, sandbox: rt.Sandbox,
                 warn: Callable[[str], None] | None = None) -> rt.ContainerRequest:

@@ -4,9 +4,14 @@ Every pod with volumes gets a directory under the agent's root, `ROOT/pods/UID/v
 NAME` for each volume the node makes itself:
 
 - emptyDir: an empty directory (mode 0777, as Kubernetes makes it, so that a container
-  running as any user can write), shared by every container of the pod that mounts it;
-  `medium: Memory` is a tmpfs the runtime mounts instead (one per container: a runtime
-  mount cannot be shared, see `HostVolume`);
+  running as any user can write), shared by every container of the pod that mounts it.
+  With `medium: Memory` that directory is a tmpfs the agent mounts itself (`mount(2)`,
+  its size the volume's sizeLimit, capped by the pod's memory limit and the node's
+  allocatable memory, as the kubelet sizes it): one per pod, so every container sees
+  the same files, and they outlive container restarts. It is unmounted when the pod's
+  directory is removed (`remove`, also for orphans found after a crash of the agent,
+  and `unmount_under` for `rk down`). An agent that may not mount (not root) fails the
+  volume with FailedMount, never falling back to disk: the pod asked for memory;
 - configMap, secret, downwardAPI and projected: files written by `write_atomically`, the
   kubelet's AtomicWriter: the data lives in a timestamped directory, `..data` is a
   symlink to it, and each name the user sees is a symlink through `..data`. An update
@@ -21,14 +26,20 @@ What the files hold is computed by the pure `payload()`; writing compares it wit
 is on disk first, so calling `setup` on every sync of a pod costs reads and no writes
 while nothing changed. A volume that cannot be set up (a ConfigMap that does not exist
 and is not optional) is a `VolumeError`: the kubelet tells it as `FailedMount` and starts
-nothing of the pod until it can. `remove(uid)` deletes the pod's directory once its
-containers are gone.
+nothing of the pod until it can. A volume that was set up before keeps its last files
+when its source goes (the ConfigMap is deleted while the pod runs), as Kubernetes keeps
+a mounted volume: the error is told (`SetUp.kept`) and the pod's containers still
+restart. `remove(uid)` deletes the pod's directory once its containers are gone.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import errno
+import logging
+import math
 import os
 import posixpath
 import shutil
@@ -41,6 +52,9 @@ from typing import Any
 
 from raftkube.agent import podenv
 from raftkube.agent import runtime as rt
+from raftkube.api import quantity
+
+log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -48,6 +62,7 @@ DATA = "..data"
 DATA_TMP = "..data_tmp"
 DEFAULT_MODE = 0o644
 API_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")  # always read-only
+TMPFS_SOURCE = "raftkube-emptydir"  # the device name of our tmpfs mounts in /proc/mounts
 
 
 class VolumeError(Exception):
@@ -70,13 +85,19 @@ Payload = dict[str, File]
 
 @dataclass(frozen=True)
 class HostVolume:
-    """A volume as it is on this node: a host path, or a tmpfs (`path` None) that the
-    runtime mounts itself. A tmpfs emptyDir is therefore one per mounting container:
-    the runtime seam has no shared memory-backed mount yet."""
+    """A volume as it is on this node: a host path that containers bind-mount."""
 
-    path: str | None
-    tmpfs: bool = False
+    path: str
     read_only: bool = False  # mounted read-only whatever the volumeMount says
+
+
+@dataclass(frozen=True)
+class SetUp:
+    """A pod's volumes on the host, and the errors of those that kept their last files
+    because their source cannot be read now (told as FailedMount; the pod runs on)."""
+
+    volumes: dict[str, HostVolume]
+    kept: tuple[VolumeError, ...] = ()
 
 
 # ---- what the files hold (pure) -------------------------------------------------------
@@ -329,15 +350,138 @@ def check_host_path(path: str, kind: str) -> None:
         raise ValueError(f"hostPath type check failed: {path} is not {what}")
 
 
+# ---- memory-backed emptyDir -----------------------------------------------------------------
+
+
+def _memory(value: Any, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return math.ceil(quantity.parse_quantity(value))
+    except (ValueError, TypeError, ArithmeticError):
+        raise ValueError(f"{what}: {value!r} is not a quantity") from None
+
+
+def host_memory() -> int | None:
+    """The host's memory (MemTotal), or None if /proc/meminfo cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_size(pod: Obj, volume: Obj, allocatable: Mapping[str, str]) -> int:
+    """The size of a `medium: Memory` emptyDir's tmpfs, in bytes, as the kubelet sizes
+    it: the least of its sizeLimit, the pod's memory limit (when every container has
+    one: otherwise the pod may use the node's all) and the node's allocatable memory
+    (the host's when the node does not say). ValueError naming a bad quantity."""
+    name = str(volume.get("name") or "")
+    candidates = []
+    limit = _memory((volume.get("emptyDir") or {}).get("sizeLimit"),
+                    f"volumes[{name}].emptyDir.sizeLimit")
+    if limit is not None:
+        candidates.append(limit)
+    spec = pod.get("spec") or {}
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    limits = [_memory(((c.get("resources") or {}).get("limits") or {}).get("memory"),
+                      f"containers[{c.get('name')}].resources.limits.memory")
+              for c in containers]
+    if containers and all(x is not None for x in limits):
+        candidates.append(sum(x for x in limits if x is not None))
+    node = _memory(allocatable.get("memory"), "the node's allocatable memory")
+    node = node if node is not None else host_memory()
+    if node is not None:
+        candidates.append(node)
+    size = min(candidates) if candidates else 0
+    if size <= 0:
+        raise ValueError(f"volumes[{name}].emptyDir: a tmpfs of {size} bytes cannot be "
+                         "mounted")
+    return size
+
+
+_MS_NOSUID, _MS_NODEV = 2, 4
+_MNT_DETACH = 2
+_libc: Any = None
+
+
+def _syscall(name: str, *args: Any) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(_libc, name)(*args) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def mount_tmpfs(path: str, size: int) -> None:
+    """Mount a tmpfs of `size` bytes (mode 0777, nosuid, nodev) on the directory
+    `path`; OSError (EPERM without CAP_SYS_ADMIN) if the kernel refuses."""
+    _syscall("mount", TMPFS_SOURCE.encode(), os.fsencode(path), b"tmpfs",
+             ctypes.c_ulong(_MS_NOSUID | _MS_NODEV), f"size={size},mode=0777".encode())
+
+
+def unmount(path: str) -> None:
+    """Detach the mount on `path` (lazily: a process still inside it keeps it until it
+    leaves, and nothing new can reach it); nothing if it is not a mount point."""
+    try:
+        _syscall("umount2", os.fsencode(path), ctypes.c_int(_MNT_DETACH))
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):
+            raise
+
+
+def _unescape(field: str) -> str:
+    """A path as /proc/mounts writes it (space, tab, newline, backslash as octal)."""
+    for code in ("040", "011", "012", "134"):
+        field = field.replace("\\" + code, chr(int(code, 8)))
+    return field
+
+
+def mounts_under(top: str, *, table: str = "/proc/self/mounts") -> list[str]:
+    """The mount points at or under `top` (symlinks resolved), deepest first."""
+    real = os.path.realpath(top).rstrip("/") or "/"
+    try:
+        with open(table) as f:
+            points = [_unescape(line.split()[1]) for line in f if len(line.split()) > 1]
+    except OSError:
+        return []
+    found = {p for p in points if p == real or p.startswith(real + "/")}
+    return sorted(found, key=lambda p: (-p.count("/"), p))
+
+
+def unmount_under(top: str) -> list[str]:
+    """Unmount everything mounted at or under `top` (a pod's tmpfs emptyDirs); the
+    mount points that are still there after (the agent may not unmount)."""
+    for point in mounts_under(top):
+        try:
+            unmount(point)
+        except OSError as e:
+            log.warning("unmounting %s: %s", point, e.strerror)
+    return mounts_under(top)
+
+
 # ---- the manager --------------------------------------------------------------------------
 
 
 class VolumeManager:
-    """The volumes of the pods of one node, under `root` (made when first needed)."""
+    """The volumes of the pods of one node, under `root` (made when first needed).
 
-    def __init__(self, root: str, *, clock: Callable[[], float] = time.time) -> None:
+    `memory` says how a `medium: Memory` emptyDir is made: True mounts a tmpfs with
+    `mount` (the real one, `mount_tmpfs`, unless a test gives another); False makes it
+    a plain directory, for the simulated runtime, whose pods run no process that could
+    tell the difference and whose hundreds of hollow pods should not each mount one."""
+
+    def __init__(self, root: str, *, clock: Callable[[], float] = time.time,
+                 memory: bool = True,
+                 mount: Callable[[str, int], None] = mount_tmpfs) -> None:
         self.root = root
         self.clock = clock
+        self.memory = memory
+        self.mount = mount
         # volume dir -> (its `..data` target, the files written there): a sync that
         # brings the same files costs one readlink instead of reading them all back.
         self._written: dict[str, tuple[str, Payload]] = {}
@@ -350,11 +494,14 @@ class VolumeManager:
     def volume_dir(self, uid: str, name: str) -> str:
         return os.path.join(self.pod_dir(uid), "volumes", name)
 
-    def setup(self, pod: Obj, sources: podenv.Sources) -> dict[str, HostVolume]:
+    def setup(self, pod: Obj, sources: podenv.Sources) -> SetUp:
         """Every volume of the pod, made or brought up to date on the host; the first
-        VolumeError after trying all of them."""
+        VolumeError after trying all of them. A configMap, secret, downwardAPI or
+        projected volume made before whose files cannot be made now keeps its last
+        files: its error is in `kept`."""
         uid = str((pod.get("metadata") or {}).get("uid") or "")
         out: dict[str, HostVolume] = {}
+        kept: list[VolumeError] = []
         first: VolumeError | None = None
         for volume in (pod.get("spec") or {}).get("volumes") or []:
             if not isinstance(volume, dict) or not volume.get("name"):
@@ -362,10 +509,24 @@ class VolumeManager:
             try:
                 out[volume["name"]] = self._one(pod, uid, volume, sources)
             except VolumeError as e:
-                first = first or e
+                last = self._last_files(uid, volume)
+                if last is not None:
+                    out[volume["name"]] = last
+                    kept.append(e)
+                else:
+                    first = first or e
         if first is not None:
             raise first
-        return out
+        return SetUp(out, tuple(kept))
+
+    def _last_files(self, uid: str, volume: Obj) -> HostVolume | None:
+        """The files an API volume was last set up with, if there are any."""
+        if not any(isinstance(volume.get(k), dict) for k in API_VOLUMES):
+            return None
+        target = self.volume_dir(uid, str(volume["name"]))
+        if not os.path.isdir(os.path.join(target, DATA)):
+            return None
+        return HostVolume(target, read_only=True)
 
     def _one(self, pod: Obj, uid: str, volume: Obj, sources: podenv.Sources) -> HostVolume:
         name = str(volume["name"])
@@ -384,13 +545,16 @@ class VolumeManager:
                 raise VolumeError(name, f"writing its files failed: {e}") from None
             return HostVolume(target, read_only=True)
         if isinstance(volume.get("emptyDir"), dict):
-            if volume["emptyDir"].get("medium") == "Memory":
-                return HostVolume(None, tmpfs=True)
             path = self.volume_dir(uid, name)
+            memory = self.memory and volume["emptyDir"].get("medium") == "Memory"
+            if memory and os.path.ismount(path):
+                return HostVolume(path)  # mounted before (a restarted agent finds it so)
             if not os.path.isdir(path):
                 self._ensure_root()
                 os.makedirs(path, exist_ok=True)
                 os.chmod(path, 0o777)
+            if memory:
+                self._mount_memory(pod, volume, path, sources)
             return HostVolume(path)
         if isinstance(volume.get("hostPath"), dict):
             host = volume["hostPath"]
@@ -402,6 +566,23 @@ class VolumeManager:
             return HostVolume(path)
         kinds = ", ".join(k for k in volume if k != "name") or "none"
         raise VolumeError(name, f"volume type {kinds} is not supported on this node")
+
+    def _mount_memory(self, pod: Obj, volume: Obj, path: str,
+                      sources: podenv.Sources) -> None:
+        name = str(volume["name"])
+        try:
+            size = memory_size(pod, volume, sources.allocatable)
+        except ValueError as e:
+            raise VolumeError(name, str(e)) from None
+        try:
+            self.mount(path, size)
+        except OSError as e:
+            why = e.strerror or str(e)
+            if e.errno in (errno.EPERM, errno.EACCES):
+                why += (f" (the agent runs as uid {os.geteuid()}: a medium: Memory emptyDir "
+                        "needs an agent that may mount, root or CAP_SYS_ADMIN)")
+            raise VolumeError(name, f"mounting a tmpfs of {size} bytes on {path} failed: "
+                                    f"{why}") from None
 
     def _unchanged(self, target: str, files: Payload) -> bool:
         known = self._written.get(target)
@@ -417,8 +598,16 @@ class VolumeManager:
             os.makedirs(self.root, mode=0o700, exist_ok=True)
 
     def remove(self, uid: str) -> None:
-        """The pod's directory and everything in it (its containers are gone)."""
+        """The pod's directory and everything in it, its tmpfs unmounted first (its
+        containers are gone). A mount that stays (the agent may not unmount it) keeps
+        the directory: removing the files under it would empty a mount not ours to
+        empty."""
         top = self.pod_dir(uid)
+        left = unmount_under(top)
+        if left:
+            log.warning("pod %s: %s still mounted; its directory stays", uid,
+                        ", ".join(left))
+            return
         shutil.rmtree(top, ignore_errors=True)
         for target in [t for t in self._written if t.startswith(top + os.sep)]:
             del self._written[target]
@@ -446,9 +635,6 @@ def mounts(pod: Obj, container: Obj, volumes: Mapping[str, HostVolume],
             raise podenv.ConfigError(
                 f'cannot find volume "{name}" to mount into container "{cname}"')
         read_only = m.get("readOnly") is True or volume.read_only
-        if volume.tmpfs or volume.path is None:
-            out.append(rt.Mount(target, None, read_only, tmpfs=True))
-            continue
         sub = str(m.get("subPath") or "")
         if not sub and m.get("subPathExpr"):
             sub = _sub_path_expr(str(m["subPathExpr"]), env)

@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from raftkube.agent import netrules, network
+from raftkube.agent import netrules, network, volumes
 from raftkube.client.errors import ClientError
 
 
@@ -475,8 +475,14 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
         members.append(name.removesuffix(".pid"))
         os.unlink(os.path.join(pids_dir, name))
     # The agents' pod directories (volumes, ConfigMap and Secret files), now that nothing
-    # runs that uses them.
-    shutil.rmtree(os.path.join(os.path.abspath(state_dir), AGENTS_DIR), ignore_errors=True)
+    # runs that uses them: their tmpfs emptyDirs unmounted first (an agent killed before
+    # it removed them leaves them mounted), or removing would only empty them.
+    agents = os.path.join(os.path.abspath(state_dir), AGENTS_DIR)
+    left = volumes.unmount_under(agents)
+    if left:
+        print(f"warning: still mounted, kept: {', '.join(left)}", file=sys.stderr)
+    else:
+        shutil.rmtree(agents, ignore_errors=True)
     remove_agent_rules(os.path.abspath(state_dir), members)  # the dead ones' too
     return stopped
 

@@ -1,10 +1,13 @@
 """The kubelet's reconcile builds each container's request from the API: env, envFrom,
 service variables, fieldRefs with the sandbox's IP, volumes on the host; a missing
 ConfigMap is CreateContainerConfigError (or FailedMount for a volume), told once,
-retried, and cleared when the ConfigMap appears; a ConfigMap update reaches the files."""
+retried, and cleared when the ConfigMap appears; a ConfigMap update reaches the files;
+one deleted under a running pod keeps its last files and its containers restarting; a
+dead sandbox comes back, its new IP written, before the containers start."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,17 @@ class Recording(simulated.SimulatedRuntime):
                               request: rt.ContainerRequest | None = None) -> rt.Container:
         self.requests[container["name"]] = request
         return await super().start_container(pod, container, attempt=attempt, request=request)
+
+    async def run_sandbox(self, pod: Obj, config: rt.SandboxConfig | None = None
+                          ) -> rt.Sandbox:
+        """A stopped sandbox is started again with a fresh address, as the Docker
+        runtime starts a killed pause container again."""
+        uid = pod["metadata"]["uid"]
+        found = self._sandboxes.get(uid)
+        if found is not None and not found.ready:
+            self._sandboxes[uid] = dataclasses.replace(found, ip=self._allocate(pod),
+                                                       ready=True)
+        return await super().run_sandbox(pod, config)
 
 
 class Setup:
@@ -209,20 +223,58 @@ async def test_volumes_go_with_the_pod(tmp_path: Path) -> None:
     assert s.volumes.pod_uids() == []
 
 
-async def test_a_problem_fixed_then_back_is_told_again(tmp_path: Path) -> None:
-    p = configured(volumeMounts=[{"name": "conf", "mountPath": "/etc/conf"}],
-                   volumes=[{"name": "conf", "configMap": {"name": "cfg"}}])
+async def test_a_source_deleted_under_a_running_pod_keeps_its_files_and_restarts(
+        tmp_path: Path) -> None:
+    # Kubernetes keeps a mounted volume's last files when its ConfigMap goes: the pod's
+    # containers still restart (they did not before: FailedMount blocked them).
+    p = pod(exit_after=5, restart="Always")
+    p["spec"]["containers"][0]["volumeMounts"] = [{"name": "conf", "mountPath": "/c"}]
+    p["spec"]["volumes"] = [{"name": "conf", "configMap": {"name": "cfg"}}]
+    s = Setup(p, tmp_path, (kinds.CONFIGMAP, ns(cm("cfg", a="1"))))
+    await s.run()
+    assert s.runtime.starts == 1
+    s.drop(kinds.CONFIGMAP, ns(cm("cfg", a="1")))
+    s.f.recorded_events()
+    for _ in range(4):  # it exits after 5 s; its restart waits out the crash back-off
+        s.clock.advance(6)
+        s.f.now = s.clock.now
+        await s.run()
+    assert s.runtime.starts >= 2
+    failed = [(r, m) for _, r, m in s.f.recorded_events() if r == "FailedMount"]
+    assert failed == [("FailedMount", 'MountVolume.SetUp failed for volume "conf" : '
+                                      'configmap "cfg" not found')]  # told once
+    path = Path(s.volumes.volume_dir(p["metadata"]["uid"], "conf"), "a")
+    assert path.read_text() == "1"  # the last files
+    # It comes back (and goes again): its files follow, and a new loss is told again.
+    s.put(kinds.CONFIGMAP, ns(cm("cfg", a="2")))
+    await s.kubelet.refresh_config()  # the periodic read that notices it
+    await s.run()
+    assert path.read_text() == "2"
+    s.drop(kinds.CONFIGMAP, ns(cm("cfg", a="2")))
+    await s.kubelet.refresh_config()
+    await s.run()
+    assert [r for _, r, _ in s.f.recorded_events()].count("FailedMount") == 1
+
+
+async def test_a_dead_sandbox_is_started_again_before_the_containers_with_its_new_ip(
+        tmp_path: Path) -> None:
+    p = configured(env=[{"name": "MY_IP",
+                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}])
     s = Setup(p, tmp_path)
     await s.run()
-    await s.run()
-    assert [r for _, r, _ in s.f.recorded_events()] == ["FailedMount"]  # once
-    s.put(kinds.CONFIGMAP, ns(cm("cfg", a="1")))
-    await s.run()
-    s.drop(kinds.CONFIGMAP, ns(cm("cfg", a="1")))
-    s.kubelet.pods.cache.remove("ns/p")  # a new pod of the same name and uid comes back
-    s.runtime._sandboxes.clear()
-    s.runtime._runs.clear()
-    s.f.seed(kinds.POD, p)
-    s.f.recorded_events()
-    await s.run()
-    assert [r for _, r, _ in s.f.recorded_events()] == ["FailedMount"]
+    uid = p["metadata"]["uid"]
+    old_ip = s.runtime.pod_state(uid).sandbox.ip  # type: ignore[union-attr]
+    # The sandbox dies with its container (a killed pause container), and comes back
+    # with another address.
+    await s.runtime.stop_sandbox(uid)
+    s.runtime._ips.add(old_ip)  # its old address went to another pod meanwhile
+    s.clock.advance(30)
+    s.f.now = s.clock.now
+    done = await s.run()
+    new_ip = s.runtime.pod_state(uid).sandbox.ip  # type: ignore[union-attr]
+    assert new_ip and new_ip != old_ip
+    writes = [a.body["status"] for a in done if a.verb == "update_status"]
+    # The new IP is written before the container starts, and the container sees it.
+    assert writes[0]["podIP"] == new_ip
+    assert dict(s.runtime.requests["c"].env)["MY_IP"] == new_ip  # type: ignore[union-attr]
+    assert s.runtime.starts == 2

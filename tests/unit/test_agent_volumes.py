@@ -1,6 +1,8 @@
 """Pod volumes on the host: what configMap, secret, downwardAPI and projected volumes
 hold (pure tables), the atomic writer against a temporary directory (the `..data` swap,
-modes, items, updates), hostPath checks, and the mounts of a container."""
+modes, items, updates), hostPath checks, the size of a memory emptyDir and what happens
+when it cannot be mounted (the mount itself is a fake here; tests/docker mounts real
+ones), the last files kept when a source goes, and the mounts of a container."""
 
 from __future__ import annotations
 
@@ -182,23 +184,51 @@ def test_unsafe_paths_are_refused(tmp_path: Path, path: str) -> None:
 # ---- the manager ---------------------------------------------------------------------
 
 
+class FakeMount:
+    """Records the tmpfs mounts asked for; `refuse` makes them fail as the kernel would
+    for an agent that is not root."""
+
+    def __init__(self, refuse: int | None = None) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.refuse = refuse
+
+    def __call__(self, path: str, size: int) -> None:
+        if self.refuse is not None:
+            raise OSError(self.refuse, os.strerror(self.refuse))
+        self.calls.append((path, size))
+
+
+def manager(root: Path, mount: FakeMount | None = None) -> volumes.VolumeManager:
+    return volumes.VolumeManager(str(root), mount=mount or FakeMount())
+
+
+def set_up(m: volumes.VolumeManager, p: Obj, s: podenv.Sources) -> dict[str, Any]:
+    got = m.setup(p, s)
+    assert got.kept == ()
+    return dict(got.volumes)
+
+
 def test_setup_makes_each_kind_of_volume(tmp_path: Path) -> None:
-    m = volumes.VolumeManager(str(tmp_path / "root"))
+    mount = FakeMount()
+    m = manager(tmp_path / "root", mount)
     host_dir = tmp_path / "made"
     p = pod({"name": "scratch", "emptyDir": {}},
             {"name": "mem", "emptyDir": {"medium": "Memory"}},
             {"name": "cfg", "configMap": {"name": "cfg"}},
             {"name": "host", "hostPath": {"path": str(host_dir), "type": "DirectoryOrCreate"}})
-    got = m.setup(p, srcs(cm__cfg=cm("cfg", k="v")))
+    got = set_up(m, p, srcs(cm__cfg=cm("cfg", k="v")))
     scratch = str(tmp_path / "root" / "pods" / "u-1" / "volumes" / "scratch")
     assert got["scratch"] == volumes.HostVolume(scratch)
     assert stat.S_IMODE(os.stat(scratch).st_mode) == 0o777
-    assert got["mem"] == volumes.HostVolume(None, tmpfs=True)
+    # One tmpfs for the pod, on its directory; sized by the pod's memory limit (64Mi).
+    mem = m.volume_dir("u-1", "mem")
+    assert got["mem"] == volumes.HostVolume(mem) and os.path.isdir(mem)
+    assert mount.calls == [(mem, 64 * 2**20)]
     assert got["cfg"].read_only and Path(str(got["cfg"].path), "k").read_text() == "v"
     assert got["host"] == volumes.HostVolume(str(host_dir)) and host_dir.is_dir()
     # A second setup keeps the emptyDir's contents and updates the ConfigMap's files.
     Path(scratch, "keep").write_text("x")
-    m.setup(p, srcs(cm__cfg=cm("cfg", k="w")))
+    set_up(m, p, srcs(cm__cfg=cm("cfg", k="w")))
     assert Path(scratch, "keep").read_text() == "x"
     assert Path(str(got["cfg"].path), "k").read_text() == "w"
     assert m.pod_uids() == ["u-1"]
@@ -207,7 +237,7 @@ def test_setup_makes_each_kind_of_volume(tmp_path: Path) -> None:
 
 
 def test_one_failing_volume_does_not_stop_the_others(tmp_path: Path) -> None:
-    m = volumes.VolumeManager(str(tmp_path))
+    m = manager(tmp_path)
     p = pod({"name": "bad", "configMap": {"name": "nope"}}, {"name": "ok", "emptyDir": {}})
     with pytest.raises(VolumeError, match='volume "bad"'):
         m.setup(p, srcs(cm__nope=None))
@@ -252,16 +282,17 @@ def test_host_paths_that_are_what_they_should_be_pass(tmp_path: Path) -> None:
 
 
 def test_mounts_resolve_to_host_paths_with_read_only_and_sub_paths(tmp_path: Path) -> None:
-    m = volumes.VolumeManager(str(tmp_path))
+    m = manager(tmp_path)
     mounts = [{"name": "scratch", "mountPath": "/data"},
               {"name": "scratch", "mountPath": "/logs", "subPath": "logs", "readOnly": True},
               {"name": "scratch", "mountPath": "/mine", "subPathExpr": "by/$(POD)"},
               {"name": "cfg", "mountPath": "/etc/app"},
               {"name": "cfg", "mountPath": "/etc/app.ini", "subPath": "app.ini"},
-              {"name": "mem", "mountPath": "/cache"}]
+              {"name": "mem", "mountPath": "/cache"},
+              {"name": "mem", "mountPath": "/tmp/mine", "subPath": "mine"}]
     p = pod({"name": "scratch", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}},
             {"name": "mem", "emptyDir": {"medium": "Memory"}}, mounts=mounts)
-    vols = m.setup(p, srcs(cm__c=cm("c", **{"app.ini": "x=1"})))
+    vols = set_up(m, p, srcs(cm__c=cm("c", **{"app.ini": "x=1"})))
     got = volumes.mounts(p, p["spec"]["containers"][0], vols, {"POD": "web-1"})
     scratch = m.volume_dir("u-1", "scratch")
     cfg = m.volume_dir("u-1", "cfg")
@@ -274,15 +305,17 @@ def test_mounts_resolve_to_host_paths_with_read_only_and_sub_paths(tmp_path: Pat
         # A subPath of a ConfigMap volume is the file itself (as in Kubernetes, it is not
         # updated when the ConfigMap changes).
         rt.Mount("/etc/app.ini", os.path.join(cfg, data, "app.ini"), read_only=True),
-        rt.Mount("/cache", None, tmpfs=True))
+        # A memory emptyDir is the pod's tmpfs, bound like any directory (subPath too).
+        rt.Mount("/cache", m.volume_dir("u-1", "mem")),
+        rt.Mount("/tmp/mine", os.path.join(m.volume_dir("u-1", "mem"), "mine")))
     assert os.path.isdir(os.path.join(scratch, "logs"))  # made, as Kubernetes does
 
 
 def test_sub_paths_that_leave_the_volume_are_refused(tmp_path: Path) -> None:
-    m = volumes.VolumeManager(str(tmp_path))
+    m = manager(tmp_path)
     p = pod({"name": "v", "emptyDir": {}},
             mounts=[{"name": "v", "mountPath": "/x", "subPath": "link"}])
-    vols = m.setup(p, srcs())
+    vols = set_up(m, p, srcs())
     os.symlink("/etc", os.path.join(m.volume_dir("u-1", "v"), "link"))
     with pytest.raises(podenv.ConfigError) as e:
         volumes.mounts(p, p["spec"]["containers"][0], vols, {})
@@ -290,11 +323,11 @@ def test_sub_paths_that_leave_the_volume_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_sub_path_expr_with_an_unset_variable_is_refused(tmp_path: Path) -> None:
-    m = volumes.VolumeManager(str(tmp_path))
+    m = manager(tmp_path)
     p = pod({"name": "v", "emptyDir": {}},
             mounts=[{"name": "v", "mountPath": "/x", "subPathExpr": "$(A)/$(B)"}])
     with pytest.raises(podenv.ConfigError, match="missing value for A, B"):
-        volumes.mounts(p, p["spec"]["containers"][0], m.setup(p, srcs()), {"A": ""})
+        volumes.mounts(p, p["spec"]["containers"][0], set_up(m, p, srcs()), {"A": ""})
 
 
 def test_a_mount_of_a_volume_that_is_not_there_is_refused() -> None:
@@ -306,15 +339,115 @@ def test_a_mount_of_a_volume_that_is_not_there_is_refused() -> None:
 
 def test_an_unchanged_volume_is_not_read_back_but_a_lost_one_is_rewritten(
         tmp_path: Path) -> None:
-    m = volumes.VolumeManager(str(tmp_path))
+    m = manager(tmp_path)
     p = pod({"name": "cfg", "configMap": {"name": "c"}})
     s = srcs(cm__c=cm("c", k="v"))
-    target = m.setup(p, s)["cfg"].path
-    assert target is not None
+    target = set_up(m, p, s)["cfg"].path
     data = os.readlink(os.path.join(target, "..data"))
-    m.setup(p, s)
+    set_up(m, p, s)
     assert os.readlink(os.path.join(target, "..data")) == data  # nothing written
     # Its directory went behind the manager's back (a cleanup, a crash): written again.
     shutil.rmtree(target)
-    m.setup(p, s)
+    set_up(m, p, s)
     assert Path(target, "k").read_text() == "v"
+
+
+# ---- memory-backed emptyDir ------------------------------------------------------------
+
+
+def mem_pod(size_limit: str | None, *limits: str | None) -> tuple[Obj, Obj]:
+    volume: Obj = {"name": "mem", "emptyDir": {"medium": "Memory"}}
+    if size_limit is not None:
+        volume["emptyDir"]["sizeLimit"] = size_limit
+    containers = [{"name": f"c{i}", "image": "busybox",
+                   "resources": {"limits": {"memory": x}} if x else {}}
+                  for i, x in enumerate(limits)]
+    return {"metadata": {"uid": "u"}, "spec": {"volumes": [volume],
+                                               "containers": containers}}, volume
+
+
+@pytest.mark.parametrize(("size_limit", "limits", "node", "want"), [
+    ("16Mi", ["64Mi"], "8Gi", 16 * 2**20),            # sizeLimit under everything
+    ("1Gi", ["64Mi", "32Mi"], "8Gi", 96 * 2**20),     # the pod's limit, all containers'
+    (None, ["64Mi", None], "8Gi", 8 * 2**30),         # one unlimited: the node's
+    (None, [None], "512Mi", 512 * 2**20),             # no sizeLimit: the node's
+    ("100M", [None], "8Gi", 100_000_000),
+])
+def test_a_memory_empty_dir_is_sized_as_the_kubelet_sizes_it(
+        size_limit: str | None, limits: list[str | None], node: str, want: int) -> None:
+    p, v = mem_pod(size_limit, *limits)
+    assert volumes.memory_size(p, v, {"memory": node}) == want
+
+
+def test_without_a_node_memory_the_host_memory_is_the_cap() -> None:
+    p, v = mem_pod(None, None)
+    host = volumes.host_memory()
+    assert host is not None and volumes.memory_size(p, v, {}) == host
+
+
+def test_a_bad_size_limit_is_a_failed_mount_naming_the_field(tmp_path: Path) -> None:
+    p, _ = mem_pod("lots", None)
+    with pytest.raises(VolumeError) as e:
+        manager(tmp_path).setup(p, srcs())
+    assert str(e.value) == ('MountVolume.SetUp failed for volume "mem" : '
+                            "volumes[mem].emptyDir.sizeLimit: 'lots' is not a quantity")
+
+
+def test_an_agent_that_may_not_mount_fails_the_volume_and_does_not_fall_back(
+        tmp_path: Path) -> None:
+    import errno
+
+    p, _ = mem_pod("1Mi", None)
+    with pytest.raises(VolumeError) as e:
+        manager(tmp_path, FakeMount(refuse=errno.EPERM)).setup(p, srcs())
+    message = str(e.value)
+    assert message.startswith('MountVolume.SetUp failed for volume "mem" : mounting a '
+                              "tmpfs of 1048576 bytes on ")
+    assert "Operation not permitted" in message and "root or CAP_SYS_ADMIN" in message
+
+
+def test_the_simulated_runtime_gets_a_plain_directory(tmp_path: Path) -> None:
+    mount = FakeMount()
+    m = volumes.VolumeManager(str(tmp_path), memory=False, mount=mount)
+    p, _ = mem_pod("1Mi", None)
+    assert set_up(m, p, srcs())["mem"].path == m.volume_dir("u", "mem")
+    assert mount.calls == []
+
+
+def test_mount_points_are_read_from_the_mount_table_deepest_first(tmp_path: Path) -> None:
+    top = tmp_path / "agents"
+    table = tmp_path / "mounts"
+    table.write_text(
+        f"raftkube-emptydir {top}/pods/u/volumes/a tmpfs rw 0 0\n"
+        f"raftkube-emptydir {top}/pods/u/volumes/a/deeper tmpfs rw 0 0\n"
+        f"raftkube-emptydir {top}/pods/u/volumes/with\\040space tmpfs rw 0 0\n"
+        f"tmpfs {top}-other tmpfs rw 0 0\n"
+        "proc /proc proc rw 0 0\n")
+    assert volumes.mounts_under(str(top), table=str(table)) == [
+        f"{top}/pods/u/volumes/a/deeper", f"{top}/pods/u/volumes/a",
+        f"{top}/pods/u/volumes/with space"]
+
+
+# ---- a source that goes --------------------------------------------------------------
+
+
+def test_a_volume_keeps_its_last_files_when_its_source_goes(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    p = pod({"name": "cfg", "configMap": {"name": "c"}}, {"name": "s", "emptyDir": {}})
+    target = set_up(m, p, srcs(cm__c=cm("c", k="v")))["cfg"].path
+    got = m.setup(p, srcs(cm__c=None))  # deleted while the pod runs
+    assert got.volumes["cfg"] == volumes.HostVolume(target, read_only=True)
+    assert [str(e) for e in got.kept] == [
+        'MountVolume.SetUp failed for volume "cfg" : configmap "c" not found']
+    assert Path(target, "k").read_text() == "v"
+    # It comes back: its files follow it, and nothing is kept any more.
+    assert Path(set_up(m, p, srcs(cm__c=cm("c", k="w")))["cfg"].path, "k").read_text() == "w"
+
+
+def test_a_new_pod_whose_source_is_missing_waits(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    m.setup(pod({"name": "cfg", "configMap": {"name": "c"}}, uid="old"),
+            srcs(cm__c=cm("c", k="v")))
+    with pytest.raises(VolumeError, match='configmap "c" not found'):
+        m.setup(pod({"name": "cfg", "configMap": {"name": "c"}}, uid="new"),
+                srcs(cm__c=None))
