@@ -378,8 +378,11 @@ class DockerRuntime:
         if sandbox.get("State") != "running":
             # Its pause container died (killed by hand, or the engine restarted): started
             # again, it has a network namespace that containers started now can join.
+            # The kubelet starts it first (`run_sandbox`, so that its new IP is known
+            # before the containers' env is made); this is for a death in between.
             await self._engine(f"starting the sandbox of pod {uid}", self.api.start,
                                sandbox["Id"])
+            sandbox = await self._sandbox_row(uid) or sandbox  # read again: its new IP
         await self.ensure_image(str(container.get("image") or ""), ds.pull_policy(container))
         spec = ds.container_spec(pod, container,
                                  request if request is not None
