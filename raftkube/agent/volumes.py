@@ -549,10 +549,13 @@ class VolumeManager:
             memory = self.memory and volume["emptyDir"].get("medium") == "Memory"
             if memory and os.path.ismount(path):
                 return HostVolume(path)  # mounted before (a restarted agent finds it so)
-            if not os.path.isdir(path):
-                self._ensure_root()
-                os.makedirs(path, exist_ok=True)
-                os.chmod(path, 0o777)
+            try:
+                if not os.path.isdir(path):
+                    self._ensure_root()
+                    os.makedirs(path, exist_ok=True)
+                    os.chmod(path, 0o777)
+            except OSError as e:
+                raise VolumeError(name, f"making its directory failed: {e}") from None
             if memory:
                 self._mount_memory(pod, volume, path, sources)
             return HostVolume(path)

@@ -6,10 +6,14 @@ ones), the last files kept when a source goes, and the mounts of a container."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -395,8 +399,6 @@ def test_a_bad_size_limit_is_a_failed_mount_naming_the_field(tmp_path: Path) -> 
 
 def test_an_agent_that_may_not_mount_fails_the_volume_and_does_not_fall_back(
         tmp_path: Path) -> None:
-    import errno
-
     p, _ = mem_pod("1Mi", None)
     with pytest.raises(VolumeError) as e:
         manager(tmp_path, FakeMount(refuse=errno.EPERM)).setup(p, srcs())
@@ -451,3 +453,31 @@ def test_a_new_pod_whose_source_is_missing_waits(tmp_path: Path) -> None:
     with pytest.raises(VolumeError, match='configmap "c" not found'):
         m.setup(pod({"name": "cfg", "configMap": {"name": "c"}}, uid="new"),
                 srcs(cm__c=None))
+
+
+def test_the_kernel_refusing_the_mount_is_a_clear_failed_mount() -> None:
+    # The real mount(2), in a child process that is not root (uid nobody, when the test
+    # runs as root): the kernel's EPERM comes out as the volume's FailedMount.
+    top = tempfile.mkdtemp(prefix="rk-nomount-", dir="/tmp")  # reachable by nobody
+    os.chmod(top, 0o777)
+    script = (
+        "import sys, os\n"
+        "from raftkube.agent import podenv, volumes\n"
+        "if os.geteuid() == 0: os.setgid(65534); os.setgroups([]); os.setuid(65534)\n"
+        "p = {'metadata': {'uid': 'u'}, 'spec': {'containers': [], 'volumes': [\n"
+        "    {'name': 'mem', 'emptyDir': {'medium': 'Memory', 'sizeLimit': '1Mi'}}]}}\n"
+        "try:\n"
+        "    volumes.VolumeManager(sys.argv[1]).setup(p, podenv.Sources(objects={}))\n"
+        "except volumes.VolumeError as e:\n"
+        "    print(e)\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", script, os.path.join(top, "root")],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith('MountVolume.SetUp failed for volume "mem" : mounting '
+                                     "a tmpfs of 1048576 bytes on "), out.stdout
+        assert "Operation not permitted (the agent runs as uid" in out.stdout
+        assert not volumes.mounts_under(top)
+    finally:
+        volumes.unmount_under(top)
+        shutil.rmtree(top, ignore_errors=True)
