@@ -49,6 +49,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raftkube.agent import (
@@ -88,6 +89,15 @@ def _key(sandbox: rt.Sandbox) -> str:
 
 def _fingerprint(state: rt.PodState) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted((c.name, c.attempt, c.state) for c in state.containers))
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What `Kubelet._execute` did: the containers it could not start (name -> reason,
+    message), and the pod's state after it if known without listing the runtime."""
+
+    failures: dict[str, tuple[str, str]]
+    state: rt.PodState | None
 
 
 class PodNetwork(Protocol):
@@ -352,12 +362,14 @@ class Kubelet:
             if plan.idle or prepared is None:
                 break
             try:
-                failures.update(await self._execute(pod, state, plan, prepared))
+                done = await self._execute(pod, state, plan, prepared)
             except rt.RuntimeFailure as e:
                 reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
-            state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+            failures.update(done.failures)
+            state = done.state if done.state is not None else next(
+                (s for s in await self._states(key) if s.sandbox.uid == uid), None)
         plan.waiting.update(failures)
         self.prober.track(pod, state)
         now = self.clock()
@@ -415,11 +427,13 @@ class Kubelet:
         return pod, state
 
     async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan,
-                       prepared: podconfig.Prepared) -> dict[str, tuple[str, str]]:
+                       prepared: podconfig.Prepared) -> Executed:
         """Do what the plan says; the containers that could not be started, and why: an
         image that could not be had, a spec that could not be resolved
-        (CreateContainerConfigError)."""
+        (CreateContainerConfigError); and the pod's state after it, when the answers of
+        the runtime's own calls tell it."""
         failures: dict[str, tuple[str, str]] = {}
+        started: list[rt.Container] = []
         if plan.sandbox or state is None:
             config = self.network.sandbox_config(pod) if self.network is not None else None
             sandbox = await self.runtime.run_sandbox(pod, config)
@@ -449,7 +463,8 @@ class Kubelet:
             key = actions.backoff_key(pod, c["name"])
             image = str(c.get("image") or "")
             try:
-                await self.runtime.start_container(pod, c, attempt=attempt, request=request)
+                started.append(await self.runtime.start_container(pod, c, attempt=attempt,
+                                                                  request=request))
             except rt.ImagePullFailure as e:
                 self.pulls.failed(key, image, e.reason, e.message, self.clock())
                 failures[c["name"]] = (e.reason, e.message)
@@ -462,7 +477,17 @@ class Kubelet:
                               f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
-        return failures
+        # The containers started were inspected as they started: the state after this is
+        # the one before with them added, and the engine need not be listed again. Not
+        # so when containers were stopped, or when an init container ran (it may have
+        # ended already, and the next one waits on that).
+        inits = {c["name"] for c in actions.named((pod.get("spec") or {}).get("initContainers"))
+                 if not actions.is_sidecar(c)}
+        if plan.stop or any(c.name in inits for c in started):
+            return Executed(failures, None)
+        before = state.containers if state is not None and state.sandbox.uid == sandbox.uid \
+            else ()
+        return Executed(failures, rt.PodState(sandbox, before + tuple(started)))
 
     def _tell_config(self, pod: Obj, reason: str, message: str) -> None:
         """A Warning about the pod's configuration, once per pod and message (it is
