@@ -37,7 +37,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import docker
@@ -241,6 +241,9 @@ class DockerRuntime:
         finally:
             self._removing.discard(cid)
             self._inspected.pop(cid, None)
+
+    def changes(self) -> AsyncGenerator[None, None] | None:
+        return dockerio.changes(self.api, ds.selector(self.cluster, self.node_name))
 
     async def recover(self, pods: Sequence[Obj]) -> None:
         """Nothing to rebuild: the containers' labels are the record. What runs is

@@ -25,24 +25,27 @@ state from the runtime and converges them:
   status, computed by `podstatus.pod_status`, is written with the resourceVersion it was
   read at, only when it differs from what the API holds.
 
-What changes without an API event is found by polling, as Kubernetes' PLEG does: every
-`relist_period` the runtime's pods are listed and a pod whose containers changed (an
-exit) is enqueued; every `config_refresh` the ConfigMaps and Secrets in use are read
-again, and the pods using one that changed are enqueued (their volumes follow it); a
-pod waiting for one is retried every `config_retry` too. Timed changes the kubelet
-itself knows about (a back-off ending, a readiness delay passing) are enqueued for their
-time. A container whose image could not be had waits with the pull's reason
-(`actions.PullBackoff`) while the others start. The prober (`probes.Prober`) is told
-which containers run after every sync and enqueues a pod whose probes' verdict changed:
-a container that turned ready or unready, or that failed its liveness or startup probe,
-which the next sync stops (`Killing`) and restarts as the pod's restartPolicy says. A
-status the kubelet wrote is remembered until the informer catches up, so a reconcile in
-between starts from it rather than from the older cached pod.
+What changes without an API event is found by listing the runtime's pods, as Kubernetes'
+PLEG does, and a pod whose containers changed (an exit) is enqueued: at once when the
+runtime tells of a change (the engine's events, as the evented PLEG), else every
+`relist_period`, and every `evented_relist_period` as a safety net; every
+`config_refresh` the ConfigMaps and Secrets in use are read again, and the pods using
+one that changed are enqueued (their volumes follow it); a pod waiting for one is
+retried every `config_retry` too. Timed changes the kubelet itself knows about (a back-
+off ending, a readiness delay passing) are enqueued for their time. A container whose
+image could not be had waits with the pull's reason (`actions.PullBackoff`) while the
+others start. The prober (`probes.Prober`) is told which containers run after every sync
+and enqueues a pod whose probes' verdict changed: a container that turned ready or
+unready, or that failed its liveness or startup probe, which the next sync stops
+(`Killing`) and restarts as the pod's restartPolicy says. A status the kubelet wrote is
+remembered until the informer catches up, so a reconcile in between starts from it
+rather than from the older cached pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -118,7 +121,8 @@ class Kubelet:
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
                  backoff: actions.CrashBackoff | None = None,
                  pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
-                 workers: int = 4, resync: float = 60.0,
+                 evented_relist_period: float = 10.0, workers: int = 4,
+                 resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
                  informer: inf.Informer | None = None,
                  services: inf.Informer | None = None,
@@ -136,6 +140,9 @@ class Kubelet:
         self.backoff = backoff or actions.CrashBackoff()
         self.pulls = pulls or actions.PullBackoff()
         self.relist_period = relist_period
+        self.evented_relist_period = evented_relist_period
+        self._evented = False  # the runtime's change events are arriving
+        self._runtime_changed = asyncio.Event()
         self.workers = workers
         self.allocatable = dict(allocatable or {})  # empty: every pod is admitted
         self._admitted: set[str] = set()  # uids of the pods admitted by this process
@@ -214,17 +221,41 @@ class Kubelet:
                 self.queue.add(key)
             await self.relist()
             group.create_task(self._relist_forever())
+            group.create_task(self._changes_forever())
             group.create_task(self._refresh_forever())
             group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.workers))
 
     async def _relist_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.relist_period)
+            # While the engine's events arrive, a change is listed when it is told, and
+            # the relist every `evented_relist_period` is a safety net only (Kubernetes'
+            # evented PLEG); without them, every `relist_period` finds the changes.
+            period = self.evented_relist_period if self._evented else self.relist_period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._runtime_changed.wait(), period)
+            self._runtime_changed.clear()
             try:
                 await self.relist()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+
+    async def _changes_forever(self) -> None:
+        """Follow the runtime's change events, subscribing again after a failure; the
+        first item of each subscription lists again (what changed while there was none)."""
+        while True:
+            stream = self.runtime.changes()
+            if stream is None:
+                return
+            try:
+                async with contextlib.aclosing(stream) as changes:
+                    async for _ in changes:
+                        self._evented = True
+                        self._runtime_changed.set()
+            except rt.RuntimeFailure as e:
+                log.warning("%s: the runtime's events: %s", self.node_name, e)
+            self._evented = False
+            await asyncio.sleep(self.relist_period)
 
     async def _refresh_forever(self) -> None:
         # The first round at once: the volumes of pods that went while the agent was
@@ -479,11 +510,12 @@ class Kubelet:
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
         # The containers started were inspected as they started: the state after this is
         # the one before with them added, and the engine need not be listed again. Not
-        # so when containers were stopped, or when an init container ran (it may have
-        # ended already, and the next one waits on that).
+        # so when containers were stopped, when an init container ran (it may have ended
+        # already, and the next one waits on that), or when the sandbox was not running
+        # (the runtime started it again, with a new IP, to start these in it).
         inits = {c["name"] for c in actions.named((pod.get("spec") or {}).get("initContainers"))
                  if not actions.is_sidecar(c)}
-        if plan.stop or any(c.name in inits for c in started):
+        if plan.stop or not sandbox.ready or any(c.name in inits for c in started):
             return Executed(failures, None)
         before = state.containers if state is not None and state.sandbox.uid == sandbox.uid \
             else ()
