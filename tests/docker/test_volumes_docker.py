@@ -178,9 +178,10 @@ async def test_a_memory_empty_dir_is_one_tmpfs_shared_by_the_pods_containers(
     assert await run_in(dockerc, vcluster, "shared", "writer", "cat", "/mem/note") == "hello\n"
     await api.delete(kinds.POD, "default", "shared")
     await gone(api, "shared")
-    await wait_for(lambda: asyncio.to_thread(lambda: not tmpfs_under(vcluster)), timeout=30,
-                   what="the pod's tmpfs unmounted")
-    assert not os.path.exists(os.path.dirname(os.path.dirname(host)))
+    pod_dir = os.path.dirname(os.path.dirname(host))
+    await wait_for(lambda: asyncio.to_thread(
+        lambda: not tmpfs_under(vcluster) and not os.path.exists(pod_dir)), timeout=30,
+        what="the pod's tmpfs unmounted and its directory removed")
 
 
 async def test_a_pod_deleted_while_its_agent_was_killed_has_its_tmpfs_unmounted(
