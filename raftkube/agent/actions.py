@@ -151,7 +151,8 @@ class Plan:
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> why
     recheck: float | None = None  # when a back-off ends: look again then
     init_failed: bool = False  # an init container failed for good: the pod has failed
-    stop: list[str] = field(default_factory=list)  # sidecars to stop: the app has ended
+    # sidecars to stop, in their order of declaration: the app has ended
+    stop: list[str] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:

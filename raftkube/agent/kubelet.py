@@ -404,9 +404,12 @@ class Kubelet:
         else:
             sandbox = state.sandbox
         grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30) or 0)
-        for name in plan.stop:  # the sidecars of a pod whose app has ended
+        deadline = self.clock() + grace
+        for name in reversed(plan.stop):  # the sidecars of a pod whose app has ended:
+            # as at deletion, the last declared first, within one grace period
             self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
-            await self.runtime.stop_container(pod["metadata"]["uid"], name, grace=grace)
+            await self.runtime.stop_container(pod["metadata"]["uid"], name,
+                                              grace=max(0.0, deadline - self.clock()))
         now = self.clock()
         for c, attempt in plan.start:
             try:

@@ -178,3 +178,16 @@ async def test_a_container_killed_for_its_probe_restarts_with_fresh_config(
     assert request is not None and dict(request.env)["X"] == "new"
     (state,) = await s.runtime.pods()
     assert state.latest("c").attempt == 1  # type: ignore[union-attr]
+
+
+async def test_when_the_app_ends_its_sidecars_stop_last_declared_first() -> None:
+    p = sidecars(pod(init=("s1", "s2"), containers=("a",), restart="Never",
+                     exit_after=2, exit_code=0), "s1", "s2")
+    p["spec"]["terminationGracePeriodSeconds"] = 30
+    s = Setup(p)
+    await s.run()
+    stops = Stops(s, took=0)
+    s.clock.advance(2)  # the app exits 0: the pod has ended
+    status = written(await s.run())
+    assert status["phase"] == "Succeeded"
+    assert stops.calls == [("s2", 30), ("s1", 30)]
