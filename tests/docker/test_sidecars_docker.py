@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import docker
 import pytest
 
+from raftkube.agent import dockerspec as ds
 from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
+from raftkube.cli import local
 from raftkube.client import rest
 from tests.cluster.harness import Cluster
 from tests.docker.test_docker_pods import gone, pod, pod_where, sh, status_of
@@ -92,7 +95,8 @@ async def test_the_app_starts_once_the_sidecars_startup_probe_passes(
                             "while :; do sleep 1 & wait $!; done"),
                "restartPolicy": "Always", "volumeMounts": mount,
                "startupProbe": {"exec": {"command": ["test", "-f", "/shared/up"]},
-                                "periodSeconds": 1, "failureThreshold": 60}}
+                                "periodSeconds": 1, "timeoutSeconds": 10,
+                                "failureThreshold": 60}}
     app = sh("app", "test -f /shared/up || exit 1; while :; do sleep 1 & wait $!; done",
              volumeMounts=mount)
     spec = pod("gated", [app], restartPolicy="Never", initContainers=[sidecar],
@@ -108,3 +112,52 @@ async def test_the_app_starts_once_the_sidecars_startup_probe_passes(
     app_started = parse_time(status_of(ready, "app")["state"]["running"]["startedAt"])
     assert app_started - started >= 2.5  # after the sidecar's 3 s (whole seconds)
     await api.delete(kinds.POD, "default", "gated", grace=0)
+
+
+def exec_in(dockerc: docker.DockerClient, c: Cluster, pod_name: str, container: str,
+            command: list[str]) -> None:
+    """Run `command` in a running container of the pod through the engine, as a user
+    would with `docker exec`."""
+    found = dockerc.containers.list(filters={"label": [
+        f"{ds.CLUSTER}={local.cluster_id(c.state_dir)}", f"{ds.POD_NAME}={pod_name}",
+        f"{ds.CONTAINER_NAME}={container}", f"{ds.KIND}={ds.CONTAINER}"]})
+    assert len(found) == 1, f"running containers {container} of pod {pod_name}: {found}"
+    code, output = found[0].exec_run(command)
+    assert code == 0, output
+
+
+async def test_a_sidecars_readiness_and_liveness_probes_run(
+        dcluster: Cluster, api: rest.RestClient, dockerc: docker.DockerClient) -> None:
+    """The sidecar's readiness holds the pod's Ready condition (the app has none); its
+    failed liveness probe restarts it, told as Killing, and the app runs on."""
+    sidecar = {**sh("probed", "touch /tmp/healthy; while :; do sleep 1 & wait $!; done"),
+               "restartPolicy": "Always",
+               # Generous timeouts: an exec that times out on a loaded machine fails
+               # the probe, and a liveness kill then would start a sidecar afresh.
+               "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]},
+                                  "periodSeconds": 1, "timeoutSeconds": 10},
+               "livenessProbe": {"exec": {"command": ["cat", "/tmp/healthy"]},
+                                 "periodSeconds": 1, "timeoutSeconds": 10,
+                                 "failureThreshold": 2}}
+    app = sh("app", "while :; do sleep 1 & wait $!; done")
+    spec = pod("probed", [app], initContainers=[sidecar], terminationGracePeriodSeconds=2)
+    await api.create(kinds.POD, "default", spec)
+    unready = await pod_where(api, "probed", lambda p: "running" in status_of(
+        p, "app").get("state", {}), what="pod probed's app running", timeout=120)
+    ready = next(c for c in unready["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready.get("message")) == (
+        "False", "containers with unready status: [probed]"), ready
+    exec_in(dockerc, dcluster, "probed", "probed", ["touch", "/tmp/ready"])
+    await pod_where(api, "probed", lambda p: conditions.is_true(p, "Ready"),
+                    what="pod probed ready", timeout=60)
+
+    exec_in(dockerc, dcluster, "probed", "probed", ["rm", "/tmp/healthy"])
+    after = await pod_where(api, "probed", lambda p: status_of(
+        p, "probed", init=True).get("restartCount", 0) >= 1 and "running" in status_of(
+        p, "probed", init=True).get("state", {}), what="the sidecar restarted", timeout=60)
+    assert status_of(after, "app")["restartCount"] == 0
+    listed = await api.list(kinds.EVENT, "default")
+    told = [(e.get("reason"), e.get("message")) for e in listed["items"]
+            if (e.get("involvedObject") or {}).get("name") == "probed"]
+    assert ("Killing", "Container probed failed liveness probe, will be restarted") in told
+    await api.delete(kinds.POD, "default", "probed", grace=0)
