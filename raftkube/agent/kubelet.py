@@ -324,6 +324,10 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
         state = await self._kill_unhealthy(key, pod, state)
+        # The probes of what runs now, before deciding: a sidecar found running after the
+        # agent restarted resumes from its reported status, so its startup probe (which
+        # passed) holds nothing up in `_unstarted`.
+        self.prober.track(pod, state)
         rounds = len(actions.named(spec.get("initContainers"))) + 2
         # The same question the loop below asks: a container just killed for failing a
         # probe is about to be restarted, so the pod's ConfigMaps and Secrets are read

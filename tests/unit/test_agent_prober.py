@@ -477,3 +477,33 @@ async def test_a_sidecars_readiness_probe_drives_the_pods_ready_condition() -> N
         assert condition(status, "Ready") == "False"
         assert status["initContainerStatuses"][0]["ready"] is False
         assert "running" in status["initContainerStatuses"][0]["state"]  # not restarted
+
+
+async def test_after_an_agent_restart_a_started_sidecar_holds_nothing_up() -> None:
+    """The sidecar's startup probe had passed (its status says started) but the next
+    init container had not run when the agent went: the new agent resumes the probe
+    from that status and runs the next init container in its first sync, even though
+    the probe would fail now."""
+    def spec() -> Obj:
+        p = pod(init=("s", "i2"))
+        p["spec"]["initContainers"][0].update(
+            restartPolicy="Always", startupProbe={**CAT, "failureThreshold": 100})
+        return p
+
+    first = Setup(spec())
+    first.runtime.answer = MISSING
+    status = await first.sync()
+    assert [s["name"] for s in status["initContainerStatuses"]
+            if "running" in s["state"]] == ["s"]
+    first.prober.forget("uid-p-0001")  # that agent is gone
+    ran = {**spec(), "status": status}
+    ran["status"]["initContainerStatuses"][0]["started"] = True  # as the probe had said
+    async with running(ran) as s:
+        await asyncio.sleep(0)  # the prober runs (nothing else here waits)
+        await s.runtime.recover([ran])
+        s.runtime.answer = MISSING
+        status = await s.sync()
+        inits = {c["name"]: c for c in status["initContainerStatuses"]}
+        assert inits["s"]["started"] is True and inits["s"]["restartCount"] == 0
+        assert inits["i2"]["state"]["terminated"]["exitCode"] == 0
+        assert "running" in status["containerStatuses"][0]["state"]
