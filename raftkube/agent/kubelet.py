@@ -25,24 +25,27 @@ state from the runtime and converges them:
   status, computed by `podstatus.pod_status`, is written with the resourceVersion it was
   read at, only when it differs from what the API holds.
 
-What changes without an API event is found by polling, as Kubernetes' PLEG does: every
-`relist_period` the runtime's pods are listed and a pod whose containers changed (an
-exit) is enqueued; every `config_refresh` the ConfigMaps and Secrets in use are read
-again, and the pods using one that changed are enqueued (their volumes follow it); a
-pod waiting for one is retried every `config_retry` too. Timed changes the kubelet
-itself knows about (a back-off ending, a readiness delay passing) are enqueued for their
-time. A container whose image could not be had waits with the pull's reason
-(`actions.PullBackoff`) while the others start. The prober (`probes.Prober`) is told
-which containers run after every sync and enqueues a pod whose probes' verdict changed:
-a container that turned ready or unready, or that failed its liveness or startup probe,
-which the next sync stops (`Killing`) and restarts as the pod's restartPolicy says. A
-status the kubelet wrote is remembered until the informer catches up, so a reconcile in
-between starts from it rather than from the older cached pod.
+What changes without an API event is found by listing the runtime's pods, as Kubernetes'
+PLEG does, and a pod whose containers changed (an exit) is enqueued: at once when the
+runtime tells of a change (the engine's events, as the evented PLEG), else every
+`relist_period`, and every `evented_relist_period` as a safety net; every
+`config_refresh` the ConfigMaps and Secrets in use are read again, and the pods using
+one that changed are enqueued (their volumes follow it); a pod waiting for one is
+retried every `config_retry` too. Timed changes the kubelet itself knows about (a back-
+off ending, a readiness delay passing) are enqueued for their time. A container whose
+image could not be had waits with the pull's reason (`actions.PullBackoff`) while the
+others start. The prober (`probes.Prober`) is told which containers run after every sync
+and enqueues a pod whose probes' verdict changed: a container that turned ready or
+unready, or that failed its liveness or startup probe, which the next sync stops
+(`Killing`) and restarts as the pod's restartPolicy says. A status the kubelet wrote is
+remembered until the informer catches up, so a reconcile in between starts from it
+rather than from the older cached pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -50,6 +53,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raftkube.agent import (
@@ -91,6 +95,15 @@ def _fingerprint(state: rt.PodState) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted((c.name, c.attempt, c.state) for c in state.containers))
 
 
+@dataclass(frozen=True)
+class Executed:
+    """What `Kubelet._execute` did: the containers it could not start (name -> reason,
+    message), and the pod's state after it if known without listing the runtime."""
+
+    failures: dict[str, tuple[str, str]]
+    state: rt.PodState | None
+
+
 class PodNetwork(Protocol):
     """What the kubelet asks of the node's service networking (services.py)."""
 
@@ -109,7 +122,8 @@ class Kubelet:
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
                  backoff: actions.CrashBackoff | None = None,
                  pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
-                 workers: int = 4, resync: float = 60.0,
+                 evented_relist_period: float = 10.0, workers: int = 4,
+                 resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
                  informer: inf.Informer | None = None,
                  services: inf.Informer | None = None,
@@ -127,6 +141,9 @@ class Kubelet:
         self.backoff = backoff or actions.CrashBackoff()
         self.pulls = pulls or actions.PullBackoff()
         self.relist_period = relist_period
+        self.evented_relist_period = evented_relist_period
+        self._evented = False  # the runtime's change events are arriving
+        self._runtime_changed = asyncio.Event()
         self.workers = workers
         self.allocatable = dict(allocatable or {})  # empty: every pod is admitted
         self._admitted: set[str] = set()  # uids of the pods admitted by this process
@@ -206,17 +223,41 @@ class Kubelet:
                 self.queue.add(key)
             await self.relist()
             group.create_task(self._relist_forever())
+            group.create_task(self._changes_forever())
             group.create_task(self._refresh_forever())
             group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.workers))
 
     async def _relist_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.relist_period)
+            # While the engine's events arrive, a change is listed when it is told, and
+            # the relist every `evented_relist_period` is a safety net only (Kubernetes'
+            # evented PLEG); without them, every `relist_period` finds the changes.
+            period = self.evented_relist_period if self._evented else self.relist_period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._runtime_changed.wait(), period)
+            self._runtime_changed.clear()
             try:
                 await self.relist()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+
+    async def _changes_forever(self) -> None:
+        """Follow the runtime's change events, subscribing again after a failure; the
+        first item of each subscription lists again (what changed while there was none)."""
+        while True:
+            stream = self.runtime.changes()
+            if stream is None:
+                return
+            try:
+                async with contextlib.aclosing(stream) as changes:
+                    async for _ in changes:
+                        self._evented = True
+                        self._runtime_changed.set()
+            except rt.RuntimeFailure as e:
+                log.warning("%s: the runtime's events: %s", self.node_name, e)
+            self._evented = False
+            await asyncio.sleep(self.relist_period)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -357,12 +398,14 @@ class Kubelet:
             if plan.idle or prepared is None:
                 break
             try:
-                failures.update(await self._execute(pod, state, plan, prepared))
+                done = await self._execute(pod, state, plan, prepared)
             except rt.RuntimeFailure as e:
                 reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
-            state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+            failures.update(done.failures)
+            state = done.state if done.state is not None else next(
+                (s for s in await self._states(key) if s.sandbox.uid == uid), None)
         plan.waiting.update(failures)
         self.prober.track(pod, state)
         now = self.clock()
@@ -395,11 +438,13 @@ class Kubelet:
             self.queue.add_after(key, max(0.0, recheck - now) + 0.01)
 
     async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan,
-                       prepared: podconfig.Prepared) -> dict[str, tuple[str, str]]:
+                       prepared: podconfig.Prepared) -> Executed:
         """Do what the plan says; the containers that could not be started, and why: an
         image that could not be had, a spec that could not be resolved
-        (CreateContainerConfigError)."""
+        (CreateContainerConfigError); and the pod's state after it, when the answers of
+        the runtime's own calls tell it."""
         failures: dict[str, tuple[str, str]] = {}
+        started: list[rt.Container] = []
         if plan.sandbox or state is None:
             config = self.network.sandbox_config(pod) if self.network is not None else None
             sandbox = await self.runtime.run_sandbox(pod, config)
@@ -432,7 +477,8 @@ class Kubelet:
             key = actions.backoff_key(pod, c["name"])
             image = str(c.get("image") or "")
             try:
-                await self.runtime.start_container(pod, c, attempt=attempt, request=request)
+                started.append(await self.runtime.start_container(pod, c, attempt=attempt,
+                                                                  request=request))
             except rt.ImagePullFailure as e:
                 self.pulls.failed(key, image, e.reason, e.message, self.clock())
                 failures[c["name"]] = (e.reason, e.message)
@@ -445,7 +491,18 @@ class Kubelet:
                               f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
-        return failures
+        # The containers started were inspected as they started: the state after this is
+        # the one before with them added, and the engine need not be listed again. Not
+        # so when containers were stopped, when an init container ran (it may have ended
+        # already, and the next one waits on that), or when the sandbox was not running
+        # (the runtime started it again, with a new IP, to start these in it).
+        inits = {c["name"] for c in actions.named((pod.get("spec") or {}).get("initContainers"))
+                 if not actions.is_sidecar(c)}
+        if plan.stop or not sandbox.ready or any(c.name in inits for c in started):
+            return Executed(failures, None)
+        before = state.containers if state is not None and state.sandbox.uid == sandbox.uid \
+            else ()
+        return Executed(failures, rt.PodState(sandbox, before + tuple(started)))
 
     def _tell_config(self, pod: Obj, container: str, reason: str, message: str) -> None:
         """A Warning about the configuration of one container of the pod ("": of the
