@@ -5,7 +5,9 @@ its pods already ask for), rebuilt only for the nodes an event touches. A worker
 pending pod's key, asks `core.schedule` for a node, *assumes* the pod there at once (so
 the next decision, made before the informer has seen the binding, counts it), and binds
 it through the pod's `binding` subresource, which the server refuses if the pod is bound
-already. A failed bind forgets the assumption and retries with back-off.
+already; the decisions made while a binding is being written go together, in one
+request and one store transaction (`binder`). A failed bind forgets the assumption and
+retries with back-off.
 
 A pod no node can take gets `PodScheduled=False` (reason `Unschedulable`, Kubernetes'
 message, written only when it changes) and a `FailedScheduling` event, and waits in the
@@ -31,7 +33,7 @@ from raftkube.client import events as ev
 from raftkube.client import informer as inf
 from raftkube.client import rest, workqueue
 from raftkube.client.errors import ApiError, ClientError
-from raftkube.scheduler import core
+from raftkube.scheduler import binder, core
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class Scheduler:
         self.workers = workers
         self.flush_every = flush_every
         self.queue = workqueue.WorkQueue(name=self.name)
+        self.binder = binder.Binder(client, batch=workers)
         self.pods = informers.informer(kinds.POD)
         self.nodes = informers.informer(kinds.NODE)
         self.infos: dict[str, core.NodeInfo] = {}
@@ -151,7 +154,7 @@ class Scheduler:
         self._refresh(node)
         meta = pod["metadata"]
         try:
-            await self.client.bind(meta["namespace"], meta["name"], node,
+            await self.binder.bind(meta["namespace"], meta["name"], node,
                                    uid=meta.get("uid", ""))
         except ApiError as e:
             self.assumed.pop(key, None)
@@ -194,10 +197,13 @@ class Scheduler:
             self._retry_unschedulable()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._flush_forever())
-            group.create_task(workqueue.run_workers(self.queue, self.reconcile,
-                                                    workers=self.workers))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._flush_forever())
+                group.create_task(workqueue.run_workers(self.queue, self.reconcile,
+                                                        workers=self.workers))
+        finally:
+            self.binder.close()
 
 
 def _scheduling_view(node: Obj) -> Any:
