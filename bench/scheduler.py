@@ -294,6 +294,8 @@ def table(r: dict[str, Any]) -> str:
         f"| pods bound a second, end to end through Raft | {r['bind_rate']:,.0f} | "
         f"{ANCHORS[0][1]} (Kubernetes density SLO); {ANCHORS[1][1]} (scheduler_perf) |",
         f"| store writes a second over the same run (all kinds) | {r['store_rate']:,.0f} | |",
+        f"| store writes per bound pod (all kinds, Leases included) | "
+        f"{r['store_rate'] * r['wall'] / max(1, r['bound']):.1f} | |",
         f"| creation → bound, p50 / p99, s | {r['bound_p50']:.2f} / {r['bound_p99']:.2f} | |",
         f"| creation → Running, p50 / p99, s | {r['running_p50']:.2f} / "
         f"{r['running_p99']:.2f} | Kubernetes pod startup SLO: p99 ≤ 5 s |",
