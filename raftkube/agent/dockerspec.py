@@ -260,17 +260,10 @@ def container_spec(pod: Obj, container: Obj, request: rt.ContainerRequest, *,
                  **_limits(container), **sec_host}
     if (pod.get("spec") or {}).get("shareProcessNamespace"):
         host["pid_mode"] = f"container:{sandbox_id}"
-    binds = []
-    tmpfs: dict[str, str] = {}
-    for m in request.mounts:
-        if m.tmpfs or m.source is None:
-            tmpfs[m.target] = "ro" if m.read_only else ""
-        else:
-            binds.append(f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}")
+    binds = [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}"
+             for m in request.mounts]
     if binds:
         host["binds"] = binds
-    if tmpfs:
-        host["tmpfs"] = tmpfs
     return Spec(container_name(pod, name, attempt), create, host)
 
 

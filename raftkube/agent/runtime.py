@@ -77,13 +77,11 @@ class Mount:
     """One volume mount of a container, resolved to the host: `source` is a host
     directory or file (emptyDir, hostPath, and the files the kubelet writes for
     ConfigMap, Secret and downwardAPI volumes; a `medium: Memory` emptyDir is the
-    tmpfs the kubelet mounted on its directory), or None with `tmpfs` for a private
-    tmpfs the runtime makes for this container alone (the kubelet asks for none)."""
+    tmpfs the kubelet mounted on its directory, shared by the pod's containers)."""
 
     target: str  # the mountPath inside the container
-    source: str | None = None
+    source: str
     read_only: bool = False
-    tmpfs: bool = False
 
 
 @dataclass(frozen=True)

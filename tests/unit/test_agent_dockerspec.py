@@ -50,16 +50,15 @@ def test_the_image_keeps_its_own_command_when_the_spec_names_none() -> None:
     assert "entrypoint" not in s.create and "command" not in s.create
 
 
-def test_a_resolved_request_wins_over_the_spec_with_mounts_and_tmpfs() -> None:
+def test_a_resolved_request_wins_over_the_spec_with_its_mounts() -> None:
     req = rt.ContainerRequest(command=("a",), args=(), env=(("K", "v=1"),),
                               mounts=(rt.Mount("/data", "/host/d"),
-                                      rt.Mount("/cfg", "/host/c", read_only=True),
-                                      rt.Mount("/mem", None, tmpfs=True)))
+                                      rt.Mount("/cfg", "/host/c", read_only=True)))
     s = spec_of(pod(), {"name": "c", "image": "i", "command": ["ignored"]}, req)
     assert (s.create["entrypoint"], s.create["command"]) == (["a"], [])
     assert s.create["environment"] == ["K=v=1"]
     assert s.host["binds"] == ["/host/d:/data:rw", "/host/c:/cfg:ro"]
-    assert s.host["tmpfs"] == {"/mem": ""}
+    assert "tmpfs" not in s.host  # a memory emptyDir is the kubelet's mount, bound
 
 
 def test_limits_and_security_context_reach_the_engine() -> None:
