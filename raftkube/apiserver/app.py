@@ -1,7 +1,7 @@
 """The master's HTTP server: etcd's v3 JSON API, Kubernetes-style REST (rest.py),
 health, readiness and metrics.
 
-Every request but `/healthz` is authenticated here, once, for both APIs (`auth`): the
+Every request but `/healthz` and `/version` is authenticated here, once, for both APIs (`auth`): the
 store's API, readiness and metrics are the admin's (401 without a known token, 403 for a
 node's), and REST reads the user from the request. Errors use the grpc-gateway's body
 (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and an
@@ -14,6 +14,7 @@ author decided it in; the state machine refuses it if a newer leader has written
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -21,11 +22,12 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from raftkube.apiserver import auth, fanout, fencing, inputs, metrics, podproxy
+from raftkube.apiserver import auth, fanout, fencing, inputs, metrics, podproxy, version
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -56,6 +58,8 @@ GRPC = {
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
 TERM_HEADER = fencing.TERM_HEADER
 log = logging.getLogger(__name__)
+# What anyone may read: liveness, and `/version`, which Kubernetes serves to anyone too.
+UNAUTHENTICATED = frozenset({"/healthz", "/version"})
 PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a bookmark
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,7 +117,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = route.canonical if route is not None else "unmatched"
     status = 500
     try:
-        if request.path != "/healthz":
+        if request.path not in UNAUTHENTICATED:
             refused = authenticate(request)
             if refused is not None:
                 status = refused.status
@@ -452,6 +456,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+@functools.cache
+def _version() -> dict[str, Any]:
+    """Read once per process: the checkout the server runs from does not change."""
+    return version.info(*version.source_commit(Path(__file__).resolve().parent))
+
+
+async def version_handler(request: web.Request) -> web.Response:
+    return web.json_response(_version())
+
+
 async def readyz(request: web.Request) -> web.Response:
     reason = request.app[REPLICA].not_ready_reason()
     if reason is None:
@@ -501,6 +515,7 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     api = EtcdApi(replica)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/version", version_handler)
     app.router.add_get("/metrics", metrics_handler)
     for path, handler in [
         ("/v3/kv/range", api.range),
