@@ -19,6 +19,9 @@ ServiceUnavailable: nothing was done, and a client may ask another master. A wri
 that was proposed and whose result did not come is a 504 Timeout, as in Kubernetes: it
 may still be applied, and must not be sent again blindly (`objects`).
 
+A GET, list or watch whose Accept header asks for a meta.k8s.io Table (kubectl's `get`)
+gets one, with Kubernetes' columns for the kind (`tables`, `api.printers`).
+
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
 objects as ADDED. A selector-filtered watch sends DELETED when an object stops matching
@@ -37,7 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, references, schema, selectors
-from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy
+from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy, tables
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -143,19 +146,22 @@ class Rest:
             raise stt.bad_request(f'fieldValidation: Unsupported value: "{strictness}": '
                                   'supported values: "Ignore", "Strict", "Warn"')
         if method == "GET":
+            table = tables.wanted(request.headers.get("Accept", ""), q)
             if t.name:
                 if not user.admin and t.kind.plural in NODE_REFERENCED:
                     await self.authorize_referenced(user, t)
                 else:
                     self.authorize(user, "get", t, None)
                 stored = await self.objects.get(t.kind, t.namespace, t.name)
+                if table is not None:
+                    return web.json_response(tables.of_object(t.kind, stored.obj, table))
                 return web.json_response(stored.obj)
             verb = "watch" if q.get("watch") in ("true", "1") else "list"
             self.authorize(user, verb, t, None)
             label, fields = parse_selectors(q)
             query_int(q, "resourceVersion", minimum=0)  # refused here, by name, if bad
             if verb == "watch":
-                return await self.watch(request, t, label, fields)
+                return await self.watch(request, t, label, fields, table)
             limit = query_int(q, "limit", minimum=0)
             result = await self.objects.list_objects(t.kind, t.namespace or None, label=label,
                                              fields=fields, limit=limit,
@@ -163,6 +169,8 @@ class Rest:
             meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
             if result.continue_token:
                 meta["continue"] = result.continue_token
+            if table is not None:
+                return web.json_response(tables.of_list(t.kind, result.items, meta, table))
             return web.json_response({"kind": f"{t.kind.kind}List",
                                       "apiVersion": t.kind.api_version,
                                       "metadata": meta, "items": result.items})
@@ -301,7 +309,8 @@ class Rest:
 
     async def watch(self, request: web.Request, t: Target,
                     label: selectors.LabelSelector | None,
-                    fields: selectors.FieldSelector | None) -> web.StreamResponse:
+                    fields: selectors.FieldSelector | None,
+                    table: tables.Wanted | None = None) -> web.StreamResponse:
         q = request.query
         rv_text = q.get("resourceVersion", "")
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
@@ -326,11 +335,19 @@ class Rest:
         # Every watcher of the same path and selectors sends the same bytes for a revision.
         stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
-        def lines(revision: int, events: list[st.Event]) -> bytes:
+        def plain(revision: int, events: list[st.Event]) -> bytes:
             return self.encodings.get(revision, stream, lambda: watch_lines(
                 events, label, fields, self.decoded))
 
-        framed = ("rest-chunked", *stream[1:])
+        def lines(revision: int, events: list[st.Event]) -> bytes:
+            if table is None:
+                return plain(revision, events)
+            # Tables of the same events are shared too, per kind of Table asked for.
+            return self.encodings.get(revision, ("table", table, *stream), lambda: tables.
+                                      watch_lines(t.kind, plain(revision, events), table))
+
+        framed: tuple[Any, ...] = ("rest-chunked", *stream[1:], table)
+
 
         def wire(revision: int, events: list[st.Event]) -> bytes:
             return self.encodings.get(revision, framed,
@@ -347,7 +364,9 @@ class Rest:
 
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await fanout.pump(
-            request, resp, watcher, preface=(watch_line("ADDED", obj) for obj in initial),
+            request, resp, watcher, preface=(
+                watch_line("ADDED", obj if table is None else tables.of_object(t.kind, obj, table))
+                for obj in initial),
             history=history, lines=lines, wire=wire,
             idle_every=self.bookmark_every if bookmarks else math.inf,
             idle_line=bookmark, cancel_line=gone,
