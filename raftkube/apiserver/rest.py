@@ -40,7 +40,16 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, references, schema, selectors
-from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy, tables
+from raftkube.apiserver import (
+    auth,
+    fanout,
+    fencing,
+    inputs,
+    patches,
+    podproxy,
+    scale,
+    tables,
+)
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -59,7 +68,7 @@ NODE_REFERENCED = {"configmaps", "secrets"}
 # The verbs of each subresource, as Kubernetes serves them: status is read and written
 # (get, update, patch), a binding created, a namespace's finalize updated.
 SUBRESOURCE_METHODS = {"status": ("GET", "PUT", "PATCH"), "binding": ("POST",),
-                       "finalize": ("PUT",)}
+                       "finalize": ("PUT",), "scale": ("GET", "PUT", "PATCH")}
 
 
 @dataclass
@@ -152,6 +161,9 @@ class Rest:
                     await self.authorize_referenced(user, t)
                 else:
                     self.authorize(user, "get", t, None)
+                if t.subresource == "scale":
+                    return web.json_response(await self.objects.get_scale(
+                        t.kind, t.namespace, t.name))
                 stored = await self.objects.get(t.kind, t.namespace, t.name)
                 if table is not None:
                     return web.json_response(tables.of_object(t.kind, stored.obj, table))
@@ -197,6 +209,11 @@ class Rest:
             raise stt.ApiError(405, "MethodNotAllowed",
                                "the server does not allow this method on the requested "
                                "resource")
+        if method == "PUT" and t.subresource == "scale":
+            body = await read_object(request)
+            await self.authorize_existing(user, "update", t)
+            return web.json_response(await self.objects.update_scale(
+                t.kind, t.namespace, t.name, body, dry_run=dry_run))
         if method == "PUT":
             body = await read_object(request)
             check_body(body, t)
@@ -210,17 +227,20 @@ class Rest:
                                                 subresource=t.subresource, dry_run=dry_run)
             return warn(web.json_response(updated), warnings)
         if method == "PATCH":
-            ctype = request.content_type
-            if ctype not in ("application/merge-patch+json",
-                             "application/strategic-merge-patch+json", "application/json"):
-                raise stt.ApiError(415, "UnsupportedMediaType",
-                                   f"the body of the request was in an unknown format - "
-                                   f"accepted media types include: "
-                                   f"application/merge-patch+json (got {ctype})")
+            patch_type = patches.type_of(request.content_type)
             patch = await read_body(request)
             await self.authorize_existing(user, "patch", t)
-            patch, warnings = check_fields(patch, t, strictness)
+            if t.subresource == "scale":
+                return web.json_response(await self.objects.patch_scale(
+                    t.kind, t.namespace, t.name, patch, patch_type=patch_type,
+                    dry_run=dry_run))
+            if patch_type != "json":  # a JSON patch's paths are checked as it applies
+                patch, warnings = check_fields(patch, t, strictness,
+                                               directives=patch_type == "strategic")
+            else:
+                warnings = []
             patched = await self.objects.patch(t.kind, t.namespace, t.name, patch,
+                                               patch_type=patch_type,
                                                subresource=t.subresource, dry_run=dry_run)
             return warn(web.json_response(patched), warnings)
         if method == "DELETE":
@@ -452,6 +472,8 @@ def has_subresource(kind: kinds.Kind, sub: str) -> bool:
         return kind.kind in ob.STATUS_SUBRESOURCE
     if sub == "finalize":
         return kind.kind == "Namespace"
+    if sub == "scale":
+        return kind.kind in scale.SCALABLE
     return sub == "binding" and kind.kind == "Pod"
 
 
@@ -506,21 +528,23 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def check_fields(body: Any, t: Target, strictness: str) -> tuple[Any, list[str]]:
+def check_fields(body: Any, t: Target, strictness: str, *,
+                 directives: bool = False) -> tuple[Any, list[str]]:
     """Kubernetes' field validation: fields its API does not have are refused (Strict), or
     dropped and reported in Warning headers (Warn, the default), or dropped (Ignore),
     before anything is written. The body to go on with, and the warnings."""
     if not isinstance(body, dict):
         return body, []
     object_schema = schema.object_schema(t.kind.kind)
-    unknown = schema.unknown_fields(body, object_schema)
+    unknown = schema.unknown_fields(body, object_schema, directives=directives)
     if not unknown:
         return body, []
     words = [f'unknown field "{field}"' for field in unknown]
     if strictness == "Strict":
         raise stt.bad_request(f'{t.kind.kind} in version "{t.kind.version}" cannot be handled '
                               f"as a {t.kind.kind}: strict decoding error: " + ", ".join(words))
-    return schema.drop_unknown(body, object_schema), words if strictness == "Warn" else []
+    return (schema.drop_unknown(body, object_schema, directives=directives),
+            words if strictness == "Warn" else [])
 
 
 def warn(resp: web.Response, warnings: list[str]) -> web.Response:
@@ -572,6 +596,15 @@ def discovery_group(path: str) -> dict[str, Any]:
                               "shortNames": list(k.short_names),
                               "verbs": ["create", "delete", "get", "list", "patch", "update",
                                         "watch"]})
+            # Subresources, as Kubernetes lists them: client-go's scale client finds the
+            # Scale's group and version of `deployments/scale` here.
+            if k.kind in ob.STATUS_SUBRESOURCE:
+                resources.append({"name": f"{k.plural}/status", "namespaced": k.namespaced,
+                                  "kind": k.kind, "verbs": ["get", "patch", "update"]})
+            if k.kind in scale.SCALABLE:
+                resources.append({"name": f"{k.plural}/scale", "namespaced": k.namespaced,
+                                  "group": "autoscaling", "version": "v1", "kind": "Scale",
+                                  "verbs": ["get", "patch", "update"]})
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
             "resources": resources}
