@@ -500,7 +500,7 @@ class Objects:
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
                      propagation: str = "Background", grace: int | None = None,
                      dry_run: bool = False,
-                     preconditions: dict[str, str] | None = None) -> dict[str, Any]:
+                     preconditions: dict[str, str] | None = None) -> deletion.Outcome:
         """DELETE, as Kubernetes' API server does it (see `deletion` and `namespaces`):
         `preconditions` (uid, resourceVersion) must hold for the object read."""
         current = await self.get(kind, namespace, name)

@@ -42,6 +42,7 @@ from aiohttp import web
 from raftkube.api import kinds, references, schema, selectors
 from raftkube.apiserver import (
     auth,
+    deletion,
     fanout,
     fencing,
     inputs,
@@ -268,11 +269,11 @@ class Rest:
                 raise stt.bad_request("preconditions: must be an object of uid and "
                                       "resourceVersion strings")
             await self.authorize_existing(user, "delete", t)
-            deleted = await self.objects.delete(t.kind, t.namespace, t.name,
+            outcome = await self.objects.delete(t.kind, t.namespace, t.name,
                                                 propagation=propagation, grace=grace,
                                                 dry_run=dry_run,
                                                 preconditions=preconditions)
-            return web.json_response(deleted)
+            return web.json_response(deletion.answer(t.kind, outcome))
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
 
     # ---- authorization ------------------------------------------------------------------
