@@ -59,7 +59,7 @@ BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks
 TERM_HEADER = fencing.TERM_HEADER
 log = logging.getLogger(__name__)
 # What anyone may read: liveness, and `/version`, which Kubernetes serves to anyone too.
-UNAUTHENTICATED = frozenset({"/healthz", "/version"})
+UNAUTHENTICATED = frozenset({"/healthz", "/version", "/version/"})
 PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a bookmark
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -516,6 +516,7 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/version", version_handler)
+    app.router.add_get("/version/", version_handler)  # what the Python client asks for
     app.router.add_get("/metrics", metrics_handler)
     for path, handler in [
         ("/v3/kv/range", api.range),

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.unit
 async def test_version_has_kubernetes_and_etcd_keys_without_a_token(served: Served) -> None:
     status, body = await call(served, "GET", "/version", auth=False)
     assert status == 200, body
+    assert (await call(served, "GET", "/version/", auth=False)) == (200, body)
     assert body["major"] == "1" and body["minor"] == "30"
     assert body["gitVersion"] == "v1.30.0-raftkube"
     for key in ("gitCommit", "buildDate", "goVersion", "compiler", "platform"):
