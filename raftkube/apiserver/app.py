@@ -27,7 +27,16 @@ from typing import Any
 
 from aiohttp import web
 
-from raftkube.apiserver import auth, fanout, fencing, inputs, metrics, podproxy, version
+from raftkube.apiserver import (
+    auth,
+    fanout,
+    fencing,
+    inputs,
+    metrics,
+    openapi,
+    podproxy,
+    version,
+)
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -466,6 +475,43 @@ async def version_handler(request: web.Request) -> web.Response:
     return web.json_response(_version())
 
 
+def _document(request: web.Request, body: bytes, etag: str) -> web.Response:
+    """An OpenAPI document with its ETag; 304 when the client has it already."""
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache, private",
+               "Vary": "Accept"}
+    if request.headers.get("If-None-Match", "").strip('"') == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _accepts_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return not accept or any(t.split(";")[0].strip() in ("application/json", "*/*",
+                                                          "application/*")
+                             for t in accept.split(","))
+
+
+async def openapi_v2(request: web.Request) -> web.Response:
+    if not _accepts_json(request):  # v2 in protobuf: client-go asks again for JSON
+        return web.json_response(stt.ApiError(
+            406, "NotAcceptable", "only application/json is served here").status(),
+            status=406)
+    return _document(request, *openapi.v2_document())
+
+
+async def openapi_v3_index(request: web.Request) -> web.Response:
+    return _document(request, *openapi.v3_index())
+
+
+async def openapi_v3(request: web.Request) -> web.Response:
+    found = openapi.v3_documents().get(request.match_info["gv"])
+    if found is None:
+        return web.json_response(stt.ApiError(404, "NotFound", "no OpenAPI document for "
+                                              f"{request.match_info['gv']}").status(),
+                                 status=404)
+    return _document(request, *found)
+
+
 async def readyz(request: web.Request) -> web.Response:
     reason = request.app[REPLICA].not_ready_reason()
     if reason is None:
@@ -517,6 +563,9 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/version", version_handler)
     app.router.add_get("/version/", version_handler)  # what the Python client asks for
+    app.router.add_get("/openapi/v2", openapi_v2)
+    app.router.add_get("/openapi/v3", openapi_v3_index)
+    app.router.add_get("/openapi/v3/{gv:.+}", openapi_v3)
     app.router.add_get("/metrics", metrics_handler)
     for path, handler in [
         ("/v3/kv/range", api.range),
