@@ -183,3 +183,17 @@ def test_watch_from_another_master(cluster_apis: dict[str, Any]) -> None:
     t.join(60)
     assert not t.is_alive()
     assert seen == [("ADDED", "w1"), ("ADDED", "w2"), ("DELETED", "w2")]
+
+
+def test_openapi_v3_from_every_master_with_the_same_etag(cluster_apis: dict[str, Any]) -> None:
+    etags = set()
+    for api in cluster_apis.values():
+        conf = api.configuration
+        resp = api.call_api("GET", conf.host + "/openapi/v3/apis/apps/v1", header_params={
+            "Authorization": conf.get_api_key_with_prefix("authorization")})
+        resp.read()
+        assert resp.status == 200
+        doc = json.loads(resp.data)
+        assert "io.k8s.api.apps.v1.Deployment" in doc["components"]["schemas"]
+        etags.add(resp.getheader("ETag"))
+    assert len(etags) == 1 and None not in etags
