@@ -6,6 +6,11 @@ plain list gets only NAME and AGE. The columns are `api.printers`', the same `rk
 prints. A GET of one object, a list and a watch (every event's object a one-row Table)
 can be answered with a Table; `includeObject` says what each row carries (None, the
 object's metadata, the default, or all of it).
+
+Kubernetes sends a watch's column definitions in its first event only. Here every event
+carries them: a revision's bytes are made once and shared by every watcher of the same
+stream (`fanout`), whatever each has sent before, and clients read repeated definitions
+as the same columns (kubectl 1.30 and 1.32 `get -w` print one header).
 """
 
 from __future__ import annotations
