@@ -26,6 +26,9 @@ from typing import Any
 
 MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
+# Fields a body may hold, all messages together: the JSON bodies' bound on values
+# (`inputs.MAX_JSON_VALUES`), so that a body of tiny fields cannot hold the event loop.
+MAX_FIELDS = 100_000
 
 
 class Unsupported(Exception):
@@ -120,11 +123,15 @@ def _varint(b: bytes, i: int) -> tuple[int, int]:
             return value, i
 
 
-def _fields(b: bytes) -> list[tuple[int, int, Any]]:
-    """(field number, wire type, value): an int for varints, bytes for the rest."""
+def _fields(b: bytes, budget: list[int]) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, value): an int for varints, bytes for the rest.
+    `budget` holds the fields the body may still hold."""
     out: list[tuple[int, int, Any]] = []
     i = 0
     while i < len(b):
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise Unsupported(f"protobuf: the body holds more than {MAX_FIELDS} fields")
         key, i = _varint(b, i)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -149,9 +156,9 @@ def _empty(value: Any) -> bool:
     return value in ("", 0, False, b"") or value == {} or value == []
 
 
-def _entry(raw: bytes, what: str) -> tuple[str, bytes]:
+def _entry(raw: bytes, what: str, budget: list[int]) -> tuple[str, bytes]:
     key, value = "", b""
-    for number, _, v in _fields(raw):
+    for number, _, v in _fields(raw, budget):
         if number == 1 and isinstance(v, bytes):
             key = v.decode()
         elif number == 2 and isinstance(v, bytes):
@@ -161,10 +168,10 @@ def _entry(raw: bytes, what: str) -> tuple[str, bytes]:
     return key, value
 
 
-def decode_message(raw: bytes, name: str) -> dict[str, Any]:
+def decode_message(raw: bytes, name: str, budget: list[int]) -> dict[str, Any]:
     schema = MESSAGES[name]
     out: dict[str, Any] = {}
-    for number, wire, value in _fields(raw):
+    for number, wire, value in _fields(raw, budget):
         f = schema.get(number)
         if f is None:
             if _empty(value):
@@ -172,19 +179,20 @@ def decode_message(raw: bytes, name: str) -> dict[str, Any]:
             raise Unsupported(f"protobuf: field {number} of {name} is not read here; "
                               "send the object as JSON")
         if f.type in ("map", "bytesmap", "quantitymap"):
-            key, data = _entry(value, f.name)
+            key, data = _entry(value, f.name, budget)
             if f.type == "map":
                 entry: Any = data.decode()
             elif f.type == "bytesmap":
                 entry = base64.b64encode(data).decode()
             else:
-                entry = _quantity(data)
+                entry = _quantity(data, budget)
             out.setdefault(f.name, {})[key] = entry
             continue
         if f.type == "message" or f.type == "time":
             if wire != 2:
                 raise Unsupported(f"protobuf: field {number} of {name} must be a message")
-            decoded: Any = _time(value) if f.type == "time" else decode_message(value, f.message)
+            decoded: Any = _time(value, budget) if f.type == "time" \
+                else decode_message(value, f.message, budget)
         elif f.type == S:
             if wire != 2:
                 raise Unsupported(f"protobuf: field {number} of {name} must be a string")
@@ -204,17 +212,17 @@ def decode_message(raw: bytes, name: str) -> dict[str, Any]:
     return out
 
 
-def _quantity(raw: bytes) -> str:
-    for number, _, v in _fields(raw):
+def _quantity(raw: bytes, budget: list[int]) -> str:
+    for number, _, v in _fields(raw, budget):
         if number == 1 and isinstance(v, bytes):
             return v.decode()
     return "0"
 
 
-def _time(raw: bytes) -> Any:
+def _time(raw: bytes, budget: list[int]) -> Any:
     """A metav1.Time (seconds, nanos); the zero time, as Go sends an unset one, is ""."""
     seconds = 0
-    for number, _, v in _fields(raw):
+    for number, _, v in _fields(raw, budget):
         if number == 1 and isinstance(v, int):
             seconds = _signed(v)
     if not seconds:
@@ -228,9 +236,10 @@ def decode(body: bytes) -> dict[str, Any]:
         raise Unsupported("protobuf: the body does not start with Kubernetes' k8s\\0 magic")
     type_meta: dict[str, Any] = {}
     raw = b""
-    for number, wire, value in _fields(body[len(MAGIC):]):
+    budget = [MAX_FIELDS]
+    for number, wire, value in _fields(body[len(MAGIC):], budget):
         if number == 1 and wire == 2:
-            type_meta = decode_message(value, "TypeMeta")
+            type_meta = decode_message(value, "TypeMeta", budget)
         elif number == 2 and wire == 2:
             raw = value
         elif number in (3, 4) and _empty(value):
@@ -242,5 +251,5 @@ def decode(body: bytes) -> dict[str, Any]:
         readable = ", ".join(k for _, k in sorted(KINDS))
         raise Unsupported(f"protobuf bodies are read for {readable} only, not "
                           f"{api_version} {kind}; send it as JSON")
-    obj = decode_message(raw, kind)
+    obj = decode_message(raw, kind, budget)
     return {"apiVersion": api_version, "kind": kind, **obj}

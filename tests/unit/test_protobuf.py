@@ -58,6 +58,8 @@ def test_kubectls_deployment_keeps_a_zero_pointer_and_drops_empty_fields() -> No
     # An unknown field with a value in ObjectMeta (field 30, "x"): refused, not dropped.
     (CONFIGMAP.replace(b"\x0a\x03cm2", b"\x0a\x03cm2\xf2\x01\x01x").replace(
         b"\x12\xc0\x01\x0a\xb5\x01", b"\x12\xc4\x01\x0a\xb9\x01"), "field 30 of ObjectMeta"),
+    # 200,000 empty fields: refused at the bound, before they are all walked.
+    (b"k8s\x00" + b"\x1a\x00" * 200_000, "more than 100000 fields"),
 ])
 def test_what_cannot_be_read_faithfully_is_refused(body: bytes, words: str) -> None:
     with pytest.raises(protobuf.Unsupported) as e:
