@@ -380,10 +380,14 @@ class Objects:
 
     async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
                     patch_type: str = "merge", subresource: str = "",
-                    dry_run: bool = False) -> dict[str, Any]:
+                    dry_run: bool = False,
+                    check: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                    ) -> dict[str, Any]:
         """PATCH, of one of `patches.TYPES`; retried on a conflict with another writer
         (the patch is applied to what is stored), never past a resourceVersion the patch
-        itself names (a precondition)."""
+        itself names (a precondition). `check` sees the patched object before it is
+        written, and gives the object to write (field validation of a JSON patch, whose
+        fields are known only once it has applied)."""
         patches.check(patch, patch_type)
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
@@ -391,6 +395,8 @@ class Objects:
             patched = patches.apply(base, patch, patch_type, kind.kind)
             if not isinstance(patched, dict):
                 raise stt.bad_request("the patch must leave an object")
+            if check is not None:
+                patched = check(patched)
             wanted_rv = patches.resource_version(patched)
             if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
                 raise stt.conflict(kind.resource, name)  # a precondition: no retry

@@ -236,14 +236,22 @@ class Rest:
                 return web.json_response(await self.objects.patch_scale(
                     t.kind, t.namespace, t.name, patch, patch_type=patch_type,
                     dry_run=dry_run))
-            if patch_type != "json":  # a JSON patch's paths are checked as it applies
+            warnings = []
+
+            def check_result(patched: dict[str, Any]) -> dict[str, Any]:
+                # A JSON patch's fields are known once it has applied: checked then.
+                nonlocal warnings
+                checked, warnings = check_fields(patched, t, strictness)
+                result: dict[str, Any] = checked
+                return result
+
+            if patch_type != "json":
                 patch, warnings = check_fields(patch, t, strictness,
                                                directives=patch_type == "strategic")
-            else:
-                warnings = []
-            patched = await self.objects.patch(t.kind, t.namespace, t.name, patch,
-                                               patch_type=patch_type,
-                                               subresource=t.subresource, dry_run=dry_run)
+            patched = await self.objects.patch(
+                t.kind, t.namespace, t.name, patch, patch_type=patch_type,
+                subresource=t.subresource, dry_run=dry_run,
+                check=check_result if patch_type == "json" else None)
             return warn(web.json_response(patched), warnings)
         if method == "DELETE":
             options = await read_body(request) if request.can_read_body else {}

@@ -42,6 +42,8 @@ async def test_json_patch_applies_and_a_failed_test_is_422(served: Served) -> No
     (JSON_PATCH, [{"op": "add", "path": "/data/b"}], 400, "[0].value: Required value"),
     (JSON_PATCH, [{"op": "remove", "path": "/data/nope"}], 422, '"/data/nope" does not exist'),
     (JSON_PATCH, [{"op": "replace", "path": "/data/a", "value": 5}], 422, "data[a]"),
+    (JSON_PATCH, [{"op": "add", "path": "/bogus", "value": 1}], 400,
+     'strict decoding error: unknown field "bogus"'),
     (STRATEGIC, [{"data": {}}], 400, "must be a JSON object"),
     (STRATEGIC, {"data": {"$frob": "x"}}, 400, "data.$frob: unknown patch directive"),
     (MERGE, [1], 400, "must be a JSON object"),
@@ -52,10 +54,24 @@ async def test_json_patch_applies_and_a_failed_test_is_422(served: Served) -> No
 async def test_bad_patches_name_the_problem_and_change_nothing(
         served: Served, headers: dict[str, str], body: Any, status: int, words: str) -> None:
     before = await ok(served, "POST", CMS, cm("b", a="1"))
-    got, answer = await call(served, "PATCH", CMS + "/b", body, headers=headers)
+    got, answer = await call(served, "PATCH", CMS + "/b?fieldValidation=Strict", body,
+                             headers=headers)
     assert got == status, answer
     assert words in answer["message"], answer["message"]
     await unchanged(served, CMS + "/b", before)
+
+
+async def test_a_json_patchs_unknown_fields_are_dropped_with_a_warning(
+        served: Served) -> None:
+    await ok(served, "POST", CMS, cm("w", a="1"))
+    async with served.client.patch(CMS + "/w", json=[
+            {"op": "add", "path": "/bogus", "value": 1},
+            {"op": "add", "path": "/data/b", "value": "2"}],
+            headers={**served.auth, **JSON_PATCH}) as resp:
+        assert resp.status == 200
+        out = await resp.json()
+        assert "bogus" in resp.headers.get("Warning", "")
+    assert "bogus" not in out and out["data"] == {"a": "1", "b": "2"}
 
 
 async def test_strategic_patch_of_a_deployment_merges_containers(served: Served) -> None:
