@@ -424,13 +424,21 @@ class Objects:
         """PUT of a Scale: its replicas into the object's spec; its resourceVersion, if
         any, a precondition."""
         replicas = scale.replicas_of(name, body)
-        current = await self.get(kind, namespace, name)
         wanted_rv = patches.resource_version(body)
-        if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
-            raise stt.conflict(kind.resource, name)
-        new = scale.scaled(rec.without_rv(current.obj), replicas)
-        return scale.of(await self._update(kind, namespace, name, current, new,
-                                           subresource="", dry_run=dry_run))
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
+                raise stt.conflict(kind.resource, name)
+            new = scale.scaled(rec.without_rv(current.obj), replicas)
+            try:
+                return scale.of(await self._update(kind, namespace, name, current, new,
+                                                   subresource="", dry_run=dry_run))
+            except stt.ApiError as e:
+                # Without a resourceVersion the write is unconditional, as in Kubernetes:
+                # a controller's status write in between is read again, not an error.
+                if e.reason != "Conflict" or stt.is_fenced(e) or wanted_rv not in (None, ""):
+                    raise
+        raise stt.conflict(kind.resource, name)
 
     async def patch_scale(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
                           patch_type: str, dry_run: bool = False) -> dict[str, Any]:
