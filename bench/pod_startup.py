@@ -8,6 +8,9 @@ monotonic clock.
 - raw start: a busybox httpd with a published port, created and started through the
   SDK until the engine says it runs, `--serial` times one after another (p50, p99);
 - raw 30: thirty such containers, serially and with 4 starts at once (wall time);
+- raw pod-shaped: the same httpd as the agent makes a pod (a pause container, then the
+  httpd in its namespaces), one after another (p50, p99) and thirty with 4 at once: the
+  engine's floor under a pod, beside the goals' single-container anchor;
 - pods one after another: `--serial` pods (scheduled, not bound by hand) each from the
   create request to its Ready condition as a watch delivers it (p50, p99);
 - Deployment: `--replicas` replicas of the same httpd on the 2 agents, from the create
@@ -48,6 +51,7 @@ from tests.cluster.harness import Cluster  # noqa: E402
 
 Obj = dict[str, Any]
 IMAGE = "busybox:1.36"
+PAUSE = "raftkube/pause:1"  # the agent's sandbox image (scripts/docker-setup.sh)
 HTTPD = ["httpd", "-f", "-p", "8080", "-h", "/etc"]
 RAW_LABEL = "io.raftkube.bench=pod_startup"
 SECTION_BEGIN = "<!-- bench/pod_startup.py: begin -->"
@@ -68,6 +72,24 @@ def raw_start(client: docker.DockerClient) -> float:
                               labels={"io.raftkube.bench": "pod_startup"})
     c.reload()
     assert c.status == "running", c.status
+    return time.monotonic() - start
+
+
+def raw_pod_start(client: docker.DockerClient) -> float:
+    """The same httpd as a pod is made of: a pause container holding the network and IPC
+    namespaces, then the httpd joining them, each waited for until it runs, as the
+    kubelet does; no published port (a node's ports are the agent's proxy's)."""
+    start = time.monotonic()
+    pause = client.containers.run(PAUSE, detach=True, ipc_mode="shareable",
+                                  labels={"io.raftkube.bench": "pod_startup"})
+    pause.reload()
+    assert pause.status == "running", pause.status
+    app = client.containers.run(IMAGE, HTTPD, detach=True,
+                                network_mode=f"container:{pause.id}",
+                                ipc_mode=f"container:{pause.id}",
+                                labels={"io.raftkube.bench": "pod_startup"})
+    app.reload()
+    assert app.status == "running", app.status
     return time.monotonic() - start
 
 
@@ -92,9 +114,17 @@ def raw(serial: int, many: int) -> dict[str, Any]:
             list(pool.map(lambda _: raw_start(client), range(many)))
         parallel = time.monotonic() - start
         raw_clean(client)
+        pod_one = [raw_pod_start(client) for _ in range(serial)]
+        raw_clean(client)
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: raw_pod_start(client), range(many)))
+        pod_parallel = time.monotonic() - start
+        raw_clean(client)
     finally:
         client.close()
-    return {"one": one, "serial": serially, "parallel4": parallel}
+    return {"one": one, "serial": serially, "parallel4": parallel, "pod_one": pod_one,
+            "pod_parallel4": pod_parallel}
 
 
 # ---- raftkube ----------------------------------------------------------------------------
@@ -216,6 +246,18 @@ def report(rawf: dict[str, Any], rk: dict[str, Any], args: argparse.Namespace) -
         f"parallel starts, {rawf['serial']:.1f} s serially | ≤ 1.3 × |",
         f"| idle agent with 10 pods: RSS, CPU over {args.idle_seconds:g} s | "
         f"{rk['idle'][0]:.0f} MB, {rk['idle'][1]:.2f} % | | ≤ 60 MB, ≤ 1 % |",
+        "",
+        "The same pods made by hand through the SDK (a pause container, then the httpd "
+        "joining its namespaces, each waited for until it runs): what a pod costs the "
+        "engine before any orchestration, the floor under the raftkube column.",
+        "",
+        "| measure | raw Docker, pod-shaped (same run) | raftkube over it |",
+        "|---|---|---|",
+        f"| one pod, p50 / p99 | {pct(rawf['pod_one'], 50):.2f} s / "
+        f"{pct(rawf['pod_one'], 99):.2f} s | {pct(rk['one'], 50) / pct(rawf['pod_one'], 50):.2f}"
+        f" × / {pct(rk['one'], 99) / pct(rawf['pod_one'], 99):.2f} × |",
+        f"| {args.replicas} pods, 4 at once | {rawf['pod_parallel4']:.1f} s | "
+        f"{rk['deployment'] / rawf['pod_parallel4']:.2f} × |",
     ]
     return "\n".join(rows)
 
@@ -248,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  one: p50 {pct(rawf['one'], 50):.2f} s p99 {pct(rawf['one'], 99):.2f} s; "
           f"{args.replicas}: {rawf['parallel4']:.1f} s 4-parallel, {rawf['serial']:.1f} s "
           "serially", flush=True)
+    print(f"  pod-shaped one: p50 {pct(rawf['pod_one'], 50):.2f} s p99 "
+          f"{pct(rawf['pod_one'], 99):.2f} s; {args.replicas}: {rawf['pod_parallel4']:.1f} s"
+          " 4-parallel", flush=True)
     state = tempfile.mkdtemp(prefix="rk-bench-startup-")
     c = Cluster(state)
     try:

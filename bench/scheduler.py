@@ -174,6 +174,10 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
     urls = [f"http://{m['api']}" for m in layout["masters"]]
     pids = {m["name"]: int(open(f"{state}/pids/{m['name']}.pid").read())
             for m in layout["masters"]}
+    # Every other process of the cluster (the simulated agents): their CPU is part of
+    # what one pod costs this machine.
+    others = {f[:-4]: int(open(f"{state}/pids/{f}").read())
+              for f in os.listdir(f"{state}/pids") if f[:-4] not in pids}
     timeline = Timeline()
     stop = asyncio.Event()
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
@@ -181,7 +185,16 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
         leader = await leader_name(session, layout)
         watcher = asyncio.ensure_future(watch_pods(session, urls[0], timeline, stop))
         await asyncio.sleep(1.0)
-        cpu0 = {n: proc_sample(p)[0] for n, p in pids.items()}
+        # The idle cost first: Lease renewals and node heartbeats go on while pods are
+        # bound, so what one pod costs is the CPU over the run less this rate.
+        everyone = {**pids, **others}
+        idle0, idle_t0 = {n: proc_sample(p)[0] for n, p in everyone.items()}, time.monotonic()
+        await asyncio.sleep(args.idle_window)
+        idle1, idle_t1 = {n: proc_sample(p)[0] for n, p in everyone.items()}, time.monotonic()
+        idle_rate = {n: (idle1[n] - idle0[n]) / (idle_t1 - idle_t0) for n in everyone}
+        cpu0 = {n: proc_sample(p)[0] for n, p in everyone.items()}
+        client0 = time.process_time()
+        spies = profile(args.profile, {**pids, **others})
         rev0 = await revision(session, urls[0])
         t0 = time.monotonic()
         in_deployments = args.pods // 2 if args.deployments else 0
@@ -206,7 +219,12 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
             await asyncio.sleep(0.5)
         t_end = time.monotonic()
         rev1 = await revision(session, urls[0])
-        cpu1 = {n: proc_sample(p)[0] for n, p in pids.items()}
+        cpu1 = {n: proc_sample(p)[0] for n, p in {**pids, **others}.items()}
+        client1 = time.process_time()
+        for spy in spies:
+            spy.send_signal(2)  # py-spy writes its flame graph on SIGINT
+        for spy in spies:
+            spy.wait()
         stop.set()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
@@ -223,8 +241,46 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
         "running_p50": pct(to_running, 0.5), "running_p99": pct(to_running, 0.99),
         "store_rate": (rev1 - rev0) / (t_end - t0),
         "cpu": {n: cpu1[n] - cpu0[n] for n in pids}, "wall": t_end - t0,
+        "cpu_agents": sum(cpu1[n] - cpu0[n] for n in others),
+        "cpu_client": client1 - client0,
+        "idle_cpu": {n: idle_rate[n] * (t_end - t0) for n in pids},
+        "idle_cpu_agents": sum(idle_rate[n] for n in others) * (t_end - t0),
         "peak_rss_mib": {n: peak[n] / 2**20 for n in pids},
     }
+
+
+def profile(out: str | None, pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every process of the cluster while pods are created and bound: one
+    profile (raw collapsed stacks, `NAME.txt`) per process under `out`. Idle threads
+    are left out: the samples are where CPU went, not where threads waited."""
+    if not out:
+        return []
+    os.makedirs(out, exist_ok=True)
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return [subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "40",
+                              "--format", "raw", "--output", f"{out}/{name}.txt"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in pids.items()]
+
+
+def per_pod(r: dict[str, Any]) -> list[str]:
+    """CPU one bound pod costs, per process and in all: the figure that does not depend
+    on how much of the machine other work took (wall-clock rates do)."""
+    n = max(1, r["bound"])
+    gross = {f"{name}{' (leader)' if name == r['leader'] else ''}": 1000 * c / n
+             for name, c in sorted(r["cpu"].items())}
+    gross["agents"] = 1000 * r["cpu_agents"] / n
+    gross["client"] = 1000 * r["cpu_client"] / n
+    idle = [1000 * r["idle_cpu"][name] / n for name in sorted(r["cpu"])]
+    idle += [1000 * r["idle_cpu_agents"] / n, 0.0]
+    net = [g - i for g, i in zip(gross.values(), idle, strict=True)]
+    names = " / ".join(gross)
+    return [f"| CPU ms per bound pod: {names} | "
+            f"{' / '.join(f'{v:.1f}' for v in gross.values())} | |",
+            f"| the same less the idle cluster's rate (heartbeats, Leases) | "
+            f"{' / '.join(f'{v:.1f}' for v in net)} | |",
+            f"| CPU ms per bound pod, every process: gross / less idle | "
+            f"{sum(gross.values()):.1f} / {sum(net):.1f} | |"]
 
 
 def table(r: dict[str, Any]) -> str:
@@ -238,6 +294,8 @@ def table(r: dict[str, Any]) -> str:
         f"| pods bound a second, end to end through Raft | {r['bind_rate']:,.0f} | "
         f"{ANCHORS[0][1]} (Kubernetes density SLO); {ANCHORS[1][1]} (scheduler_perf) |",
         f"| store writes a second over the same run (all kinds) | {r['store_rate']:,.0f} | |",
+        f"| store writes per bound pod (all kinds, Leases included) | "
+        f"{r['store_rate'] * r['wall'] / max(1, r['bound']):.1f} | |",
         f"| creation → bound, p50 / p99, s | {r['bound_p50']:.2f} / {r['bound_p99']:.2f} | |",
         f"| creation → Running, p50 / p99, s | {r['running_p50']:.2f} / "
         f"{r['running_p99']:.2f} | Kubernetes pod startup SLO: p99 ≤ 5 s |",
@@ -248,6 +306,9 @@ def table(r: dict[str, Any]) -> str:
         role = " (leader)" if name == r["leader"] else ""
         lines.append(f"| {name}{role}: CPU s over {r['wall']:.0f} s / peak RSS MiB | "
                      f"{r['cpu'][name]:.0f} / {r['peak_rss_mib'][name]:.0f} | |")
+    lines.append(f"| agents ({r['nodes']:,} simulated nodes) / this client: CPU s | "
+                 f"{r['cpu_agents']:.0f} / {r['cpu_client']:.0f} | |")
+    lines += per_pod(r)
     leader_rss = r["peak_rss_mib"].get(r["leader"], float("nan"))
     lines += [
         "",
@@ -286,7 +347,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--master-arg", action="append", default=[], metavar="ARG",
                         help="an extra `rk master` flag, e.g. --election-timeout=1-2")
+    parser.add_argument("--idle-window", type=float, default=15.0,
+                        help="seconds the idle cluster's CPU is measured before pods")
     parser.add_argument("--record", metavar="FILE")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy every process while pods are bound (NAME.txt in DIR)")
     args = parser.parse_args()
     state = tempfile.mkdtemp(prefix="rk-bench-sched-")
     try:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftkube.agent import runtime as rt
+from raftkube.api import requests
 
 Obj = dict[str, Any]
 
@@ -150,7 +151,8 @@ class Plan:
     waiting: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> why
     recheck: float | None = None  # when a back-off ends: look again then
     init_failed: bool = False  # an init container failed for good: the pod has failed
-    stop: list[str] = field(default_factory=list)  # sidecars to stop: the app has ended
+    # sidecars to stop, in their order of declaration: the app has ended
+    stop: list[str] = field(default_factory=list)
 
     @property
     def idle(self) -> bool:
@@ -162,9 +164,11 @@ class Plan:
 
 def plan(pod: Obj, state: rt.PodState | None, *, now: float,
          backoff: CrashBackoff, pulls: PullBackoff | None = None,
-         killed: Collection[str] = ()) -> Plan:
+         killed: Collection[str] = (), unstarted: Collection[str] = ()) -> Plan:
     """`killed`: the containers whose newest instance the kubelet stopped because it
-    failed a probe."""
+    failed a probe. `unstarted`: the running sidecars whose startup probe has not
+    passed yet (the prober's verdict): the init containers after them and the app
+    containers wait for it, as a sidecar has started only once it passes."""
     spec = pod.get("spec") or {}
     policy = restart_policy(pod)
     out = Plan(sandbox=state is None)
@@ -223,10 +227,11 @@ def plan(pod: Obj, state: rt.PodState | None, *, now: float,
     for c in named(spec.get("initContainers")):
         if is_sidecar(c):
             # Kubernetes' sidecar (an init container with restartPolicy Always): started
-            # in its turn, the next one starts once it runs, and it keeps running (it is
+            # in its turn, the next one starts once it has started (it runs, and its
+            # startup probe, if it has one, passed), and it keeps running (it is
             # restarted, with back-off, whenever it exits) beside the app containers.
             result = consider(c, False, always=True)
-            if result != "running" and not initialized:
+            if (result != "running" or c["name"] in unstarted) and not initialized:
                 return out
             continue
         result = consider(c, True)
@@ -265,7 +270,15 @@ def _init_failed_for_good(inits: list[Obj], state: rt.PodState, policy: str) -> 
 
 def is_sidecar(container: Obj) -> bool:
     """An init container with `restartPolicy: Always` (KEP-753, Kubernetes 1.29+)."""
-    return container.get("restartPolicy") == "Always"
+    return requests.is_sidecar(container)
+
+
+def running_containers(pod: Obj) -> list[Obj]:
+    """The containers of a pod that run beside each other once it is initialized, the
+    ones the prober probes: its sidecars, in order, then its app containers."""
+    spec = pod.get("spec") or {}
+    return [c for c in named(spec.get("initContainers")) if is_sidecar(c)] + \
+        named(spec.get("containers"))
 
 
 def named(containers: Any) -> list[Obj]:

@@ -4,21 +4,20 @@ The scheduler only places a pod where it fits, but a pod created with `spec.node
 set skips the scheduler, and the scheduler's view may be stale. So, as Kubernetes'
 kubelet does, a node checks each pod once, before it first runs it: the pods it has
 admitted and not seen end, plus this one, must fit in its allocatable pods, cpu and
-memory (requests; a limit stands for a missing request). A pod that does not fit is
-rejected for good: phase Failed, reason `OutOf<resource>`, and Kubernetes' message
-(`Pod was rejected: Node didn't have enough resource: cpu, requested: 1000, used: 3500,
-capacity: 4000`, cpu in millicores and memory in bytes).
+memory (the effective requests of `api.requests`, as the scheduler counts them). A pod
+that does not fit is rejected for good: phase Failed, reason `OutOf<resource>`, and
+Kubernetes' message (`Pod was rejected: Node didn't have enough resource: cpu,
+requested: 1000, used: 3500, capacity: 4000`, cpu in millicores and memory in bytes).
 
 Pure functions; the kubelet keeps which pods it admitted.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from raftkube.api import quantity
+from raftkube.api import requests
 
 Obj = dict[str, Any]
 RESOURCES = ("cpu", "memory")
@@ -26,35 +25,14 @@ RESOURCES = ("cpu", "memory")
 
 def _amount(resource: str, raw: Any) -> int:
     try:
-        q = quantity.parse_quantity(raw)
-    except (ValueError, TypeError):
+        return requests.amount(resource, raw)
+    except ValueError:
         return 0
-    return math.ceil(q * 1000) if resource == "cpu" else math.ceil(q)
-
-
-def _container_requests(c: Obj) -> dict[str, int]:
-    resources = c.get("resources") or {}
-    requests = resources.get("requests") or {}
-    limits = resources.get("limits") or {}
-    out = {}
-    for r in RESOURCES:
-        raw = requests.get(r, limits.get(r))
-        out[r] = _amount(r, raw) if raw is not None else 0
-    return out
 
 
 def pod_requests(pod: Obj) -> dict[str, int]:
-    """What a pod asks for: its containers' requests added up, or its largest init
-    container's if that is more (init containers run one at a time, before the rest)."""
-    spec = pod.get("spec") or {}
-    total = dict.fromkeys(RESOURCES, 0)
-    for c in spec.get("containers") or []:
-        for r, v in _container_requests(c).items():
-            total[r] += v
-    for c in spec.get("initContainers") or []:
-        for r, v in _container_requests(c).items():
-            total[r] = max(total[r], v)
-    return total
+    """What a pod asks for: `api.requests`, the scheduler's numbers too."""
+    return requests.pod_requests(pod, RESOURCES)
 
 
 def capacity(allocatable: Mapping[str, str]) -> dict[str, int]:

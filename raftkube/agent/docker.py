@@ -37,7 +37,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 import docker
@@ -110,6 +110,7 @@ class DockerRuntime:
         self._removing: set[str] = set()
         self._orphaning: set[str] = set()  # pods whose containers are being killed
         self._tasks: set[asyncio.Task[None]] = set()
+        self._have_pause = False  # the pause image was found or pulled by this process
 
     # ---- the engine, off the event loop ---------------------------------------------
 
@@ -241,6 +242,9 @@ class DockerRuntime:
             self._removing.discard(cid)
             self._inspected.pop(cid, None)
 
+    def changes(self) -> AsyncGenerator[None, None] | None:
+        return dockerio.changes(self.api, ds.selector(self.cluster, self.node_name))
+
     async def recover(self, pods: Sequence[Obj]) -> None:
         """Nothing to rebuild: the containers' labels are the record. What runs is
         adopted as it is; containers of pods that are gone or moved are removed by the
@@ -258,17 +262,24 @@ class DockerRuntime:
     async def run_sandbox(self, pod: Obj, config: rt.SandboxConfig | None = None
                           ) -> rt.Sandbox:
         uid = pod["metadata"]["uid"]
-        row = await self._sandbox_row(uid)
+        rows = await self._list(f"{ds.POD_UID}={uid}")
+        row = next((r for r in rows if ds.labels_of(r).get(ds.KIND) == ds.SANDBOX), None)
         if row is None:
             # Containers left from a sandbox removed behind our back share no network
             # with the new one: they go, and the pod's containers start afresh.
-            for old in await self._list(f"{ds.POD_UID}={uid}"):
+            for old in rows:
                 await self._remove(old["Id"])
-            await self.ensure_image(self.pause_image, "IfNotPresent")
+            if not self._have_pause:  # the runtime's own image: once is enough
+                await self.ensure_image(self.pause_image, "IfNotPresent")
+                self._have_pause = True
             spec = ds.sandbox_spec(pod, config or ds.default_sandbox_config(pod),
                                    cluster=self.cluster, node=self.node_name,
                                    image=self.pause_image)
-            cid = await self._create(spec)
+            try:
+                cid = await self._create(spec)
+            except rt.RuntimeFailure:
+                self._have_pause = False  # removed behind our back? looked for again
+                raise
             await self._engine(f"starting the sandbox of pod {uid}", self.api.start, cid)
         else:
             cid = row["Id"]

@@ -1,4 +1,5 @@
-"""A container's streams on the Docker engine: its log, an attached exec, its usage.
+"""Streams from the Docker engine: a container's log, an attached exec, its usage, and
+the engine's events.
 
 The docker SDK blocks, and a followed log or an interactive exec can last for hours,
 so each stream gets its own thread (never one of the runtime's pool, which a few
@@ -11,6 +12,9 @@ queue. Stopping a reader closes the engine's response, which ends the thread's r
 - Exec without a tty is multiplexed by the engine (an 8-byte header per frame: stream,
   0, 0, 0, length); with a tty it is one raw stream (stdout). Stdin is written to the
   socket, and its end is a half-close.
+- Changes: the engine's event stream, filtered to one node's containers and to the
+  events that change them (made, started, ended, removed; an exec's are left out, or
+  every exec probe would look like a change).
 - Usage: one `one_shot` stats read per running container: cumulative CPU nanoseconds
   and the working set (usage less inactive file pages, as cAdvisor computes it).
 """
@@ -19,21 +23,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from raftkube.agent import runtime as rt
 from raftkube.api import channels
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 _END = object()
 
 
-async def _threaded(open_: Callable[[], Iterator[bytes]], close: Callable[[], None],
-                    name: str) -> AsyncGenerator[bytes, None]:
+async def _threaded(open_: Callable[[], Iterator[T]], close: Callable[[], None],
+                    name: str) -> AsyncGenerator[T, None]:
     """The items of a blocking iterator, read in a thread of its own."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
@@ -68,6 +74,31 @@ async def _threaded(open_: Callable[[], Iterator[bytes]], close: Callable[[], No
         close()
         while not queue.empty():  # unblock a put() that waits for room
             queue.get_nowait()
+
+
+# What changes a node's pods: an exec's events (every exec probe) and the others do not.
+CHANGE_EVENTS = ("create", "start", "die", "oom", "destroy")
+
+
+async def changes(api: Any, labels: Sequence[str]) -> AsyncGenerator[None, None]:
+    """None once the engine's event stream is open, then None for each event that
+    changes a container carrying every one of `labels`."""
+    holder: list[Any] = []
+
+    def open_() -> Iterator[Any]:
+        stream = api.events(decode=True, filters={
+            "type": "container", "label": list(labels), "event": list(CHANGE_EVENTS)})
+        holder.append(stream)
+        return itertools.chain((None,), stream)
+
+    def close() -> None:
+        for stream in holder:
+            with contextlib.suppress(Exception):
+                stream.close()
+
+    async with contextlib.aclosing(_threaded(open_, close, "engine events")) as items:
+        async for _ in items:
+            yield None
 
 
 async def logs(api: Any, cid: str, options: rt.LogOptions) -> AsyncIterator[bytes]:

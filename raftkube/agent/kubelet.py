@@ -25,30 +25,35 @@ state from the runtime and converges them:
   status, computed by `podstatus.pod_status`, is written with the resourceVersion it was
   read at, only when it differs from what the API holds.
 
-What changes without an API event is found by polling, as Kubernetes' PLEG does: every
-`relist_period` the runtime's pods are listed and a pod whose containers changed (an
-exit) is enqueued; every `config_refresh` the ConfigMaps and Secrets in use are read
-again, and the pods using one that changed are enqueued (their volumes follow it); a
-pod waiting for one is retried every `config_retry` too. Timed changes the kubelet
-itself knows about (a back-off ending, a readiness delay passing) are enqueued for their
-time. A container whose image could not be had waits with the pull's reason
-(`actions.PullBackoff`) while the others start. The prober (`probes.Prober`) is told
-which containers run after every sync and enqueues a pod whose probes' verdict changed:
-a container that turned ready or unready, or that failed its liveness or startup probe,
-which the next sync stops (`Killing`) and restarts as the pod's restartPolicy says. A
-status the kubelet wrote is remembered until the informer catches up, so a reconcile in
-between starts from it rather than from the older cached pod.
+What changes without an API event is found by listing the runtime's pods, as Kubernetes'
+PLEG does, and a pod whose containers changed (an exit) is enqueued: at once when the
+runtime tells of a change (the engine's events, as the evented PLEG), else every
+`relist_period`, and every `evented_relist_period` as a safety net; every
+`config_refresh` the ConfigMaps and Secrets in use are read again, and the pods using
+one that changed are enqueued (their volumes follow it); a pod waiting for one is
+retried every `config_retry` too. Timed changes the kubelet itself knows about (a back-
+off ending, a readiness delay passing) are enqueued for their time. A container whose
+image could not be had waits with the pull's reason (`actions.PullBackoff`) while the
+others start. The prober (`probes.Prober`) is told which containers run after every sync
+and enqueues a pod whose probes' verdict changed: a container that turned ready or
+unready, or that failed its liveness or startup probe, which the next sync stops
+(`Killing`) and restarts as the pod's restartPolicy says. A status the kubelet wrote is
+remembered until the informer catches up, so a reconcile in between starts from it
+rather than from the older cached pod.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import math
 import os
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from raftkube.agent import (
@@ -90,6 +95,15 @@ def _fingerprint(state: rt.PodState) -> tuple[tuple[str, int, str], ...]:
     return tuple(sorted((c.name, c.attempt, c.state) for c in state.containers))
 
 
+@dataclass(frozen=True)
+class Executed:
+    """What `Kubelet._execute` did: the containers it could not start (name -> reason,
+    message), and the pod's state after it if known without listing the runtime."""
+
+    failures: dict[str, tuple[str, str]]
+    state: rt.PodState | None
+
+
 class PodNetwork(Protocol):
     """What the kubelet asks of the node's service networking (services.py)."""
 
@@ -108,7 +122,8 @@ class Kubelet:
                  events: ev.EventRecorder, clock: Callable[[], float] = time.time,
                  backoff: actions.CrashBackoff | None = None,
                  pulls: actions.PullBackoff | None = None, relist_period: float = 1.0,
-                 workers: int = 4, resync: float = 60.0,
+                 evented_relist_period: float = 10.0, workers: int = 4,
+                 resync: float = 60.0,
                  allocatable: Mapping[str, str] | None = None,
                  informer: inf.Informer | None = None,
                  services: inf.Informer | None = None,
@@ -126,6 +141,9 @@ class Kubelet:
         self.backoff = backoff or actions.CrashBackoff()
         self.pulls = pulls or actions.PullBackoff()
         self.relist_period = relist_period
+        self.evented_relist_period = evented_relist_period
+        self._evented = False  # the runtime's change events are arriving
+        self._runtime_changed = asyncio.Event()
         self.workers = workers
         self.allocatable = dict(allocatable or {})  # empty: every pod is admitted
         self._admitted: set[str] = set()  # uids of the pods admitted by this process
@@ -151,7 +169,8 @@ class Kubelet:
                 os.path.join(tempfile.gettempdir(), f"raftkube-kubelet-{node_name}"),
                 clock=clock),
             host_ip=host_ip, allocatable=self.allocatable)
-        self._config_told: set[tuple[str, str, str]] = set()  # (uid, what, message)
+        # (uid, container or "" for the pod, reason, message): configuration problems told
+        self._config_told: set[tuple[str, str, str, str]] = set()
         # pod uid -> container -> the attempt this kubelet stopped for failing a probe
         self._killed: dict[str, dict[str, int]] = {}
         # pod uid -> the task stopping the containers of that pod being deleted
@@ -204,17 +223,41 @@ class Kubelet:
                 self.queue.add(key)
             await self.relist()
             group.create_task(self._relist_forever())
+            group.create_task(self._changes_forever())
             group.create_task(self._refresh_forever())
             group.create_task(workqueue.run_workers(self.queue, self.reconcile,
                                                     workers=self.workers))
 
     async def _relist_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.relist_period)
+            # While the engine's events arrive, a change is listed when it is told, and
+            # the relist every `evented_relist_period` is a safety net only (Kubernetes'
+            # evented PLEG); without them, every `relist_period` finds the changes.
+            period = self.evented_relist_period if self._evented else self.relist_period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._runtime_changed.wait(), period)
+            self._runtime_changed.clear()
             try:
                 await self.relist()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+
+    async def _changes_forever(self) -> None:
+        """Follow the runtime's change events, subscribing again after a failure; the
+        first item of each subscription lists again (what changed while there was none)."""
+        while True:
+            stream = self.runtime.changes()
+            if stream is None:
+                return
+            try:
+                async with contextlib.aclosing(stream) as changes:
+                    async for _ in changes:
+                        self._evented = True
+                        self._runtime_changed.set()
+            except rt.RuntimeFailure as e:
+                log.warning("%s: the runtime's events: %s", self.node_name, e)
+            self._evented = False
+            await asyncio.sleep(self.relist_period)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -322,9 +365,18 @@ class Kubelet:
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
         state = await self._kill_unhealthy(key, pod, state)
+        # The probes of what runs now, before deciding: a sidecar found running after the
+        # agent restarted resumes from its reported status, so its startup probe (which
+        # passed) holds nothing up in `_unstarted`.
+        self.prober.track(pod, state)
         rounds = len(actions.named(spec.get("initContainers"))) + 2
+        # The same question the loop below asks: a container just killed for failing a
+        # probe is about to be restarted, so the pod's ConfigMaps and Secrets are read
+        # afresh for it (without `killed`, a container the policy would not restart by
+        # its exit code read as done, and restarted with the cached ones).
         plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
-                            pulls=self.pulls)
+                            pulls=self.pulls, killed=self._killed_now(uid, state),
+                            unstarted=self._unstarted(pod, state))
         # Volumes first, with the pod's ConfigMaps and Secrets read afresh when something
         # is about to start: nothing of a pod starts before all its volumes are there.
         prepared: podconfig.Prepared | None = None
@@ -332,25 +384,28 @@ class Kubelet:
             prepared = await self.config.prepare(
                 pod, fresh=not plan.idle, pod_ip=state.sandbox.ip if state else "")
         except volumes.VolumeError as e:
-            self._tell_config(pod, "FailedMount", str(e))
+            self._tell_config(pod, "", "FailedMount", str(e))
         else:
-            self._untell_config(uid, "FailedMount")
+            self._untell_config(uid, "", "FailedMount")
         # What this sync could not start: images it could not pull, containers it could
         # not make from their spec (CreateContainerConfigError).
         failures: dict[str, tuple[str, str]] = {}
         for _ in range(rounds):  # init containers run one after another
             plan = actions.plan(pod, state, now=self.clock(), backoff=self.backoff,
-                                pulls=self.pulls, killed=self._killed_now(uid, state))
+                                pulls=self.pulls, killed=self._killed_now(uid, state),
+                                unstarted=self._unstarted(pod, state))
             plan.start = [(c, a) for c, a in plan.start if c["name"] not in failures]
             if plan.idle or prepared is None:
                 break
             try:
-                failures.update(await self._execute(pod, state, plan, prepared))
+                done = await self._execute(pod, state, plan, prepared)
             except rt.RuntimeFailure as e:
                 reason = "FailedCreatePodSandBox" if plan.sandbox else "Failed"
                 self.events.event(pod, "Warning", reason, str(e))
                 raise  # retried with back-off
-            state = next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+            failures.update(done.failures)
+            state = done.state if done.state is not None else next(
+                (s for s in await self._states(key) if s.sandbox.uid == uid), None)
         plan.waiting.update(failures)
         self.prober.track(pod, state)
         now = self.clock()
@@ -361,7 +416,7 @@ class Kubelet:
         if unmade or prepared is None:  # retried; sooner if an object it reads changes
             recheck = min(recheck if recheck is not None else math.inf,
                           now + self.config_retry)
-        for c in actions.named(spec.get("containers")):
+        for c in actions.running_containers(pod):  # sidecars are probed as apps are
             latest = state.latest(c["name"]) if state is not None else None
             if latest is not None:
                 verdict = self.prober.verdict(pod, c, latest, now)
@@ -383,11 +438,13 @@ class Kubelet:
             self.queue.add_after(key, max(0.0, recheck - now) + 0.01)
 
     async def _execute(self, pod: Obj, state: rt.PodState | None, plan: actions.Plan,
-                       prepared: podconfig.Prepared) -> dict[str, tuple[str, str]]:
+                       prepared: podconfig.Prepared) -> Executed:
         """Do what the plan says; the containers that could not be started, and why: an
         image that could not be had, a spec that could not be resolved
-        (CreateContainerConfigError)."""
+        (CreateContainerConfigError); and the pod's state after it, when the answers of
+        the runtime's own calls tell it."""
         failures: dict[str, tuple[str, str]] = {}
+        started: list[rt.Container] = []
         if plan.sandbox or state is None:
             config = self.network.sandbox_config(pod) if self.network is not None else None
             sandbox = await self.runtime.run_sandbox(pod, config)
@@ -396,19 +453,22 @@ class Kubelet:
         else:
             sandbox = state.sandbox
         grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30) or 0)
-        for name in plan.stop:  # the sidecars of a pod whose app has ended
+        deadline = self.clock() + grace
+        for name in reversed(plan.stop):  # the sidecars of a pod whose app has ended:
+            # as at deletion, the last declared first, within one grace period
             self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
-            await self.runtime.stop_container(pod["metadata"]["uid"], name, grace=grace)
+            await self.runtime.stop_container(pod["metadata"]["uid"], name,
+                                              grace=max(0.0, deadline - self.clock()))
         now = self.clock()
         for c, attempt in plan.start:
             try:
                 request = self.config.request(
                     pod, c, prepared, sandbox,
-                    warn=lambda m: self._tell_config(pod, "InvalidEnvironmentVariableNames",
-                                                     m))
+                    warn=functools.partial(self._tell_config, pod, c["name"],
+                                           "InvalidEnvironmentVariableNames"))
             except podenv.ConfigError as e:
                 failures[c["name"]] = (podenv.CONFIG_ERROR, str(e))
-                self._tell_config(pod, "Failed", f"Error: {e}")
+                self._tell_config(pod, c["name"], "Failed", f"Error: {e}")
                 continue
             if attempt > 0 and state is not None:
                 latest = state.latest(c["name"])
@@ -417,7 +477,8 @@ class Kubelet:
             key = actions.backoff_key(pod, c["name"])
             image = str(c.get("image") or "")
             try:
-                await self.runtime.start_container(pod, c, attempt=attempt, request=request)
+                started.append(await self.runtime.start_container(pod, c, attempt=attempt,
+                                                                  request=request))
             except rt.ImagePullFailure as e:
                 self.pulls.failed(key, image, e.reason, e.message, self.clock())
                 failures[c["name"]] = (e.reason, e.message)
@@ -425,38 +486,53 @@ class Kubelet:
                 self.events.event(pod, "Warning", "Failed", e.message)
                 continue
             self.pulls.succeeded(key)
-            self._untell_config(pod["metadata"]["uid"], "Failed")
+            self._untell_config(pod["metadata"]["uid"], c["name"], "Failed")
             self.events.event(pod, "Normal", "Pulled", f'Container image '
                               f'"{image}" already present on machine')
             self.events.event(pod, "Normal", "Created", f"Created container {c['name']}")
             self.events.event(pod, "Normal", "Started", f"Started container {c['name']}")
-        return failures
+        # The containers started were inspected as they started: the state after this is
+        # the one before with them added, and the engine need not be listed again. Not
+        # so when containers were stopped, when an init container ran (it may have ended
+        # already, and the next one waits on that), or when the sandbox was not running
+        # (the runtime started it again, with a new IP, to start these in it).
+        inits = {c["name"] for c in actions.named((pod.get("spec") or {}).get("initContainers"))
+                 if not actions.is_sidecar(c)}
+        if plan.stop or not sandbox.ready or any(c.name in inits for c in started):
+            return Executed(failures, None)
+        before = state.containers if state is not None and state.sandbox.uid == sandbox.uid \
+            else ()
+        return Executed(failures, rt.PodState(sandbox, before + tuple(started)))
 
-    def _tell_config(self, pod: Obj, reason: str, message: str) -> None:
-        """A Warning about the pod's configuration, once per pod and message (it is
-        retried every few seconds until it is fixed)."""
-        told = (pod["metadata"]["uid"], reason, message)
+    def _tell_config(self, pod: Obj, container: str, reason: str, message: str) -> None:
+        """A Warning about the configuration of one container of the pod ("": of the
+        pod, its volumes), once per container and message (it is retried every few
+        seconds until it is fixed): two containers with the same problem are each told,
+        and one that keeps failing is not told again when another starts."""
+        told = (pod["metadata"]["uid"], container, reason, message)
         if told not in self._config_told:
             self._config_told.add(told)
             self.events.event(pod, "Warning", reason, message)
 
-    def _untell_config(self, uid: str, reason: str) -> None:
-        """It was fixed: the same problem, if it comes back, is told again."""
-        if any(t[0] == uid and t[1] == reason for t in self._config_told):
-            self._config_told = {t for t in self._config_told
-                                 if t[0] != uid or t[1] != reason}
+    def _untell_config(self, uid: str, container: str, reason: str) -> None:
+        """It was fixed for that container: the same problem, if it comes back, is told
+        again."""
+        gone = {t for t in self._config_told if t[:3] == (uid, container, reason)}
+        if gone:
+            self._config_told -= gone
 
     async def _kill_unhealthy(self, key: str, pod: Obj, state: rt.PodState | None
                               ) -> rt.PodState | None:
-        """Stop every running container whose liveness or startup probe failed for good,
-        with the probe's grace period or else the pod's; the plan restarts it."""
+        """Stop every running container (app or sidecar) whose liveness or startup probe
+        failed for good, with the probe's grace period or else the pod's; the plan
+        restarts it (a sidecar always)."""
         if state is None:
             return state
         uid = pod["metadata"]["uid"]
         spec = pod.get("spec") or {}
         now = self.clock()
         stopped = False
-        for c in actions.named(spec.get("containers")):
+        for c in actions.running_containers(pod):
             latest = state.latest(c["name"])
             if latest is None or latest.state != rt.RUNNING:
                 continue
@@ -464,7 +540,7 @@ class Kubelet:
             if verdict.kill is None:
                 continue
             message = f"Container {c['name']} failed {verdict.kill.value.lower()} probe"
-            if actions.restart_policy(pod) != "Never":
+            if actions.restart_policy(pod) != "Never" or actions.is_sidecar(c):
                 message += ", will be restarted"
             self.events.event(pod, "Normal", "Killing", message)
             grace = verdict.grace if verdict.grace is not None else \
@@ -475,6 +551,20 @@ class Kubelet:
         if not stopped:
             return state
         return next((s for s in await self._states(key) if s.sandbox.uid == uid), None)
+
+    def _unstarted(self, pod: Obj, state: rt.PodState | None) -> set[str]:
+        """The running sidecars whose startup probe has not passed yet: what comes after
+        them waits (`actions.plan`)."""
+        if state is None:
+            return set()
+        now = self.clock()
+        out = set()
+        for c in actions.named((pod.get("spec") or {}).get("initContainers")):
+            latest = state.latest(c["name"])
+            if actions.is_sidecar(c) and latest is not None and latest.state == rt.RUNNING \
+                    and not self.prober.verdict(pod, c, latest, now).started:
+                out.add(c["name"])
+        return out
 
     def _killed_now(self, uid: str, state: rt.PodState | None) -> set[str]:
         """The containers whose newest instance was stopped for failing a probe."""
@@ -522,13 +612,10 @@ class Kubelet:
         if uid in self._terminating:
             return  # under way; the pod is enqueued again when it ends
         if state is not None:
-            for c in state.containers:
-                if c.state == rt.RUNNING:
-                    self.events.event(pod, "Normal", "Killing", f"Stopping container {c.name}")
             self.prober.forget(uid)  # nothing of it is probed while it stops
             grace = float(meta.get("deletionGracePeriodSeconds") or 0)
             self._terminating[uid] = asyncio.create_task(
-                self._terminate(inf.key_of(pod), uid, grace),
+                self._terminate(pod, state, grace),
                 name=f"kubelet {self.node_name}: terminate {inf.key_of(pod)}")
             return
         self.config.volumes.remove(uid)
@@ -540,13 +627,14 @@ class Kubelet:
             if e.code not in (404, 409):  # gone already, or another pod by that name now
                 raise
 
-    async def _terminate(self, key: str, uid: str, grace: float) -> None:
-        """Stop and remove a pod's containers and sandbox (the containers' preStop hooks
-        and grace period), then enqueue the pod again: its reconcile finds nothing left
-        and deletes it. A failure is retried by that reconcile, after a pause."""
+    async def _terminate(self, pod: Obj, state: rt.PodState, grace: float) -> None:
+        """Stop and remove a pod's containers and sandbox in Kubernetes' order (`_stop`),
+        then enqueue the pod again: its reconcile finds nothing left and deletes it. A
+        failure is retried by that reconcile, after a pause."""
+        key, uid = inf.key_of(pod), pod["metadata"]["uid"]
         delay = 0.0
         try:
-            await self.runtime.remove_pod(uid, grace=grace)
+            await self._stop(pod, state, grace)
         except Exception as e:  # noqa: BLE001 - whatever it was, the pod is retried
             log.warning("%s: stopping pod %s: %s", self.node_name, key, e)
             delay = TERMINATE_RETRY
@@ -554,3 +642,26 @@ class Kubelet:
             if self._terminating.get(uid) is asyncio.current_task():
                 del self._terminating[uid]
         self.queue.add_after(key, delay)
+
+    async def _stop(self, pod: Obj, state: rt.PodState, grace: float) -> None:
+        """Stop what runs of a deleted pod within its grace period, sidecars last
+        (KEP-753): first every other container at once (its preStop hook, then SIGTERM),
+        then, once all of those have exited, each running sidecar in the reverse order
+        of their declaration, so that a proxy or a log shipper outlives the app that
+        uses it; each gets what is left of the grace period, and at its end whatever
+        still runs is killed. Then the containers and the sandbox are removed."""
+        uid = pod["metadata"]["uid"]
+        deadline = self.clock() + grace
+        running = {c.name for c in state.containers if c.state == rt.RUNNING}
+        sidecars = [c["name"] for c in actions.named((pod.get("spec") or {}).get(
+            "initContainers")) if actions.is_sidecar(c) and c["name"] in running]
+        first = sorted(running - set(sidecars))
+
+        async def stop(name: str, grace: float) -> None:
+            self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
+            await self.runtime.stop_container(uid, name, grace=grace)
+
+        await asyncio.gather(*(stop(name, grace) for name in first))
+        for name in reversed(sidecars):
+            await stop(name, max(0.0, deadline - self.clock()))
+        await self.runtime.remove_pod(uid, grace=max(0.0, deadline - self.clock()))

@@ -10,8 +10,10 @@ The phase follows Kubernetes' `getPhase`: Pending while a container waits to be 
 or an init container has not succeeded; Running while a container runs, or all have
 exited and the restart policy will run them again; Succeeded when all exited 0 for good;
 Failed when they exited for good and one did not exit 0. Conditions as Kubernetes
-words them: Initialized, ContainersReady and Ready (False with ContainersNotReady and
-the unready containers' names, or PodCompleted once the pod ended), and PodScheduled.
+words them: Initialized (a sidecar counts once it has started: it runs and its startup
+probe passed), ContainersReady and Ready (False with ContainersNotReady and the unready
+containers' names, sidecars included, or PodCompleted once the pod ended), and
+PodScheduled.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def _init_done(s: Obj) -> bool:
 
 
 def _sidecar_up(s: Obj) -> bool:
-    return "running" in (s.get("state") or {})
+    """A sidecar has started: it runs, and its startup probe (if any) passed."""
+    return "running" in (s.get("state") or {}) and s.get("started") is not False
 
 
 def phase(policy: str, init: list[Obj], main: list[Obj], *, init_failed: bool,
@@ -112,8 +115,8 @@ def phase(policy: str, init: list[Obj], main: list[Obj], *, init_failed: bool,
 
 
 def _initialized(init: list[Obj], sidecars: Collection[str], *, app_ran: bool) -> bool:
-    """Every init container ended well and every sidecar runs; a sidecar restarting
-    after the app containers have run does not undo it."""
+    """Every init container ended well and every sidecar has started; a sidecar
+    restarting after the app containers have run does not undo it."""
     return all(_init_done(s) for s in init if s.get("name") not in sidecars) and (
         app_ran or all(_sidecar_up(s) for s in init if s.get("name") in sidecars))
 
@@ -130,19 +133,25 @@ def _unready(names: list[str]) -> str:
 def pod_status(pod: Obj, state: rt.PodState | None, *, now: float, host_ip: str,
                ready: Mapping[str, bool], plan: actions.Plan,
                started: Mapping[str, bool] | None = None) -> Obj:
-    """`ready` and `started` are the probes' verdicts on the running containers (a
-    container `started` does not name has started once it runs)."""
+    """`ready` and `started` are the probes' verdicts on the running containers, app
+    containers and sidecars (a container `started` does not name has started once it
+    runs; a sidecar `ready` does not name is ready once it has started)."""
     spec = pod.get("spec") or {}
     status: Obj = copy.deepcopy(pod.get("status") or {})
     init_specs = actions.named(spec.get("initContainers"))
     main_specs = actions.named(spec.get("containers"))
-    init = [container_status(c, state, ready=False, waiting=plan.waiting.get(c["name"]),
-                             pending="PodInitializing") for c in init_specs]
     sidecars = {c["name"] for c in init_specs if actions.is_sidecar(c)}
-    for s in init:  # an init container that succeeded counts as ready, a sidecar running
-        s["ready"] = _sidecar_up(s) if s.get("name") in sidecars else _init_done(s)
-    # Initialized once every init container has ended well (a sidecar: once it runs), or
-    # once an app container has run (a sidecar that restarts later does not undo it).
+    init = [container_status(c, state, ready=False, waiting=plan.waiting.get(c["name"]),
+                             started=(started or {}).get(c["name"], True),
+                             pending="PodInitializing") for c in init_specs]
+    for s in init:  # an init container that succeeded counts as ready; a sidecar that
+        # has started as its readiness probe says (Kubernetes' prober manager)
+        name = str(s.get("name"))
+        s["ready"] = _sidecar_up(s) and ready.get(name, True) if name in sidecars \
+            else _init_done(s)
+    # Initialized once every init container has ended well (a sidecar: once it has
+    # started), or once an app container has run (a sidecar that restarts later does
+    # not undo it).
     initialized = _initialized(init, sidecars, app_ran=any(
         state is not None and state.latest(c["name"]) is not None for c in main_specs))
     main = [container_status(c, state, ready=ready.get(c["name"], False),
@@ -169,7 +178,9 @@ def pod_status(pod: Obj, state: rt.PodState | None, *, now: float, host_ip: str,
                                 "reason": "ContainersNotInitialized",
                                 "message": f"containers with incomplete status: "
                                            f"[{' '.join(left)}]"}, now)
-    unready = [s["name"] for s in main if not s["ready"]]
+    # ContainersReady covers the sidecars too (first, as Kubernetes lists them).
+    unready = [s["name"] for s in init if s.get("name") in sidecars and not s["ready"]] + \
+        [s["name"] for s in main if not s["ready"]]
     for kind in ("Ready", "ContainersReady"):
         if ended:
             cond = {"type": kind, "status": "False", "reason": "PodCompleted"}

@@ -1,7 +1,8 @@
 """Running the probes of a node's containers: the kubelet's prober workers.
 
 `Prober.track(pod, state)` is told after every sync of a pod which of its containers
-run; every running instance with probes gets one asyncio task that sleeps until its next
+run (its app containers and its sidecars, whose probes Kubernetes runs alike); every
+running instance with probes gets one asyncio task that sleeps until its next
 probe is due (`probes.Health` decides when and what a result means), runs it, and calls
 the kubelet back with the pod's key when the instance's verdict changes (it became
 ready, or failed its liveness probe): nothing polls the API or the prober. An instance
@@ -110,7 +111,9 @@ class _Instance:
 
 def _reported(pod: Obj, name: str) -> Obj:
     """The container's status as the API has it (empty if none)."""
-    for s in (pod.get("status") or {}).get("containerStatuses") or []:
+    status = pod.get("status") or {}
+    for s in (status.get("initContainerStatuses") or []) + \
+            (status.get("containerStatuses") or []):
         if isinstance(s, dict) and s.get("name") == name:
             return s
     return {}
@@ -144,7 +147,7 @@ class Prober:
         uid = meta["uid"]
         wanted: dict[tuple[str, str], rt.Container] = {}
         if state is not None and not meta.get("deletionTimestamp"):
-            for c in actions.named((pod.get("spec") or {}).get("containers")):
+            for c in actions.running_containers(pod):
                 latest = state.latest(c["name"])
                 if latest is not None and latest.state == rt.RUNNING and \
                         any(c.get(t.field) is not None for t in probes.ProbeType):
@@ -152,10 +155,10 @@ class Prober:
         for k in [k for k in self._instances if k[0] == uid]:
             if k not in wanted or wanted[k].id != self._instances[k].instance.id:
                 self._drop(k)
+        specs = {c["name"]: c for c in actions.running_containers(pod)}
         for k, latest in wanted.items():
             if k not in self._instances and state is not None:
-                c = next(c for c in pod["spec"]["containers"] if c.get("name") == k[1])
-                self._start(pod, c, latest, state.sandbox.ip)
+                self._start(pod, specs[k[1]], latest, state.sandbox.ip)
 
     def _start(self, pod: Obj, c: Obj, instance: rt.Container, ip: str) -> None:
         meta = pod["metadata"]

@@ -15,7 +15,7 @@ again when the agent restarts (`recover`) and reports exits from the engine.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -188,6 +188,12 @@ class ContainerRuntime(Protocol):
 
     name: str  # `simulated`, `docker`: the node's containerRuntimeVersion scheme
     version: str
+
+    def changes(self) -> AsyncGenerator[None, None] | None:
+        """The engine's own word that this node's containers changed (made, started,
+        ended, removed): one item once subscribed, then one per change, until the
+        stream fails (RuntimeFailure). None for a runtime that has no such stream: the
+        kubelet then learns every change by listing."""
 
     async def recover(self, pods: Sequence[Obj]) -> None:
         """Once, at start, with the pods bound to this node as the API has them: learn

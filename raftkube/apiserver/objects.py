@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import copy
+import dataclasses
 import json
 import random
 import time
@@ -57,6 +58,12 @@ STATUS_SUBRESOURCE = {"Pod", "Service", "Deployment", "ReplicaSet", "DaemonSet",
                       "Namespace"}
 # Kinds without a spec, whose objects Kubernetes gives no metadata.generation.
 NO_SPEC = {"ConfigMap", "Secret", "Event"}
+# Kinds a list of which may be created in one request (`create_batch`), and how many
+# items such a list, or a list of pod bindings (`bind_batch`), may hold: a recorder's
+# queued events, a scheduler's decisions. A store txn has at most 128 compares (one per
+# item, one for the namespace).
+BATCH_KINDS = {"Event"}
+BATCH_MAX = 100
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -286,6 +293,51 @@ class Objects:
             # The namespace changed, or an address was taken, since we read: again.
         raise stt.conflict(kind.resource, name)
 
+    async def create_batch(self, kind: kinds.Kind, namespace: str,
+                           items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Create several objects of one kind and namespace in one store transaction:
+        one Raft entry and one revision for all of them (the events a recorder has
+        queued; see `BATCH_KINDS`). Every item is checked first and one invalid item
+        refuses them all, naming it (`items[i]`). If the transaction fails (a name
+        taken, the namespace changed since it was read) each item is created on its
+        own, as separate requests would have been; one already there is left out of
+        the answer. Answered: the objects created, in the order given."""
+        prepared = []
+        for i, item in enumerate(items):
+            obj = self._prepare_new(kind, namespace, item)
+            name = obj["metadata"].get("name") or ""
+            causes = validation.validate(obj)
+            if causes:
+                raise stt.invalid(kind.kind, kind.group, name, [
+                    dataclasses.replace(c, field=f"items[{i}].{c.field}".rstrip("."))
+                    for c in causes])
+            value = rec.encode(obj)
+            if len(value) > MAX_OBJECT_BYTES:
+                raise stt.too_large(MAX_OBJECT_BYTES)
+            prepared.append((obj, rec.key_of(kind, namespace, name), value))
+        keys = {key for _, key, _ in prepared}
+        if len(keys) == len(prepared):
+            ns = await namespaces.admit(self, kind, "", namespace)
+            lease = await self._event_lease_id() if kind.kind == "Event" else 0
+            result = await self.commit({
+                "compare": [rec.compare(key, "CREATE", 0) for _, key, _ in prepared] + [
+                    rec.compare(key_of(NAMESPACE_KIND, "", namespace), "MOD",
+                                ns.mod_revision)],
+                "success": [rec.put(key, value, lease) for _, key, value in prepared],
+                "failure": []})
+            if result["succeeded"]:
+                for obj, _, _ in prepared:
+                    obj["metadata"]["resourceVersion"] = str(result["revision"])
+                return [obj for obj, _, _ in prepared]
+        created = []
+        for item in items:
+            try:
+                created.append(await self.create(kind, namespace, item))
+            except stt.ApiError as e:
+                if e.reason != "AlreadyExists":
+                    raise
+        return created
+
     async def update(self, kind: kinds.Kind, namespace: str, name: str,
                      new: dict[str, Any], *, subresource: str = "",
                      dry_run: bool = False) -> dict[str, Any]:
@@ -493,14 +545,7 @@ class Objects:
                 raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
                                    f'pods/binding "{name}": pod {name} is being deleted, '
                                    "cannot be assigned to a host")
-            bound = rec.without_rv(current.obj)
-            bound["spec"] = {**spec, "nodeName": node}
-            status = bound["status"] = dict(bound.get("status") or {})
-            conditions.put(status, {"type": "PodScheduled", "status": "True"}, self.clock())
-            for c in status["conditions"]:
-                if c.get("type") == "PodScheduled":
-                    c.pop("reason", None)
-                    c.pop("message", None)
+            bound = self._bound(current, node)
             if dry_run:
                 return _bound_status()
             result = await self.commit({
@@ -510,6 +555,71 @@ class Objects:
                 return _bound_status()
             # Its status changed since we read it (its node, a controller): read again.
         raise stt.conflict("pods", name)
+
+    async def bind_batch(self, namespace: str, bindings: list[dict[str, Any]]
+                         ) -> list[dict[str, Any] | stt.ApiError]:
+        """Several pods' bindings in one store transaction: what a scheduler decided
+        while its previous bindings were being written. Each pod is read here (locally,
+        as `bind`'s first read) and compared on its revision, so the transaction holds
+        only if none of them changed since; every binding that cannot go in it (a pod
+        bound, changed or missing on the local read, a name given twice) and, if the
+        transaction fails, every one of them, goes through `bind` on its own, with its
+        reads through Raft and its own answer. Answered: per binding, in order, the
+        Status `bind` answers or the error it raises."""
+        answers: list[dict[str, Any] | stt.ApiError | None] = [None] * len(bindings)
+        planned: list[tuple[int, bytes, rec.Stored, dict[str, Any]]] = []
+        keys: set[bytes] = set()
+        for i, binding in enumerate(bindings):
+            meta: dict[str, Any] = binding["metadata"] \
+                if isinstance(binding.get("metadata"), dict) else {}
+            name = meta.get("name")
+            if not isinstance(name, str) or not name:
+                answers[i] = stt.bad_request("metadata.name: Required value: the pod to bind")
+                continue
+            try:
+                node = _binding_target(name, binding)
+            except stt.ApiError as e:
+                answers[i] = e
+                continue
+            key = key_of(POD_KIND, namespace, name)
+            found = await self.read(key, serializable=True)
+            if found is None or key in keys or (found.obj.get("spec") or {}).get("nodeName") \
+                    or found.obj["metadata"].get("deletionTimestamp") or \
+                    meta.get("uid") not in (None, "", found.obj["metadata"].get("uid")):
+                continue  # `bind` says what is wrong, after a read through Raft
+            keys.add(key)
+            planned.append((i, key, found, self._bound(found, node)))
+        if planned:
+            result = await self.commit({
+                "compare": [rec.compare(key, "MOD", cur.mod_revision)
+                            for _, key, cur, _ in planned],
+                "success": [rec.put(key, rec.encode(bound), cur.lease)
+                            for _, key, cur, bound in planned], "failure": []})
+            if result["succeeded"]:
+                for i, _, _, _ in planned:
+                    answers[i] = _bound_status()
+        out: list[dict[str, Any] | stt.ApiError] = []
+        for i, answer in enumerate(answers):
+            if answer is None:
+                name = bindings[i]["metadata"]["name"]
+                try:
+                    answer = await self.bind(namespace, name, bindings[i])
+                except stt.ApiError as e:
+                    answer = e
+            out.append(answer)
+        return out
+
+    def _bound(self, current: rec.Stored, node: str) -> dict[str, Any]:
+        """A pod as its binding to `node` leaves it: spec.nodeName set, PodScheduled."""
+        bound = rec.without_rv(current.obj)
+        bound["spec"] = {**(current.obj.get("spec") or {}), "nodeName": node}
+        status = bound["status"] = dict(bound.get("status") or {})
+        conditions.put(status, {"type": "PodScheduled", "status": "True"}, self.clock())
+        for c in status["conditions"]:
+            if c.get("type") == "PodScheduled":
+                c.pop("reason", None)
+                c.pop("message", None)
+        return bound
 
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
                      propagation: str = "Background", grace: int | None = None,

@@ -199,6 +199,10 @@ class Rest:
                                    "the server does not allow this method on the requested "
                                    "resource")
             body = await read_object(request)
+            if body.get("kind") == f"{t.kind.kind}List" and t.kind.kind in ob.BATCH_KINDS:
+                return await self._create_batch(user, t, body, strictness, dry_run)
+            if body.get("kind") == "BindingList" and t.kind.kind == "Pod":
+                return await self._bind_batch(user, t, body, dry_run)
             check_body(body, t)
             if t.kind.namespaced and not t.namespace:
                 raise stt.bad_request("a namespaced object is created under "
@@ -284,6 +288,66 @@ class Rest:
                                                 preconditions=preconditions)
             return web.json_response(deletion.answer(t.kind, outcome))
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
+
+    async def _create_batch(self, user: auth.User, t: Target, body: dict[str, Any],
+                            strictness: str, dry_run: bool) -> web.Response:
+        """POST of a `{Kind}List` on a collection of `BATCH_KINDS` (raftkube's, not
+        Kubernetes'): every item created in one store transaction. Event recorders send
+        what they have queued this way, so a burst of events costs one request and one
+        Raft entry, not one each; each item is checked as its own POST would be."""
+        items = body.get("items")
+        if body.get("apiVersion") != t.kind.api_version or not isinstance(items, list) \
+                or not items or not all(isinstance(i, dict) for i in items):
+            raise stt.bad_request(f"a {t.kind.kind}List has apiVersion "
+                                  f"{t.kind.api_version} and items: a non-empty list of "
+                                  f"{t.kind.kind} objects")
+        if dry_run:
+            raise stt.bad_request(f"dryRun: not supported for a {t.kind.kind}List")
+        if len(items) > ob.BATCH_MAX:
+            raise stt.bad_request(f"items: at most {ob.BATCH_MAX} in one request, "
+                                  f"got {len(items)}")
+        if t.kind.namespaced and not t.namespace:
+            raise stt.bad_request("a namespaced object is created under "
+                                  "/namespaces/{namespace}/")
+        warnings: list[str] = []
+        checked = []
+        for item in items:
+            check_body(item, t)
+            self.authorize(user, "create", t, item)
+            item, warned = check_fields(item, t, strictness)
+            checked.append(item)
+            warnings += warned
+        created = await self.objects.create_batch(t.kind, t.namespace, checked)
+        return warn(web.json_response({"apiVersion": t.kind.api_version,
+                                       "kind": f"{t.kind.kind}List", "metadata": {},
+                                       "items": created}, status=201), warnings)
+
+    async def _bind_batch(self, user: auth.User, t: Target, body: dict[str, Any],
+                          dry_run: bool) -> web.Response:
+        """POST of a `BindingList` on a namespace's pods (raftkube's, not Kubernetes'):
+        each item is a Binding whose `metadata.name` names the pod, as on the `bindings`
+        collection. The bindings go in one store transaction where they can (see
+        `Objects.bind_batch`); the answer holds one Status per item, in order, each what
+        the item's own `pods/NAME/binding` POST would have answered."""
+        items = body.get("items")
+        if body.get("apiVersion") != "v1" or not isinstance(items, list) or not items \
+                or not all(isinstance(i, dict) for i in items):
+            raise stt.bad_request("a BindingList has apiVersion v1 and items: a non-empty "
+                                  "list of Binding objects")
+        if len(items) > ob.BATCH_MAX:
+            raise stt.bad_request(f"items: at most {ob.BATCH_MAX} in one request, "
+                                  f"got {len(items)}")
+        if dry_run:
+            raise stt.bad_request("dryRun: not supported for a BindingList")
+        if not t.namespace:
+            raise stt.bad_request("pods are bound under /namespaces/{namespace}/")
+        for item in items:
+            self.authorize(user, "create", t, item)
+        answers = await self.objects.bind_batch(t.namespace, items)
+        return web.json_response({
+            "apiVersion": "v1", "kind": "BindingList", "metadata": {},
+            "items": [a.status() if isinstance(a, stt.ApiError) else a for a in answers]},
+            status=201)
 
     # ---- authorization ------------------------------------------------------------------
 

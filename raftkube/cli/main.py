@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -204,7 +205,12 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
 @click.option("--node-status-update-frequency", default=10.0, show_default=True, type=float,
               help="Seconds between checks of the Node's status.")
 @click.option("--crash-backoff-base", default=10.0, show_default=True, type=float,
-              help="The first crash-loop back-off in seconds (doubles up to 5 min).")
+              help="The first crash-loop back-off in seconds (doubles up to the cap).")
+@click.option("--crash-backoff-cap", default=300.0, show_default=True, type=float,
+              help="The longest crash-loop back-off in seconds.")
+@click.option("--relist-period", default=1.0, show_default=True, type=float,
+              help="Seconds between listings of the runtime's containers while its "
+                   "events are not arriving (with them: every 10 s, as a safety net).")
 @click.option("--root-dir", default=None, metavar="DIR",
               help="Where pods' volumes live (DIR/pods/UID/volumes/NAME; DIR/NODE/... for "
                    "each of --count nodes). [default: /var/lib/raftkube/agent/NAME]")
@@ -239,7 +245,8 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
           cluster_id: str, pause_image: str, count: int, cpu: str | None,
           memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
           lease_interval: float, node_status_update_frequency: float,
-          crash_backoff_base: float, agent_port: int, root_dir: str | None,
+          crash_backoff_base: float, crash_backoff_cap: float, relist_period: float,
+          agent_port: int, root_dir: str | None,
           config_refresh: float, service_proxy: bool,
           proxy_address: str | None, iptables: bool | None, cluster_domain: str,
           cluster_dns: str, dns_port: int, dns_upstreams: tuple[str, ...],
@@ -281,14 +288,25 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
             if not sep or not key:
                 raise ValueError(f"--label: expected KEY=VALUE, got {text!r}")
             label_map[key] = value
-        if lease_interval <= 0 or node_status_update_frequency <= 0 or \
-                crash_backoff_base <= 0 or config_refresh <= 0:
-            raise ValueError("intervals and back-offs must be more than zero")
+        for flag, seconds in (("--lease-interval", lease_interval),
+                              ("--node-status-update-frequency",
+                               node_status_update_frequency),
+                              ("--crash-backoff-base", crash_backoff_base),
+                              ("--crash-backoff-cap", crash_backoff_cap),
+                              ("--relist-period", relist_period),
+                              ("--config-refresh", config_refresh)):
+            if not seconds > 0 or seconds == math.inf:
+                raise ValueError(f"{flag}: must be a number of seconds more than zero, "
+                                 f"got {seconds}")
+        if crash_backoff_cap < crash_backoff_base:
+            raise ValueError(f"--crash-backoff-cap: {crash_backoff_cap} is less than "
+                             f"--crash-backoff-base {crash_backoff_base}")
         options = ag.AgentOptions(
             servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
             capacity=capacity, labels=label_map, lease_interval=lease_interval,
             status_interval=node_status_update_frequency,
-            crash_backoff_base=crash_backoff_base, cluster=cluster_id,
+            crash_backoff_base=crash_backoff_base, crash_backoff_cap=crash_backoff_cap,
+            relist_period=relist_period, cluster=cluster_id,
             pause_image=pause_image, agent_port=agent_port,
             root_dir=os.path.abspath(root_dir) if root_dir else None,
             config_refresh=config_refresh, service_network=service_proxy,

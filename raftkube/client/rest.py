@@ -172,6 +172,16 @@ class RestClient:
                                           query=self._write_query(dry_run))
         return created
 
+    async def create_batch(self, kind: kinds.Kind, namespace: str,
+                           objs: Sequence[Obj]) -> builtins.list[Obj]:
+        """Create several objects of one kind in one namespace with one request and one
+        store transaction: a POST of a `{Kind}List`, which raftkube's API server takes
+        for Events (a recorder's backlog). Answered: the objects created."""
+        body = {"apiVersion": kind.api_version, "kind": f"{kind.kind}List",
+                     "items": builtins.list(objs)}
+        answer: Obj = await self.request("POST", path_of(kind, namespace), body=body)
+        return list(answer.get("items") or [])
+
     async def update(self, kind: kinds.Kind, obj: Obj, *, subresource: str = "",
                      dry_run: bool = False) -> Obj:
         """PUT `obj` (its `metadata.resourceVersion` is a precondition: Conflict if the
@@ -228,6 +238,25 @@ class RestClient:
         answer: Obj = await self.request(
             "POST", path_of(kinds.POD, namespace, name, "binding"), body=binding)
         return answer
+
+    async def bind_batch(self, namespace: str,
+                         bindings: Sequence[tuple[str, str, str]]) -> builtins.list[Obj]:
+        """Bind several pods of one namespace with one request, each `(pod, node, uid)`:
+        a POST of a `BindingList` on the namespace's pods, which raftkube's API server
+        writes in one store transaction where it can. Answered: one Status per binding,
+        in order, what its own `binding` POST would have answered (`code` 201, or the
+        error). The request as a whole raises as any request does."""
+        items = []
+        for pod, node, uid in bindings:
+            meta: Obj = {"name": pod, "namespace": namespace}
+            if uid:
+                meta["uid"] = uid
+            items.append({"apiVersion": "v1", "kind": "Binding", "metadata": meta,
+                          "target": {"apiVersion": "v1", "kind": "Node", "name": node}})
+        answer: Obj = await self.request(
+            "POST", path_of(kinds.POD, namespace),
+            body={"apiVersion": "v1", "kind": "BindingList", "items": items})
+        return builtins.list(answer.get("items") or [])
 
     # ---- what only a pod's node knows -----------------------------------------------
 

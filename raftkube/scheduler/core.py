@@ -43,7 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftkube.api import conditions, quantity, selectors, taints
+from raftkube.api import conditions, quantity, requests, selectors, taints
 
 Obj = dict[str, Any]
 RESOURCES = ("cpu", "memory")
@@ -119,25 +119,9 @@ class Unschedulable:
 
 
 def pod_requests(pod: Obj) -> dict[str, int]:
-    """What a pod asks for: the sum over its containers, or the largest init container if
-    that is more (init containers run one at a time), as Kubernetes computes it."""
-    spec = pod.get("spec") or {}
-
-    def total(containers: Iterable[Any]) -> dict[str, int]:
-        out = dict.fromkeys(RESOURCES, 0)
-        for c in containers:
-            requests = ((c or {}).get("resources") or {}).get("requests") or {}
-            for name in RESOURCES:
-                if name in requests:
-                    out[name] += amount(name, requests[name])
-        return out
-
-    regular = total(spec.get("containers") or [])
-    for init in spec.get("initContainers") or []:
-        single = total([init])
-        for name in RESOURCES:
-            regular[name] = max(regular[name], single[name])
-    return regular
+    """What a pod asks for (`api.requests`: its effective requests, sidecars and init
+    containers counted as they run, and its overhead), the node agent's numbers too."""
+    return requests.pod_requests(pod, RESOURCES)
 
 
 def host_ports(pod: Obj) -> set[tuple[str, int]]:

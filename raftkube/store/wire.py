@@ -35,6 +35,7 @@ from typing import Any
 import pysyncobj
 import pysyncobj.pickle
 import pysyncobj.tcp_connection
+from cryptography.fernet import Fernet
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
@@ -156,6 +157,22 @@ def drop(conn: Any, reason: str) -> None:
     conn.disconnect()
 
 
+def _open_token(fernet: Any, token: bytes) -> tuple[int, bytes]:
+    """A Fernet token's timestamp and plaintext, its signature checked.
+
+    pysyncobj called `extract_timestamp` and then `decrypt`: each decodes the whole
+    token's base64 and checks its HMAC, so every received message was decoded and
+    authenticated twice (base64 decoding alone was ~10% of a follower's CPU under load).
+    The two steps of `decrypt` are called here once each; a cryptography without them
+    gets the two public calls."""
+    split = getattr(Fernet, "_get_unverified_token_data", None)
+    open_data = getattr(fernet, "_decrypt_data", None)
+    if split is None or open_data is None:
+        return fernet.extract_timestamp(token), fernet.decrypt(token)
+    stamp, data = split(token)
+    return stamp, open_data(data, stamp, None)
+
+
 def _process_parse_message(self: Any) -> Any:
     buf = self._TcpConnection__readBuffer
     if len(buf) < 4 or not _frame_ok(self, buf):
@@ -166,11 +183,10 @@ def _process_parse_message(self: Any) -> Any:
     data = bytes(buf[4:4 + length])
     try:
         if self.encryptor:
-            stamp = self.encryptor.extract_timestamp(data)
+            stamp, data = _open_token(self.encryptor, data)
             if stamp < self.recvLastTimestamp:
                 raise ValueError("replayed message")
             self.recvLastTimestamp = stamp
-            data = self.encryptor.decrypt(data)
         # Decrypted: the sender holds the cluster secret (or, without a secret, there
         # is nothing to prove).
         self.rk_authenticated = True

@@ -359,3 +359,49 @@ def test_the_sidecars_of_an_ended_pod_are_stopped_and_not_started_again() -> Non
     assert after.idle and not after.init_failed
     always = with_sidecar(pod(init=("s",), containers=("c",), restart="Always"))
     assert actions.plan(always, ended_app, now=T0 + 3, backoff=b).stop == []
+
+
+def test_what_follows_a_sidecar_waits_for_its_startup_probe() -> None:
+    """A sidecar has started once its startup probe passed (the kubelet's `unstarted`):
+    until then the next init container and the app containers wait; once the app has
+    run, a sidecar restarting with a startup probe blocks nothing."""
+    p = with_sidecar(pod(init=("s", "i2"), containers=("a",)))
+    b = actions.CrashBackoff()
+    up = state(instance("s"))
+    assert starts(actions.plan(p, up, now=T0, backoff=b, unstarted={"s"})) == []
+    assert starts(actions.plan(p, up, now=T0, backoff=b)) == [("i2", 0)]
+    ran = state(instance("s", 1), instance("i2", exited_at=T0), instance("a"))
+    assert actions.plan(p, ran, now=T0, backoff=b, unstarted={"s"}).idle
+
+
+def test_a_sidecar_killed_by_its_probe_restarts_whatever_the_pods_policy() -> None:
+    p = with_sidecar(pod(init=("s",), containers=("a",), restart="Never"))
+    killed = state(instance("s", exited_at=T0 + 1, code=137), instance("a"))
+    assert starts(actions.plan(p, killed, now=T0 + 1, backoff=actions.CrashBackoff(),
+                               killed={"s"})) == [("s", 1)]
+
+
+def test_a_sidecars_probes_feed_the_pods_conditions() -> None:
+    """Kubernetes' prober manager and ContainersReady: a sidecar is ready as its
+    readiness probe says and counts for ContainersReady and Ready (named first); the
+    pod is Initialized only once the sidecar has started (its startup probe passed)."""
+    p = with_sidecar(pod(init=("s",), containers=("c",)))
+    s = state(instance("s"), instance("c"))
+    unready = status_of(p, s, ready={"s": False, "c": True})
+    assert conds(unready)["ContainersReady"] == ("False", "ContainersNotReady")
+    ready_cond = next(c for c in unready["conditions"] if c["type"] == "Ready")
+    assert ready_cond["message"] == "containers with unready status: [s]"
+    assert unready["initContainerStatuses"][0]["ready"] is False
+    both = status_of(p, s, ready={"s": True, "c": True})
+    assert conds(both)["Ready"] == ("True", "")
+    assert both["initContainerStatuses"][0]["ready"] is True
+    starting = podstatus.pod_status(p, state(instance("s")), now=T0 + 5,
+                                    host_ip="192.0.2.10", ready={"s": False},
+                                    started={"s": False}, plan=actions.Plan())
+    assert conds(starting)["Initialized"] == ("False", "ContainersNotInitialized")
+    assert starting["initContainerStatuses"][0]["started"] is False
+    assert starting["phase"] == "Pending"
+    started = podstatus.pod_status(p, state(instance("s")), now=T0 + 5,
+                                   host_ip="192.0.2.10", ready={"s": True},
+                                   started={"s": True}, plan=actions.Plan())
+    assert conds(started)["Initialized"] == ("True", "")

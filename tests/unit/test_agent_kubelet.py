@@ -299,6 +299,58 @@ async def test_the_relister_enqueues_pods_whose_containers_changed() -> None:
     assert await s.kubelet.queue.get() == "ns/p"
 
 
+async def test_the_runtimes_change_events_list_at_once_and_a_failure_falls_back() -> None:
+    """With events arriving, a change is listed when told, not after the relist period
+    (an hour here); when the stream fails, listing falls back to the relist period."""
+    s = Setup(pod())
+    told: asyncio.Queue[BaseException | None] = asyncio.Queue()
+    subscriptions = 0
+
+    async def changes() -> Any:
+        nonlocal subscriptions
+        subscriptions += 1
+        yield None  # subscribed
+        while True:
+            item = await told.get()
+            if item is not None:
+                raise item
+            yield None
+
+    listed = 0
+    pods = s.runtime.pods
+
+    async def counting() -> list[rt.PodState]:
+        nonlocal listed
+        listed += 1
+        return await pods()
+
+    s.runtime.changes = changes  # type: ignore[method-assign]
+    s.runtime.pods = counting  # type: ignore[method-assign]
+    s.kubelet.relist_period = s.kubelet.evented_relist_period = 3600
+    tasks = [asyncio.create_task(s.kubelet._relist_forever()),
+             asyncio.create_task(s.kubelet._changes_forever())]
+
+    async def until(predicate: Any) -> None:
+        for _ in range(200):
+            if predicate():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("not within 2 s")
+
+    try:
+        await until(lambda: listed == 1 and s.kubelet._evented)  # the subscription
+        await told.put(None)
+        await until(lambda: listed == 2)  # a change
+        s.kubelet.relist_period = 0.01
+        await told.put(rt.RuntimeFailure("the engine went away"))
+        await until(lambda: subscriptions == 2)  # subscribed again after a pause
+        assert listed >= 3
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def test_a_status_already_current_in_the_api_is_not_written() -> None:
     s = Setup(pod())
     status = written(await s.run())

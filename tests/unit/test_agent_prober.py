@@ -418,3 +418,92 @@ async def test_exec_probes_take_turns_past_the_limit() -> None:
         await asyncio.sleep(1.0)
         assert len(s.runtime.calls) >= 4 and s.runtime.peak == 2
         assert s.count("Readiness", "failed") == 0  # waiting for a turn is no timeout
+
+
+def with_sidecar(restart: str = "Always", **probes_: Obj) -> Obj:
+    """A pod whose sidecar `s` (an init container with restartPolicy Always) has the
+    probes; its app container `c` has none."""
+    p = pod(restart=restart, init=("s",))
+    p["spec"]["terminationGracePeriodSeconds"] = 30
+    p["spec"]["initContainers"][0].update(restartPolicy="Always", **probes_)
+    return p
+
+
+async def test_a_sidecars_liveness_failure_restarts_it_with_events() -> None:
+    """Even in a Never pod: a sidecar restarts whatever the pod's policy."""
+    async with running(with_sidecar("Never", livenessProbe={**CAT, "failureThreshold": 1})
+                       ) as s:
+        status = await s.sync()
+        assert "running" in status["containerStatuses"][0]["state"]
+        s.events()
+        s.runtime.answer = MISSING
+        await s.notified()
+        status = await s.sync()
+        (side,) = status["initContainerStatuses"]
+        assert side["restartCount"] == 1 and "running" in side["state"]
+        told = s.events()
+        assert ("Killing", "Container s failed liveness probe, will be restarted") in told
+        assert s.runtime.calls[0][0] == "s"
+        assert status["containerStatuses"][0]["restartCount"] == 0  # the app runs on
+
+
+async def test_a_sidecars_startup_probe_holds_the_app_until_it_passes() -> None:
+    async with running(with_sidecar(startupProbe={**CAT, "failureThreshold": 100})) as s:
+        s.runtime.answer = MISSING
+        status = await s.sync()
+        assert status["initContainerStatuses"][0]["started"] is False
+        assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == \
+            "PodInitializing"
+        assert condition(status, "Initialized") == "False"
+        s.runtime.answer = rt.ExecResult(0, b"")
+        await s.notified()
+        status = await s.sync()
+        assert status["initContainerStatuses"][0]["started"] is True
+        assert "running" in status["containerStatuses"][0]["state"]
+        assert condition(status, "Ready") == "True"
+
+
+async def test_a_sidecars_readiness_probe_drives_the_pods_ready_condition() -> None:
+    async with running(with_sidecar(readinessProbe=CAT)) as s:
+        status = await s.sync()
+        assert condition(status, "ContainersReady") == "False"
+        await s.notified()  # it passed
+        status = await s.sync()
+        assert condition(status, "Ready") == "True"
+        assert status["initContainerStatuses"][0]["ready"] is True
+        s.runtime.answer = MISSING
+        await s.notified()
+        status = await s.sync()
+        assert condition(status, "Ready") == "False"
+        assert status["initContainerStatuses"][0]["ready"] is False
+        assert "running" in status["initContainerStatuses"][0]["state"]  # not restarted
+
+
+async def test_after_an_agent_restart_a_started_sidecar_holds_nothing_up() -> None:
+    """The sidecar's startup probe had passed (its status says started) but the next
+    init container had not run when the agent went: the new agent resumes the probe
+    from that status and runs the next init container in its first sync, even though
+    the probe would fail now."""
+    def spec() -> Obj:
+        p = pod(init=("s", "i2"))
+        p["spec"]["initContainers"][0].update(
+            restartPolicy="Always", startupProbe={**CAT, "failureThreshold": 100})
+        return p
+
+    first = Setup(spec())
+    first.runtime.answer = MISSING
+    status = await first.sync()
+    assert [s["name"] for s in status["initContainerStatuses"]
+            if "running" in s["state"]] == ["s"]
+    first.prober.forget("uid-p-0001")  # that agent is gone
+    ran = {**spec(), "status": status}
+    ran["status"]["initContainerStatuses"][0]["started"] = True  # as the probe had said
+    async with running(ran) as s:
+        await asyncio.sleep(0)  # the prober runs (nothing else here waits)
+        await s.runtime.recover([ran])
+        s.runtime.answer = MISSING
+        status = await s.sync()
+        inits = {c["name"]: c for c in status["initContainerStatuses"]}
+        assert inits["s"]["started"] is True and inits["s"]["restartCount"] == 0
+        assert inits["i2"]["state"]["terminated"]["exitCode"] == 0
+        assert "running" in status["containerStatuses"][0]["state"]

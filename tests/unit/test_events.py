@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
+from raftkube.api import kinds
 from raftkube.client import events as ev
-from tests.unit.conftest import Served
+from raftkube.client import rest, transport
+from tests.unit.conftest import NODE_TOKEN, Served, wait_for
 
 pytestmark = pytest.mark.unit
 
@@ -28,3 +33,95 @@ async def test_a_recorded_event_is_accepted_and_names_do_not_clash(served: Serve
     items = (await listed.json())["items"]
     assert [e["message"] for e in items] == ["Scaled up replica set web-5d9c to 3 from 0"] * 2
     assert all(e["metadata"]["name"].startswith("web.") for e in items)
+
+
+def _event(name: str, message: str = "m", namespace: str = "default") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": namespace},
+            "reason": "Scheduled", "message": message, "type": "Normal"}
+
+
+async def test_an_event_list_is_created_in_one_transaction(served: Served) -> None:
+    before = served.replica.revision
+    answer = await served.client.post(
+        "/api/v1/namespaces/default/events", headers=served.auth,
+        json={"apiVersion": "v1", "kind": "EventList",
+              "items": [_event(f"e{i}", f"m{i}") for i in range(30)]})
+    assert answer.status == 201, await answer.text()
+    created = (await answer.json())["items"]
+    assert [e["metadata"]["name"] for e in created] == [f"e{i}" for i in range(30)]
+    # One revision for all of them: one store write, one Raft entry.
+    assert {e["metadata"]["resourceVersion"] for e in created} == {str(before + 1)}
+    assert served.replica.revision == before + 1
+    listed = await served.client.get("/api/v1/namespaces/default/events",
+                                     headers=served.auth)
+    assert sorted(e["message"] for e in (await listed.json())["items"]) == \
+        sorted(f"m{i}" for i in range(30))
+
+
+@pytest.mark.parametrize(("items", "status", "words"), [
+    ([], 400, "non-empty list"),
+    (["not an object"], 400, "non-empty list"),
+    ([_event(f"e{i}") for i in range(101)], 400, "at most 100"),
+    ([_event("ok"), {**_event("bad"), "type": 7}], 422, "items[1]."),
+    ([_event("ok"), {**_event("x"), "apiVersion": "apps/v1"}], 400, "do not match"),
+])
+async def test_a_bad_event_list_creates_nothing(served: Served, items: list[Any],
+                                                status: int, words: str) -> None:
+    before = served.replica.revision
+    answer = await served.client.post(
+        "/api/v1/namespaces/default/events", headers=served.auth,
+        json={"apiVersion": "v1", "kind": "EventList", "items": items})
+    assert answer.status == status, await answer.text()
+    assert words in (await answer.json())["message"]
+    assert served.replica.revision == before
+
+
+async def test_an_event_list_with_a_name_taken_creates_the_others(served: Served) -> None:
+    first = await served.client.post("/api/v1/namespaces/default/events",
+                                     json=_event("taken", "old"), headers=served.auth)
+    assert first.status == 201
+    answer = await served.client.post(
+        "/api/v1/namespaces/default/events", headers=served.auth,
+        json={"apiVersion": "v1", "kind": "EventList",
+              "items": [_event("a"), _event("taken", "new"), _event("b")]})
+    assert answer.status == 201, await answer.text()
+    assert [e["metadata"]["name"] for e in (await answer.json())["items"]] == ["a", "b"]
+    taken = await served.client.get("/api/v1/namespaces/default/events/taken",
+                                    headers=served.auth)
+    assert (await taken.json())["message"] == "old"
+
+
+async def test_a_node_may_send_an_event_list_but_not_other_lists(served: Served) -> None:
+    node = {"Authorization": f"Bearer {NODE_TOKEN}"}
+    answer = await served.client.post(
+        "/api/v1/namespaces/default/events", headers=node,
+        json={"apiVersion": "v1", "kind": "EventList", "items": [_event("n1.e")]})
+    assert answer.status == 201, await answer.text()
+    pods = await served.client.post(
+        "/api/v1/namespaces/default/pods", headers=served.auth,
+        json={"apiVersion": "v1", "kind": "PodList", "items": []})
+    assert pods.status == 400
+
+
+async def test_the_recorder_sends_its_backlog_in_few_requests(served: Served) -> None:
+    url = str(served.client.make_url("")).rstrip("/")
+    async with transport.Transport([url], served.token, wait=5.0, timeout=10.0) as tp:
+        client = rest.RestClient(tp)
+        recorder = ev.EventRecorder(client, "test")
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p", "namespace": "default", "uid": "u"}}
+        before = served.replica.revision
+        for i in range(120):  # queued before the recorder runs: a backlog
+            recorder.event(pod, "Normal", "Started", f"Started container c{i}")
+        task = asyncio.ensure_future(recorder.run())
+        try:
+            await wait_for(lambda: recorder.sent == 120, deadline=20, what="120 events")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        # 50 a request (plus the events' lease): a handful of revisions, not 120.
+        assert served.replica.revision - before <= 4
+        listed = await client.list(kinds.EVENT, "default")
+        assert len(listed["items"]) == 120

@@ -212,3 +212,83 @@ async def test_delete_preconditions_must_hold(served: Served) -> None:
     await ok(served, "DELETE", CMS + "/a",
              {"preconditions": {"uid": uid, "resourceVersion": rv}})
     assert (await call(served, "GET", CMS + "/a"))[0] == 404
+
+
+def binding_of(pod: str, node: str, uid: str = "") -> dict[str, Any]:
+    b = binding(node, uid)
+    b["metadata"]["name"] = pod
+    return b
+
+
+async def test_a_binding_list_binds_every_pod_in_one_revision(served: Served) -> None:
+    uids = [(await ok(served, "POST", PODS, pod(f"p{i}")))["metadata"]["uid"]
+            for i in range(5)]
+    before = await settled_revision(served)
+    status, body = await call(served, "POST", PODS, {
+        "apiVersion": "v1", "kind": "BindingList",
+        "items": [binding_of(f"p{i}", f"n{i}", uids[i]) for i in range(5)]})
+    assert status == 201, body
+    assert [(a["status"], a["code"]) for a in body["items"]] == [("Success", 201)] * 5
+    assert await settled_revision(served) == before + 1  # one transaction
+    for i in range(5):
+        got = await ok(served, "GET", f"{PODS}/p{i}")
+        assert got["spec"]["nodeName"] == f"n{i}"
+        assert [c["status"] for c in got["status"]["conditions"]
+                if c["type"] == "PodScheduled"] == ["True"]
+
+
+async def test_each_binding_of_a_list_gets_its_own_answer(served: Served) -> None:
+    await ok(served, "POST", PODS, pod("free"))
+    await ok(served, "POST", PODS, pod("taken"))
+    await ok(served, "POST", PODS + "/taken/binding", binding_of("taken", "n1"))
+    await ok(served, "POST", PODS, pod("twice"))
+    status, body = await call(served, "POST", PODS, {
+        "apiVersion": "v1", "kind": "BindingList",
+        "items": [binding_of("free", "n2"), binding_of("taken", "n2"),
+                  binding_of("missing", "n2"), binding_of("twice", "n3"),
+                  binding_of("twice", "n4"), binding_of("free", "Bad_Node"),
+                  binding_of("free", "n5", uid="not-its-uid")]})
+    assert status == 201, body
+    assert [a["code"] for a in body["items"]] == [201, 409, 404, 201, 409, 400, 409]
+    assert 'already assigned to node "n1"' in body["items"][1]["message"]
+    assert (await ok(served, "GET", PODS + "/free"))["spec"]["nodeName"] == "n2"
+    assert (await ok(served, "GET", PODS + "/taken"))["spec"]["nodeName"] == "n1"
+    assert (await ok(served, "GET", PODS + "/twice"))["spec"]["nodeName"] == "n3"
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ({"apiVersion": "v1", "kind": "BindingList", "items": []}, "non-empty list"),
+    ({"apiVersion": "v2", "kind": "BindingList", "items": [binding("n1")]}, "apiVersion v1"),
+    ({"apiVersion": "v1", "kind": "BindingList",
+      "items": [binding_of(f"p{i}", "n1") for i in range(101)]}, "at most 100"),
+])
+async def test_a_bad_binding_list_binds_nothing(served: Served, body: dict[str, Any],
+                                                says: str) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    before = await settled_revision(served)
+    status, answer = await call(served, "POST", PODS, body)
+    assert status == 400 and says in answer["message"], answer
+    assert await settled_revision(served) == before
+
+
+async def test_a_binding_list_of_a_replaced_leader_is_refused(served: Served) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    term = served.replica.view.term
+    await served.replica.propose("noop", term=term + 1)
+    before = await settled_revision(served)
+    status, answer = await call(served, "POST", PODS, {
+        "apiVersion": "v1", "kind": "BindingList", "items": [binding_of("p", "n1")] * 2},
+        headers={TERM: str(term)})
+    # Two of the same pod: the list's transaction has one, the second goes on its own;
+    # both are stamped with the old term and refused.
+    assert status == 409 and "stale term" in answer["message"], answer
+    assert await settled_revision(served) == before
+    assert not (await ok(served, "GET", PODS + "/p"))["spec"].get("nodeName")
+
+
+async def test_a_node_may_not_send_a_binding_list(served: Served) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    status, answer = await call(served, "POST", PODS, {
+        "apiVersion": "v1", "kind": "BindingList", "items": [binding_of("p", "n1")]},
+        headers=NODE, auth=False)
+    assert status == 403, answer

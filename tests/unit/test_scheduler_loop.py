@@ -132,3 +132,23 @@ async def test_a_heartbeat_does_not_wake_the_unschedulable_pods() -> None:
     s._node_updated(beat, bigger)
     assert not s.unschedulable and len(s.queue) == 1
     assert s.infos["n1"].allocatable["cpu"] == 4000
+
+
+async def test_a_bound_pods_status_post_does_not_rebuild_its_node() -> None:
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1", cpu="4"))
+    f.seed(kinds.POD, pod("a", cpu="1", node_name="n1"))
+    s = make(f)
+    info = s.infos["n1"]
+    assert info.requested["cpu"] == 1000
+    old = pod("a", cpu="1", node_name="n1")
+    running = {**old, "status": {"phase": "Running", "podIP": "10.0.0.2"}}
+    s._pod_updated(old, running)
+    assert s.infos["n1"] is info  # nothing it counts changed: not rebuilt
+    relabelled = {**running, "metadata": {**running["metadata"], "labels": {"x": "y"}}}
+    s._pod_updated(running, relabelled)
+    assert s.infos["n1"] is not info  # labels count (spreading, affinity)
+    finished = {**relabelled, "status": {"phase": "Succeeded"}}
+    f.informers.informer(kinds.POD).cache.put(finished)
+    s._pod_updated(relabelled, finished)
+    assert s.infos["n1"].requested["cpu"] == 0  # a finished pod holds nothing
