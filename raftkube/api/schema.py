@@ -104,39 +104,58 @@ def check(value: Any, schema: Schema, *, path: str, errs: causes.Causes) -> None
             check(value[name], sub, path=causes.child(path, name), errs=errs)
 
 
-def unknown_fields(value: Any, schema: Schema, path: str = "") -> list[str]:
+def _directive(name: Any, directives: bool) -> bool:
+    """A strategic merge patch's `$patch`, `$setElementOrder/...`: not a field."""
+    return directives and isinstance(name, str) and name.startswith("$")
+
+
+def unknown_fields(value: Any, schema: Schema, path: str = "", *,
+                   directives: bool = False) -> list[str]:
     """The paths of the fields of `value` that `schema` does not know, in order.
-    Statuses are written by raftkube itself and are not checked."""
+    Statuses are written by raftkube itself and are not checked. `directives`: `value`
+    is a strategic merge patch, whose `$` keys are the patch's, not fields."""
     if isinstance(schema, Arr) and isinstance(value, list):
         return [u for i, item in enumerate(value)
-                for u in unknown_fields(item, schema.items, causes.index(path, i))]
+                for u in unknown_fields(item, schema.items, causes.index(path, i),
+                                        directives=directives)]
     if isinstance(schema, MapOf) and isinstance(value, dict):
-        return [u for k, v in value.items()
-                for u in unknown_fields(v, schema.values, causes.key(path, k))]
+        return [u for k, v in value.items() if not _directive(k, directives)
+                for u in unknown_fields(v, schema.values, causes.key(path, k),
+                                        directives=directives)]
     if not isinstance(schema, Obj) or not isinstance(value, dict):
         return []
     out: list[str] = []
     for name, sub in value.items():
         at = causes.child(path, str(name))
+        if _directive(name, directives):
+            continue
         if name not in schema.fields:
             out.append(at)
         elif at != "status":
-            out += unknown_fields(sub, schema.fields[name], at)
+            out += unknown_fields(sub, schema.fields[name], at, directives=directives)
     return out
 
 
-def drop_unknown(value: Any, schema: Schema, path: str = "") -> Any:
+def drop_unknown(value: Any, schema: Schema, path: str = "", *,
+                 directives: bool = False) -> Any:
     """`value` without the fields `schema` does not know, as Kubernetes' decoding drops
-    them; a new value, `value` is not changed. Statuses are kept as they are."""
+    them; a new value, `value` is not changed. Statuses are kept as they are; so are a
+    strategic merge patch's `$` keys when `directives`."""
     if isinstance(schema, Arr) and isinstance(value, list):
-        return [drop_unknown(item, schema.items, path) for item in value]
+        return [drop_unknown(item, schema.items, path, directives=directives)
+                for item in value]
     if isinstance(schema, MapOf) and isinstance(value, dict):
-        return {k: drop_unknown(v, schema.values, path) for k, v in value.items()}
+        return {k: v if _directive(k, directives)
+                else drop_unknown(v, schema.values, path, directives=directives)
+                for k, v in value.items()}
     if not isinstance(schema, Obj) or not isinstance(value, dict):
         return value
     return {name: sub if causes.child(path, str(name)) == "status"
-            else drop_unknown(sub, schema.fields[name], causes.child(path, str(name)))
-            for name, sub in value.items() if name in schema.fields}
+            or _directive(name, directives)
+            else drop_unknown(sub, schema.fields[name], causes.child(path, str(name)),
+                              directives=directives)
+            for name, sub in value.items() if name in schema.fields
+            or _directive(name, directives)}
 
 
 # ---- reading values that may have the wrong type ---------------------------------------

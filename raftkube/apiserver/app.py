@@ -1,8 +1,9 @@
 """The master's HTTP server: etcd's v3 JSON API, Kubernetes-style REST (rest.py),
 health, readiness and metrics.
 
-Every request but `/healthz` is authenticated here, once, for both APIs (`auth`): the
-store's API, readiness and metrics are the admin's (401 without a known token, 403 for a
+Every request but `/healthz`, `/version` and etcd's login (`etcdauth`) is authenticated
+here, once, for both APIs (`auth`; `/v3` also takes etcd login tokens): the store's
+API, readiness and metrics are the admin's (401 without a known token, 403 for a
 node's), and REST reads the user from the request. Errors use the grpc-gateway's body
 (`error`, `message`, `code`) with the HTTP status grpc-gateway maps each code to, and an
 error answer never changes anything: requests are fully parsed and checked (`inputs`)
@@ -14,6 +15,7 @@ author decided it in; the state machine refuses it if a newer leader has written
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -21,11 +23,22 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from raftkube.apiserver import auth, fanout, fencing, inputs, metrics, podproxy
+from raftkube.apiserver import (
+    auth,
+    etcdauth,
+    fanout,
+    fencing,
+    inputs,
+    metrics,
+    openapi,
+    podproxy,
+    version,
+)
 from raftkube.apiserver import etcdjson as ej
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
@@ -56,6 +69,8 @@ GRPC = {
 BODY_LIMIT = 4 * MAX_REQUEST_BYTES  # base64 and JSON overhead; the store checks the rest
 TERM_HEADER = fencing.TERM_HEADER
 log = logging.getLogger(__name__)
+# What anyone may read: liveness, and `/version`, which Kubernetes serves to anyone too.
+UNAUTHENTICATED = frozenset({"/healthz", "/version", "/version/", "/v3/auth/authenticate"})
 PROGRESS_EVERY = 5.0  # seconds of silence before a progress_notify watch gets a bookmark
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,6 +80,7 @@ METRICS = web.AppKey("metrics", metrics.Metrics)
 PROGRESS = web.AppKey("progress_every", float)
 OBJECTS = web.AppKey("objects", ob.Objects)
 SETUP = web.AppKey("setup", asyncio.Task)
+ETCD_SESSIONS = web.AppKey("etcd_sessions", etcdauth.Sessions)
 PULSE = web.AppKey("pulse", asyncio.Task)
 PULSE_EVERY = web.AppKey("pulse_every", float)
 
@@ -113,7 +129,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     path = route.canonical if route is not None else "unmatched"
     status = 500
     try:
-        if request.path != "/healthz":
+        if request.path not in UNAUTHENTICATED:
             refused = authenticate(request)
             if refused is not None:
                 status = refused.status
@@ -150,8 +166,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def authenticate(request: web.Request) -> web.Response | None:
-    """Store the request's user on it; or the refusal, in the shape of the API asked."""
-    user = request.app[TOKENS].user(request.headers.get("Authorization", ""))
+    """Store the request's user on it; or the refusal, in the shape of the API asked.
+    `/v3` also takes the tokens of etcd's password login (`etcdauth`)."""
+    header = request.headers.get("Authorization", "")
+    user = request.app[TOKENS].user(header)
+    if user is None and request.path.startswith("/v3/"):
+        name = request.app[ETCD_SESSIONS].user(header)
+        user = auth.User(f"etcd:{name}") if name is not None else None
     if is_rest_path(request.path):
         if user is None:
             return web.json_response(stt.unauthorized().status(), status=401)
@@ -259,6 +280,22 @@ class EtcdApi:
         result = await self.r.propose("compact", {"revision": revision},
                                       term=fence_term(request, self.r))
         return self.answer(result, {})
+
+    async def authenticate(self, request: web.Request) -> web.Response:
+        """etcd's Authenticate: a name and password for a token (`etcdauth`)."""
+        body = ej.obj(await read_json(request))
+        name, password = body.get("name"), body.get("password")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise ej.BadRequest("name", "name and password must be strings")
+        try:
+            token = request.app[ETCD_SESSIONS].login(name, password)
+        except etcdauth.NotEnabled:
+            return grpc_error("etcdserver: authentication is not enabled",
+                              "FailedPrecondition")
+        except etcdauth.Failed:
+            return grpc_error("etcdserver: authentication failed, invalid user ID or "
+                              "password", "InvalidArgument")
+        return web.json_response({"header": self.header(), "token": token})
 
     async def lease_grant(self, request: web.Request) -> web.Response:
         body = ej.obj(await read_json(request))
@@ -452,6 +489,53 @@ async def healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
+@functools.cache
+def _version() -> dict[str, Any]:
+    """Read once per process: the checkout the server runs from does not change."""
+    return version.info(*version.source_commit(Path(__file__).resolve().parent))
+
+
+async def version_handler(request: web.Request) -> web.Response:
+    return web.json_response(_version())
+
+
+def _document(request: web.Request, body: bytes, etag: str) -> web.Response:
+    """An OpenAPI document with its ETag; 304 when the client has it already."""
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-cache, private",
+               "Vary": "Accept"}
+    if request.headers.get("If-None-Match", "").strip('"') == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _accepts_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return not accept or any(t.split(";")[0].strip() in ("application/json", "*/*",
+                                                          "application/*")
+                             for t in accept.split(","))
+
+
+async def openapi_v2(request: web.Request) -> web.Response:
+    if not _accepts_json(request):  # v2 in protobuf: client-go asks again for JSON
+        return web.json_response(stt.ApiError(
+            406, "NotAcceptable", "only application/json is served here").status(),
+            status=406)
+    return _document(request, *openapi.v2_document())
+
+
+async def openapi_v3_index(request: web.Request) -> web.Response:
+    return _document(request, *openapi.v3_index())
+
+
+async def openapi_v3(request: web.Request) -> web.Response:
+    found = openapi.v3_documents().get(request.match_info["gv"])
+    if found is None:
+        return web.json_response(stt.ApiError(404, "NotFound", "no OpenAPI document for "
+                                              f"{request.match_info['gv']}").status(),
+                                 status=404)
+    return _document(request, *found)
+
+
 async def readyz(request: web.Request) -> web.Response:
     reason = request.app[REPLICA].not_ready_reason()
     if reason is None:
@@ -477,6 +561,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None = None,
+             etcd_users: dict[str, str] | None = None,
              progress_every: float = PROGRESS_EVERY, bookmark_every: float = 10.0,
              service_cidr: str = "10.96.0.0/16", event_ttl: int = 3600) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=BODY_LIMIT)
@@ -492,6 +577,7 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app.on_startup.append(_start_namespaces)
     app.on_cleanup.append(_stop_namespaces)
     app[TOKENS] = tokens
+    app[ETCD_SESSIONS] = etcdauth.Sessions(etcd_users or {})
     # The one timer of every watch stream: bookmarks, progress notices and deadlines are
     # late by at most this much.
     app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)
@@ -501,8 +587,14 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     api = EtcdApi(replica)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/version", version_handler)
+    app.router.add_get("/version/", version_handler)  # what the Python client asks for
+    app.router.add_get("/openapi/v2", openapi_v2)
+    app.router.add_get("/openapi/v3", openapi_v3_index)
+    app.router.add_get("/openapi/v3/{gv:.+}", openapi_v3)
     app.router.add_get("/metrics", metrics_handler)
     for path, handler in [
+        ("/v3/auth/authenticate", api.authenticate),
         ("/v3/kv/range", api.range),
         ("/v3/kv/put", api.put),
         ("/v3/kv/deleterange", api.deleterange),

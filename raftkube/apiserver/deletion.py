@@ -20,6 +20,7 @@ see; `check_preconditions` adds the caller's own (uid, resourceVersion).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from raftkube.api import kinds
@@ -107,23 +108,57 @@ def mark(obj: Obj, *, now: float, grace: int, finalizers: list[str]) -> Obj:
     return out
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a DELETE did: `gone`, the object left the store (or would have, in a dry
+    run); otherwise it stays, marked, and `obj` is it as marked."""
+
+    obj: Obj
+    gone: bool
+
+
+# Kinds whose storage in Kubernetes answers a delete with the deleted object itself
+# (`ReturnDeletedObject`), even when it is gone at once.
+RETURN_DELETED = {"Pod", "Service"}
+
+
+def answer(kind: kinds.Kind, outcome: Outcome) -> Obj:
+    """What a DELETE answers, as Kubernetes' registry does: the object while finalizers
+    or a grace period keep it (with its deletionTimestamp), and the object for the kinds
+    of `RETURN_DELETED`; else a Status of Success naming what went."""
+    if not outcome.gone or kind.kind in RETURN_DELETED:
+        return outcome.obj
+    return success_status(kind, outcome.obj)
+
+
+def success_status(kind: kinds.Kind, obj: Obj) -> Obj:
+    """Kubernetes' answer to a delete that took the object away at once: a Status with
+    `status: Success` and the object's name, group, resource (in `kind`, as Kubernetes
+    fills it) and uid."""
+    meta = obj.get("metadata") or {}
+    details = {"name": meta.get("name", ""), "group": kind.group, "kind": kind.plural,
+               "uid": meta.get("uid", "")}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+            "details": details}
+
+
 async def delete(objects: Objects, kind: kinds.Kind, current: rec.Stored, *,
-                 propagation: str, grace: int | None, dry_run: bool) -> Obj:
+                 propagation: str, grace: int | None, dry_run: bool) -> Outcome:
     """Delete `current` (not a namespace: see `namespaces.delete`): at once when nothing
-    holds it, else mark it; the answer is the object as it was or as marked."""
+    holds it, else mark it."""
     meta = current.obj["metadata"]
     finalizers = gc_finalizers(list(meta.get("finalizers") or []), propagation)
     seconds = grace_of(kind, current.obj, grace)
     if not finalizers and not seconds:
         if not dry_run:
             await remove(objects, kind, current)
-        return current.obj
+        return Outcome(current.obj, gone=True)
     marked = mark(current.obj, now=objects.clock(), grace=seconds, finalizers=finalizers)
     if dry_run:
-        return marked
+        return Outcome(marked, gone=False)
     if rec.same(marked, current.obj):
-        return current.obj
-    return await write(objects, kind, current, marked)
+        return Outcome(current.obj, gone=False)
+    return Outcome(await write(objects, kind, current, marked), gone=False)
 
 
 async def write(objects: Objects, kind: kinds.Kind, current: rec.Stored, new: Obj) -> Obj:

@@ -84,7 +84,7 @@ def keep_spec_finalizers(merged: Obj, current: Obj) -> None:
 
 
 async def delete(objects: Objects, current: rec.Stored, *, propagation: str,
-                 dry_run: bool) -> Obj:
+                 dry_run: bool) -> deletion.Outcome:
     """The first delete marks the namespace Terminating; it goes when nothing holds it."""
     name = current.obj["metadata"]["name"]
     if name in SYSTEM:
@@ -96,11 +96,12 @@ async def delete(objects: Objects, current: rec.Stored, *, propagation: str,
     if not held:
         if not dry_run:
             await deletion.remove(objects, NAMESPACE, current)
-        return current.obj
+        return deletion.Outcome(current.obj, gone=True)
     marked = deletion.mark(current.obj, now=objects.clock(), grace=0, finalizers=finalizers)
     marked["status"] = {**(marked.get("status") or {}), "phase": "Terminating"}
     if dry_run:
-        return marked
+        return deletion.Outcome(marked, gone=False)
     if rec.same(marked, current.obj):
-        return current.obj
-    return await deletion.write(objects, NAMESPACE, current, marked)
+        return deletion.Outcome(current.obj, gone=False)
+    return deletion.Outcome(await deletion.write(objects, NAMESPACE, current, marked),
+                            gone=False)

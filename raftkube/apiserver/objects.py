@@ -36,14 +36,13 @@ from raftkube.api import (
     conditions,
     defaults,
     kinds,
-    merge,
     names,
     qos,
     selectors,
     validation,
 )
 from raftkube.api.timestamps import rfc3339
-from raftkube.apiserver import addresses, deletion, inputs, namespaces
+from raftkube.apiserver import addresses, deletion, inputs, namespaces, patches, scale
 from raftkube.apiserver import records as rec
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -432,27 +431,82 @@ class Objects:
         return merged
 
     async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
-                    subresource: str = "", dry_run: bool = False) -> dict[str, Any]:
-        if not isinstance(patch, dict):
-            raise stt.bad_request("the patch must be a JSON object (a merge patch)")
-        wanted_rv = (patch.get("metadata") or {}).get("resourceVersion") \
-            if isinstance(patch.get("metadata"), dict) else None
+                    patch_type: str = "merge", subresource: str = "",
+                    dry_run: bool = False,
+                    check: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                    ) -> dict[str, Any]:
+        """PATCH, of one of `patches.TYPES`; retried on a conflict with another writer
+        (the patch is applied to what is stored), never past a resourceVersion the patch
+        itself names (a precondition). `check` sees the patched object before it is
+        written, and gives the object to write (field validation of a JSON patch, whose
+        fields are known only once it has applied)."""
+        patches.check(patch, patch_type)
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
-            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
-                raise stt.conflict(kind.resource, name)  # a precondition: no retry
             base = rec.without_rv(current.obj)
-            patched = merge.merge_patch(base, patch)
+            patched = patches.apply(base, patch, patch_type, kind.kind)
             if not isinstance(patched, dict):
                 raise stt.bad_request("the patch must leave an object")
+            if check is not None:
+                patched = check(patched)
+            wanted_rv = patches.resource_version(patched)
+            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
+                raise stt.conflict(kind.resource, name)  # a precondition: no retry
             patched.setdefault("metadata", {})
             if not isinstance(patched["metadata"], dict):
                 raise stt.invalid(kind.kind, kind.group, name, [validation.Cause(
                     "metadata", "FieldValueTypeInvalid", "Invalid value: must be an object")])
             patched["metadata"]["name"] = name
+            patched["metadata"].pop("resourceVersion", None)
             try:
                 return await self._update(kind, namespace, name, current, patched,
                                           subresource=subresource, dry_run=dry_run)
+            except stt.ApiError as e:
+                if e.reason != "Conflict" or stt.is_fenced(e):
+                    raise
+        raise stt.conflict(kind.resource, name)
+
+    # ---- the scale subresource ----------------------------------------------------------
+
+    async def get_scale(self, kind: kinds.Kind, namespace: str, name: str) -> dict[str, Any]:
+        return scale.of((await self.get(kind, namespace, name)).obj)
+
+    async def update_scale(self, kind: kinds.Kind, namespace: str, name: str, body: Any, *,
+                           dry_run: bool = False) -> dict[str, Any]:
+        """PUT of a Scale: its replicas into the object's spec; its resourceVersion, if
+        any, a precondition."""
+        replicas = scale.replicas_of(name, body)
+        wanted_rv = patches.resource_version(body)
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
+                raise stt.conflict(kind.resource, name)
+            new = scale.scaled(rec.without_rv(current.obj), replicas)
+            try:
+                return scale.of(await self._update(kind, namespace, name, current, new,
+                                                   subresource="", dry_run=dry_run))
+            except stt.ApiError as e:
+                # Without a resourceVersion the write is unconditional, as in Kubernetes:
+                # a controller's status write in between is read again, not an error.
+                if e.reason != "Conflict" or stt.is_fenced(e) or wanted_rv not in (None, ""):
+                    raise
+        raise stt.conflict(kind.resource, name)
+
+    async def patch_scale(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
+                          patch_type: str, dry_run: bool = False) -> dict[str, Any]:
+        """PATCH of a Scale: the patch applies to the Scale, whose replicas are written."""
+        patches.check(patch, patch_type)
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            patched = patches.apply(scale.of(current.obj), patch, patch_type, "Scale")
+            replicas = scale.replicas_of(name, patched)
+            wanted_rv = patches.resource_version(patched)
+            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
+                raise stt.conflict(kind.resource, name)
+            new = scale.scaled(rec.without_rv(current.obj), replicas)
+            try:
+                return scale.of(await self._update(kind, namespace, name, current, new,
+                                                   subresource="", dry_run=dry_run))
             except stt.ApiError as e:
                 if e.reason != "Conflict" or stt.is_fenced(e):
                     raise
@@ -570,7 +624,7 @@ class Objects:
     async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
                      propagation: str = "Background", grace: int | None = None,
                      dry_run: bool = False,
-                     preconditions: dict[str, str] | None = None) -> dict[str, Any]:
+                     preconditions: dict[str, str] | None = None) -> deletion.Outcome:
         """DELETE, as Kubernetes' API server does it (see `deletion` and `namespaces`):
         `preconditions` (uid, resourceVersion) must hold for the object read."""
         current = await self.get(kind, namespace, name)

@@ -19,6 +19,9 @@ ServiceUnavailable: nothing was done, and a client may ask another master. A wri
 that was proposed and whose result did not come is a 504 Timeout, as in Kubernetes: it
 may still be applied, and must not be sent again blindly (`objects`).
 
+A GET, list or watch whose Accept header asks for a meta.k8s.io Table (kubectl's `get`)
+gets one, with Kubernetes' columns for the kind (`tables`, `api.printers`).
+
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
 objects as ADDED. A selector-filtered watch sends DELETED when an object stops matching
@@ -37,7 +40,18 @@ from typing import Any
 from aiohttp import web
 
 from raftkube.api import kinds, references, schema, selectors
-from raftkube.apiserver import auth, fanout, fencing, inputs, podproxy
+from raftkube.apiserver import (
+    auth,
+    deletion,
+    fanout,
+    fencing,
+    inputs,
+    patches,
+    podproxy,
+    protobuf,
+    scale,
+    tables,
+)
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
@@ -56,7 +70,7 @@ NODE_REFERENCED = {"configmaps", "secrets"}
 # The verbs of each subresource, as Kubernetes serves them: status is read and written
 # (get, update, patch), a binding created, a namespace's finalize updated.
 SUBRESOURCE_METHODS = {"status": ("GET", "PUT", "PATCH"), "binding": ("POST",),
-                       "finalize": ("PUT",)}
+                       "finalize": ("PUT",), "scale": ("GET", "PUT", "PATCH")}
 
 
 @dataclass
@@ -143,19 +157,25 @@ class Rest:
             raise stt.bad_request(f'fieldValidation: Unsupported value: "{strictness}": '
                                   'supported values: "Ignore", "Strict", "Warn"')
         if method == "GET":
+            table = tables.wanted(request.headers.get("Accept", ""), q)
             if t.name:
                 if not user.admin and t.kind.plural in NODE_REFERENCED:
                     await self.authorize_referenced(user, t)
                 else:
                     self.authorize(user, "get", t, None)
+                if t.subresource == "scale":
+                    return web.json_response(await self.objects.get_scale(
+                        t.kind, t.namespace, t.name))
                 stored = await self.objects.get(t.kind, t.namespace, t.name)
+                if table is not None:
+                    return web.json_response(tables.of_object(t.kind, stored.obj, table))
                 return web.json_response(stored.obj)
             verb = "watch" if q.get("watch") in ("true", "1") else "list"
             self.authorize(user, verb, t, None)
             label, fields = parse_selectors(q)
             query_int(q, "resourceVersion", minimum=0)  # refused here, by name, if bad
             if verb == "watch":
-                return await self.watch(request, t, label, fields)
+                return await self.watch(request, t, label, fields, table)
             limit = query_int(q, "limit", minimum=0)
             result = await self.objects.list_objects(t.kind, t.namespace or None, label=label,
                                              fields=fields, limit=limit,
@@ -163,6 +183,8 @@ class Rest:
             meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
             if result.continue_token:
                 meta["continue"] = result.continue_token
+            if table is not None:
+                return web.json_response(tables.of_list(t.kind, result.items, meta, table))
             return web.json_response({"kind": f"{t.kind.kind}List",
                                       "apiVersion": t.kind.api_version,
                                       "metadata": meta, "items": result.items})
@@ -193,6 +215,11 @@ class Rest:
             raise stt.ApiError(405, "MethodNotAllowed",
                                "the server does not allow this method on the requested "
                                "resource")
+        if method == "PUT" and t.subresource == "scale":
+            body = await read_object(request)
+            await self.authorize_existing(user, "update", t)
+            return web.json_response(await self.objects.update_scale(
+                t.kind, t.namespace, t.name, body, dry_run=dry_run))
         if method == "PUT":
             body = await read_object(request)
             check_body(body, t)
@@ -206,18 +233,29 @@ class Rest:
                                                 subresource=t.subresource, dry_run=dry_run)
             return warn(web.json_response(updated), warnings)
         if method == "PATCH":
-            ctype = request.content_type
-            if ctype not in ("application/merge-patch+json",
-                             "application/strategic-merge-patch+json", "application/json"):
-                raise stt.ApiError(415, "UnsupportedMediaType",
-                                   f"the body of the request was in an unknown format - "
-                                   f"accepted media types include: "
-                                   f"application/merge-patch+json (got {ctype})")
+            patch_type = patches.type_of(request.content_type)
             patch = await read_body(request)
             await self.authorize_existing(user, "patch", t)
-            patch, warnings = check_fields(patch, t, strictness)
-            patched = await self.objects.patch(t.kind, t.namespace, t.name, patch,
-                                               subresource=t.subresource, dry_run=dry_run)
+            if t.subresource == "scale":
+                return web.json_response(await self.objects.patch_scale(
+                    t.kind, t.namespace, t.name, patch, patch_type=patch_type,
+                    dry_run=dry_run))
+            warnings = []
+
+            def check_result(patched: dict[str, Any]) -> dict[str, Any]:
+                # A JSON patch's fields are known once it has applied: checked then.
+                nonlocal warnings
+                checked, warnings = check_fields(patched, t, strictness)
+                result: dict[str, Any] = checked
+                return result
+
+            if patch_type != "json":
+                patch, warnings = check_fields(patch, t, strictness,
+                                               directives=patch_type == "strategic")
+            patched = await self.objects.patch(
+                t.kind, t.namespace, t.name, patch, patch_type=patch_type,
+                subresource=t.subresource, dry_run=dry_run,
+                check=check_result if patch_type == "json" else None)
             return warn(web.json_response(patched), warnings)
         if method == "DELETE":
             options = await read_body(request) if request.can_read_body else {}
@@ -244,11 +282,11 @@ class Rest:
                 raise stt.bad_request("preconditions: must be an object of uid and "
                                       "resourceVersion strings")
             await self.authorize_existing(user, "delete", t)
-            deleted = await self.objects.delete(t.kind, t.namespace, t.name,
+            outcome = await self.objects.delete(t.kind, t.namespace, t.name,
                                                 propagation=propagation, grace=grace,
                                                 dry_run=dry_run,
                                                 preconditions=preconditions)
-            return web.json_response(deleted)
+            return web.json_response(deletion.answer(t.kind, outcome))
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
 
     async def _create_batch(self, user: auth.User, t: Target, body: dict[str, Any],
@@ -365,7 +403,8 @@ class Rest:
 
     async def watch(self, request: web.Request, t: Target,
                     label: selectors.LabelSelector | None,
-                    fields: selectors.FieldSelector | None) -> web.StreamResponse:
+                    fields: selectors.FieldSelector | None,
+                    table: tables.Wanted | None = None) -> web.StreamResponse:
         q = request.query
         rv_text = q.get("resourceVersion", "")
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
@@ -390,11 +429,19 @@ class Rest:
         # Every watcher of the same path and selectors sends the same bytes for a revision.
         stream = ("rest", prefix, q.get("labelSelector", ""), q.get("fieldSelector", ""))
 
-        def lines(revision: int, events: list[st.Event]) -> bytes:
+        def plain(revision: int, events: list[st.Event]) -> bytes:
             return self.encodings.get(revision, stream, lambda: watch_lines(
                 events, label, fields, self.decoded))
 
-        framed = ("rest-chunked", *stream[1:])
+        def lines(revision: int, events: list[st.Event]) -> bytes:
+            if table is None:
+                return plain(revision, events)
+            # Tables of the same events are shared too, per kind of Table asked for.
+            return self.encodings.get(revision, ("table", table, *stream), lambda: tables.
+                                      watch_lines(t.kind, plain(revision, events), table))
+
+        framed: tuple[Any, ...] = ("rest-chunked", *stream[1:], table)
+
 
         def wire(revision: int, events: list[st.Event]) -> bytes:
             return self.encodings.get(revision, framed,
@@ -411,7 +458,9 @@ class Rest:
 
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await fanout.pump(
-            request, resp, watcher, preface=(watch_line("ADDED", obj) for obj in initial),
+            request, resp, watcher, preface=(
+                watch_line("ADDED", obj if table is None else tables.of_object(t.kind, obj, table))
+                for obj in initial),
             history=history, lines=lines, wire=wire,
             idle_every=self.bookmark_every if bookmarks else math.inf,
             idle_line=bookmark, cancel_line=gone,
@@ -497,6 +546,8 @@ def has_subresource(kind: kinds.Kind, sub: str) -> bool:
         return kind.kind in ob.STATUS_SUBRESOURCE
     if sub == "finalize":
         return kind.kind == "Namespace"
+    if sub == "scale":
+        return kind.kind in scale.SCALABLE
     return sub == "binding" and kind.kind == "Pod"
 
 
@@ -542,7 +593,36 @@ def bad_input(e: inputs.BadInput) -> stt.ApiError:
     return stt.bad_request(e.message)
 
 
+# What a POST or PUT body may be in; a request without a Content-Type is read as JSON.
+BODY_TYPES = ("application/json", *inputs.YAML_TYPES, protobuf.MEDIA_TYPE)
+# Protobuf bodies are decoded in Python on the event loop: bounded below the JSON limit
+# (a ConfigMap's 1 MiB of data and its envelope fit).
+MAX_PROTOBUF_BODY = 1536 * 1024
+
+
+def check_content_type(request: web.Request) -> None:
+    """415, naming the types we read, for a body in any other, as Kubernetes answers."""
+    if "Content-Type" in request.headers and request.content_type not in BODY_TYPES:
+        raise stt.ApiError(415, "UnsupportedMediaType",
+                           f'the body of the request was in an unknown format '
+                           f'("{request.content_type}") - accepted media types include: '
+                           + ", ".join(BODY_TYPES))
+
+
+async def read_protobuf(request: web.Request) -> dict[str, Any]:
+    """kubectl's typed `create` (1.32 and later) sends protobuf: read for the kinds it
+    sends (`protobuf`), a 415 saying so for any other."""
+    raw = await inputs.read_body(request, limit=MAX_PROTOBUF_BODY)
+    try:
+        return protobuf.decode(raw)
+    except protobuf.Unsupported as e:
+        raise stt.ApiError(415, "UnsupportedMediaType", str(e)) from None
+
+
 async def read_object(request: web.Request) -> dict[str, Any]:
+    check_content_type(request)
+    if request.content_type == protobuf.MEDIA_TYPE:
+        return await read_protobuf(request)
     body = await read_body(request)
     if body is None:
         raise stt.bad_request("the request has no body: it must be a JSON object")
@@ -551,21 +631,23 @@ async def read_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def check_fields(body: Any, t: Target, strictness: str) -> tuple[Any, list[str]]:
+def check_fields(body: Any, t: Target, strictness: str, *,
+                 directives: bool = False) -> tuple[Any, list[str]]:
     """Kubernetes' field validation: fields its API does not have are refused (Strict), or
     dropped and reported in Warning headers (Warn, the default), or dropped (Ignore),
     before anything is written. The body to go on with, and the warnings."""
     if not isinstance(body, dict):
         return body, []
     object_schema = schema.object_schema(t.kind.kind)
-    unknown = schema.unknown_fields(body, object_schema)
+    unknown = schema.unknown_fields(body, object_schema, directives=directives)
     if not unknown:
         return body, []
     words = [f'unknown field "{field}"' for field in unknown]
     if strictness == "Strict":
         raise stt.bad_request(f'{t.kind.kind} in version "{t.kind.version}" cannot be handled '
                               f"as a {t.kind.kind}: strict decoding error: " + ", ".join(words))
-    return schema.drop_unknown(body, object_schema), words if strictness == "Warn" else []
+    return (schema.drop_unknown(body, object_schema, directives=directives),
+            words if strictness == "Warn" else [])
 
 
 def warn(resp: web.Response, warnings: list[str]) -> web.Response:
@@ -617,6 +699,15 @@ def discovery_group(path: str) -> dict[str, Any]:
                               "shortNames": list(k.short_names),
                               "verbs": ["create", "delete", "get", "list", "patch", "update",
                                         "watch"]})
+            # Subresources, as Kubernetes lists them: client-go's scale client finds the
+            # Scale's group and version of `deployments/scale` here.
+            if k.kind in ob.STATUS_SUBRESOURCE:
+                resources.append({"name": f"{k.plural}/status", "namespaced": k.namespaced,
+                                  "kind": k.kind, "verbs": ["get", "patch", "update"]})
+            if k.kind in scale.SCALABLE:
+                resources.append({"name": f"{k.plural}/scale", "namespaced": k.namespaced,
+                                  "group": "autoscaling", "version": "v1", "kind": "Scale",
+                                  "verbs": ["get", "patch", "update"]})
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
             "resources": resources}

@@ -38,8 +38,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.api import kinds, merge
-from raftkube.cli import manifests, printers
+from raftkube.api import kinds, merge, printers
+from raftkube.cli import manifests
 from raftkube.client import config as cfg
 from raftkube.client import errors, rest, transport
 

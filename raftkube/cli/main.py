@@ -77,6 +77,9 @@ def main(request_timeout: float) -> None:
                    "(default: the token file).")
 @click.option("--node-token-file", type=click.Path(dir_okay=False),
               help="Agent tokens, one `token,node-name` per line.")
+@click.option("--etcd-users-file", type=click.Path(dir_okay=False),
+              help="Users of etcd's password login on /v3 (/v3/auth/authenticate), one "
+                   "`name,password` per line.")
 @click.option("--service-cluster-ip-range", default="10.96.0.0/16", show_default=True,
               help="CIDR that Service ClusterIPs are allocated from.")
 @click.option("--election-timeout", default="0.25-0.5", show_default=True,
@@ -119,7 +122,8 @@ def main(request_timeout: float) -> None:
                    "leaves after a reserve for the store and the peers).")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, node_token_file: str | None,
-           service_cluster_ip_range: str, election_timeout: str, heartbeat: float,
+           etcd_users_file: str | None, service_cluster_ip_range: str,
+           election_timeout: str, heartbeat: float,
            history_revisions: int, log_compaction_entries: int, force_new_cluster: bool,
            unsafe_no_fsync: bool, initial_cluster_state: str,
            node_monitor_grace_period: float, node_monitor_period: float,
@@ -141,6 +145,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         token = m.read_secret(token_file, "--token-file")
         secret = m.read_secret(secret_file, "--secret-file") if secret_file else token
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
+        etcd_users = m.read_etcd_users(etcd_users_file) if etcd_users_file else {}
         m.check_cidr(service_cluster_ip_range)
         loop_options = m.loop_options(
             node_grace=node_monitor_grace_period, node_monitor_period=node_monitor_period,
@@ -152,7 +157,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
             large_cluster_size=large_cluster_size_threshold)
         code = m.run(loop_options=loop_options,
                      name=name, api=api, raft_addr=raft_addr, peers=list(peers),
-                     node_tokens=node_tokens, service_cidr=service_cluster_ip_range,
+                     node_tokens=node_tokens, etcd_users=etcd_users,
+                     service_cidr=service_cluster_ip_range,
                      data_dir=data_dir, token=token, secret=secret, timing=timing,
                      history_revisions=history_revisions,
                      force_new_cluster=force_new_cluster,

@@ -16,8 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.api import causes, kinds, nesting, yamltext
-from raftkube.cli import printers
+from raftkube.api import causes, kinds, nesting, printers, yamltext
 from raftkube.client import errors
 
 Obj = dict[str, Any]

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 
-from raftkube.apiserver import serving
+from raftkube.apiserver import etcdauth, serving
 from raftkube.apiserver.app import make_app
 from raftkube.cli import logfilter
 from raftkube.controllers import base as controllers
@@ -40,6 +40,16 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{what}: expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+def read_etcd_users(path: str) -> dict[str, str]:
+    """`--etcd-users-file`: `name,password` per line (`etcdauth.read_users`)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"--etcd-users-file: cannot read {path}: {e.strerror}") from None
+    return etcdauth.read_users(text, path)
 
 
 def read_node_tokens(path: str) -> dict[str, str]:
@@ -117,6 +127,7 @@ async def serve(
     force_new_cluster: bool,
     join: bool,
     node_tokens: dict[str, str] | None = None,
+    etcd_users: dict[str, str] | None = None,
     service_cidr: str = "10.96.0.0/16",
     log_compaction_entries: int = 20_000,
     sync: bool = True,
@@ -142,7 +153,8 @@ async def serve(
     )
     loop = asyncio.get_running_loop()
     replica.start(loop)
-    app = make_app(replica, token=token, node_tokens=node_tokens, service_cidr=service_cidr)
+    app = make_app(replica, token=token, node_tokens=node_tokens, etcd_users=etcd_users,
+                   service_cidr=service_cidr)
     runner = await serving.start(app, host=api_host, port=api_port,
                                  max_connections=max_connections)
     log.info("master %s: api http://%s raft %s peers %s", name, api, raft_addr, peers)

@@ -29,8 +29,8 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from raftkube.api import kinds, merge
-from raftkube.cli import kubectl, manifests, printers
+from raftkube.api import kinds, merge, printers
+from raftkube.cli import kubectl, manifests
 from raftkube.client import config as cl
 from raftkube.client import errors, rest, transport
 from tests import hostile
@@ -147,8 +147,9 @@ PRINTER_CASES: list[tuple[str, str, list[Obj], list[list[str]]]] = [
         {"metadata": meta("agentd"),
          "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3,
                     "numberReady": 2, "updatedNumberScheduled": 3, "numberAvailable": 2}},
-    ], [["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
-        ["agentd", "3", "3", "2", "3", "2", "5m"]]),
+    ], [["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR",
+         "AGE"],
+        ["agentd", "3", "3", "2", "3", "2", "<none>", "5m"]]),
     ("batch/v1", "Job", [
         {"metadata": meta("running"), "spec": {"completions": 3},
          "status": {"succeeded": 2, "startTime": ts(minutes=4)}},
@@ -247,8 +248,9 @@ def test_wide_adds_columns_after_age() -> None:
            "status": {"phase": "Running", "podIP": "10.244.1.5"}}
     options = printers.Options(output="wide")
     assert rows(printers.table([pod], POD, now=NOW, options=options)) == [
-        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
-        ["web-1", "0/1", "Running", "0", "5m", "10.244.1.5", "n1"]]
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE",
+         "READINESS GATES"],
+        ["web-1", "0/1", "Running", "0", "5m", "10.244.1.5", "n1", "<none>", "<none>"]]
 
 
 def test_yaml_json_and_name_outputs() -> None:

@@ -149,9 +149,10 @@ BAD: list[tuple[str, str, str, Any, dict[str, Any], int, str, str]] = [
     ("put missing", "PUT", CMS + "/nope", configmap("nope"), {}, 404, "NotFound", "not found"),
     ("put name mismatch", "PUT", CMS + "/a", configmap("b"), {}, 400, "BadRequest",
      "does not match"),
-    ("patch not merge", "PATCH", CMS + "/a", [{"op": "add"}], {"headers": {
-        "Content-Type": "application/json-patch+json"}}, 415, "UnsupportedMediaType",
-     "merge-patch"),
+    ("patch of an unknown type", "PATCH", CMS + "/a", {"data": {}}, {"headers": {
+        "Content-Type": "application/apply-patch+yaml"}}, 415, "UnsupportedMediaType",
+     "application/json-patch+json, application/merge-patch+json, "
+     "application/strategic-merge-patch+json"),
     ("missing namespace", "POST", "/api/v1/namespaces/ghost/configmaps", configmap("x"), {}, 404,
      "NotFound", 'namespaces "ghost" not found'),
     ("bad label selector", "GET", CMS + "?labelSelector=app%20in%20(", None, {}, 400,

@@ -1,7 +1,10 @@
-"""kubectl's output formats as pure functions: objects in, text out.
+"""kubectl's output formats and Kubernetes' table columns, as pure functions: objects in,
+text (or a meta.k8s.io Table) out.
 
-Nothing here talks to a server or reads the clock: the caller passes the objects, their
-kind and `now`, so every format is checked by unit tests against fixed inputs. The table
+Both the API server (server-side printing: the Table `kubectl get` asks for) and `rk get`
+print with these columns, so the two show the same. Nothing here talks to a server or
+reads the clock: the caller passes the objects, their kind and `now`, so every format is
+checked by unit tests against fixed inputs. The table
 columns, the AGE wording (`duration.HumanDuration` in Kubernetes' apimachinery) and the
 `tabwriter` padding follow kubectl, so that people and scripts used to kubectl's output
 read ours the same way.
@@ -106,9 +109,6 @@ def age(obj: Obj, now: datetime) -> str:
 
 
 # ---- columns per kind ------------------------------------------------------------------
-
-Column = tuple[str, Callable[[Obj, datetime], str]]
-
 
 def _get(obj: Obj, *path: str) -> Any:
     cur: Any = obj
@@ -291,62 +291,241 @@ def _data_count(obj: Obj, now: datetime) -> str:
     return str(len(obj.get("data") or {}) + len(obj.get("binaryData") or {}))
 
 
-AGE: Column = ("AGE", age)
+def _node_selector(obj: Obj, now: datetime) -> str:
+    chosen = _get(obj, "spec", "template", "spec", "nodeSelector") or {}
+    if not isinstance(chosen, dict):
+        return "<none>"
+    return _or_none(",".join(f"{k}={v}" for k, v in sorted(chosen.items())))
 
-# Columns between NAME and AGE, and those `-o wide` adds after AGE, per kind.
+
+def readiness_gates(pod: Obj, now: datetime) -> str:
+    gates = [g.get("conditionType") for g in _get(pod, "spec", "readinessGates") or []
+             if isinstance(g, dict)]
+    if not gates:
+        return "<none>"
+    conditions = {c.get("type"): c.get("status")
+                  for c in _get(pod, "status", "conditions") or [] if isinstance(c, dict)}
+    met = sum(1 for g in gates if conditions.get(g) == "True")
+    return f"{met}/{len(gates)}"
+
+
+def slice_ports(es: Obj, now: datetime) -> str:
+    ports = [str(p.get("port")) for p in es.get("ports") or []
+             if isinstance(p, dict) and p.get("port") is not None]
+    return ",".join(ports) if ports else "<unset>"
+
+
+def slice_endpoints(es: Obj, now: datetime) -> str:
+    """Kubernetes' way: the first three addresses, then how many more."""
+    addresses = [str(a) for ep in es.get("endpoints") or [] if isinstance(ep, dict)
+                 for a in ep.get("addresses") or []]
+    if not addresses:
+        return "<unset>"
+    shown = ",".join(addresses[:3])
+    return shown + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
+
+
+def event_source(ev: Obj, now: datetime) -> str:
+    source = ev.get("source") or {}
+    component = str(source.get("component") or ev.get("reportingComponent") or "")
+    host = str(source.get("host") or ev.get("reportingInstance") or "")
+    return ", ".join(p for p in (component, host) if p)
+
+
+def event_first_seen(ev: Obj, now: datetime) -> str:
+    return since(ev.get("firstTimestamp") or ev.get("eventTime")
+                 or _get(ev, "metadata", "creationTimestamp"), now)
+
+
+def event_count(ev: Obj, now: datetime) -> str:
+    return str(_int(ev.get("count")) or 1)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a kind's table, as Kubernetes' printers declare it: `name` in their
+    wording ("Nominated Node"; kubectl shows it upper-cased), the cell as text, and
+    `priority` 1 for the columns only `-o wide` shows. `type` is the OpenAPI type of the
+    cell in a server-side Table ("integer" cells are sent as numbers)."""
+
+    name: str
+    cell: Callable[[Obj, datetime], str]
+    priority: int = 0
+    type: str = "string"
+    description: str = ""
+
+    @property
+    def header(self) -> str:
+        return self.name.upper()
+
+
+def _c(name: str, cell: Callable[[Obj, datetime], str], description: str = "", *,
+       wide: bool = False, integer: bool = False) -> Column:
+    return Column(name, cell, priority=1 if wide else 0,
+                  type="integer" if integer else "string", description=description)
+
+
+NAME = _c("Name", _name, "Name must be unique within a namespace.")
+AGE = _c("Age", age, "The time since the object was created (metadata.creationTimestamp).")
+WORKLOAD_WIDE = [
+    _c("Containers", containers, "Names of each container in the template.", wide=True),
+    _c("Images", images, "Images referenced by each container in the template.", wide=True),
+    _c("Selector", selector, "Label selector for pods.", wide=True)]
+
+# Every kind's columns, in Kubernetes' order (pkg/printers/internalversion): the ones
+# `-o wide` adds are priority 1, wherever they stand.
 COLUMNS: dict[str, list[Column]] = {
-    "Pod": [("READY", pod_ready), ("STATUS", pod_status), ("RESTARTS", pod_restarts)],
-    "Deployment": [("READY", deployment_ready),
-                   ("UP-TO-DATE", counter("status", "updatedReplicas")),
-                   ("AVAILABLE", counter("status", "availableReplicas"))],
-    "ReplicaSet": [("DESIRED", lambda o, now: str(_replicas(o))),
-                   ("CURRENT", counter("status", "replicas")),
-                   ("READY", counter("status", "readyReplicas"))],
-    "DaemonSet": [("DESIRED", counter("status", "desiredNumberScheduled")),
-                  ("CURRENT", counter("status", "currentNumberScheduled")),
-                  ("READY", counter("status", "numberReady")),
-                  ("UP-TO-DATE", counter("status", "updatedNumberScheduled")),
-                  ("AVAILABLE", counter("status", "numberAvailable"))],
-    "Job": [("COMPLETIONS", job_completions), ("DURATION", job_duration)],
-    "Service": [("TYPE", service_type),
-                ("CLUSTER-IP", field("spec", "clusterIP", default="<none>")),
-                ("EXTERNAL-IP", service_external_ip), ("PORT(S)", service_ports)],
-    "ConfigMap": [("DATA", _data_count)],
-    "Secret": [("TYPE", field("type", default="Opaque")), ("DATA", _data_count)],
-    "Namespace": [("STATUS", field("status", "phase", default="Active"))],
-    "Node": [("STATUS", node_status), ("ROLES", node_roles)],
-    "Lease": [("HOLDER", field("spec", "holderIdentity"))],
+    "Pod": [NAME,
+            _c("Ready", pod_ready, "Ready containers out of all containers."),
+            _c("Status", pod_status, "The pod's phase, or why it is not running."),
+            _c("Restarts", pod_restarts, "Restarts of all its containers."),
+            AGE,
+            _c("IP", field("status", "podIP", default="<none>"), "The pod's IP.", wide=True),
+            _c("Node", field("spec", "nodeName", default="<none>"),
+               "The node it is bound to.", wide=True),
+            _c("Nominated Node", field("status", "nominatedNodeName", default="<none>"),
+               "The node preemption nominated it for.", wide=True),
+            _c("Readiness Gates", readiness_gates, "Readiness gates met out of all.",
+               wide=True)],
+    "Deployment": [NAME,
+                   _c("Ready", deployment_ready, "Ready replicas out of those wanted."),
+                   _c("Up-to-date", counter("status", "updatedReplicas"),
+                      "Replicas of the current template.", integer=True),
+                   _c("Available", counter("status", "availableReplicas"),
+                      "Replicas available to serve.", integer=True),
+                   AGE, *WORKLOAD_WIDE],
+    "ReplicaSet": [NAME,
+                   _c("Desired", lambda o, now: str(_replicas(o)), "Replicas wanted.",
+                      integer=True),
+                   _c("Current", counter("status", "replicas"), "Replicas that exist.",
+                      integer=True),
+                   _c("Ready", counter("status", "readyReplicas"), "Replicas ready.",
+                      integer=True),
+                   AGE, *WORKLOAD_WIDE],
+    "DaemonSet": [NAME,
+                  _c("Desired", counter("status", "desiredNumberScheduled"),
+                     "Nodes that should run its pod.", integer=True),
+                  _c("Current", counter("status", "currentNumberScheduled"),
+                     "Nodes that run its pod.", integer=True),
+                  _c("Ready", counter("status", "numberReady"),
+                     "Nodes whose pod is ready.", integer=True),
+                  _c("Up-to-date", counter("status", "updatedNumberScheduled"),
+                     "Nodes that run the current template.", integer=True),
+                  _c("Available", counter("status", "numberAvailable"),
+                     "Nodes whose pod is available.", integer=True),
+                  _c("Node Selector", _node_selector, "The template's node selector."),
+                  AGE, *WORKLOAD_WIDE],
+    "Job": [NAME,
+            _c("Completions", job_completions, "Succeeded pods out of those wanted."),
+            _c("Duration", job_duration, "How long the job ran (or has been running)."),
+            AGE, *WORKLOAD_WIDE],
+    "Service": [NAME,
+                _c("Type", service_type, "How the service is exposed."),
+                _c("Cluster-IP", field("spec", "clusterIP", default="<none>"),
+                   "The service's virtual IP."),
+                _c("External-IP", service_external_ip, "Addresses outside the cluster."),
+                _c("Port(s)", service_ports, "The ports it serves."),
+                AGE,
+                _c("Selector", selector, "Label selector of its pods.", wide=True)],
+    "ConfigMap": [NAME, _c("Data", _data_count, "Keys of data and binaryData."), AGE],
+    "Secret": [NAME, _c("Type", field("type", default="Opaque"), "The secret's type."),
+               _c("Data", _data_count, "Keys of data."), AGE],
+    "Namespace": [NAME, _c("Status", field("status", "phase", default="Active"),
+                           "Active, or Terminating once deleted."), AGE],
+    "Node": [NAME, _c("Status", node_status, "Ready, NotReady or Unknown, and whether it "
+                                             "takes new pods."),
+             _c("Roles", node_roles, "Its node-role.kubernetes.io labels."), AGE,
+             _c("Version", field("status", "nodeInfo", "kubeletVersion"),
+                "The node agent's version."),
+             _c("Internal-IP", node_address("InternalIP"), "Its internal address.",
+                wide=True),
+             _c("External-IP", node_address("ExternalIP"), "Its external address.",
+                wide=True),
+             _c("OS-Image", field("status", "nodeInfo", "osImage", default="<unknown>"),
+                "Its operating system.", wide=True),
+             _c("Kernel-Version",
+                field("status", "nodeInfo", "kernelVersion", default="<unknown>"),
+                "Its kernel.", wide=True),
+             _c("Container-Runtime",
+                field("status", "nodeInfo", "containerRuntimeVersion", default="<unknown>"),
+                "Its container runtime.", wide=True)],
+    "Lease": [NAME, _c("Holder", field("spec", "holderIdentity"), "Who holds the lease."),
+              AGE],
+    "EndpointSlice": [NAME, _c("AddressType", field("addressType"), "IPv4, IPv6 or FQDN."),
+                      _c("Ports", slice_ports, "The ports of its endpoints."),
+                      _c("Endpoints", slice_endpoints, "The first of its addresses."), AGE],
+    # Events have no AGE and show NAME only when wide: what happened to which object.
+    "Event": [_c("Last Seen", event_last_seen, "When it last happened."),
+              _c("Type", field("type"), "Normal or Warning."),
+              _c("Reason", field("reason"), "Why it happened, in a word."),
+              _c("Object", event_object, "The object it is about."),
+              _c("Subobject", field("involvedObject", "fieldPath"),
+                 "The part of the object it is about.", wide=True),
+              _c("Source", event_source, "Who reported it.", wide=True),
+              _c("Message", field("message"), "What happened."),
+              _c("First Seen", event_first_seen, "When it first happened.", wide=True),
+              _c("Count", event_count, "How often it happened.", wide=True, integer=True),
+              _c("Name", _name, "The event's name.", wide=True)],
 }
-AFTER_AGE: dict[str, list[Column]] = {
-    "Node": [("VERSION", field("status", "nodeInfo", "kubeletVersion"))],
-}
-WIDE: dict[str, list[Column]] = {
-    "Pod": [("IP", field("status", "podIP", default="<none>")),
-            ("NODE", field("spec", "nodeName", default="<none>"))],
-    "Deployment": [("CONTAINERS", containers), ("IMAGES", images), ("SELECTOR", selector)],
-    "ReplicaSet": [("CONTAINERS", containers), ("IMAGES", images), ("SELECTOR", selector)],
-    "DaemonSet": [("CONTAINERS", containers), ("IMAGES", images), ("SELECTOR", selector)],
-    "Job": [("CONTAINERS", containers), ("IMAGES", images), ("SELECTOR", selector)],
-    "Service": [("SELECTOR", selector)],
-    "Node": [("INTERNAL-IP", node_address("InternalIP")),
-             ("EXTERNAL-IP", node_address("ExternalIP")),
-             ("OS-IMAGE", field("status", "nodeInfo", "osImage", default="<unknown>")),
-             ("CONTAINER-RUNTIME",
-              field("status", "nodeInfo", "containerRuntimeVersion", default="<unknown>"))],
-}
-# Events have no NAME or AGE: kubectl shows what happened to which object, and when.
-EVENT_COLUMNS: list[Column] = [
-    ("LAST SEEN", event_last_seen), ("TYPE", field("type")), ("REASON", field("reason")),
-    ("OBJECT", event_object), ("MESSAGE", field("message"))]
 
 
 def columns(kind: kinds.Kind, *, wide: bool = False) -> list[Column]:
-    if kind.kind == "Event":
-        return list(EVENT_COLUMNS)
-    out = [("NAME", _name), *COLUMNS.get(kind.kind, []), AGE, *AFTER_AGE.get(kind.kind, [])]
-    if wide:
-        out += WIDE.get(kind.kind, [])
-    return out
+    """The kind's columns (NAME and AGE for kinds without a printer of their own), the
+    wide ones only when asked for."""
+    every = COLUMNS.get(kind.kind, [NAME, AGE])
+    return [c for c in every if wide or c.priority == 0]
+
+
+# ---- server-side tables ---------------------------------------------------------------------
+
+TABLE_VERSIONS = ("v1", "v1beta1")  # meta.k8s.io's versions of Table that we answer
+INCLUDE_OBJECT = ("None", "Metadata", "Object")
+
+
+def _typed_cell(column: Column, text: str) -> Any:
+    if column.type == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def row_object(kind: kinds.Kind, obj: Obj, include: str) -> Obj | None:
+    """What a Table row carries of its object: nothing, its metadata (as a
+    PartialObjectMetadata, which is what kubectl needs for the NAMESPACE column and
+    `--show-labels`), or all of it."""
+    if include == "None":
+        return None
+    if include == "Metadata":
+        return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata") or {}}
+    return _typed(obj, kind)
+
+
+def table_object(kind: kinds.Kind, objs: Sequence[Obj], *, now: datetime,
+                 version: str = "v1", include: str = "Metadata",
+                 list_meta: Obj | None = None, definitions: bool = True) -> Obj:
+    """A meta.k8s.io Table of `objs`, as Kubernetes' API server answers a client that asks
+    for `application/json;as=Table`: every column with its priority (kubectl shows the
+    priority-1 ones with `-o wide`), a row of cells per object and, per `include`
+    (`INCLUDE_OBJECT`), the object or its metadata. `definitions=False` leaves the
+    column definitions out (watch events after the first)."""
+    cols = COLUMNS.get(kind.kind, [NAME, AGE])
+    rows = []
+    for obj in objs:
+        row: Obj = {"cells": [_typed_cell(c, c.cell(obj, now)) for c in cols]}
+        carried = row_object(kind, obj, include)
+        if carried is not None:
+            row["object"] = carried
+        rows.append(row)
+    return {"kind": "Table", "apiVersion": f"meta.k8s.io/{version}",
+            "metadata": dict(list_meta or {}),
+            "columnDefinitions": [
+                {"name": c.name, "type": c.type, "format": "name" if c is NAME else "",
+                 "description": c.description, "priority": c.priority}
+                for c in cols] if definitions else [],
+            "rows": rows}
 
 
 # ---- formats -----------------------------------------------------------------------------
@@ -369,12 +548,12 @@ def table(objs: Sequence[Obj], kind: kinds.Kind, *, now: datetime,
           options: Options = Options()) -> str:
     cols = columns(kind, wide=options.output == "wide")
     with_namespace = options.all_namespaces and kind.namespaced
-    header = [c[0] for c in cols]
+    header = [c.header for c in cols]
     if with_namespace:
         header.insert(0, "NAMESPACE")
     rows = [header]
     for obj in objs:
-        row = [fn(obj, now) for _, fn in cols]
+        row = [c.cell(obj, now) for c in cols]
         if options.with_kind and kind.kind != "Event":
             row[0] = object_ref(kind, obj)
         if with_namespace:
