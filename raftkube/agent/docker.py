@@ -387,13 +387,11 @@ class DockerRuntime:
         if sandbox is None:
             raise rt.RuntimeFailure(f"pod {uid} has no sandbox")
         if sandbox.get("State") != "running":
-            # Its pause container died (killed by hand, or the engine restarted): started
-            # again, it has a network namespace that containers started now can join.
-            # The kubelet starts it first (`run_sandbox`, so that its new IP is known
-            # before the containers' env is made); this is for a death in between.
-            await self._engine(f"starting the sandbox of pod {uid}", self.api.start,
-                               sandbox["Id"])
-            sandbox = await self._sandbox_row(uid) or sandbox  # read again: its new IP
+            # Its pause container died since the kubelet looked (killed by hand, or the
+            # engine restarted). Not started again here: the kubelet does that first
+            # (`run_sandbox`), so that the new IP reaches the status, the containers'
+            # env and the prober before anything starts in it; its retry will.
+            raise rt.RuntimeFailure(f"the sandbox of pod {uid} is not running")
         await self.ensure_image(str(container.get("image") or ""), ds.pull_policy(container))
         spec = ds.container_spec(pod, container,
                                  request if request is not None
@@ -587,8 +585,7 @@ def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, l
     """Remove every container of `cluster` on the engine (any node's, running or not)
     and the pod directories their volumes were bound from (`.../pods/UID/` holding a
     `volumes/` source, its tmpfs emptyDirs unmounted); (containers removed, directories
-    removed). Blocking; for
-    `rk down`, which may run after the agents were killed."""
+    removed). Blocking; for `rk down`, which may run after the agents were killed."""
     try:
         api = connect(base_url, pool=4)
     except rt.RuntimeFailure:

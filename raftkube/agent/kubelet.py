@@ -257,6 +257,7 @@ class Kubelet:
             except rt.RuntimeFailure as e:
                 log.warning("%s: the runtime's events: %s", self.node_name, e)
             self._evented = False
+            self._runtime_changed.set()  # the relister takes up the short period now
             await asyncio.sleep(self.relist_period)
 
     async def _refresh_forever(self) -> None:
@@ -330,9 +331,14 @@ class Kubelet:
             return
         if (pod.get("status") or {}).get("phase") in podstatus.TERMINAL:
             # An ended pod never runs again: its sandbox is stopped (once: a stopped
-            # one reads as not ready), its exited containers kept for their logs.
+            # one reads as not ready), its exited containers kept for their logs, and
+            # its volumes go once nothing of it runs (a memory emptyDir is the node's
+            # RAM), as Kubernetes tears down the volumes of terminated pods.
             if state is not None and state.sandbox.ready:
                 await self.runtime.stop_sandbox(state.sandbox.uid)
+            if (state is None or not any(c.state == rt.RUNNING for c in state.containers)) \
+                    and uid in self.config.volumes.pod_uids():
+                self.config.volumes.remove(uid)
             return
         if state is None and not self._holds(pod):
             rejected = admission.rejection(
@@ -693,7 +699,11 @@ class Kubelet:
             self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
             await self.runtime.stop_container(uid, name, grace=grace)
 
-        await asyncio.gather(*(stop(name, grace) for name in first))
+        # A TaskGroup, not gather: if one stop fails, the others are cancelled and
+        # awaited, so that the retry's stops never overlap this round's.
+        async with asyncio.TaskGroup() as group:
+            for name in first:
+                group.create_task(stop(name, grace))
         for name in reversed(sidecars):
             await stop(name, max(0.0, deadline - self.clock()))
         await self.runtime.remove_pod(uid, grace=max(0.0, deadline - self.clock()))

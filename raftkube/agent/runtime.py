@@ -5,8 +5,9 @@ of Kubernetes' CRI: a pod gets a *sandbox* (its network identity: the pod IP), t
 containers are started one instance at a time. Every instance is kept with its attempt
 number (0 for the first run, one more per restart) until a newer one replaces it, so an
 exited instance still tells its exit code, times and id (`lastState`) after the restart.
-`pods()` reports the state of everything, the way the kubelet's relister reads it every
-second: the runtime needs no callbacks into the agent.
+`pods()` reports the state of everything, the way the kubelet's relister reads it;
+`changes()` tells when to read it again, for a runtime whose engine has events (Docker);
+the kubelet lists every second without them, and every 10 s with them.
 
 `SimulatedRuntime` (simulated.py) keeps everything in memory and runs nothing; the
 Docker runtime (docker.py) keeps the same records as container labels, finds them

@@ -378,7 +378,8 @@ def memory_size(pod: Obj, volume: Obj, allocatable: Mapping[str, str]) -> int:
     """The size of a `medium: Memory` emptyDir's tmpfs, in bytes, as the kubelet sizes
     it: the least of its sizeLimit, the pod's memory limit (when every container has
     one: otherwise the pod may use the node's all) and the node's allocatable memory
-    (the host's when the node does not say). ValueError naming a bad quantity."""
+    (the host's when the node does not say), those above zero (Kubernetes ignores a
+    zero sizeLimit). ValueError naming a bad quantity."""
     name = str(volume.get("name") or "")
     candidates = []
     limit = _memory((volume.get("emptyDir") or {}).get("sizeLimit"),
@@ -396,6 +397,7 @@ def memory_size(pod: Obj, volume: Obj, allocatable: Mapping[str, str]) -> int:
     node = node if node is not None else host_memory()
     if node is not None:
         candidates.append(node)
+    candidates = [c for c in candidates if c > 0]  # a zero or negative limit: none
     size = min(candidates) if candidates else 0
     if size <= 0:
         raise ValueError(f"volumes[{name}].emptyDir: a tmpfs of {size} bytes cannot be "
