@@ -4,15 +4,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, started
 
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A fresh 3-master cluster; every process it started is stopped, pass or fail."""
-    c = Cluster(str(tmp_path_factory.mktemp("cluster")))
-    try:
-        c.up()
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "cluster")

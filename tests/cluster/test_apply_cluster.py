@@ -6,9 +6,6 @@ changes nothing."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +13,12 @@ import pytest
 import yaml
 
 from raftkube.api import yamltext
-from tests.cluster.harness import Cluster
+from tests.cluster.harness import Cluster, rk
 from tests.support import contains
 
 pytestmark = pytest.mark.cluster
 
 DOCS = Path(__file__).parent.parent / "manifests" / "k8s-docs"
-RK = str(Path(sys.executable).parent / "rk")
-
-
-def rk(config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RK_CONFIG": str(config)}
-    return subprocess.run([RK, *args], env=env, input=stdin, capture_output=True, text=True,
-                          timeout=60)
 
 
 def configs(c: Cluster, tmp: Path) -> dict[str, Path]:

@@ -15,10 +15,10 @@ import pytest
 from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from raftkube.client.errors import ApiError
 from raftkube.controllers import daemonplan, podstate
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, rest_client, started, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -29,19 +29,13 @@ NS = "default"
 @pytest.fixture
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """3 masters and simulated nodes n1, n2, n3."""
-    c = Cluster(str(tmp_path_factory.mktemp("batch")))
-    try:
-        local.up(state_dir=c.state_dir, masters=3, agents=3)
-        c.up()  # reads what `rk up` wrote; everything runs already
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "batch", agents=3)
 
 
 @pytest.fixture
 async def api(nodes: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(nodes.url.values()), nodes.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(nodes) as client:
+        yield client
 
 
 def job(name: str, *, exit_after: float, exit_code: int = 0, **spec: Any) -> Obj:
