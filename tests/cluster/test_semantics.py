@@ -147,18 +147,6 @@ async def test_a_write_lost_with_a_paused_leader_is_resubmitted_to_the_next(
             await asyncio.get_running_loop().run_in_executor(None, c.kill, leader)
 
 
-async def test_reads_are_linearizable_on_followers(shared_cluster: Cluster) -> None:
-    async with shared_cluster as c:
-        leader = await c.leader()
-        followers = [n for n in c.names if n != leader]
-        for i in range(200):
-            rev = await c.put(leader, "lin/k", str(i))
-            got = await c.call(followers[i % 2], "/v3/kv/range", {"key": b64("lin/k")})
-            kv = got["kvs"][0]
-            assert unb64(kv["value"]).decode() == str(i), "a follower served a stale read"
-            assert int(got["header"]["revision"]) >= rev
-
-
 @pytest.mark.parametrize("size", [60 * 1024, 64 * 1024 - 100, 100 * 1024,
                                   128 * 1024 - 64, 130 * 1024, 1_500_000])
 async def test_large_values_replicate(cluster: Cluster, size: int) -> None:
@@ -179,6 +167,18 @@ async def test_large_values_replicate(cluster: Cluster, size: int) -> None:
             await wait_for(has, timeout=10, what=f"the value on {name}")
             got = await c.call(name, "/v3/kv/range", {"key": b64("big")})
             assert unb64(got["kvs"][0]["value"]) == value
+
+
+async def test_reads_are_linearizable_on_followers(shared_cluster: Cluster) -> None:
+    async with shared_cluster as c:
+        leader = await c.leader()
+        followers = [n for n in c.names if n != leader]
+        for i in range(200):
+            rev = await c.put(leader, "lin/k", str(i))
+            got = await c.call(followers[i % 2], "/v3/kv/range", {"key": b64("lin/k")})
+            kv = got["kvs"][0]
+            assert unb64(kv["value"]).decode() == str(i), "a follower served a stale read"
+            assert int(got["header"]["revision"]) >= rev
 
 
 async def test_put_over_the_request_limit_is_refused(shared_cluster: Cluster) -> None:
