@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
+from raftkube.api import kinds
 from raftkube.cli import local
+from raftkube.client import rest, transport
+from raftkube.client.errors import ApiError
 from raftkube.store.replica import member_id
+
+Obj = dict[str, Any]
+RK = os.path.join(os.path.dirname(sys.executable), "rk")  # the venv's console script
 
 
 def b64(b: bytes | str) -> str:
@@ -230,3 +240,55 @@ class Writer:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+# ---- what the tiers' tests share ------------------------------------------------------
+
+
+def started(factory: pytest.TempPathFactory, label: str, **up: Any) -> Iterator[Cluster]:
+    """The body of a cluster fixture (`yield from started(...)`): a cluster in a fresh
+    directory named after `label`, brought up with `Cluster.up(**up)`; every process it
+    started is stopped, pass or fail."""
+    c = Cluster(str(factory.mktemp(label)))
+    try:
+        c.up(**up)
+        yield c
+    finally:
+        c.down()
+
+
+@contextlib.asynccontextmanager
+async def rest_client(c: Cluster, **options: Any) -> AsyncIterator[rest.RestClient]:
+    """A REST client that knows every master of `c` (`options` go to the Transport)."""
+    async with transport.Transport(list(c.url.values()), c.token, **options) as tp:
+        yield rest.RestClient(tp)
+
+
+async def pod_where(api: rest.RestClient, name: str, test: Callable[[Obj], Any], *,
+                    timeout: float = 90, what: str = "", every: float = 0.1,
+                    namespace: str = "default") -> Obj:
+    """The pod `name` once `test` holds of it (a pod not there yet does not count)."""
+    async def check() -> Obj | None:
+        try:
+            p = await api.get(kinds.POD, namespace, name)
+        except ApiError:
+            return None
+        return p if test(p) else None
+
+    found: Obj = await wait_for(check, timeout=timeout, what=what or f"pod {name}",
+                                every=every)
+    return found
+
+
+def rk(config: Cluster | str | os.PathLike[str] | None, *args: str, stdin: str | None = None,
+       timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """The installed `rk` command as a user runs it, with RK_CONFIG naming `config`: a
+    cluster's own config.yaml, a config file, or (None) whatever the environment says."""
+    env = dict(os.environ)
+    if isinstance(config, Cluster):
+        env["RK_CONFIG"] = os.path.join(config.state_dir, "config.yaml")
+    elif config is not None:
+        env["RK_CONFIG"] = os.fspath(config)
+    return subprocess.run([RK, *args], env=env,
+                          input=stdin, capture_output=True, text=True, timeout=timeout,
+                          check=check)

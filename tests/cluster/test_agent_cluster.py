@@ -18,9 +18,9 @@ from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
 from raftkube.client import informer as inf
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from raftkube.client.errors import ApiError, ClientError, UnknownOutcome
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, pod_where, rest_client, started, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -33,18 +33,13 @@ AGENT_ARGS = ["--crash-backoff-base", "1", "--node-status-update-frequency", "60
 def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """3 masters and agents n1, n2 whose crash-loop back-off starts at 1 s (and whose
     periodic Node check is too rare to pass for the reaction to a change)."""
-    c = Cluster(str(tmp_path_factory.mktemp("agents")))
-    try:
-        c.up(agents=2, agent_args=AGENT_ARGS)
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "agents", agents=2, agent_args=AGENT_ARGS)
 
 
 @pytest.fixture
 async def api(agents: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(agents.url.values()), agents.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(agents) as client:
+        yield client
 
 
 def sim_pod(name: str, node: str, *, restart: str = "Always", exit_after: float | None = None,
@@ -60,20 +55,6 @@ def sim_pod(name: str, node: str, *, restart: str = "Always", exit_after: float 
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "annotations": notes},
             "spec": {"nodeName": node, "restartPolicy": restart, "containers": [container]}}
-
-
-async def pod_where(api: rest.RestClient, name: str, test: Any, *, timeout: float = 20,
-                    what: str = "") -> Obj:
-    async def check() -> Obj | None:
-        try:
-            p = await api.get(kinds.POD, "default", name)
-        except ApiError:
-            return None
-        return p if test(p) else None
-
-    found: Obj = await wait_for(check, timeout=timeout, what=what or f"pod {name}",
-                                every=0.1)
-    return found
 
 
 def container(p: Obj) -> Obj:
@@ -273,11 +254,10 @@ async def test_one_agent_hosts_fifty_ready_nodes(
     c = Cluster(str(tmp_path_factory.mktemp("hollow")))
     try:
         began = time.monotonic()
-        started = await asyncio.to_thread(c.up, agents=1, count=50)  # waits for Ready
+        begun = await asyncio.to_thread(c.up, agents=1, count=50)  # waits for Ready
         took = time.monotonic() - began
-        assert started[-1] == "n1"
-        async with transport.Transport(list(c.url.values()), c.token) as tp:
-            api = rest.RestClient(tp)
+        assert begun[-1] == "n1"
+        async with rest_client(c) as api:
             nodes, _ = await api.list_all(kinds.NODE)
             names = {n["metadata"]["name"] for n in nodes if conditions.is_true(n, "Ready")}
             assert names == {f"n1-{i}" for i in range(1, 51)}

@@ -15,10 +15,10 @@ import pytest
 from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from raftkube.client.errors import ApiError
 from raftkube.controllers import daemonplan, podstate
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, rest_client, started, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -29,19 +29,27 @@ NS = "default"
 @pytest.fixture
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """3 masters and simulated nodes n1, n2, n3."""
-    c = Cluster(str(tmp_path_factory.mktemp("batch")))
-    try:
-        local.up(state_dir=c.state_dir, masters=3, agents=3)
-        c.up()  # reads what `rk up` wrote; everything runs already
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "batch", agents=3)
 
 
 @pytest.fixture
 async def api(nodes: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(nodes.url.values()), nodes.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(nodes) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def job_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """As `nodes`, shared by the Job tests (last in this module, so that it is not up
+    while the others run): they kill nothing and each looks only at its own Job's pods
+    and Events (by owner uid), so one start-up serves the four."""
+    yield from started(tmp_path_factory, "batch-jobs", agents=3)
+
+
+@pytest.fixture
+async def jobs_api(job_nodes: Cluster) -> AsyncIterator[rest.RestClient]:
+    async with rest_client(job_nodes) as client:
+        yield client
 
 
 def job(name: str, *, exit_after: float, exit_code: int = 0, **spec: Any) -> Obj:
@@ -70,91 +78,6 @@ async def finished(api: rest.RestClient, name: str) -> Obj | None:
     current = await api.get(kinds.JOB, NS, name)
     return current if any(conditions.is_true(current, t) for t in ("Complete", "Failed")) \
         else None
-
-
-async def test_a_job_runs_to_completion_within_its_parallelism_then_expires(
-        api: rest.RestClient) -> None:
-    made = await api.create(kinds.JOB, NS, job("pi", exit_after=0.5, completions=4,
-                                                parallelism=2, ttlSecondsAfterFinished=2))
-    most_active = 0
-
-    async def done() -> Obj | None:
-        nonlocal most_active
-        running = [p for p in await pods_of(api, made) if podstate.is_active(p)]
-        most_active = max(most_active, len(running))
-        return await finished(api, "pi")
-
-    result = await wait_for(done, timeout=60, what="the Job to finish", every=0.1)
-    status = result["status"]
-    assert conditions.is_true(result, "Complete"), status
-    assert (status["succeeded"], status["failed"], status["active"]) == (4, 0, 0)
-    assert status["completionTime"] >= status["startTime"]
-    assert 1 <= most_active <= 2  # never more than parallelism at once
-    pods = await pods_of(api, made)
-    assert len(pods) == 4 and all(podstate.phase(p) == "Succeeded" for p in pods)
-    seen = await events_of(api, made)
-    assert ("Completed", "Job completed") in seen
-    assert sorted(m for r, m in seen if r == "SuccessfulCreate") == sorted(
-        f"Created pod: {p['metadata']['name']}" for p in pods)
-
-    async def gone() -> bool:
-        try:
-            await api.get(kinds.JOB, NS, "pi")
-        except ApiError as e:
-            return e.code == 404
-        return False
-
-    await wait_for(gone, timeout=30, what="the Job to go after its TTL")
-    assert await pods_of(api, made) == []  # its pods went first (Foreground)
-
-
-async def test_an_indexed_job_runs_each_index_once(api: rest.RestClient) -> None:
-    made = await api.create(kinds.JOB, NS, job("idx", exit_after=0.3, completions=3,
-                                                parallelism=3, completionMode="Indexed"))
-    result = await wait_for(lambda: finished(api, "idx"), timeout=60, what="the Job to finish")
-    assert conditions.is_true(result, "Complete")
-    assert (result["status"]["completedIndexes"], result["status"]["succeeded"]) == ("0-2", 3)
-    pods = await pods_of(api, made)
-    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
-                     for p in pods)
-    assert indexes == ["0", "1", "2"]
-    assert sorted(p["spec"]["hostname"] for p in pods) == ["idx-0", "idx-1", "idx-2"]
-
-
-async def test_a_failing_job_backs_off_then_fails_past_its_limit(
-        api: rest.RestClient) -> None:
-    made = await api.create(kinds.JOB, NS, job("bad", exit_after=0.2, exit_code=3,
-                                                backoffLimit=1))
-    result = await wait_for(lambda: finished(api, "bad"), timeout=60,
-                            what="the Job to fail", every=0.2)
-    failed = conditions.get(result, "Failed")
-    assert failed is not None and failed["status"] == "True", result["status"]
-    assert (failed["reason"], failed["message"]) == \
-        ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
-    assert (result["status"]["failed"], result["status"]["active"]) == (2, 0)
-    first, second = sorted(await pods_of(api, made), key=podstate.created)
-    # The second pod waited out the back-off (10 s) after the first one failed.
-    assert podstate.created(second) - podstate.finished_at(first) >= 9
-    assert ("BackoffLimitExceeded", "Job has reached the specified backoff limit") in \
-        await events_of(api, made)
-
-
-async def test_a_job_past_its_deadline_fails_and_stops_its_pods(api: rest.RestClient) -> None:
-    made = await api.create(kinds.JOB, NS, job("slow", exit_after=3600, parallelism=2,
-                                                completions=2, activeDeadlineSeconds=3))
-    result = await wait_for(lambda: finished(api, "slow"), timeout=60,
-                            what="the Job to fail")
-    assert conditions.get(result, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
-    started = parse_time(result["status"]["startTime"])
-    failed_at = parse_time(conditions.get(result, "Failed")["lastTransitionTime"])  # type: ignore[index]
-    assert started is not None and failed_at is not None and failed_at - started >= 3
-
-    async def stopped() -> bool:
-        return all(podstate.is_terminal(p) for p in await pods_of(api, made))
-
-    await wait_for(stopped, timeout=30, what="its pods to stop")
-    assert ("DeadlineExceeded", "Job was active longer than specified deadline") in \
-        await events_of(api, made)
 
 
 async def test_a_daemonset_follows_nodes_that_join_change_and_leave(
@@ -314,3 +237,88 @@ async def test_a_rollout_goes_on_past_a_dark_node_and_pods_are_told_why_it_is_re
             and podstate.is_ready(p) for p in pods)
 
     await wait_for(rolled_out_where_it_can, timeout=90, what="the new template on n1 and n2")
+
+
+async def test_a_job_runs_to_completion_within_its_parallelism_then_expires(
+        jobs_api: rest.RestClient) -> None:
+    made = await jobs_api.create(kinds.JOB, NS, job("pi", exit_after=0.5, completions=4,
+                                                parallelism=2, ttlSecondsAfterFinished=2))
+    most_active = 0
+
+    async def done() -> Obj | None:
+        nonlocal most_active
+        running = [p for p in await pods_of(jobs_api, made) if podstate.is_active(p)]
+        most_active = max(most_active, len(running))
+        return await finished(jobs_api, "pi")
+
+    result = await wait_for(done, timeout=60, what="the Job to finish", every=0.1)
+    status = result["status"]
+    assert conditions.is_true(result, "Complete"), status
+    assert (status["succeeded"], status["failed"], status["active"]) == (4, 0, 0)
+    assert status["completionTime"] >= status["startTime"]
+    assert 1 <= most_active <= 2  # never more than parallelism at once
+    pods = await pods_of(jobs_api, made)
+    assert len(pods) == 4 and all(podstate.phase(p) == "Succeeded" for p in pods)
+    seen = await events_of(jobs_api, made)
+    assert ("Completed", "Job completed") in seen
+    assert sorted(m for r, m in seen if r == "SuccessfulCreate") == sorted(
+        f"Created pod: {p['metadata']['name']}" for p in pods)
+
+    async def gone() -> bool:
+        try:
+            await jobs_api.get(kinds.JOB, NS, "pi")
+        except ApiError as e:
+            return e.code == 404
+        return False
+
+    await wait_for(gone, timeout=30, what="the Job to go after its TTL")
+    assert await pods_of(jobs_api, made) == []  # its pods went first (Foreground)
+
+
+async def test_an_indexed_job_runs_each_index_once(jobs_api: rest.RestClient) -> None:
+    made = await jobs_api.create(kinds.JOB, NS, job("idx", exit_after=0.3, completions=3,
+                                                parallelism=3, completionMode="Indexed"))
+    result = await wait_for(lambda: finished(jobs_api, "idx"), timeout=60, what="the Job to finish")
+    assert conditions.is_true(result, "Complete")
+    assert (result["status"]["completedIndexes"], result["status"]["succeeded"]) == ("0-2", 3)
+    pods = await pods_of(jobs_api, made)
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+                     for p in pods)
+    assert indexes == ["0", "1", "2"]
+    assert sorted(p["spec"]["hostname"] for p in pods) == ["idx-0", "idx-1", "idx-2"]
+
+
+async def test_a_failing_job_backs_off_then_fails_past_its_limit(
+        jobs_api: rest.RestClient) -> None:
+    made = await jobs_api.create(kinds.JOB, NS, job("bad", exit_after=0.2, exit_code=3,
+                                                backoffLimit=1))
+    result = await wait_for(lambda: finished(jobs_api, "bad"), timeout=60,
+                            what="the Job to fail", every=0.2)
+    failed = conditions.get(result, "Failed")
+    assert failed is not None and failed["status"] == "True", result["status"]
+    assert (failed["reason"], failed["message"]) == \
+        ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    assert (result["status"]["failed"], result["status"]["active"]) == (2, 0)
+    first, second = sorted(await pods_of(jobs_api, made), key=podstate.created)
+    # The second pod waited out the back-off (10 s) after the first one failed.
+    assert podstate.created(second) - podstate.finished_at(first) >= 9
+    assert ("BackoffLimitExceeded", "Job has reached the specified backoff limit") in \
+        await events_of(jobs_api, made)
+
+
+async def test_a_job_past_its_deadline_fails_and_stops_its_pods(jobs_api: rest.RestClient) -> None:
+    made = await jobs_api.create(kinds.JOB, NS, job("slow", exit_after=3600, parallelism=2,
+                                                completions=2, activeDeadlineSeconds=3))
+    result = await wait_for(lambda: finished(jobs_api, "slow"), timeout=60,
+                            what="the Job to fail")
+    assert conditions.get(result, "Failed")["reason"] == "DeadlineExceeded"  # type: ignore[index]
+    started = parse_time(result["status"]["startTime"])
+    failed_at = parse_time(conditions.get(result, "Failed")["lastTransitionTime"])  # type: ignore[index]
+    assert started is not None and failed_at is not None and failed_at - started >= 3
+
+    async def stopped() -> bool:
+        return all(podstate.is_terminal(p) for p in await pods_of(jobs_api, made))
+
+    await wait_for(stopped, timeout=30, what="its pods to stop")
+    assert ("DeadlineExceeded", "Job was active longer than specified deadline") in \
+        await events_of(jobs_api, made)

@@ -18,7 +18,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,18 +30,12 @@ from raftkube.cli import local
 from raftkube.cli.master import EXIT_DATA_DIR, EXIT_DISK_FAILED
 from raftkube.client.errors import ClientError
 from raftkube.store import journal as jr
-from tests.cluster.harness import Cluster, RequestFailed, Writer, wait_for
+from tests.cluster.harness import Cluster, RequestFailed, Writer, rk, wait_for
 
 pytestmark = pytest.mark.cluster
 
 
 # ---- helpers ----------------------------------------------------------------------------
-
-def rk(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, RK_CONFIG=os.path.join(c.state_dir, "config.yaml"))
-    return subprocess.run([sys.executable, "-m", "raftkube.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
-
 
 def pid_file(c: Cluster, name: str) -> int:
     with open(os.path.join(c.state_dir, "pids", f"{name}.pid")) as f:

@@ -29,7 +29,7 @@ import pytest
 from raftkube.api import kinds
 from raftkube.client import rest, transport
 from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, rest_client, started, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -40,18 +40,13 @@ AT_WORK = re.compile(r"^(\S+ \S+) WARNING raftkube\.controllers\.manager: leader
 
 @pytest.fixture
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(str(tmp_path_factory.mktemp("leadership")))
-    try:
-        c.up(agents=2)
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "leadership", agents=2)
 
 
 @pytest.fixture
 async def api(nodes: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(nodes.url.values()), nodes.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(nodes) as client:
+        yield client
 
 
 def deployment(name: str, replicas: int) -> Obj:

@@ -19,9 +19,9 @@ import pytest
 
 from raftkube.api import conditions, kinds, taints
 from raftkube.cli import local
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, rest_client, started, wait_for
 from tests.cluster.replicas import active, replicaset_running
 
 pytestmark = pytest.mark.cluster
@@ -37,20 +37,13 @@ NODES = ("n1", "n2", "n3")
 
 @pytest.fixture
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(str(tmp_path_factory.mktemp("lifecycle")))
-    try:
-        local.up(state_dir=c.state_dir, masters=3, agents=len(NODES), master_args=FLAGS)
-        c.up()  # reads what `rk up` wrote; everything runs already
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "lifecycle", agents=len(NODES), master_args=FLAGS)
 
 
 @pytest.fixture
 async def api(nodes: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with nodes, transport.Transport(list(nodes.url.values()), nodes.token,
-                                          wait=20) as tp:
-        yield rest.RestClient(tp)
+    async with nodes, rest_client(nodes, wait=20) as client:
+        yield client
 
 
 async def ready_of(api: rest.RestClient) -> dict[str, Obj]:
@@ -174,23 +167,15 @@ def slow_elections(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster
     """As `nodes`, with elections slow enough (3-3.5 s, so a leader cut off keeps its
     role for 14 s) that a leader outlives a loss of its majority longer than a grace
     period and a toleration."""
-    c = Cluster(str(tmp_path_factory.mktemp("slow")))
-    try:
-        local.up(state_dir=c.state_dir, masters=3, agents=len(NODES),
-                 master_args=FLAGS + ["--election-timeout", "3-3.5", "--heartbeat", "0.1"])
-        c.up()
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "slow", agents=len(NODES), master_args=FLAGS + [
+        "--election-timeout", "3-3.5", "--heartbeat", "0.1"])
 
 
 async def test_a_leader_cut_off_from_its_majority_marks_and_evicts_nothing(
         slow_elections: Cluster) -> None:
     nodes = slow_elections
-    async with nodes, transport.Transport(list(nodes.url.values()), nodes.token,
-                                          wait=30) as tp, \
-            replicaset_running(rest.RestClient(tp), "web", 3) as web:
-        api = rest.RestClient(tp)
+    async with nodes, rest_client(nodes, wait=30) as api, \
+            replicaset_running(api, "web", 3) as web:
         await wait_for(lambda: _running(web, 3), timeout=30, what="3 pods Running")
         names = {p["metadata"]["name"] for p in web.active()}
         before = await ready_of(api)

@@ -12,28 +12,20 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import Cluster, Writer, wait_for
+from tests.cluster.harness import Cluster, Writer, started, wait_for
 from tests.cluster.test_watch_lease_fence import WatchStream
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
-def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from raftkube.cli import local
-
-    c = Cluster(str(tmp_path_factory.mktemp("compacting")))
-    try:
-        local.load_layout(c.state_dir, 3)
-        local.up(state_dir=c.state_dir, masters=3, agents=0,
-                 master_args=["--log-compaction-entries", "300"])
-        c.up()
-        yield c
-    finally:
-        c.down()
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from started(tmp_path_factory, "compacting",
+                       master_args=["--log-compaction-entries", "300"])
 
 
 async def test_paused_follower_catches_up_by_snapshot_and_its_watch_has_no_gap(

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from raftkube.api import kinds
-from raftkube.client import rest, transport
-from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from raftkube.client import rest
+from tests.cluster.harness import Cluster, pod_where, rest_client, started, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -23,31 +22,14 @@ Obj = dict[str, Any]
 
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(str(tmp_path_factory.mktemp("podenv")))
-    try:
-        c.up(agents=1, agent_args=["--config-refresh", "1",
-                                   "--node-status-update-frequency", "60"])
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "podenv", agents=1, agent_args=[
+        "--config-refresh", "1", "--node-status-update-frequency", "60"])
 
 
 @pytest.fixture
 async def api(cluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(cluster.url.values()), cluster.token) as tp:
-        yield rest.RestClient(tp)
-
-
-async def pod_where(api: rest.RestClient, name: str, test: Any, *, what: str) -> Obj:
-    async def check() -> Obj | None:
-        try:
-            p = await api.get(kinds.POD, "default", name)
-        except ApiError:
-            return None
-        return p if test(p) else None
-
-    found: Obj = await wait_for(check, timeout=30, what=what, every=0.2)
-    return found
+    async with rest_client(cluster) as client:
+        yield client
 
 
 def waiting(p: Obj) -> Obj:

@@ -5,9 +5,6 @@ and reach no agent; node tokens are refused."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -18,7 +15,7 @@ from raftkube.api import channels, kinds
 from raftkube.cli import local
 from raftkube.client import rest, transport
 from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, rest_client, rk, started, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -27,25 +24,13 @@ Obj = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(str(tmp_path_factory.mktemp("podio")))
-    try:
-        c.up(agents=1, runtime="simulated")
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "podio", agents=1, runtime="simulated")
 
 
 @pytest.fixture
 async def api(cluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(cluster.url.values()), cluster.token) as tp:
-        yield rest.RestClient(tp)
-
-
-def rk(cluster: Cluster, *args: str, stdin: str | None = None
-       ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RK_CONFIG": os.path.join(cluster.state_dir, "config.yaml")}
-    return subprocess.run([sys.executable, "-m", "raftkube.cli", *args], env=env,
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    async with rest_client(cluster) as client:
+        yield client
 
 
 async def running(api: rest.RestClient, name: str, containers: list[str]) -> Obj:

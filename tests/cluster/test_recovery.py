@@ -5,23 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.cluster.harness import Cluster, RequestFailed, wait_for
+from tests.cluster.harness import Cluster, RequestFailed, rk, wait_for
 
 pytestmark = pytest.mark.cluster
-
-
-def rk(*args: str, config: str | None = None, check: bool = True
-       ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    if config:
-        env["RK_CONFIG"] = config
-    return subprocess.run([sys.executable, "-m", "raftkube.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=check)
 
 
 async def test_snapshot_save_and_restore_into_a_new_cluster(
@@ -32,7 +21,7 @@ async def test_snapshot_save_and_restore_into_a_new_cluster(
             await c.put(c.names[i % 3], f"s/{i:03d}", f"v{i}")
         before = await c.get_prefix("m2", "s/")
     snap = str(tmp_path_factory.mktemp("snap") / "backup.db")
-    out = rk("snapshot", "save", snap, config=os.path.join(cluster.state_dir, "config.yaml"))
+    out = rk(cluster, "snapshot", "save", snap, check=True)
     assert "Snapshot saved" in out.stdout
     cluster.down()
 
@@ -43,11 +32,11 @@ async def test_snapshot_save_and_restore_into_a_new_cluster(
 
         layout = local.load_layout(restored.state_dir, 3)
         for m in layout["masters"]:
-            out = rk("snapshot", "restore", snap, "--data-dir",
-                     os.path.join(restored.state_dir, "data", m["name"]))
+            out = rk(None, "snapshot", "restore", snap, "--data-dir",
+                     os.path.join(restored.state_dir, "data", m["name"]), check=True)
             assert "restored revision" in out.stdout
-        bad = rk("snapshot", "restore", snap, "--data-dir",
-                 os.path.join(restored.state_dir, "data", "m1"), check=False)
+        bad = rk(None, "snapshot", "restore", snap, "--data-dir",
+                 os.path.join(restored.state_dir, "data", "m1"))
         assert bad.returncode != 0 and "already holds" in bad.stderr
         restored.up()
         async with restored as r:
@@ -64,8 +53,7 @@ async def test_snapshot_restore_refuses_a_corrupt_file(tmp_path: str) -> None:
     path = os.path.join(tmp_path, "bad.db")
     with open(path, "wb") as f:
         f.write(b"not a snapshot at all, just some bytes that are long enough")
-    out = rk("snapshot", "restore", path, "--data-dir", os.path.join(tmp_path, "d"),
-             check=False)
+    out = rk(None, "snapshot", "restore", path, "--data-dir", os.path.join(tmp_path, "d"))
     assert out.returncode != 0 and "checksum mismatch" in out.stderr
     assert not os.path.exists(os.path.join(tmp_path, "d", "dump"))
 

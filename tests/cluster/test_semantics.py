@@ -147,18 +147,6 @@ async def test_a_write_lost_with_a_paused_leader_is_resubmitted_to_the_next(
             await asyncio.get_running_loop().run_in_executor(None, c.kill, leader)
 
 
-async def test_reads_are_linearizable_on_followers(cluster: Cluster) -> None:
-    async with cluster as c:
-        leader = await c.leader()
-        followers = [n for n in c.names if n != leader]
-        for i in range(200):
-            rev = await c.put(leader, "lin/k", str(i))
-            got = await c.call(followers[i % 2], "/v3/kv/range", {"key": b64("lin/k")})
-            kv = got["kvs"][0]
-            assert unb64(kv["value"]).decode() == str(i), "a follower served a stale read"
-            assert int(got["header"]["revision"]) >= rev
-
-
 @pytest.mark.parametrize("size", [60 * 1024, 64 * 1024 - 100, 100 * 1024,
                                   128 * 1024 - 64, 130 * 1024, 1_500_000])
 async def test_large_values_replicate(cluster: Cluster, size: int) -> None:
@@ -181,8 +169,20 @@ async def test_large_values_replicate(cluster: Cluster, size: int) -> None:
             assert unb64(got["kvs"][0]["value"]) == value
 
 
-async def test_put_over_the_request_limit_is_refused(cluster: Cluster) -> None:
-    async with cluster as c:
+async def test_reads_are_linearizable_on_followers(shared_cluster: Cluster) -> None:
+    async with shared_cluster as c:
+        leader = await c.leader()
+        followers = [n for n in c.names if n != leader]
+        for i in range(200):
+            rev = await c.put(leader, "lin/k", str(i))
+            got = await c.call(followers[i % 2], "/v3/kv/range", {"key": b64("lin/k")})
+            kv = got["kvs"][0]
+            assert unb64(kv["value"]).decode() == str(i), "a follower served a stale read"
+            assert int(got["header"]["revision"]) >= rev
+
+
+async def test_put_over_the_request_limit_is_refused(shared_cluster: Cluster) -> None:
+    async with shared_cluster as c:
         await c.leader()
         with pytest.raises(RequestFailed) as e:
             await c.call("m1", "/v3/kv/put", {"key": b64("huge"),
@@ -199,13 +199,13 @@ class _Evil:
 
 
 async def test_raft_port_does_not_unpickle_unauthenticated_bytes(
-        cluster: Cluster, tmp_path: str) -> None:
+        shared_cluster: Cluster, tmp_path: str) -> None:
     """pysyncobj unpickles peer messages. Without the cluster secret a message must be
     dropped before it reaches pickle: here a pickle that would create a file on load."""
     marker = os.path.join(tmp_path, "pwned")
     payload = zlib.compress(pickle.dumps(_Evil(marker), protocol=2))
     frame = struct.pack("i", len(payload)) + payload
-    async with cluster as c:
+    async with shared_cluster as c:
         await c.leader()
         for m in c.members.values():
             host, port = m["raft"].rsplit(":", 1)
@@ -223,12 +223,12 @@ async def test_raft_port_does_not_unpickle_unauthenticated_bytes(
 
 
 async def test_a_saturated_cluster_acknowledges_every_write_and_keeps_it(
-        cluster: Cluster) -> None:
+        shared_cluster: Cluster) -> None:
     """64 writers saturate both cores. However slow it gets, and whether or not someone
     calls an election, every write is acknowledged once retried through any member, and
     every member then holds it at its acknowledged revision or later. (How many writes
     per second, and whether terms moved, are figures: bench/load.py prints them.)"""
-    async with cluster as c:
+    async with shared_cluster as c:
         await c.leader()
         acked: dict[str, int] = {}
 

@@ -21,9 +21,9 @@ import pytest
 
 from raftkube.agent import network
 from raftkube.api import kinds
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, rest_client, started, wait_for
 from tests.unit.service_support import Backend, ask
 
 pytestmark = pytest.mark.cluster
@@ -42,18 +42,14 @@ DNS_PORT = free_port()
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(str(tmp_path_factory.mktemp("services")))
-    try:
-        c.up(agents=2, agent_args=["--dns-port", str(DNS_PORT)])
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "services", agents=2,
+                       agent_args=["--dns-port", str(DNS_PORT)])
 
 
 @pytest.fixture
 async def api(cluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(cluster.url.values()), cluster.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(cluster) as client:
+        yield client
 
 
 def manual_slice(name: str, backend: Backend, node: str) -> Obj:

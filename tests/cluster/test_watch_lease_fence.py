@@ -90,36 +90,6 @@ async def test_watch_on_follower_sees_every_event_across_leader_kill(cluster: Cl
         assert {k: rev for k, (_v, rev) in stored.items()} == latest
 
 
-async def test_lease_expiry_deletes_keys_with_delete_events(cluster: Cluster) -> None:
-    async with cluster as c:
-        leader = await c.leader()
-        follower = next(n for n in c.names if n != leader)
-        # Before the grant is even sent: the lease's countdown starts later than this, so
-        # its keys cannot go before TTL seconds from here (a bound that slowness only
-        # widens).
-        before_grant = time.monotonic()
-        grant = await c.call(follower, "/v3/lease/grant", {"TTL": "2"})
-        lease = grant["ID"]
-        assert grant["TTL"] == "2"
-        async with WatchStream(c, follower, "l/") as watch:
-            for k in ("l/a", "l/b"):
-                await c.call(follower, "/v3/kv/put",
-                             {"key": b64(k), "value": b64("v"), "lease": lease})
-            ttl = await c.call(follower, "/v3/lease/timetolive", {"ID": lease, "keys": True})
-            assert sorted(unb64(k).decode() for k in ttl["keys"]) == ["l/a", "l/b"]
-            await wait_for(lambda: asyncio.sleep(0, sum(
-                t == "DELETE" for _r, t, _k in watch.events) == 2), timeout=30,
-                what="DELETE events for the leased keys")
-            took = time.monotonic() - before_grant
-        deletes = [(r, k) for r, t, k in watch.events if t == "DELETE"]
-        assert {k for _r, k in deletes} == {"l/a", "l/b"}
-        assert len({r for r, _k in deletes}) == 1, "one revision for the whole expiry"
-        assert took >= 2.0, f"expired {took:.2f}s after the grant, before its TTL of 2 s"
-        assert await c.get_prefix(follower, "l/") == {}
-        ttl = await c.call(leader, "/v3/lease/timetolive", {"ID": lease})
-        assert ttl["TTL"] == "-1"
-
-
 async def test_leader_change_restarts_lease_countdown(cluster: Cluster) -> None:
     """A new leader restarts every lease's countdown. The lease's keys must therefore go
     no sooner than TTL seconds after the old leader was killed (the new one led only
@@ -186,8 +156,39 @@ async def test_write_with_stale_term_is_refused(cluster: Cluster) -> None:
         assert await c.get_prefix(new_leader, "f/") == before
 
 
-async def test_auth_and_bad_input_on_every_master_change_nothing(cluster: Cluster) -> None:
-    async with cluster as c:
+async def test_lease_expiry_deletes_keys_with_delete_events(shared_cluster: Cluster) -> None:
+    async with shared_cluster as c:
+        leader = await c.leader()
+        follower = next(n for n in c.names if n != leader)
+        # Before the grant is even sent: the lease's countdown starts later than this, so
+        # its keys cannot go before TTL seconds from here (a bound that slowness only
+        # widens).
+        before_grant = time.monotonic()
+        grant = await c.call(follower, "/v3/lease/grant", {"TTL": "2"})
+        lease = grant["ID"]
+        assert grant["TTL"] == "2"
+        async with WatchStream(c, follower, "l/") as watch:
+            for k in ("l/a", "l/b"):
+                await c.call(follower, "/v3/kv/put",
+                             {"key": b64(k), "value": b64("v"), "lease": lease})
+            ttl = await c.call(follower, "/v3/lease/timetolive", {"ID": lease, "keys": True})
+            assert sorted(unb64(k).decode() for k in ttl["keys"]) == ["l/a", "l/b"]
+            await wait_for(lambda: asyncio.sleep(0, sum(
+                t == "DELETE" for _r, t, _k in watch.events) == 2), timeout=30,
+                what="DELETE events for the leased keys")
+            took = time.monotonic() - before_grant
+        deletes = [(r, k) for r, t, k in watch.events if t == "DELETE"]
+        assert {k for _r, k in deletes} == {"l/a", "l/b"}
+        assert len({r for r, _k in deletes}) == 1, "one revision for the whole expiry"
+        assert took >= 2.0, f"expired {took:.2f}s after the grant, before its TTL of 2 s"
+        assert await c.get_prefix(follower, "l/") == {}
+        ttl = await c.call(leader, "/v3/lease/timetolive", {"ID": lease})
+        assert ttl["TTL"] == "-1"
+
+
+async def test_auth_and_bad_input_on_every_master_change_nothing(
+        shared_cluster: Cluster) -> None:
+    async with shared_cluster as c:
         await c.leader()
         rev = await c.put("m1", "a/x", "1")
         assert c.session is not None

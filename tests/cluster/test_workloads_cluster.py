@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 
 from raftkube.api import kinds, rollout
-from raftkube.cli import local
 from raftkube.client import informer as inf
-from raftkube.client import rest, transport
-from tests.cluster.harness import Cluster, wait_for
+from raftkube.client import rest
+from tests.cluster.harness import Cluster, rest_client, started, wait_for
 from tests.cluster.podwatch import Pods, call
 
 pytestmark = pytest.mark.cluster
@@ -51,21 +50,13 @@ def web(replicas: int, image: str, *, surge: Any = 1, unavailable: Any = 0,
 @pytest.fixture
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """3 masters and 2 simulated nodes (`rk up --agents 2`); all stopped afterwards."""
-    c = Cluster(str(tmp_path_factory.mktemp("cluster")))
-    try:
-        local.up(state_dir=c.state_dir, masters=3, agents=2)
-        c.up()  # starts nothing more: reads the layout and the token
-        yield c
-    finally:
-        c.down()
+    yield from started(tmp_path_factory, "cluster", agents=2)
 
 
 @contextlib.asynccontextmanager
 async def nodes(c: Cluster) -> AsyncIterator[tuple[rest.RestClient, inf.Informer]]:
     """A client of every master and an informer of the pods."""
-    async with transport.Transport(list(c.url.values()), c.token, wait=30.0,
-                                   timeout=10.0) as tp:
-        client = rest.RestClient(tp)
+    async with rest_client(c, wait=30.0, timeout=10.0) as client:
         pods = inf.Informer(client, kinds.POD)
         watching = asyncio.ensure_future(pods.run())
         try:

@@ -16,8 +16,8 @@ import pytest
 
 from raftkube.agent import dockerspec as ds
 from raftkube.cli import local
-from raftkube.client import rest, transport
-from tests.cluster.harness import Cluster
+from raftkube.client import rest
+from tests.cluster.harness import Cluster, rest_client
 
 AGENT_ARGS = ["--crash-backoff-base", "1"]
 _clusters: set[str] = set()  # the cluster ids this test run made
@@ -83,8 +83,8 @@ def dcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def api(dcluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(dcluster.url.values()), dcluster.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(dcluster) as client:
+        yield client
 
 
 @pytest.fixture

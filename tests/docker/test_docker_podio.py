@@ -5,25 +5,15 @@ exit codes, and `rk top` from the engine's stats."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 import pytest
 
 from raftkube.api import kinds
 from raftkube.client import rest
-from tests.cluster.harness import Cluster
-from tests.docker.test_docker_pods import pod, pod_where, sh
+from tests.cluster.harness import Cluster, pod_where, rk
+from tests.docker.test_docker_pods import pod, sh
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
-
-
-def rk(c: Cluster, *args: str, stdin: str | None = None, timeout: float = 60
-       ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RK_CONFIG": os.path.join(c.state_dir, "config.yaml")}
-    return subprocess.run([sys.executable, "-m", "raftkube.cli", *args], env=env,
-                          input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 def running(p: dict) -> bool:  # type: ignore[type-arg]

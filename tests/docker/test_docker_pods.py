@@ -26,9 +26,9 @@ from raftkube.api import conditions, kinds
 from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
 from raftkube.client import informer as inf
-from raftkube.client import rest, transport
+from raftkube.client import rest
 from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, pod_where, rest_client, wait_for
 from tests.docker import conftest
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -44,20 +44,6 @@ def pod(name: str, containers: list[Obj], *, node: str = "n1", **spec: Any) -> O
 
 def sh(name: str, script: str, **more: Any) -> Obj:
     return {"name": name, "image": IMAGE, "command": ["sh", "-c", script], **more}
-
-
-async def pod_where(api: rest.RestClient, name: str, test: Any, *, timeout: float = 60,
-                    what: str = "") -> Obj:
-    async def check() -> Obj | None:
-        try:
-            p = await api.get(kinds.POD, "default", name)
-        except ApiError:
-            return None
-        return p if test(p) else None
-
-    found: Obj = await wait_for(check, timeout=timeout, what=what or f"pod {name}",
-                                every=0.2)
-    return found
 
 
 async def gone(api: rest.RestClient, name: str, *, timeout: float = 90) -> None:
@@ -287,8 +273,7 @@ async def test_rk_down_removes_its_cluster_containers_and_no_other(
     second = Cluster(str(tmp_path_factory.mktemp("down")))
     try:
         await asyncio.to_thread(conftest.start, second, 1)
-        async with transport.Transport(list(second.url.values()), second.token) as tp:
-            api2 = rest.RestClient(tp)
+        async with rest_client(second) as api2:
             await api2.create(kinds.POD, "default", pod("mine", [sh("c", "exec sleep 3600")]))
             await pod_where(api2, "mine", lambda p: conditions.is_true(p, "Ready"))
         assert containers_of(dockerc, second, "mine")

@@ -17,9 +17,8 @@ import pytest
 from raftkube.agent import dockerspec as ds
 from raftkube.api import kinds
 from raftkube.cli import local
-from raftkube.client import rest, transport
-from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from raftkube.client import rest
+from tests.cluster.harness import Cluster, pod_where, rest_client, wait_for
 from tests.docker import conftest
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -44,20 +43,8 @@ def ecluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def api(ecluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(ecluster.url.values()), ecluster.token) as tp:
-        yield rest.RestClient(tp)
-
-
-async def pod_where(api: rest.RestClient, name: str, test: Any, *, what: str) -> Obj:
-    async def check() -> Obj | None:
-        try:
-            p = await api.get(kinds.POD, "default", name)
-        except ApiError:
-            return None
-        return p if test(p) else None
-
-    found: Obj = await wait_for(check, timeout=90, what=what, every=0.3)
-    return found
+    async with rest_client(ecluster) as client:
+        yield client
 
 
 def running(p: Obj) -> bool:

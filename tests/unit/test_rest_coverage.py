@@ -273,9 +273,12 @@ async def test_old_revisions_are_compacted_automatically(served: Served) -> None
             "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{i}"}})
         if i == 6:  # a page taken early, whose next page is read after the compaction
             page = await ok(served, "GET", NS + "/configmaps?limit=5")
-    async with asyncio.timeout(15):  # the leader compacts every 5 s
-        while served.replica.state.compact_revision <= int(first["metadata"]
-                                                            ["resourceVersion"]):
+    # The leader compacts every 5 s. A compaction may also land while the writes above
+    # still go on (they take longer than 5 s on a loaded machine): wait for one that
+    # came after them, which keeps no more than the 20 revisions asked for.
+    async with asyncio.timeout(30):
+        while (s := served.replica.state).revision - s.compact_revision > 21 or \
+                s.compact_revision <= int(first["metadata"]["resourceVersion"]):
             await asyncio.sleep(0.2)
     assert served.replica.state.revision - served.replica.state.compact_revision <= 21
     status, out = await call(served, "GET", NS + "/configmaps?watch=true&resourceVersion="

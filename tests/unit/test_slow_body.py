@@ -9,6 +9,7 @@ shortened for the test; the waits around it are generous.
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
@@ -39,9 +40,19 @@ async def trickle(served: Served, path: str, *, deadline: float) -> bytes:
             await writer.drain()
             await asyncio.wait([answered], timeout=0.1)
         head = await asyncio.wait_for(answered, 1.0)
-        # Then the connection is closed (after aiohttp's lingering read, at most 10 s).
-        rest = await asyncio.wait_for(reader.read(), GENEROUS)
-        return head + rest
+        # The whole answer, by its Content-Length: waiting for the close instead would
+        # wait out aiohttp's lingering read of the rest of the body (10 s).
+        while b"\r\n\r\n" not in head:
+            more = await asyncio.wait_for(reader.read(4096), GENEROUS)
+            assert more, f"the connection closed inside the answer's head: {head!r}"
+            head += more
+        top, _, body = head.partition(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", top)
+        assert length, f"an answer without a Content-Length: {top!r}"
+        if int(length[1]) > len(body):
+            body += await asyncio.wait_for(reader.readexactly(int(length[1]) - len(body)),
+                                           GENEROUS)
+        return top + b"\r\n\r\n" + body
     finally:
         writer.close()
 
