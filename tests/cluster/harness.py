@@ -280,6 +280,28 @@ async def pod_where(api: rest.RestClient, name: str, test: Callable[[Obj], Any],
     return found
 
 
+async def gone(api: rest.RestClient, name: str, *, timeout: float = 90,
+               namespace: str = "default") -> None:
+    """Until the pod `name` is gone from the API (404)."""
+    async def check() -> bool:
+        try:
+            await api.get(kinds.POD, namespace, name)
+        except ApiError as e:
+            return e.code == 404
+        return False
+
+    await wait_for(check, timeout=timeout, what=f"pod {name} gone", every=0.2)
+
+
+def status_of(p: Obj, name: str, *, init: bool = False) -> Obj:
+    """The status of container `name` (an init container's with `init`), or {}."""
+    key = "initContainerStatuses" if init else "containerStatuses"
+    for s in (p.get("status") or {}).get(key) or []:
+        if s["name"] == name:
+            return dict(s)
+    return {}
+
+
 def rk(config: Cluster | str | os.PathLike[str] | None, *args: str, stdin: str | None = None,
        timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess[str]:
     """The installed `rk` command as a user runs it, with RK_CONFIG naming `config`: a

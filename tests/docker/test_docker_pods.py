@@ -27,8 +27,7 @@ from raftkube.api.timestamps import parse_time
 from raftkube.cli import local
 from raftkube.client import informer as inf
 from raftkube.client import rest
-from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, pod_where, rest_client, wait_for
+from tests.cluster.harness import Cluster, gone, pod_where, rest_client, status_of, wait_for
 from tests.docker import conftest
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -44,25 +43,6 @@ def pod(name: str, containers: list[Obj], *, node: str = "n1", **spec: Any) -> O
 
 def sh(name: str, script: str, **more: Any) -> Obj:
     return {"name": name, "image": IMAGE, "command": ["sh", "-c", script], **more}
-
-
-async def gone(api: rest.RestClient, name: str, *, timeout: float = 90) -> None:
-    async def check() -> bool:
-        try:
-            await api.get(kinds.POD, "default", name)
-        except ApiError as e:
-            return e.code == 404
-        return False
-
-    await wait_for(check, timeout=timeout, what=f"pod {name} gone", every=0.2)
-
-
-def status_of(p: Obj, name: str, *, init: bool = False) -> Obj:
-    key = "initContainerStatuses" if init else "containerStatuses"
-    for s in (p.get("status") or {}).get(key) or []:
-        if s.get("name") == name:
-            return dict(s)
-    return {}
 
 
 def containers_of(client: docker.DockerClient, c: Cluster, pod_name: str) -> list[Any]:

@@ -27,14 +27,20 @@ from raftkube.agent import volumes
 from raftkube.api import conditions, kinds
 from raftkube.cli import local
 from raftkube.client import rest, transport
-from raftkube.client.errors import ApiError
-from tests.cluster.harness import Cluster, wait_for
+from tests.cluster.harness import Cluster, gone, status_of, wait_for
+from tests.cluster.harness import pod_where as _pod_where
 from tests.docker import conftest
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
 Obj = dict[str, Any]
 IMAGE = "busybox:1.36"
+
+
+async def pod_where(api: rest.RestClient, name: str, test: Any, *, what: str,
+                    timeout: float = 120) -> Obj:
+    """The harness's, with this module's longer default wait (tmpfs set-up under load)."""
+    return await _pod_where(api, name, test, what=what, timeout=timeout, every=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -80,37 +86,6 @@ def pod(name: str, containers: list[Obj], **spec: Any) -> Obj:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {"containers": containers, "terminationGracePeriodSeconds": 0, **spec}}
-
-
-async def pod_where(api: rest.RestClient, name: str, test: Any, *, what: str,
-                    timeout: float = 120) -> Obj:
-    async def check() -> Obj | None:
-        try:
-            p = await api.get(kinds.POD, "default", name)
-        except ApiError:
-            return None
-        return p if test(p) else None
-
-    found: Obj = await wait_for(check, timeout=timeout, what=what, every=0.3)
-    return found
-
-
-async def gone(api: rest.RestClient, name: str) -> None:
-    async def check() -> bool:
-        try:
-            await api.get(kinds.POD, "default", name)
-        except ApiError as e:
-            return e.code == 404
-        return False
-
-    await wait_for(check, timeout=90, what=f"pod {name} deleted", every=0.3)
-
-
-def status_of(p: Obj, name: str) -> Obj:
-    for s in (p.get("status") or {}).get("containerStatuses") or []:
-        if s["name"] == name:
-            return dict(s)
-    return {}
 
 
 def containers_of(client: docker.DockerClient, c: Cluster, pod_name: str) -> list[Any]:
