@@ -36,7 +36,6 @@ node is always looked at last. Reasons are then counted over the nodes looked at
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -51,12 +50,6 @@ DEFAULT_MAX_PODS = 110  # Kubernetes' kubelet default, when a node states none
 HOSTNAME = "kubernetes.io/hostname"
 SPREAD_WEIGHT = 2
 TOPOLOGY_WEIGHT = 2
-
-
-def amount(resource: str, value: Any) -> int:
-    """A quantity as an integer: millicores for cpu, bytes (rounded up) otherwise."""
-    exact = quantity.parse_quantity(value)
-    return math.ceil(exact * 1000) if resource == "cpu" else math.ceil(exact)
 
 
 @dataclass(frozen=True)
@@ -155,7 +148,7 @@ def node_info(node: Obj, pods: Iterable[Obj]) -> NodeInfo:
     name = node["metadata"]["name"]
     status, spec = node.get("status") or {}, node.get("spec") or {}
     allocatable = status.get("allocatable") or status.get("capacity") or {}
-    alloc = {r: amount(r, allocatable[r]) for r in RESOURCES if r in allocatable}
+    alloc = {r: requests.amount(r, allocatable[r]) for r in RESOURCES if r in allocatable}
     alloc["pods"] = int(quantity.parse_quantity(allocatable.get("pods", DEFAULT_MAX_PODS)))
     requested = dict.fromkeys(RESOURCES, 0)
     ports: set[tuple[str, int]] = set()
