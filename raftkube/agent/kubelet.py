@@ -175,6 +175,8 @@ class Kubelet:
         self._killed: dict[str, dict[str, int]] = {}
         # pod uid -> the task stopping the containers of that pod being deleted
         self._terminating: dict[str, asyncio.Task[None]] = {}
+        # pod uid -> the task stopping the sidecars of that pod, whose app has ended
+        self._winding: dict[str, asyncio.Task[None]] = {}
         self.prober.subscribe(lambda key: self.queue.add(key))
         self.pods.add_handler(inf.Handler(
             add=self._enqueue, update=lambda _old, new: self._enqueue(new),
@@ -198,13 +200,14 @@ class Kubelet:
             await self.cancel_terminations()
 
     async def cancel_terminations(self) -> None:
-        """Cancel the pods' terminations under way (the agent is stopping: the next one
-        finds the containers still there and stops them again)."""
-        tasks = list(self._terminating.values())
+        """Cancel the pods' terminations and sidecar stops under way (the agent is
+        stopping: the next one finds the containers still there and stops them again)."""
+        tasks = [*self._terminating.values(), *self._winding.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._terminating.clear()
+        self._winding.clear()
 
     async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
@@ -491,12 +494,12 @@ class Kubelet:
         else:
             sandbox = state.sandbox
         grace = float((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30) or 0)
-        deadline = self.clock() + grace
-        for name in reversed(plan.stop):  # the sidecars of a pod whose app has ended:
-            # as at deletion, the last declared first, within one grace period
-            self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
-            await self.runtime.stop_container(pod["metadata"]["uid"], name,
-                                              grace=max(0.0, deadline - self.clock()))
+        uid = pod["metadata"]["uid"]
+        if plan.stop and uid not in self._winding:
+            # The sidecars of a pod whose app has ended stop in a task of their own, as
+            # a deletion's do, so that their grace period holds no worker.
+            self._winding[uid] = asyncio.create_task(
+                self._wind_down(pod, list(plan.stop), grace))
         now = self.clock()
         for c, attempt in plan.start:
             try:
@@ -679,6 +682,25 @@ class Kubelet:
         finally:
             if self._terminating.get(uid) is asyncio.current_task():
                 del self._terminating[uid]
+        self.queue.add_after(key, delay)
+
+    async def _wind_down(self, pod: Obj, sidecars: list[str], grace: float) -> None:
+        """Stop the sidecars of a pod whose app has ended: as at deletion, the last
+        declared first, within one grace period; then sync the pod again."""
+        key, uid = inf.key_of(pod), pod["metadata"]["uid"]
+        deadline = self.clock() + grace
+        delay = 0.0
+        try:
+            for name in reversed(sidecars):
+                self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
+                await self.runtime.stop_container(uid, name,
+                                                  grace=max(0.0, deadline - self.clock()))
+        except Exception as e:  # noqa: BLE001 - whatever it was, the pod is retried
+            log.warning("%s: stopping the sidecars of pod %s: %s", self.node_name, key, e)
+            delay = TERMINATE_RETRY
+        finally:
+            if self._winding.get(uid) is asyncio.current_task():
+                del self._winding[uid]
         self.queue.add_after(key, delay)
 
     async def _stop(self, pod: Obj, state: rt.PodState, grace: float) -> None:

@@ -6,6 +6,7 @@ restarted with the pod's ConfigMaps read afresh."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -190,4 +191,9 @@ async def test_when_the_app_ends_its_sidecars_stop_last_declared_first() -> None
     s.clock.advance(2)  # the app exits 0: the pod has ended
     status = written(await s.run())
     assert status["phase"] == "Succeeded"
+    # They stop in a task of the kubelet's, not in the worker's sync (which returned).
+    winding = list(s.kubelet._winding.values())
+    assert len(winding) == 1
+    await asyncio.gather(*winding)
     assert stops.calls == [("s2", 30), ("s1", 30)]
+    assert not s.kubelet._winding
