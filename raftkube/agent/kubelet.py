@@ -443,6 +443,11 @@ class Kubelet:
         self._tell_backoffs(pod, state, plan)
         status = podstatus.pod_status(pod, state, now=now, host_ip=self.host_ip,
                                       ready=ready, plan=plan, started=started)
+        if status.get("phase") in podstatus.TERMINAL and uid in self._winding:
+            # Not ended while its sidecars are still stopping (a terminal phase is never
+            # written again, so it would keep them running in its status for good): the
+            # task syncs the pod again once they have stopped.
+            status = {**status, "phase": "Running"}
         if status != pod.get("status"):
             try:
                 self._written[key] = await self.client.update_status(
