@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import copy
+import random
 from typing import Any
 
+import aiohttp
 import pytest
 
 from raftkube.api import kinds
+from raftkube.apiserver import objects as ob
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
 from tests.unit.conftest import NODE_TOKEN, Served, wait_for
@@ -125,3 +131,66 @@ async def test_the_recorder_sends_its_backlog_in_few_requests(served: Served) ->
         assert served.replica.revision - before <= 4
         listed = await client.list(kinds.EVENT, "default")
         assert len(listed["items"]) == 120
+
+
+async def _post_large(served: Served, path: str, body: dict[str, Any]
+                      ) -> aiohttp.ClientResponse:
+    """POST a body of megabytes (streamed: aiohttp warns of a large bytes body)."""
+    return await served.client.post(
+        path, data=io.BytesIO(json.dumps(body).encode()),
+        headers={**served.auth, "Content-Type": "application/json"})
+
+
+async def test_an_event_list_past_the_store_limit_goes_in_several_transactions(
+        served: Served) -> None:
+    # 40 x 50 KB is past the store's 1.5 MiB request limit for one txn: the events that
+    # do not fit go into a next one instead of all being refused as too large.
+    before = served.replica.revision
+    answer = await _post_large(served, "/api/v1/namespaces/default/events", {
+        "apiVersion": "v1", "kind": "EventList",
+        "items": [_event(f"e{i}", f"{i}" + "m" * 50_000) for i in range(40)]})
+    assert answer.status == 201, (await answer.text())[:500]
+    created = (await answer.json())["items"]
+    assert [e["metadata"]["name"] for e in created] == [f"e{i}" for i in range(40)]
+    assert 1 < served.replica.revision - before <= 4
+    listed = await served.client.get("/api/v1/namespaces/default/events",
+                                     headers=served.auth)
+    assert len((await listed.json())["items"]) == 40
+
+
+@pytest.mark.parametrize(("bad", "status", "words"), [
+    ({**_event("x"), "apiVersion": "apps/v1"}, 400, "items[1]: "),
+    ({**_event("x"), "kind": "Pod"}, 400, "items[1]: "),
+    (_event("x", namespace="other"), 400, "items[1]: "),
+    ({**_event("x"), "unknownField": 1}, 400, "items[1]: "),
+    (_event("x", "m" * 1_600_000), 413, "items[1]: Request entity too large"),
+    ({**_event("x"), "metadata": 5}, 422, "items[1]: "),
+], ids=["apiVersion", "kind", "namespace", "strict", "too large", "metadata"])
+async def test_every_refusal_of_an_event_list_names_the_item(
+        served: Served, bad: dict[str, Any], status: int, words: str) -> None:
+    before = served.replica.revision
+    answer = await _post_large(
+        served, "/api/v1/namespaces/default/events?fieldValidation=Strict",
+        {"apiVersion": "v1", "kind": "EventList", "items": [_event("ok"), bad]})
+    assert answer.status == status, (await answer.text())[:500]
+    assert words in (await answer.json())["message"]
+    assert served.replica.revision == before
+
+
+async def test_an_event_list_leaves_its_items_alone_and_renames_a_generated_clash(
+        served: Served) -> None:
+    objects = ob.Objects(served.replica, rng=random.Random(7))
+    clash = "g-" + "".join(random.Random(7).choice(ob.GENERATE_ALPHABET) for _ in range(5))
+    await objects.create(kinds.EVENT, "default", _event(clash, "there first"))
+    objects.rng = random.Random(7)  # the batch's first generated name is `clash`
+    generated = _event("", "generated")
+    generated["metadata"] = {"generateName": "g-", "namespace": "default"}
+    items = [generated, _event("given")]
+    sent = copy.deepcopy(items)
+    created = await objects.create_batch(kinds.EVENT, "default", items)
+    assert items == sent  # the caller's items: no generated name written into them
+    assert [e["message"] for e in created] == ["generated", "m"]
+    assert created[0]["metadata"]["name"].startswith("g-")
+    assert created[0]["metadata"]["name"] != clash
+    there = await objects.get(kinds.EVENT, "default", clash)
+    assert there.obj["message"] == "there first"
