@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import io
 import json
-import copy
 import random
 from typing import Any
 

@@ -10,7 +10,6 @@ import pytest
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 from raftkube.store import replica as rep
-
 from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.test_rest import call, ok
 
