@@ -16,6 +16,7 @@ from raftkube.api import kinds
 from raftkube.apiserver import objects as ob
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
+from raftkube.client.errors import ApiError
 from tests.unit.conftest import NODE_TOKEN, Served, wait_for
 
 pytestmark = pytest.mark.unit
@@ -194,3 +195,54 @@ async def test_an_event_list_leaves_its_items_alone_and_renames_a_generated_clas
     assert created[0]["metadata"]["name"] != clash
     there = await objects.get(kinds.EVENT, "default", clash)
     assert there.obj["message"] == "there first"
+
+
+class _FakeEvents:
+    """A client whose EventList POST answers `batch_error`, and whose POST of one event
+    refuses those whose message is in `refused`."""
+
+    def __init__(self, batch_error: dict[str, Any] | None, refused: set[str]) -> None:
+        self.batch_error = batch_error
+        self.refused = refused
+        self.batches = 0
+        self.created: list[str] = []
+
+    async def create_batch(self, kind: Any, namespace: str, bodies: list[Any]
+                           ) -> list[Any]:
+        self.batches += 1
+        if self.batch_error:
+            raise ApiError({"kind": "Status", **self.batch_error})
+        self.created += [b["message"] for b in bodies]
+        return bodies
+
+    async def create(self, kind: Any, namespace: str, body: dict[str, Any]) -> Any:
+        if body["message"] in self.refused:
+            raise ApiError({"kind": "Status", "code": 422, "message": "bad"})
+        self.created.append(body["message"])
+        return body
+
+
+@pytest.mark.parametrize(("error", "batches_after"), [
+    ({"code": 422, "message": 'Event "e" is invalid: items[1].type: Required value'}, True),
+    ({"code": 413, "message": "items[1]: Request entity too large"}, True),
+    ({"code": 400, "message": "items[1]: the namespace of the object does not match"}, True),
+    ({"code": 400, "message": "a PodList is not created in one request"}, False),
+], ids=["invalid", "too large", "an item's 400", "no EventList"])
+async def test_an_event_refused_in_a_list_leaves_the_others_sent(
+        error: dict[str, Any], batches_after: bool) -> None:
+    fake = _FakeEvents(error, refused={"m1"})
+    recorder = ev.EventRecorder(fake, "test")  # type: ignore[arg-type]
+    await recorder._send("default", [_event(f"e{i}", f"m{i}") for i in range(3)])
+    assert fake.created == ["m0", "m2"] and recorder.sent == 2
+    assert recorder._batches is batches_after  # lists again only if the master takes them
+    fake.batch_error = None
+    await recorder._send("default", [_event(f"e{i}", f"n{i}") for i in range(2)])
+    assert fake.batches == (2 if batches_after else 1)
+
+
+async def test_one_by_one_an_event_refused_does_not_drop_the_rest() -> None:
+    fake = _FakeEvents(None, refused={"m0"})
+    recorder = ev.EventRecorder(fake, "test")  # type: ignore[arg-type]
+    recorder._batches = False
+    await recorder._send("default", [_event(f"e{i}", f"m{i}") for i in range(3)])
+    assert fake.created == ["m1", "m2"] and recorder.sent == 2
