@@ -306,7 +306,8 @@ class Objects:
 
         Items whose encoded puts would take the transaction past `TXN_BUDGET` go into a
         next transaction, so a list of large events is several entries, never one the
-        store refuses as too large. A transaction is all-or-nothing: if it fails (a name
+        store refuses as too large (a replica that fails after the first of them is a
+        504, not a 503: some were written). A transaction is all-or-nothing: if it fails (a name
         taken, the namespace changed since it was read) it is tried again without the
         items whose names are taken now (a generated name is generated afresh instead),
         up to 5 times as `create` does. Answered: the objects created, in the order
@@ -320,7 +321,14 @@ class Objects:
             prepared.append((i, obj, key, value))
         created: dict[int, dict[str, Any]] = {}
         for chunk in _by_budget(prepared, lambda p: _put_size(p[2], p[3])):
-            created.update(await self._create_chunk(kind, namespace, items, chunk))
+            try:
+                created.update(await self._create_chunk(kind, namespace, items, chunk))
+            except Unavailable as e:
+                if not created:
+                    raise  # nothing written: a 503, which the client may send elsewhere
+                # Some were: not a 503, which would have the client send them again.
+                raise stt.timeout(f"items[{chunk[0][0]}] on were not created ({e}); the "
+                                  "items before them were") from None
         return [created[i] for i, _, _, _ in prepared if i in created]
 
     def _prepare_item(self, kind: kinds.Kind, namespace: str, item: dict[str, Any],

@@ -14,9 +14,11 @@ import pytest
 
 from raftkube.api import kinds
 from raftkube.apiserver import objects as ob
+from raftkube.apiserver import status as stt
 from raftkube.client import events as ev
 from raftkube.client import rest, transport
 from raftkube.client.errors import ApiError
+from raftkube.store import replica as rep
 from tests.unit.conftest import NODE_TOKEN, Served, wait_for
 
 pytestmark = pytest.mark.unit
@@ -246,3 +248,29 @@ async def test_one_by_one_an_event_refused_does_not_drop_the_rest() -> None:
     recorder._batches = False
     await recorder._send("default", [_event(f"e{i}", f"m{i}") for i in range(3)])
     assert fake.created == ["m1", "m2"] and recorder.sent == 2
+
+
+async def test_an_event_list_failing_after_its_first_transaction_is_not_a_503(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 503 says nothing was written (the client may send it elsewhere): once one of a
+    # large list's transactions is in, a replica that fails is a 504.
+    objects = ob.Objects(served.replica)
+    commit = objects.commit
+    commits = 0
+
+    async def fails_second(req: dict[str, Any]) -> Any:
+        nonlocal commits
+        commits += 1
+        if commits == 2:
+            raise rep.Unavailable("no leader")
+        return await commit(req)
+
+    monkeypatch.setattr(objects, "commit", fails_second)
+    items = [_event(f"e{i}", f"{i}" + "m" * 50_000) for i in range(40)]
+    with pytest.raises(stt.ApiError) as refused:
+        await objects.create_batch(kinds.EVENT, "default", items)
+    assert refused.value.code == 504 and "were not created" in refused.value.message
+    commits = 1  # the first fails now: nothing written, the replica's own 503
+    with pytest.raises(rep.Unavailable):
+        await objects.create_batch(kinds.EVENT, "default",
+                                   [_event(f"f{i}", "m" * 50_000) for i in range(40)])
