@@ -307,11 +307,11 @@ class Objects:
         Items whose encoded puts would take the transaction past `TXN_BUDGET` go into a
         next transaction, so a list of large events is several entries, never one the
         store refuses as too large (a replica that fails after the first of them is a
-        504, not a 503: some were written). A transaction is all-or-nothing: if it fails (a name
-        taken, the namespace changed since it was read) it is tried again without the
-        items whose names are taken now (a generated name is generated afresh instead),
-        up to 5 times as `create` does. Answered: the objects created, in the order
-        given; one whose given name was taken is left out."""
+        504, not a 503: some were written). A transaction is all-or-nothing: if it
+        fails (a name taken, the namespace changed since it was read) it is tried again
+        without the items whose names are taken now (a generated name is generated
+        afresh instead), up to 5 times as `create` does. Answered: the objects created,
+        in the order given; one whose given name was taken is left out."""
         prepared: list[tuple[int, dict[str, Any], bytes, bytes]] = []
         for i, item in enumerate(items):
             try:
