@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -195,36 +196,35 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
         cpu0 = {n: proc_sample(p)[0] for n, p in everyone.items()}
         client0 = time.process_time()
         spies = profile(args.profile, {**pids, **others})
-        rev0 = await revision(session, urls[0])
-        t0 = time.monotonic()
-        in_deployments = args.pods // 2 if args.deployments else 0
-        bodies: list[tuple[str, dict[str, Any]]] = []
-        for d in range(args.deployments):
-            share = in_deployments // args.deployments
-            bodies.append((DEPLOYS, deployment(f"d{d}", share)))
-        expected = (in_deployments // args.deployments) * args.deployments \
-            if args.deployments else 0
-        bare = args.pods - expected
-        bodies += [(PODS, pod(f"p{i:05d}")) for i in range(bare)]
-        expected += bare
-        failed = await create_all(session, urls, bodies)
-        created_at = time.monotonic()
-        peak = dict.fromkeys(pids, 0)
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
-            for n, p in pids.items():
-                peak[n] = max(peak[n], proc_sample(p)[1])
-            if len(timeline.running) >= expected:
-                break
-            await asyncio.sleep(0.5)
-        t_end = time.monotonic()
-        rev1 = await revision(session, urls[0])
-        cpu1 = {n: proc_sample(p)[0] for n, p in {**pids, **others}.items()}
-        client1 = time.process_time()
-        for spy in spies:
-            spy.send_signal(2)  # py-spy writes its flame graph on SIGINT
-        for spy in spies:
-            spy.wait()
+        try:
+            rev0 = await revision(session, urls[0])
+            t0 = time.monotonic()
+            in_deployments = args.pods // 2 if args.deployments else 0
+            bodies: list[tuple[str, dict[str, Any]]] = []
+            for d in range(args.deployments):
+                share = in_deployments // args.deployments
+                bodies.append((DEPLOYS, deployment(f"d{d}", share)))
+            expected = (in_deployments // args.deployments) * args.deployments \
+                if args.deployments else 0
+            bare = args.pods - expected
+            bodies += [(PODS, pod(f"p{i:05d}")) for i in range(bare)]
+            expected += bare
+            failed = await create_all(session, urls, bodies)
+            created_at = time.monotonic()
+            peak = dict.fromkeys(pids, 0)
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                for n, p in pids.items():
+                    peak[n] = max(peak[n], proc_sample(p)[1])
+                if len(timeline.running) >= expected:
+                    break
+                await asyncio.sleep(0.5)
+            t_end = time.monotonic()
+            rev1 = await revision(session, urls[0])
+            cpu1 = {n: proc_sample(p)[0] for n, p in {**pids, **others}.items()}
+            client1 = time.process_time()
+        finally:
+            stop_profiles(spies)  # even if the run failed: no py-spy left behind
         stop.set()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
@@ -261,6 +261,20 @@ def profile(out: str | None, pids: dict[str, int]) -> list[subprocess.Popen[byte
                               "--format", "raw", "--output", f"{out}/{name}.txt"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in pids.items()]
+
+
+def stop_profiles(spies: list[subprocess.Popen[bytes]], *, grace: float = 60.0) -> None:
+    """Stop the py-spy processes `profile` started: SIGINT, on which each writes its
+    profile; one that has not exited `grace` seconds later is killed."""
+    for spy in spies:
+        if spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
 
 
 def per_pod(r: dict[str, Any]) -> list[str]:

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from raftkube.api import (
     causes,
@@ -46,7 +46,7 @@ from raftkube.apiserver import addresses, deletion, inputs, namespaces, patches,
 from raftkube.apiserver import records as rec
 from raftkube.apiserver import status as stt
 from raftkube.store import state as st
-from raftkube.store.replica import OutcomeUnknown, Replica
+from raftkube.store.replica import MAX_REQUEST_BYTES, OutcomeUnknown, Replica, Unavailable
 
 MAX_OBJECT_BYTES = rec.MAX_OBJECT_BYTES
 # The Raft term the current request's writes are stamped with (`X-Raftkube-Term`), set by
@@ -64,6 +64,10 @@ NO_SPEC = {"ConfigMap", "Secret", "Event"}
 # item, one for the namespace).
 BATCH_KINDS = {"Event"}
 BATCH_MAX = 100
+# What the puts and compares of one batch's store txn may take, encoded: the store refuses
+# a command over MAX_REQUEST_BYTES; the rest is headroom for the command's own fields.
+TXN_BUDGET = MAX_REQUEST_BYTES - 64 * 1024
+T = TypeVar("T")
 GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -297,46 +301,101 @@ class Objects:
                            items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Create several objects of one kind and namespace in one store transaction:
         one Raft entry and one revision for all of them (the events a recorder has
-        queued; see `BATCH_KINDS`). Every item is checked first and one invalid item
-        refuses them all, naming it (`items[i]`). If the transaction fails (a name
-        taken, the namespace changed since it was read) each item is created on its
-        own, as separate requests would have been; one already there is left out of
-        the answer. Answered: the objects created, in the order given."""
-        prepared = []
+        queued; see `BATCH_KINDS`). Every item is checked first and one refused item
+        refuses them all, naming it (`items[i]`). The caller's items are not changed.
+
+        Items whose encoded puts would take the transaction past `TXN_BUDGET` go into a
+        next transaction, so a list of large events is several entries, never one the
+        store refuses as too large (a replica that fails after the first of them is a
+        504, not a 503: some were written). A transaction is all-or-nothing: if it
+        fails (a name taken, the namespace changed since it was read) it is tried again
+        without the items whose names are taken now (a generated name is generated
+        afresh instead), up to 5 times as `create` does. Answered: the objects created,
+        in the order given; one whose given name was taken is left out."""
+        prepared: list[tuple[int, dict[str, Any], bytes, bytes]] = []
         for i, item in enumerate(items):
-            obj = self._prepare_new(kind, namespace, item)
-            name = obj["metadata"].get("name") or ""
-            causes = validation.validate(obj)
-            if causes:
-                raise stt.invalid(kind.kind, kind.group, name, [
-                    dataclasses.replace(c, field=f"items[{i}].{c.field}".rstrip("."))
-                    for c in causes])
-            value = rec.encode(obj)
-            if len(value) > MAX_OBJECT_BYTES:
-                raise stt.too_large(MAX_OBJECT_BYTES)
-            prepared.append((obj, rec.key_of(kind, namespace, name), value))
-        keys = {key for _, key, _ in prepared}
-        if len(keys) == len(prepared):
+            try:
+                obj, key, value = self._prepare_item(kind, namespace, item, i)
+            except stt.ApiError as e:
+                raise stt.of_item(i, e) from None
+            prepared.append((i, obj, key, value))
+        created: dict[int, dict[str, Any]] = {}
+        for chunk in _by_budget(prepared, lambda p: _put_size(p[2], p[3])):
+            try:
+                created.update(await self._create_chunk(kind, namespace, items, chunk))
+            except Unavailable as e:
+                if not created:
+                    raise  # nothing written: a 503, which the client may send elsewhere
+                # Some were: not a 503, which would have the client send them again.
+                raise stt.timeout(f"items[{chunk[0][0]}] on were not created ({e}); the "
+                                  "items before them were") from None
+        return [created[i] for i, _, _, _ in prepared if i in created]
+
+    def _prepare_item(self, kind: kinds.Kind, namespace: str, item: dict[str, Any],
+                      index: int) -> tuple[dict[str, Any], bytes, bytes]:
+        """One item of `create_batch`, checked as its own POST would be, on a copy."""
+        obj = self._prepare_new(kind, namespace, copy.deepcopy(item))
+        name = obj["metadata"].get("name") or ""
+        causes = validation.validate(obj)
+        if causes:
+            raise stt.invalid(kind.kind, kind.group, name, [
+                dataclasses.replace(c, field=f"items[{index}].{c.field}".rstrip("."))
+                for c in causes])
+        value = rec.encode(obj)
+        if len(value) > MAX_OBJECT_BYTES:
+            raise stt.too_large(MAX_OBJECT_BYTES)
+        return obj, rec.key_of(kind, namespace, name), value
+
+    async def _create_chunk(self, kind: kinds.Kind, namespace: str,
+                            items: list[dict[str, Any]],
+                            chunk: list[tuple[int, dict[str, Any], bytes, bytes]]
+                            ) -> dict[int, dict[str, Any]]:
+        """One transaction of `create_batch`: the objects it created, by item index."""
+        pending = list(chunk)
+        for attempt in range(5):
+            pending = await self._without_taken(kind, namespace, items, pending,
+                                                read=attempt > 0)
+            if not pending:
+                return {}
             ns = await namespaces.admit(self, kind, "", namespace)
             lease = await self._event_lease_id() if kind.kind == "Event" else 0
             result = await self.commit({
-                "compare": [rec.compare(key, "CREATE", 0) for _, key, _ in prepared] + [
+                "compare": [rec.compare(key, "CREATE", 0) for _, _, key, _ in pending] + [
                     rec.compare(key_of(NAMESPACE_KIND, "", namespace), "MOD",
                                 ns.mod_revision)],
-                "success": [rec.put(key, value, lease) for _, key, value in prepared],
+                "success": [rec.put(key, value, lease) for _, _, key, value in pending],
                 "failure": []})
             if result["succeeded"]:
-                for obj, _, _ in prepared:
+                for _, obj, _, _ in pending:
                     obj["metadata"]["resourceVersion"] = str(result["revision"])
-                return [obj for obj, _, _ in prepared]
-        created = []
-        for item in items:
-            try:
-                created.append(await self.create(kind, namespace, item))
-            except stt.ApiError as e:
-                if e.reason != "AlreadyExists":
-                    raise
-        return created
+                return {i: obj for i, obj, _, _ in pending}
+        raise stt.conflict(kind.resource, pending[0][1]["metadata"].get("name") or "")
+
+    async def _without_taken(self, kind: kinds.Kind, namespace: str,
+                             items: list[dict[str, Any]],
+                             pending: list[tuple[int, dict[str, Any], bytes, bytes]], *,
+                             read: bool) -> list[tuple[int, dict[str, Any], bytes, bytes]]:
+        """`pending` without the items whose key is taken by an earlier item or (if
+        `read`: after a failed transaction) in the store: one with a generated name gets
+        a new one, one with a given name is left out (its own POST would have been
+        AlreadyExists)."""
+        out: list[tuple[int, dict[str, Any], bytes, bytes]] = []
+        keys: set[bytes] = set()
+        for entry in pending:
+            i = entry[0]
+            generated = not items[i].get("metadata", {}).get("name")
+            for _retry in range(5):
+                key = entry[2]
+                if key not in keys and (not read or await self.read(key) is None):
+                    keys.add(key)
+                    out.append(entry)
+                    break
+                if not generated:
+                    break
+                entry = (i, *self._prepare_item(kind, namespace, items[i], i))
+            else:
+                raise stt.of_item(i, stt.conflict(kind.resource, entry[1]["metadata"]["name"]))
+        return out
 
     async def update(self, kind: kinds.Kind, namespace: str, name: str,
                      new: dict[str, Any], *, subresource: str = "",
@@ -562,13 +621,15 @@ class Objects:
         while its previous bindings were being written. Each pod is read here (locally,
         as `bind`'s first read) and compared on its revision, so the transaction holds
         only if none of them changed since; every binding that cannot go in it (a pod
-        bound, changed or missing on the local read, a name given twice) and, if the
-        transaction fails, every one of them, goes through `bind` on its own, with its
-        reads through Raft and its own answer. Answered: per binding, in order, the
-        Status `bind` answers or the error it raises."""
+        bound, changed or missing on the local read, a name given twice, one past the
+        txn's `TXN_BUDGET` of encoded bytes) and, if the transaction fails, every one of
+        them, goes through `bind` on its own, with its reads through Raft and its own
+        answer. Answered: per binding, in order, the Status `bind` answers or the error
+        it raises (a replica's Unavailable too: a 503 for that binding alone)."""
         answers: list[dict[str, Any] | stt.ApiError | None] = [None] * len(bindings)
-        planned: list[tuple[int, bytes, rec.Stored, dict[str, Any]]] = []
+        planned: list[tuple[int, bytes, rec.Stored, bytes]] = []
         keys: set[bytes] = set()
+        used = 0
         for i, binding in enumerate(bindings):
             meta: dict[str, Any] = binding["metadata"] \
                 if isinstance(binding.get("metadata"), dict) else {}
@@ -587,13 +648,17 @@ class Objects:
                     or found.obj["metadata"].get("deletionTimestamp") or \
                     meta.get("uid") not in (None, "", found.obj["metadata"].get("uid")):
                 continue  # `bind` says what is wrong, after a read through Raft
+            bound = rec.encode(self._bound(found, node))
+            if used + _put_size(key, bound) > TXN_BUDGET:
+                continue  # the txn is full: `bind` writes this one on its own
+            used += _put_size(key, bound)
             keys.add(key)
-            planned.append((i, key, found, self._bound(found, node)))
+            planned.append((i, key, found, bound))
         if planned:
             result = await self.commit({
                 "compare": [rec.compare(key, "MOD", cur.mod_revision)
                             for _, key, cur, _ in planned],
-                "success": [rec.put(key, rec.encode(bound), cur.lease)
+                "success": [rec.put(key, bound, cur.lease)
                             for _, key, cur, bound in planned], "failure": []})
             if result["succeeded"]:
                 for i, _, _, _ in planned:
@@ -606,6 +671,10 @@ class Objects:
                     answer = await self.bind(namespace, name, bindings[i])
                 except stt.ApiError as e:
                     answer = e
+                except Unavailable as e:
+                    # This binding's own answer: the txn above may have been written, so
+                    # the request as a whole is not one that did nothing (a 503).
+                    answer = stt.unavailable(f"binding pod {name}: {e}")
             out.append(answer)
         return out
 
@@ -709,3 +778,24 @@ def _bound_status() -> dict[str, Any]:
 def uuid_from(rng: random.Random) -> str:
     """A version-4 UUID from the injected randomness (tests can seed it)."""
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _put_size(key: bytes, value: bytes) -> int:
+    """What a put of `value` at `key` and its compare add to a txn command, encoded."""
+    return len(st.encode_command({"c": rec.compare(key, "MOD", 2**62),
+                                  "p": rec.put(key, value, 2**62)}))
+
+
+def _by_budget(entries: list[T], size: Callable[[T], int]) -> list[list[T]]:
+    """`entries`, in order, in runs whose sizes add up to at most `TXN_BUDGET` (an entry
+    larger than that on its own is a run of its own: the store says it is too large)."""
+    runs: list[list[T]] = []
+    used = TXN_BUDGET
+    for entry in entries:
+        n = size(entry)
+        if used + n > TXN_BUDGET:
+            runs.append([])
+            used = 0
+        runs[-1].append(entry)
+        used += n
+    return runs

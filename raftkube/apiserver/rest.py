@@ -311,10 +311,13 @@ class Rest:
                                   "/namespaces/{namespace}/")
         warnings: list[str] = []
         checked = []
-        for item in items:
-            check_body(item, t)
-            self.authorize(user, "create", t, item)
-            item, warned = check_fields(item, t, strictness)
+        for i, item in enumerate(items):
+            try:
+                check_body(item, t)
+                self.authorize(user, "create", t, item)
+                item, warned = check_fields(item, t, strictness)
+            except stt.ApiError as e:
+                raise stt.of_item(i, e) from None
             checked.append(item)
             warnings += warned
         created = await self.objects.create_batch(t.kind, t.namespace, checked)

@@ -105,6 +105,16 @@ def gone(message: str) -> ApiError:
     return ApiError(410, "Gone", message)
 
 
+def of_item(index: int, e: ApiError) -> ApiError:
+    """`e`, raised for one item of a list sent in one request (an EventList), with its
+    message naming the item (`items[i]: ...`) so the sender knows which to fix or drop.
+    A message that names it already (validation causes do) is left as it is."""
+    prefix = f"items[{index}]"
+    if prefix in e.message:
+        return e
+    return ApiError(e.code, e.reason, f"{prefix}: {e.message}", details=e.details)
+
+
 def too_large(limit: int) -> ApiError:
     return ApiError(413, "RequestEntityTooLarge",
                     f"Request entity too large: limit is {limit}")

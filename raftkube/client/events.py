@@ -91,22 +91,32 @@ class EventRecorder:
                 await self._send(namespace, bodies)
 
     async def _send(self, namespace: str, bodies: list[Obj]) -> None:
-        try:
-            if len(bodies) == 1 or not self._batches:
-                for body in bodies:
-                    await self.client.create(kinds.EVENT, namespace, body)
-                    self.sent += 1
-                return
+        """Write `bodies` as one EventList, or one by one: after a master refused a list
+        as such (a 400 that names no item: an older version, which takes no EventList)
+        always, and for this list alone when it refused one of its events (413, 422, or
+        a 400 naming `items[i]`), so that the others are still written. One event that
+        cannot be written is logged and does not stop the rest."""
+        if len(bodies) > 1 and self._batches:
             try:
                 created = await self.client.create_batch(kinds.EVENT, namespace, bodies)
             except ApiError as e:
-                if e.code != 400:
-                    raise
-                # A master that does not take an EventList (an older version): one by
-                # one from now on.
-                self._batches = False
-                await self._send(namespace, bodies)
+                if e.code in (413, 422) or (e.code == 400 and "items[" in e.message):
+                    log.debug("an event of a list refused, sending them one by one: %s", e)
+                elif e.code == 400:
+                    self._batches = False
+                else:
+                    log.debug("events not recorded: %s", e)
+                    return
+            except ClientError as e:
+                log.debug("events not recorded: %s", e)
                 return
-            self.sent += len(created)
-        except ClientError as e:
-            log.debug("events not recorded: %s", e)
+            else:
+                self.sent += len(created)
+                return
+        for body in bodies:
+            try:
+                await self.client.create(kinds.EVENT, namespace, body)
+            except ClientError as e:
+                log.debug("event not recorded: %s", e)
+            else:
+                self.sent += 1

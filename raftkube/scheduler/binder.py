@@ -30,10 +30,14 @@ class _Pending:
         default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+# The most bindings one BindingList may hold (the API server's `BATCH_MAX`).
+BATCH_MAX = 100
+
+
 class Binder:
     def __init__(self, client: rest.RestClient, *, batch: int = 64) -> None:
         self.client = client
-        self.batch = batch
+        self.batch = min(batch, BATCH_MAX)
         self.requests = 0  # bind requests sent (a BindingList counts once)
         self._queued: dict[str, list[_Pending]] = {}
         self._sending: set[str] = set()
@@ -76,26 +80,31 @@ class Binder:
                     p.done.set_exception(ClientError("the scheduler stopped"))
 
     async def _send(self, namespace: str, group: list[_Pending]) -> None:
-        self.requests += 1
         try:
             if len(group) == 1 or not self._lists:
-                answers = []
+                # Each binding's caller learns its own answer as it comes: one that
+                # fails (its request lost, say) fails neither those before nor after it.
                 for p in group:
+                    self.requests += 1
                     try:
                         await self.client.bind(namespace, p.pod, p.node, uid=p.uid)
-                        answers.append({"code": 201})
-                    except ApiError as e:
-                        answers.append(e.status)
-            else:
-                try:
-                    answers = await self.client.bind_batch(
-                        namespace, [(p.pod, p.node, p.uid) for p in group])
-                except ApiError as e:
-                    if e.code != 400:
-                        raise
-                    self._lists = False  # an older master: one binding a request
-                    await self._send(namespace, group)
-                    return
+                    except ClientError as e:  # an ApiError too: 409 bound, 404 gone
+                        if not p.done.done():
+                            p.done.set_exception(e)
+                    else:
+                        if not p.done.done():
+                            p.done.set_result(None)
+                return
+            self.requests += 1
+            try:
+                answers = await self.client.bind_batch(
+                    namespace, [(p.pod, p.node, p.uid) for p in group])
+            except ApiError as e:
+                if e.code != 400:
+                    raise
+                self._lists = False  # an older master: one binding a request
+                await self._send(namespace, group)
+                return
         except ClientError as e:
             for p in group:
                 if not p.done.done():

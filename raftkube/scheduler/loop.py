@@ -68,7 +68,7 @@ class Scheduler:
         self.workers = workers
         self.flush_every = flush_every
         self.queue = workqueue.WorkQueue(name=self.name)
-        self.binder = binder.Binder(client, batch=workers)
+        self.binder = binder.Binder(client, batch=min(workers, binder.BATCH_MAX))
         self.pods = informers.informer(kinds.POD)
         self.nodes = informers.informer(kinds.NODE)
         self.infos: dict[str, core.NodeInfo] = {}

@@ -530,6 +530,11 @@ class Journal(pysyncobj.journal.Journal):  # type: ignore[misc]
                         raise self._failed("sync", e) from None
                     self.flushes += 1
 
+    def fileno(self) -> int:
+        """The descriptor the entries are written to now (a compaction replaces it); not
+        the meta file's, which is rewritten through its own, by `write_atomically`."""
+        return self._fd
+
     @property
     def last_index(self) -> int:
         return self._entries[-1][1] if self._entries else 0

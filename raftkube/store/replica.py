@@ -220,6 +220,7 @@ class Replica:
         self._outbox: list[tuple[Any, ...]] = []
         self._outbox_lock = threading.Lock()
         self._lease_deadline: dict[int, float] = {}
+        self._fenced_term = 0  # the last term whose fencing noop this leader has applied
         self._pending_barrier: asyncio.Future[None] | None = None
         self._pending: dict[tuple[str, int], Pending] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -755,6 +756,13 @@ class Replica:
 
     # ---- leader duties ------------------------------------------------------------------
 
+    @property
+    def settled_leader(self) -> bool:
+        """Whether this replica leads and has made its term's first writes (its member
+        record, then the fencing noop): until then the store still changes on its own,
+        which a caller that wants a quiet store (a test) waits out."""
+        return self.view.is_leader and self._fenced_term == self.view.term
+
     async def _leader_duties(self) -> None:
         """Lease expiry, automatic compaction and the term fence, while this replica leads."""
         registered = False
@@ -775,6 +783,7 @@ class Replica:
                     # The first write of a new leader: fences off every older leader's
                     # stamped writes, and restarts every lease countdown from now.
                     await self.propose("noop", term=term, timeout=5)
+                    self._fenced_term = term
                     now = time.monotonic()
                     with self.lock:
                         self._lease_deadline = {

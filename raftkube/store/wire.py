@@ -157,20 +157,37 @@ def drop(conn: Any, reason: str) -> None:
     conn.disconnect()
 
 
+def _private_calls_work(fernet_class: type[Fernet] = Fernet) -> bool:
+    """Whether this cryptography's private halves of `Fernet.decrypt` are the ones
+    `_open_token` expects: a token made with `encrypt_at_time` must open to its stamp
+    and plaintext. Asked once, at import; a cryptography that renamed or changed them
+    gets the public calls rather than a peer whose every message fails to open."""
+    try:
+        fernet = fernet_class(Fernet.generate_key())
+        token = fernet.encrypt_at_time(b"probe", 1_000_000_000)
+        split = fernet_class._get_unverified_token_data
+        stamp, data = split(token)
+        opened = fernet._decrypt_data(data, stamp, None)
+    except Exception:
+        return False
+    return bool(stamp == 1_000_000_000 and opened == b"probe")
+
+
+PRIVATE_CALLS = _private_calls_work()
+
+
 def _open_token(fernet: Any, token: bytes) -> tuple[int, bytes]:
     """A Fernet token's timestamp and plaintext, its signature checked.
 
     pysyncobj called `extract_timestamp` and then `decrypt`: each decodes the whole
     token's base64 and checks its HMAC, so every received message was decoded and
     authenticated twice (base64 decoding alone was ~10% of a follower's CPU under load).
-    The two steps of `decrypt` are called here once each; a cryptography without them
-    gets the two public calls."""
-    split = getattr(Fernet, "_get_unverified_token_data", None)
-    open_data = getattr(fernet, "_decrypt_data", None)
-    if split is None or open_data is None:
+    The two steps of `decrypt` are called here once each if `PRIVATE_CALLS` found them
+    as expected; otherwise the two public calls."""
+    if not PRIVATE_CALLS:
         return fernet.extract_timestamp(token), fernet.decrypt(token)
-    stamp, data = split(token)
-    return stamp, open_data(data, stamp, None)
+    stamp, data = Fernet._get_unverified_token_data(token)
+    return stamp, fernet._decrypt_data(data, stamp, None)
 
 
 def _process_parse_message(self: Any) -> Any:

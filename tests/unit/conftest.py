@@ -92,6 +92,10 @@ async def served(replica: rep.Replica) -> AsyncIterator[Served]:
     # The server creates `default` and `raftkube-system` as it starts; let that finish
     # so that tests see a store that changes only when they change it.
     await asyncio.wait_for(asyncio.shield(app[apiapp.SETUP]), LEADER_DEADLINE)
+    # And the leader's own first writes (its member record, the term's fence), which
+    # would otherwise land in the middle of a test.
+    await wait_for(lambda: replica.settled_leader, deadline=LEADER_DEADLINE,
+                   what="the leader's first writes")
     try:
         yield Served(replica=replica, client=client, token=TOKEN)
     finally:

@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from raftkube.apiserver import objects as ob
+from raftkube.apiserver import status as stt
+from raftkube.store import replica as rep
 from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.test_rest import call, ok
 
@@ -292,3 +295,37 @@ async def test_a_node_may_not_send_a_binding_list(served: Served) -> None:
         "apiVersion": "v1", "kind": "BindingList", "items": [binding_of("p", "n1")]},
         headers=NODE, auth=False)
     assert status == 403, answer
+
+
+async def test_a_binding_list_past_the_store_limit_binds_every_pod(served: Served) -> None:
+    # 40 pods of 50 KB: their bound copies are past the store's 1.5 MiB request limit
+    # for one txn; those that do not fit are bound on their own, not refused all.
+    for i in range(40):
+        big = pod(f"p{i}")
+        big["metadata"]["annotations"] = {"a": f"{i}" + "x" * 50_000}
+        await ok(served, "POST", PODS, big)
+    status, body = await call(served, "POST", PODS, {
+        "apiVersion": "v1", "kind": "BindingList",
+        "items": [binding_of(f"p{i}", "n1") for i in range(40)]})
+    assert status == 201, str(body)[:500]
+    assert [a["code"] for a in body["items"]] == [201] * 40
+    for i in range(40):
+        assert (await ok(served, "GET", f"{PODS}/p{i}"))["spec"]["nodeName"] == "n1"
+
+
+async def test_a_binding_list_whose_txn_was_written_is_never_a_503(served: Served) -> None:
+    # The second binding of `p` goes through `bind` on its own after the txn bound the
+    # first; a replica that fails it then answers for that binding alone: a 503 for the
+    # whole request would tell the client nothing was written and to send it elsewhere.
+    await ok(served, "POST", PODS, pod("p"))
+    objects = ob.Objects(served.replica)
+
+    async def unavailable(*_: Any, **__: Any) -> dict[str, Any]:
+        raise rep.Unavailable("no leader")
+
+    objects.bind = unavailable  # type: ignore[method-assign]
+    answers = await objects.bind_batch("default", [binding_of("p", "n1")] * 2)
+    assert answers[0] == {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                          "status": "Success", "code": 201}
+    assert isinstance(answers[1], stt.ApiError) and answers[1].code == 503
+    assert (await ok(served, "GET", PODS + "/p"))["spec"]["nodeName"] == "n1"

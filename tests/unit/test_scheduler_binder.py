@@ -99,3 +99,27 @@ async def test_closing_tells_whoever_waits() -> None:
     binder.close()
     results = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(r, ClientError) for r in results)
+
+
+async def test_one_by_one_a_lost_binding_fails_only_itself() -> None:
+    client = FakeClient(lists=False)
+    lost = client.bind
+
+    async def bind(namespace: str, pod: str, node: str, *, uid: str = "") -> Any:
+        if pod == "lost":
+            client.calls.append([pod])
+            raise ClientError("the master went away")
+        return await lost(namespace, pod, node, uid=uid)
+
+    client.bind = bind  # type: ignore[method-assign]
+    binder = Binder(client, batch=64)  # type: ignore[arg-type]
+    # The list is refused (an older master): its bindings go one by one.
+    results = await asyncio.gather(*(binder.bind("ns", n, "n1") for n in ["p0", "lost", "p2"]),
+                                   return_exceptions=True)
+    assert client.calls == [["p0", "lost", "p2"], ["p0"], ["lost"], ["p2"]]
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], ClientError) and not isinstance(results[1], ApiError)
+
+
+def test_a_batch_is_never_past_what_the_server_takes() -> None:
+    assert Binder(FakeClient(), batch=500).batch == 100  # type: ignore[arg-type]
