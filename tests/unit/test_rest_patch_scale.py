@@ -138,3 +138,36 @@ async def test_scale_is_in_discovery_and_only_for_scalable_kinds(served: Served)
             scales["deployments/scale"]["kind"]) == ("autoscaling", "v1", "Scale")
     status, _ = await call(served, "GET", "/apis/apps/v1/namespaces/default/daemonsets/x/scale")
     assert status == 404
+
+
+async def test_a_json_patch_can_test_the_resource_version(served: Served) -> None:
+    """kubectl's and client-go's optimistic locking: `test` the resourceVersion first."""
+    made = await ok(served, "POST", CMS, cm("rv", a="1"))
+    rv = made["metadata"]["resourceVersion"]
+    out = await ok(served, "PATCH", CMS + "/rv", [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "replace", "path": "/data/a", "value": "2"}], headers=JSON_PATCH)
+    assert out["data"] == {"a": "2"} and out["metadata"]["resourceVersion"] != rv
+    status, body = await call(served, "PATCH", CMS + "/rv", [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "replace", "path": "/data/a", "value": "3"}], headers=JSON_PATCH)
+    assert status == 422 and "resourceVersion" in body["message"]
+    await unchanged(served, CMS + "/rv", out)
+    # A patch that sets a stale resourceVersion is still a precondition: 409.
+    status, body = await call(served, "PATCH", CMS + "/rv", [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}],
+        headers=JSON_PATCH)
+    assert status == 409, body
+
+
+async def test_a_json_patch_of_too_many_operations_is_413(served: Served) -> None:
+    before = await ok(served, "POST", CMS, cm("big", a="1"))
+    status, body = await call(served, "PATCH", CMS + "/big",
+                              [{"op": "test", "path": "/data/a", "value": "1"}] * 10_001,
+                              headers=JSON_PATCH)
+    assert status == 413 and "maximum operations" in body["message"]
+    doubling = [{"op": "copy", "from": "/data", "path": "/metadata/labels"}] + [
+        {"op": "copy", "from": "/metadata", "path": f"/metadata/m{i}"} for i in range(40)]
+    status, body = await call(served, "PATCH", CMS + "/big", doubling, headers=JSON_PATCH)
+    assert status == 413 and "copying" in body["message"], body
+    await unchanged(served, CMS + "/big", before)
