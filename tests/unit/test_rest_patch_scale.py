@@ -118,6 +118,9 @@ async def test_scale_get_put_and_patch(served: Served) -> None:
     ("PUT", {"kind": "Deployment", "spec": {"replicas": 1}}, {}, 422, "must be autoscaling/v1"),
     ("PATCH", {"spec": {"replicas": True}}, MERGE, 422, "spec.replicas"),
     ("PATCH", [{"op": "remove", "path": "/spec/nope"}], JSON_PATCH, 422, "does not exist"),
+    ("PUT", {"metadata": {"name": "other"}, "spec": {"replicas": 1}}, {}, 400,
+     "metadata.name: the name of the object (other) does not match"),
+    ("PATCH", {"metadata": {"name": "other"}}, MERGE, 400, "metadata.name"),
     ("DELETE", None, {}, 405, "GET, PUT, PATCH only"),
 ])
 async def test_bad_scales_are_refused_and_change_nothing(
@@ -171,3 +174,13 @@ async def test_a_json_patch_of_too_many_operations_is_413(served: Served) -> Non
     status, body = await call(served, "PATCH", CMS + "/big", doubling, headers=JSON_PATCH)
     assert status == 413 and "copying" in body["message"], body
     await unchanged(served, CMS + "/big", before)
+
+
+def test_the_scale_selector_is_the_selectors_own_text() -> None:
+    from raftkube.api import selectors
+    from raftkube.apiserver import scale
+    sel = {"matchLabels": {"app": "web"},
+           "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                {"key": "x", "operator": "DoesNotExist"}]}
+    assert scale.selector_text(sel) == str(selectors.selector_from_object(sel))
+    assert scale.selector_text({"matchLabels": {"a": 1}}) == ""

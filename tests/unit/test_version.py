@@ -34,3 +34,10 @@ def test_a_directory_without_git_gives_the_unknown_values(tmp_path: Path) -> Non
     assert version.source_commit(tmp_path) == (version.UNKNOWN_COMMIT,
                                                version.UNKNOWN_DATE)
     assert version.info()["gitTreeState"] == ""
+
+
+def test_the_commit_is_read_when_the_app_is_made_not_at_the_first_request(
+        served: Served) -> None:
+    from raftkube.apiserver import app as apiapp
+    # `served` made an app: git has been asked already, and /version only reads the cache.
+    assert apiapp._version.cache_info().currsize == 1
