@@ -6,7 +6,11 @@ The patch is applied to a copy, all or nothing: the first operation that cannot 
 applied stops it and nothing is written. Two kinds of failure, told apart as Kubernetes
 does: a patch that is not a well-formed list of operations (`Malformed`, 400), and one
 that is well formed but does not apply to this document (`NotApplicable`, 422: a path
-that is not there, a `test` whose value differs).
+that is not there, a `test` whose value differs). A third, `TooLarge` (413), bounds the
+work a small patch can ask for: at most `MAX_OPERATIONS` operations (Kubernetes'
+maxJSONPatchOperations), and at most `MAX_COPIED_VALUES` values copied by all its `copy`
+operations together, each source measured before it is copied: without that, a few
+dozen `copy` operations that each double the document would take gigabytes.
 """
 
 from __future__ import annotations
@@ -14,9 +18,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from raftkube.api import merge
+from raftkube.api import merge, nesting
 
 OPS = ("add", "remove", "replace", "move", "copy", "test")
+MAX_OPERATIONS = 10_000  # Kubernetes' maxJSONPatchOperations
+# As many values as one API request body may hold (apiserver.inputs.MAX_JSON_VALUES):
+# a patch may copy as much as a client could have sent.
+MAX_COPIED_VALUES = 100_000
 
 
 class PatchError(Exception):
@@ -33,6 +41,10 @@ class NotApplicable(PatchError):
     """A good patch that does not apply to this document: 422."""
 
 
+class TooLarge(PatchError):
+    """A patch that asks for more work than is allowed: 413."""
+
+
 def parse_pointer(pointer: Any, where: str) -> list[str]:
     if not isinstance(pointer, str):
         raise Malformed(f"{where}: must be a string (a JSON pointer)")
@@ -46,7 +58,10 @@ def parse_pointer(pointer: Any, where: str) -> list[str]:
 def _index(token: str, size: int, *, adding: bool, pointer: str) -> int:
     if adding and token == "-":
         return size
-    if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+    # ASCII digits only ("²" is a digit to str.isdigit, not to int), and few enough of
+    # them to be an index at all (int() of thousands of digits is slow, then refused).
+    if (not token.isascii() or not token.isdigit() or len(token) > 10
+            or (len(token) > 1 and token[0] == "0")):
         raise NotApplicable(f'"{pointer}": "{token}" is not a list index')
     i = int(token)
     if i > size or (i == size and not adding):
@@ -116,6 +131,9 @@ def check(patch: Any) -> list[dict[str, Any]]:
     if not isinstance(patch, list):
         raise Malformed("a JSON patch must be a list of operations, got "
                         f"{type(patch).__name__}")
+    if len(patch) > MAX_OPERATIONS:
+        raise TooLarge(f"the allowed maximum operations in a JSON patch is {MAX_OPERATIONS},"
+                       f" got {len(patch)}")
     for i, op in enumerate(patch):
         where = f"[{i}]"
         if not isinstance(op, dict):
@@ -136,7 +154,8 @@ def apply(doc: Any, patch: Any) -> Any:
     """`patch` applied to a copy of `doc`; `doc` is never changed."""
     ops = check(patch)
     out = copy.deepcopy(doc)
-    for op in ops:
+    copied = 0
+    for i, op in enumerate(ops):
         name, pointer = op["op"], op["path"]
         tokens = parse_pointer(pointer, "path")
         if name == "add":
@@ -159,6 +178,17 @@ def apply(doc: Any, patch: Any) -> Any:
                     raise NotApplicable(f'"{source}" cannot be moved into itself ("{pointer}")')
                 out, value = _remove(out, from_tokens, source)
             else:
-                value = copy.deepcopy(_get(out, from_tokens, source))
+                value = _get(out, from_tokens, source)
+                left = MAX_COPIED_VALUES - copied
+                copied += nesting.shape(value, max_depth=MAX_COPIED_VALUES,
+                                        max_values=left).values
+                if copied > MAX_COPIED_VALUES:
+                    raise TooLarge(f"[{i}]: copying \"{source}\" would take the values "
+                                   f"copied by the patch past the limit of "
+                                   f"{MAX_COPIED_VALUES}")
+                value = copy.deepcopy(value)
             out = _add(out, tokens, value, pointer)
+    if nesting.depth(out) > nesting.MAX_DEPTH:
+        raise NotApplicable(f"the patched document nests deeper than {nesting.MAX_DEPTH} "
+                            "levels")
     return out

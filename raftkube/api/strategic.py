@@ -22,6 +22,7 @@ with the path of the field at fault; nothing is applied unless all of it is.
 
 from __future__ import annotations
 
+import bisect
 import copy
 from typing import Any
 
@@ -111,7 +112,8 @@ def _merge_map(base: dict[str, Any], patch: dict[str, Any], path: tuple[str, ...
                 raise Malformed(f"{_where(path + (key,))}: must be a list")
             current = base.get(field)
             if isinstance(current, list):
-                base[field] = [v for v in current if v not in value]
+                gone = _Members(value)
+                base[field] = [v for v in current if v not in gone]
             continue
         if key.startswith("$"):
             raise Malformed(f"{_where(path + (key,))}: unknown patch directive")
@@ -138,21 +140,69 @@ def _merge_map(base: dict[str, Any], patch: dict[str, Any], path: tuple[str, ...
     return base
 
 
+class _Members:
+    """Membership in a list of JSON values in about constant time: a set of its hashable
+    values (what the lists of strings hold), a scan of the few others."""
+
+    def __init__(self, values: list[Any]) -> None:
+        self.hashable: set[Any] = set()
+        self.others: list[Any] = []
+        for v in values:
+            self.add(v)
+
+    def add(self, v: Any) -> None:
+        if isinstance(v, dict | list):
+            self.others.append(v)
+        else:
+            self.hashable.add(v)
+
+    def __contains__(self, v: Any) -> bool:
+        if isinstance(v, dict | list):
+            return v in self.others
+        return v in self.hashable
+
+
+_GONE = object()  # a slot of a merge list whose item was deleted
+
+
 def _merge_list(base: Any, patch: list[Any], path: tuple[str, ...],
                 rules: dict[tuple[str, ...], str]) -> list[Any]:
+    """`patch` merged into the list `base`: linear in the two lists (not their product),
+    so that a patch of tens of thousands of owner references or finalizers costs what
+    reading it does. Items are found by their merge key's value through an index (value
+    -> the positions of the items that have it, in order); a value that cannot be a dict
+    key (an object or a list, which no real merge key is) is found by a scan."""
     key = rules[path]
     current = copy.deepcopy(base) if isinstance(base, list) else []
     items = path + ("[]",)
     if key == PRIMITIVE:
+        present = _Members(current)
         for v in patch:
             if isinstance(v, dict | list):
                 raise Malformed(f"{_where(path)}: a list of strings merges only strings")
-            if v not in current:
+            if v not in present:
                 current.append(v)
+                present.add(v)
         return current
     if any(isinstance(v, dict) and v.get("$patch") == "replace" for v in patch):
         return [_strip(v, items) for v in patch
                 if not (isinstance(v, dict) and v.get("$patch") == "replace")]
+    slots: list[Any] = current
+    index: dict[Any, list[int]] = {}  # merge key value -> positions in slots, ascending
+    for j, old in enumerate(slots):
+        if isinstance(old, dict) and not isinstance(old.get(key), dict | list):
+            index.setdefault(old.get(key), []).append(j)
+
+    def positions(value: Any) -> list[int]:
+        if isinstance(value, dict | list):  # unhashable: a scan
+            return [j for j, old in enumerate(slots)
+                    if isinstance(old, dict) and old.get(key) == value]
+        return index.get(value, [])
+
+    def forget(value: Any, j: int) -> None:
+        if not isinstance(value, dict | list):
+            index[value].remove(j)  # j is the first position: cheap
+
     for i, item in enumerate(patch):
         if not isinstance(item, dict):
             raise Malformed(f"{_where(path)}[{i}]: must be an object (this list merges "
@@ -160,21 +210,31 @@ def _merge_list(base: Any, patch: list[Any], path: tuple[str, ...],
         if key not in item:
             raise Malformed(f"{_where(path)}[{i}].{key}: Required value: this list merges "
                             f"by {key}")
-        found = next((j for j, old in enumerate(current)
-                      if isinstance(old, dict) and old.get(key) == item[key]), None)
+        value = item[key]
+        found = positions(value)
         if item.get("$patch") == "delete":
-            current = [old for old in current
-                       if not (isinstance(old, dict) and old.get(key) == item[key])]
+            for j in found:
+                slots[j] = _GONE
+            if not isinstance(value, dict | list):
+                index.pop(value, None)
             continue
-        if found is None:
-            current.append(_strip(item, items))
-        else:
-            merged = _merge_map(current[found], item, items, rules)
-            if merged is _DELETED:
-                del current[found]
-            else:
-                current[found] = merged
-    return current
+        if not found:
+            slots.append(_strip(item, items))
+            if not isinstance(value, dict | list):
+                index.setdefault(value, []).append(len(slots) - 1)
+            continue
+        j = found[0]
+        merged = _merge_map(slots[j], item, items, rules)
+        forget(value, j)
+        if merged is _DELETED:
+            slots[j] = _GONE
+            continue
+        slots[j] = merged
+        new_value = merged.get(key)
+        if not isinstance(new_value, dict | list):
+            # The merge may have changed the key itself; the item stays where it is.
+            bisect.insort(index.setdefault(new_value, []), j)
+    return [v for v in slots if v is not _GONE]
 
 
 def _strip(value: Any, path: tuple[str, ...]) -> Any:

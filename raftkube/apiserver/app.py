@@ -197,6 +197,10 @@ def too_large() -> web.Response:
     return web.json_response({"error": message, "message": message, "code": 3}, status=413)
 
 
+# A login is a name and a password: a few KiB at most, read before anyone is known.
+LOGIN_BODY_LIMIT = 4096
+
+
 async def read_json(request: web.Request) -> Any:
     """A /v3 body: JSON, and an empty body is an empty message, as in etcd's gateway."""
     return await inputs.read_json(request, limit=BODY_LIMIT, empty={})
@@ -283,7 +287,10 @@ class EtcdApi:
 
     async def authenticate(self, request: web.Request) -> web.Response:
         """etcd's Authenticate: a name and password for a token (`etcdauth`)."""
-        body = ej.obj(await read_json(request))
+        if not request.app[ETCD_SESSIONS].enabled:  # before reading anything sent
+            return grpc_error("etcdserver: authentication is not enabled",
+                              "FailedPrecondition")
+        body = ej.obj(await inputs.read_json(request, limit=LOGIN_BODY_LIMIT, empty={}))
         name, password = body.get("name"), body.get("password")
         if not isinstance(name, str) or not isinstance(password, str):
             raise ej.BadRequest("name", "name and password must be strings")
@@ -578,6 +585,7 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     app.on_cleanup.append(_stop_namespaces)
     app[TOKENS] = tokens
     app[ETCD_SESSIONS] = etcdauth.Sessions(etcd_users or {})
+    _version()  # git's answer read now, not while the first /version request waits
     # The one timer of every watch stream: bookmarks, progress notices and deadlines are
     # late by at most this much.
     app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)

@@ -52,6 +52,11 @@ class Sessions:
     clock: Callable[[], float] = time.monotonic
     _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token: user, expiry
 
+    @property
+    def enabled(self) -> bool:
+        """Whether logins are taken at all (users were given)."""
+        return bool(self.users)
+
     def login(self, name: str, password: str) -> str:
         if not self.users:
             raise NotEnabled()

@@ -502,8 +502,10 @@ class Objects:
         patches.check(patch, patch_type)
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
-            base = rec.without_rv(current.obj)
-            patched = patches.apply(base, patch, patch_type, kind.kind)
+            # The stored object with its resourceVersion, as Kubernetes patches it: a JSON
+            # patch's `test` of /metadata/resourceVersion (optimistic locking) sees it,
+            # and the precondition below compares what the patch left there.
+            patched = patches.apply(current.obj, patch, patch_type, kind.kind)
             if not isinstance(patched, dict):
                 raise stt.bad_request("the patch must leave an object")
             if check is not None:

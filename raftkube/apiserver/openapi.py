@@ -23,6 +23,7 @@ import json
 from typing import Any
 
 from raftkube.api import kinds, schema
+from raftkube.apiserver import version
 
 V3_PREFIX = "/openapi/v3"
 
@@ -110,7 +111,7 @@ def v3_documents() -> dict[str, tuple[bytes, str]]:
         for k in members:
             paths.update(_paths(k, {"$ref": f"#/components/schemas/{definition_name(k)}"}))
         out[gv] = _encode({"openapi": "3.0.0",
-                           "info": {"title": "Kubernetes", "version": "v1.30.0-raftkube"},
+                           "info": {"title": "Kubernetes", "version": version.GIT_VERSION},
                            "paths": paths, "components": {"schemas": schemas}})
     return out
 
@@ -146,5 +147,5 @@ def v2_document() -> tuple[bytes, str]:
                            if method != "parameters" else [V2_FIELD_VALIDATION]
                            for method, o in item.items()}
     return _encode({"swagger": "2.0",
-                    "info": {"title": "Kubernetes", "version": "v1.30.0-raftkube"},
+                    "info": {"title": "Kubernetes", "version": version.GIT_VERSION},
                     "paths": paths, "definitions": definitions})

@@ -8,7 +8,8 @@
 Anything else (server-side apply's `application/apply-patch+yaml` among them) is a 415
 that names the accepted types, as Kubernetes answers. A patch that is not well formed is
 a 400 naming the field at fault; a JSON patch that does not apply (a missing path, a
-failed `test`) is a 422, as in Kubernetes. Either way nothing is written.
+failed `test`) is a 422, as in Kubernetes; one that asks for too much work (more than
+10,000 operations, or copies past a bound) is a 413. Either way nothing is written.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def check(patch: Any, patch_type: str) -> None:
     if patch_type == "json":
         try:
             jsonpatch.check(patch)
+        except jsonpatch.TooLarge as e:
+            raise stt.ApiError(413, "RequestEntityTooLarge", e.message) from None
         except jsonpatch.PatchError as e:
             raise stt.bad_request(f"invalid JSON patch: {e.message}") from None
     elif not isinstance(patch, dict):
@@ -59,6 +62,8 @@ def apply(base: dict[str, Any], patch: Any, patch_type: str, kind: str) -> Any:
             return jsonpatch.apply(base, patch)
         if patch_type == "strategic":
             return strategic.apply(base, patch, kind)
+    except jsonpatch.TooLarge as e:
+        raise stt.ApiError(413, "RequestEntityTooLarge", e.message) from None
     except jsonpatch.NotApplicable as e:
         raise stt.ApiError(422, "Invalid", f"the JSON patch does not apply: {e.message}"
                            ) from None

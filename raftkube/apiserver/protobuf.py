@@ -15,6 +15,11 @@ its JSON leaves them out (`omitempty`), so empty values are dropped here, except
 pointer fields (`replicas: 0` is sent only when set). A field this table does not know,
 holding anything but an empty value, is refused rather than dropped: nothing a client
 sent is silently lost. So is any other kind: those clients send JSON.
+
+Two refusals, told apart: `Unsupported` (415) for a body of a kind or an encoding not
+read here, and `Malformed` (400) for one that is not a well-formed message at all (a
+truncated field, a field of the wrong wire type, text that is not UTF-8, a time out of
+range), naming the field at fault.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ MAX_FIELDS = 100_000
 
 class Unsupported(Exception):
     """A protobuf body we cannot read faithfully: the message says what and why."""
+
+
+class Malformed(Unsupported):
+    """A protobuf body that is not a well-formed message: a 400, not a 415."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ def _varint(b: bytes, i: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if i >= len(b) or shift > 63:
-            raise Unsupported("protobuf: a truncated or overlong varint")
+            raise Malformed("protobuf: a truncated or overlong varint")
         byte = b[i]
         i += 1
         value |= (byte & 0x7F) << shift
@@ -140,7 +149,7 @@ def _fields(b: bytes, budget: list[int]) -> list[tuple[int, int, Any]]:
         elif wire == 2:
             size, i = _varint(b, i)
             if i + size > len(b):
-                raise Unsupported("protobuf: a field runs past the end of the body")
+                raise Malformed(f"protobuf: field {number} runs past the end of the body")
             out.append((number, wire, b[i:i + size]))
             i += size
         else:
@@ -156,15 +165,23 @@ def _empty(value: Any) -> bool:
     return value in ("", 0, False, b"") or value == {} or value == []
 
 
+def _text(value: bytes, what: str) -> str:
+    """A string field's bytes as text; Malformed naming `what` if they are not UTF-8."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise Malformed(f"protobuf: {what} is not valid UTF-8") from None
+
+
 def _entry(raw: bytes, what: str, budget: list[int]) -> tuple[str, bytes]:
     key, value = "", b""
     for number, _, v in _fields(raw, budget):
         if number == 1 and isinstance(v, bytes):
-            key = v.decode()
+            key = _text(v, f"a key of {what}")
         elif number == 2 and isinstance(v, bytes):
             value = v
         else:
-            raise Unsupported(f"protobuf: a malformed entry of {what}")
+            raise Malformed(f"protobuf: a malformed entry of {what}")
     return key, value
 
 
@@ -178,32 +195,39 @@ def decode_message(raw: bytes, name: str, budget: list[int]) -> dict[str, Any]:
                 continue  # Go's encoding of a field left unset
             raise Unsupported(f"protobuf: field {number} of {name} is not read here; "
                               "send the object as JSON")
+        where = f"field {number} of {name} ({f.name})"
         if f.type in ("map", "bytesmap", "quantitymap"):
-            key, data = _entry(value, f.name, budget)
+            if wire != 2:
+                raise Malformed(f"protobuf: {where} must be a map entry (wire type 2)")
+            key, data = _entry(value, where, budget)
             if f.type == "map":
-                entry: Any = data.decode()
+                entry: Any = _text(data, f"a value of {where}")
             elif f.type == "bytesmap":
                 entry = base64.b64encode(data).decode()
             else:
-                entry = _quantity(data, budget)
+                entry = _quantity(data, where, budget)
             out.setdefault(f.name, {})[key] = entry
             continue
         if f.type == "message" or f.type == "time":
             if wire != 2:
-                raise Unsupported(f"protobuf: field {number} of {name} must be a message")
-            decoded: Any = _time(value, budget) if f.type == "time" \
+                raise Malformed(f"protobuf: {where} must be a message (wire type 2)")
+            decoded: Any = _time(value, where, budget) if f.type == "time" \
                 else decode_message(value, f.message, budget)
         elif f.type == S:
             if wire != 2:
-                raise Unsupported(f"protobuf: field {number} of {name} must be a string")
-            decoded = value.decode()
+                raise Malformed(f"protobuf: {where} must be a string (wire type 2)")
+            decoded = _text(value, where)
         elif f.type == "int":
             if wire != 0:
-                raise Unsupported(f"protobuf: field {number} of {name} must be a varint")
+                raise Malformed(f"protobuf: {where} must be a varint (wire type 0)")
             decoded = _signed(value)
         elif f.type == "bool":
+            if wire != 0:
+                raise Malformed(f"protobuf: {where} must be a bool (wire type 0)")
             decoded = bool(value)
         else:
+            if wire != 2:
+                raise Malformed(f"protobuf: {where} must be bytes (wire type 2)")
             decoded = base64.b64encode(value).decode()
         if f.repeated:
             out.setdefault(f.name, []).append(decoded)
@@ -212,21 +236,30 @@ def decode_message(raw: bytes, name: str, budget: list[int]) -> dict[str, Any]:
     return out
 
 
-def _quantity(raw: bytes, budget: list[int]) -> str:
+def _quantity(raw: bytes, where: str, budget: list[int]) -> str:
     for number, _, v in _fields(raw, budget):
         if number == 1 and isinstance(v, bytes):
-            return v.decode()
+            return _text(v, f"a quantity of {where}")
     return "0"
 
 
-def _time(raw: bytes, budget: list[int]) -> Any:
-    """A metav1.Time (seconds, nanos); the zero time, as Go sends an unset one, is ""."""
+# The seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the times RFC 3339 (and
+# Go's metav1.Time in JSON) can write.
+_MIN_SECONDS = -62135596800
+_MAX_SECONDS = 253402300799
+
+
+def _time(raw: bytes, where: str, budget: list[int]) -> Any:
+    """A metav1.Time (seconds, nanos); the zero time, as Go sends an unset one, is "".
+    Years 1 to 9999 only, as RFC 3339 writes them."""
     seconds = 0
     for number, _, v in _fields(raw, budget):
         if number == 1 and isinstance(v, int):
             seconds = _signed(v)
     if not seconds:
         return ""
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise Malformed(f"protobuf: {where}: {seconds} seconds is outside the years 1 to 9999")
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

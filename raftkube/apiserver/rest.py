@@ -614,10 +614,13 @@ def check_content_type(request: web.Request) -> None:
 
 async def read_protobuf(request: web.Request) -> dict[str, Any]:
     """kubectl's typed `create` (1.32 and later) sends protobuf: read for the kinds it
-    sends (`protobuf`), a 415 saying so for any other."""
+    sends (`protobuf`), a 415 saying so for any other, a 400 for a body that is not a
+    well-formed message."""
     raw = await inputs.read_body(request, limit=MAX_PROTOBUF_BODY)
     try:
         return protobuf.decode(raw)
+    except protobuf.Malformed as e:
+        raise stt.bad_request(str(e)) from None
     except protobuf.Unsupported as e:
         raise stt.ApiError(415, "UnsupportedMediaType", str(e)) from None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from raftkube.api import schema, validation
+from raftkube.api import selectors, validation
 from raftkube.apiserver import status as stt
 
 SCALABLE = {"Deployment", "ReplicaSet", "StatefulSet", "ReplicationController"}
@@ -23,22 +23,15 @@ API_VERSION = "autoscaling/v1"
 
 
 def selector_text(selector: Any) -> str:
-    """A label selector (matchLabels and matchExpressions) as a selector string."""
+    """A label selector (matchLabels and matchExpressions) as a selector string, as the
+    selectors module writes it; "" for one that is absent or not a valid selector (the
+    workload's own validation refuses those)."""
     if not isinstance(selector, dict):
         return ""
-    parts = [f"{k}={v}" for k, v in sorted(schema.str_map(selector.get("matchLabels")).items())]
-    for _, e in schema.maps(selector.get("matchExpressions")):
-        key, op = e.get("key", ""), e.get("operator", "")
-        values = ",".join(str(v) for v in e.get("values") or [])
-        if op == "In":
-            parts.append(f"{key} in ({values})")
-        elif op == "NotIn":
-            parts.append(f"{key} notin ({values})")
-        elif op == "Exists":
-            parts.append(str(key))
-        elif op == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
+    try:
+        return str(selectors.selector_from_object(selector))
+    except selectors.SelectorError:
+        return ""
 
 
 def of(obj: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +54,8 @@ def _invalid(name: str, field: str, reason: str, message: str) -> stt.ApiError:
 
 
 def replicas_of(name: str, scale: Any) -> int:
-    """`spec.replicas` of a Scale sent by a client; Invalid (422) naming the field."""
+    """`spec.replicas` of a Scale sent by a client; Invalid (422) naming the field, and
+    400 for a Scale that names another object than the URL does."""
     if not isinstance(scale, dict):
         raise _invalid(name, "", "FieldValueTypeInvalid",
                        "Invalid value: a Scale must be an object")
@@ -70,6 +64,11 @@ def replicas_of(name: str, scale: Any) -> int:
         raise _invalid(name, "kind", "FieldValueInvalid",
                        f'Invalid value: "{scale.get("apiVersion")}, {scale.get("kind")}": must be '
                        f"{API_VERSION} Scale")
+    meta = scale.get("metadata")
+    sent = meta.get("name") if isinstance(meta, dict) else None
+    if sent not in (None, "", name):
+        raise stt.bad_request(f"metadata.name: the name of the object ({sent}) does not match "
+                              f"the name on the URL ({name})")
     spec = scale.get("spec")
     replicas = spec.get("replicas") if isinstance(spec, dict) else None
     if replicas is None:

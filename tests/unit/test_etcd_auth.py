@@ -88,3 +88,13 @@ async def test_without_users_login_is_not_enabled(served: Served) -> None:
                                   data=json.dumps({"name": "a", "password": "b"})) as resp:
         assert resp.status == 400
         assert "authentication is not enabled" in (await resp.json())["message"]
+
+
+async def test_login_bodies_are_small_and_not_read_when_logins_are_off(
+        gateway: Client, served: Served) -> None:
+    big = {"name": "root", "password": "x" * 8192}
+    async with gateway.post("/v3/auth/authenticate", data=json.dumps(big)) as resp:
+        assert resp.status == 413, await resp.text()
+    # No users given: "not enabled", whatever the body (it is not read).
+    async with served.client.post("/v3/auth/authenticate", data=b"{" * 100_000) as resp:
+        assert "authentication is not enabled" in await resp.text()

@@ -141,3 +141,69 @@ def test_strategic_errors_name_the_field(patch: Any, words: str) -> None:
     with pytest.raises(jsonpatch.Malformed) as e:
         strategic.apply(POD, patch, "Pod")
     assert words in str(e.value)
+
+
+def test_json_patch_refuses_more_operations_than_kubernetes_allows() -> None:
+    ops = [{"op": "test", "path": "/data/k", "value": "v"}] * (jsonpatch.MAX_OPERATIONS + 1)
+    with pytest.raises(jsonpatch.TooLarge, match="maximum operations"):
+        jsonpatch.check(ops)
+    assert jsonpatch.apply(DOC, ops[:jsonpatch.MAX_OPERATIONS])["data"] == {"k": "v"}
+
+
+def test_json_patch_copies_that_double_the_document_are_refused_by_a_budget() -> None:
+    # Each copy doubles /a; unbounded, 40 of them would build 2**40 values.
+    doc: dict[str, Any] = {"a": {"x": ["v"] * 10}}
+    ops = [{"op": "copy", "from": "/a", "path": f"/a/c{i}"} for i in range(40)]
+    with pytest.raises(jsonpatch.TooLarge, match=r"\[1[0-9]\]: copying \"/a\""):
+        jsonpatch.apply(doc, ops)
+    # Copying as much as the budget allows, in several operations, still works.
+    small = jsonpatch.apply(doc, ops[:5])
+    assert len(small["a"]) == 6
+
+
+def test_json_patch_refuses_a_result_nested_too_deep() -> None:
+    # Each copy of /a into itself nests it one level deeper, with few values copied.
+    doc: dict[str, Any] = {"a": {}}
+    ops = [{"op": "copy", "from": "/a", "path": "/a/b"}] * 120
+    with pytest.raises(jsonpatch.NotApplicable, match="nests deeper"):
+        jsonpatch.apply(doc, ops)
+
+
+@pytest.mark.parametrize("token", ["\u00b2", "1\u00b2", "\u0661", "9" * 5000, "01",
+                                   "99999999999"])
+def test_json_patch_list_indices_are_short_ascii_numbers(token: str) -> None:
+    with pytest.raises(jsonpatch.NotApplicable, match="is not a list index"):
+        jsonpatch.apply(DOC, [{"op": "replace", "path": f"/items/{token}", "value": 0}])
+
+
+def test_strategic_merge_lists_are_linear_in_their_size() -> None:
+    """A guard against quadratic list merges (tens of thousands of items took minutes),
+    bounded generously: not a benchmark."""
+    import time
+    n = 20_000
+    refs = [{"uid": f"u{i}", "name": f"n{i}"} for i in range(n)]
+    doc = {"metadata": {"name": "a", "ownerReferences": refs,
+                        "finalizers": [f"f{i}" for i in range(n)]}}
+    patch = {"metadata": {
+        "ownerReferences": [{"uid": f"u{i}", "name": f"m{i}"} for i in range(0, 2 * n, 2)],
+        "finalizers": [f"f{i}" for i in range(n, 2 * n)],
+        "$deleteFromPrimitiveList/finalizers": [f"f{i}" for i in range(0, n, 2)]}}
+    started = time.monotonic()
+    out = strategic.apply(doc, patch, "Pod")
+    assert time.monotonic() - started < 5
+    got = out["metadata"]["ownerReferences"]
+    assert len(got) == n + n // 2
+    assert got[0] == {"uid": "u0", "name": "m0"} and got[1] == {"uid": "u1", "name": "n1"}
+    assert got[n] == {"uid": f"u{n}", "name": f"m{n}"}
+    fins = out["metadata"]["finalizers"]
+    assert len(fins) == n // 2 + n and fins[0] == "f1" and fins[-1] == f"f{2 * n - 1}"
+
+
+def test_strategic_merge_list_deletes_and_key_changes_keep_the_order() -> None:
+    doc = {"spec": {"containers": [{"name": "a"}, {"name": "b"}, {"name": "a", "i": 2},
+                                   {"name": "c"}]}}
+    patch = {"spec": {"containers": [{"name": "a", "$patch": "delete"},
+                                     {"name": "b", "image": "x"}, {"name": "a", "i": 3},
+                                     {"name": "c", "$patch": "delete"}, {"name": "b"}]}}
+    out = strategic.apply(doc, patch, "Pod")
+    assert out["spec"]["containers"] == [{"name": "b", "image": "x"}, {"name": "a", "i": 3}]

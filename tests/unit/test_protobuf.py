@@ -77,3 +77,54 @@ async def test_the_api_creates_from_protobuf_and_refuses_other_types(served: Ser
     assert status == 415 and "application/json" in body["message"]
     status, body = await call(served, "POST", CMS, raw=b"junk", headers=PROTOBUF)
     assert status == 415 and "magic" in body["message"]
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2); payloads here are under 128 bytes."""
+    assert len(payload) < 128
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+def _configmap(message: bytes) -> bytes:
+    """The envelope of a v1 ConfigMap whose own message is `message`."""
+    return b"k8s\x00" + _ld(1, _ld(1, b"v1") + _ld(2, b"ConfigMap")) + _ld(2, message)
+
+
+NAMED = _ld(1, _ld(1, b"cm"))  # metadata.name: cm
+
+
+@pytest.mark.parametrize(("message", "words"), [
+    # metadata.name not UTF-8
+    (_ld(1, _ld(1, b"\xff\xfe")), "field 1 of ObjectMeta (name) is not valid UTF-8"),
+    # a data value, and a data key, not UTF-8
+    (NAMED + _ld(2, _ld(1, b"k") + _ld(2, b"\xc3")), "field 2 of ConfigMap (data)"),
+    (NAMED + _ld(2, _ld(1, b"\xc3") + _ld(2, b"v")), "a key of field 2 of ConfigMap"),
+    # data (a map) sent as a varint
+    (NAMED + bytes([2 << 3 | 0, 5]), "field 2 of ConfigMap (data) must be a map entry"),
+    # immutable (a bool) sent length-delimited: not read as true
+    (NAMED + _ld(4, b"\x01"), "field 4 of ConfigMap (immutable) must be a bool"),
+    # binaryData (bytes) entry fine, but the metadata as a varint
+    (bytes([1 << 3 | 0, 1]), "field 1 of ConfigMap (metadata) must be a message"),
+    # creationTimestamp seconds past the year 9999, and before the year 1
+    (_ld(1, _ld(1, b"cm") + _ld(8, b"\x08" + bytes.fromhex("ffffffffffffffff7f"))),
+     "outside the years 1 to 9999"),
+    (_ld(1, _ld(1, b"cm") + _ld(9, b"\x08" + bytes.fromhex("8080808080808080807f")[:9]
+                                 + b"\x01")), "outside the years 1 to 9999"),
+])
+def test_a_malformed_body_is_refused_naming_the_field(message: bytes, words: str) -> None:
+    with pytest.raises(protobuf.Malformed) as e:
+        protobuf.decode(_configmap(message))
+    assert words in str(e.value)
+
+
+def test_a_wellformed_hand_built_body_reads() -> None:
+    cm = protobuf.decode(_configmap(NAMED + _ld(2, _ld(1, b"k") + _ld(2, "é".encode()))
+                                    + bytes([4 << 3 | 0, 1])))
+    assert cm["metadata"] == {"name": "cm"} and cm["data"] == {"k": "é"}
+    assert cm["immutable"] is True
+
+
+async def test_the_api_answers_400_for_a_malformed_body(served: Served) -> None:
+    status, body = await call(served, "POST", CMS, raw=_configmap(_ld(1, _ld(1, b"\xff"))),
+                              headers=PROTOBUF)
+    assert status == 400 and "field 1 of ObjectMeta (name)" in body["message"]

@@ -118,6 +118,9 @@ async def test_scale_get_put_and_patch(served: Served) -> None:
     ("PUT", {"kind": "Deployment", "spec": {"replicas": 1}}, {}, 422, "must be autoscaling/v1"),
     ("PATCH", {"spec": {"replicas": True}}, MERGE, 422, "spec.replicas"),
     ("PATCH", [{"op": "remove", "path": "/spec/nope"}], JSON_PATCH, 422, "does not exist"),
+    ("PUT", {"metadata": {"name": "other"}, "spec": {"replicas": 1}}, {}, 400,
+     "metadata.name: the name of the object (other) does not match"),
+    ("PATCH", {"metadata": {"name": "other"}}, MERGE, 400, "metadata.name"),
     ("DELETE", None, {}, 405, "GET, PUT, PATCH only"),
 ])
 async def test_bad_scales_are_refused_and_change_nothing(
@@ -138,3 +141,46 @@ async def test_scale_is_in_discovery_and_only_for_scalable_kinds(served: Served)
             scales["deployments/scale"]["kind"]) == ("autoscaling", "v1", "Scale")
     status, _ = await call(served, "GET", "/apis/apps/v1/namespaces/default/daemonsets/x/scale")
     assert status == 404
+
+
+async def test_a_json_patch_can_test_the_resource_version(served: Served) -> None:
+    """kubectl's and client-go's optimistic locking: `test` the resourceVersion first."""
+    made = await ok(served, "POST", CMS, cm("rv", a="1"))
+    rv = made["metadata"]["resourceVersion"]
+    out = await ok(served, "PATCH", CMS + "/rv", [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "replace", "path": "/data/a", "value": "2"}], headers=JSON_PATCH)
+    assert out["data"] == {"a": "2"} and out["metadata"]["resourceVersion"] != rv
+    status, body = await call(served, "PATCH", CMS + "/rv", [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "replace", "path": "/data/a", "value": "3"}], headers=JSON_PATCH)
+    assert status == 422 and "resourceVersion" in body["message"]
+    await unchanged(served, CMS + "/rv", out)
+    # A patch that sets a stale resourceVersion is still a precondition: 409.
+    status, body = await call(served, "PATCH", CMS + "/rv", [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": rv}],
+        headers=JSON_PATCH)
+    assert status == 409, body
+
+
+async def test_a_json_patch_of_too_many_operations_is_413(served: Served) -> None:
+    before = await ok(served, "POST", CMS, cm("big", a="1"))
+    status, body = await call(served, "PATCH", CMS + "/big",
+                              [{"op": "test", "path": "/data/a", "value": "1"}] * 10_001,
+                              headers=JSON_PATCH)
+    assert status == 413 and "maximum operations" in body["message"]
+    doubling = [{"op": "copy", "from": "/data", "path": "/metadata/labels"}] + [
+        {"op": "copy", "from": "/metadata", "path": f"/metadata/m{i}"} for i in range(40)]
+    status, body = await call(served, "PATCH", CMS + "/big", doubling, headers=JSON_PATCH)
+    assert status == 413 and "copying" in body["message"], body
+    await unchanged(served, CMS + "/big", before)
+
+
+def test_the_scale_selector_is_the_selectors_own_text() -> None:
+    from raftkube.api import selectors
+    from raftkube.apiserver import scale
+    sel = {"matchLabels": {"app": "web"},
+           "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                {"key": "x", "operator": "DoesNotExist"}]}
+    assert scale.selector_text(sel) == str(selectors.selector_from_object(sel))
+    assert scale.selector_text({"matchLabels": {"a": 1}}) == ""

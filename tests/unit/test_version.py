@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from raftkube.apiserver import app as apiapp
 from raftkube.apiserver import version
-from tests.unit.conftest import Served
+from raftkube.store import replica as rep
+from tests.unit.conftest import TOKEN, Served
 from tests.unit.test_rest import call
 
 pytestmark = pytest.mark.unit
@@ -34,3 +36,12 @@ def test_a_directory_without_git_gives_the_unknown_values(tmp_path: Path) -> Non
     assert version.source_commit(tmp_path) == (version.UNKNOWN_COMMIT,
                                                version.UNKNOWN_DATE)
     assert version.info()["gitTreeState"] == ""
+
+
+def test_the_commit_is_read_when_the_app_is_made_not_at_the_first_request(
+        replica: rep.Replica) -> None:
+    # /version's handler only reads the cache; making the app fills it, so that no
+    # request waits on git.
+    apiapp._version.cache_clear()
+    apiapp.make_app(replica, token=TOKEN)
+    assert apiapp._version.cache_info().currsize == 1
