@@ -52,7 +52,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -504,7 +504,8 @@ class Kubelet:
             # The sidecars of a pod whose app has ended stop in a task of their own, as
             # a deletion's do, so that their grace period holds no worker.
             self._winding[uid] = asyncio.create_task(
-                self._wind_down(pod, list(plan.stop), grace))
+                self._apart(self._winding, pod, "stopping the sidecars of pod",
+                            self._stop_sidecars(pod, list(plan.stop), grace)))
         now = self.clock()
         for c, attempt in plan.start:
             try:
@@ -660,8 +661,11 @@ class Kubelet:
         if state is not None:
             self.prober.forget(uid)  # nothing of it is probed while it stops
             grace = float(meta.get("deletionGracePeriodSeconds") or 0)
+            # Stopped and removed in Kubernetes' order (`_stop`); the pod's next
+            # reconcile finds nothing left and deletes it.
             self._terminating[uid] = asyncio.create_task(
-                self._terminate(pod, state, grace),
+                self._apart(self._terminating, pod, "stopping pod",
+                            self._stop(pod, state, grace)),
                 name=f"kubelet {self.node_name}: terminate {inf.key_of(pod)}")
             return
         self.config.volumes.remove(uid)
@@ -673,40 +677,32 @@ class Kubelet:
             if e.code not in (404, 409):  # gone already, or another pod by that name now
                 raise
 
-    async def _terminate(self, pod: Obj, state: rt.PodState, grace: float) -> None:
-        """Stop and remove a pod's containers and sandbox in Kubernetes' order (`_stop`),
-        then enqueue the pod again: its reconcile finds nothing left and deletes it. A
-        failure is retried by that reconcile, after a pause."""
+    async def _apart(self, tasks: dict[str, asyncio.Task[None]], pod: Obj, what: str,
+                     work: Awaitable[None]) -> None:
+        """Run `work` (stopping containers of `pod`) as the task `tasks` holds for it, so
+        that its grace period holds no worker; then enqueue the pod again, after a pause
+        if it failed (its reconcile retries what is left)."""
         key, uid = inf.key_of(pod), pod["metadata"]["uid"]
         delay = 0.0
         try:
-            await self._stop(pod, state, grace)
+            await work
         except Exception as e:  # noqa: BLE001 - whatever it was, the pod is retried
-            log.warning("%s: stopping pod %s: %s", self.node_name, key, e)
+            log.warning("%s: %s %s: %s", self.node_name, what, key, e)
             delay = TERMINATE_RETRY
         finally:
-            if self._terminating.get(uid) is asyncio.current_task():
-                del self._terminating[uid]
+            if tasks.get(uid) is asyncio.current_task():
+                del tasks[uid]
         self.queue.add_after(key, delay)
 
-    async def _wind_down(self, pod: Obj, sidecars: list[str], grace: float) -> None:
+    async def _stop_sidecars(self, pod: Obj, sidecars: list[str], grace: float) -> None:
         """Stop the sidecars of a pod whose app has ended: as at deletion, the last
-        declared first, within one grace period; then sync the pod again."""
-        key, uid = inf.key_of(pod), pod["metadata"]["uid"]
+        declared first, within one grace period."""
+        uid = pod["metadata"]["uid"]
         deadline = self.clock() + grace
-        delay = 0.0
-        try:
-            for name in reversed(sidecars):
-                self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
-                await self.runtime.stop_container(uid, name,
-                                                  grace=max(0.0, deadline - self.clock()))
-        except Exception as e:  # noqa: BLE001 - whatever it was, the pod is retried
-            log.warning("%s: stopping the sidecars of pod %s: %s", self.node_name, key, e)
-            delay = TERMINATE_RETRY
-        finally:
-            if self._winding.get(uid) is asyncio.current_task():
-                del self._winding[uid]
-        self.queue.add_after(key, delay)
+        for name in reversed(sidecars):
+            self.events.event(pod, "Normal", "Killing", f"Stopping container {name}")
+            await self.runtime.stop_container(uid, name,
+                                              grace=max(0.0, deadline - self.clock()))
 
     async def _stop(self, pod: Obj, state: rt.PodState, grace: float) -> None:
         """Stop what runs of a deleted pod within its grace period, sidecars last

@@ -535,41 +535,44 @@ class Objects:
     async def update_scale(self, kind: kinds.Kind, namespace: str, name: str, body: Any, *,
                            dry_run: bool = False) -> dict[str, Any]:
         """PUT of a Scale: its replicas into the object's spec; its resourceVersion, if
-        any, a precondition."""
+        any, a precondition. Without one the write is unconditional, as in Kubernetes: a
+        controller's status write in between is read again, not an error."""
         replicas = scale.replicas_of(name, body)
         wanted_rv = patches.resource_version(body)
-        for _attempt in range(10):
-            current = await self.get(kind, namespace, name)
-            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
-                raise stt.conflict(kind.resource, name)
-            new = scale.scaled(rec.without_rv(current.obj), replicas)
-            try:
-                return scale.of(await self._update(kind, namespace, name, current, new,
-                                                   subresource="", dry_run=dry_run))
-            except stt.ApiError as e:
-                # Without a resourceVersion the write is unconditional, as in Kubernetes:
-                # a controller's status write in between is read again, not an error.
-                if e.reason != "Conflict" or stt.is_fenced(e) or wanted_rv not in (None, ""):
-                    raise
-        raise stt.conflict(kind.resource, name)
+        return await self._write_scale(kind, namespace, name, lambda _obj: (replicas, wanted_rv),
+                                       dry_run=dry_run, retry_conditional=False)
 
     async def patch_scale(self, kind: kinds.Kind, namespace: str, name: str, patch: Any, *,
                           patch_type: str, dry_run: bool = False) -> dict[str, Any]:
         """PATCH of a Scale: the patch applies to the Scale, whose replicas are written."""
         patches.check(patch, patch_type)
+
+        def wanted(obj: dict[str, Any]) -> tuple[int, Any]:
+            patched = patches.apply(scale.of(obj), patch, patch_type, "Scale")
+            return scale.replicas_of(name, patched), patches.resource_version(patched)
+
+        return await self._write_scale(kind, namespace, name, wanted, dry_run=dry_run,
+                                       retry_conditional=True)
+
+    async def _write_scale(self, kind: kinds.Kind, namespace: str, name: str,
+                           wanted: Callable[[dict[str, Any]], tuple[int, Any]], *,
+                           dry_run: bool, retry_conditional: bool) -> dict[str, Any]:
+        """Read the object, take (replicas, resourceVersion precondition or None) from
+        `wanted(object)`, write the replicas; a conflict is read again (with a
+        precondition, only if `retry_conditional`), a fenced write never."""
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
-            patched = patches.apply(scale.of(current.obj), patch, patch_type, "Scale")
-            replicas = scale.replicas_of(name, patched)
-            wanted_rv = patches.resource_version(patched)
-            if wanted_rv not in (None, "") and str(wanted_rv) != str(current.mod_revision):
+            replicas, wanted_rv = wanted(current.obj)
+            conditional = wanted_rv not in (None, "")
+            if conditional and str(wanted_rv) != str(current.mod_revision):
                 raise stt.conflict(kind.resource, name)
             new = scale.scaled(rec.without_rv(current.obj), replicas)
             try:
                 return scale.of(await self._update(kind, namespace, name, current, new,
                                                    subresource="", dry_run=dry_run))
             except stt.ApiError as e:
-                if e.reason != "Conflict" or stt.is_fenced(e):
+                if e.reason != "Conflict" or stt.is_fenced(e) or (
+                        conditional and not retry_conditional):
                     raise
         raise stt.conflict(kind.resource, name)
 

@@ -46,10 +46,11 @@ def remove_cluster_containers(cluster_id: str) -> None:
         client.close()
 
 
-def start(c: Cluster, agents: int) -> None:
-    """Bring up 3 masters and `agents` Docker agents; its cluster id is swept at the end."""
+def start(c: Cluster, agents: int, extra: list[str] | None = None) -> None:
+    """Bring up 3 masters and `agents` Docker agents (AGENT_ARGS, then `extra` agent
+    flags); its cluster id is swept at the end."""
     _clusters.add(str(local.load_layout(c.state_dir, 3)["cluster_id"]))
-    c.up(agents=agents, runtime="docker", agent_args=AGENT_ARGS)
+    c.up(agents=agents, runtime="docker", agent_args=AGENT_ARGS + (extra or []))
 
 
 def stop(c: Cluster) -> None:

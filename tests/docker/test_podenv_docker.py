@@ -33,9 +33,7 @@ def ecluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     conftest.engine().close()
     c = Cluster(str(tmp_path_factory.mktemp("podenv-docker")))
     try:
-        conftest._clusters.add(str(local.load_layout(c.state_dir, 3)["cluster_id"]))
-        c.up(agents=1, runtime="docker",
-             agent_args=["--crash-backoff-base", "1", "--config-refresh", "2"])
+        conftest.start(c, 1, ["--config-refresh", "2"])
         yield c
     finally:
         conftest.stop(c)

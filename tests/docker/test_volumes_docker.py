@@ -26,8 +26,8 @@ from raftkube.agent import dockerspec as ds
 from raftkube.agent import volumes
 from raftkube.api import conditions, kinds
 from raftkube.cli import local
-from raftkube.client import rest, transport
-from tests.cluster.harness import Cluster, gone, status_of, wait_for
+from raftkube.client import rest
+from tests.cluster.harness import Cluster, gone, rest_client, status_of, wait_for
 from tests.cluster.harness import pod_where as _pod_where
 from tests.docker import conftest
 
@@ -49,9 +49,7 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     conftest.engine().close()
     c = Cluster(str(tmp_path_factory.mktemp("volumes-docker")))
     try:
-        conftest._clusters.add(str(local.load_layout(c.state_dir, 3)["cluster_id"]))
-        c.up(agents=1, runtime="docker",
-             agent_args=["--crash-backoff-base", "1", "--config-refresh", "2"])
+        conftest.start(c, 1, ["--config-refresh", "2"])
         yield c
     finally:
         try:
@@ -62,8 +60,8 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 async def api(vcluster: Cluster) -> AsyncIterator[rest.RestClient]:
-    async with transport.Transport(list(vcluster.url.values()), vcluster.token) as tp:
-        yield rest.RestClient(tp)
+    async with rest_client(vcluster) as client:
+        yield client
 
 
 def agents_dir(c: Cluster) -> str:
