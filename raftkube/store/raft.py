@@ -244,6 +244,13 @@ def halt(node: RaftNode) -> None:
     node._SyncObj__transport.halted = True
 
 
+def delay_elections(node: RaftNode, seconds: float) -> None:
+    """Move the member's next election timeout `seconds` later (once; the timeout stays
+    randomized, so members started together still do not campaign together)."""
+    deadline = node._SyncObj__raftElectionDeadline
+    node._SyncObj__raftElectionDeadline = max(deadline, time.monotonic()) + seconds
+
+
 def hold_off_elections(node: RaftNode, seconds: float) -> None:
     """Keep a joining member from campaigning before it has heard from a leader."""
     node._SyncObj__raftElectionDeadline = time.monotonic() + seconds

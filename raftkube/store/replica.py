@@ -122,6 +122,11 @@ class Timing:
     election_max: float = 0.5
     heartbeat: float = 0.05
     tick: float = 0.01
+    # A member that (re)starts among peers waits this long, on top of its election
+    # timeout, for the leader to reach it before it campaigns. Without it a restarted
+    # follower could time out before the leader's reconnect (up to 0.3 s apart) and
+    # handshake, and its campaign deposed a healthy leader: term +2 for nothing.
+    startup_grace: float = 1.0
 
 
 def member_id(raft_addr: str) -> int:
@@ -282,6 +287,8 @@ class Replica:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._failed = loop.create_future()
+        if self.peers and not self.solo:
+            raft.delay_elections(self.node, self.timing.startup_grace)
         self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
         self._thread.start()
         self._duties = loop.create_task(self._leader_duties())
