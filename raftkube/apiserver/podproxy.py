@@ -9,11 +9,11 @@
 
 A master validates the request (a bad query names its field, and nothing is asked of the
 node; for exec this happens before the WebSocket upgrade, so the error is an HTTP
-`Status`, as Kubernetes answers it), picks the container as kubectl expects (the only one, the
-`kubectl.kubernetes.io/default-container` annotation, or a 400 listing the choices),
-finds the pod's node and the agent's endpoint the Node advertises (its InternalIP and
-`status.daemonEndpoints.kubeletEndpoint.Port`), and relays to the agent's API
-(`agent/server.py`) with that node's token. Bytes and WebSocket messages pass through
+`Status`, as Kubernetes answers it), picks the container as kubectl expects (the only
+one, the `kubectl.kubernetes.io/default-container` annotation, or a 400 listing the
+choices), finds the pod's node and the agent's endpoint the Node advertises (its
+InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`), and relays to the agent's
+API (`agent/server.py`) with that node's token. Bytes and WebSocket messages pass through
 unread, so a follow or an interactive shell costs the master a relay and no parsing.
 Only the admin may do this: a node token reads no other node's pods' output (403).
 

@@ -239,6 +239,12 @@ def test_kubectl_exec_output_exit_codes_stdin_and_containers(
         assert kubectl("exec", "talk", "-c", "d", "--", "cat", "/tmp/whose") == "mine\n"
         assert kubectl.run("exec", "talk", "-c", "c", "--", "cat",
                            "/tmp/whose").returncode == 1
+    # Every master relays: kubeconfig has a context per master.
+    for master in ("m1", "m2", "m3"):
+        assert pods("--context", f"raftkube-{master}", "exec", "talk", "-c", "c", "--",
+                    "echo", master) == f"{master}\n"
+        assert pods("--context", f"raftkube-{master}", "logs", "talk", "-c", "d") == \
+            "from d\n"
 
 
 def test_kubectl_exec_binary_stdin_cp_and_a_tty(
