@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import os
 import platform
+import ssl
 import time
 import uuid
 import zlib
@@ -99,6 +100,10 @@ class AgentOptions:
     dns_upstreams: list[str] | None = None
     relay_port: int | None = None
     agent_port: int = 10250  # the agent's API for the masters (0: any free port)
+    # That API over TLS (rk agent always), and its certificate's SHA-256 fingerprint,
+    # which every Node of the process publishes for the masters to pin.
+    serving_tls: ssl.SSLContext | None = None
+    serving_fingerprint: str = ""
     starting: int = 16  # hollow nodes of one process coming up at once
 
 
@@ -212,7 +217,8 @@ class NodeAgent:
             architecture=architecture(), kernel=platform.release(),
             os_image=hostinfo.os_image() if options.runtime == "docker" else "",
             boot_id=str(uuid.uuid4()), lease_interval=options.lease_interval,
-            status_interval=options.status_interval, agent_port=options.agent_port)
+            status_interval=options.status_interval, agent_port=options.agent_port,
+            agent_cert_sha256=options.serving_fingerprint)
         self.heartbeat = node.NodeHeartbeat(config=config, client=self.client, clock=clock,
                                             facts=self._facts if hasattr(
                                                 self.runtime, "images") else None)
@@ -291,7 +297,8 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
         runner = web.AppRunner(api.app(), access_log=None, handler_cancellation=True)
         await runner.setup()
         try:
-            await web.TCPSite(runner, options.address, options.agent_port).start()
+            await web.TCPSite(runner, options.address, options.agent_port,
+                              ssl_context=options.serving_tls).start()
         except OSError as e:
             await runner.cleanup()
             raise AgentError(f"--agent-port: cannot listen on {options.address}:"

@@ -93,6 +93,7 @@ class NodeConfig:
     status_interval: float = 10.0
     report_interval: float = 300.0
     agent_port: int = 10250  # the agent's API (logs, exec), on `address`
+    agent_cert_sha256: str = ""  # its TLS certificate's fingerprint (none: plain HTTP)
 
 
 def _rv(obj: Obj) -> int:
@@ -150,9 +151,22 @@ def without_heartbeat(status: Obj | None) -> Obj:
     return out
 
 
+AGENT_CERT_ANNOTATION = "raftkube.io/agent-certificate-sha256"
+
+
+def node_annotations(config: NodeConfig) -> dict[str, str]:
+    """What the agent publishes on its Node: the fingerprint the masters pin its API's
+    certificate by."""
+    return {AGENT_CERT_ANNOTATION: config.agent_cert_sha256} if config.agent_cert_sha256 \
+        else {}
+
+
 def node_object(config: NodeConfig, now: float, facts: NodeFacts | None = None) -> Obj:
+    meta: Obj = {"name": config.name, "labels": node_labels(config)}
+    if node_annotations(config):
+        meta["annotations"] = node_annotations(config)
     return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": config.name, "labels": node_labels(config)},
+            "metadata": meta,
             "spec": {"podCIDR": config.pod_cidr, "podCIDRs": [config.pod_cidr]},
             "status": node_status(None, config, now, facts)}
 
@@ -229,9 +243,18 @@ class NodeHeartbeat:
             labels = (node["metadata"].get("labels") or {})
             missing = {k: v for k, v in node_labels(self.config).items()
                        if labels.get(k) != v}
-            if missing:
+            annotations = node["metadata"].get("annotations") or {}
+            # A new certificate for this run (or none: a merge patch's null removes it).
+            wanted = {AGENT_CERT_ANNOTATION: self.config.agent_cert_sha256 or None}
+            stale = {k: v for k, v in wanted.items() if annotations.get(k) != v}
+            if missing or stale:
+                patch: Obj = {}
+                if missing:
+                    patch["labels"] = missing
+                if stale:
+                    patch["annotations"] = stale
                 node = await self.client.patch(kinds.NODE, "", self.config.name,
-                                               {"metadata": {"labels": missing}})
+                                               {"metadata": patch})
             self.node = node
             await self.sync_status(node)
         self.registered.set()

@@ -107,8 +107,29 @@ def pick_container(pod: Obj, asked: str) -> str:
                           f"of: [{choices}]{extra}")
 
 
+AGENT_CERT_ANNOTATION = "raftkube.io/agent-certificate-sha256"
+
+
+def agent_tls(node: Obj) -> aiohttp.Fingerprint | None:
+    """How a Node's agent is verified: by the SHA-256 fingerprint of its certificate,
+    which the agent publishes on its Node (written with its node token); None for an
+    agent that serves plain HTTP (one run without TLS, as unit tests do)."""
+    value = ((node.get("metadata") or {}).get("annotations") or {}).get(
+        AGENT_CERT_ANNOTATION)
+    if not value:
+        return None
+    try:
+        digest = bytes.fromhex(str(value))
+        return aiohttp.Fingerprint(digest)
+    except ValueError:
+        name = node["metadata"].get("name", "")
+        raise stt.ApiError(400, "BadRequest", f"node {name}: the annotation "
+                           f"{AGENT_CERT_ANNOTATION} is not a SHA-256 fingerprint") from None
+
+
 def agent_endpoint(node: Obj) -> str:
-    """`http://ADDRESS:PORT` of a Node's agent, from its status, or a 400 naming why."""
+    """`https://ADDRESS:PORT` of a Node's agent (`http://` when it publishes no
+    certificate), from its status, or a 400 naming why."""
     status = node.get("status") or {}
     port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
     address = next((a.get("address") for a in status.get("addresses") or []
@@ -119,7 +140,8 @@ def agent_endpoint(node: Obj) -> str:
                                               "(status.addresses InternalIP and "
                                               "status.daemonEndpoints.kubeletEndpoint.Port)")
     host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{port}"
+    scheme = "https" if agent_tls(node) is not None else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def _quantity_cpu(nanocores: int) -> str:
@@ -185,14 +207,15 @@ class PodProxy:
         node = (await self.objects.get(kinds.NODE, "", node_name)).obj
         return pod, node, container
 
-    def _agent(self, node: Obj, path: str) -> tuple[str, dict[str, str]]:
+    def _agent(self, node: Obj, path: str
+               ) -> tuple[str, dict[str, str], aiohttp.Fingerprint | bool]:
         name = node["metadata"]["name"]
         token = self.node_tokens.get(name)
         if token is None:
             raise stt.ApiError(500, "InternalError", f"node {name} has no token on this "
                                                      "master (--node-token-file)")
         return agent_endpoint(node) + f"/nodes/{name}" + path, {
-            "Authorization": f"Bearer {token}"}
+            "Authorization": f"Bearer {token}"}, agent_tls(node) or True
 
     # ---- logs -------------------------------------------------------------------------
 
@@ -200,13 +223,13 @@ class PodProxy:
         query = log_query(request.query, time.time())
         pod, node, container = await self._placed(request)
         meta = pod["metadata"]
-        url, headers = self._agent(node, f"/containerLogs/{meta['namespace']}/"
-                                         f"{meta['name']}/{container}")
+        url, headers, tls = self._agent(node, f"/containerLogs/{meta['namespace']}/"
+                                              f"{meta['name']}/{container}")
         timeout = aiohttp.ClientTimeout(total=None, connect=5.0,
                                         sock_read=None if "follow" in query else 30.0)
         try:
             upstream = await self._http().get(url, params=query, headers=headers,
-                                              timeout=timeout)
+                                              timeout=timeout, ssl=tls)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _unreachable(node, e) from None
         try:
@@ -238,7 +261,7 @@ class PodProxy:
         `Error from server (BadRequest): …` as it does against Kubernetes. From the
         upgrade on, an error is the error channel's Status (as the kubelet reports a
         failed exec), which kubectl and `rk exec` print."""
-        url, headers, params = await self._exec_target(request)
+        url, headers, params, tls = await self._exec_target(request)
         ws = web.WebSocketResponse(protocols=channels.PROTOCOLS)
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "")
                    .split(",") if p.strip()]
@@ -252,7 +275,7 @@ class PodProxy:
         await ws.prepare(request)
         try:
             upstream = await self._http().ws_connect(
-                url, params=params, headers=headers,
+                url, params=params, headers=headers, ssl=tls,
                 protocols=(ws.ws_protocol or channels.V4,),
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0), heartbeat=None)
         except (aiohttp.ClientError, TimeoutError) as e:
@@ -272,8 +295,8 @@ class PodProxy:
             await ws.close()
         return ws
 
-    async def _exec_target(self, request: web.Request
-                           ) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
+    async def _exec_target(self, request: web.Request) -> tuple[
+            str, dict[str, str], list[tuple[str, str]], aiohttp.Fingerprint | bool]:
         q = request.query
         stdin, tty = _flag(q, "stdin"), _flag(q, "tty")
         for name in ("stdout", "stderr"):
@@ -286,12 +309,12 @@ class PodProxy:
             raise stt.bad_request("command: Required value: you must specify at least one "
                                   "command for the container")
         meta = pod["metadata"]
-        url, headers = self._agent(node, f"/exec/{meta['namespace']}/{meta['name']}/"
-                                         f"{container}")
+        url, headers, tls = self._agent(node, f"/exec/{meta['namespace']}/"
+                                              f"{meta['name']}/{container}")
         params = [("command", c) for c in command] + [
             ("stdin", str(stdin).lower()), ("stdout", "true"),
             ("stderr", str(not tty).lower()), ("tty", str(tty).lower())]
-        return url, headers, params
+        return url, headers, params, tls
 
     # ---- usage (metrics.k8s.io) -------------------------------------------------------
 
@@ -312,9 +335,9 @@ class PodProxy:
 
         async def one(node: Obj) -> tuple[Obj, Obj] | None:
             try:
-                url, headers = self._agent(node, "/stats/summary")
+                url, headers, tls = self._agent(node, "/stats/summary")
                 async with self._http().get(
-                        url, headers=headers,
+                        url, headers=headers, ssl=tls,
                         timeout=aiohttp.ClientTimeout(total=SUMMARY_TIMEOUT)) as resp:
                     if resp.status != 200:
                         return None

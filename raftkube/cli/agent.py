@@ -11,9 +11,12 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
+import tempfile
 
 from raftkube.agent import agent as ag
 from raftkube.api import quantity
+from raftkube.cli import certs
 from raftkube.client import config as cfg
 
 
@@ -56,6 +59,24 @@ def read_ca(path: str) -> str:
     return text
 
 
+def serving_tls(name: str, address: str) -> tuple[ssl.SSLContext, str]:
+    """The agent's API over TLS with a certificate made for this run (the masters pin
+    it by the fingerprint its Nodes publish): the server context and the fingerprint.
+    The key never touches a disk beyond a private temporary file, removed at once."""
+    cert, key, fingerprint = certs.self_signed(f"{name}-agent", [address])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="rk-agent-tls-") as d:
+        os.chmod(d, 0o700)
+        cert_path, key_path = os.path.join(d, "agent.crt"), os.path.join(d, "agent.key")
+        for path, data in ((cert_path, cert), (key_path, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        context.load_cert_chain(cert_path, key_path)
+    return context, fingerprint
+
+
 def check_capacity(cpu: str, memory: str, pods: int) -> dict[str, str]:
     for flag, value in (("--cpu", cpu), ("--memory", memory)):
         try:
@@ -70,6 +91,7 @@ def check_capacity(cpu: str, memory: str, pods: int) -> dict[str, str]:
 
 def run(*, names: list[str], token_file: str, options: ag.AgentOptions) -> None:
     nodes = read_tokens(token_file, names)
+    options.serving_tls, options.serving_fingerprint = serving_tls(names[0], options.address)
     logging.basicConfig(
         level=os.environ.get("RK_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

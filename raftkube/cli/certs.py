@@ -229,6 +229,26 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+def self_signed(name: str, hosts: list[str], *, days: int = SERVING_DAYS
+                ) -> tuple[bytes, bytes, str]:
+    """A self-signed serving certificate for `hosts` (an agent's API, which the masters
+    verify by its SHA-256 fingerprint, published on its Node): (certificate PEM, key
+    PEM, fingerprint in hex)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = _now()
+    cert = (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(san_entries(hosts)), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM), _key_pem(key),
+            cert.fingerprint(hashes.SHA256()).hex())
+
+
 def names(cert_path: str) -> set[str]:
     """The IP addresses and DNS names a certificate's subjectAltNames hold."""
     try:

@@ -178,3 +178,52 @@ async def test_logs_through_the_master_and_what_the_node_cannot_show(
     body = await resp.json()
     assert (resp.status, body["reason"]) == (400, "BadRequest"), body
     assert body["message"] == 'previous terminated container "c" of pod "one" not found'
+
+
+async def test_the_agent_is_reached_over_tls_pinned_by_the_fingerprint_its_node_publishes(
+        ) -> None:
+    """`rk agent` serves its API over TLS with a certificate made for the run, whose
+    fingerprint its Node carries: the master pins it, and refuses any other."""
+    from raftkube.agent import node as agent_node
+    from raftkube.cli import agent as agent_cli
+
+    runtime = simulated.SimulatedRuntime(pod_cidr="10.244.1.0/24", host_ip="127.0.0.1",
+                                         clock=lambda: 1000.0)
+    one = pod("one", "c")
+    await runtime.run_sandbox(one)
+    await runtime.start_container(one, one["spec"]["containers"][0], attempt=0)
+    context, fingerprint = agent_cli.serving_tls("n1", "127.0.0.1")
+    agent = tu.TestServer(server.AgentServer(
+        [server.Served("n1", "node-secret", runtime, lambda: [one])]).app(), scheme="https")
+    await agent.start_server(ssl=context)
+
+    def node(published: str) -> Obj:
+        return {"metadata": {"name": "n1", "annotations": {
+                    agent_node.AGENT_CERT_ANNOTATION: published}},
+                "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                           "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port}}}}
+
+    @web.middleware
+    async def admin(request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                    ) -> web.StreamResponse:
+        request[auth.USER] = auth.User("admin")
+        return await handler(request)
+
+    objects = FakeObjects({("pods", "one"): one, ("nodes", "n1"): node(fingerprint)})
+    app = web.Application(middlewares=[admin])
+    podproxy.PodProxy(objects, auth.Tokens(admin="t", nodes={"node-secret": "n1"})).routes(
+        app)  # type: ignore[arg-type]
+    client = tu.TestClient(tu.TestServer(app))
+    await client.start_server()
+    try:
+        assert podproxy.agent_endpoint(node(fingerprint)).startswith("https://")
+        resp = await client.get("/api/v1/namespaces/default/pods/one/log")
+        assert resp.status == 200, await resp.text()
+        # Another certificate's fingerprint: the agent is not the one the Node names.
+        objects.objs[("nodes", "n1")] = node("00" * 32)
+        resp = await client.get("/api/v1/namespaces/default/pods/one/log")
+        assert resp.status >= 500 and "fingerprint" in (await resp.text()).lower()
+    finally:
+        await client.close()
+        await agent.close()
