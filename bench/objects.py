@@ -16,7 +16,9 @@ Workload, against a fresh `rk up` cluster in a temporary directory (127.0.0.1 on
    being sent to its ADDED event arriving.
 6. `rk apply -f examples/` wall time, first (creates) and again (unchanged).
 
-Run: `python bench/objects.py [--seq N] [--total N] [--watch N]`.
+Run: `python bench/objects.py [--seq N] [--total N] [--watch N] [--tls]`. Plain HTTP on
+loopback by default (as the etcd anchors are measured); `--tls` runs the same over
+HTTPS, verified against the cluster CA (what `rk up` serves), to show what TLS costs.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncio
 import base64
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -147,8 +150,10 @@ async def run(args: argparse.Namespace, state: str) -> list[str]:
     cfg = yaml.safe_load(open(f"{state}/config.yaml"))
     urls: list[str] = cfg["servers"]
     headers = {"Authorization": f"Bearer {cfg['token']}"}
-    async with aiohttp.ClientSession(headers=headers,
-                                     connector=aiohttp.TCPConnector(limit=100)) as session:
+    tls: ssl.SSLContext | bool = ssl.create_default_context(cadata=cfg["ca"]) \
+        if cfg.get("ca") else True
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(
+            limit=100, ssl=tls)) as session:
         api = Api(session)
         leader, follower = await leader_and_follower(api, urls)
         out = ["| workload | ops/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
@@ -198,18 +203,20 @@ def main() -> int:
     parser.add_argument("--seq", type=int, default=300)
     parser.add_argument("--total", type=int, default=2000)
     parser.add_argument("--watch", type=int, default=200)
+    parser.add_argument("--tls", action="store_true", help="HTTPS, as rk up serves it")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rk-bench-objects-") as state:
-        # Plain HTTP on loopback, as the etcd anchor is measured.
-        subprocess.run([RK, "up", "--masters", "3", "--agents", "0", "--insecure-http",
-                        "--state-dir", state],
+        # Plain HTTP on loopback, as the etcd anchor is measured, unless --tls.
+        subprocess.run([RK, "up", "--masters", "3", "--agents", "0",
+                        "--tls" if args.tls else "--insecure-http", "--state-dir", state],
                        check=True, capture_output=True, timeout=120)
         try:
             lines = asyncio.run(run(args, state))
         finally:
             subprocess.run([RK, "down", "--state-dir", state], capture_output=True,
                            timeout=60)
-    print(f"object API on a 3-master cluster, {os.cpu_count()} cores, client on the same box")
+    print(f"object API on a 3-master cluster, {os.cpu_count()} cores, client on the same box, "
+          f"{'HTTPS' if args.tls else 'plain HTTP'}")
     print("\n".join(line for line in lines if line))
     return 0
 
