@@ -448,6 +448,9 @@ class Objects:
             raise stt.too_large(MAX_OBJECT_BYTES)
         success.insert(0, rec.put(key, value, current.lease))  # an Event keeps its expiry
         if dry_run:
+            # What the write would make, as Kubernetes answers it: the version it would
+            # replace (`kubectl diff` shows no resourceVersion change).
+            merged["metadata"]["resourceVersion"] = str(current.mod_revision)
             return merged
         result = await self.commit({"compare": compare, "success": success, "failure": []})
         if not result["succeeded"]:

@@ -172,7 +172,7 @@ class Rest:
                 return web.json_response(stored.obj)
             verb = "watch" if q.get("watch") in ("true", "1") else "list"
             self.authorize(user, verb, t, None)
-            label, fields = parse_selectors(q)
+            label, fields = parse_selectors(q, t.kind)
             query_int(q, "resourceVersion", minimum=0)  # refused here, by name, if bad
             if verb == "watch":
                 return await self.watch(request, t, label, fields, table)
@@ -554,14 +554,15 @@ def has_subresource(kind: kinds.Kind, sub: str) -> bool:
     return sub == "binding" and kind.kind == "Pod"
 
 
-def parse_selectors(q: Any) -> tuple[selectors.LabelSelector | None,
-                                      selectors.FieldSelector | None]:
+def parse_selectors(q: Any, kind: kinds.Kind) -> tuple[selectors.LabelSelector | None,
+                                                       selectors.FieldSelector | None]:
     label = fields = None
     try:
         if q.get("labelSelector"):
             label = selectors.parse_label_selector(q["labelSelector"])
         if q.get("fieldSelector"):
-            fields = selectors.parse_field_selector(q["fieldSelector"])
+            fields = selectors.parse_field_selector(
+                q["fieldSelector"], allowed=selectors.selectable_fields(kind.kind))
     except selectors.SelectorError as e:
         raise stt.bad_request(f"unable to parse requirement: {e}") from None
     return label, fields
@@ -701,10 +702,14 @@ def discovery_group(path: str) -> dict[str, Any]:
     resources = []
     for k in kinds.KINDS:
         if k.group == group and k.version == version:
-            resources.append({"name": k.plural, "namespaced": k.namespaced, "kind": k.kind,
-                              "shortNames": list(k.short_names),
-                              "verbs": ["create", "delete", "get", "list", "patch", "update",
-                                        "watch"]})
+            resource = {"name": k.plural, "singularName": k.kind.lower(),
+                        "namespaced": k.namespaced, "kind": k.kind,
+                        "shortNames": list(k.short_names),
+                        "verbs": ["create", "delete", "get", "list", "patch", "update",
+                                  "watch"]}
+            if k.categories:
+                resource["categories"] = list(k.categories)
+            resources.append(resource)
             # Subresources, as Kubernetes lists them: client-go's scale client finds the
             # Scale's group and version of `deployments/scale` here.
             if k.kind in ob.STATUS_SUBRESOURCE:

@@ -1,0 +1,123 @@
+"""Requests kubectl sends, answered as Kubernetes answers them (each found by running the
+real kubectl against a cluster, `tests/cluster/test_kubectl_cluster.py`):
+
+- `kubectl describe` finds an object's Events with a field selector on what they are
+  about (`involvedObject.name=...,involvedObject.uid=...`); each kind selects on its own
+  fields, and another kind's are refused by name.
+- `kubectl get all` lists the kinds whose discovery entry has the category `all`.
+- `kubectl diff` shows a dry-run PATCH's answer against the live object: the answer
+  carries the live resourceVersion, which the write would replace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from raftkube.api import selectors
+from tests.unit.conftest import Served
+from tests.unit.test_rest import CMS, DEPLOY, EVENTS, call, configmap, deployment, ok
+
+pytestmark = pytest.mark.unit
+
+SECRETS = "/api/v1/namespaces/default/secrets"
+
+
+def event(name: str, about: dict[str, Any], reason: str, *, source: str = "kubelet",
+          kind: str = "Normal") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": about, "reason": reason, "message": reason, "type": kind,
+            "source": {"component": source}, "reportingComponent": source}
+
+
+def names(listed: dict[str, Any]) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in listed["items"])
+
+
+async def test_events_are_selected_by_what_they_are_about(served: Served) -> None:
+    web = await ok(served, "POST", DEPLOY, deployment("web"))
+    db = await ok(served, "POST", DEPLOY, deployment("db"))
+
+    def about(d: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "default",
+                "name": d["metadata"]["name"], "uid": d["metadata"]["uid"]}
+
+    await ok(served, "POST", EVENTS, event("e1", about(web), "ScalingReplicaSet"))
+    await ok(served, "POST", EVENTS, event("e2", about(web), "Other", kind="Warning"))
+    await ok(served, "POST", EVENTS, event("e3", about(db), "ScalingReplicaSet",
+                                           source="scheduler"))
+    # What `kubectl describe deployment web` asks for.
+    wanted = (f"involvedObject.name=web,involvedObject.namespace=default,"
+              f"involvedObject.kind=Deployment,involvedObject.uid={web['metadata']['uid']}")
+    got = await ok(served, "GET", f"{EVENTS}?fieldSelector={quote(wanted)}&limit=500")
+    assert names(got) == ["e1", "e2"]
+    for selector, expected in (("reason=ScalingReplicaSet", ["e1", "e3"]),
+                               ("type=Warning", ["e2"]), ("type!=Warning", ["e1", "e3"]),
+                               ("source=scheduler", ["e3"]),
+                               ("reportingComponent=kubelet", ["e1", "e2"]),
+                               ("involvedObject.apiVersion=apps/v1", ["e1", "e2", "e3"])):
+        got = await ok(served, "GET", f"{EVENTS}?fieldSelector={quote(selector)}")
+        assert names(got) == expected, selector
+
+
+async def test_each_kind_selects_on_its_own_fields(served: Served) -> None:
+    await ok(served, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret",
+                                       "metadata": {"name": "tls"}, "type": "kubernetes.io/tls",
+                                       "data": {"tls.crt": "", "tls.key": ""}})
+    await ok(served, "POST", SECRETS, {"apiVersion": "v1", "kind": "Secret",
+                                       "metadata": {"name": "plain"}})
+    got = await ok(served, "GET", SECRETS + "?fieldSelector=" + quote("type=kubernetes.io/tls"))
+    assert names(got) == ["tls"]
+    await ok(served, "POST", CMS, configmap("c"))
+    got = await ok(served, "GET", CMS + "?fieldSelector=metadata.name%3Dc")
+    assert names(got) == ["c"]
+    for path, field in ((CMS, "reason"), (CMS, "spec.nodeName"), (EVENTS, "status.phase")):
+        status, out = await call(served, "GET", f"{path}?fieldSelector={field}%3Dx")
+        assert status == 400 and f"field label not supported: {field}" in out["message"]
+
+
+@pytest.mark.parametrize(("kind", "field", "allowed"), [
+    ("Pod", "spec.nodeName", True), ("Pod", "status.podIP", True),
+    ("Pod", "involvedObject.name", False), ("Event", "involvedObject.uid", True),
+    ("Event", "source", True), ("Event", "spec.nodeName", False),
+    ("ConfigMap", "metadata.namespace", True), ("ConfigMap", "status.phase", False),
+    ("Secret", "type", True), ("Namespace", "status.phase", True),
+    ("Deployment", "metadata.name", True), ("Deployment", "spec.replicas", False),
+])
+def test_selectable_fields(kind: str, field: str, allowed: bool) -> None:
+    assert (field in selectors.selectable_fields(kind)) is allowed
+
+
+def test_an_events_source_is_its_component() -> None:
+    e = event("e", {}, "r", source="kubelet")
+    assert selectors.field_value(e, "source") == "kubelet"
+    assert selectors.parse_field_selector(
+        "source=kubelet", allowed=selectors.selectable_fields("Event")).matches(e)
+
+
+async def test_discovery_names_the_category_all_and_singular_names(served: Served) -> None:
+    in_all = set()
+    for path in ("/api/v1", "/apis/apps/v1", "/apis/batch/v1", "/apis/coordination.k8s.io/v1"):
+        for r in (await ok(served, "GET", path))["resources"]:
+            if "/" not in r["name"]:
+                assert r["singularName"] == r["kind"].lower()
+            if "all" in r.get("categories", []):
+                in_all.add(r["name"])
+    assert in_all == {"pods", "services", "deployments", "replicasets", "daemonsets", "jobs"}
+
+
+async def test_a_dry_run_patch_answers_with_the_live_resource_version(served: Served) -> None:
+    made = await ok(served, "POST", DEPLOY, deployment("web"))
+    live = made["metadata"]["resourceVersion"]
+    merge = {"Content-Type": "application/merge-patch+json"}
+    dry = await ok(served, "PATCH", DEPLOY + "/web?dryRun=All", {"spec": {"replicas": 5}},
+                   headers=merge)
+    assert dry["spec"]["replicas"] == 5 and dry["metadata"]["generation"] == 2
+    assert dry["metadata"]["resourceVersion"] == live
+    body = {**made, "spec": {**made["spec"], "replicas": 4}}
+    dry = await ok(served, "PUT", DEPLOY + "/web?dryRun=All", body)
+    assert dry["metadata"]["resourceVersion"] == live
+    stored = await ok(served, "GET", DEPLOY + "/web")
+    assert stored["spec"]["replicas"] == 2 and stored["metadata"]["resourceVersion"] == live
