@@ -200,7 +200,9 @@ def main() -> int:
     parser.add_argument("--watch", type=int, default=200)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rk-bench-objects-") as state:
-        subprocess.run([RK, "up", "--masters", "3", "--agents", "0", "--state-dir", state],
+        # Plain HTTP on loopback, as the etcd anchor is measured.
+        subprocess.run([RK, "up", "--masters", "3", "--agents", "0", "--insecure-http",
+                        "--state-dir", state],
                        check=True, capture_output=True, timeout=120)
         try:
             lines = asyncio.run(run(args, state))

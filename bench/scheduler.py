@@ -163,7 +163,9 @@ async def leader_name(session: aiohttp.ClientSession, layout: dict[str, Any]) ->
 async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
     per_agent = max(1, args.nodes // args.agents)
     started = time.monotonic()
-    subprocess.run([*RK, "up", "--masters", "3", "--agents", str(args.agents), "--count",
+    # Plain HTTP on loopback: the scheduler's cost, not TLS's, is what is measured.
+    subprocess.run([*RK, "up", "--insecure-http", "--masters", "3", "--agents",
+                    str(args.agents), "--count",
                     str(per_agent), "--runtime", "simulated", "--state-dir", state,
                     "--agent-arg=--lease-interval=10", "--agent-arg=--cpu=32",
                     "--agent-arg=--memory=64Gi",

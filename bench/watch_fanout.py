@@ -222,7 +222,9 @@ async def bench(args: argparse.Namespace) -> int:
     holder: Holder | None = None
     spy: subprocess.Popen[bytes] | None = None
     try:
-        local.up(state_dir=state_dir, masters=3, agents=0,
+        # Plain HTTP on loopback: the holder's streams are bare sockets (and the etcd
+        # anchors are measured without TLS too).
+        local.up(state_dir=state_dir, masters=3, agents=0, insecure_http=True,
                  master_args=list(args.master_arg) or None)
         layout = local.load_layout(state_dir, 3)
         with open(os.path.join(state_dir, "token")) as f:

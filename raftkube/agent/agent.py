@@ -71,6 +71,7 @@ SIMULATED_CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110"}
 @dataclass
 class AgentOptions:
     servers: list[str]
+    ca: str | None = None  # PEM text the https masters are verified against
     address: str = "127.0.0.1"
     runtime: str = "simulated"
     pod_cidr: str = "10.244.0.0/24"
@@ -270,7 +271,8 @@ async def run(*, nodes: list[tuple[str, str]], options: AgentOptions,
     servers = list(options.servers)
     turn = zlib.crc32(nodes[0][0].encode()) % len(servers)
     servers = servers[turn:] + servers[:turn]
-    async with transport.Transport(servers, nodes[0][1], wait=10.0, timeout=10.0) as tp:
+    async with transport.Transport(servers, nodes[0][1], ca=options.ca, wait=10.0,
+                                   timeout=10.0) as tp:
         # One Services informer for every node of the process (any node may read them).
         service_informer = inf.Informer(rest.RestClient(tp, token=nodes[0][1]),
                                         kinds.SERVICE)

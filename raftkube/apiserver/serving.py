@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import resource
+import ssl
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -141,12 +142,18 @@ class _Handler(web_protocol.RequestHandler):
         super().connection_lost(exc)
         _break_cycle(transport)
 
+    def abandon(self) -> None:
+        """Never connected (its TLS handshake failed): it holds no place under the cap."""
+        assert isinstance(self._manager, CappedServer)
+        self._manager.starting.discard(self)
+
 
 class CappedServer(web.Server):
     """aiohttp's server with a cap on open connections."""
 
     def __init__(self, plain: web.Server, *, max_connections: int,
-                 first_request_timeout: float) -> None:
+                 first_request_timeout: float,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         handle = plain.request_handler
         pacer = watch.Pacer()
 
@@ -161,6 +168,7 @@ class CappedServer(web.Server):
                          loop=plain._loop, **plain._kwargs)
         self.max_connections = max_connections
         self.first_request_timeout = first_request_timeout
+        self.ssl_context = ssl_context
         self.accepted = 0
         self.refused = 0
         # Handlers made but not yet connected: asyncio accepts a whole backlog's worth of
@@ -179,7 +187,42 @@ class CappedServer(web.Server):
         handler = _Handler(self, loop=self._loop,
                            first_request_timeout=self.first_request_timeout, **self._kwargs)
         self.starting.add(handler)
+        if self.ssl_context is not None:
+            return _TlsGate(handler, self.ssl_context, self.first_request_timeout)
         return handler
+
+
+class _TlsGate(asyncio.Protocol):
+    """A connection inside the cap, until its TLS handshake is done (within the
+    first-request timeout): then it is the handler's. The handler counts against the
+    cap from accept (`CappedServer.starting`), through the handshake."""
+
+    def __init__(self, handler: _Handler, context: ssl.SSLContext, timeout: float) -> None:
+        self.handler = handler
+        self.context = context
+        self.timeout = timeout
+        self.task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(transport, self.handler, self.context,
+                                       server_side=True, ssl_handshake_timeout=self.timeout)
+        except OSError:  # ssl.SSLError, a timeout, a reset: start_tls closed it
+            # A client that does not speak TLS, or not in time.
+            self.handler.abandon()
+            _break_cycle(transport)
+            return
+        if tls is None or tls.is_closing():
+            return
+        self.handler.connection_made(tls)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass  # lost before the handshake began: start_tls times out on it and returns
 
 
 GEN0_THRESHOLD = 20_000
@@ -239,15 +282,18 @@ class GcPolicy:
 class Runner(web.AppRunner):
     def __init__(self, app: web.Application, *, max_connections: int,
                  first_request_timeout: float = FIRST_REQUEST_TIMEOUT,
-                 keepalive_timeout: float = KEEPALIVE_TIMEOUT, **kwargs: Any) -> None:
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+                 ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=keepalive_timeout, **kwargs)
         self.max_connections = max_connections
         self.first_request_timeout = first_request_timeout
+        self.ssl_context = ssl_context
         self._gc: asyncio.Task[None] | None = None
 
     async def _make_server(self) -> web.Server:
         server = CappedServer(await super()._make_server(), max_connections=self.max_connections,
-                              first_request_timeout=self.first_request_timeout)
+                              first_request_timeout=self.first_request_timeout,
+                              ssl_context=self.ssl_context)
         metrics = self.app.get(apiapp.METRICS)
         if metrics is not None:
             metrics.watch_connections(open_count=lambda: len(server.connections),
@@ -284,12 +330,14 @@ def connection_budget(max_connections: int | None = None) -> int:
     return cap
 
 
-async def start(app: web.Application, *, host: str, port: int,
-                max_connections: int) -> Runner:
-    """Serve `app` on host:port; the runner, to clean up."""
+async def start(app: web.Application, *, host: str, port: int, max_connections: int,
+                ssl_context: ssl.SSLContext | None = None) -> Runner:
+    """Serve `app` on host:port (HTTPS with `ssl_context`); the runner, to clean up."""
     runner = Runner(app, max_connections=max_connections, access_log=None,
-                    handler_cancellation=True)
+                    handler_cancellation=True, ssl_context=ssl_context)
     await runner.setup()
+    # TLS is not the listening socket's (asyncio would make a connection over the cap
+    # wait for its handshake before it could be refused): `_TlsGate` starts it.
     site = web.TCPSite(runner, host, port, reuse_address=True, backlog=BACKLOG)
     await site.start()
     runner.keep_connections_out_of_gc()

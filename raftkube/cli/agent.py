@@ -42,6 +42,18 @@ def read_tokens(path: str, names: list[str]) -> list[tuple[str, str]]:
     return [(n, by_node[n]) for n in names]
 
 
+def read_ca(path: str) -> str:
+    """`--ca-file`: the PEM text of the cluster's CA."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"--ca-file: cannot read {path}: {e.strerror}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"--ca-file: {path} holds no PEM certificate")
+    return text
+
+
 def check_capacity(cpu: str, memory: str, pods: int) -> dict[str, str]:
     for flag, value in (("--cpu", cpu), ("--memory", memory)):
         try:

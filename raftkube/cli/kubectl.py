@@ -241,8 +241,8 @@ def connect(namespace: str | None) -> Session:
     context = click.get_current_context(silent=True)
     if context is not None:
         wait = context.find_root().params.get("request_timeout") or DEFAULT_WAIT
-    tp = transport.Transport(config.servers, config.token, timeout=min(15.0, wait),
-                             wait=wait)
+    tp = transport.Transport(config.servers, config.token, ca=config.ca,
+                             timeout=min(15.0, wait), wait=wait)
     return Session(rest.RestClient(tp), namespace or config.namespace)
 
 

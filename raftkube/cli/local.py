@@ -17,6 +17,12 @@ agent nI's lines only. Masters read that file when they start, so the set of nod
 fixed while they run: an `rk up` that needs new nodes while a master runs is refused
 (`rk down` first; data and existing tokens are kept).
 
+The masters serve HTTPS: `pki/` holds the cluster's CA (made on the first run, kept)
+and each master's serving certificate, issued again at start when the master's address
+is no longer covered (`certs`). `config.yaml` carries the CA for `rk`, agents get
+`--ca-file`, and `kubeconfig` is written for kubectl. `rk up --insecure-http` (recorded
+in cluster.yaml) serves plain HTTP on loopback instead, for development.
+
 Each state dir is one cluster with its own id (`cluster_id` in cluster.yaml, made on
 the first run), which its agents put on their Docker containers: `rk down` removes the
 containers of that id, and only those, even if the agents were killed before.
@@ -32,6 +38,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -43,6 +50,8 @@ from typing import Any
 import yaml
 
 from raftkube.agent import netrules, network, volumes
+from raftkube.cli import certs, kubeconfig
+from raftkube.client.config import Config
 from raftkube.client.errors import ClientError
 
 
@@ -158,7 +167,47 @@ def master_argv(m: dict[str, Any], layout: dict[str, Any], state_dir: str,
     node_tokens = os.path.join(state_dir, NODE_TOKENS)
     if os.path.exists(node_tokens):
         argv += ["--node-token-file", node_tokens]
+    if insecure(layout):
+        argv += ["--insecure-http"]
+    else:
+        pki = pki_dir(state_dir)
+        argv += ["--tls-cert-file", os.path.join(pki, f"{m['name']}.crt"),
+                 "--tls-private-key-file", os.path.join(pki, f"{m['name']}.key")]
     return argv + extra
+
+
+def insecure(layout: dict[str, Any]) -> bool:
+    return bool(layout.get("insecure_http"))
+
+
+def pki_dir(state_dir: str) -> str:
+    return os.path.join(state_dir, "pki")
+
+
+def server_urls(layout: dict[str, Any]) -> list[str]:
+    scheme = "http" if insecure(layout) else "https"
+    return [f"{scheme}://{m['api']}" for m in layout["masters"]]
+
+
+def client_config(state_dir: str, layout: dict[str, Any]) -> Config:
+    """How clients reach this cluster: what config.yaml and kubeconfig hold."""
+    with open(os.path.join(state_dir, "token")) as f:
+        token = f.read().strip()
+    ca = None if insecure(layout) else certs.ca_pem(pki_dir(state_dir))
+    return Config(server_urls(layout), token, ca=ca)
+
+
+def write_client_configs(state_dir: str, config: Config) -> None:
+    """`config.yaml` for rk and `kubeconfig` for kubectl, both readable by the owner only."""
+    raw: dict[str, Any] = {"servers": config.servers, "token": config.token}
+    if config.ca:
+        raw["ca"] = config.ca
+    _write(os.path.join(state_dir, "config.yaml"), yaml.safe_dump(raw), 0o600)
+    _write(os.path.join(state_dir, "kubeconfig"), kubeconfig.render(config), 0o600)
+
+
+def tls_context(ca: str | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cadata=ca) if ca else None
 
 
 NODE_TOKENS = "node-tokens"
@@ -217,6 +266,9 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     cid = cluster_id(state_dir)
     if cid:
         argv += ["--cluster-id", cid]
+    ca_file = os.path.join(pki_dir(state_dir), certs.CA_CERT)
+    if any(s.startswith("https://") for s in servers) and os.path.exists(ca_file):
+        argv += ["--ca-file", ca_file]
     for server in servers:
         argv += ["--server", server]
     if count > 1:
@@ -272,6 +324,13 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
     (tests use it to start a member under lower resource limits)."""
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
+    if not insecure(layout):
+        # Issued again when the master's address changed since (or the CA did).
+        host = m["api"].rpartition(":")[0]
+        try:
+            certs.ensure_serving(pki_dir(state_dir), name, [host])
+        except certs.CertError as e:
+            raise ClientError(f"master {name}: {e}") from None
     return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []),
                   preexec=preexec)
 
@@ -292,7 +351,7 @@ def _spawn(state_dir: str, name: str, argv: list[str], *,
 
 def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = None,
        master_args: list[str] | None = None, runtime: str = "simulated", count: int = 1,
-       agent_args: list[str] | None = None) -> list[str]:
+       agent_args: list[str] | None = None, insecure_http: bool | None = None) -> list[str]:
     """Start whichever of the masters and of agents n1..n`agents` is not running; wait
     for a leader, and for every agent's nodes to be Ready: within `timeout` seconds, by
     default a minute and a tenth of a second per node (1,000 hollow nodes register a
@@ -304,9 +363,20 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
         raise ClientError("--agents must be 0 or more and --count 1 or more")
     state_dir = os.path.abspath(state_dir)
     layout = load_layout(state_dir, masters)
+    changed = False
     if master_args is not None:
         layout["master_args"] = master_args
+        changed = True
+    if insecure_http is not None and insecure_http != insecure(layout):
+        layout["insecure_http"] = insecure_http
+        changed = True
+    if changed:
         _write(os.path.join(state_dir, "cluster.yaml"), yaml.safe_dump(layout))
+    if not insecure(layout):
+        try:
+            certs.ensure_ca(pki_dir(state_dir))
+        except certs.CertError as e:
+            raise ClientError(str(e)) from None
     spec = {"runtime": runtime, "count": count, "args": list(agent_args or [])}
     names = [f"n{i}" for i in range(1, agents + 1)]
     pids = os.path.join(state_dir, "pids")
@@ -321,14 +391,12 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
         if pid_alive(os.path.join(pids, f"{m['name']}.pid")) is None:
             start_member(state_dir, m["name"])
             started.append(m["name"])
-    with open(os.path.join(state_dir, "token")) as f:
-        token = f.read().strip()
-    servers = [f"http://{m['api']}" for m in layout["masters"]]
-    _write(os.path.join(state_dir, "config.yaml"),
-           yaml.safe_dump({"servers": servers, "token": token}), 0o600)
+    config = client_config(state_dir, layout)
+    write_client_configs(state_dir, config)
+    servers, token = config.servers, config.token
     deadline = time.monotonic() + timeout
     names_m = [m["name"] for m in layout["masters"]]
-    wait_for_leader(servers, token, timeout=timeout,
+    wait_for_leader(servers, token, timeout=timeout, ca=config.ca,
                     check_members=lambda: dead_members(state_dir, names_m))
     for index, name in enumerate(names, 1):
         if pid_alive(os.path.join(pids, f"{name}.pid")) is None:
@@ -336,15 +404,16 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
             started.append(name)
     if nodes:
         wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()),
-                       check_agents=lambda: dead_members(state_dir, names))
+                       ca=config.ca, check_agents=lambda: dead_members(state_dir, names))
     return started
 
 
-def ready_nodes(server: str, token: str, *, timeout: float = 2.0) -> set[str] | None:
+def ready_nodes(server: str, token: str, *, timeout: float = 2.0,
+                ca: str | None = None) -> set[str] | None:
     req = urllib.request.Request(server + "/api/v1/nodes",
                                  headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=tls_context(ca)) as resp:
             items = json.loads(resp.read()).get("items") or []
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -354,7 +423,7 @@ def ready_nodes(server: str, token: str, *, timeout: float = 2.0) -> set[str] | 
 
 
 def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
-                   timeout: float,
+                   timeout: float, ca: str | None = None,
                    check_agents: Callable[[], str | None] | None = None) -> None:
     """Wait until every one of `nodes` is registered and Ready; `check_agents` says
     what is wrong when an agent has died, and waiting then stops."""
@@ -369,7 +438,7 @@ def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
             # Listing 1,000 Nodes (2 MB of JSON) from a master busy with their agents
             # takes seconds: a short timeout would never see one of them Ready.
             left = deadline - time.monotonic()
-            ready = ready_nodes(server, token, timeout=max(2.0, min(15.0, left)))
+            ready = ready_nodes(server, token, timeout=max(2.0, min(15.0, left)), ca=ca)
             if ready is not None:
                 missing = set(nodes) - ready
                 break
@@ -418,18 +487,18 @@ def _pid_in_file(pid_file: str) -> int | None:
         return None
 
 
-def status_of(server: str, token: str) -> dict[str, Any] | None:
+def status_of(server: str, token: str, ca: str | None = None) -> dict[str, Any] | None:
     req = urllib.request.Request(server + "/v3/maintenance/status", data=b"{}", method="POST",
                                  headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=1) as resp:
+        with urllib.request.urlopen(req, timeout=1, context=tls_context(ca)) as resp:
             result: dict[str, Any] = json.loads(resp.read())
             return result
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
 
-def wait_for_leader(servers: list[str], token: str, *, timeout: float,
+def wait_for_leader(servers: list[str], token: str, *, timeout: float, ca: str | None = None,
                     check_members: Callable[[], str | None] | None = None) -> str:
     """Wait until every member answers and all agree on one leader; return its ID.
     `check_members` says what is wrong when a member has died; waiting then stops."""
@@ -438,7 +507,7 @@ def wait_for_leader(servers: list[str], token: str, *, timeout: float,
         problem = check_members() if check_members is not None else None
         if problem is not None:
             raise ClientError(f"the cluster is not up: {problem}")
-        leaders = [s.get("leader") for s in (status_of(u, token) for u in servers) if s]
+        leaders = [s.get("leader") for s in (status_of(u, token, ca) for u in servers) if s]
         agreed = [x for x in leaders if x and x != "0"]
         if len(agreed) == len(servers) and len(set(agreed)) == 1:
             return str(agreed[0])

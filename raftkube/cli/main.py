@@ -28,7 +28,7 @@ def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
     ends the command with its message."""
     async def body() -> T:
         config = cfg.load_config()
-        async with transport.Transport(config.servers, config.token,
+        async with transport.Transport(config.servers, config.token, ca=config.ca,
                                        wait=kubectl.DEFAULT_WAIT) as tp:
             return await call(etcd.EtcdClient(tp))
 
@@ -120,6 +120,13 @@ def main(request_timeout: float) -> None:
 @click.option("--max-connections", type=click.IntRange(min=1),
               help="Cap on API client connections (default: what the descriptor limit "
                    "leaves after a reserve for the store and the peers).")
+@click.option("--tls-cert-file", type=click.Path(dir_okay=False),
+              help="The API's serving certificate (PEM), made by `rk certs`.")
+@click.option("--tls-private-key-file", type=click.Path(dir_okay=False),
+              help="Its private key (PEM).")
+@click.option("--insecure-http", is_flag=True,
+              help="Serve the API over plain HTTP, on a loopback --api address only "
+                   "(development; kubectl sends no token over HTTP).")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, node_token_file: str | None,
            etcd_users_file: str | None, service_cluster_ip_range: str,
@@ -131,7 +138,9 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            default_not_ready_toleration_seconds: int, node_eviction_rate: float,
            secondary_node_eviction_rate: float, unhealthy_zone_threshold: float,
            large_cluster_size_threshold: int,
-           max_connections: int | None, switch_interval: float) -> None:
+           max_connections: int | None, switch_interval: float,
+           tls_cert_file: str | None, tls_private_key_file: str | None,
+           insecure_http: bool) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
     from raftkube.store.journal import DataDirError
@@ -147,6 +156,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
         etcd_users = m.read_etcd_users(etcd_users_file) if etcd_users_file else {}
         m.check_cidr(service_cluster_ip_range)
+        tls = m.tls_options(tls_cert_file, tls_private_key_file, insecure_http, api)
         loop_options = m.loop_options(
             node_grace=node_monitor_grace_period, node_monitor_period=node_monitor_period,
             eviction_timeout=default_unreachable_toleration_seconds,
@@ -164,7 +174,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
                      force_new_cluster=force_new_cluster,
                      log_compaction_entries=log_compaction_entries,
                      join=initial_cluster_state == "existing", sync=not unsafe_no_fsync,
-                     max_connections=max_connections, switch_interval=switch_interval)
+                     max_connections=max_connections, switch_interval=switch_interval,
+                     tls=tls)
     except ValueError as e:
         fail(str(e))
     except DataDirError as e:
@@ -180,6 +191,9 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
               help="A master's API URL; repeat for each.")
 @click.option("--token-file", required=True, type=click.Path(dir_okay=False),
               help="The node token, or `token,node-name` lines (one per node).")
+@click.option("--ca-file", type=click.Path(dir_okay=False),
+              help="The cluster CA (PEM) that https masters are verified against "
+                   "[default: the system's trust store].")
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="The node's address (its InternalIP and its pods' hostIP).")
 @click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
@@ -241,7 +255,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
 @click.option("--relay-port", default=None, type=click.IntRange(0, 65535),
               help="The port of this node's pod relay on --address, for nodes on other "
                    "machines [default: 10263 for real pods; 0: none].")
-def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, runtime: str,
+def agent(name: str, servers: tuple[str, ...], token_file: str, ca_file: str | None,
+          address: str, runtime: str,
           cluster_id: str, pause_image: str, count: int, cpu: str | None,
           memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
           lease_interval: float, node_status_update_frequency: float,
@@ -301,8 +316,12 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
         if crash_backoff_cap < crash_backoff_base:
             raise ValueError(f"--crash-backoff-cap: {crash_backoff_cap} is less than "
                              f"--crash-backoff-base {crash_backoff_base}")
+        for server in servers:
+            if not server.startswith(("https://", "http://")):
+                raise ValueError(f"--server: {server!r} is not an http(s) URL")
         options = ag.AgentOptions(
-            servers=list(servers), address=address, runtime=runtime, pod_cidr=pod_cidr,
+            servers=list(servers), ca=a.read_ca(ca_file) if ca_file else None,
+            address=address, runtime=runtime, pod_cidr=pod_cidr,
             capacity=capacity, labels=label_map, lease_interval=lease_interval,
             status_interval=node_status_update_frequency,
             crash_backoff_base=crash_backoff_base, crash_backoff_cap=crash_backoff_cap,
@@ -330,18 +349,64 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, address: str, ru
               help="Simulated nodes per agent (nI-1 ... nI-C).")
 @click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
               help="Extra argument for every `rk agent` this run starts.")
+@click.option("--insecure-http/--tls", default=None,
+              help="Serve the masters' APIs over plain HTTP on loopback (development), or "
+                   "over HTTPS (the default); kept for later `rk up` runs.")
 def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...],
-       runtime: str, count: int, agent_args: tuple[str, ...]) -> None:
+       runtime: str, count: int, agent_args: tuple[str, ...],
+       insecure_http: bool | None) -> None:
     """Start a local HA cluster (or the members of it that are not running)."""
     try:
         started = local.up(state_dir=state_dir, masters=masters, agents=agents,
                            master_args=list(master_args) or None, runtime=runtime,
-                           count=count, agent_args=list(agent_args))
+                           count=count, agent_args=list(agent_args),
+                           insecure_http=insecure_http)
     except errors.ClientError as e:
         fail(str(e))
     for name in started:
         click.echo(f"started {name}")
-    click.echo(f"cluster is up; export RK_CONFIG={os.path.abspath(state_dir)}/config.yaml")
+    where = os.path.abspath(state_dir)
+    click.echo(f"cluster is up; export RK_CONFIG={where}/config.yaml "
+               f"(kubectl: KUBECONFIG={where}/kubeconfig)")
+
+
+@main.command()
+@click.option("--dir", "pki_dir", required=True, type=click.Path(file_okay=False),
+              help="Where the CA (ca.crt, ca.key) is, or is made on the first run.")
+@click.option("--name", required=True, help="The master's name: NAME.crt and NAME.key.")
+@click.option("--san", "sans", multiple=True, metavar="IP|DNS",
+              help="An address the master is reached at; repeat for each (localhost "
+                   "and 127.0.0.1 are always added).")
+def certs(pki_dir: str, name: str, sans: tuple[str, ...]) -> None:
+    """Make the cluster CA once, and a serving certificate for one master, issued again
+    only when it no longer covers every --san (or expires within 30 days)."""
+    from raftkube.cli import certs as pki
+
+    try:
+        serving = pki.ensure_serving(pki_dir, name, list(sans))
+    except pki.CertError as e:
+        fail(str(e))
+    click.echo(f"{'issued' if serving.issued else 'kept'} {serving.cert} and {serving.key} "
+               f"(CA {os.path.join(pki_dir, pki.CA_CERT)})")
+
+
+@main.group("config")
+def config_group() -> None:
+    """Client configuration."""
+
+
+@config_group.command("kubeconfig")
+@click.option("--name", default="raftkube", show_default=True,
+              help="The default context's name (and the stem of one per master).")
+def config_kubeconfig(name: str) -> None:
+    """Print a kubeconfig for the configured cluster (RK_CONFIG), for kubectl."""
+    from raftkube.cli import kubeconfig
+
+    try:
+        config = cfg.load_config()
+    except errors.ClientError as e:
+        fail(str(e))
+    click.echo(kubeconfig.render(config, name=name), nl=False)
 
 
 @main.command()
@@ -475,6 +540,7 @@ def member_remove(member_ref: str) -> None:
             raise errors.ClientError("no other member to ask: a member cannot remove itself")
         # Asked of another member: the one removed may be the one that answers first.
         async with transport.Transport(others, store.transport.token,
+                                       ca=store.transport.ca,
                                        wait=store.transport.wait) as tp:
             resp = await etcd.EtcdClient(tp).call("/v3/cluster/member/remove",
                                                   {"ID": str(target["ID"])})

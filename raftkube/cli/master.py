@@ -16,7 +16,9 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
+from dataclasses import dataclass
 
 from raftkube.apiserver import etcdauth, serving
 from raftkube.apiserver.app import make_app
@@ -70,6 +72,56 @@ def read_node_tokens(path: str) -> dict[str, str]:
                              "with a token of at least 16 characters")
         tokens[token.strip()] = node.strip()
     return tokens
+
+
+@dataclass(frozen=True)
+class Tls:
+    """`--tls-cert-file` and `--tls-private-key-file`: the API is served over HTTPS."""
+
+    cert_file: str
+    key_file: str
+
+
+def tls_options(cert_file: str | None, key_file: str | None, insecure_http: bool,
+                api: str) -> Tls | None:
+    """The flags checked together: a certificate and its key, or `--insecure-http`
+    on a loopback --api address, never both nor neither."""
+    if insecure_http:
+        if cert_file or key_file:
+            raise ValueError("--insecure-http: not with --tls-cert-file or "
+                             "--tls-private-key-file")
+        host, _ = split_hostport(api, "--api")
+        try:
+            loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise ValueError(f"--insecure-http: only for a loopback --api address (got "
+                             f"{host}); serve {host} with --tls-cert-file and "
+                             "--tls-private-key-file (`rk certs` makes them)")
+        return None
+    if not cert_file or not key_file:
+        raise ValueError("--tls-cert-file and --tls-private-key-file are required (`rk "
+                         "certs` makes them); --insecure-http serves plain HTTP on a "
+                         "loopback address, for development")
+    server_context(Tls(cert_file, key_file))  # readable and matching, or say which
+    return Tls(cert_file, key_file)
+
+
+def server_context(tls: Tls) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    for flag, path in (("--tls-cert-file", tls.cert_file),
+                       ("--tls-private-key-file", tls.key_file)):
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{flag}: cannot read {path}")
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as e:
+        raise ValueError(f"--tls-cert-file/--tls-private-key-file: {tls.cert_file} and "
+                         f"{tls.key_file} are not a PEM certificate and its private "
+                         f"key ({e})") from None
+    return context
 
 
 def check_cidr(cidr: str) -> None:
@@ -133,6 +185,7 @@ async def serve(
     sync: bool = True,
     loop_options: controllers.Options | None = None,
     max_connections: int | None = None,
+    tls: Tls | None = None,
 ) -> int:
     """Serve until stopped; return the process's exit code."""
     api_host, api_port = split_hostport(api, "--api")
@@ -144,8 +197,9 @@ async def serve(
         recovery.force_new_cluster(data_dir=data_dir)
         log.warning("forced a new one-member cluster from %s; peers rejoin with empty data",
                     data_dir)
+    scheme = "https" if tls is not None else "http"
     replica = Replica(
-        name=name, raft_addr=raft_addr, peers=peers, api_url=f"http://{api}",
+        name=name, raft_addr=raft_addr, peers=peers, api_url=f"{scheme}://{api}",
         data_dir=data_dir, secret=secret, timing=timing, history_revisions=history_revisions,
         solo=force_new_cluster or recovery.is_solo(data_dir),
         join=join and not recovery.has_data(data_dir), sync=sync,
@@ -156,11 +210,18 @@ async def serve(
     app = make_app(replica, token=token, node_tokens=node_tokens, etcd_users=etcd_users,
                    service_cidr=service_cidr)
     runner = await serving.start(app, host=api_host, port=api_port,
-                                 max_connections=max_connections)
-    log.info("master %s: api http://%s raft %s peers %s", name, api, raft_addr, peers)
-    # The leader's loops reach this master's API over loopback, as an outside client.
+                                 max_connections=max_connections,
+                                 ssl_context=server_context(tls) if tls else None)
+    log.info("master %s: api %s://%s raft %s peers %s", name, scheme, api, raft_addr, peers)
+    # The leader's loops reach this master's API over loopback, as an outside client,
+    # trusting exactly this master's certificate (it names 127.0.0.1, `rk certs`).
     own_host = "127.0.0.1" if api_host in ("0.0.0.0", "") else api_host
-    leader_loops = LeaderLoops(api_url=f"http://{own_host}:{api_port}", token=token,
+    own_cert = None
+    if tls is not None:
+        with open(tls.cert_file) as f:
+            own_cert = f.read()
+    leader_loops = LeaderLoops(api_url=f"{scheme}://{own_host}:{api_port}", token=token,
+                               ca=own_cert,
                                member_id=str(replica.member_id),
                                options=loop_options or controllers.Options())
     loops = loop.create_task(leader_loops.run())

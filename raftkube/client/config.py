@@ -1,7 +1,9 @@
 """Where the cluster is and how to authenticate: `RK_CONFIG` or `~/.raftkube/config.yaml`.
 
-The file `rk up` writes: `servers` (every master's API URL), `token`, and optionally
-`namespace` (the default for commands given no `-n`).
+The file `rk up` writes: `servers` (every master's API URL), `token`, `ca` (the PEM
+certificate of the cluster's CA, which https servers are verified against; without it,
+the system's trust store), and optionally `namespace` (the default for commands given
+no `-n`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Config:
     servers: list[str]
     token: str
     namespace: str = "default"  # the optional `namespace:`, for commands given no -n
+    ca: str | None = None  # PEM text of the CA that signed the masters' certificates
 
 
 def default_config_path() -> str:
@@ -44,6 +47,12 @@ def load_config(path: str | None = None) -> Config:
         raise ClientError(f"config {path}: servers must be a non-empty list of URLs")
     if not isinstance(token, str) or not token:
         raise ClientError(f"config {path}: token must be a non-empty string")
+    for server in servers:
+        if not server.startswith(("https://", "http://")):
+            raise ClientError(f"config {path}: servers: {server!r} is not an http(s) URL")
+    ca = raw.get("ca")
+    if ca is not None and not (isinstance(ca, str) and "-----BEGIN CERTIFICATE-----" in ca):
+        raise ClientError(f"config {path}: ca must be a PEM certificate")
     namespace = raw.get("namespace")
     return Config([s.rstrip("/") for s in servers], token,
-                  namespace if isinstance(namespace, str) and namespace else "default")
+                  namespace if isinstance(namespace, str) and namespace else "default", ca)

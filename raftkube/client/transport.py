@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -147,12 +148,15 @@ class Transport:
     view of which master answers) and each speaks with its own node token.
     """
 
-    def __init__(self, servers: list[str], token: str, *, timeout: float = 15.0,
-                 wait: float = 10.0, connect_timeout: float = 2.0) -> None:
+    def __init__(self, servers: list[str], token: str, *, ca: str | None = None,
+                 timeout: float = 15.0, wait: float = 10.0,
+                 connect_timeout: float = 2.0) -> None:
         if not servers:
             raise ClientError("no servers to talk to")
         self.servers = [s.rstrip("/") for s in servers]
         self.token = token
+        self.ca = ca
+        self._tls = tls_context(ca)
         self.timeout = timeout
         self.wait = wait
         self.connect_timeout = connect_timeout
@@ -169,7 +173,8 @@ class Transport:
             self._session = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {self.token}"},
                 # Watches hold a connection each; requests share the rest.
-                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=10),
+                connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=10,
+                                               ssl=self._tls),
                 auto_decompress=True)
         return self._session
 
@@ -349,6 +354,22 @@ class Transport:
         answer = self._judge(Answer(resp.status, raw, server), method, path, True,
                              frozenset({504}), ours)
         raise ErrorAnswer(answer)
+
+
+def tls_context(ca: str | None) -> ssl.SSLContext:
+    """How https servers are verified: against `ca` (PEM text: the cluster's CA, or a
+    server's own certificate, pinned) when given, else against the system's trust
+    store; host names are always checked."""
+    try:
+        if not ca:
+            return ssl.create_default_context()
+        context = ssl.create_default_context(cadata=ca)
+    except (ssl.SSLError, ValueError) as e:
+        raise ClientError(f"the CA is not a PEM certificate: {e}") from None
+    # A certificate given is trusted as itself, CA or not: a master's leader loops pin
+    # that master's serving certificate.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 def _reason(e: BaseException) -> str:

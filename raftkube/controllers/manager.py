@@ -76,12 +76,13 @@ class Role:
 
 
 class LeaderLoops:
-    def __init__(self, *, api_url: str, token: str, member_id: str,
+    def __init__(self, *, api_url: str, token: str, member_id: str, ca: str | None = None,
                  options: base.Options | None = None, make_loops: MakeLoops = default_loops,
                  poll: float = 0.1, role_grace: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.api_url = api_url
         self.token = token
+        self.ca = ca  # what this master's certificate is verified against (https)
         self.member_id = member_id
         self.options = options or base.Options()
         self.make_loops = make_loops
@@ -105,7 +106,7 @@ class LeaderLoops:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        async with transport.Transport([self.api_url], self.token, wait=0,
+        async with transport.Transport([self.api_url], self.token, ca=self.ca, wait=0,
                                        timeout=2.0) as tp:
             store = EtcdClient(tp)
             group: asyncio.Task[None] | None = None
@@ -145,7 +146,7 @@ class LeaderLoops:
         self.started += 1
         log.warning("leader loops starting for term %d", term)
         # Requests to this master only: a leader's loops must not act through another.
-        async with transport.Transport([self.api_url], self.token, wait=5.0,
+        async with transport.Transport([self.api_url], self.token, ca=self.ca, wait=5.0,
                                        timeout=10.0) as tp:
             client = rest.RestClient(tp, term=term)
             informers = inf.InformerFactory(client, resync=self.options.resync)

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -65,9 +66,11 @@ class Cluster:
         with open(os.path.join(self.state_dir, "config.yaml")) as f:
             cfg = yaml.safe_load(f)
         self.token = cfg["token"]
+        self.ca: str | None = cfg.get("ca")  # the cluster CA's PEM (HTTPS, the default)
         layout = local.load_layout(self.state_dir, 3)
         self.members = {m["name"]: m for m in layout["masters"]}
-        self.url = {name: f"http://{m['api']}" for name, m in self.members.items()}
+        self.url = dict(zip([m["name"] for m in layout["masters"]],
+                            local.server_urls(layout), strict=True))
         self.by_id = {str(member_id(m["raft"])): name for name, m in self.members.items()}
         return started
 
@@ -106,6 +109,14 @@ class Cluster:
               preexec: Callable[[], None] | None = None) -> None:
         local.start_member(self.state_dir, name, extra, preexec=preexec)
 
+    def tls(self) -> ssl.SSLContext | bool:
+        """What aiohttp verifies the masters with: the cluster CA (True: plain HTTP)."""
+        return transport.tls_context(self.ca) if self.ca else True
+
+    @property
+    def kubeconfig(self) -> str:
+        return os.path.join(self.state_dir, "kubeconfig")
+
     def data_dir(self, name: str) -> str:
         return os.path.join(self.state_dir, "data", name)
 
@@ -130,7 +141,7 @@ class Cluster:
     async def __aenter__(self) -> Cluster:
         self.session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
-            connector=aiohttp.TCPConnector(limit=200))
+            connector=aiohttp.TCPConnector(limit=200, ssl=self.tls()))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -260,7 +271,7 @@ def started(factory: pytest.TempPathFactory, label: str, **up: Any) -> Iterator[
 @contextlib.asynccontextmanager
 async def rest_client(c: Cluster, **options: Any) -> AsyncIterator[rest.RestClient]:
     """A REST client that knows every master of `c` (`options` go to the Transport)."""
-    async with transport.Transport(list(c.url.values()), c.token, **options) as tp:
+    async with transport.Transport(list(c.url.values()), c.token, ca=c.ca, **options) as tp:
         yield rest.RestClient(tp)
 
 

@@ -93,10 +93,11 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
     return float(m.group(1))
 
 
-async def fresh_request(url: str, token: str) -> int | str:
+async def fresh_request(c: Cluster, url: str) -> int | str:
     """The status of a request on a new connection, or what went wrong."""
     try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s, \
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"},
+                                         connector=aiohttp.TCPConnector(ssl=c.tls())) as s, \
                 s.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=3)) as resp:
             return resp.status
     except (aiohttp.ClientError, TimeoutError) as e:
@@ -129,7 +130,7 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
             # answering throughout and lets the test read the member's metrics.
             probe = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {c.token}"},
-                connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=30))
+                connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=30, ssl=c.tls()))
             writer = Writer(c, "fd", others)
             writing = asyncio.create_task(writer.run())
             try:
@@ -146,7 +147,7 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
                 applied = await metric(probe, url, "raftkube_raft_applied_index")
                 accepted = await metric(probe, url, "raftkube_http_connections_accepted")
 
-                host, port = url.removeprefix("http://").rsplit(":", 1)
+                host, port = url.split("://", 1)[1].rsplit(":", 1)
                 flood = Flood((host, int(port)))
                 most_open = 0.0
                 while len(flood.socks) < FLOOD:

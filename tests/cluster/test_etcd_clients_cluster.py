@@ -4,6 +4,8 @@ login: it probes `/version` (no credentials), the session logs in at
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 from etcd3gw.client import Etcd3Client
@@ -13,14 +15,22 @@ from tests.cluster.harness import Cluster
 pytestmark = pytest.mark.cluster
 
 
-def client_for(url: str, name: str, password: str) -> Etcd3Client:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
+def verified(ca_file: str) -> requests.Session:
     session = requests.Session()
+    session.verify = ca_file
+    session.trust_env = False  # REQUESTS_CA_BUNDLE, where set, would win over verify
+    return session
+
+
+def client_for(url: str, ca_file: str, name: str, password: str) -> Etcd3Client:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    session = verified(ca_file)
     login = session.post(f"{url}/v3/auth/authenticate",
                          json={"name": name, "password": password}, timeout=10)
     login.raise_for_status()
     session.headers["Authorization"] = login.json()["token"]
-    return Etcd3Client(host=host, port=int(port), timeout=10, session=session)
+    return Etcd3Client(host=host, port=int(port), protocol="https", timeout=10,
+                       session=session)
 
 
 def test_etcd3gw_logs_in_and_works(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -30,7 +40,9 @@ def test_etcd3gw_logs_in_and_works(tmp_path_factory: pytest.TempPathFactory) -> 
     c = Cluster(str(state / "cluster"))
     try:
         c.up(master_args=["--etcd-users-file", str(users)])
-        clients = {name: client_for(url, "root", "s3cret") for name, url in c.url.items()}
+        ca_file = os.path.join(c.state_dir, "pki", "ca.crt")
+        clients = {name: client_for(url, ca_file, "root", "s3cret")
+                   for name, url in c.url.items()}
         assert clients["m1"].put("/app/a", "1")
         assert clients["m2"].get("/app/a") == [b"1"]
         assert [v for v, _ in clients["m3"].get_prefix("/app/")] == [b"1"]
@@ -46,11 +58,12 @@ def test_etcd3gw_logs_in_and_works(tmp_path_factory: pytest.TempPathFactory) -> 
             cancel()
         # A wrong password is refused; without a token /v3 is closed.
         url = c.url["m1"]
-        wrong = requests.post(f"{url}/v3/auth/authenticate",
-                              json={"name": "root", "password": "nope"}, timeout=10)
+        wrong = verified(ca_file).post(f"{url}/v3/auth/authenticate",
+                                       json={"name": "root", "password": "nope"}, timeout=10)
         assert wrong.status_code == 400 and "authentication failed" in wrong.json()["message"]
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        anonymous = Etcd3Client(host=host, port=int(port), timeout=10)
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        anonymous = Etcd3Client(host=host, port=int(port), protocol="https", timeout=10,
+                                session=verified(ca_file))
         with pytest.raises(Exception) as e:
             anonymous.get("/app/a")
         assert "401" in str(e.value) or "Unauthenticated" in str(e.value) \

@@ -1,17 +1,18 @@
 """Kubernetes' official Python client (`kubernetes` on PyPI), unchanged, against real
 `rk master` processes: version, Tables, patches of every type, scale, delete answers
-and watch, as its users call them. Plain HTTP with the admin bearer token, which this
-client sends (kubectl does not over HTTP: its tests come with TLS)."""
+and watch, as its users call them: over HTTPS, verified against the cluster CA, with
+the admin bearer token, configured both by hand and from the kubeconfig `rk up` wrote."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 
 from tests.cluster.harness import Cluster
 
@@ -30,7 +31,9 @@ def cluster_apis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             conf = client.Configuration(host=url)
             conf.api_key = {"authorization": c.token}
             conf.api_key_prefix = {"authorization": "Bearer"}
+            conf.ssl_ca_cert = os.path.join(c.state_dir, "pki", "ca.crt")
             apis[name] = client.ApiClient(conf)
+        apis["kubeconfig"] = config.new_client_from_config(config_file=c.kubeconfig)
         yield apis
     finally:
         for api in apis.values():
@@ -65,7 +68,9 @@ def test_version_from_every_master_without_a_token(cluster_apis: dict[str, Any])
         info = client.VersionApi(cluster_apis[name]).get_code()
         assert info.git_version == "v1.30.0-raftkube" and info.major == "1"
         assert info.minor == "30" and info.platform
-    anonymous = client.ApiClient(client.Configuration(host=cluster_apis["m2"].configuration.host))
+    conf = client.Configuration(host=cluster_apis["m2"].configuration.host)
+    conf.ssl_ca_cert = cluster_apis["m2"].configuration.ssl_ca_cert
+    anonymous = client.ApiClient(conf)
     try:
         assert client.VersionApi(anonymous).get_code().git_version == "v1.30.0-raftkube"
     finally:
@@ -78,7 +83,7 @@ def table(api: client.ApiClient, path: str) -> dict[str, Any]:
     conf = api.configuration
     resp = api.call_api("GET", conf.host + path, header_params={
         "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
-        "Authorization": conf.get_api_key_with_prefix("authorization")})
+        "Authorization": conf.get_api_key_with_prefix("BearerToken", alias="authorization")})
     resp.read()
     assert resp.status == 200, resp.data
     result: dict[str, Any] = json.loads(resp.data)
@@ -190,7 +195,7 @@ def test_openapi_v3_from_every_master_with_the_same_etag(cluster_apis: dict[str,
     for api in cluster_apis.values():
         conf = api.configuration
         resp = api.call_api("GET", conf.host + "/openapi/v3/apis/apps/v1", header_params={
-            "Authorization": conf.get_api_key_with_prefix("authorization")})
+            "Authorization": conf.get_api_key_with_prefix("BearerToken", alias="authorization")})
         resp.read()
         assert resp.status == 200
         doc = json.loads(resp.data)

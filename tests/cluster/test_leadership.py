@@ -134,7 +134,7 @@ async def test_a_paused_leader_changes_nothing_once_it_resumes(
             assert new != old
             # Asked of the survivors only: the paused master accepts connections and
             # never answers, so a write sent there would have an unknown outcome.
-            survivors_tp = transport.Transport([c.url[n] for n in survivors], c.token)
+            survivors_tp = transport.Transport([c.url[n] for n in survivors], c.token, ca=c.ca)
             api = rest.RestClient(survivors_tp)
             # The new leader's loops do the work while the old one sleeps.
             await api.patch(kinds.DEPLOYMENT, "default", "web", {"spec": {"replicas": 5}})
@@ -149,7 +149,7 @@ async def test_a_paused_leader_changes_nothing_once_it_resumes(
                 0, f"leader loops stopped (term {old_term})" in c.log(old)), timeout=30,
                 what="the old leader's loops to stop")
             # Its own API refuses a write stamped with its old term.
-            async with transport.Transport([c.url[old]], c.token, wait=10) as tp:
+            async with transport.Transport([c.url[old]], c.token, ca=c.ca, wait=10) as tp:
                 stale = rest.RestClient(tp, term=old_term)
                 with pytest.raises(ApiError) as refused:
                     await stale.create(kinds.CONFIGMAP, "default",

@@ -65,7 +65,7 @@ async def test_logs_exec_and_top_through_every_master(cluster: Cluster,
 
     # Each master relays, not only the one a client happens to reach first.
     for url in cluster.url.values():
-        async with transport.Transport([url], cluster.token) as tp:
+        async with transport.Transport([url], cluster.token, ca=cluster.ca) as tp:
             chunks = [c async for c in rest.RestClient(tp).logs("default", "one")]
             assert b"started" in b"".join(chunks)
 
@@ -83,7 +83,8 @@ async def test_the_v4_protocol_and_the_exit_status(cluster: Cluster,
     """kubectl older than 1.30 speaks v4 only: the same channels, no close message."""
     await running(api, "four", ["c"])
     url = next(iter(cluster.url.values()))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cluster.token}"}) \
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cluster.token}"},
+                                     connector=aiohttp.TCPConnector(ssl=cluster.tls())) \
             as http:
         async with http.ws_connect(
                 f"{url}/api/v1/namespaces/default/pods/four/exec",
@@ -120,7 +121,7 @@ async def test_bad_requests_name_the_field_and_node_tokens_are_refused(
     assert pending.returncode == 1 and "waiting to start" in pending.stderr
 
     node_token = local.read_node_tokens(cluster.state_dir)["n1"]
-    async with transport.Transport(list(cluster.url.values()), node_token) as tp:
+    async with transport.Transport(list(cluster.url.values()), node_token, ca=cluster.ca) as tp:
         as_node = rest.RestClient(tp)
         with pytest.raises(ApiError) as e:
             [c async for c in as_node.logs("default", "two", container="a")]

@@ -359,7 +359,7 @@ def test_rk_master_refuses_a_truncated_dump_in_one_line_with_its_own_exit_code(
     token.write_text("t" * 24)
     result = CliRunner().invoke(cli_main.main, [
         "master", "--name", "m9", "--api", "127.0.0.1:1", "--raft", "127.0.0.1:2",
-        "--data-dir", str(data), "--token-file", str(token)])
+        "--data-dir", str(data), "--token-file", str(token), "--insecure-http"])
     assert result.exit_code == master.EXIT_DATA_DIR
     out = result.output + (result.stderr or "")
     lines = [line for line in out.splitlines() if line.strip()]

@@ -69,7 +69,7 @@ def test_rk_master_hands_the_node_lifecycle_flags_to_the_leader_loops(
     seen: dict[str, object] = {}
     monkeypatch.setattr(master, "run", lambda **kw: seen.update(kw))
     argv = ["master", "--name", "m1", "--api", "127.0.0.1:1", "--raft", "127.0.0.1:2",
-            "--data-dir", str(tmp_path / "d"), "--token-file", str(token)]
+            "--data-dir", str(tmp_path / "d"), "--token-file", str(token), "--insecure-http"]
     result = CliRunner().invoke(cli_main.main, argv + [
         "--node-monitor-grace-period", "3", "--default-unreachable-toleration-seconds", "5",
         "--node-eviction-rate", "1"])
