@@ -125,9 +125,14 @@ def test_api_resources_and_explain(kubectl: Kubectl) -> None:
             ("Job", "batch/v1"), ("DaemonSet", "apps/v1"), ("ReplicaSet", "apps/v1"),
             ("Namespace", "v1"), ("Event", "v1")} <= set(listed)
     out = kubectl("explain", "deployment.spec.replicas")
-    assert "FIELD: replicas <integer>" in out and "apps" in out
+    assert "FIELD: replicas <integer>" in out and "The number of pods wanted" in out
+    out = kubectl("explain", "pods")
+    assert "A Pod is one or more containers" in out
+    assert "metadata\t<ObjectMeta>" in out and "spec\t<PodSpec>" in out
     out = kubectl("explain", "pods.spec.containers")
-    assert "<[]Object>" in out and "image" in out and "readinessProbe" in out
+    assert "FIELD: containers <[]Container>" in out
+    assert "readinessProbe\t<Probe>" in out and "image\t<string>" in out
+    assert "FIELD: targetPort <IntOrString>" in kubectl("explain", "svc.spec.ports.targetPort")
 
 
 # ---- apply, with validation -------------------------------------------------------------
