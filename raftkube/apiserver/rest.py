@@ -43,6 +43,7 @@ from raftkube.api import kinds, references, schema, selectors
 from raftkube.apiserver import (
     auth,
     deletion,
+    eviction,
     fanout,
     fencing,
     inputs,
@@ -68,9 +69,10 @@ NODE_REFERENCED = {"configmaps", "secrets"}
 
 
 # The verbs of each subresource, as Kubernetes serves them: status is read and written
-# (get, update, patch), a binding created, a namespace's finalize updated.
+# (get, update, patch), a binding or an eviction created, a namespace's finalize updated.
 SUBRESOURCE_METHODS = {"status": ("GET", "PUT", "PATCH"), "binding": ("POST",),
-                       "finalize": ("PUT",), "scale": ("GET", "PUT", "PATCH")}
+                       "finalize": ("PUT",), "scale": ("GET", "PUT", "PATCH"),
+                       "eviction": ("POST",)}
 
 
 @dataclass
@@ -193,7 +195,7 @@ class Rest:
             self.authorize(user, "create", t, binding)
             bound = await self.objects.bind(t.namespace, t.name, binding, dry_run=dry_run)
             return web.json_response(bound, status=201)
-        if method == "POST":
+        if method == "POST" and t.subresource != "eviction":
             if t.name:
                 raise stt.ApiError(405, "MethodNotAllowed",
                                    "the server does not allow this method on the requested "
@@ -257,35 +259,23 @@ class Rest:
                 subresource=t.subresource, dry_run=dry_run,
                 check=check_result if patch_type == "json" else None)
             return warn(web.json_response(patched), warnings)
-        if method == "DELETE":
-            options = await read_body(request) if request.can_read_body else {}
-            options = {} if options is None else options  # an empty body, as kubectl sends
-            if not isinstance(options, dict):
-                raise stt.bad_request("DeleteOptions must be an object")
-            propagation = q.get("propagationPolicy") or options.get("propagationPolicy") \
-                or "Background"
-            if propagation not in ("Background", "Foreground", "Orphan"):
-                raise stt.bad_request(f'propagationPolicy: Unsupported value: "{propagation}"'
-                                      ': supported values: "Background", "Foreground", '
-                                      '"Orphan"')
-            grace = query_int(q, "gracePeriodSeconds", minimum=0, default=None)
-            if grace is None and options.get("gracePeriodSeconds") is not None:
-                grace = options["gracePeriodSeconds"]
-                if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0 \
-                        or grace > inputs.INT64_MAX:
-                    raise stt.bad_request("gracePeriodSeconds: must be a non-negative int64")
-            dry_run = dry_run or options.get("dryRun") == ["All"]
-            preconditions = options.get("preconditions") or {}
-            if not isinstance(preconditions, dict) or not all(
-                    isinstance(preconditions.get(k, ""), str) for k in ("uid",
-                                                                         "resourceVersion")):
-                raise stt.bad_request("preconditions: must be an object of uid and "
-                                      "resourceVersion strings")
+        if method == "DELETE" or t.subresource == "eviction":
+            if t.subresource == "eviction":  # a delete that a disruption budget could refuse
+                options = eviction.delete_options(t.name, t.namespace,
+                                                  await read_object(request))
+            else:
+                options = await read_body(request) if request.can_read_body else {}
+                options = {} if options is None else options  # an empty body, as kubectl
+                if not isinstance(options, dict):
+                    raise stt.bad_request("DeleteOptions must be an object")
+            propagation, grace, dry_run, preconditions = delete_options(q, options, dry_run)
             await self.authorize_existing(user, "delete", t)
             outcome = await self.objects.delete(t.kind, t.namespace, t.name,
                                                 propagation=propagation, grace=grace,
                                                 dry_run=dry_run,
                                                 preconditions=preconditions)
+            if t.subresource == "eviction":
+                return web.json_response(eviction.ACCEPTED, status=201)
             return web.json_response(deletion.answer(t.kind, outcome))
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
 
@@ -551,7 +541,7 @@ def has_subresource(kind: kinds.Kind, sub: str) -> bool:
         return kind.kind == "Namespace"
     if sub == "scale":
         return kind.kind in scale.SCALABLE
-    return sub == "binding" and kind.kind == "Pod"
+    return sub in ("binding", "eviction") and kind.kind == "Pod"
 
 
 def parse_selectors(q: Any, kind: kinds.Kind) -> tuple[selectors.LabelSelector | None,
@@ -566,6 +556,30 @@ def parse_selectors(q: Any, kind: kinds.Kind) -> tuple[selectors.LabelSelector |
     except selectors.SelectorError as e:
         raise stt.bad_request(f"unable to parse requirement: {e}") from None
     return label, fields
+
+
+def delete_options(q: Any, options: dict[str, Any], dry_run: bool
+                   ) -> tuple[str, int | None, bool, dict[str, str]]:
+    """A delete's propagation policy, grace period, dry run and preconditions, from the
+    query and the DeleteOptions body (the query's win)."""
+    propagation = q.get("propagationPolicy") or options.get("propagationPolicy") \
+        or "Background"
+    if propagation not in ("Background", "Foreground", "Orphan"):
+        raise stt.bad_request(f'propagationPolicy: Unsupported value: "{propagation}"'
+                              ': supported values: "Background", "Foreground", "Orphan"')
+    grace = query_int(q, "gracePeriodSeconds", minimum=0, default=None)
+    if grace is None and options.get("gracePeriodSeconds") is not None:
+        grace = options["gracePeriodSeconds"]
+        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0 \
+                or grace > inputs.INT64_MAX:
+            raise stt.bad_request("gracePeriodSeconds: must be a non-negative int64")
+    dry_run = dry_run or options.get("dryRun") == ["All"]
+    preconditions = options.get("preconditions") or {}
+    if not isinstance(preconditions, dict) or not all(
+            isinstance(preconditions.get(k, ""), str) for k in ("uid", "resourceVersion")):
+        raise stt.bad_request("preconditions: must be an object of uid and resourceVersion "
+                              "strings")
+    return propagation, grace, dry_run, preconditions
 
 
 def query_int(q: Any, name: str, *, minimum: int, default: int | None = 0) -> Any:
@@ -715,6 +729,8 @@ def discovery_group(path: str) -> dict[str, Any]:
             if k.kind in ob.STATUS_SUBRESOURCE:
                 resources.append({"name": f"{k.plural}/status", "namespaced": k.namespaced,
                                   "kind": k.kind, "verbs": ["get", "patch", "update"]})
+            if k.kind == "Pod":
+                resources.append(dict(eviction.DISCOVERY))
             if k.kind in scale.SCALABLE:
                 resources.append({"name": f"{k.plural}/scale", "namespaced": k.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",

@@ -392,3 +392,23 @@ def test_delete(kubectl: Kubectl, tmp_path: Path) -> None:
     out = kubectl("delete", "deployment", "doomed", "--wait", "--timeout=60s", timeout=90)
     assert out.strip() == 'deployment.apps "doomed" deleted'
     assert kubectl.run("get", "deployment", "doomed").returncode == 1
+
+
+def test_drain_evicts_and_uncordon_lets_pods_back(kubectl: Kubectl, tmp_path: Path) -> None:
+    """Last: the module's one node is cordoned meanwhile. Only this test's pods move."""
+    kubectl("apply", "-f", manifest(tmp_path, "dr.yaml", deployment("drained", 2)))
+    kubectl("rollout", "status", "deployment/drained", "--timeout=60s", timeout=90)
+    before = set(kubectl("get", "pods", "-l", "app=drained", "-o", "name").split())
+    try:
+        out = kubectl("drain", "n1", "--pod-selector=app=drained", "--ignore-daemonsets",
+                      "--timeout=60s", timeout=90)
+        # Through the eviction subresource (kubectl deletes pods itself without one).
+        assert sorted(line for line in out.splitlines() if line.endswith(" evicted")) == \
+            sorted(f"{name} evicted" for name in before)
+        assert out.splitlines()[-1] == "node/n1 drained"
+        assert kubectl.json("get", "node", "n1")["spec"]["unschedulable"] is True
+    finally:
+        kubectl("uncordon", "n1")
+    kubectl("rollout", "status", "deployment/drained", "--timeout=60s", timeout=90)
+    after = set(kubectl("get", "pods", "-l", "app=drained", "-o", "name").split())
+    assert len(after) == 2 and not after & before

@@ -7,6 +7,7 @@ real kubectl against a cluster, `tests/cluster/test_kubectl_cluster.py`):
 - `kubectl get all` lists the kinds whose discovery entry has the category `all`.
 - `kubectl diff` shows a dry-run PATCH's answer against the live object: the answer
   carries the live resourceVersion, which the write would replace.
+- `kubectl drain` evicts pods through `pods/NAME/eviction` when discovery lists it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from urllib.parse import quote
 import pytest
 
 from raftkube.api import selectors
-from tests.unit.conftest import Served
+from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.test_rest import CMS, DEPLOY, EVENTS, call, configmap, deployment, ok
+from tests.unit.test_rest_lifecycle import PODS, pod
 
 pytestmark = pytest.mark.unit
 
@@ -121,3 +123,66 @@ async def test_a_dry_run_patch_answers_with_the_live_resource_version(served: Se
     assert dry["metadata"]["resourceVersion"] == live
     stored = await ok(served, "GET", DEPLOY + "/web")
     assert stored["spec"]["replicas"] == 2 and stored["metadata"]["resourceVersion"] == live
+
+
+def eviction_of(name: str, **options: Any) -> dict[str, Any]:
+    """What `kubectl drain` posts."""
+    return {"apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": None},
+            "deleteOptions": options}
+
+
+async def test_an_eviction_deletes_the_pod_as_its_delete_would(served: Served) -> None:
+    v1 = await ok(served, "GET", "/api/v1")
+    listed = [r for r in v1["resources"] if r["name"] == "pods/eviction"]
+    assert listed == [{"name": "pods/eviction", "singularName": "", "namespaced": True,
+                       "group": "policy", "version": "v1", "kind": "Eviction",
+                       "verbs": ["create"]}]
+    await ok(served, "POST", PODS, pod("unbound", node=""))
+    status, out = await call(served, "POST", PODS + "/unbound/eviction", eviction_of("unbound"))
+    assert status == 201 and out["status"] == "Success" and out["code"] == 201
+    assert (await call(served, "GET", PODS + "/unbound"))[0] == 404
+    # A bound pod gets its grace period, or the one the Eviction names.
+    await ok(served, "POST", PODS, pod("bound"))
+    await ok(served, "POST", PODS + "/bound/eviction?dryRun=All", eviction_of("bound"))
+    assert "deletionTimestamp" not in (await ok(served, "GET", PODS + "/bound"))["metadata"]
+    await ok(served, "POST", PODS + "/bound/eviction",
+             eviction_of("bound", gracePeriodSeconds=7))
+    marked = await ok(served, "GET", PODS + "/bound")
+    assert marked["metadata"]["deletionGracePeriodSeconds"] == 7
+    status, out = await call(served, "POST", PODS + "/gone/eviction", eviction_of("gone"))
+    assert status == 404 and out["reason"] == "NotFound"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "other"}},
+     "metadata.name"),
+    ({"apiVersion": "policy/v1", "kind": "Eviction",
+      "metadata": {"name": "p", "namespace": "kube-system"}}, "metadata.namespace"),
+    ({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}, "Eviction"),
+    ({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"},
+      "deleteOptions": []}, "deleteOptions"),
+    ({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"},
+      "deleteOptions": {"gracePeriodSeconds": -1}}, "gracePeriodSeconds"),
+])
+async def test_a_bad_eviction_is_refused_naming_the_field_and_changes_nothing(
+        served: Served, body: dict[str, Any], field: str) -> None:
+    await ok(served, "POST", PODS, pod("p"))
+    status, out = await call(served, "POST", PODS + "/p/eviction", body)
+    assert status == 400 and field in out["message"], out
+    assert "deletionTimestamp" not in (await ok(served, "GET", PODS + "/p"))["metadata"]
+
+
+async def test_evictions_are_posted_only_and_nodes_evict_only_their_own_pods(
+        served: Served) -> None:
+    await ok(served, "POST", PODS, pod("mine", node="n1"))
+    await ok(served, "POST", PODS, pod("theirs", node="n2"))
+    status, _ = await call(served, "DELETE", PODS + "/mine/eviction")
+    assert status == 405
+    node = {"Authorization": f"Bearer {NODE_TOKEN}"}
+    status, _ = await call(served, "POST", PODS + "/theirs/eviction", eviction_of("theirs"),
+                           headers=node, auth=False)
+    assert status == 403
+    status, _ = await call(served, "POST", PODS + "/mine/eviction", eviction_of("mine"),
+                           headers=node, auth=False)
+    assert status == 201
