@@ -280,6 +280,11 @@ def test_describe_shows_the_object_and_its_events(kubectl: Kubectl, web: str) ->
     out = kubectl("describe", pod)
     assert "Status:       Running" in out and "Node:         n1/" in out
     assert "Scheduled" in out.split("Events:")[1]
+    assert kubectl("expose", "deployment", web, "--port=80").strip() == f"service/{web} exposed"
+    out = kubectl("describe", "service", web)
+    ip = kubectl("get", "service", web, "-o", "jsonpath={.spec.clusterIP}")
+    assert "IP Family Policy:  SingleStack" in out and "IP Families:       IPv4" in out
+    assert f"IPs:               {ip}\n" in out
 
 
 def test_diff_shows_what_apply_would_change(kubectl: Kubectl, tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ real kubectl against a cluster, `tests/cluster/test_kubectl_cluster.py`):
 - `kubectl diff` shows a dry-run PATCH's answer against the live object: the answer
   carries the live resourceVersion, which the write would replace.
 - `kubectl drain` evicts pods through `pods/NAME/eviction` when discovery lists it.
+- `kubectl describe service` shows `clusterIPs`, `ipFamilies` and `ipFamilyPolicy`,
+  which Kubernetes fills in: a Service here is single-stack IPv4, and what asks for more
+  is refused naming the field.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ import pytest
 
 from raftkube.api import selectors
 from tests.unit.conftest import NODE_TOKEN, Served
-from tests.unit.test_rest import CMS, DEPLOY, EVENTS, call, configmap, deployment, ok
+from tests.unit.test_rest import (
+    CMS,
+    DEPLOY,
+    EVENTS,
+    SVCS,
+    call,
+    configmap,
+    deployment,
+    ok,
+)
 from tests.unit.test_rest_lifecycle import PODS, pod
 
 pytestmark = pytest.mark.unit
@@ -186,3 +198,43 @@ async def test_evictions_are_posted_only_and_nodes_evict_only_their_own_pods(
     status, _ = await call(served, "POST", PODS + "/mine/eviction", eviction_of("mine"),
                            headers=node, auth=False)
     assert status == 201
+
+
+def service(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80}], **spec}}
+
+
+async def test_a_service_is_single_stack_ipv4_with_its_cluster_ips(served: Served) -> None:
+    made = (await ok(served, "POST", SVCS, service("web")))["spec"]
+    assert made["clusterIPs"] == [made["clusterIP"]]
+    assert made["ipFamilies"] == ["IPv4"] and made["ipFamilyPolicy"] == "SingleStack"
+    # An address asked for as clusterIPs[0] is the clusterIP; a headless service's is None.
+    given = (await ok(served, "POST", SVCS, service("given", clusterIPs=["10.96.7.7"])))
+    assert given["spec"]["clusterIP"] == "10.96.7.7"
+    assert given["spec"]["clusterIPs"] == ["10.96.7.7"]
+    headless = (await ok(served, "POST", SVCS, service("headless", clusterIP="None")))["spec"]
+    assert headless["clusterIPs"] == ["None"]
+    # A replace that leaves them out keeps them, as it keeps the clusterIP.
+    body = {**given, "spec": {"selector": {"app": "x"}, "ports": [{"port": 81}]}}
+    replaced = await ok(served, "PUT", SVCS + "/given", body)
+    assert replaced["spec"]["clusterIPs"] == ["10.96.7.7"]
+    assert replaced["spec"]["clusterIP"] == "10.96.7.7"
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"clusterIP": "10.96.7.8", "clusterIPs": ["10.96.7.9"]}, "spec.clusterIPs[0]"),
+    ({"clusterIPs": ["10.96.7.8", "fd00::8"]}, "spec.clusterIPs[1]"),
+    ({"clusterIPs": ["nope"]}, "spec.clusterIP"),
+    ({"ipFamilyPolicy": "RequireDualStack"}, "spec.ipFamilyPolicy"),
+    ({"ipFamilyPolicy": "Sometimes"}, "spec.ipFamilyPolicy"),
+    ({"ipFamilies": ["IPv6"]}, "spec.ipFamilies[0]"),
+    ({"ipFamilies": ["IPv4", "IPv4"]}, "spec.ipFamilies[1]"),
+    ({"ipFamilies": ["IPv5"]}, "spec.ipFamilies[0]"),
+])
+async def test_more_than_single_stack_ipv4_is_refused_naming_the_field(
+        served: Served, spec: dict[str, Any], field: str) -> None:
+    status, out = await call(served, "POST", SVCS, service("bad", **spec))
+    assert status == 422, out
+    assert field in [c["field"] for c in out["details"]["causes"]], out
+    assert (await call(served, "GET", SVCS + "/bad"))[0] == 404
