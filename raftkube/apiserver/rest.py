@@ -22,6 +22,10 @@ may still be applied, and must not be sent again blindly (`objects`).
 A GET, list or watch whose Accept header asks for a meta.k8s.io Table (kubectl's `get`)
 gets one, with Kubernetes' columns for the kind (`tables`, `api.printers`).
 
+Two things are served that are not stored kinds: v1 Endpoints, read-only and made from
+the EndpointSlices on each read (`endpoints`), and `pods/NAME/eviction`, a pod's delete
+as `kubectl drain` asks for it (`eviction`).
+
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
 objects as ADDED. A selector-filtered watch sends DELETED when an object stops matching
@@ -43,6 +47,7 @@ from raftkube.api import kinds, references, schema, selectors
 from raftkube.apiserver import (
     auth,
     deletion,
+    endpoints,
     eviction,
     fanout,
     fencing,
@@ -100,6 +105,9 @@ class Rest:
             user = request[auth.USER]
             if request.path in ("/api", "/apis", "/api/", "/apis/"):
                 return web.json_response(discovery_root(request.path.rstrip("/")))
+            found = endpoints.match(request.path)
+            if found is not None:
+                return await self.endpoints(request, user, *found)
             target, is_discovery = parse_path(request.path)
             if is_discovery:
                 return web.json_response(discovery_group(request.path))
@@ -278,6 +286,29 @@ class Rest:
                 return web.json_response(eviction.ACCEPTED, status=201)
             return web.json_response(deletion.answer(t.kind, outcome))
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
+
+    async def endpoints(self, request: web.Request, user: auth.User, namespace: str,
+                        name: str) -> web.Response:
+        """Endpoints: read-only, made from the EndpointSlices on each read (`endpoints`)."""
+        q = request.query
+        if request.method != "GET" or q.get("watch") in ("true", "1"):
+            raise endpoints.refuse_method("WATCH" if request.method == "GET"
+                                          else request.method)
+        t = Target(endpoints.KIND, namespace, name, "")
+        self.authorize(user, "get" if name else "list", t, None)
+        table = tables.wanted(request.headers.get("Accept", ""), q)
+        if name:
+            obj = await endpoints.get(self.objects, namespace, name)
+            return web.json_response(obj if table is None
+                                     else tables.of_object(endpoints.KIND, obj, table))
+        label, fields = parse_selectors(q, endpoints.KIND)
+        items, revision = await endpoints.list_all(self.objects, namespace or None, label,
+                                                   fields)
+        meta = {"resourceVersion": str(revision)}
+        if table is not None:
+            return web.json_response(tables.of_list(endpoints.KIND, items, meta, table))
+        return web.json_response({"kind": "EndpointsList", "apiVersion": "v1",
+                                  "metadata": meta, "items": items})
 
     async def _create_batch(self, user: auth.User, t: Target, body: dict[str, Any],
                             strictness: str, dry_run: bool) -> web.Response:
@@ -735,6 +766,8 @@ def discovery_group(path: str) -> dict[str, Any]:
                 resources.append({"name": f"{k.plural}/scale", "namespaced": k.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
                                   "verbs": ["get", "patch", "update"]})
+    if not group and version == "v1":
+        resources.append(dict(endpoints.DISCOVERY))
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
             "resources": resources}

@@ -104,6 +104,17 @@ def rows(table: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in table.splitlines()[1:] if line.strip()}
 
 
+def until(check: Any, *, what: str, timeout: float = 30) -> Any:
+    """What `check` returns once it is truthy; an AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.2)
+
+
 # ---- discovery ------------------------------------------------------------------------
 
 
@@ -285,6 +296,21 @@ def test_describe_shows_the_object_and_its_events(kubectl: Kubectl, web: str) ->
     ip = kubectl("get", "service", web, "-o", "jsonpath={.spec.clusterIP}")
     assert "IP Family Policy:  SingleStack" in out and "IP Families:       IPv4" in out
     assert f"IPs:               {ip}\n" in out
+    # Its endpoints (kubectl before 1.33 reads v1 Endpoints, made from the slices).
+    pod_ips = kubectl("get", "pods", "-l", f"app={web}", "-o",
+                      "jsonpath={.items[*].status.podIP}").split()
+    wanted = sorted(f"{a}:80" for a in pod_ips)
+
+    def listed() -> list[str] | None:
+        line = next((x for x in kubectl("describe", "service", web).splitlines()
+                     if x.startswith("Endpoints:")), "")
+        found = sorted(line.split()[1].split(",")) if len(line.split()) > 1 else []
+        return found if found == wanted else None
+
+    assert until(listed, what="the service's endpoints in kubectl describe") == wanted
+    eps = kubectl("get", "endpoints", web)
+    assert header(eps) == ["NAME", "ENDPOINTS", "AGE"]
+    assert sorted(rows(eps)[web][1].split(",")) == wanted
 
 
 def test_diff_shows_what_apply_would_change(kubectl: Kubectl, tmp_path: Path) -> None:

@@ -238,3 +238,75 @@ async def test_more_than_single_stack_ipv4_is_refused_naming_the_field(
     assert status == 422, out
     assert field in [c["field"] for c in out["details"]["causes"]], out
     assert (await call(served, "GET", SVCS + "/bad"))[0] == 404
+
+
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+EPS = "/api/v1/namespaces/default/endpoints"
+
+
+def endpoint_slice(name: str, service: str, ports: list[dict[str, Any]],
+                   *endpoints: tuple[str, bool]) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/service-name": service, "app": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service,
+                                     "uid": f"uid-{service}", "controller": True}]},
+            "addressType": "IPv4", "ports": ports,
+            "endpoints": [{"addresses": [ip], "nodeName": "n1",
+                           "conditions": {"ready": ready}} for ip, ready in endpoints]}
+
+
+async def test_endpoints_are_made_from_a_services_slices(served: Served) -> None:
+    http = [{"name": "http", "port": 8080, "protocol": "TCP"}]
+    await ok(served, "POST", SLICES, endpoint_slice("web-a", "web", http,
+                                                    ("10.244.1.2", True), ("10.244.1.3", False)))
+    await ok(served, "POST", SLICES, endpoint_slice("web-b", "web", http, ("10.244.2.2", True)))
+    await ok(served, "POST", SLICES, endpoint_slice("db-a", "db", [], ))
+    ep = await ok(served, "GET", EPS + "/web")
+    assert ep["kind"] == "Endpoints" and ep["metadata"]["name"] == "web"
+    assert ep["metadata"]["labels"] == {"app": "web"} and ep["metadata"]["uid"]
+    assert ep["subsets"] == [{
+        "addresses": [{"ip": "10.244.1.2", "nodeName": "n1"},
+                      {"ip": "10.244.2.2", "nodeName": "n1"}],
+        "notReadyAddresses": [{"ip": "10.244.1.3", "nodeName": "n1"}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}]
+    listed = await ok(served, "GET", EPS)
+    assert listed["kind"] == "EndpointsList"
+    assert [e["metadata"]["name"] for e in listed["items"]] == ["db", "web"]
+    assert "subsets" not in listed["items"][0]
+    assert [e["metadata"]["name"] for e in (await ok(
+        served, "GET", "/api/v1/endpoints?labelSelector=app%3Dweb"))["items"]] == ["web"]
+    table = await ok(served, "GET", EPS, headers={
+        "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Endpoints", "Age"]
+    assert [r["cells"][:2] for r in table["rows"]] == [
+        ["db", "<none>"], ["web", "10.244.1.2:8080,10.244.2.2:8080"]]
+    status, out = await call(served, "GET", EPS + "/nothing")
+    assert status == 404 and out["reason"] == "NotFound"
+
+
+async def test_endpoints_are_read_only_and_in_discovery(served: Served) -> None:
+    listed = [r for r in (await ok(served, "GET", "/api/v1"))["resources"]
+              if r["name"] == "endpoints"]
+    assert listed == [{"name": "endpoints", "singularName": "endpoints", "namespaced": True,
+                       "kind": "Endpoints", "shortNames": ["ep"], "verbs": ["get", "list"]}]
+    body = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "x"}}
+    for method, path in (("POST", EPS), ("PUT", EPS + "/x"), ("DELETE", EPS + "/x"),
+                         ("GET", EPS + "?watch=true")):
+        status, out = await call(served, method, path, body if method != "GET" else None)
+        assert status == 405 and "EndpointSlices" in out["message"], (method, out)
+    node = {"Authorization": f"Bearer {NODE_TOKEN}"}
+    assert (await call(served, "GET", EPS, headers=node, auth=False))[0] == 200
+
+
+def test_endpoints_column_shows_three_then_how_many_more() -> None:
+    from datetime import UTC, datetime
+
+    from raftkube.api import printers
+
+    ep = {"subsets": [{"addresses": [{"ip": f"10.0.0.{i}"} for i in range(1, 4)],
+                       "ports": [{"port": 80}, {"port": 443}]}]}
+    assert printers.endpoints_addresses(ep, datetime.now(UTC)) == \
+        "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 3 more..."
+    assert printers.endpoints_addresses({}, datetime.now(UTC)) == "<none>"
