@@ -44,7 +44,7 @@ state = sys.argv[1]
 cfg = yaml.safe_load(open(f"{state}/config.yaml"))
 for i, server in enumerate(cfg["servers"], 1):
     with open(f"{state}/only-m{i}.yaml", "w") as f:
-        yaml.safe_dump({"servers": [server], "token": cfg["token"]}, f)
+        yaml.safe_dump({"servers": [server], "token": cfg["token"], "ca": cfg.get("ca")}, f)
 PY
 for i in 1 2 3; do
   printf '\n\033[1m# from m%s\033[0m\n' "$i"
@@ -52,6 +52,10 @@ for i in 1 2 3; do
   RK_CONFIG="$PWD/$STATE/only-m$i.yaml" rk get services
 done
 step rk get configmap web-config -o yaml
+if command -v kubectl >/dev/null 2>&1; then
+  printf '\n\033[1m# kubectl, over HTTPS with the kubeconfig rk up wrote\033[0m\n'
+  step env KUBECONFIG="$PWD/$STATE/kubeconfig" kubectl get nodes,deployments -o wide
+fi
 
 printf '\n\033[1m# A pod on Docker: an httpd, and a client that asks it on localhost\033[0m\n'
 cat > "$STATE/hello.yaml" <<'EOF'

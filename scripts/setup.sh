@@ -14,6 +14,18 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
     echo "setup: fuse3 is missing (apt-get install fuse3); the FaultFS tests will fail" >&2
   fi
 fi
+# kubectl drives the masters in the cluster tier (tests/cluster/test_kubectl_cluster.py):
+# the one on the machine if there is one, else Debian's kubernetes-client.
+if ! command -v kubectl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq kubernetes-client >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq kubernetes-client >/dev/null 2>&1; } \
+      || echo "setup: could not install kubernetes-client; the kubectl tests will fail" >&2
+  else
+    echo "setup: kubectl is missing (apt-get install kubernetes-client); the kubectl tests will fail" >&2
+  fi
+fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv >&2

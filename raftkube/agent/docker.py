@@ -44,7 +44,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from raftkube.agent import dockerio, hooks, volumes
+from raftkube.agent import dockerio, hooks, mounts
 from raftkube.agent import dockerspec as ds
 from raftkube.agent import dockerstate as dst
 from raftkube.agent import runtime as rt
@@ -607,7 +607,7 @@ def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, l
         except docker.errors.NotFound:
             pass
     for d in sorted(pod_dirs):
-        if not volumes.unmount_under(d):  # its tmpfs emptyDirs first
+        if not mounts.unmount_under(d):  # its tmpfs emptyDirs first
             shutil.rmtree(d, ignore_errors=True)
     api.close()
     return removed, sorted(pod_dirs)

@@ -10,7 +10,7 @@ NAME` for each volume the node makes itself:
   allocatable memory, as the kubelet sizes it): one per pod, so every container sees
   the same files, and they outlive container restarts. It is unmounted when the pod's
   directory is removed (`remove`, also for orphans found after a crash of the agent,
-  and `unmount_under` for `rk down`). An agent that may not mount (not root) fails the
+  and `mounts.unmount_under` for `rk down`). An agent that may not mount (not root) fails the
   volume with FailedMount, never falling back to disk: the pod asked for memory;
 - configMap, secret, downwardAPI and projected: files written by `write_atomically`, the
   kubelet's AtomicWriter: the data lives in a timestamped directory, `..data` is a
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ctypes
 import errno
 import logging
 import math
@@ -50,6 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from raftkube.agent import mounts as mnt
 from raftkube.agent import podenv
 from raftkube.agent import runtime as rt
 from raftkube.api import quantity
@@ -62,7 +62,6 @@ DATA = "..data"
 DATA_TMP = "..data_tmp"
 DEFAULT_MODE = 0o644
 API_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")  # always read-only
-TMPFS_SOURCE = "raftkube-emptydir"  # the device name of our tmpfs mounts in /proc/mounts
 
 
 class VolumeError(Exception):
@@ -405,67 +404,6 @@ def memory_size(pod: Obj, volume: Obj, allocatable: Mapping[str, str]) -> int:
     return size
 
 
-_MS_NOSUID, _MS_NODEV = 2, 4
-_MNT_DETACH = 2
-_libc: Any = None
-
-
-def _syscall(name: str, *args: Any) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(_libc, name)(*args) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def mount_tmpfs(path: str, size: int) -> None:
-    """Mount a tmpfs of `size` bytes (mode 0777, nosuid, nodev) on the directory
-    `path`; OSError (EPERM without CAP_SYS_ADMIN) if the kernel refuses."""
-    _syscall("mount", TMPFS_SOURCE.encode(), os.fsencode(path), b"tmpfs",
-             ctypes.c_ulong(_MS_NOSUID | _MS_NODEV), f"size={size},mode=0777".encode())
-
-
-def unmount(path: str) -> None:
-    """Detach the mount on `path` (lazily: a process still inside it keeps it until it
-    leaves, and nothing new can reach it); nothing if it is not a mount point."""
-    try:
-        _syscall("umount2", os.fsencode(path), ctypes.c_int(_MNT_DETACH))
-    except OSError as e:
-        if e.errno not in (errno.EINVAL, errno.ENOENT):
-            raise
-
-
-def _unescape(field: str) -> str:
-    """A path as /proc/mounts writes it (space, tab, newline, backslash as octal)."""
-    for code in ("040", "011", "012", "134"):
-        field = field.replace("\\" + code, chr(int(code, 8)))
-    return field
-
-
-def mounts_under(top: str, *, table: str = "/proc/self/mounts") -> list[str]:
-    """The mount points at or under `top` (symlinks resolved), deepest first."""
-    real = os.path.realpath(top).rstrip("/") or "/"
-    try:
-        with open(table) as f:
-            points = [_unescape(line.split()[1]) for line in f if len(line.split()) > 1]
-    except OSError:
-        return []
-    found = {p for p in points if p == real or p.startswith(real + "/")}
-    return sorted(found, key=lambda p: (-p.count("/"), p))
-
-
-def unmount_under(top: str) -> list[str]:
-    """Unmount everything mounted at or under `top` (a pod's tmpfs emptyDirs); the
-    mount points that are still there after (the agent may not unmount)."""
-    for point in mounts_under(top):
-        try:
-            unmount(point)
-        except OSError as e:
-            log.warning("unmounting %s: %s", point, e.strerror)
-    return mounts_under(top)
-
-
 # ---- the manager --------------------------------------------------------------------------
 
 
@@ -479,7 +417,7 @@ class VolumeManager:
 
     def __init__(self, root: str, *, clock: Callable[[], float] = time.time,
                  memory: bool = True,
-                 mount: Callable[[str, int], None] = mount_tmpfs) -> None:
+                 mount: Callable[[str, int], None] = mnt.mount_tmpfs) -> None:
         self.root = root
         self.clock = clock
         self.memory = memory
@@ -608,7 +546,7 @@ class VolumeManager:
         the directory: removing the files under it would empty a mount not ours to
         empty."""
         top = self.pod_dir(uid)
-        left = unmount_under(top)
+        left = mnt.unmount_under(top)
         if left:
             log.warning("pod %s: %s still mounted; its directory stays", uid,
                         ", ".join(left))

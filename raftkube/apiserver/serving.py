@@ -176,9 +176,14 @@ class CappedServer(web.Server):
         # that never connects (the server closing) is not counted for ever.
         self.starting: weakref.WeakSet[_Handler] = weakref.WeakSet()
 
+    def held(self) -> int:
+        """Connections that hold a place under the cap: connected, or accepted and not
+        yet connected (a TLS handshake under way)."""
+        return len(self._connections) + len(self.starting)
+
     def __call__(self) -> Any:  # a protocol factory for loop.create_server
         self.accepted += 1
-        held = len(self._connections) + len(self.starting)
+        held = self.held()
         if held >= self.max_connections:
             self.refused += 1
             log.warning("refusing API connections: %d open, the cap is %d (--max-connections)",
@@ -296,7 +301,7 @@ class Runner(web.AppRunner):
                               ssl_context=self.ssl_context)
         metrics = self.app.get(apiapp.METRICS)
         if metrics is not None:
-            metrics.watch_connections(open_count=lambda: len(server.connections),
+            metrics.watch_connections(open_count=server.held,
                                       accepted_count=lambda: server.accepted,
                                       refused_count=lambda: server.refused,
                                       cap=server.max_connections)

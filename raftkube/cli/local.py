@@ -49,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from raftkube.agent import netrules, network, volumes
+from raftkube.agent import mounts, netrules, network
 from raftkube.cli import certs, kubeconfig
 from raftkube.client.config import Config
 from raftkube.client.errors import ClientError
@@ -547,7 +547,7 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
     # runs that uses them: their tmpfs emptyDirs unmounted first (an agent killed before
     # it removed them leaves them mounted), or removing would only empty them.
     agents = os.path.join(os.path.abspath(state_dir), AGENTS_DIR)
-    left = volumes.unmount_under(agents)
+    left = mounts.unmount_under(agents)
     if left:
         print(f"warning: still mounted, kept: {', '.join(left)}", file=sys.stderr)
     else:

@@ -174,12 +174,16 @@ class Transport:
                 headers={"Authorization": f"Bearer {self.token}"},
                 # Watches hold a connection each; requests share the rest.
                 connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=10,
-                                               ssl=self._tls),
+                                               ssl=self._tls, enable_cleanup_closed=True),
                 auto_decompress=True)
         return self._session
 
     async def close(self) -> None:
         if self._session is not None:
+            # TLS connections are aborted, not shut down: Python before 3.12.8 can leave
+            # a socket of a TLS shutdown behind (aiohttp's enable_cleanup_closed too).
+            if self._session.connector is not None:
+                await self._session.connector.close(abort_ssl=True)
             await self._session.close()
             self._session = None
 

@@ -141,11 +141,14 @@ class Cluster:
     async def __aenter__(self) -> Cluster:
         self.session = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {self.token}"},
-            connector=aiohttp.TCPConnector(limit=200, ssl=self.tls()))
+            connector=aiohttp.TCPConnector(limit=200, ssl=self.tls(),
+                                           enable_cleanup_closed=True))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self.session is not None:
+            if self.session.connector is not None:
+                await self.session.connector.close(abort_ssl=True)
             await self.session.close()
 
     async def call(self, name: str, path: str, body: dict[str, Any] | None = None, *,

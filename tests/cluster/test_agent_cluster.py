@@ -74,8 +74,12 @@ async def test_nodes_register_and_pods_run_end_restart_and_go(
         assert conditions.is_true(n, "Ready")
         assert n["metadata"]["labels"]["kubernetes.io/hostname"] == n["metadata"]["name"]
         assert n["status"]["allocatable"] == {"cpu": "4", "memory": "8Gi", "pods": "110"}
-    leases, _ = await api.list_all(kinds.LEASE, "raftkube-system")
-    assert sorted(x["spec"]["holderIdentity"] for x in leases) == ["n1", "n2"]
+    async def holders() -> list[str] | None:  # each agent's Lease, soon after it registers
+        leases, _ = await api.list_all(kinds.LEASE, "raftkube-system")
+        found = sorted(x["spec"]["holderIdentity"] for x in leases)
+        return found if found == ["n1", "n2"] else None
+
+    await wait_for(holders, timeout=10, what="both nodes' leases")
     # What a node lifecycle controller does to a silent node: the node puts it right.
     n1 = await api.get(kinds.NODE, "", "n1")
     conditions.put(n1["status"], {"type": "Ready", "status": "Unknown",

@@ -150,6 +150,7 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
                 host, port = url.split("://", 1)[1].rsplit(":", 1)
                 flood = Flood((host, int(port)))
                 most_open = 0.0
+                refused_when_full: int | str | None = None
                 while len(flood.socks) < FLOOD:
                     flood.open(min(BATCH, FLOOD - len(flood.socks)))
 
@@ -161,9 +162,17 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
                                             ) >= accepted + len(f.socks)
 
                     await wait_for(caught_up, timeout=10, what="the member to accept a batch")
-                # Full: a new client is refused with a 503, the old connection answers,
-                # and Raft goes on.
-                assert await fresh_request(url, c.token) == 503
+                    if refused_when_full is None and any(
+                            d.startswith(b"HTTP/1.1 503 ") for d in flood.data):
+                        # Full: a new client is refused. The refusal comes before any
+                        # TLS handshake (a plain 503, which the raw flood sockets read):
+                        # a TLS client fails to connect, so raftkube's client tries the
+                        # next master, nothing having been sent.
+                        refused_when_full = await fresh_request(c, url)
+                flood_done = time.monotonic()
+                assert isinstance(refused_when_full, str) and refused_when_full.startswith(
+                    ("Client", "ServerDisconnected")), refused_when_full
+                # The old connection answers, and Raft goes on.
                 acked = len(writer.acked)
                 await wait_for(lambda: asyncio.sleep(0, len(writer.acked) > acked + 20),
                                timeout=10, what="writes while the member is full")
@@ -174,11 +183,15 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
                 await wait_for(lambda: asyncio.sleep(0, all(flood.ended)),
                                timeout=serving.FIRST_REQUEST_TIMEOUT + 10,
                                what="every flood connection to be closed by the member")
-                assert await fresh_request(url, c.token) == 200
+                assert await fresh_request(c, url) == 200
                 refused = sum(d.startswith(b"HTTP/1.1 503 ") for d in flood.data)
                 silent = sum(d == b"" for d in flood.data)
                 assert refused + silent == FLOOD, "a flood connection got something else"
-                assert refused >= FLOOD - cap - BATCH, (refused, cap)
+                # Idle ones closed (first-request timeout) while the flood went on left
+                # places that later ones took: on a slow machine the flood outlasts it.
+                expired = sum(d == b"" and e is not None and e < flood_done
+                              for d, e in zip(flood.data, flood.ended, strict=True))
+                assert refused >= FLOOD - cap - BATCH - expired, (refused, cap, expired)
                 assert most_open <= cap + 1, f"{most_open} connections open, cap {cap}"
                 assert await metric(probe, url, "raftkube_http_connections_refused") >= refused
 

@@ -26,7 +26,8 @@ def configs(c: Cluster, tmp: Path) -> dict[str, Path]:
     out = {}
     for name in c.names:
         path = tmp / f"only-{name}.yaml"
-        path.write_text(yaml.safe_dump({"servers": [c.url[name]], "token": c.token}))
+        path.write_text(yaml.safe_dump({"servers": [c.url[name]], "token": c.token,
+                                        "ca": c.ca}))
         out[name] = path
     return out
 

@@ -23,7 +23,7 @@ import docker
 import pytest
 
 from raftkube.agent import dockerspec as ds
-from raftkube.agent import volumes
+from raftkube.agent import mounts
 from raftkube.api import conditions, kinds
 from raftkube.cli import local
 from raftkube.client import rest
@@ -55,7 +55,7 @@ def vcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         try:
             conftest.stop(c)
         finally:
-            volumes.unmount_under(agents_dir(c))  # whatever a failed test left
+            mounts.unmount_under(agents_dir(c))  # whatever a failed test left
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from raftkube.agent import podenv, volumes
+from raftkube.agent import mounts, podenv, volumes
 from raftkube.agent import runtime as rt
 from raftkube.agent.volumes import File, VolumeError
 from raftkube.api import references
@@ -425,7 +425,7 @@ def test_mount_points_are_read_from_the_mount_table_deepest_first(tmp_path: Path
         f"raftkube-emptydir {top}/pods/u/volumes/with\\040space tmpfs rw 0 0\n"
         f"tmpfs {top}-other tmpfs rw 0 0\n"
         "proc /proc proc rw 0 0\n")
-    assert volumes.mounts_under(str(top), table=str(table)) == [
+    assert mounts.mounts_under(str(top), table=str(table)) == [
         f"{top}/pods/u/volumes/a/deeper", f"{top}/pods/u/volumes/a",
         f"{top}/pods/u/volumes/with space"]
 
@@ -477,7 +477,7 @@ def test_the_kernel_refusing_the_mount_is_a_clear_failed_mount() -> None:
         assert out.stdout.startswith('MountVolume.SetUp failed for volume "mem" : mounting '
                                      "a tmpfs of 1048576 bytes on "), out.stdout
         assert "Operation not permitted (the agent runs as uid" in out.stdout
-        assert not volumes.mounts_under(top)
+        assert not mounts.mounts_under(top)
     finally:
-        volumes.unmount_under(top)
+        mounts.unmount_under(top)
         shutil.rmtree(top, ignore_errors=True)
