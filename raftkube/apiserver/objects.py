@@ -703,14 +703,22 @@ class Objects:
                      dry_run: bool = False,
                      preconditions: dict[str, str] | None = None) -> deletion.Outcome:
         """DELETE, as Kubernetes' API server does it (see `deletion` and `namespaces`):
-        `preconditions` (uid, resourceVersion) must hold for the object read."""
-        current = await self.get(kind, namespace, name)
-        deletion.check_preconditions(kind, name, current, preconditions or {})
-        if kind.kind == "Namespace":
-            return await namespaces.delete(self, current, propagation=propagation,
-                                           dry_run=dry_run)
-        return await deletion.delete(self, kind, current, propagation=propagation,
-                                     grace=grace, dry_run=dry_run)
+        `preconditions` (uid, resourceVersion) must hold for the object read. A write by
+        another in between (a controller's status) is read again, as Kubernetes retries
+        a delete whose compare failed: only a precondition makes a delete a Conflict."""
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            deletion.check_preconditions(kind, name, current, preconditions or {})
+            try:
+                if kind.kind == "Namespace":
+                    return await namespaces.delete(self, current, propagation=propagation,
+                                                   dry_run=dry_run)
+                return await deletion.delete(self, kind, current, propagation=propagation,
+                                             grace=grace, dry_run=dry_run)
+            except stt.ApiError as e:
+                if e.reason != "Conflict" or stt.is_fenced(e):
+                    raise
+        raise stt.conflict(kind.resource, name)
 
     # ---- events and namespaces ------------------------------------------------------------
 

@@ -100,6 +100,17 @@ def header(table: str) -> list[str]:
     return table.splitlines()[0].split()
 
 
+def described(text: str) -> dict[str, str]:
+    """The top-level `Field:  value` lines of `kubectl describe` (whose padding differs
+    between kubectl versions)."""
+    out = {}
+    for line in text.splitlines():
+        field, sep, value = line.partition(":")
+        if sep and field and not field.startswith(" ") and field not in out:
+            out[field] = value.strip()
+    return out
+
+
 def rows(table: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in table.splitlines()[1:] if line.strip()}
 
@@ -282,29 +293,31 @@ def test_get_watch_prints_table_rows_as_objects_change(kubectl: Kubectl) -> None
 
 def test_describe_shows_the_object_and_its_events(kubectl: Kubectl, web: str) -> None:
     out = kubectl("describe", "deployment", web)
-    assert f"Name:                   {web}" in out
-    assert "Replicas:               2 desired | 2 updated | 2 total | 2 available" in out
+    fields = described(out)
+    assert fields["Name"] == web
+    assert fields["Replicas"].startswith("2 desired | 2 updated | 2 total | 2 available")
     # Events are found by a field selector on what they are about.
     events = out.split("Events:")[1]
     assert "ScalingReplicaSet" in events and "Scaled up replica set web-" in events
     pod = kubectl("get", "pods", "-l", f"app={web}", "-o", "name").split()[0]
     out = kubectl("describe", pod)
-    assert "Status:       Running" in out and "Node:         n1/" in out
+    fields = described(out)
+    assert fields["Status"] == "Running" and fields["Node"].startswith("n1/")
     assert "Scheduled" in out.split("Events:")[1]
     assert kubectl("expose", "deployment", web, "--port=80").strip() == f"service/{web} exposed"
     out = kubectl("describe", "service", web)
     ip = kubectl("get", "service", web, "-o", "jsonpath={.spec.clusterIP}")
-    assert "IP Family Policy:  SingleStack" in out and "IP Families:       IPv4" in out
-    assert f"IPs:               {ip}\n" in out
+    fields = described(out)
+    assert fields["IP Family Policy"] == "SingleStack" and fields["IP Families"] == "IPv4"
+    assert fields["IPs"] == ip
     # Its endpoints (kubectl before 1.33 reads v1 Endpoints, made from the slices).
     pod_ips = kubectl("get", "pods", "-l", f"app={web}", "-o",
                       "jsonpath={.items[*].status.podIP}").split()
     wanted = sorted(f"{a}:80" for a in pod_ips)
 
     def listed() -> list[str] | None:
-        line = next((x for x in kubectl("describe", "service", web).splitlines()
-                     if x.startswith("Endpoints:")), "")
-        found = sorted(line.split()[1].split(",")) if len(line.split()) > 1 else []
+        line = described(kubectl("describe", "service", web)).get("Endpoints", "<none>")
+        found = sorted(line.split(",")) if line != "<none>" else []
         return found if found == wanted else None
 
     assert until(listed, what="the service's endpoints in kubectl describe") == wanted

@@ -8,6 +8,8 @@ real kubectl against a cluster, `tests/cluster/test_kubectl_cluster.py`):
 - `kubectl diff` shows a dry-run PATCH's answer against the live object: the answer
   carries the live resourceVersion, which the write would replace.
 - `kubectl drain` evicts pods through `pods/NAME/eviction` when discovery lists it.
+- `kubectl delete` of a Deployment its controller is writing is no Conflict: a delete
+  reads again when another wrote in between.
 - `kubectl describe service` shows `clusterIPs`, `ipFamilies` and `ipFamilyPolicy`,
   which Kubernetes fills in: a Service here is single-stack IPv4, and what asks for more
   is refused naming the field.
@@ -20,7 +22,9 @@ from urllib.parse import quote
 
 import pytest
 
-from raftkube.api import selectors
+from raftkube.api import kinds, selectors
+from raftkube.apiserver import objects as ob
+from raftkube.apiserver import status as stt
 from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.test_rest import (
     CMS,
@@ -310,3 +314,33 @@ def test_endpoints_column_shows_three_then_how_many_more() -> None:
     assert printers.endpoints_addresses(ep, datetime.now(UTC)) == \
         "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 3 more..."
     assert printers.endpoints_addresses({}, datetime.now(UTC)) == "<none>"
+
+
+async def test_a_delete_reads_again_when_another_writes_in_between(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A controller's status write between a DELETE's read and its write is no Conflict
+    (kubectl delete got one, from a Deployment's first status); a precondition is."""
+    objects = ob.Objects(served.replica)
+    created = await objects.create(kinds.DEPLOYMENT, "default", deployment("web"))
+    commit = objects.commit
+    commits = 0
+
+    async def another_writes_first(req: dict[str, Any]) -> Any:
+        nonlocal commits
+        commits += 1
+        if commits == 1:  # the status, written just before the delete's own commit
+            await objects.patch(kinds.DEPLOYMENT, "default", "web",
+                                {"status": {"replicas": 1}}, subresource="status")
+        return await commit(req)
+
+    monkeypatch.setattr(objects, "commit", another_writes_first)
+    outcome = await objects.delete(kinds.DEPLOYMENT, "default", "web")
+    assert outcome.gone and commits == 3  # its delete, the status, its delete again
+    with pytest.raises(stt.ApiError) as refused:
+        await objects.delete(kinds.DEPLOYMENT, "default", "web")
+    assert refused.value.code == 404
+    await objects.create(kinds.DEPLOYMENT, "default", deployment("web"))
+    with pytest.raises(stt.ApiError) as refused:
+        await objects.delete(kinds.DEPLOYMENT, "default", "web",
+                             preconditions={"uid": created["metadata"]["uid"]})
+    assert refused.value.code == 409 and "Precondition failed" in refused.value.message
