@@ -401,19 +401,28 @@ class Objects:
                      new: dict[str, Any], *, subresource: str = "",
                      dry_run: bool = False) -> dict[str, Any]:
         """PUT: replace the object (or, for `status`, only its status); a
-        resourceVersion in `new` is a precondition."""
-        current = await self.get(kind, namespace, name)
+        resourceVersion in `new` is a precondition. Without one the update is
+        unconditional, as in Kubernetes (`kubectl replace -f` of a manifest): a write by
+        another in between is read again, not a Conflict."""
         wanted_rv = (new.get("metadata") or {}).get("resourceVersion")
+        expected = None
         if wanted_rv not in (None, ""):
             try:
                 expected = inputs.int64(str(wanted_rv))
             except ValueError as e:
                 raise stt.bad_request(f"metadata.resourceVersion: Invalid value: {e}"
                                       ) from None
-            if expected != current.mod_revision:
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            if expected is not None and expected != current.mod_revision:
                 raise stt.conflict(kind.resource, name)
-        return await self._update(kind, namespace, name, current, new,
-                                  subresource=subresource, dry_run=dry_run)
+            try:
+                return await self._update(kind, namespace, name, current, new,
+                                          subresource=subresource, dry_run=dry_run)
+            except stt.ApiError as e:
+                if expected is not None or e.reason != "Conflict" or stt.is_fenced(e):
+                    raise
+        raise stt.conflict(kind.resource, name)
 
     async def _update(self, kind: kinds.Kind, namespace: str, name: str, current: Stored,
                       new: dict[str, Any], *, subresource: str,

@@ -422,6 +422,9 @@ def test_create_configmap_secret_and_deployment(kubectl: Kubectl) -> None:
     assert 'deployment "made" successfully rolled out' in out
     exists = kubectl.run("create", "configmap", "made", "--from-literal=a=1")
     assert exists.returncode != 0 and 'configmaps "made" already exists' in exists.stderr
+    replaced = kubectl("replace", "-f", "-", stdin=json.dumps(configmap("made", a="3")))
+    assert replaced.strip() == "configmap/made replaced"
+    assert kubectl.json("get", "configmap", "made")["data"] == {"a": "3"}
 
 
 def test_delete(kubectl: Kubectl, tmp_path: Path) -> None:

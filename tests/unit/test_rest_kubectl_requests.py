@@ -344,3 +344,34 @@ async def test_a_delete_reads_again_when_another_writes_in_between(
         await objects.delete(kinds.DEPLOYMENT, "default", "web",
                              preconditions={"uid": created["metadata"]["uid"]})
     assert refused.value.code == 409 and "Precondition failed" in refused.value.message
+
+
+async def test_a_put_without_resource_version_is_unconditional(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubectl replace -f` of a manifest (no resourceVersion) while a controller writes
+    the status: read again, not a Conflict. With a resourceVersion it is a precondition."""
+    objects = ob.Objects(served.replica)
+    await objects.create(kinds.DEPLOYMENT, "default", deployment("web"))
+    commit = objects.commit
+    commits = 0
+
+    async def another_writes_first(req: dict[str, Any]) -> Any:
+        nonlocal commits
+        commits += 1
+        if commits == 1:
+            await objects.patch(kinds.DEPLOYMENT, "default", "web",
+                                {"status": {"replicas": 1}}, subresource="status")
+        return await commit(req)
+
+    monkeypatch.setattr(objects, "commit", another_writes_first)
+    replaced = await objects.update(kinds.DEPLOYMENT, "default", "web", deployment("web", 3))
+    assert replaced["spec"]["replicas"] == 3 and replaced["status"] == {"replicas": 1}
+    assert commits == 3
+    stale = deployment("web", 4)
+    stale["metadata"]["resourceVersion"] = replaced["metadata"]["resourceVersion"]
+    await objects.patch(kinds.DEPLOYMENT, "default", "web", {"status": {"replicas": 2}},
+                        subresource="status")
+    with pytest.raises(stt.ApiError) as refused:
+        await objects.update(kinds.DEPLOYMENT, "default", "web", stale)
+    assert refused.value.code == 409
+    assert (await objects.get(kinds.DEPLOYMENT, "default", "web")).obj["spec"]["replicas"] == 3
