@@ -22,9 +22,10 @@ may still be applied, and must not be sent again blindly (`objects`).
 A GET, list or watch whose Accept header asks for a meta.k8s.io Table (kubectl's `get`)
 gets one, with Kubernetes' columns for the kind (`tables`, `api.printers`).
 
-Two things are served that are not stored kinds: v1 Endpoints, read-only and made from
-the EndpointSlices on each read (`endpoints`), and `pods/NAME/eviction`, a pod's delete
-as `kubectl drain` asks for it (`eviction`).
+Served but not stored: v1 Endpoints, read-only and made from the EndpointSlices on each
+read (`endpoints`); `pods/NAME/eviction`, a pod's delete as `kubectl drain` asks for it
+(`eviction`); self reviews, `kubectl auth whoami` and `can-i` (`reviews`), decided by the
+rules below.
 
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
@@ -55,6 +56,7 @@ from raftkube.apiserver import (
     patches,
     podproxy,
     protobuf,
+    reviews,
     scale,
     tables,
 )
@@ -108,6 +110,9 @@ class Rest:
             found = endpoints.match(request.path)
             if found is not None:
                 return await self.endpoints(request, user, *found)
+            review = reviews.route(request.path)
+            if review is not None:
+                return await self.review(request, user, *review)
             target, is_discovery = parse_path(request.path)
             if is_discovery:
                 return web.json_response(discovery_group(request.path))
@@ -309,6 +314,60 @@ class Rest:
             return web.json_response(tables.of_list(endpoints.KIND, items, meta, table))
         return web.json_response({"kind": "EndpointsList", "apiVersion": "v1",
                                   "metadata": meta, "items": items})
+
+    async def review(self, request: web.Request, user: auth.User, group: str,
+                     resource: str) -> web.Response:
+        """`kubectl auth whoami` and `kubectl auth can-i` (`reviews`)."""
+        if resource == "?":
+            raise stt.ApiError(404, "NotFound", "the server could not find the requested "
+                                                "resource")
+        if not resource:
+            return web.json_response(reviews.discovery(group))
+        if request.method != "POST":
+            raise stt.ApiError(405, "MethodNotAllowed", f"the server does not allow this "
+                               f"method on the requested resource ({request.method} "
+                               f"{resource}: POST only)")
+        body = await read_object(request)
+        if resource == reviews.WHO:
+            reviews.check_who(body)
+            return web.json_response(reviews.who(user), status=201)
+        if resource == reviews.RULES:
+            return web.json_response(reviews.rules(user, body), status=201)
+        allowed, reason = await self.allowed(user, reviews.access(body))
+        return web.json_response(reviews.answer(body, allowed, reason), status=201)
+
+    async def allowed(self, user: auth.User, wanted: reviews.Access | None
+                      ) -> tuple[bool, str]:
+        """Whether `user` may do `wanted` (None: a non-resource URL), decided by the rules
+        that admit or refuse the request itself; and why."""
+        if user.admin:
+            return True, "the cluster admin (system:masters) may do anything"
+        if wanted is None:
+            return False, "a node uses the API's resources only"
+        kind = next((k for k in (*kinds.KINDS, endpoints.KIND)
+                     if k.group == wanted.group and k.plural == wanted.resource), None)
+        if kind is None or wanted.verb not in reviews.VERBS or (
+                wanted.subresource and not has_subresource(kind, wanted.subresource)):
+            return False, "no such resource or verb here"
+        t = Target(kind, wanted.namespace, wanted.name, wanted.subresource)
+        try:
+            if wanted.verb in ("update", "patch", "delete") or (
+                    wanted.verb == "get" and kind.plural in NODE_REFERENCED):
+                if not wanted.name:
+                    return False, "a node's right to this is decided object by object"
+                if wanted.verb == "get":
+                    await self.authorize_referenced(user, t)
+                else:
+                    await self.authorize_existing(user, wanted.verb, t)
+            else:
+                named = {"metadata": {"name": wanted.name}} if wanted.verb == "create" \
+                    else None
+                self.authorize(user, wanted.verb, t, named)
+        except stt.ApiError as e:
+            if e.code != 403:
+                raise
+            return False, e.message
+        return True, ""
 
     async def _create_batch(self, user: auth.User, t: Target, body: dict[str, Any],
                             strictness: str, dry_run: bool) -> web.Response:
@@ -729,7 +788,9 @@ def check_body(body: dict[str, Any], t: Target) -> None:
 def discovery_root(path: str) -> dict[str, Any]:
     if path == "/api":
         return {"kind": "APIVersions", "versions": ["v1"]}
-    groups: dict[str, list[str]] = {podproxy.METRICS_GROUP: [podproxy.METRICS_VERSION]}
+    groups: dict[str, list[str]] = {podproxy.METRICS_GROUP: [podproxy.METRICS_VERSION],
+                                    reviews.AUTHORIZATION: ["v1"],
+                                    reviews.AUTHENTICATION: ["v1"]}
     for k in kinds.KINDS:
         if k.group:
             groups.setdefault(k.group, []).append(k.version)

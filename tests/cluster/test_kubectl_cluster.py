@@ -157,6 +157,14 @@ def test_api_resources_and_explain(kubectl: Kubectl) -> None:
     assert "FIELD: targetPort <IntOrString>" in kubectl("explain", "svc.spec.ports.targetPort")
 
 
+def test_auth_whoami_and_can_i(kubectl: Kubectl) -> None:
+    who = kubectl("auth", "whoami")
+    assert "admin" in who and "system:masters" in who
+    assert kubectl("auth", "can-i", "create", "deployments").strip() == "yes"
+    assert kubectl("auth", "can-i", "delete", "nodes/n1").strip() == "yes"
+    assert "*.*" in kubectl("auth", "can-i", "--list")
+
+
 # ---- apply, with validation -------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ real kubectl against a cluster, `tests/cluster/test_kubectl_cluster.py`):
 - `kubectl drain` evicts pods through `pods/NAME/eviction` when discovery lists it.
 - `kubectl delete` of a Deployment its controller is writing is no Conflict: a delete
   reads again when another wrote in between.
+- `kubectl auth whoami`, `auth can-i` and `can-i --list`: self reviews, answered by
+  the rules that admit the requests themselves.
 - `kubectl describe service` shows `clusterIPs`, `ipFamilies` and `ipFamilyPolicy`,
   which Kubernetes fills in: a Service here is single-stack IPv4, and what asks for more
   is refused naming the field.
@@ -24,6 +26,7 @@ import pytest
 
 from raftkube.api import kinds, selectors
 from raftkube.apiserver import objects as ob
+from raftkube.apiserver import rest
 from raftkube.apiserver import status as stt
 from tests.unit.conftest import NODE_TOKEN, Served
 from tests.unit.test_rest import (
@@ -375,3 +378,97 @@ async def test_a_put_without_resource_version_is_unconditional(
         await objects.update(kinds.DEPLOYMENT, "default", "web", stale)
     assert refused.value.code == 409
     assert (await objects.get(kinds.DEPLOYMENT, "default", "web")).obj["spec"]["replicas"] == 3
+
+
+AUTHZ = "/apis/authorization.k8s.io/v1"
+NODE = {"Authorization": f"Bearer {NODE_TOKEN}"}
+
+
+def access_review(verb: str, resource: str, *, group: str = "", name: str = "",
+                  subresource: str = "", namespace: str = "default") -> dict[str, Any]:
+    """What `kubectl auth can-i` posts."""
+    return {"kind": "SelfSubjectAccessReview", "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": {"resourceAttributes": {
+                "namespace": namespace, "verb": verb, "group": group, "resource": resource,
+                "subresource": subresource, "name": name}},
+            "status": {"allowed": False}}
+
+
+async def can(served: Served, review: dict[str, Any], *, node: bool = False) -> bool:
+    status, out = await call(served, "POST", AUTHZ + "/selfsubjectaccessreviews", review,
+                             headers=NODE if node else None, auth=not node)
+    assert status == 201 and out["kind"] == "SelfSubjectAccessReview", out
+    assert out["spec"] == review["spec"]
+    return bool(out["status"]["allowed"])
+
+
+async def test_whoami(served: Served) -> None:
+    body = {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None}}
+    path = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+    admin = await ok(served, "POST", path, body)
+    assert admin["status"]["userInfo"] == {"username": "admin",
+                                           "groups": ["system:masters", "system:authenticated"]}
+    status, node = await call(served, "POST", path, body, headers=NODE, auth=False)
+    assert status == 201 and node["status"]["userInfo"]["username"] == "system:node:n1"
+    assert (await call(served, "POST", path, body, auth=False))[0] == 401
+
+
+async def test_can_i_answers_by_the_rules_that_admit_requests(served: Served) -> None:
+    assert await can(served, access_review("create", "pods"))
+    assert await can(served, access_review("delete", "anything", group="example.com"))
+    await ok(served, "POST", PODS, pod("mine", node="n1"))
+    await ok(served, "POST", PODS, pod("theirs", node="n2"))
+    for review, allowed in (
+            (access_review("list", "pods"), True),
+            (access_review("watch", "endpointslices", group="discovery.k8s.io"), True),
+            (access_review("create", "events"), True),
+            (access_review("create", "pods"), False),
+            (access_review("delete", "pods", name="mine"), True),
+            (access_review("delete", "pods", name="theirs"), False),
+            (access_review("delete", "pods"), False),
+            (access_review("update", "pods", name="mine", subresource="status"), True),
+            (access_review("update", "nodes", name="n1", namespace=""), True),
+            (access_review("update", "nodes", name="n2", namespace=""), False),
+            (access_review("get", "secrets", name="s"), False),
+            (access_review("list", "deployments", group="apps"), False),
+            (access_review("get", "pods", subresource="nothing"), False)):
+        assert await can(served, review, node=True) is allowed, review["spec"]
+        # ... and the request itself is admitted or refused alike.
+    assert (await call(served, "DELETE", PODS + "/theirs", headers=NODE, auth=False))[0] == 403
+    assert (await call(served, "DELETE", PODS + "/mine", headers=NODE, auth=False))[0] == 200
+
+
+async def test_can_i_list_and_discovery(served: Served) -> None:
+    body = {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
+            "spec": {"namespace": "default"}}
+    admin = await ok(served, "POST", AUTHZ + "/selfsubjectrulesreviews", body)
+    assert admin["status"]["resourceRules"] == [{"verbs": ["*"], "apiGroups": ["*"],
+                                                 "resources": ["*"]}]
+    status, node = await call(served, "POST", AUTHZ + "/selfsubjectrulesreviews", body,
+                              headers=NODE, auth=False)
+    assert status == 201 and node["status"]["incomplete"] is True
+    readable = {r for rule in node["status"]["resourceRules"] if "list" in rule["verbs"]
+                for r in rule["resources"]}
+    assert readable == rest.NODE_READABLE
+    groups = {g["name"] for g in (await ok(served, "GET", "/apis"))["groups"]}
+    assert {"authorization.k8s.io", "authentication.k8s.io"} <= groups
+    listed = await ok(served, "GET", AUTHZ)
+    assert [r["name"] for r in listed["resources"]] == ["selfsubjectaccessreviews",
+                                                         "selfsubjectrulesreviews"]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "code", "words"), [
+    ("GET", AUTHZ + "/selfsubjectaccessreviews", None, 405, "POST only"),
+    ("POST", AUTHZ + "/nothing", {}, 404, "could not find"),
+    ("POST", AUTHZ + "/selfsubjectaccessreviews", {"kind": "Pod", "apiVersion": "v1"}, 400,
+     "SelfSubjectAccessReview"),
+    ("POST", AUTHZ + "/selfsubjectaccessreviews", {"spec": {}}, 400, "exactly one"),
+    ("POST", AUTHZ + "/selfsubjectaccessreviews",
+     {"spec": {"resourceAttributes": {"verb": 1}}}, 400, "spec.resourceAttributes.verb"),
+])
+async def test_a_bad_review_is_refused_naming_what_is_wrong(
+        served: Served, method: str, path: str, body: Any, code: int, words: str) -> None:
+    status, out = await call(served, method, path, body)
+    assert status == code and words in out["message"], out
