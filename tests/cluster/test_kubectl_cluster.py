@@ -17,7 +17,6 @@ import os
 import queue
 import shutil
 import subprocess
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +31,6 @@ from tests.cluster.harness import Cluster, started
 KUBECTL = shutil.which("kubectl")
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")]
-NS = "default"
 
 
 class Kubectl:
@@ -48,8 +46,8 @@ class Kubectl:
     def run(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.base, "--request-timeout=20s", *args], input=stdin,
-                              capture_output=True,
-                              text=True, env={**self.env, **(env or {})}, timeout=timeout)
+                              capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, timeout=timeout)
 
     def __call__(self, *args: str, **kw: Any) -> str:
         """What kubectl prints, once it has succeeded."""
@@ -253,9 +251,7 @@ def test_get_in_every_output_format(kubectl: Kubectl, web: str) -> None:
     columns = kubectl("get", "deployment", web, "-o",
                       "custom-columns=NAME:.metadata.name,WANT:.spec.replicas,"
                       "IMAGE:.spec.template.spec.containers[0].image")
-    assert columns.split("\n")[:2] == [line for line in textwrap.dedent("""\
-        NAME   WANT   IMAGE
-        web    2      web:1""").split("\n")]
+    assert columns.splitlines() == ["NAME   WANT   IMAGE", "web    2      web:1"]
 
 
 def test_get_watch_prints_table_rows_as_objects_change(kubectl: Kubectl) -> None:
