@@ -145,7 +145,10 @@ class AgentServer:
         try:
             first = await anext(chunks, b"")
         except rt.RuntimeFailure as e:
-            raise web.HTTPNotFound(text=f"{e}\n") from None
+            # The runtime knows pods by UID; whoever reads this (kubectl logs -p) knows
+            # them by name, as the kubelet names them.
+            named = str(e).replace(uid, f'"{request.match_info["pod"]}"')
+            raise web.HTTPNotFound(text=f"{named}\n") from None
         resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         sent = 0
         try:

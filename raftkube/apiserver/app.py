@@ -110,6 +110,13 @@ async def _start_pulse(app: web.Application) -> None:
         app[REPLICA].pulse_watchers(app[PULSE_EVERY]))
 
 
+async def _end_watches(app: web.Application) -> None:
+    """The server is stopping: its watch streams end now, cleanly, rather than being
+    cut off when the grace for requests in progress runs out."""
+    app[REPLICA].end_watches()
+    await asyncio.sleep(0)  # each stream's handler returns before the grace starts
+
+
 async def _stop_pulse(app: web.Application) -> None:
     app[PULSE].cancel()
     await asyncio.gather(app[PULSE], return_exceptions=True)
@@ -590,6 +597,7 @@ def make_app(replica: Replica, *, token: str, node_tokens: dict[str, str] | None
     # late by at most this much.
     app[PULSE_EVERY] = min(1.0, progress_every / 3, bookmark_every / 3)
     app.on_startup.append(_start_pulse)
+    app.on_shutdown.append(_end_watches)
     app.on_cleanup.append(_stop_pulse)
     app[METRICS] = metrics.Metrics()
     api = EtcdApi(replica)

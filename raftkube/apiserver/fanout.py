@@ -219,6 +219,8 @@ async def pump(request: web.Request, resp: web.StreamResponse, watcher: Watcher,
             last_sent = max(last_sent, watcher.delivered_at)
             watcher.due = min(deadline, last_sent + idle_every)
             batch = await watcher.next_batch()
+            if batch.cancel_reason == watch.SHUTTING_DOWN:
+                return  # ended cleanly: the client watches again elsewhere
             if batch.cancel_reason:
                 await resp.write(cancel_line(batch))
                 return

@@ -8,11 +8,12 @@
     GET  /apis/metrics.k8s.io/v1beta1/[namespaces/NS/]pods[/NAME]
 
 A master validates the request (a bad query names its field, and nothing is asked of the
-node), picks the container as kubectl expects (the only one, the
-`kubectl.kubernetes.io/default-container` annotation, or a 400 listing the choices),
-finds the pod's node and the agent's endpoint the Node advertises (its InternalIP and
-`status.daemonEndpoints.kubeletEndpoint.Port`), and relays to the agent's API
-(`agent/server.py`) with that node's token. Bytes and WebSocket messages pass through
+node; for exec this happens before the WebSocket upgrade, so the error is an HTTP
+`Status`, as Kubernetes answers it), picks the container as kubectl expects (the only
+one, the `kubectl.kubernetes.io/default-container` annotation, or a 400 listing the
+choices), finds the pod's node and the agent's endpoint the Node advertises (its
+InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`), and relays to the agent's
+API (`agent/server.py`) with that node's token. Bytes and WebSocket messages pass through
 unread, so a follow or an interactive shell costs the master a relay and no parsing.
 Only the admin may do this: a node token reads no other node's pods' output (403).
 
@@ -210,9 +211,12 @@ class PodProxy:
             raise _unreachable(node, e) from None
         try:
             if upstream.status != 200:
+                # What the node cannot show (no such instance, no previous one) is a
+                # 400, as Kubernetes passes on the kubelet's answer: kubectl prints
+                # `Error from server (BadRequest): previous terminated container …`.
                 text = (await upstream.text()).strip()
-                code = 404 if upstream.status == 404 else 500
-                raise stt.ApiError(code, "NotFound" if code == 404 else "InternalError",
+                code = 400 if upstream.status in (400, 404) else 500
+                raise stt.ApiError(code, "BadRequest" if code == 400 else "InternalError",
                                    text or f"the node's agent answered {upstream.status}")
             resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
             await resp.prepare(request)
@@ -227,25 +231,38 @@ class PodProxy:
     # ---- exec -------------------------------------------------------------------------
 
     async def exec(self, request: web.Request) -> web.StreamResponse:
-        """Upgraded first: from then on an error is the error channel's Status (as the
-        kubelet reports a failed exec), which kubectl and `rk exec` print."""
+        """Checked before the upgrade, as Kubernetes' API server checks: a missing pod, a
+        bad container or command, a pod on no node, and a subprotocol we do not speak are
+        a plain HTTP `Status`. kubectl 1.30+ reads that from the failed WebSocket
+        handshake, retries once with SPDY (a POST), gets the same `Status`, and prints
+        `Error from server (BadRequest): …` as it does against Kubernetes. From the
+        upgrade on, an error is the error channel's Status (as the kubelet reports a
+        failed exec), which kubectl and `rk exec` print."""
+        url, headers, params = await self._exec_target(request)
         ws = web.WebSocketResponse(protocols=channels.PROTOCOLS)
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "")
+                   .split(",") if p.strip()]
         if not ws.can_prepare(request).ok:
             raise stt.bad_request("exec is a WebSocket upgrade with the subprotocol "
                                   f"{channels.V5} or {channels.V4} (SPDY is not spoken "
-                                  "here)")
+                                  "here: use kubectl 1.30 or later)")
+        if offered and channels.pick(offered) is None:
+            raise stt.bad_request(f"requested protocol(s) are not supported: {offered}; "
+                                  f"supports {list(channels.PROTOCOLS)}")
         await ws.prepare(request)
         try:
-            url, headers, params = await self._exec_target(request)
-            try:
-                upstream = await self._http().ws_connect(
-                    url, params=params, headers=headers,
-                    protocols=(ws.ws_protocol or channels.V4,),
-                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0), heartbeat=None)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise _unreachable_url(url, e) from None
-        except stt.ApiError as e:
-            await ws.send_bytes(channels.frame(channels.ERROR, _json(e.status())))
+            upstream = await self._http().ws_connect(
+                url, params=params, headers=headers,
+                protocols=(ws.ws_protocol or channels.V4,),
+                timeout=aiohttp.ClientWSTimeout(ws_close=5.0), heartbeat=None)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            if isinstance(e, aiohttp.WSServerHandshakeError) and e.status == 404:
+                # The agent has not seen the pod (or the container) yet, or no longer.
+                error = stt.ApiError(404, "NotFound", "container not found "
+                                     f'("{url.rsplit("/", 1)[-1]}")')
+            else:
+                error = _unreachable_url(url, e)
+            await ws.send_bytes(channels.frame(channels.ERROR, _json(error.status())))
             await ws.close()
             return ws
         try:
@@ -258,14 +275,16 @@ class PodProxy:
     async def _exec_target(self, request: web.Request
                            ) -> tuple[str, dict[str, str], list[tuple[str, str]]]:
         q = request.query
+        stdin, tty = _flag(q, "stdin"), _flag(q, "tty")
+        for name in ("stdout", "stderr"):
+            _flag(q, name)
+        # The pod and the container before the command: a client that asks again without
+        # the query, to read why its handshake failed, still learns of a missing pod.
+        pod, node, container = await self._placed(request)
         command = q.getall("command", [])
         if not command:
             raise stt.bad_request("command: Required value: you must specify at least one "
                                   "command for the container")
-        stdin, tty = _flag(q, "stdin"), _flag(q, "tty")
-        for name in ("stdout", "stderr"):
-            _flag(q, name)
-        pod, node, container = await self._placed(request)
         meta = pod["metadata"]
         url, headers = self._agent(node, f"/exec/{meta['namespace']}/{meta['name']}/"
                                          f"{container}")

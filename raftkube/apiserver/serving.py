@@ -11,7 +11,8 @@ asyncio logged a traceback for every failed accept. So:
 - the API holds at most `connection_cap()` connections: the limit less what is open at
   start, `RESERVE` for the store and the peers, and `BACKLOG`, the connections asyncio
   may accept in one go before any of them is seen here. A connection over the cap is
-  accepted, answered with a minimal 503 and closed at once: a clear refusal, no
+  accepted, answered with a minimal 503 and closed at once (before any TLS handshake:
+  a TLS client sees its handshake fail and moves on): a clear refusal, no
   traceback, and the descriptor is back before the next accept;
 - a connection that sends no complete request within `FIRST_REQUEST_TIMEOUT` is closed,
   and a keep-alive connection idle for `KEEPALIVE_TIMEOUT` (longer than the 15 s that
@@ -52,6 +53,11 @@ BACKLOG = 128  # the listen backlog: asyncio accepts up to this many before one 
 MIN_CONNECTIONS = 64
 FIRST_REQUEST_TIMEOUT = 5.0
 KEEPALIVE_TIMEOUT = 60.0
+# At stop, requests in progress get this long to finish before they are cancelled, and
+# a TLS connection this long for its close_notify: watch streams never finish, and
+# aiohttp's default (60 s, then 30 s for TLS) held a stopping master up for two minutes
+# while a kubectl watch was open. Its clients resume their watches on another master.
+SHUTDOWN_GRACE = 1.0
 
 _BODY = json.dumps({
     "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -118,12 +124,15 @@ class _Refusal(asyncio.Protocol):
 class _Handler(web_protocol.RequestHandler):
     """aiohttp's handler, with a shorter deadline for the first request."""
 
-    __slots__ = ("_first_request_timeout", "__weakref__")
+    __slots__ = ("_first_request_timeout", "raw_transport", "__weakref__")
 
     def __init__(self, manager: web.Server, *, first_request_timeout: float,
                  **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._first_request_timeout = first_request_timeout
+        # Under TLS, the socket's own transport beneath the TLS one: its cycle is broken
+        # too when the connection is lost.
+        self.raw_transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(self._manager, CappedServer)
@@ -141,6 +150,7 @@ class _Handler(web_protocol.RequestHandler):
         transport = self.transport
         super().connection_lost(exc)
         _break_cycle(transport)
+        _break_cycle(self.raw_transport)
 
     def abandon(self) -> None:
         """Never connected (its TLS handshake failed): it holds no place under the cap."""
@@ -169,6 +179,7 @@ class CappedServer(web.Server):
         self.max_connections = max_connections
         self.first_request_timeout = first_request_timeout
         self.ssl_context = ssl_context
+        self.handshakes: set[asyncio.Task[None]] = set()  # TLS handshakes under way
         self.accepted = 0
         self.refused = 0
         # Handlers made but not yet connected: asyncio accepts a whole backlog's worth of
@@ -193,8 +204,15 @@ class CappedServer(web.Server):
                            first_request_timeout=self.first_request_timeout, **self._kwargs)
         self.starting.add(handler)
         if self.ssl_context is not None:
-            return _TlsGate(handler, self.ssl_context, self.first_request_timeout)
+            return _TlsGate(self, handler, self.ssl_context, self.first_request_timeout)
         return handler
+
+    async def stop_handshakes(self) -> None:
+        """Cancel the TLS handshakes under way (the server is stopping)."""
+        tasks = list(self.handshakes)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class _TlsGate(asyncio.Protocol):
@@ -202,29 +220,45 @@ class _TlsGate(asyncio.Protocol):
     first-request timeout): then it is the handler's. The handler counts against the
     cap from accept (`CappedServer.starting`), through the handshake."""
 
-    def __init__(self, handler: _Handler, context: ssl.SSLContext, timeout: float) -> None:
+    def __init__(self, server: CappedServer, handler: _Handler, context: ssl.SSLContext,
+                 timeout: float) -> None:
+        self.server = server
         self.handler = handler
         self.context = context
         self.timeout = timeout
-        self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        self.server.handshakes.add(task)
+        task.add_done_callback(self.server.handshakes.discard)
 
     async def _handshake(self, transport: asyncio.Transport) -> None:
         loop = asyncio.get_running_loop()
         try:
             tls = await loop.start_tls(transport, self.handler, self.context,
-                                       server_side=True, ssl_handshake_timeout=self.timeout)
+                                       server_side=True, ssl_handshake_timeout=self.timeout,
+                                       ssl_shutdown_timeout=SHUTDOWN_GRACE)
         except OSError:  # ssl.SSLError, a timeout, a reset: start_tls closed it
             # A client that does not speak TLS, or not in time.
             self.handler.abandon()
             _break_cycle(transport)
             return
+        except asyncio.CancelledError:  # the server is stopping
+            self.handler.abandon()
+            transport.abort()
+            _break_cycle(transport)
+            raise
         if tls is None or tls.is_closing():
+            self.handler.abandon()
             return
-        self.handler.connection_made(tls)
+        self.handler.raw_transport = transport
+        try:
+            self.handler.connection_made(tls)
+        except Exception:  # noqa: BLE001 - one connection must not take the server down
+            log.exception("serving a TLS connection")
+            self.handler.abandon()
+            tls.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # lost before the handshake began: start_tls times out on it and returns
@@ -319,6 +353,13 @@ class Runner(web.AppRunner):
             await asyncio.gather(self._gc, return_exceptions=True)
         await super().cleanup()
 
+    async def shutdown(self) -> None:
+        # Called by cleanup() once the listening socket is closed, before the app's
+        # shutdown: no connection finishes its handshake into an app being stopped.
+        if isinstance(self.server, CappedServer):
+            await self.server.stop_handshakes()
+        await super().shutdown()
+
 
 def connection_budget(max_connections: int | None = None) -> int:
     """Raise the descriptor limit and decide the cap, before the store opens anything;
@@ -339,7 +380,8 @@ async def start(app: web.Application, *, host: str, port: int, max_connections: 
                 ssl_context: ssl.SSLContext | None = None) -> Runner:
     """Serve `app` on host:port (HTTPS with `ssl_context`); the runner, to clean up."""
     runner = Runner(app, max_connections=max_connections, access_log=None,
-                    handler_cancellation=True, ssl_context=ssl_context)
+                    handler_cancellation=True, ssl_context=ssl_context,
+                    shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     # TLS is not the listening socket's (asyncio would make a connection over the cap
     # wait for its handshake before it could be refused): `_TlsGate` starts it.

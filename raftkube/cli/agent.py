@@ -14,6 +14,7 @@ import signal
 
 from raftkube.agent import agent as ag
 from raftkube.api import quantity
+from raftkube.client import config as cfg
 
 
 def read_tokens(path: str, names: list[str]) -> list[tuple[str, str]]:
@@ -49,8 +50,9 @@ def read_ca(path: str) -> str:
             text = f.read()
     except OSError as e:
         raise ValueError(f"--ca-file: cannot read {path}: {e.strerror}") from None
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ValueError(f"--ca-file: {path} holds no PEM certificate")
+    problem = cfg.ca_problem(text)
+    if problem:
+        raise ValueError(f"--ca-file: {path}: {problem}")
     return text
 
 

@@ -14,9 +14,12 @@ the `cryptography` package; nothing here writes ASN.1 by hand.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -31,6 +34,7 @@ CA_YEARS = 10
 SERVING_DAYS = 365
 RENEW_BEFORE = datetime.timedelta(days=30)
 LOOPBACK = ("localhost", "127.0.0.1")
+_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # one label of a DNS name
 
 
 class CertError(Exception):
@@ -49,14 +53,27 @@ def _now() -> datetime.datetime:
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Replace `path` atomically with `data`, never readable beyond `mode`: a fresh
+    temporary file in the same directory (mkstemp: O_EXCL, 0600), chmod before the
+    data goes in, fsync, rename, and the directory fsynced."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _read(path: str) -> bytes:
@@ -94,9 +111,16 @@ def ensure_ca(pki_dir: str, *, name: str = "raftkube-ca") -> str:
     """The CA certificate's path; the CA is made on the first call and kept after."""
     os.makedirs(pki_dir, exist_ok=True)
     cert_path, key_path = os.path.join(pki_dir, CA_CERT), os.path.join(pki_dir, CA_KEY)
-    if os.path.exists(cert_path) and os.path.exists(key_path):
+    have = [os.path.exists(cert_path), os.path.exists(key_path)]
+    if all(have):
         _load_cert(cert_path), _load_key(key_path)  # readable, or a clear error
         return cert_path
+    if any(have):
+        # Never a new CA over half of an old one: every client that holds it would be
+        # locked out, and a copied-in ca.crt (to verify, without its key) is common.
+        missing = key_path if have[0] else cert_path
+        raise CertError(f"{missing} is missing, and {pki_dir} holds the rest of a CA: "
+                        "bring it back, or issue certificates where the whole CA is")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = _now()
@@ -135,10 +159,10 @@ def san_entries(hosts: list[str]) -> list[x509.GeneralName]:
             continue
         except ValueError:
             pass
-        labels = host.rstrip(".").split(".")
-        if not all(label and len(label) <= 63 and label.replace("-", "").isalnum()
-                   for label in labels):
-            raise CertError(f"--san: {host!r} is neither an IP address nor a DNS name")
+        if len(host) > 253 or not all(_LABEL.fullmatch(label)
+                                      for label in host.rstrip(".").lower().split(".")):
+            raise CertError(f"--san: {host!r} is neither an IP address nor a DNS name "
+                            "(ASCII letters, digits and inner hyphens; IDNA-encode others)")
         names.append(x509.DNSName(host.lower()))
     return names
 
@@ -203,6 +227,20 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def names(cert_path: str) -> set[str]:
+    """The IP addresses and DNS names a certificate's subjectAltNames hold."""
+    try:
+        sans = _load_cert(cert_path).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(n.value) for n in sans if isinstance(n, (x509.IPAddress, x509.DNSName))}
+
+
+def expires(cert_path: str) -> datetime.datetime:
+    return _load_cert(cert_path).not_valid_after_utc
 
 
 def ca_pem(pki_dir: str) -> str:

@@ -335,6 +335,42 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
                   preexec=preexec)
 
 
+SCHEME = "{name}.scheme"  # in pids/: how a running member serves or reaches the API
+
+
+def check_schemes(state_dir: str, names: list[str], wanted: str) -> None:
+    """Refuse to go on while a running member serves (or, an agent, reaches) the API
+    in the other scheme: started before TLS existed (no record: plain HTTP), or before
+    `--insecure-http` was switched. Its clients would be told the wrong URLs."""
+    pids = os.path.join(state_dir, "pids")
+    other = []
+    for name in names:
+        if pid_alive(os.path.join(pids, f"{name}.pid")) is None:
+            continue
+        try:
+            with open(os.path.join(pids, SCHEME.format(name=name))) as f:
+                scheme = f.read().strip()
+        except OSError:
+            scheme = "http"
+        if scheme != wanted:
+            other.append(name)
+    if other:
+        how = {"http": "plain HTTP", "https": "HTTPS"}
+        raise ClientError(
+            f"{', '.join(other)} run with {how['https' if wanted == 'http' else 'http']}, "
+            f"and this rk up asks for {how[wanted]}: `rk down --state-dir {state_dir}` "
+            "first (data, tokens and certificates are kept)")
+
+
+def _running_agents(state_dir: str) -> list[str]:
+    pids = os.path.join(state_dir, "pids")
+    try:
+        files = os.listdir(pids)
+    except OSError:
+        return []
+    return sorted(f[:-4] for f in files if f.endswith(".pid") and f.startswith("n"))
+
+
 def _spawn(state_dir: str, name: str, argv: list[str], *,
            preexec: Callable[[], None] | None = None) -> int:
     for d in ("pids", "logs", "data"):
@@ -346,6 +382,9 @@ def _spawn(state_dir: str, name: str, argv: list[str], *,
     log.close()
     _children.append(proc)
     _write(os.path.join(state_dir, "pids", f"{name}.pid"), f"{proc.pid}\n")
+    tls = "--tls-cert-file" in argv or any(a.startswith("https://") for a in argv)
+    _write(os.path.join(state_dir, "pids", SCHEME.format(name=name)),
+           "https\n" if tls else "http\n")
     return proc.pid
 
 
@@ -370,6 +409,8 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
     if insecure_http is not None and insecure_http != insecure(layout):
         layout["insecure_http"] = insecure_http
         changed = True
+    check_schemes(state_dir, [m["name"] for m in layout["masters"]] + list(
+        _running_agents(state_dir)), "http" if insecure(layout) else "https")
     if changed:
         _write(os.path.join(state_dir, "cluster.yaml"), yaml.safe_dump(layout))
     if not insecure(layout):

@@ -317,8 +317,9 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, ca_file: str | N
             raise ValueError(f"--crash-backoff-cap: {crash_backoff_cap} is less than "
                              f"--crash-backoff-base {crash_backoff_base}")
         for server in servers:
-            if not server.startswith(("https://", "http://")):
-                raise ValueError(f"--server: {server!r} is not an http(s) URL")
+            problem = cfg.server_problem(server)
+            if problem:
+                raise ValueError(f"--server: {problem}")
         options = ag.AgentOptions(
             servers=list(servers), ca=a.read_ca(ca_file) if ca_file else None,
             address=address, runtime=runtime, pod_cidr=pod_cidr,

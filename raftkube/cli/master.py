@@ -12,6 +12,7 @@ with a 503 that says why for `FAILED_GRACE` seconds, then exits.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import logging
 import os
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from raftkube.apiserver import etcdauth, serving
 from raftkube.apiserver.app import make_app
-from raftkube.cli import logfilter
+from raftkube.cli import certs, logfilter
 from raftkube.controllers import base as controllers
 from raftkube.controllers.manager import LeaderLoops
 from raftkube.store import recovery
@@ -105,7 +106,27 @@ def tls_options(cert_file: str | None, key_file: str | None, insecure_http: bool
                          "certs` makes them); --insecure-http serves plain HTTP on a "
                          "loopback address, for development")
     server_context(Tls(cert_file, key_file))  # readable and matching, or say which
+    host = own_host(split_hostport(api, "--api")[0])
+    try:
+        named = certs.names(cert_file)
+        left = certs.expires(cert_file) - datetime.datetime.now(datetime.UTC)
+    except certs.CertError as e:
+        raise ValueError(f"--tls-cert-file: {e}") from None
+    if host.strip("[]") not in named:
+        raise ValueError(f"--tls-cert-file: {cert_file} does not name {host} (it names "
+                         f"{', '.join(sorted(named)) or 'nothing'}): this master's leader "
+                         "loops reach its API there; `rk certs --san` adds an address")
+    if left < certs.RENEW_BEFORE:
+        log.warning("the API's certificate %s %s; `rk certs` issues a new one", cert_file,
+                    "has expired" if left.total_seconds() <= 0
+                    else f"expires in {left.days} days")
     return Tls(cert_file, key_file)
+
+
+def own_host(api_host: str) -> str:
+    """Where this master's leader loops reach its API: its --api host, or loopback when
+    it listens on every address."""
+    return "127.0.0.1" if api_host in ("0.0.0.0", "", "::", "[::]") else api_host
 
 
 def server_context(tls: Tls) -> ssl.SSLContext:
@@ -215,12 +236,12 @@ async def serve(
     log.info("master %s: api %s://%s raft %s peers %s", name, scheme, api, raft_addr, peers)
     # The leader's loops reach this master's API over loopback, as an outside client,
     # trusting exactly this master's certificate (it names 127.0.0.1, `rk certs`).
-    own_host = "127.0.0.1" if api_host in ("0.0.0.0", "") else api_host
     own_cert = None
     if tls is not None:
         with open(tls.cert_file) as f:
             own_cert = f.read()
-    leader_loops = LeaderLoops(api_url=f"{scheme}://{own_host}:{api_port}", token=token,
+    leader_loops = LeaderLoops(api_url=f"{scheme}://{own_host(api_host)}:{api_port}",
+                               token=token,
                                ca=own_cert,
                                member_id=str(replica.member_id),
                                options=loop_options or controllers.Options())

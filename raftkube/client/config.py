@@ -8,12 +8,15 @@ no `-n`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import urllib.parse
 from dataclasses import dataclass
 
 import yaml
 
 from raftkube.client.errors import ClientError
+from raftkube.client.transport import tls_context
 
 
 @dataclass
@@ -22,6 +25,35 @@ class Config:
     token: str
     namespace: str = "default"  # the optional `namespace:`, for commands given no -n
     ca: str | None = None  # PEM text of the CA that signed the masters' certificates
+
+
+def server_problem(url: str) -> str | None:
+    """What is wrong with a master's URL, or None. Plain HTTP only to a loopback
+    address: a master serves HTTP nowhere else, so a token sent there in clear could
+    only reach something else."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        return f"{url!r} is not an http(s) URL"
+    if parsed.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(parsed.hostname).is_loopback
+        except ValueError:
+            loopback = parsed.hostname == "localhost"
+        if not loopback:
+            return (f"{url!r}: plain HTTP is for loopback addresses only (a master "
+                    "serves HTTPS); use https://")
+    return None
+
+
+def ca_problem(ca: object) -> str | None:
+    """What is wrong with a CA given as PEM text, or None."""
+    if not isinstance(ca, str) or "-----BEGIN CERTIFICATE-----" not in ca:
+        return "expected a PEM certificate"
+    try:
+        tls_context(ca)
+    except ClientError as e:
+        return str(e)
+    return None
 
 
 def default_config_path() -> str:
@@ -48,11 +80,14 @@ def load_config(path: str | None = None) -> Config:
     if not isinstance(token, str) or not token:
         raise ClientError(f"config {path}: token must be a non-empty string")
     for server in servers:
-        if not server.startswith(("https://", "http://")):
-            raise ClientError(f"config {path}: servers: {server!r} is not an http(s) URL")
+        problem = server_problem(server)
+        if problem:
+            raise ClientError(f"config {path}: servers: {problem}")
     ca = raw.get("ca")
-    if ca is not None and not (isinstance(ca, str) and "-----BEGIN CERTIFICATE-----" in ca):
-        raise ClientError(f"config {path}: ca must be a PEM certificate")
+    if ca is not None:
+        problem = ca_problem(ca)
+        if problem:
+            raise ClientError(f"config {path}: ca: {problem}")
     namespace = raw.get("namespace")
     return Config([s.rstrip("/") for s in servers], token,
                   namespace if isinstance(namespace, str) and namespace else "default", ca)

@@ -48,6 +48,7 @@ class EtcdClient:
         if server is not None:
             # One member in particular (its own view): no failover, a short timeout.
             transport = tp.Transport([server], self.transport.token, ca=self.transport.ca,
+                                     pinned=self.transport.pinned,
                                      timeout=min(self.transport.timeout, 3.0), wait=0)
         try:
             answer = await transport.request("POST", path, body=data, headers=headers,

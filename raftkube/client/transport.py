@@ -149,14 +149,15 @@ class Transport:
     """
 
     def __init__(self, servers: list[str], token: str, *, ca: str | None = None,
-                 timeout: float = 15.0, wait: float = 10.0,
+                 pinned: bool = False, timeout: float = 15.0, wait: float = 10.0,
                  connect_timeout: float = 2.0) -> None:
         if not servers:
             raise ClientError("no servers to talk to")
         self.servers = [s.rstrip("/") for s in servers]
         self.token = token
         self.ca = ca
-        self._tls = tls_context(ca)
+        self.pinned = pinned
+        self._tls = tls_context(ca, pinned=pinned)
         self.timeout = timeout
         self.wait = wait
         self.connect_timeout = connect_timeout
@@ -254,7 +255,10 @@ class Transport:
             except aiohttp.WSServerHandshakeError as e:
                 if e.status in (502, 503):
                     raise _TryNext(f"unavailable (HTTP {e.status})") from None
-                answer = await self._once(server, "GET", path, None, None, headers, None,
+                # The refusal again as a plain GET, with the same query: the server
+                # checks the request (pod, container, command) before the upgrade.
+                full = path + "?" + urllib.parse.urlencode(query)
+                answer = await self._once(server, "GET", full, None, None, headers, None,
                                           True) if e.status else None
                 if answer is None:
                     raise _TryNext(f"no WebSocket ({_reason(e)})") from None
@@ -360,19 +364,19 @@ class Transport:
         raise ErrorAnswer(answer)
 
 
-def tls_context(ca: str | None) -> ssl.SSLContext:
-    """How https servers are verified: against `ca` (PEM text: the cluster's CA, or a
-    server's own certificate, pinned) when given, else against the system's trust
-    store; host names are always checked."""
+def tls_context(ca: str | None, *, pinned: bool = False) -> ssl.SSLContext:
+    """How https servers are verified: against `ca` (PEM text: the cluster's CA) when
+    given, else against the system's trust store; host names are always checked.
+    `pinned`: `ca` is the server's own certificate, trusted as itself (a master's
+    leader loops reaching their own master)."""
     try:
         if not ca:
             return ssl.create_default_context()
         context = ssl.create_default_context(cadata=ca)
     except (ssl.SSLError, ValueError) as e:
-        raise ClientError(f"the CA is not a PEM certificate: {e}") from None
-    # A certificate given is trusted as itself, CA or not: a master's leader loops pin
-    # that master's serving certificate.
-    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        raise ClientError(f"not a PEM certificate ({e})") from None
+    if pinned:
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
 
 

@@ -82,7 +82,7 @@ class LeaderLoops:
                  clock: Callable[[], float] = time.time) -> None:
         self.api_url = api_url
         self.token = token
-        self.ca = ca  # what this master's certificate is verified against (https)
+        self.ca = ca  # this master's own certificate, pinned (https)
         self.member_id = member_id
         self.options = options or base.Options()
         self.make_loops = make_loops
@@ -106,8 +106,8 @@ class LeaderLoops:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        async with transport.Transport([self.api_url], self.token, ca=self.ca, wait=0,
-                                       timeout=2.0) as tp:
+        async with transport.Transport([self.api_url], self.token, ca=self.ca, pinned=True,
+                                       wait=0, timeout=2.0) as tp:
             store = EtcdClient(tp)
             group: asyncio.Task[None] | None = None
             read_at = loop.time()  # the last role read that answered
@@ -146,8 +146,8 @@ class LeaderLoops:
         self.started += 1
         log.warning("leader loops starting for term %d", term)
         # Requests to this master only: a leader's loops must not act through another.
-        async with transport.Transport([self.api_url], self.token, ca=self.ca, wait=5.0,
-                                       timeout=10.0) as tp:
+        async with transport.Transport([self.api_url], self.token, ca=self.ca, pinned=True,
+                                       wait=5.0, timeout=10.0) as tp:
             client = rest.RestClient(tp, term=term)
             informers = inf.InformerFactory(client, resync=self.options.resync)
             events = ev.EventRecorder(client, "raftkube-controller-manager", clock=self.clock)

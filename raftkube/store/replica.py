@@ -52,7 +52,7 @@ from typing import Any
 from raftkube.store import disk, raft, recovery
 from raftkube.store import journal as jr
 from raftkube.store import state as st
-from raftkube.store.watch import Route, Watcher, WatchHub
+from raftkube.store.watch import SHUTTING_DOWN, Route, Watcher, WatchHub
 
 log = logging.getLogger(__name__)
 
@@ -634,6 +634,11 @@ class Replica:
                 history = []
             watcher = self.hub.add(key, end, max(current + 1, start_revision), route=route)
         return history, watcher
+
+    def end_watches(self) -> None:
+        """End every watch of this replica (its server is stopping): each stream ends
+        cleanly and its client watches again elsewhere from its last revision."""
+        self.hub.cancel_all(SHUTTING_DOWN, 0)
 
     def lease_ttl(self, lease_id: int) -> tuple[int, int, list[bytes]] | None:
         """(remaining TTL, granted TTL, keys) as this replica's clock sees it."""

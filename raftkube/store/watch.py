@@ -54,6 +54,11 @@ Sink = Callable[[list[tuple[int, list[st.Event]]]], bool]
 Router = Callable[[st.Event], "set[str] | None"]
 
 
+# The reason a watch ends when its server stops: the stream is ended cleanly (no last
+# line), and the client watches again from its last revision on another server.
+SHUTTING_DOWN = "raftkube: the server is shutting down"
+
+
 @dataclass(frozen=True)
 class Route:
     """Offer a watcher only the events whose objects have `value` under `name`, as

@@ -4,9 +4,11 @@ master that comes back at a new address gets a certificate that covers it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +16,7 @@ import yaml
 
 from raftkube.cli import local
 from raftkube.client import transport
-from raftkube.client.errors import NoServer
+from raftkube.client.errors import ClientError, NoServer
 from tests.cluster.harness import RK, Cluster, started
 
 pytestmark = pytest.mark.cluster
@@ -55,6 +57,18 @@ async def test_every_api_is_https_and_a_client_without_the_ca_is_refused(
     assert refused.returncode == 1
 
 
+def test_rk_up_refuses_to_switch_to_plain_http_while_masters_serve_https(
+        cluster: Cluster) -> None:
+    layout = os.path.join(cluster.state_dir, "cluster.yaml")
+    with open(layout) as f:
+        before = f.read()
+    with pytest.raises(ClientError, match="m1, m2, m3 run with HTTPS, and this rk up asks "
+                                          "for plain HTTP: `rk down"):
+        local.up(state_dir=cluster.state_dir, masters=3, agents=0, insecure_http=True)
+    with open(layout) as f:
+        assert f.read() == before  # nothing was changed
+
+
 async def test_a_master_back_at_a_new_address_gets_a_certificate_for_it(
         cluster: Cluster) -> None:
     c = cluster
@@ -80,3 +94,27 @@ async def test_a_master_back_at_a_new_address_gets_a_certificate_for_it(
     # The others kept their certificates: only what no longer covers is issued again.
     with open(os.path.join(pki, "m1.crt"), "rb") as f:
         assert f.read() == m1_cert
+
+
+async def test_a_master_with_open_watches_stops_promptly_on_sigterm(cluster: Cluster) -> None:
+    """Watch streams never finish by themselves: a stopping master cancels them after a
+    short grace (and does not wait out TLS close_notify); it held on for two minutes."""
+    c = cluster
+    name = c.names[0]
+    async with c:
+        assert c.session is not None
+        watch = await c.session.get(c.url[name] + "/api/v1/namespaces/default/pods",
+                                    params={"watch": "true"})
+        assert watch.status == 200
+        try:
+            pid = c.pid(name)
+            assert pid is not None
+            started_at = time.monotonic()
+            os.kill(pid, signal.SIGTERM)
+            while local._running(pid) and time.monotonic() - started_at < 20:
+                await asyncio.sleep(0.05)
+            assert not local._running(pid), "the master did not stop within 20 s"
+            assert await watch.content.read() == b""  # the stream was ended, not cut off
+        finally:
+            watch.close()
+    assert c.up() == [name]

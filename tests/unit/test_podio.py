@@ -139,6 +139,7 @@ async def test_the_agent_serves_logs_exec_usage_and_metrics(agent: Any) -> None:
     assert await resp.text() == "simulated"
     resp = await client.get("/nodes/n1/containerLogs/default/p/c?previous=true", headers=AUTH)
     assert resp.status == 404
+    assert await resp.text() == 'previous terminated container "c" of pod "p" not found\n'
     assert (await client.get("/nodes/n1/containerLogs/default/p/zz",
                              headers=AUTH)).status == 404
 

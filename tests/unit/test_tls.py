@@ -61,9 +61,21 @@ def test_the_ca_is_made_once_and_a_serving_certificate_covers_its_addresses(
     assert certs.ensure_serving(pki, "m1", ["10.0.0.12"]).issued
 
 
+def test_half_a_ca_is_never_replaced(tmp_path: Path) -> None:
+    pki = str(tmp_path)
+    ca = certs.ensure_ca(pki)
+    kept = Path(ca).read_bytes()
+    os.remove(os.path.join(pki, certs.CA_KEY))  # ca.crt copied in alone, say
+    with pytest.raises(certs.CertError, match="ca.key is missing"):
+        certs.ensure_serving(pki, "m1", [])
+    assert Path(ca).read_bytes() == kept
+
+
 @pytest.mark.parametrize("host, words", [
     ("bad host!", "'bad host!' is neither an IP address nor a DNS name"),
     ("a..b", "neither an IP address nor a DNS name"),
+    ("bücher.example", "neither an IP address nor a DNS name"),
+    ("-bad-.x", "neither an IP address nor a DNS name"),
 ])
 def test_a_bad_san_is_named(tmp_path: Path, host: str, words: str) -> None:
     with pytest.raises(certs.CertError, match="--san: .*" + words.split("'")[-1].strip()):
@@ -103,6 +115,11 @@ def test_master_needs_a_certificate_or_insecure_http_on_loopback(tmp_path: Path)
         master.tls_options(serving_pair.cert, other.key, False, "127.0.0.1:1")
     tls = master.tls_options(serving_pair.cert, serving_pair.key, False, "127.0.0.1:1")
     assert tls == master.Tls(serving_pair.cert, serving_pair.key)
+    # The leader's loops reach the master at its --api host (loopback for 0.0.0.0):
+    # a certificate that does not name it is refused before anything starts.
+    with pytest.raises(ValueError, match="--tls-cert-file: .* does not name 10.0.0.9"):
+        master.tls_options(serving_pair.cert, serving_pair.key, False, "10.0.0.9:6443")
+    assert master.tls_options(serving_pair.cert, serving_pair.key, False, "0.0.0.0:6443")
 
 
 def test_rk_master_without_tls_flags_says_which_to_give(tmp_path: Path) -> None:
@@ -211,16 +228,28 @@ def test_config_yaml_carries_the_ca_and_bad_values_are_named(tmp_path: Path) -> 
     assert cfg.load_config(str(path)).ca == pem
     path.write_text(yaml.safe_dump({"servers": ["https://127.0.0.1:1"], "token": "t",
                                     "ca": "not a certificate"}))
-    with pytest.raises(ClientError, match="ca must be a PEM certificate"):
+    with pytest.raises(ClientError, match="config .*: ca: expected a PEM certificate"):
+        cfg.load_config(str(path))
+    broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    path.write_text(yaml.safe_dump({"servers": ["https://127.0.0.1:1"], "token": "t",
+                                    "ca": broken}))
+    with pytest.raises(ClientError, match="config .*: ca: not a PEM certificate"):
         cfg.load_config(str(path))
     path.write_text(yaml.safe_dump({"servers": ["127.0.0.1:1"], "token": "t"}))
     with pytest.raises(ClientError, match="servers: '127.0.0.1:1' is not an http"):
         cfg.load_config(str(path))
+    # Plain HTTP only to loopback: the token would go in clear to whatever answers.
+    path.write_text(yaml.safe_dump({"servers": ["http://10.0.0.1:2379"], "token": "t"}))
+    with pytest.raises(ClientError, match="plain HTTP is for loopback addresses only"):
+        cfg.load_config(str(path))
+    path.write_text(yaml.safe_dump({"servers": ["http://127.0.0.1:1", "http://localhost:2"],
+                                    "token": "t"}))
+    assert cfg.load_config(str(path)).servers == ["http://127.0.0.1:1", "http://localhost:2"]
 
 
 def test_the_kubeconfig_has_a_context_per_master_and_a_default(tmp_path: Path) -> None:
-    config = cfg.Config(["https://10.0.0.11:6443", "https://10.0.0.12:6443"], "tok",
-                        ca="-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    ca = Path(certs.ensure_ca(str(tmp_path / "pki"))).read_text()
+    config = cfg.Config(["https://10.0.0.11:6443", "https://10.0.0.12:6443"], "tok", ca=ca)
     doc = kubeconfig.build(config)
     assert doc["current-context"] == "raftkube"
     clusters = {c["name"]: c["cluster"] for c in doc["clusters"]}
