@@ -1,8 +1,9 @@
-"""Kubernetes' protobuf bodies, read for the kinds that kubectl's typed `create` sends.
+"""Kubernetes' protobuf bodies, read for the kinds that kubectl's typed clients send.
 
 kubectl 1.32 and later send the objects of `kubectl create configmap|secret|namespace|
-deployment` as `application/vnd.kubernetes.protobuf`, not JSON, and do not fall back to
-JSON when refused. The body is Kubernetes' envelope: the magic `k8s\\0`, then a
+deployment`, and the reviews of `kubectl auth can-i|whoami`, as
+`application/vnd.kubernetes.protobuf`, not JSON, and do not fall back to JSON when
+refused. The body is Kubernetes' envelope: the magic `k8s\\0`, then a
 `runtime.Unknown` message (field 1 the TypeMeta, apiVersion and kind; field 2 the
 object's own message). This reads the protobuf wire format (varints and
 length-delimited fields are all these messages use) against the field numbers of the
@@ -113,10 +114,35 @@ MESSAGES: dict[str, dict[int, F]] = {
                       4: F("protocol", S), 5: F("hostIP", S)},
     "EnvVar": {1: F("name", S), 2: F("value", S)},
     "ResourceRequirements": {1: F("limits", "quantitymap"), 2: F("requests", "quantitymap")},
+    # kubectl auth can-i, can-i --list and whoami (authorization and authentication v1).
+    "SelfSubjectAccessReview": {1: F("metadata", "message", "ObjectMeta"),
+                                2: F("spec", "message", "SelfSubjectAccessReviewSpec"),
+                                3: F("status", "message", "SubjectAccessReviewStatus")},
+    "SelfSubjectAccessReviewSpec": {
+        1: F("resourceAttributes", "message", "ResourceAttributes"),
+        2: F("nonResourceAttributes", "message", "NonResourceAttributes")},
+    "ResourceAttributes": {1: F("namespace", S), 2: F("verb", S), 3: F("group", S),
+                           4: F("version", S), 5: F("resource", S), 6: F("subresource", S),
+                           7: F("name", S)},
+    "NonResourceAttributes": {1: F("path", S), 2: F("verb", S)},
+    "SubjectAccessReviewStatus": {1: F("allowed", "bool"), 2: F("reason", S),
+                                  3: F("evaluationError", S), 4: F("denied", "bool")},
+    "SelfSubjectRulesReview": {1: F("metadata", "message", "ObjectMeta"),
+                               2: F("spec", "message", "SelfSubjectRulesReviewSpec"),
+                               3: F("status", "message", "SubjectRulesReviewStatus")},
+    "SelfSubjectRulesReviewSpec": {1: F("namespace", S)},
+    "SubjectRulesReviewStatus": {3: F("incomplete", "bool"), 4: F("evaluationError", S)},
+    "SelfSubjectReview": {1: F("metadata", "message", "ObjectMeta"),
+                          2: F("status", "message", "SelfSubjectReviewStatus")},
+    "SelfSubjectReviewStatus": {1: F("userInfo", "message", "UserInfo")},
+    "UserInfo": {1: F("username", S), 2: F("uid", S), 3: F("groups", S, repeated=True)},
 }
 # The kinds whose bodies are read, by (apiVersion, kind).
 KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"),
-         ("apps/v1", "Deployment")}
+         ("apps/v1", "Deployment"),
+         ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+         ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
+         ("authentication.k8s.io/v1", "SelfSubjectReview")}
 
 
 def _varint(b: bytes, i: int) -> tuple[int, int]:

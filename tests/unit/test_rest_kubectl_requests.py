@@ -472,3 +472,33 @@ async def test_a_bad_review_is_refused_naming_what_is_wrong(
         served: Served, method: str, path: str, body: Any, code: int, words: str) -> None:
     status, out = await call(served, method, path, body)
     assert status == code and words in out["message"], out
+
+
+# What kubectl 1.33 sent for `auth whoami`, `auth can-i create pods` and `auth can-i
+# --list`: protobuf, which it does not send again as JSON when refused.
+WHOAMI_PB = bytes.fromhex(
+    "6b3873000a2d0a1861757468656e7469636174696f6e2e6b38732e696f2f7631121153656c665375626a"
+    "656374526576696577121a0a100a0012001a0022002a0032003800420012060a040a0012001a002200")
+CAN_I_PB = bytes.fromhex(
+    "6b3873000a320a17617574686f72697a6174696f6e2e6b38732e696f2f7631121753656c665375626a65"
+    "6374416363657373526576696577123f0a100a0012001a0022002a0032003800420012210a1f0a076465"
+    "6661756c7412066372656174651a0022002a04706f647332003a001a08080012001a0020001a002200")
+CAN_I_LIST_PB = bytes.fromhex(
+    "6b3873000a310a17617574686f72697a6174696f6e2e6b38732e696f2f7631121653656c665375626a65"
+    "637452756c657352657669657712230a100a0012001a0022002a0032003800420012090a076465666175"
+    "6c741a04180022001a002200")
+PROTOBUF = {"Content-Type": "application/vnd.kubernetes.protobuf"}
+
+
+async def test_reviews_are_read_from_kubectls_protobuf(served: Served) -> None:
+    who = await ok(served, "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                   raw=WHOAMI_PB, headers=PROTOBUF)
+    assert who["status"]["userInfo"]["username"] == "admin"
+    status, answer = await call(served, "POST", AUTHZ + "/selfsubjectaccessreviews",
+                                raw=CAN_I_PB, headers={**PROTOBUF, **NODE}, auth=False)
+    assert status == 201 and answer["status"]["allowed"] is False
+    assert answer["spec"] == {"resourceAttributes": {
+        "namespace": "default", "verb": "create", "resource": "pods"}}
+    listed = await ok(served, "POST", AUTHZ + "/selfsubjectrulesreviews", raw=CAN_I_LIST_PB,
+                      headers=PROTOBUF)
+    assert listed["spec"] == {"namespace": "default"} and listed["status"]["resourceRules"]
