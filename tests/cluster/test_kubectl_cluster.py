@@ -410,7 +410,7 @@ def test_label_and_annotate(kubectl: Kubectl) -> None:
     assert kubectl("get", "configmaps", "-l", "tier", "-o", "name") == ""
 
 
-def test_create_configmap_secret_and_deployment(kubectl: Kubectl) -> None:
+def test_create_configmap_secret_deployment_service_job(kubectl: Kubectl) -> None:
     assert kubectl("create", "configmap", "made", "--from-literal=a=1",
                    "--from-literal=b=2").strip() == "configmap/made created"
     assert kubectl.json("get", "configmap", "made")["data"] == {"a": "1", "b": "2"}
@@ -424,6 +424,13 @@ def test_create_configmap_secret_and_deployment(kubectl: Kubectl) -> None:
                    ).strip() == "deployment.apps/made created"
     out = kubectl("rollout", "status", "deployment/made", "--timeout=60s", timeout=90)
     assert 'deployment "made" successfully rolled out' in out
+    assert kubectl("create", "service", "nodeport", "made", "--tcp=80:http"
+                   ).strip() == "service/made created"
+    ports = kubectl.json("get", "service", "made")["spec"]["ports"]
+    assert ports[0]["targetPort"] == "http" and 30000 <= ports[0]["nodePort"] <= 32767
+    assert kubectl("create", "job", "made", "--image=job:1").strip() == "job.batch/made created"
+    assert kubectl.json("get", "job", "made")["spec"]["template"]["spec"][
+        "restartPolicy"] == "Never"
     exists = kubectl.run("create", "configmap", "made", "--from-literal=a=1")
     assert exists.returncode != 0 and 'configmaps "made" already exists' in exists.stderr
     replaced = kubectl("replace", "-f", "-", stdin=json.dumps(configmap("made", a="3")))

@@ -12,6 +12,7 @@ real kubectl against a cluster, `tests/cluster/test_kubectl_cluster.py`):
   reads again when another wrote in between.
 - `kubectl auth whoami`, `auth can-i` and `can-i --list`: self reviews, answered by
   the rules that admit the requests themselves.
+- kubectl 1.32+ sends `create service|job` and the auth reviews as protobuf.
 - `kubectl describe service` shows `clusterIPs`, `ipFamilies` and `ipFamilyPolicy`,
   which Kubernetes fills in: a Service here is single-stack IPv4, and what asks for more
   is refused naming the field.
@@ -502,3 +503,40 @@ async def test_reviews_are_read_from_kubectls_protobuf(served: Served) -> None:
     listed = await ok(served, "POST", AUTHZ + "/selfsubjectrulesreviews", raw=CAN_I_LIST_PB,
                       headers=PROTOBUF)
     assert listed["spec"] == {"namespace": "default"} and listed["status"]["resourceRules"]
+
+
+# What kubectl 1.33 sent for `create service nodeport pbn --tcp=80:http --node-port=30080`
+# and `create job pbj --image=x:1`.
+SERVICE_PB = bytes.fromhex(
+    "6b3873000a0d0a027631120753657276696365126d0a1f0a0370626e12001a0022002a00320038004200"
+    "5a0a0a03617070120370626e12460a200a0738302d6874747012035443501850220a080110001a046874"
+    "74702880eb01120a0a03617070120370626e1a0022084e6f6465506f72743a00420052005a0060006800"
+    "1a020a001a002200")
+JOB_PB = bytes.fromhex(
+    "6b3873000a0f0a0862617463682f763112034a6f6212780a130a0370626a12001a0022002a0032003800"
+    "4200125732550a100a0012001a0022002a003200380042001241121e0a0370626a1203783a312a004200"
+    "6a007200800100880100900100a201001a054e65766572320042004a0052005800600068008201008a01"
+    "009a0100c201001a082000280030003a001a002200")
+
+
+async def test_services_and_jobs_are_read_from_kubectls_protobuf(served: Served) -> None:
+    made = await ok(served, "POST", SVCS, raw=SERVICE_PB, headers=PROTOBUF)
+    assert made["spec"]["type"] == "NodePort" and made["spec"]["selector"] == {"app": "pbn"}
+    assert made["spec"]["ports"] == [{"name": "80-http", "protocol": "TCP", "port": 80,
+                                      "targetPort": "http", "nodePort": 30080}]
+    job = await ok(served, "POST", "/apis/batch/v1/namespaces/default/jobs", raw=JOB_PB,
+                   headers=PROTOBUF)
+    template = job["spec"]["template"]["spec"]
+    assert template["restartPolicy"] == "Never"
+    assert [(c["name"], c["image"]) for c in template["containers"]] == [("pbj", "x:1")]
+    assert "status" not in job or not job["status"].get("active")
+
+
+@pytest.mark.parametrize(("message", "expected"), [
+    (b"\x08\x00\x10\x90\x3f", 8080), (b"\x08\x01\x1a\x04http", "http"),
+    (b"\x08\x00\x10\x00\x1a\x00", 0),
+])
+def test_int_or_string(message: bytes, expected: Any) -> None:
+    from raftkube.apiserver import protobuf
+
+    assert protobuf._int_or_string(message, "targetPort", [100]) == expected
