@@ -21,6 +21,8 @@ SERVICE_TYPES = ("ClusterIP", "LoadBalancer", "NodePort")
 PROTOCOLS = ("SCTP", "TCP", "UDP")
 SESSION_AFFINITIES = ("ClientIP", "None")
 TRAFFIC_POLICIES = ("Cluster", "Local")
+IP_FAMILY_POLICIES = ("PreferDualStack", "RequireDualStack", "SingleStack")
+IP_FAMILIES = ("IPv4", "IPv6")
 NODE_PORT_RANGE = (30000, 32767)
 TAINT_EFFECTS = ("NoExecute", "NoSchedule", "PreferNoSchedule")
 EVENT_TYPES = ("Normal", "Warning")
@@ -45,6 +47,7 @@ def validate_service(spec: dict[str, Any], *, errs: causes.Causes) -> None:
         errs.invalid("spec.clusterIP", cluster_ip, f"may not be set to 'None' for {kind} services")
     elif cluster_ip not in ("", "None") and not _is_ip(cluster_ip):
         errs.invalid("spec.clusterIP", cluster_ip, f"must be a valid IP address, {IP_EXAMPLES}")
+    _ip_families(spec, cluster_ip, errs=errs)
     for i, ip in enumerate(schema.get_list(spec, "externalIPs") or []):
         if isinstance(ip, str) and not _is_ip(ip):
             errs.invalid(f"spec.externalIPs[{i}]", ip, f"must be a valid IP address, {IP_EXAMPLES}")
@@ -59,6 +62,41 @@ def validate_service(spec: dict[str, Any], *, errs: causes.Causes) -> None:
         value = schema.get_str(spec, field)
         if value is not None and value not in supported:
             errs.not_supported(f"spec.{field}", value, supported)
+
+
+def _ip_families(spec: dict[str, Any], cluster_ip: str, *, errs: causes.Causes) -> None:
+    """Services here are single-stack IPv4 (the service range is IPv4): `clusterIPs` is
+    `[clusterIP]`, the one family IPv4. What asks for more is refused, as Kubernetes
+    refuses it on a cluster not configured for dual stack."""
+    policy = schema.get_str(spec, "ipFamilyPolicy")
+    if policy is not None and policy not in IP_FAMILY_POLICIES:
+        errs.not_supported("spec.ipFamilyPolicy", policy, IP_FAMILY_POLICIES)
+    elif policy == "RequireDualStack":
+        errs.invalid("spec.ipFamilyPolicy", policy,
+                     "this cluster is not configured for dual-stack services")
+    seen: set[str] = set()
+    for i, family in enumerate(schema.get_list(spec, "ipFamilies") or []):
+        at = f"spec.ipFamilies[{i}]"
+        if not isinstance(family, str):
+            continue  # a type error, reported by the schema
+        if family not in IP_FAMILIES:
+            errs.not_supported(at, family, IP_FAMILIES)
+        elif family in seen:
+            errs.duplicate(at, family)
+        elif family != "IPv4":
+            errs.invalid(at, family, "not configured on this cluster")
+        seen.add(family)
+    for i, ip in enumerate(schema.get_list(spec, "clusterIPs") or []):
+        at = f"spec.clusterIPs[{i}]"
+        if not isinstance(ip, str):
+            continue
+        if i > 0:
+            errs.invalid(at, ip, "this cluster is not configured for dual-stack services: "
+                                 "a service has one cluster IP")
+        elif cluster_ip and ip != cluster_ip:
+            errs.invalid(at, ip, "must be the same as spec.clusterIP")
+        elif ip != "None" and not _is_ip(ip):
+            errs.invalid(at, ip, f"must be a valid IP address, {IP_EXAMPLES}")
 
 
 def _service_ports(ports: list[tuple[int, dict[str, Any]]], *, kind: str,

@@ -157,6 +157,16 @@ def pull_policy(image: str) -> str:
 
 def _service(spec: dict[str, Any]) -> None:
     _set(spec, "type", "ClusterIP")
+    # Single-stack IPv4, as Kubernetes fills it in on such a cluster; `clusterIPs` is
+    # `[clusterIP]` once the address is allocated (a clusterIP given only as
+    # clusterIPs[0] is taken from there).
+    ips = spec.get("clusterIPs")
+    if spec.get("clusterIP") in (None, "") and isinstance(ips, list) and ips \
+            and isinstance(ips[0], str):
+        spec["clusterIP"] = ips[0]
+    _set(spec, "ipFamilyPolicy", "SingleStack")
+    if spec.get("ipFamilies") in (None, []):
+        spec["ipFamilies"] = ["IPv4"]
     _set(spec, "sessionAffinity", "None")
     _set(spec, "internalTrafficPolicy", "Cluster")
     if spec["type"] in ("NodePort", "LoadBalancer"):

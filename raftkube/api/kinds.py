@@ -23,6 +23,8 @@ class Kind:
     plural: str
     namespaced: bool
     short_names: tuple[str, ...] = ()
+    # Discovery's categories: `kubectl get all` lists every kind in category `all`.
+    categories: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -35,18 +37,19 @@ class Kind:
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
+ALL = ("all",)
 KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "Namespace", "namespaces", False, ("ns",)),
-    Kind("", "v1", "Pod", "pods", True, ("po",)),
-    Kind("", "v1", "Service", "services", True, ("svc",)),
+    Kind("", "v1", "Pod", "pods", True, ("po",), ALL),
+    Kind("", "v1", "Service", "services", True, ("svc",), ALL),
     Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     Kind("", "v1", "Secret", "secrets", True),
     Kind("", "v1", "Node", "nodes", False, ("no",)),
     Kind("", "v1", "Event", "events", True, ("ev",)),
-    Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",)),
-    Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",)),
-    Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",)),
-    Kind("batch", "v1", "Job", "jobs", True),
+    Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",), ALL),
+    Kind("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ALL),
+    Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ALL),
+    Kind("batch", "v1", "Job", "jobs", True, (), ALL),
     Kind("coordination.k8s.io", "v1", "Lease", "leases", True),
     Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
 )

@@ -325,6 +325,21 @@ def slice_endpoints(es: Obj, now: datetime) -> str:
     return shown + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
 
 
+def endpoints_addresses(ep: Obj, now: datetime) -> str:
+    """Kubernetes' way: IP:PORT of ready addresses, subset by subset and port by port,
+    the first three."""
+    shown: list[str] = []
+    for subset in ep.get("subsets") or []:
+        if not isinstance(subset, dict):
+            continue
+        ports = [p.get("port") for p in subset.get("ports") or [] if isinstance(p, dict)]
+        ips = [str(a.get("ip")) for a in subset.get("addresses") or [] if isinstance(a, dict)]
+        shown += [f"{ip}:{port}" for port in ports for ip in ips] if ports else ips
+    if not shown:
+        return "<none>"
+    return ",".join(shown[:3]) + (f" + {len(shown) - 3} more..." if len(shown) > 3 else "")
+
+
 def event_source(ev: Obj, now: datetime) -> str:
     source = ev.get("source") or {}
     component = str(source.get("component") or ev.get("reportingComponent") or "")
@@ -451,6 +466,8 @@ COLUMNS: dict[str, list[Column]] = {
                 "Its container runtime.", wide=True)],
     "Lease": [NAME, _c("Holder", field("spec", "holderIdentity"), "Who holds the lease."),
               AGE],
+    "Endpoints": [NAME, _c("Endpoints", endpoints_addresses, "Ready addresses and ports."),
+                  AGE],
     "EndpointSlice": [NAME, _c("AddressType", field("addressType"), "IPv4, IPv6 or FQDN."),
                       _c("Ports", slice_ports, "The ports of its endpoints."),
                       _c("Endpoints", slice_endpoints, "The first of its addresses."), AGE],

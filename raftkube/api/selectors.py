@@ -18,8 +18,28 @@ from typing import Any
 from raftkube.api import names
 
 OPS = ("=", "!=", "in", "notin", "exists", "!")
-FIELD_SELECTABLE = frozenset({"metadata.name", "metadata.namespace", "spec.nodeName",
-                              "status.phase"})
+# The fields a list or watch may select on, per kind, as Kubernetes' registries offer
+# them: every kind has its name and namespace; Events are found by what they are about
+# (`kubectl describe` asks for `involvedObject.name=...,involvedObject.uid=...`). Only
+# fields that read as "" when absent, as Kubernetes reads them, are offered: an absent
+# boolean or integer reads "false" or "0" there, which the stored bytes do not hold
+# (`records.could_match`).
+OBJECT_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
+KIND_FIELDS: Mapping[str, frozenset[str]] = {
+    "Pod": frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                      "spec.serviceAccountName", "status.phase", "status.podIP",
+                      "status.nominatedNodeName"}),
+    "Event": frozenset({"involvedObject.kind", "involvedObject.namespace",
+                        "involvedObject.name", "involvedObject.uid",
+                        "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                        "involvedObject.fieldPath", "reason", "reportingComponent",
+                        "source", "type"}),
+    "Secret": frozenset({"type"}),
+    "Namespace": frozenset({"status.phase"}),
+}
+# A selectable name that is not the object's path to its value.
+FIELD_PATHS = {"source": "source.component"}
+FIELD_SELECTABLE = OBJECT_FIELDS | KIND_FIELDS["Pod"]
 _EXPRESSION_OPS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
 _SPECIAL = "!=(),"
 
@@ -323,10 +343,16 @@ class FieldSelector:
         return not self.requirements
 
 
+def selectable_fields(kind: str) -> frozenset[str]:
+    """The fields a field selector may name for objects of `kind` (`Pod`, `Event`...)."""
+    return OBJECT_FIELDS | KIND_FIELDS.get(kind, frozenset())
+
+
 def field_value(obj: Mapping[str, Any], path: str) -> str:
-    """The value of a dotted field as a string; a missing field (or a non-string) is ""."""
+    """The value of a selectable field as a string; a missing field (or a non-string)
+    is ""."""
     node: Any = obj
-    for part in path.split("."):
+    for part in FIELD_PATHS.get(path, path).split("."):
         if not isinstance(node, Mapping):
             return ""
         node = node.get(part)

@@ -45,6 +45,7 @@ class Addresses:
             await self.check_requested_ip(svc, str(spec["clusterIP"]))
         if spec.get("clusterIP") not in ("None", ""):
             wanted.append(CLUSTERIPS + str(spec["clusterIP"]).encode())
+        spec["clusterIPs"] = [spec["clusterIP"]]  # single-stack: validated to agree
         if spec.get("type") in ("NodePort", "LoadBalancer"):
             taken = await self.taken(NODEPORTS)
             for port in spec.get("ports") or []:
@@ -136,6 +137,8 @@ def keep_on_update(new: dict[str, Any], old: dict[str, Any]) -> None:
         return
     if spec.get("clusterIP") in (None, "") and old_spec.get("clusterIP"):
         spec["clusterIP"] = old_spec["clusterIP"]
+    if spec.get("clusterIPs") in (None, []) and old_spec.get("clusterIPs"):
+        spec["clusterIPs"] = old_spec["clusterIPs"]
     ports = spec.get("ports")
     if not isinstance(ports, list):
         return

@@ -401,19 +401,28 @@ class Objects:
                      new: dict[str, Any], *, subresource: str = "",
                      dry_run: bool = False) -> dict[str, Any]:
         """PUT: replace the object (or, for `status`, only its status); a
-        resourceVersion in `new` is a precondition."""
-        current = await self.get(kind, namespace, name)
+        resourceVersion in `new` is a precondition. Without one the update is
+        unconditional, as in Kubernetes (`kubectl replace -f` of a manifest): a write by
+        another in between is read again, not a Conflict."""
         wanted_rv = (new.get("metadata") or {}).get("resourceVersion")
+        expected = None
         if wanted_rv not in (None, ""):
             try:
                 expected = inputs.int64(str(wanted_rv))
             except ValueError as e:
                 raise stt.bad_request(f"metadata.resourceVersion: Invalid value: {e}"
                                       ) from None
-            if expected != current.mod_revision:
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            if expected is not None and expected != current.mod_revision:
                 raise stt.conflict(kind.resource, name)
-        return await self._update(kind, namespace, name, current, new,
-                                  subresource=subresource, dry_run=dry_run)
+            try:
+                return await self._update(kind, namespace, name, current, new,
+                                          subresource=subresource, dry_run=dry_run)
+            except stt.ApiError as e:
+                if expected is not None or e.reason != "Conflict" or stt.is_fenced(e):
+                    raise
+        raise stt.conflict(kind.resource, name)
 
     async def _update(self, kind: kinds.Kind, namespace: str, name: str, current: Stored,
                       new: dict[str, Any], *, subresource: str,
@@ -448,6 +457,9 @@ class Objects:
             raise stt.too_large(MAX_OBJECT_BYTES)
         success.insert(0, rec.put(key, value, current.lease))  # an Event keeps its expiry
         if dry_run:
+            # What the write would make, as Kubernetes answers it: the version it would
+            # replace (`kubectl diff` shows no resourceVersion change).
+            merged["metadata"]["resourceVersion"] = str(current.mod_revision)
             return merged
         result = await self.commit({"compare": compare, "success": success, "failure": []})
         if not result["succeeded"]:
@@ -700,14 +712,22 @@ class Objects:
                      dry_run: bool = False,
                      preconditions: dict[str, str] | None = None) -> deletion.Outcome:
         """DELETE, as Kubernetes' API server does it (see `deletion` and `namespaces`):
-        `preconditions` (uid, resourceVersion) must hold for the object read."""
-        current = await self.get(kind, namespace, name)
-        deletion.check_preconditions(kind, name, current, preconditions or {})
-        if kind.kind == "Namespace":
-            return await namespaces.delete(self, current, propagation=propagation,
-                                           dry_run=dry_run)
-        return await deletion.delete(self, kind, current, propagation=propagation,
-                                     grace=grace, dry_run=dry_run)
+        `preconditions` (uid, resourceVersion) must hold for the object read. A write by
+        another in between (a controller's status) is read again, as Kubernetes retries
+        a delete whose compare failed: only a precondition makes a delete a Conflict."""
+        for _attempt in range(10):
+            current = await self.get(kind, namespace, name)
+            deletion.check_preconditions(kind, name, current, preconditions or {})
+            try:
+                if kind.kind == "Namespace":
+                    return await namespaces.delete(self, current, propagation=propagation,
+                                                   dry_run=dry_run)
+                return await deletion.delete(self, kind, current, propagation=propagation,
+                                             grace=grace, dry_run=dry_run)
+            except stt.ApiError as e:
+                if e.reason != "Conflict" or stt.is_fenced(e):
+                    raise
+        raise stt.conflict(kind.resource, name)
 
     # ---- events and namespaces ------------------------------------------------------------
 

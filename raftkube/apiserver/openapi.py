@@ -12,7 +12,10 @@ holds the group version's kinds (`components.schemas`, each marked with its
 does it (`rest.check_fields`), rather than validating by itself. v2 is answered in JSON;
 a client asking only for v2's protobuf gets 406, on which client-go asks again for JSON.
 
-The schema knows JSON types, not descriptions: fields have no description here.
+Types come from `api.schema`, descriptions from `api.fielddocs`. In v3, shared
+structures (ObjectMeta, PodSpec, Container...) and IntOrString and Quantity are components
+under Kubernetes' names, referred to with `allOf: [{$ref}]` as Kubernetes does, so that
+`kubectl explain` shows their names as types; v2 has everything inline.
 """
 
 from __future__ import annotations
@@ -22,30 +25,83 @@ import hashlib
 import json
 from typing import Any
 
-from raftkube.api import kinds, schema
+from raftkube.api import fielddocs, kinds, schema
 from raftkube.apiserver import version
 
 V3_PREFIX = "/openapi/v3"
 
 
-def _json_schema(s: schema.Schema) -> dict[str, Any]:
-    if isinstance(s, schema.Obj):
-        return {"type": "object",
-                "properties": {k: _json_schema(v) for k, v in s.fields.items()}}
-    if isinstance(s, schema.Arr):
-        return {"type": "array", "items": _json_schema(s.items)}
-    if isinstance(s, schema.MapOf):
-        return {"type": "object", "additionalProperties": _json_schema(s.values)}
-    leaves: dict[str, dict[str, Any]] = {
-        schema.STRING: {"type": "string"},
-        schema.INTEGER: {"type": "integer", "format": "int64"},
-        schema.BOOLEAN: {"type": "boolean"},
-        schema.NUMBER: {"type": "number", "format": "double"},
-        schema.INT_OR_STRING: {"x-kubernetes-int-or-string": True},
-        schema.QUANTITY: {"x-kubernetes-int-or-string": True},
-        schema.OBJECT: {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-    }
-    return dict(leaves.get(s, {"x-kubernetes-preserve-unknown-fields": True}))
+# Shared structures, served in v3 as components under Kubernetes' names, which
+# `kubectl explain` shows as their type (`containers <[]Container>`). v2 has them inline.
+NAMED: tuple[tuple[schema.Schema, str], ...] = (
+    (schema.METADATA, "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+    (schema.OWNER_REFERENCE, "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference"),
+    (schema.LABEL_SELECTOR, "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"),
+    (schema.POD_TEMPLATE, "io.k8s.api.core.v1.PodTemplateSpec"),
+    (schema.POD_SPEC, "io.k8s.api.core.v1.PodSpec"),
+    (schema.CONTAINER, "io.k8s.api.core.v1.Container"),
+    (schema.PROBE, "io.k8s.api.core.v1.Probe"),
+    (schema.VOLUME, "io.k8s.api.core.v1.Volume"),
+    (schema.TOLERATION, "io.k8s.api.core.v1.Toleration"),
+)
+_NAMES = {id(s): name for s, name in NAMED}  # by identity: the schema's own constants
+LEAF_NAMES = {schema.INT_OR_STRING: "io.k8s.apimachinery.pkg.util.intstr.IntOrString",
+              schema.QUANTITY: "io.k8s.apimachinery.pkg.api.resource.Quantity"}
+LEAF_DESCRIPTIONS = {
+    schema.INT_OR_STRING: "An integer or a string: a port's number or name, a count or a "
+                          "percentage.",
+    schema.QUANTITY: "An amount of a resource: a number with an optional suffix, such as "
+                     "`100m` (of a CPU) or `128Mi` (bytes).",
+}
+LEAVES: dict[str, dict[str, Any]] = {
+    schema.STRING: {"type": "string"},
+    schema.INTEGER: {"type": "integer", "format": "int64"},
+    schema.BOOLEAN: {"type": "boolean"},
+    schema.NUMBER: {"type": "number", "format": "double"},
+    schema.INT_OR_STRING: {"x-kubernetes-int-or-string": True},
+    schema.QUANTITY: {"x-kubernetes-int-or-string": True},
+    schema.OBJECT: {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+}
+
+
+class _Converter:
+    """The schema as OpenAPI, with `fielddocs`' descriptions. With `ref_prefix` (v3),
+    shared structures become components referred to by `$ref`, gathered in
+    `components`; without (v2), everything is inline."""
+
+    def __init__(self, ref_prefix: str | None) -> None:
+        self.ref_prefix = ref_prefix
+        self.components: dict[str, Any] = {}
+
+    def convert(self, s: schema.Schema, where: str) -> dict[str, Any]:
+        """`s`, whose fields `fielddocs` describes under `where`."""
+        name = _NAMES.get(id(s)) if isinstance(s, schema.Obj) else \
+            LEAF_NAMES.get(s) if isinstance(s, str) else None
+        if name is None:
+            return self._body(s, where)
+        if self.ref_prefix is None:
+            return self._body(s, name.rsplit(".", 1)[1])
+        if name not in self.components:
+            self.components[name] = {}  # taken, should a structure ever hold itself
+            body = self._body(s, name.rsplit(".", 1)[1])
+            if isinstance(s, str):
+                body["description"] = LEAF_DESCRIPTIONS[s]
+            self.components[name] = body
+        return {"allOf": [{"$ref": self.ref_prefix + name}]}
+
+    def _body(self, s: schema.Schema, where: str) -> dict[str, Any]:
+        if isinstance(s, schema.Obj):
+            properties = {}
+            for key, value in s.fields.items():
+                prop = self.convert(value, f"{where}.{key}")
+                text = fielddocs.field(where, key)
+                properties[key] = {**prop, "description": text} if text else prop
+            return {"type": "object", "properties": properties}
+        if isinstance(s, schema.Arr):
+            return {"type": "array", "items": self.convert(s.items, where)}
+        if isinstance(s, schema.MapOf):
+            return {"type": "object", "additionalProperties": self.convert(s.values, where)}
+        return dict(LEAVES.get(s, {"x-kubernetes-preserve-unknown-fields": True}))
 
 
 def definition_name(kind: kinds.Kind) -> str:
@@ -58,8 +114,11 @@ def _gvk(kind: kinds.Kind) -> dict[str, str]:
     return {"group": kind.group, "version": kind.version, "kind": kind.kind}
 
 
-def kind_schema(kind: kinds.Kind) -> dict[str, Any]:
-    out = _json_schema(schema.object_schema(kind.kind))
+def kind_schema(kind: kinds.Kind, converter: _Converter) -> dict[str, Any]:
+    out = converter.convert(schema.object_schema(kind.kind), kind.kind)
+    text = fielddocs.kind(kind.kind)
+    if text:
+        out["description"] = text
     out["x-kubernetes-group-version-kind"] = [_gvk(kind)]
     return out
 
@@ -106,7 +165,9 @@ def v3_documents() -> dict[str, tuple[bytes, str]]:
     """Per group version (`apis/apps/v1`): the v3 document's bytes and ETag."""
     out = {}
     for gv, members in _group_versions().items():
-        schemas = {definition_name(k): kind_schema(k) for k in members}
+        converter = _Converter("#/components/schemas/")
+        schemas = {definition_name(k): kind_schema(k, converter) for k in members}
+        schemas.update(converter.components)
         paths: dict[str, Any] = {}
         for k in members:
             paths.update(_paths(k, {"$ref": f"#/components/schemas/{definition_name(k)}"}))
@@ -140,8 +201,9 @@ def _v2_operation(op: dict[str, Any], name: str) -> dict[str, Any]:
 def v2_document() -> tuple[bytes, str]:
     definitions: dict[str, Any] = {}
     paths: dict[str, Any] = {}
+    converter = _Converter(None)
     for k in kinds.KINDS:
-        definitions[definition_name(k)] = kind_schema(k)
+        definitions[definition_name(k)] = kind_schema(k, converter)
         for path, item in _paths(k, {"$ref": f"#/definitions/{definition_name(k)}"}).items():
             paths[path] = {method: _v2_operation(o, definition_name(k))
                            if method != "parameters" else [V2_FIELD_VALIDATION]

@@ -1,8 +1,10 @@
-"""Kubernetes' protobuf bodies, read for the kinds that kubectl's typed `create` sends.
+"""Kubernetes' protobuf bodies, read for the kinds that kubectl's typed clients send.
 
 kubectl 1.32 and later send the objects of `kubectl create configmap|secret|namespace|
-deployment` as `application/vnd.kubernetes.protobuf`, not JSON, and do not fall back to
-JSON when refused. The body is Kubernetes' envelope: the magic `k8s\\0`, then a
+deployment|service|job` and `kubectl run`, and the reviews of `kubectl auth can-i|whoami`,
+as
+`application/vnd.kubernetes.protobuf`, not JSON, and do not fall back to JSON when
+refused. The body is Kubernetes' envelope: the magic `k8s\\0`, then a
 `runtime.Unknown` message (field 1 the TypeMeta, apiVersion and kind; field 2 the
 object's own message). This reads the protobuf wire format (varints and
 length-delimited fields are all these messages use) against the field numbers of the
@@ -47,7 +49,8 @@ class Malformed(Unsupported):
 @dataclass(frozen=True)
 class F:
     name: str
-    type: str  # string, int, bool, bytes, map, bytesmap, quantitymap, message, time
+    type: str  # string, int, bool, bytes, map, bytesmap, quantitymap, message, time,
+    # intorstring
     message: str = ""  # the message's name, for message fields
     repeated: bool = False
     pointer: bool = False  # kept when zero: Go sends it only when set
@@ -113,10 +116,75 @@ MESSAGES: dict[str, dict[int, F]] = {
                       4: F("protocol", S), 5: F("hostIP", S)},
     "EnvVar": {1: F("name", S), 2: F("value", S)},
     "ResourceRequirements": {1: F("limits", "quantitymap"), 2: F("requests", "quantitymap")},
+    # kubectl create service (clusterip, nodeport, loadbalancer) and create job.
+    "Service": {1: F("metadata", "message", "ObjectMeta"),
+                2: F("spec", "message", "ServiceSpec"),
+                3: F("status", "message", "ServiceStatus")},
+    "ServiceSpec": {
+        1: F("ports", "message", "ServicePort", repeated=True), 2: F("selector", "map"),
+        3: F("clusterIP", S), 4: F("type", S), 5: F("externalIPs", S, repeated=True),
+        7: F("sessionAffinity", S), 8: F("loadBalancerIP", S),
+        9: F("loadBalancerSourceRanges", S, repeated=True), 10: F("externalName", S),
+        11: F("externalTrafficPolicy", S), 12: F("healthCheckNodePort", "int"),
+        13: F("publishNotReadyAddresses", "bool"), 17: F("ipFamilyPolicy", S, pointer=True),
+        18: F("clusterIPs", S, repeated=True), 19: F("ipFamilies", S, repeated=True),
+        20: F("allocateLoadBalancerNodePorts", "bool", pointer=True),
+        21: F("loadBalancerClass", S, pointer=True),
+        22: F("internalTrafficPolicy", S, pointer=True),
+        23: F("trafficDistribution", S, pointer=True)},
+    "ServicePort": {1: F("name", S), 2: F("protocol", S), 3: F("port", "int"),
+                    4: F("targetPort", "intorstring"), 5: F("nodePort", "int"),
+                    6: F("appProtocol", S, pointer=True)},
+    "ServiceStatus": {1: F("loadBalancer", "message", "LoadBalancerStatus")},
+    "LoadBalancerStatus": {1: F("ingress", "message", "LoadBalancerIngress", repeated=True)},
+    "LoadBalancerIngress": {1: F("ip", S), 2: F("hostname", S)},
+    "Job": {1: F("metadata", "message", "ObjectMeta"), 2: F("spec", "message", "JobSpec"),
+            3: F("status", "message", "JobStatus")},
+    "JobSpec": {
+        1: F("parallelism", "int", pointer=True), 2: F("completions", "int", pointer=True),
+        3: F("activeDeadlineSeconds", "int", pointer=True),
+        4: F("selector", "message", "LabelSelector"),
+        5: F("manualSelector", "bool", pointer=True),
+        6: F("template", "message", "PodTemplateSpec"),
+        7: F("backoffLimit", "int", pointer=True),
+        8: F("ttlSecondsAfterFinished", "int", pointer=True),
+        9: F("completionMode", S, pointer=True), 10: F("suspend", "bool", pointer=True),
+        12: F("backoffLimitPerIndex", "int", pointer=True),
+        13: F("maxFailedIndexes", "int", pointer=True),
+        14: F("podReplacementPolicy", S, pointer=True), 15: F("managedBy", S, pointer=True)},
+    "JobStatus": {2: F("startTime", "time"), 3: F("completionTime", "time"),
+                  4: F("active", "int"), 5: F("succeeded", "int"), 6: F("failed", "int"),
+                  7: F("completedIndexes", S), 9: F("ready", "int", pointer=True),
+                  11: F("terminating", "int", pointer=True)},
+    # kubectl auth can-i, can-i --list and whoami (authorization and authentication v1).
+    "SelfSubjectAccessReview": {1: F("metadata", "message", "ObjectMeta"),
+                                2: F("spec", "message", "SelfSubjectAccessReviewSpec"),
+                                3: F("status", "message", "SubjectAccessReviewStatus")},
+    "SelfSubjectAccessReviewSpec": {
+        1: F("resourceAttributes", "message", "ResourceAttributes"),
+        2: F("nonResourceAttributes", "message", "NonResourceAttributes")},
+    "ResourceAttributes": {1: F("namespace", S), 2: F("verb", S), 3: F("group", S),
+                           4: F("version", S), 5: F("resource", S), 6: F("subresource", S),
+                           7: F("name", S)},
+    "NonResourceAttributes": {1: F("path", S), 2: F("verb", S)},
+    "SubjectAccessReviewStatus": {1: F("allowed", "bool"), 2: F("reason", S),
+                                  3: F("evaluationError", S), 4: F("denied", "bool")},
+    "SelfSubjectRulesReview": {1: F("metadata", "message", "ObjectMeta"),
+                               2: F("spec", "message", "SelfSubjectRulesReviewSpec"),
+                               3: F("status", "message", "SubjectRulesReviewStatus")},
+    "SelfSubjectRulesReviewSpec": {1: F("namespace", S)},
+    "SubjectRulesReviewStatus": {3: F("incomplete", "bool"), 4: F("evaluationError", S)},
+    "SelfSubjectReview": {1: F("metadata", "message", "ObjectMeta"),
+                          2: F("status", "message", "SelfSubjectReviewStatus")},
+    "SelfSubjectReviewStatus": {1: F("userInfo", "message", "UserInfo")},
+    "UserInfo": {1: F("username", S), 2: F("uid", S), 3: F("groups", S, repeated=True)},
 }
 # The kinds whose bodies are read, by (apiVersion, kind).
-KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"),
-         ("apps/v1", "Deployment")}
+KINDS = {("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"), ("v1", "Service"),
+         ("apps/v1", "Deployment"), ("batch/v1", "Job"),
+         ("authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+         ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
+         ("authentication.k8s.io/v1", "SelfSubjectReview")}
 
 
 def _varint(b: bytes, i: int) -> tuple[int, int]:
@@ -208,10 +276,14 @@ def decode_message(raw: bytes, name: str, budget: list[int]) -> dict[str, Any]:
                 entry = _quantity(data, where, budget)
             out.setdefault(f.name, {})[key] = entry
             continue
-        if f.type == "message" or f.type == "time":
+        if f.type == "intorstring":
             if wire != 2:
                 raise Malformed(f"protobuf: {where} must be a message (wire type 2)")
-            decoded: Any = _time(value, where, budget) if f.type == "time" \
+            decoded: Any = _int_or_string(value, where, budget)
+        elif f.type == "message" or f.type == "time":
+            if wire != 2:
+                raise Malformed(f"protobuf: {where} must be a message (wire type 2)")
+            decoded = _time(value, where, budget) if f.type == "time" \
                 else decode_message(value, f.message, budget)
         elif f.type == S:
             if wire != 2:
@@ -234,6 +306,21 @@ def decode_message(raw: bytes, name: str, budget: list[int]) -> dict[str, Any]:
         elif f.pointer or not _empty(decoded):
             out[f.name] = decoded
     return out
+
+
+def _int_or_string(raw: bytes, where: str, budget: list[int]) -> int | str:
+    """An IntOrString (type 1 = string, else int; intVal, strVal)."""
+    kind, number, text = 0, 0, ""
+    for field, wire, v in _fields(raw, budget):
+        if field == 1 and wire == 0:
+            kind = v
+        elif field == 2 and wire == 0:
+            number = _signed(v)
+        elif field == 3 and wire == 2:
+            text = _text(v, f"the string of {where}")
+        elif not _empty(v):
+            raise Malformed(f"protobuf: {where}: field {field} of an IntOrString")
+    return text if kind == 1 else number
 
 
 def _quantity(raw: bytes, where: str, budget: list[int]) -> str:

@@ -22,6 +22,11 @@ may still be applied, and must not be sent again blindly (`objects`).
 A GET, list or watch whose Accept header asks for a meta.k8s.io Table (kubectl's `get`)
 gets one, with Kubernetes' columns for the kind (`tables`, `api.printers`).
 
+Served but not stored: v1 Endpoints, read-only and made from the EndpointSlices on each
+read (`endpoints`); `pods/NAME/eviction`, a pod's delete as `kubectl drain` asks for it
+(`eviction`); self reviews, `kubectl auth whoami` and `can-i` (`reviews`), decided by the
+rules below.
+
 Watch: `?watch=true&resourceVersion=N` streams `{"type","object"}` lines from revision
 N+1, with BOOKMARKs when `allowWatchBookmarks=true`; without N it first sends the current
 objects as ADDED. A selector-filtered watch sends DELETED when an object stops matching
@@ -43,12 +48,15 @@ from raftkube.api import kinds, references, schema, selectors
 from raftkube.apiserver import (
     auth,
     deletion,
+    endpoints,
+    eviction,
     fanout,
     fencing,
     inputs,
     patches,
     podproxy,
     protobuf,
+    reviews,
     scale,
     tables,
 )
@@ -68,9 +76,10 @@ NODE_REFERENCED = {"configmaps", "secrets"}
 
 
 # The verbs of each subresource, as Kubernetes serves them: status is read and written
-# (get, update, patch), a binding created, a namespace's finalize updated.
+# (get, update, patch), a binding or an eviction created, a namespace's finalize updated.
 SUBRESOURCE_METHODS = {"status": ("GET", "PUT", "PATCH"), "binding": ("POST",),
-                       "finalize": ("PUT",), "scale": ("GET", "PUT", "PATCH")}
+                       "finalize": ("PUT",), "scale": ("GET", "PUT", "PATCH"),
+                       "eviction": ("POST",)}
 
 
 @dataclass
@@ -98,6 +107,12 @@ class Rest:
             user = request[auth.USER]
             if request.path in ("/api", "/apis", "/api/", "/apis/"):
                 return web.json_response(discovery_root(request.path.rstrip("/")))
+            found = endpoints.match(request.path)
+            if found is not None:
+                return await self.endpoints(request, user, *found)
+            review = reviews.route(request.path)
+            if review is not None:
+                return await self.review(request, user, *review)
             target, is_discovery = parse_path(request.path)
             if is_discovery:
                 return web.json_response(discovery_group(request.path))
@@ -172,7 +187,7 @@ class Rest:
                 return web.json_response(stored.obj)
             verb = "watch" if q.get("watch") in ("true", "1") else "list"
             self.authorize(user, verb, t, None)
-            label, fields = parse_selectors(q)
+            label, fields = parse_selectors(q, t.kind)
             query_int(q, "resourceVersion", minimum=0)  # refused here, by name, if bad
             if verb == "watch":
                 return await self.watch(request, t, label, fields, table)
@@ -193,7 +208,7 @@ class Rest:
             self.authorize(user, "create", t, binding)
             bound = await self.objects.bind(t.namespace, t.name, binding, dry_run=dry_run)
             return web.json_response(bound, status=201)
-        if method == "POST":
+        if method == "POST" and t.subresource != "eviction":
             if t.name:
                 raise stt.ApiError(405, "MethodNotAllowed",
                                    "the server does not allow this method on the requested "
@@ -257,37 +272,102 @@ class Rest:
                 subresource=t.subresource, dry_run=dry_run,
                 check=check_result if patch_type == "json" else None)
             return warn(web.json_response(patched), warnings)
-        if method == "DELETE":
-            options = await read_body(request) if request.can_read_body else {}
-            options = {} if options is None else options  # an empty body, as kubectl sends
-            if not isinstance(options, dict):
-                raise stt.bad_request("DeleteOptions must be an object")
-            propagation = q.get("propagationPolicy") or options.get("propagationPolicy") \
-                or "Background"
-            if propagation not in ("Background", "Foreground", "Orphan"):
-                raise stt.bad_request(f'propagationPolicy: Unsupported value: "{propagation}"'
-                                      ': supported values: "Background", "Foreground", '
-                                      '"Orphan"')
-            grace = query_int(q, "gracePeriodSeconds", minimum=0, default=None)
-            if grace is None and options.get("gracePeriodSeconds") is not None:
-                grace = options["gracePeriodSeconds"]
-                if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0 \
-                        or grace > inputs.INT64_MAX:
-                    raise stt.bad_request("gracePeriodSeconds: must be a non-negative int64")
-            dry_run = dry_run or options.get("dryRun") == ["All"]
-            preconditions = options.get("preconditions") or {}
-            if not isinstance(preconditions, dict) or not all(
-                    isinstance(preconditions.get(k, ""), str) for k in ("uid",
-                                                                         "resourceVersion")):
-                raise stt.bad_request("preconditions: must be an object of uid and "
-                                      "resourceVersion strings")
+        if method == "DELETE" or t.subresource == "eviction":
+            if t.subresource == "eviction":  # a delete that a disruption budget could refuse
+                options = eviction.delete_options(t.name, t.namespace,
+                                                  await read_object(request))
+            else:
+                options = await read_body(request) if request.can_read_body else {}
+                options = {} if options is None else options  # an empty body, as kubectl
+                if not isinstance(options, dict):
+                    raise stt.bad_request("DeleteOptions must be an object")
+            propagation, grace, dry_run, preconditions = delete_options(q, options, dry_run)
             await self.authorize_existing(user, "delete", t)
             outcome = await self.objects.delete(t.kind, t.namespace, t.name,
                                                 propagation=propagation, grace=grace,
                                                 dry_run=dry_run,
                                                 preconditions=preconditions)
+            if t.subresource == "eviction":
+                return web.json_response(eviction.ACCEPTED, status=201)
             return web.json_response(deletion.answer(t.kind, outcome))
         raise stt.ApiError(405, "MethodNotAllowed", f"method {method} is not allowed")
+
+    async def endpoints(self, request: web.Request, user: auth.User, namespace: str,
+                        name: str) -> web.Response:
+        """Endpoints: read-only, made from the EndpointSlices on each read (`endpoints`)."""
+        q = request.query
+        if request.method != "GET" or q.get("watch") in ("true", "1"):
+            raise endpoints.refuse_method("WATCH" if request.method == "GET"
+                                          else request.method)
+        t = Target(endpoints.KIND, namespace, name, "")
+        self.authorize(user, "get" if name else "list", t, None)
+        table = tables.wanted(request.headers.get("Accept", ""), q)
+        if name:
+            obj = await endpoints.get(self.objects, namespace, name)
+            return web.json_response(obj if table is None
+                                     else tables.of_object(endpoints.KIND, obj, table))
+        label, fields = parse_selectors(q, endpoints.KIND)
+        items, revision = await endpoints.list_all(self.objects, namespace or None, label,
+                                                   fields)
+        meta = {"resourceVersion": str(revision)}
+        if table is not None:
+            return web.json_response(tables.of_list(endpoints.KIND, items, meta, table))
+        return web.json_response({"kind": "EndpointsList", "apiVersion": "v1",
+                                  "metadata": meta, "items": items})
+
+    async def review(self, request: web.Request, user: auth.User, group: str,
+                     resource: str) -> web.Response:
+        """`kubectl auth whoami` and `kubectl auth can-i` (`reviews`)."""
+        if resource == "?":
+            raise stt.ApiError(404, "NotFound", "the server could not find the requested "
+                                                "resource")
+        if not resource:
+            return web.json_response(reviews.discovery(group))
+        if request.method != "POST":
+            raise stt.ApiError(405, "MethodNotAllowed", f"the server does not allow this "
+                               f"method on the requested resource ({request.method} "
+                               f"{resource}: POST only)")
+        body = await read_object(request)
+        if resource == reviews.WHO:
+            reviews.check_who(body)
+            return web.json_response(reviews.who(user), status=201)
+        if resource == reviews.RULES:
+            return web.json_response(reviews.rules(user, body), status=201)
+        allowed, reason = await self.allowed(user, reviews.access(body))
+        return web.json_response(reviews.answer(body, allowed, reason), status=201)
+
+    async def allowed(self, user: auth.User, wanted: reviews.Access | None
+                      ) -> tuple[bool, str]:
+        """Whether `user` may do `wanted` (None: a non-resource URL), decided by the rules
+        that admit or refuse the request itself; and why."""
+        if user.admin:
+            return True, "the cluster admin (system:masters) may do anything"
+        if wanted is None:
+            return False, "a node uses the API's resources only"
+        kind = next((k for k in (*kinds.KINDS, endpoints.KIND)
+                     if k.group == wanted.group and k.plural == wanted.resource), None)
+        if kind is None or wanted.verb not in reviews.VERBS or (
+                wanted.subresource and not has_subresource(kind, wanted.subresource)):
+            return False, "no such resource or verb here"
+        t = Target(kind, wanted.namespace, wanted.name, wanted.subresource)
+        try:
+            if wanted.verb in ("update", "patch", "delete") or (
+                    wanted.verb == "get" and kind.plural in NODE_REFERENCED):
+                if not wanted.name:
+                    return False, "a node's right to this is decided object by object"
+                if wanted.verb == "get":
+                    await self.authorize_referenced(user, t)
+                else:
+                    await self.authorize_existing(user, wanted.verb, t)
+            else:
+                named = {"metadata": {"name": wanted.name}} if wanted.verb == "create" \
+                    else None
+                self.authorize(user, wanted.verb, t, named)
+        except stt.ApiError as e:
+            if e.code != 403:
+                raise
+            return False, e.message
+        return True, ""
 
     async def _create_batch(self, user: auth.User, t: Target, body: dict[str, Any],
                             strictness: str, dry_run: bool) -> web.Response:
@@ -551,20 +631,45 @@ def has_subresource(kind: kinds.Kind, sub: str) -> bool:
         return kind.kind == "Namespace"
     if sub == "scale":
         return kind.kind in scale.SCALABLE
-    return sub == "binding" and kind.kind == "Pod"
+    return sub in ("binding", "eviction") and kind.kind == "Pod"
 
 
-def parse_selectors(q: Any) -> tuple[selectors.LabelSelector | None,
-                                      selectors.FieldSelector | None]:
+def parse_selectors(q: Any, kind: kinds.Kind) -> tuple[selectors.LabelSelector | None,
+                                                       selectors.FieldSelector | None]:
     label = fields = None
     try:
         if q.get("labelSelector"):
             label = selectors.parse_label_selector(q["labelSelector"])
         if q.get("fieldSelector"):
-            fields = selectors.parse_field_selector(q["fieldSelector"])
+            fields = selectors.parse_field_selector(
+                q["fieldSelector"], allowed=selectors.selectable_fields(kind.kind))
     except selectors.SelectorError as e:
         raise stt.bad_request(f"unable to parse requirement: {e}") from None
     return label, fields
+
+
+def delete_options(q: Any, options: dict[str, Any], dry_run: bool
+                   ) -> tuple[str, int | None, bool, dict[str, str]]:
+    """A delete's propagation policy, grace period, dry run and preconditions, from the
+    query and the DeleteOptions body (the query's win)."""
+    propagation = q.get("propagationPolicy") or options.get("propagationPolicy") \
+        or "Background"
+    if propagation not in ("Background", "Foreground", "Orphan"):
+        raise stt.bad_request(f'propagationPolicy: Unsupported value: "{propagation}"'
+                              ': supported values: "Background", "Foreground", "Orphan"')
+    grace = query_int(q, "gracePeriodSeconds", minimum=0, default=None)
+    if grace is None and options.get("gracePeriodSeconds") is not None:
+        grace = options["gracePeriodSeconds"]
+        if not isinstance(grace, int) or isinstance(grace, bool) or grace < 0 \
+                or grace > inputs.INT64_MAX:
+            raise stt.bad_request("gracePeriodSeconds: must be a non-negative int64")
+    dry_run = dry_run or options.get("dryRun") == ["All"]
+    preconditions = options.get("preconditions") or {}
+    if not isinstance(preconditions, dict) or not all(
+            isinstance(preconditions.get(k, ""), str) for k in ("uid", "resourceVersion")):
+        raise stt.bad_request("preconditions: must be an object of uid and resourceVersion "
+                              "strings")
+    return propagation, grace, dry_run, preconditions
 
 
 def query_int(q: Any, name: str, *, minimum: int, default: int | None = 0) -> Any:
@@ -683,7 +788,9 @@ def check_body(body: dict[str, Any], t: Target) -> None:
 def discovery_root(path: str) -> dict[str, Any]:
     if path == "/api":
         return {"kind": "APIVersions", "versions": ["v1"]}
-    groups: dict[str, list[str]] = {podproxy.METRICS_GROUP: [podproxy.METRICS_VERSION]}
+    groups: dict[str, list[str]] = {podproxy.METRICS_GROUP: [podproxy.METRICS_VERSION],
+                                    reviews.AUTHORIZATION: ["v1"],
+                                    reviews.AUTHENTICATION: ["v1"]}
     for k in kinds.KINDS:
         if k.group:
             groups.setdefault(k.group, []).append(k.version)
@@ -701,19 +808,27 @@ def discovery_group(path: str) -> dict[str, Any]:
     resources = []
     for k in kinds.KINDS:
         if k.group == group and k.version == version:
-            resources.append({"name": k.plural, "namespaced": k.namespaced, "kind": k.kind,
-                              "shortNames": list(k.short_names),
-                              "verbs": ["create", "delete", "get", "list", "patch", "update",
-                                        "watch"]})
+            resource = {"name": k.plural, "singularName": k.kind.lower(),
+                        "namespaced": k.namespaced, "kind": k.kind,
+                        "shortNames": list(k.short_names),
+                        "verbs": ["create", "delete", "get", "list", "patch", "update",
+                                  "watch"]}
+            if k.categories:
+                resource["categories"] = list(k.categories)
+            resources.append(resource)
             # Subresources, as Kubernetes lists them: client-go's scale client finds the
             # Scale's group and version of `deployments/scale` here.
             if k.kind in ob.STATUS_SUBRESOURCE:
                 resources.append({"name": f"{k.plural}/status", "namespaced": k.namespaced,
                                   "kind": k.kind, "verbs": ["get", "patch", "update"]})
+            if k.kind == "Pod":
+                resources.append(dict(eviction.DISCOVERY))
             if k.kind in scale.SCALABLE:
                 resources.append({"name": f"{k.plural}/scale", "namespaced": k.namespaced,
                                   "group": "autoscaling", "version": "v1", "kind": "Scale",
                                   "verbs": ["get", "patch", "update"]})
+    if not group and version == "v1":
+        resources.append(dict(endpoints.DISCOVERY))
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
             "resources": resources}

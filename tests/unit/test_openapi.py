@@ -4,9 +4,14 @@ and the ETag that lets it keep its cache."""
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 import pytest
 
-from raftkube.api import kinds
+from raftkube.api import fielddocs, kinds, schema
+from raftkube.apiserver import openapi
 from tests.unit.conftest import Served
 from tests.unit.test_rest import call
 
@@ -32,9 +37,17 @@ async def test_v3_lists_every_group_version_and_each_document_has_its_kinds(
     assert dep["x-kubernetes-group-version-kind"] == [
         {"group": "apps", "version": "v1", "kind": "Deployment"}]
     spec = dep["properties"]["spec"]["properties"]
-    assert spec["replicas"] == {"type": "integer", "format": "int64"}
-    container = spec["template"]["properties"]["spec"]["properties"]["containers"]["items"]
-    assert container["properties"]["image"] == {"type": "string"}
+    assert spec["replicas"] == {"type": "integer", "format": "int64",
+                                "description": "The number of pods wanted. Default 1."}
+    # Shared structures are components, referred to as Kubernetes does.
+    schemas = doc["components"]["schemas"]
+    assert spec["template"]["allOf"] == [
+        {"$ref": "#/components/schemas/io.k8s.api.core.v1.PodTemplateSpec"}]
+    pod_spec = schemas["io.k8s.api.core.v1.PodSpec"]["properties"]
+    assert pod_spec["containers"]["items"] == {
+        "allOf": [{"$ref": "#/components/schemas/io.k8s.api.core.v1.Container"}]}
+    container = schemas["io.k8s.api.core.v1.Container"]
+    assert container["properties"]["image"]["type"] == "string"
     # kubectl leaves field validation to the server when the PATCH names the parameter.
     item = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]
     assert item["patch"]["x-kubernetes-group-version-kind"]["kind"] == "Deployment"
@@ -64,3 +77,66 @@ async def test_etags_and_v2_protobuf_refused_so_clients_ask_for_json(served: Ser
     status, _, _ = await get(served, "/openapi/v2", Accept="application/json")
     assert status == 200
     assert (await call(served, "GET", "/openapi/v2", auth=False))[0] == 401
+
+
+def resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """`node`, or the component its `allOf: [{$ref}]` names."""
+    if "allOf" in node:
+        return dict(doc["components"]["schemas"][node["allOf"][0]["$ref"].rsplit("/", 1)[1]])
+    return node
+
+
+async def test_v3_describes_kinds_and_fields_and_every_ref_resolves(served: Served) -> None:
+    """What `kubectl explain` shows: a kind's description, its fields' and their types'
+    names; every `$ref` of a document names a component of the same document."""
+    _, index = await call(served, "GET", "/openapi/v3")
+    for entry in index["paths"].values():
+        _, doc = await call(served, "GET", entry["serverRelativeURL"])
+        refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc))
+        assert refs and set(refs) <= set(doc["components"]["schemas"])
+    _, doc = await call(served, "GET", index["paths"]["api/v1"]["serverRelativeURL"])
+    schemas = doc["components"]["schemas"]
+    pod = schemas["io.k8s.api.core.v1.Pod"]
+    assert pod["description"].startswith("A Pod is one or more containers")
+    assert pod["properties"]["apiVersion"]["description"]
+    assert pod["properties"]["metadata"]["description"].startswith("Standard object metadata")
+    meta = resolve(doc, pod["properties"]["metadata"])
+    assert meta["properties"]["labels"]["description"]
+    ports = schemas["io.k8s.api.core.v1.Service"]["properties"]["spec"]["properties"]["ports"]
+    target = ports["items"]["properties"]["targetPort"]
+    assert target["allOf"] == [
+        {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.util.intstr.IntOrString"}]
+    assert "container port" in target["description"]
+    assert resolve(doc, target)["x-kubernetes-int-or-string"] is True
+
+
+async def test_v2_is_inline_with_the_same_descriptions(served: Served) -> None:
+    _, v2 = await call(served, "GET", "/openapi/v2")
+    assert "$ref" not in json.dumps(v2["definitions"])
+    dep = v2["definitions"]["io.k8s.api.apps.v1.Deployment"]
+    assert dep["description"] == fielddocs.kind("Deployment")
+    containers = dep["properties"]["spec"]["properties"]["template"]["properties"]["spec"][
+        "properties"]["containers"]
+    assert containers["description"] == fielddocs.field("PodSpec", "containers")
+    assert containers["items"]["properties"]["image"]["description"] == \
+        fielddocs.field("Container", "image")
+    target = v2["definitions"]["io.k8s.api.core.v1.Service"]["properties"]["spec"][
+        "properties"]["ports"]["items"]["properties"]["targetPort"]
+    assert target["x-kubernetes-int-or-string"] is True
+
+
+def test_every_description_names_a_field_the_schema_has() -> None:
+    """A description under a name the schema does not have would never be shown."""
+    named = {name.rsplit(".", 1)[1]: s for s, name in openapi.NAMED}
+    for structure, fields in fielddocs.FIELDS.items():
+        root, *path = structure.split(".")
+        node: Any = named.get(root) or schema.object_schema(root)
+        for part in path:
+            while isinstance(node, schema.Arr):
+                node = node.items
+            node = node.fields[part]
+        while isinstance(node, schema.Arr):
+            node = node.items
+        assert isinstance(node, schema.Obj), structure
+        assert set(fields) <= set(node.fields), (structure, set(fields) - set(node.fields))
+    assert set(fielddocs.KINDS) == {k.kind for k in kinds.KINDS}
