@@ -161,6 +161,24 @@ def node_annotations(config: NodeConfig) -> dict[str, str]:
         else {}
 
 
+def metadata_patch(node: Obj, config: NodeConfig) -> Obj:
+    """The merge patch of the Node's metadata that puts back what this agent publishes:
+    its labels, and its certificate's fingerprint (a new one each run; a null removes
+    it for a run without TLS). Empty when all is as it should be."""
+    meta = node.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    missing = {k: v for k, v in node_labels(config).items() if labels.get(k) != v}
+    annotations = meta.get("annotations") or {}
+    wanted = {AGENT_CERT_ANNOTATION: config.agent_cert_sha256 or None}
+    stale = {k: v for k, v in wanted.items() if annotations.get(k) != v}
+    patch: Obj = {}
+    if missing:
+        patch["labels"] = missing
+    if stale:
+        patch["annotations"] = stale
+    return patch
+
+
 def node_object(config: NodeConfig, now: float, facts: NodeFacts | None = None) -> Obj:
     meta: Obj = {"name": config.name, "labels": node_labels(config)}
     if node_annotations(config):
@@ -240,21 +258,6 @@ class NodeHeartbeat:
             if e.reason != "AlreadyExists":
                 raise
             node = await self.client.get(kinds.NODE, "", self.config.name)
-            labels = (node["metadata"].get("labels") or {})
-            missing = {k: v for k, v in node_labels(self.config).items()
-                       if labels.get(k) != v}
-            annotations = node["metadata"].get("annotations") or {}
-            # A new certificate for this run (or none: a merge patch's null removes it).
-            wanted = {AGENT_CERT_ANNOTATION: self.config.agent_cert_sha256 or None}
-            stale = {k: v for k, v in wanted.items() if annotations.get(k) != v}
-            if missing or stale:
-                patch: Obj = {}
-                if missing:
-                    patch["labels"] = missing
-                if stale:
-                    patch["annotations"] = stale
-                node = await self.client.patch(kinds.NODE, "", self.config.name,
-                                               {"metadata": patch})
             self.node = node
             await self.sync_status(node)
         self.registered.set()
@@ -288,6 +291,10 @@ class NodeHeartbeat:
                 log.warning("%s: the Node is gone; registering again", self.config.name)
                 await self._register()
                 return
+        patch = metadata_patch(node, self.config)
+        if patch:  # labels or the agent's certificate changed (by this run, or by hand)
+            node = await self.client.patch(kinds.NODE, "", self.config.name,
+                                           {"metadata": patch})
         await self._read_facts()
         now = self.clock()
         want = node_status(node.get("status"), self.config, now, self.last_facts)

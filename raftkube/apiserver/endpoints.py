@@ -21,7 +21,7 @@ import re
 import uuid
 from typing import Any
 
-from raftkube.api import kinds, selectors
+from raftkube.api import kinds, names, selectors
 from raftkube.apiserver import objects as ob
 from raftkube.apiserver import status as stt
 
@@ -60,14 +60,19 @@ def of_slices(namespace: str, name: str, slices: list[Obj]) -> Obj:
     """The Endpoints of Service `name` from its slices (at least one)."""
     subsets: dict[tuple[tuple[str, int, str], ...], Obj] = {}
     for es in sorted(slices, key=lambda s: s["metadata"]["name"]):
-        ports = tuple((str(p.get("name") or ""), int(p.get("port") or 0),
+        # A slice port without a number (allowed there) has no place in Endpoints.
+        ports = tuple((str(p.get("name") or ""), int(p["port"]),
                        str(p.get("protocol") or "TCP"))
-                      for p in es.get("ports") or [] if isinstance(p, dict))
+                      for p in es.get("ports") or []
+                      if isinstance(p, dict) and isinstance(p.get("port"), int))
         for ep in es.get("endpoints") or []:
             if not isinstance(ep, dict):
                 continue
             subset = subsets.setdefault(ports, {"addresses": [], "notReadyAddresses": []})
-            ready = (ep.get("conditions") or {}).get("ready") is not False
+            conditions = ep.get("conditions") or {}
+            ready = conditions.get("ready") is not False
+            if not ready and conditions.get("terminating") is True:
+                continue  # a terminating pod is not listed, as the endpoints controller does
             for ip in ep.get("addresses") or []:
                 address: Obj = {"ip": ip}
                 for field in ("hostname", "nodeName", "targetRef"):
@@ -116,11 +121,16 @@ def group(slices: list[Obj]) -> list[Obj]:
 
 
 async def get(objects: ob.Objects, namespace: str, name: str) -> Obj:
-    label = selectors.parse_label_selector(f"{SERVICE_NAME}={name}")
-    result = await objects.list_objects(SLICE, namespace, label=label)
-    if not result.items:
+    # A Service's name is a DNS label; anything else names no Endpoints (and is never
+    # read as a selector: "web,app=web" must not find web's).
+    if names.dns1123_label_errors(name):
         raise stt.not_found("endpoints", name)
-    return of_slices(namespace, name, result.items)
+    result = await objects.list_objects(SLICE, namespace)
+    mine = [es for es in result.items
+            if ((es.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME) == name]
+    if not mine:
+        raise stt.not_found("endpoints", name)
+    return of_slices(namespace, name, mine)
 
 
 async def list_all(objects: ob.Objects, namespace: str | None,

@@ -412,10 +412,18 @@ class Objects:
             except ValueError as e:
                 raise stt.bad_request(f"metadata.resourceVersion: Invalid value: {e}"
                                       ) from None
+        uid = (new.get("metadata") or {}).get("uid")
         for _attempt in range(10):
             current = await self.get(kind, namespace, name)
             if expected is not None and expected != current.mod_revision:
                 raise stt.conflict(kind.resource, name)
+            if uid and uid != current.obj["metadata"].get("uid"):
+                # Another object of that name (deleted and made again): as Kubernetes'
+                # UID precondition, never written over.
+                raise stt.ApiError(409, "Conflict", f'Operation cannot be fulfilled on '
+                                   f'{kind.resource} "{name}": the UID in the object '
+                                   f'({uid}) does not match the stored one '
+                                   f'({current.obj["metadata"].get("uid")})')
             try:
                 return await self._update(kind, namespace, name, current, new,
                                           subresource=subresource, dry_run=dry_run)

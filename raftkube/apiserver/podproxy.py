@@ -110,26 +110,26 @@ def pick_container(pod: Obj, asked: str) -> str:
 AGENT_CERT_ANNOTATION = "raftkube.io/agent-certificate-sha256"
 
 
-def agent_tls(node: Obj) -> aiohttp.Fingerprint | None:
+def agent_tls(node: Obj) -> aiohttp.Fingerprint:
     """How a Node's agent is verified: by the SHA-256 fingerprint of its certificate,
-    which the agent publishes on its Node (written with its node token); None for an
-    agent that serves plain HTTP (one run without TLS, as unit tests do)."""
+    which the agent publishes on its Node (written with its node token). Without one
+    nothing is sent: the node token would go to whoever answers, in clear."""
+    name = node["metadata"].get("name", "")
     value = ((node.get("metadata") or {}).get("annotations") or {}).get(
         AGENT_CERT_ANNOTATION)
     if not value:
-        return None
+        raise stt.ApiError(502, "InternalError", f"node {name} publishes no certificate for "
+                           f"its agent ({AGENT_CERT_ANNOTATION}); the agent writes it when "
+                           "it registers and with its status")
     try:
-        digest = bytes.fromhex(str(value))
-        return aiohttp.Fingerprint(digest)
+        return aiohttp.Fingerprint(bytes.fromhex(str(value)))
     except ValueError:
-        name = node["metadata"].get("name", "")
-        raise stt.ApiError(400, "BadRequest", f"node {name}: the annotation "
+        raise stt.ApiError(502, "InternalError", f"node {name}: the annotation "
                            f"{AGENT_CERT_ANNOTATION} is not a SHA-256 fingerprint") from None
 
 
 def agent_endpoint(node: Obj) -> str:
-    """`https://ADDRESS:PORT` of a Node's agent (`http://` when it publishes no
-    certificate), from its status, or a 400 naming why."""
+    """`https://ADDRESS:PORT` of a Node's agent, from its status, or a 400 naming why."""
     status = node.get("status") or {}
     port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
     address = next((a.get("address") for a in status.get("addresses") or []
@@ -140,8 +140,7 @@ def agent_endpoint(node: Obj) -> str:
                                               "(status.addresses InternalIP and "
                                               "status.daemonEndpoints.kubeletEndpoint.Port)")
     host = f"[{address}]" if ":" in address else address
-    scheme = "https" if agent_tls(node) is not None else "http"
-    return f"{scheme}://{host}:{port}"
+    return f"https://{host}:{port}"
 
 
 def _quantity_cpu(nanocores: int) -> str:
@@ -208,14 +207,14 @@ class PodProxy:
         return pod, node, container
 
     def _agent(self, node: Obj, path: str
-               ) -> tuple[str, dict[str, str], aiohttp.Fingerprint | bool]:
+               ) -> tuple[str, dict[str, str], aiohttp.Fingerprint]:
         name = node["metadata"]["name"]
         token = self.node_tokens.get(name)
         if token is None:
             raise stt.ApiError(500, "InternalError", f"node {name} has no token on this "
                                                      "master (--node-token-file)")
         return agent_endpoint(node) + f"/nodes/{name}" + path, {
-            "Authorization": f"Bearer {token}"}, agent_tls(node) or True
+            "Authorization": f"Bearer {token}"}, agent_tls(node)
 
     # ---- logs -------------------------------------------------------------------------
 
@@ -296,7 +295,7 @@ class PodProxy:
         return ws
 
     async def _exec_target(self, request: web.Request) -> tuple[
-            str, dict[str, str], list[tuple[str, str]], aiohttp.Fingerprint | bool]:
+            str, dict[str, str], list[tuple[str, str]], aiohttp.Fingerprint]:
         q = request.query
         stdin, tty = _flag(q, "stdin"), _flag(q, "tty")
         for name in ("stdout", "stderr"):

@@ -197,6 +197,8 @@ def _varint(b: bytes, i: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if byte < 0x80:
+            if value >= 1 << 64:
+                raise Malformed("protobuf: a varint overflows 64 bits")
             return value, i
 
 
@@ -220,8 +222,10 @@ def _fields(b: bytes, budget: list[int]) -> list[tuple[int, int, Any]]:
                 raise Malformed(f"protobuf: field {number} runs past the end of the body")
             out.append((number, wire, b[i:i + size]))
             i += size
-        else:
+        elif wire in (1, 5):  # fixed64, fixed32: valid, but no field read here has them
             raise Unsupported(f"protobuf: wire type {wire} (field {number}) is not read here")
+        else:  # 3 and 4 (groups, deprecated) and 6, 7 (none such)
+            raise Malformed(f"protobuf: field {number} has the invalid wire type {wire}")
     return out
 
 
@@ -320,6 +324,11 @@ def _int_or_string(raw: bytes, where: str, budget: list[int]) -> int | str:
             text = _text(v, f"the string of {where}")
         elif not _empty(v):
             raise Malformed(f"protobuf: {where}: field {field} of an IntOrString")
+    if kind not in (0, 1):
+        raise Malformed(f"protobuf: {where}: an IntOrString of type {kind} (0 is an int, "
+                        "1 a string)")
+    if kind == 0 and not -(1 << 31) <= number < 1 << 31:
+        raise Malformed(f"protobuf: {where}: {number} does not fit an int32")
     return text if kind == 1 else number
 
 

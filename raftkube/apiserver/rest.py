@@ -349,16 +349,21 @@ class Rest:
         if kind is None or wanted.verb not in reviews.VERBS or (
                 wanted.subresource and not has_subresource(kind, wanted.subresource)):
             return False, "no such resource or verb here"
+        if kind is endpoints.KIND and wanted.verb not in ("get", "list"):
+            return False, "Endpoints are read-only here (get, list)"
         t = Target(kind, wanted.namespace, wanted.name, wanted.subresource)
+        verb = wanted.verb
+        if wanted.subresource == "eviction" and verb == "create":
+            verb = "delete"  # an eviction is decided as the pod's delete is
         try:
-            if wanted.verb in ("update", "patch", "delete") or (
+            if verb in ("update", "patch", "delete") or (
                     wanted.verb == "get" and kind.plural in NODE_REFERENCED):
                 if not wanted.name:
                     return False, "a node's right to this is decided object by object"
-                if wanted.verb == "get":
+                if verb == "get":
                     await self.authorize_referenced(user, t)
                 else:
-                    await self.authorize_existing(user, wanted.verb, t)
+                    await self.authorize_existing(user, verb, t)
             else:
                 named = {"metadata": {"name": wanted.name}} if wanted.verb == "create" \
                     else None
@@ -480,7 +485,8 @@ class Rest:
                 (stored.obj.get("spec") or {}).get("nodeName") == user.node
         if not own:
             what = f"{t.kind.resource}/{t.subresource}" if t.subresource else t.kind.resource
-            raise stt.forbidden(user.name, verb, what, t.name, t.namespace)
+            shown = "create" if t.subresource == "eviction" else verb  # Kubernetes' verb
+            raise stt.forbidden(user.name, shown, what, t.name, t.namespace)
 
     # ---- watch --------------------------------------------------------------------------
 

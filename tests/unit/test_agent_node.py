@@ -206,3 +206,21 @@ async def test_the_status_check_reads_the_watched_node_not_the_api() -> None:
     writes = len(store.writes)
     await hb.sync_status()
     assert len(store.writes) == writes and store.reads == 0
+
+
+def test_the_agent_puts_back_its_labels_and_certificate_fingerprint() -> None:
+    """Removed by hand (`kubectl annotate node n1 ...-`, a replace without it), the
+    fingerprint the masters pin the agent by comes back with the next status sync."""
+    from raftkube.agent import node as agent_node
+
+    config = agent_node.NodeConfig(name="n1", address="10.0.0.7", pod_cidr="10.244.1.0/24",
+                                   agent_cert_sha256="ab" * 32)
+    node = agent_node.node_object(config, 1000.0)
+    assert agent_node.metadata_patch(node, config) == {}
+    del node["metadata"]["annotations"]
+    assert agent_node.metadata_patch(node, config) == {
+        "annotations": {agent_node.AGENT_CERT_ANNOTATION: "ab" * 32}}
+    plain = agent_node.NodeConfig(name="n1", address="10.0.0.7", pod_cidr="10.244.1.0/24")
+    node["metadata"]["annotations"] = {agent_node.AGENT_CERT_ANNOTATION: "ab" * 32}
+    assert agent_node.metadata_patch(node, plain) == {
+        "annotations": {agent_node.AGENT_CERT_ANNOTATION: None}}

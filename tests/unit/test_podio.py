@@ -84,7 +84,14 @@ def test_the_agent_endpoint_a_node_advertises() -> None:
         "addresses": [{"type": "Hostname", "address": "n1"},
                       {"type": "InternalIP", "address": "10.0.0.7"}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}}
-    assert podproxy.agent_endpoint(node) == "http://10.0.0.7:10250"
+    assert podproxy.agent_endpoint(node) == "https://10.0.0.7:10250"
+    # Without the fingerprint of its agent's certificate, nothing is sent to it.
+    with pytest.raises(stt.ApiError, match="publishes no certificate for its agent"):
+        podproxy.agent_tls(node)
+    node["metadata"]["annotations"] = {podproxy.AGENT_CERT_ANNOTATION: "zz"}
+    with pytest.raises(stt.ApiError, match="is not a SHA-256 fingerprint") as bad:
+        podproxy.agent_tls(node)
+    assert bad.value.code == 502  # the node's fault, not the caller's
     node["status"]["daemonEndpoints"] = {}
     with pytest.raises(stt.ApiError, match="advertises no agent endpoint"):
         podproxy.agent_endpoint(node)

@@ -22,6 +22,7 @@ from raftkube.agent import server, simulated
 from raftkube.api import channels, kinds
 from raftkube.apiserver import auth, podproxy
 from raftkube.apiserver import status as stt
+from raftkube.cli import agent as agent_cli
 
 pytestmark = pytest.mark.unit
 
@@ -58,10 +59,14 @@ async def master() -> AsyncIterator[tu.TestClient[Any, Any]]:
         for c in p["spec"]["containers"]:
             await runtime.start_container(p, c, attempt=0)
     # The agent knows pod one and two; "stale" is in the store but not (yet) on the node.
+    # The agent's API over TLS, as `rk agent` serves it, pinned by its fingerprint.
+    context, fingerprint = agent_cli.serving_tls("n1", "127.0.0.1")
     agent = tu.TestServer(server.AgentServer(
-        [server.Served("n1", "node-secret", runtime, lambda: [one, two])]).app())
-    await agent.start_server()
-    node = {"metadata": {"name": "n1"}, "status": {
+        [server.Served("n1", "node-secret", runtime, lambda: [one, two])]).app(),
+        scheme="https")
+    await agent.start_server(ssl=context)
+    node = {"metadata": {"name": "n1", "annotations": {
+                podproxy.AGENT_CERT_ANNOTATION: fingerprint}}, "status": {
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port}}}}
     objects = FakeObjects({("pods", "one"): one, ("pods", "two"): two,
@@ -185,7 +190,6 @@ async def test_the_agent_is_reached_over_tls_pinned_by_the_fingerprint_its_node_
     """`rk agent` serves its API over TLS with a certificate made for the run, whose
     fingerprint its Node carries: the master pins it, and refuses any other."""
     from raftkube.agent import node as agent_node
-    from raftkube.cli import agent as agent_cli
 
     runtime = simulated.SimulatedRuntime(pod_cidr="10.244.1.0/24", host_ip="127.0.0.1",
                                          clock=lambda: 1000.0)

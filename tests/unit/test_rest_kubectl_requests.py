@@ -292,6 +292,22 @@ async def test_endpoints_are_made_from_a_services_slices(served: Served) -> None
         ["db", "<none>"], ["web", "10.244.1.2:8080,10.244.2.2:8080"]]
     status, out = await call(served, "GET", EPS + "/nothing")
     assert status == 404 and out["reason"] == "NotFound"
+    # A name is a name, never a selector: no other Service's Endpoints, no 500.
+    for bad in ("web,app=web", "web,!zzz", "web=x", "((", "a%20in%20(", "Web_x"):
+        status, out = await call(served, "GET", EPS + "/" + bad)
+        assert status == 404 and out["reason"] == "NotFound", (bad, out)
+
+
+async def test_endpoints_leave_out_terminating_pods_and_ports_without_a_number(
+        served: Served) -> None:
+    es = endpoint_slice("api-a", "api", [{"name": "a", "protocol": "TCP"},
+                                         {"name": "b", "port": 81, "protocol": "TCP"}],
+                        ("10.244.1.5", True), ("10.244.1.6", False))
+    es["endpoints"][1]["conditions"]["terminating"] = True
+    await ok(served, "POST", SLICES, es)
+    ep = await ok(served, "GET", EPS + "/api")
+    assert ep["subsets"] == [{"addresses": [{"ip": "10.244.1.5", "nodeName": "n1"}],
+                              "ports": [{"name": "b", "port": 81, "protocol": "TCP"}]}]
 
 
 async def test_endpoints_are_read_only_and_in_discovery(served: Served) -> None:
@@ -379,6 +395,14 @@ async def test_a_put_without_resource_version_is_unconditional(
         await objects.update(kinds.DEPLOYMENT, "default", "web", stale)
     assert refused.value.code == 409
     assert (await objects.get(kinds.DEPLOYMENT, "default", "web")).obj["spec"]["replicas"] == 3
+    # A saved manifest (resourceVersion removed, uid kept) never overwrites another
+    # object that has the name now: the UID is a precondition, as in Kubernetes.
+    saved = deployment("web", 5)
+    saved["metadata"]["uid"] = "not-the-stored-one"
+    with pytest.raises(stt.ApiError, match="the UID in the object") as other:
+        await objects.update(kinds.DEPLOYMENT, "default", "web", saved)
+    assert other.value.code == 409
+    assert (await objects.get(kinds.DEPLOYMENT, "default", "web")).obj["spec"]["replicas"] == 3
 
 
 AUTHZ = "/apis/authorization.k8s.io/v1"
@@ -428,6 +452,10 @@ async def test_can_i_answers_by_the_rules_that_admit_requests(served: Served) ->
             (access_review("create", "pods"), False),
             (access_review("delete", "pods", name="mine"), True),
             (access_review("delete", "pods", name="theirs"), False),
+            # An eviction is decided as the pod's delete; Endpoints are read-only.
+            (access_review("create", "pods", name="mine", subresource="eviction"), True),
+            (access_review("create", "pods", name="theirs", subresource="eviction"), False),
+            (access_review("watch", "endpoints"), False),
             (access_review("delete", "pods"), False),
             (access_review("update", "pods", name="mine", subresource="status"), True),
             (access_review("update", "nodes", name="n1", namespace=""), True),
@@ -540,3 +568,17 @@ def test_int_or_string(message: bytes, expected: Any) -> None:
     from raftkube.apiserver import protobuf
 
     assert protobuf._int_or_string(message, "targetPort", [100]) == expected
+
+
+@pytest.mark.parametrize(("message", "words"), [
+    (b"\x08\x07\x1a\x04http", "an IntOrString of type 7"),
+    (b"\x08\x00\x10\xff\xff\xff\xff\x0f", "does not fit an int32"),
+    (b"\x08\x00\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", "overflows 64 bits"),
+    (b"\x0b", "invalid wire type 3"),
+])
+def test_malformed_int_or_string_is_named(message: bytes, words: str) -> None:
+    from raftkube.apiserver import protobuf
+
+    with pytest.raises(protobuf.Malformed, match=words):
+        protobuf._int_or_string(message, "targetPort", [100])
+
