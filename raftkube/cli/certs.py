@@ -107,6 +107,19 @@ def _load_key(path: str) -> ec.EllipticCurvePrivateKey:
     return key
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey,
+             days: int) -> x509.CertificateBuilder:
+    """A certificate for `key`, valid from five minutes ago (clocks a little apart)
+    for `days`."""
+    now = _now()
+    return (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days)))
+
+
 def ensure_ca(pki_dir: str, *, name: str = "raftkube-ca") -> str:
     """The CA certificate's path; the CA is made on the first call and kept after."""
     os.makedirs(pki_dir, exist_ok=True)
@@ -123,13 +136,7 @@ def ensure_ca(pki_dir: str, *, name: str = "raftkube-ca") -> str:
                         "bring it back, or issue certificates where the whole CA is")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _now()
-    cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=365 * CA_YEARS))
+    cert = (_builder(subject, subject, key, 365 * CA_YEARS)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, key_cert_sign=True, crl_sign=True,
@@ -196,14 +203,8 @@ def ensure_serving(pki_dir: str, name: str, hosts: list[str]) -> Serving:
             return Serving(cert_path, key_path, issued=False)
     ca_key = _load_key(os.path.join(pki_dir, CA_KEY))
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=SERVING_DAYS))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (_builder(subject, ca_cert.subject, key, SERVING_DAYS)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, key_encipherment=False, key_cert_sign=False,
@@ -236,13 +237,7 @@ def self_signed(name: str, hosts: list[str], *, days: int = SERVING_DAYS
     PEM, fingerprint in hex)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = _now()
-    cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
+    cert = (_builder(subject, subject, key, days)
             .add_extension(x509.SubjectAlternativeName(san_entries(hosts)), critical=False)
             .sign(key, hashes.SHA256()))
     return (cert.public_bytes(serialization.Encoding.PEM), _key_pem(key),
