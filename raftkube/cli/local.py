@@ -30,6 +30,7 @@ containers of that id, and only those, even if the agents were killed before.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import os
@@ -42,8 +43,7 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -451,13 +451,10 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
 
 def ready_nodes(server: str, token: str, *, timeout: float = 2.0,
                 ca: str | None = None) -> set[str] | None:
-    req = urllib.request.Request(server + "/api/v1/nodes",
-                                 headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout, context=tls_context(ca)) as resp:
-            items = json.loads(resp.read()).get("items") or []
-    except (urllib.error.URLError, OSError, ValueError):
+    found = _ask(server, "GET", "/api/v1/nodes", token, timeout=timeout, ca=ca)
+    if found is None:
         return None
+    items = found.get("items") or []
     return {n["metadata"]["name"] for n in items
             if any(c.get("type") == "Ready" and c.get("status") == "True"
                    for c in (n.get("status") or {}).get("conditions") or [])}
@@ -529,14 +526,32 @@ def _pid_in_file(pid_file: str) -> int | None:
 
 
 def status_of(server: str, token: str, ca: str | None = None) -> dict[str, Any] | None:
-    req = urllib.request.Request(server + "/v3/maintenance/status", data=b"{}", method="POST",
-                                 headers={"Authorization": f"Bearer {token}"})
+    return _ask(server, "POST", "/v3/maintenance/status", token, timeout=1.0, ca=ca,
+                body=b"{}")
+
+
+def _ask(server: str, method: str, path: str, token: str, *, timeout: float,
+         ca: str | None, body: bytes | None = None) -> dict[str, Any] | None:
+    """One request to one master while `rk up` waits for it; None unless a 200 with a
+    JSON object came back. The connection is closed whatever happens: urllib leaves the
+    socket open when a TLS handshake fails (a master still starting)."""
+    parts = urllib.parse.urlsplit(server)
+    host, port = parts.hostname or "", parts.port
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(host, port, timeout=timeout, context=tls_context(ca))
+        if parts.scheme == "https" else http.client.HTTPConnection(host, port,
+                                                                   timeout=timeout))
     try:
-        with urllib.request.urlopen(req, timeout=1, context=tls_context(ca)) as resp:
-            result: dict[str, Any] = json.loads(resp.read())
-            return result
-    except (urllib.error.URLError, OSError, ValueError):
+        conn.request(method, path, body=body,
+                     headers={"Authorization": f"Bearer {token}",
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        found = json.loads(resp.read()) if resp.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
         return None
+    finally:
+        conn.close()
+    return found if isinstance(found, dict) else None
 
 
 def wait_for_leader(servers: list[str], token: str, *, timeout: float, ca: str | None = None,

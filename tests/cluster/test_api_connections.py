@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from raftkube.apiserver import serving
-from tests.cluster.harness import Cluster, Writer, wait_for
+from tests.cluster.harness import Cluster, Writer, close_session, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -96,8 +96,7 @@ async def metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
 async def fresh_request(c: Cluster, url: str) -> int | str:
     """The status of a request on a new connection, or what went wrong."""
     try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {c.token}"},
-                                         connector=aiohttp.TCPConnector(ssl=c.tls())) as s, \
+        async with c.http() as s, \
                 s.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=3)) as resp:
             return resp.status
     except (aiohttp.ClientError, TimeoutError) as e:
@@ -130,7 +129,8 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
             # answering throughout and lets the test read the member's metrics.
             probe = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {c.token}"},
-                connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=30, ssl=c.tls()))
+                connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=30, ssl=c.tls(),
+                                               enable_cleanup_closed=True))
             writer = Writer(c, "fd", others)
             writing = asyncio.create_task(writer.run())
             try:
@@ -201,7 +201,7 @@ async def test_idle_connections_over_the_cap_are_refused_and_raft_goes_on(
             finally:
                 writer.stop()
                 await writing
-                await probe.close()
+                await close_session(probe)
             assert await c.leader() == leader
             assert await terms(c) == before, "an election happened during the flood"
 

@@ -83,9 +83,7 @@ async def test_the_v4_protocol_and_the_exit_status(cluster: Cluster,
     """kubectl older than 1.30 speaks v4 only: the same channels, no close message."""
     await running(api, "four", ["c"])
     url = next(iter(cluster.url.values()))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cluster.token}"},
-                                     connector=aiohttp.TCPConnector(ssl=cluster.tls())) \
-            as http:
+    async with cluster.http() as http:
         async with http.ws_connect(
                 f"{url}/api/v1/namespaces/default/pods/four/exec",
                 params=[("command", "false"), ("stdout", "true")],

@@ -194,8 +194,7 @@ async def test_auth_and_bad_input_on_every_master_change_nothing(
         assert c.session is not None
         for name in c.names:
             url = c.url[name]
-            async with aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(ssl=c.tls())) as anon:
+            async with c.http(token=False) as anon:
                 async with anon.post(url + "/v3/kv/put",
                                      json={"key": b64("a/y"), "value": b64("2")}) as r:
                     assert r.status == 401
