@@ -49,6 +49,15 @@ class FakeObjects:
         return SimpleNamespace(obj=found)
 
 
+@web.middleware
+async def admin(request: web.Request,
+                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                ) -> web.StreamResponse:
+    """Every request as the admin (the masters' auth is tested elsewhere)."""
+    request[auth.USER] = auth.User("admin")
+    return await handler(request)
+
+
 @pytest.fixture
 async def master() -> AsyncIterator[tu.TestClient[Any, Any]]:
     runtime = simulated.SimulatedRuntime(pod_cidr="10.244.1.0/24", host_ip="127.0.0.1",
@@ -73,13 +82,6 @@ async def master() -> AsyncIterator[tu.TestClient[Any, Any]]:
                            ("pods", "stale"): pod("stale", "c"),
                            ("pods", "pending"): pod("pending", "c", node=""),
                            ("nodes", "n1"): node})
-
-    @web.middleware
-    async def admin(request: web.Request,
-                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
-        request[auth.USER] = auth.User("admin")
-        return await handler(request)
 
     app = web.Application(middlewares=[admin])
     proxy = podproxy.PodProxy(objects, auth.Tokens(admin="t", nodes={"node-secret": "n1"}))
@@ -206,13 +208,6 @@ async def test_the_agent_is_reached_over_tls_pinned_by_the_fingerprint_its_node_
                     agent_node.AGENT_CERT_ANNOTATION: published}},
                 "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
                            "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port}}}}
-
-    @web.middleware
-    async def admin(request: web.Request,
-                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                    ) -> web.StreamResponse:
-        request[auth.USER] = auth.User("admin")
-        return await handler(request)
 
     objects = FakeObjects({("pods", "one"): one, ("nodes", "n1"): node(fingerprint)})
     app = web.Application(middlewares=[admin])
