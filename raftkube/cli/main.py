@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import kubectl, local, podio
+from raftkube.cli import kubectl, local, podio, session
 from raftkube.client import config as cfg
 from raftkube.client import errors, etcd, transport
 
@@ -29,13 +29,13 @@ def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
     async def body() -> T:
         config = cfg.load_config()
         async with transport.Transport(config.servers, config.token, ca=config.ca,
-                                       wait=kubectl.DEFAULT_WAIT) as tp:
+                                       wait=session.DEFAULT_WAIT) as tp:
             return await call(etcd.EtcdClient(tp))
 
     try:
         return asyncio.run(body())
     except errors.ClientError as e:
-        fail(kubectl.describe(e))
+        fail(session.describe(e))
 
 
 def parse_duration(value: str) -> float:

@@ -18,7 +18,7 @@ import click
 
 from raftkube.api import channels
 from raftkube.api.quantity import parse_quantity
-from raftkube.cli import kubectl
+from raftkube.cli.session import connect, fail, run
 from raftkube.client import errors
 
 
@@ -58,8 +58,8 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
     try:
         since_seconds = max(1, int(parse_duration(since))) if since else None
     except click.BadParameter as e:
-        kubectl.fail(f"--since: {e.message}")
-    session = kubectl.connect(namespace)
+        fail(f"--since: {e.message}")
+    session = connect(namespace)
 
     async def body() -> None:
         out = sys.stdout.buffer
@@ -71,9 +71,9 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
             out.flush()
 
     try:
-        kubectl.run(body, session)
+        run(body, session)
     except errors.ClientError as e:
-        kubectl.fail(e)
+        fail(e)
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
@@ -86,7 +86,7 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
 def exec_(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: bool,
           namespace: str | None) -> None:
     """Run a command in a pod's container: `rk exec POD -- COMMAND [ARGS...]`."""
-    session = kubectl.connect(namespace)
+    session = connect(namespace)
     code: list[int] = []
 
     async def body() -> None:
@@ -96,9 +96,9 @@ def exec_(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: 
 
     try:
         with _raw_terminal(tty and stdin):
-            kubectl.run(body, session)
+            run(body, session)
     except errors.ClientError as e:
-        kubectl.fail(e)
+        fail(e)
     sys.exit(code[0] if code else 1)
 
 
@@ -212,7 +212,7 @@ def _mebibytes(quantity: str) -> str:
 @click.option("-A", "--all-namespaces", is_flag=True, help="Pods of every namespace.")
 def top(what: str, name: str, namespace: str | None, all_namespaces: bool) -> None:
     """CPU and memory in use, per node or per pod (from the agents, now)."""
-    session = kubectl.connect(namespace)
+    session = connect(namespace)
     base = "/apis/metrics.k8s.io/v1beta1"
 
     async def body() -> None:
@@ -246,8 +246,8 @@ def top(what: str, name: str, namespace: str | None, all_namespaces: bool) -> No
                        .rstrip())
 
     try:
-        kubectl.run(body, session)
+        run(body, session)
     except errors.ClientError as e:
-        kubectl.fail(e)
+        fail(e)
 
 

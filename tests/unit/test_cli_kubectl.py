@@ -30,7 +30,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from raftkube.api import kinds, merge, printers
-from raftkube.cli import kubectl, manifests
+from raftkube.cli import apply, kubectl, manifests
 from raftkube.client import config as cl
 from raftkube.client import errors, rest, transport
 from tests import hostile
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.unit
 Obj = dict[str, Any]
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 TOKEN = "k" * 24
-LAST = kubectl.LAST_APPLIED
+LAST = apply.LAST_APPLIED
 
 
 def ts(**ago: float) -> str:
@@ -480,22 +480,22 @@ def test_missing_path_and_empty_input(tmp_path: Path) -> None:
 
 def test_apply_patch_is_empty_when_live_already_matches() -> None:
     manifest = yaml.safe_load(CONFIGMAP_YAML)
-    live = kubectl.with_last_applied(manifest)
+    live = apply.with_last_applied(manifest)
     live["metadata"].update(uid="u1", resourceVersion="7", creationTimestamp=ts(minutes=1))
     live["metadata"]["labels"] = {"added-by": "someone-else"}
-    assert kubectl.apply_patch(manifest=manifest, live=live) == {}
+    assert apply.apply_patch(manifest=manifest, live=live) == {}
 
 
 def test_a_secret_written_with_string_data_is_unchanged_once_folded() -> None:
     manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
                 "stringData": {"user": "admin", "password": "hunter2"}}
-    live = kubectl.with_last_applied(manifest)
+    live = apply.with_last_applied(manifest)
     del live["stringData"]  # the server keeps it as base64 data
     live["data"] = {"user": "YWRtaW4=", "password": "aHVudGVyMg==", "other": "eA=="}
-    assert kubectl.apply_patch(manifest=manifest, live=live) == {}
+    assert apply.apply_patch(manifest=manifest, live=live) == {}
     changed = copy.deepcopy(manifest)
     changed["stringData"]["password"] = "correct horse"
-    patch = kubectl.apply_patch(manifest=changed, live=live)
+    patch = apply.apply_patch(manifest=changed, live=live)
     assert patch["stringData"] == {"password": "correct horse"}
     assert "data" not in patch
 
@@ -503,21 +503,21 @@ def test_a_secret_written_with_string_data_is_unchanged_once_folded() -> None:
 def test_apply_patch_keeps_annotations_it_does_not_own() -> None:
     manifest = yaml.safe_load(CONFIGMAP_YAML)
     manifest["metadata"]["annotations"] = {"owner": "me"}
-    live = kubectl.with_last_applied(manifest)
+    live = apply.with_last_applied(manifest)
     live["metadata"]["annotations"]["other"] = "x"  # written by someone else
     changed = copy.deepcopy(manifest)
     changed["data"]["lives"] = "9"
-    result = merge.merge_patch(live, kubectl.apply_patch(manifest=changed, live=live))
+    result = merge.merge_patch(live, apply.apply_patch(manifest=changed, live=live))
     assert {k: v for k, v in result["metadata"]["annotations"].items() if k != LAST} == {
         "owner": "me", "other": "x"}
     # The manifest drops its annotations: its own go, the others' stay.
     del changed["metadata"]["annotations"]
-    result = merge.merge_patch(live, kubectl.apply_patch(manifest=changed, live=live))
+    result = merge.merge_patch(live, apply.apply_patch(manifest=changed, live=live))
     assert set(result["metadata"]["annotations"]) == {"other", LAST}
     # An object made without apply keeps what others annotated.
     made = copy.deepcopy(manifest)
     made["metadata"]["annotations"] = {"tool": "helm"}
-    result = merge.merge_patch(made, kubectl.apply_patch(manifest=changed, live=made))
+    result = merge.merge_patch(made, apply.apply_patch(manifest=changed, live=made))
     assert result["metadata"]["annotations"]["tool"] == "helm"
 
 
@@ -526,7 +526,7 @@ def test_apply_patch_removes_dropped_fields_and_records_the_new_manifest() -> No
     new = copy.deepcopy(old)
     del new["data"]["mode"]
     new["data"]["lives"] = "5"
-    patch = kubectl.apply_patch(manifest=new, live=kubectl.with_last_applied(old))
+    patch = apply.apply_patch(manifest=new, live=apply.with_last_applied(old))
     assert patch["data"] == {"lives": "5", "mode": None}
     assert json.loads(patch["metadata"]["annotations"][LAST]) == new
 
@@ -535,7 +535,7 @@ def test_apply_patch_without_a_recorded_manifest_removes_nothing() -> None:
     manifest = yaml.safe_load(CONFIGMAP_YAML)
     live = copy.deepcopy(manifest)
     live["data"]["extra"] = "kept"
-    patch = kubectl.apply_patch(manifest=manifest, live=live)
+    patch = apply.apply_patch(manifest=manifest, live=live)
     assert set(patch) == {"metadata"}
     assert json.loads(patch["metadata"]["annotations"][LAST]) == manifest
 
