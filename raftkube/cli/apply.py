@@ -37,7 +37,7 @@ from typing import Any
 import click
 
 from raftkube.api import kinds, merge, printers
-from raftkube.cli import durations, manifests, progress, prune
+from raftkube.cli import durations, manifests, progress, prune, readiness
 from raftkube.cli.session import (
     OperationError,
     connect,
@@ -248,13 +248,13 @@ def print_objects(outcomes: list[Outcome], output: str) -> None:
 
 
 def readiness_check(kind: kinds.Kind, obj: Obj) -> tuple[bool, str]:
-    """Whether one object is rolled out / ready, in kubectl's words (`readiness`)."""
-    return _readiness(kind, obj)
-
-
-def _readiness(kind: kinds.Kind, obj: Obj) -> tuple[bool, str]:
-    # Stand-in until raftkube.cli.readiness lands: exists is ready.
-    return True, f"{printers.object_ref(kind, obj)} exists"
+    """Whether one object is rolled out / ready, in kubectl's words (`readiness`); a
+    state waiting cannot fix (a failed Job, a missed progress deadline) ends the wait."""
+    try:
+        found = readiness.status(kind, obj)
+    except readiness.RolloutError as e:
+        raise progress.WaitFailed(str(e)) from None
+    return found.done, found.message
 
 
 def commands(clock: Callable[[], datetime]) -> list[click.Command]:

@@ -512,3 +512,31 @@ def test_the_client_goes_past_a_dead_master_within_the_request_timeout(
             assert (await rest.RestClient(tp).list(CM, "default"))["items"] == []
 
     asyncio.run(read())
+
+
+def test_apply_wait_reports_progress_then_done_or_the_timeout(rk: Cli) -> None:  # noqa: F811
+    f = rk.file("app.yaml", f"{DEPLOY_YAML}---\n{CONFIGMAP_YAML}")
+    result = rk("apply", "-f", f, "--wait", "--timeout", "1s")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "deployment.apps/front created", "configmap/game-demo created",
+        'deployment.apps/front: Waiting for deployment "front" rollout to finish: 0 out of '
+        "2 new replicas have been updated...",
+        'configmap/game-demo: configmap "game-demo" exists']
+    assert result.stderr == (
+        "error: timed out waiting for the condition on deployment.apps/front: Waiting for "
+        'deployment "front" rollout to finish: 0 out of 2 new replicas have been '
+        "updated...\n")
+    live = rk.api.objects[("deployments.apps", "default", "front")]
+    live["status"] = {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+    assert ok(rk("apply", "-f", f, "--wait")).splitlines()[-2:] == [
+        'deployment.apps/front: deployment "front" successfully rolled out',
+        'configmap/game-demo: configmap "game-demo" exists']
+    live["status"]["conditions"] = [{"type": "Progressing", "status": "False",
+                                     "reason": "ProgressDeadlineExceeded"}]
+    live["status"]["updatedReplicas"] = 1
+    result = rk("apply", "-f", f, "--wait")
+    assert (result.exit_code, result.stderr) == (
+        1, 'error: deployment "front" exceeded its progress deadline\n')
+    result = rk("apply", "-f", f, "--wait", "--timeout", "soon")
+    assert result.exit_code == 2 and "'--timeout'" in result.stderr
