@@ -453,10 +453,16 @@ def secret(s: Obj, rel: Related, now: datetime) -> str:
     return w.text()
 
 
+ACRONYMS = frozenset({"api", "cidr", "dns", "http", "https", "id", "ip", "ips", "tls",
+                      "uid", "url", "uuid"})
+
+
 def _words(key: str) -> str:
-    """`creationTimestamp` as kubectl's generic describer titles it: `Creation Timestamp`."""
+    """`creationTimestamp` as kubectl's generic describer titles it: `Creation Timestamp`,
+    with the usual acronyms in capitals (`API Version`, `UID`)."""
     spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", key)
-    return spaced[:1].upper() + spaced[1:]
+    return " ".join(w.upper() if w.lower() in ACRONYMS else w[:1].upper() + w[1:]
+                    for w in spaced.split(" "))
 
 
 def _generic_value(w: Writer, level: int, key: str, value: Any) -> None:
