@@ -179,10 +179,14 @@ async def gather(store: etcd.EtcdClient) -> list[Master]:
 
 
 def _status(output: str | None) -> None:
+    context = click.get_current_context(silent=True)
+    wait = (context.find_root().params.get("request_timeout") if context else None) \
+        or DEFAULT_WAIT  # how long the member list may wait for any master (`rk --request-timeout`)
+
     async def body() -> list[Master]:
         config = cfg.load_config()
         async with transport.Transport(config.servers, config.token, ca=config.ca,
-                                       wait=DEFAULT_WAIT) as tp:
+                                       wait=wait) as tp:
             return await gather(etcd.EtcdClient(tp))
 
     try:
