@@ -38,6 +38,9 @@ class Options:
     no_headers: bool = False  # --no-headers
     show_labels: bool = False  # --show-labels: a LABELS column at the end
     label_columns: tuple[str, ...] = ()  # -L KEY: a column per label key
+    # kubectl, once one kind of a request has a NAMESPACE column (-A), keeps it for the
+    # cluster-scoped kinds after it (cells empty).
+    namespace_column: bool = False
 
 
 def qualified(kind: kinds.Kind) -> str:
@@ -668,7 +671,7 @@ def table_rows(objs: Sequence[Obj], kind: kinds.Kind, *, now: datetime,
                options: Options = Options(), headers: bool = True) -> list[list[str]]:
     """The cells of a table, its header row first when `headers` (and not no_headers)."""
     cols = columns(kind, wide=options.output == "wide")
-    with_namespace = options.all_namespaces and kind.namespaced
+    with_namespace = options.all_namespaces and (kind.namespaced or options.namespace_column)
     header = [c.header for c in cols] + [label_header(k) for k in options.label_columns]
     if options.show_labels:
         header.append("LABELS")

@@ -12,6 +12,7 @@ version the server no longer has is answered by listing again. Formats live in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -212,11 +213,16 @@ class Shower:
             doc = typed[0] if single and len(typed) == 1 else printers.as_list(typed)
             return outputs.render_jsonpath(self.out, doc)
         if fmt == "custom-columns":
-            objs = [o for _, group in groups for o in group]
+            every = [o for _, group in groups for o in group]
             return printers.tabulate(outputs.custom_rows(
-                self.out, objs, headers=not self.options.no_headers))
-        tables = [printers.table(objs, k, now=now, options=self.options)
-                  for k, objs in groups if objs]
+                self.out, every, headers=not self.options.no_headers))
+        tables = []
+        sticky = False
+        for kind, objs in groups:
+            if objs:
+                options = dataclasses.replace(self.options, namespace_column=sticky)
+                tables.append(printers.table(objs, kind, now=now, options=options))
+            sticky = sticky or kind.namespaced
         return "\n".join(tables)
 
     def one(self, kind: kinds.Kind, obj: Obj) -> str:

@@ -416,3 +416,15 @@ def test_category_all_is_in_kubectls_order() -> None:
         "pods", "services", "daemonsets", "deployments", "replicasets", "jobs"]
     assert get.parse_targets(["po,deploy"])[1] is True
     assert get.parse_targets(["deploy/front"]) == ([(kinds.DEPLOYMENT, ["front"])], False)
+
+
+def test_a_namespace_column_once_shown_stays_for_cluster_scoped_kinds(
+        rk: Cli) -> None:  # noqa: F811
+    # kubectl 1.32: `get pods,namespaces -A` gives namespaces an empty NAMESPACE column
+    # (pods came first, even with no pods); `get namespaces,pods -A` does not.
+    seed(rk)
+    after = rows(ok(rk("get", "cm,ns", "-A")).split("\n\n")[1])
+    assert after[0] == ["NAMESPACE", "NAME", "STATUS", "AGE"]
+    assert after[1] == ["", "namespace/default", "Active", "4d"]
+    before = rows(ok(rk("get", "ns,cm", "-A")).split("\n\n")[0])
+    assert before[0] == ["NAME", "STATUS", "AGE"]
