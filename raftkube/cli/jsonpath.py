@@ -213,10 +213,14 @@ class _Parser:
         return steps, text[pos:]
 
     def name(self, text: str, pos: int) -> tuple[str, int]:
-        end = pos
+        """A field name; a backslash keeps the next character (`app\\.kubernetes\\.io`)."""
+        end, chars = pos, []
         while end < len(text) and text[end] not in _TERMINATORS:
+            if text[end] == "\\" and end + 1 < len(text):
+                end += 1
+            chars.append(text[end])
             end += 1
-        return text[pos:end], end
+        return "".join(chars), end
 
     def bracket(self, text: str, pos: int) -> tuple[Step, int]:
         """`[...]` starting at `pos`: the step and where it ends."""
@@ -483,7 +487,7 @@ def _step(step: Step, values: list[Any], *, allow_missing: bool) -> list[Any]:
     if isinstance(step, Union):
         for v in values:
             if not isinstance(v, list):
-                raise _EvalError(f"{text_of(v)} is not array or slice")
+                raise _EvalError(f"{go_type(v)} is not array or slice")
             for i in step.indexes:
                 j = i + len(v) if i < 0 else i
                 if not 0 <= j < len(v):
@@ -494,9 +498,7 @@ def _step(step: Step, values: list[Any], *, allow_missing: bool) -> list[Any]:
     if isinstance(step, Slice):
         for v in values:
             if not isinstance(v, list):
-                if allow_missing:
-                    continue
-                raise _EvalError(f"{text_of(v)} is not array or slice")
+                raise _EvalError(f"{go_type(v)} is not array or slice")
             out += _slice(step, v)
         return out
     for v in values:
@@ -504,6 +506,19 @@ def _step(step: Step, values: list[Any], *, allow_missing: bool) -> list[Any]:
             raise _EvalError(f"{text_of(v)} is not array or slice and cannot be filtered")
         out += [item for item in v if _keep(step, item, allow_missing)]
     return out
+
+
+def go_type(value: Any) -> str:
+    """The Go type kubectl names in its errors for a JSON value."""
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    return "string" if isinstance(value, str) else "interface {}"
 
 
 def _slice(step: Slice, v: list[Any]) -> list[Any]:

@@ -38,7 +38,8 @@ Obj = dict[str, Any]
 DOC: Obj = {
     "apiVersion": "v1", "kind": "ConfigMap",
     "metadata": {"name": "x", "namespace": "default",
-                 "annotations": {"z": "1", "b": "2", "m": "3"}, "labels": {"b": "2"}},
+                 "annotations": {"z": "1", "b": "2", "m": "3"},
+                 "labels": {"b": "2", "app.kubernetes.io/name": "web"}},
     "data": {"k": "v"},
     "conds": [{"type": "Ready", "status": "True", "n": 1.5, "i": 3, "nul": None, "t": True},
               {"type": "Init", "status": "False", "n": 2, "i": 10}]}
@@ -70,6 +71,7 @@ DOC: Obj = {
     ("{kind}", "ConfigMap"),
     ("{.conds[?(@.status!='True')].type}", "Init"),
     ("{.conds[?(@.t==true)].type}", "Ready"),
+    ("{.metadata.labels.app\\.kubernetes\\.io/name}", "web"),
 ])
 def test_jsonpath_prints_like_kubectl(template: str, expected: str) -> None:
     assert jsonpath.parse(template).render(DOC) == expected
@@ -88,6 +90,7 @@ def test_jsonpath_prints_like_kubectl(template: str, expected: str) -> None:
     ("{end}", 'error executing jsonpath "{end}": not in range, nothing to end'),
     ("{.metadata[?(@.a)]}", "is not array or slice and cannot be filtered"),
     ('{.conds[?(@.i<"a")]}', "incompatible types for comparison"),
+    ("{.kind[0]}", 'error executing jsonpath "{.kind[0]}": string is not array or slice'),
 ])
 def test_jsonpath_errors_name_the_template_and_the_problem(template: str,
                                                            message: str) -> None:
@@ -147,8 +150,8 @@ def test_custom_columns_values_like_kubectl() -> None:
     out = outputs.parse("custom-columns=NAME:.metadata.name,LABELS:.metadata.labels,"
                         "TYPES:.conds[*].type,NONE:.nope,ANN:{.metadata.annotations.z}")
     assert outputs.custom_rows(out, [DOC]) == [
-        ["NAME", "LABELS", "TYPES", "NONE", "ANN"], ["x", "map[b:2]", "Ready,Init", "<none>",
-                                                     "1"]]
+        ["NAME", "LABELS", "TYPES", "NONE", "ANN"],
+        ["x", "map[app.kubernetes.io/name:web b:2]", "Ready,Init", "<none>", "1"]]
     assert outputs.custom_rows(out, [DOC], headers=False)[0][0] == "x"
     from_file = outputs.parse("custom-columns-file=f", read=lambda p: (
         "NAME   KIND\n.metadata.name   {.kind}\n"))
