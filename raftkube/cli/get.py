@@ -94,6 +94,8 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                   "custom-columns-file=... (default: a table).")
     @click.option("-w", "--watch", is_flag=True, help="After listing, print every change.")
     @click.option("--watch-only", is_flag=True, help="Print changes only, not the list.")
+    @click.option("--output-watch-events", is_flag=True,
+                  help="With -w: show each change's type (ADDED, MODIFIED, DELETED).")
     @click.option("--show-labels", is_flag=True, help="Add a LABELS column.")
     @click.option("--no-headers", is_flag=True, help="Print tables without their header.")
     @click.option("--sort-by", default="", help="Sort by a JSONPath, e.g. .metadata.name.")
@@ -103,8 +105,9 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                   help="A named object that is not there is no error.")
     def get(args: tuple[str, ...], namespace: str | None, all_namespaces: bool,
             selector: str, field_selector: str, output: str | None, watch: bool,
-            watch_only: bool, show_labels: bool, no_headers: bool, sort_by: str,
-            label_columns: tuple[str, ...], ignore_not_found: bool) -> None:
+            watch_only: bool, output_watch_events: bool, show_labels: bool,
+            no_headers: bool, sort_by: str, label_columns: tuple[str, ...],
+            ignore_not_found: bool) -> None:
         """Show objects: `rk get KIND[,KIND] [NAME...]`, `rk get KIND/NAME...`, `rk get all`."""
         if not args:
             click.echo(NO_RESOURCE, err=True)
@@ -132,6 +135,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                                    no_headers=no_headers, show_labels=show_labels,
                                    label_columns=_label_keys(label_columns))
         show = Shower(out, options, clock)
+        show.events = output_watch_events
         if watch or watch_only:
             kind, names = targets[0]
             watcher = Watcher(session, kind, names[0] if names else "", show,
@@ -201,6 +205,7 @@ class Shower:
         self.options = options
         self.clock = clock
         self.printed = 0  # objects printed one by one so far
+        self.events = False  # --output-watch-events
 
     def all(self, groups: Sequence[tuple[kinds.Kind, Sequence[Obj]]], *, single: bool) -> str:
         fmt = self.out.format
@@ -225,11 +230,13 @@ class Shower:
             sticky = sticky or kind.namespaced
         return "\n".join(tables)
 
-    def one(self, kind: kinds.Kind, obj: Obj) -> str:
+    def one(self, kind: kinds.Kind, obj: Obj, event: str = "ADDED") -> str:
         fmt = self.out.format
         first = self.printed == 0
         self.printed += 1
-        typed = printers.typed(obj, kind)
+        typed: Obj = printers.typed(obj, kind)
+        if self.events and fmt in ("yaml", "json", "jsonpath"):
+            typed = {"type": event, "object": typed}  # kubectl's --output-watch-events
         if fmt == "yaml":
             return ("" if first else "---\n") + printers.to_yaml(typed)
         if fmt == "json":
@@ -241,8 +248,28 @@ class Shower:
         if fmt == "custom-columns":
             headers = first and not self.options.no_headers
             return printers.tabulate(outputs.custom_rows(self.out, [obj], headers=headers))
-        return printers.tabulate(printers.table_rows([obj], kind, now=self.clock(),
-                                                     options=self.options, headers=first))
+        return printers.tabulate(self.rows(kind, [obj], [event], headers=first))
+
+    def rows(self, kind: kinds.Kind, objs: Sequence[Obj], events: Sequence[str], *,
+             headers: bool) -> list[list[str]]:
+        """Table rows of a watch, with kubectl's EVENT column first when asked for."""
+        rows = printers.table_rows(objs, kind, now=self.clock(), options=self.options,
+                                   headers=headers)
+        if not self.events:
+            return rows
+        titled = len(rows) > len(objs)
+        return [["EVENT", *rows[0]]] * titled + [
+            [event, *row] for event, row in zip(events, rows[titled:], strict=True)]
+
+    def listed(self, kind: kinds.Kind, objs: Sequence[Obj]) -> str:
+        """What a watch prints of the objects there when it starts: a table of them
+        (aligned as one), or each object alone."""
+        if self.out.format in ("table", "wide"):
+            text = printers.tabulate(self.rows(kind, objs, ["ADDED"] * len(objs),
+                                               headers=True))
+            self.printed += len(objs)
+            return text
+        return "".join(self.one(kind, o) for o in objs)
 
 
 class Watcher:
@@ -276,11 +303,7 @@ class Watcher:
         for obj in current:
             self.shown[informer.key_of(obj)] = informer.resource_version(obj)
         if not self.only and current:
-            text = self.show.all([(self.kind, current)], single=False) \
-                if self.show.out.format in ("table", "wide") else \
-                "".join(self.show.one(self.kind, o) for o in current)
-            self.show.printed = max(self.show.printed, len(current))
-            click.echo(text, nl=False)
+            click.echo(self.show.listed(self.kind, current), nl=False)
         events: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue()
         watch = informer.Informer(client, self.kind, namespace=self.namespace,
                                   label_selector=self.label_selector,
@@ -303,7 +326,7 @@ class Watcher:
                 else:
                     self.shown[key] = version
                 try:
-                    click.echo(self.show.one(self.kind, obj), nl=False)
+                    click.echo(self.show.one(self.kind, obj, what), nl=False)
                 except errors.ClientError as e:
                     fail(e)
         finally:

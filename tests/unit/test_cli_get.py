@@ -414,6 +414,19 @@ def test_watch_output_one_object_at_a_time() -> None:
     assert name.one(kinds.CONFIGMAP, cm("a", "1")) == "configmap/a\n"
 
 
+def test_watch_events_column_and_wrapper() -> None:
+    table = get.Shower(outputs.parse(None), printers.Options(), lambda: NOW)
+    table.events = True
+    assert [r.split() for r in table.listed(kinds.CONFIGMAP, [cm("a", "1")]).splitlines()] \
+        == [["EVENT", "NAME", "DATA", "AGE"], ["ADDED", "a", "0", "60s"]]
+    assert table.one(kinds.CONFIGMAP, cm("a", "2"), "DELETED").split() == [
+        "DELETED", "a", "0", "60s"]
+    as_json = get.Shower(outputs.parse("json"), printers.Options(), lambda: NOW)
+    as_json.events = True
+    event = json.loads(as_json.one(kinds.CONFIGMAP, cm("a", "2"), "MODIFIED"))
+    assert (event["type"], event["object"]["kind"]) == ("MODIFIED", "ConfigMap")
+
+
 def test_category_all_is_in_kubectls_order() -> None:
     assert [k.plural for k in get.category("all")] == [
         "pods", "services", "daemonsets", "deployments", "replicasets", "jobs"]
