@@ -550,7 +550,10 @@ def _operand(operand: Path | Literal | None, item: Any, allow_missing: bool) -> 
         return []
     if isinstance(operand, Literal):
         return [operand.value]
-    return _walk(operand, [item], allow_missing=True)
+    try:
+        return _walk(operand, [item], allow_missing=True)
+    except _EvalError:
+        return []  # kubectl does not fail a filter on an item its path does not fit
 
 
 def _keep(step: Filter, item: Any, allow_missing: bool) -> bool:

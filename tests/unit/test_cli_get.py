@@ -72,6 +72,7 @@ DOC: Obj = {
     ("{.conds[?(@.status!='True')].type}", "Init"),
     ("{.conds[?(@.t==true)].type}", "Ready"),
     ("{.metadata.labels.app\\.kubernetes\\.io/name}", "web"),
+    ("{.conds[?(@.type[0])].i}", ""),  # a path that does not fit an item: not kept
 ])
 def test_jsonpath_prints_like_kubectl(template: str, expected: str) -> None:
     assert jsonpath.parse(template).render(DOC) == expected
