@@ -35,6 +35,12 @@ class Options:
     output: str = "table"  # one of FORMATS
     all_namespaces: bool = False  # adds a NAMESPACE column to tables of namespaced kinds
     with_kind: bool = False  # NAME as `deployment.apps/front`, when several kinds are shown
+    no_headers: bool = False  # --no-headers
+    show_labels: bool = False  # --show-labels: a LABELS column at the end
+    label_columns: tuple[str, ...] = ()  # -L KEY: a column per label key
+    # kubectl, once one kind of a request has a NAMESPACE column (-A), keeps it for the
+    # cluster-scoped kinds after it (cells empty).
+    namespace_column: bool = False
 
 
 def qualified(kind: kinds.Kind) -> str:
@@ -131,35 +137,123 @@ def _or_none(text: str) -> str:
     return text or "<none>"
 
 
+@dataclass(frozen=True)
+class _PodView:
+    ready: int
+    total: int
+    reason: str
+    restarts: int
+    last_restart: datetime | None
+
+
+def _pod_view(pod: Obj) -> _PodView:
+    """kubectl's reading of a pod (printPod): READY counts running ready containers (and
+    started sidecars), STATUS is the phase refined by init and container states,
+    RESTARTS sums restart counts, with the newest previous termination."""
+    spec = _get(pod, "spec") or {}
+    status = _get(pod, "status") or {}
+    containers_ = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    inits = [c for c in spec.get("initContainers") or [] if isinstance(c, dict)]
+    sidecars = {str(c.get("name")) for c in inits if c.get("restartPolicy") == "Always"}
+    total = len(containers_) + len(sidecars)
+    ready = 0
+    reason = str(status.get("reason") or status.get("phase") or "Pending")
+    for c in status.get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "PodScheduled" \
+                and c.get("reason") == "SchedulingGated":
+            reason = "SchedulingGated"
+    restarts = 0
+    last: datetime | None = None
+    sidecar_restarts = 0
+    sidecar_last: datetime | None = None
+
+    def later(a: datetime | None, cs: Obj) -> datetime | None:
+        finished = parse_time(((cs.get("lastState") or {}).get("terminated") or {})
+                              .get("finishedAt"))
+        return finished if finished is not None and (a is None or finished > a) else a
+
+    initializing = False
+    init_statuses = [s for s in status.get("initContainerStatuses") or []
+                     if isinstance(s, dict)]
+    for i, cs in enumerate(init_statuses):
+        restarts += _int(cs.get("restartCount"))
+        last = later(last, cs)
+        state = cs.get("state") or {}
+        terminated, waiting = state.get("terminated"), state.get("waiting") or {}
+        if cs.get("name") in sidecars:
+            sidecar_restarts += _int(cs.get("restartCount"))
+            sidecar_last = later(sidecar_last, cs)
+            if cs.get("started") and cs.get("ready"):
+                ready += 1
+            continue
+        if isinstance(terminated, dict) and _int(terminated.get("exitCode")) == 0 \
+                and terminated:
+            continue
+        if isinstance(terminated, dict) and terminated:
+            if terminated.get("reason"):
+                reason = f"Init:{terminated['reason']}"
+            elif terminated.get("signal"):
+                reason = f"Init:Signal:{terminated['signal']}"
+            else:
+                reason = f"Init:ExitCode:{_int(terminated.get('exitCode'))}"
+        elif waiting.get("reason") and waiting.get("reason") != "PodInitializing":
+            reason = f"Init:{waiting['reason']}"
+        else:
+            reason = f"Init:{i}/{len(inits)}"
+        initializing = True
+        break
+    initialized = any(isinstance(c, dict) and c.get("type") == "Initialized"
+                      and c.get("status") == "True" for c in status.get("conditions") or [])
+    if not initializing or initialized:
+        restarts, last = sidecar_restarts, sidecar_last
+        running = False
+        for cs in reversed([s for s in status.get("containerStatuses") or []
+                            if isinstance(s, dict)]):
+            restarts += _int(cs.get("restartCount"))
+            last = later(last, cs)
+            state = cs.get("state") or {}
+            waiting, terminated = state.get("waiting") or {}, state.get("terminated")
+            if waiting.get("reason"):
+                reason = str(waiting["reason"])
+            elif isinstance(terminated, dict) and terminated.get("reason"):
+                reason = str(terminated["reason"])
+            elif isinstance(terminated, dict):
+                reason = (f"Signal:{terminated['signal']}" if terminated.get("signal")
+                          else f"ExitCode:{_int(terminated.get('exitCode'))}")
+            elif cs.get("ready") and state.get("running") is not None:
+                running = True
+                ready += 1
+        if reason == "Completed" and running:
+            ready_condition = any(isinstance(c, dict) and c.get("type") == "Ready"
+                                  and c.get("status") == "True"
+                                  for c in status.get("conditions") or [])
+            reason = "Running" if ready_condition else "NotReady"
+    if _get(pod, "metadata", "deletionTimestamp"):
+        if status.get("reason") == "NodeLost":
+            reason = "Unknown"
+        elif status.get("phase") not in ("Succeeded", "Failed"):
+            reason = "Terminating"
+    return _PodView(ready, total, reason, restarts, last)
+
+
 def pod_ready(pod: Obj, now: datetime) -> str:
-    statuses = _get(pod, "status", "containerStatuses") or []
-    ready = sum(1 for s in statuses if isinstance(s, dict) and s.get("ready"))
-    return f"{ready}/{len(_get(pod, 'spec', 'containers') or [])}"
+    view = _pod_view(pod)
+    return f"{view.ready}/{view.total}"
 
 
 def pod_status(pod: Obj, now: datetime) -> str:
-    """The phase, refined like kubectl: a container's waiting or terminated reason
-    (`CrashLoopBackOff`, `Completed`), and `Terminating` once deletion has begun."""
-    reason = str(_get(pod, "status", "reason") or _get(pod, "status", "phase") or "Pending")
-    for cs in reversed(_get(pod, "status", "containerStatuses") or []):
-        state = cs.get("state") or {} if isinstance(cs, dict) else {}
-        waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
-        if waiting.get("reason"):
-            reason = str(waiting["reason"])
-        elif terminated.get("reason"):
-            reason = str(terminated["reason"])
-        elif terminated:
-            code = terminated.get("exitCode", 0)
-            signal = terminated.get("signal")
-            reason = f"Signal:{signal}" if signal else f"ExitCode:{code}"
-    if _get(pod, "metadata", "deletionTimestamp"):
-        reason = "Terminating"
-    return reason
+    """The phase, refined like kubectl: an init container's progress (`Init:0/1`), a
+    container's waiting or terminated reason (`CrashLoopBackOff`, `ErrImagePull`,
+    `ContainerCreating`, `Completed`), and `Terminating` once deletion has begun."""
+    return _pod_view(pod).reason
 
 
 def pod_restarts(pod: Obj, now: datetime) -> str:
-    statuses = _get(pod, "status", "containerStatuses") or []
-    return str(sum(_int(s.get("restartCount")) for s in statuses if isinstance(s, dict)))
+    """`3`, or `3 (5m ago)` when the newest previous termination is known."""
+    view = _pod_view(pod)
+    if view.restarts and view.last_restart is not None:
+        return f"{view.restarts} ({human_duration(now - view.last_restart)} ago)"
+    return str(view.restarts)
 
 
 def _replicas(obj: Obj) -> int:
@@ -561,22 +655,47 @@ def tabulate(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table(objs: Sequence[Obj], kind: kinds.Kind, *, now: datetime,
-          options: Options = Options()) -> str:
+def label_header(key: str) -> str:
+    """kubectl's header for `-L KEY`: the key's last path segment, upper-cased."""
+    return key.rsplit("/", 1)[-1].upper()
+
+
+def labels_text(obj: Obj) -> str:
+    labels = _get(obj, "metadata", "labels") or {}
+    if not isinstance(labels, dict) or not labels:
+        return "<none>"
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def table_rows(objs: Sequence[Obj], kind: kinds.Kind, *, now: datetime,
+               options: Options = Options(), headers: bool = True) -> list[list[str]]:
+    """The cells of a table, its header row first when `headers` (and not no_headers)."""
     cols = columns(kind, wide=options.output == "wide")
-    with_namespace = options.all_namespaces and kind.namespaced
-    header = [c.header for c in cols]
+    with_namespace = options.all_namespaces and (kind.namespaced or options.namespace_column)
+    header = [c.header for c in cols] + [label_header(k) for k in options.label_columns]
+    if options.show_labels:
+        header.append("LABELS")
     if with_namespace:
         header.insert(0, "NAMESPACE")
-    rows = [header]
+    rows = [header] if headers and not options.no_headers else []
     for obj in objs:
         row = [c.cell(obj, now) for c in cols]
         if options.with_kind and kind.kind != "Event":
             row[0] = object_ref(kind, obj)
+        labels = _get(obj, "metadata", "labels") or {}
+        row += [str(labels.get(k, "")) if isinstance(labels, dict) else ""
+                for k in options.label_columns]
+        if options.show_labels:
+            row.append(labels_text(obj))
         if with_namespace:
             row.insert(0, str(_get(obj, "metadata", "namespace") or ""))
         rows.append(row)
-    return tabulate(rows)
+    return rows
+
+
+def table(objs: Sequence[Obj], kind: kinds.Kind, *, now: datetime,
+          options: Options = Options()) -> str:
+    return tabulate(table_rows(objs, kind, now=now, options=options))
 
 
 def _typed(obj: Obj, kind: kinds.Kind) -> Obj:
@@ -584,6 +703,11 @@ def _typed(obj: Obj, kind: kinds.Kind) -> Obj:
     if obj.get("apiVersion") and obj.get("kind"):
         return obj
     return {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
+
+
+def typed(obj: Obj, kind: kinds.Kind) -> Obj:
+    """The object with apiVersion and kind, which list items may leave out."""
+    return _typed(obj, kind)
 
 
 def as_list(items: Sequence[Obj]) -> Obj:
