@@ -1,13 +1,14 @@
 """`rk diff -f`: what `rk apply -f` would change, as a unified diff of live and merged.
 
 The merged side is what the server makes of the apply, asked as a server dry run of the
-very request apply sends (`apply.apply_patch` / `apply.with_last_applied`), so defaults,
-validation and the three-way merge are the server's and apply's own. Both sides leave
-out what changes on every write (resourceVersion, generation, managedFields); the
-last-applied annotation is shown as the server would hold it, as kubectl shows it, and a
-Secret's values are masked as kubectl masks them. Each object is a file named
-`GROUP.VERSION.KIND.NAMESPACE.NAME`; with $RK_EXTERNAL_DIFF or $KUBECTL_EXTERNAL_DIFF the
-two directories go to that program, else Python's difflib prints `diff -u -N`'s output.
+request apply sends (`apply.apply_patch`, or the create), so defaults, validation and
+the three-way merge are the server's and apply's own. As in kubectl's diff, the patch
+does not update the last-applied annotation (it shows as the live object holds it), and a
+Secret's values are masked as kubectl masks them. Both sides leave out what changes on
+every write (resourceVersion, generation, managedFields), which kubectl would show.
+Each object is a file named `GROUP.VERSION.KIND.NAMESPACE.NAME`; with $RK_EXTERNAL_DIFF
+or $KUBECTL_EXTERNAL_DIFF the two directories go to that program, else Python's difflib
+prints `diff -u -N`'s output.
 Exit status as kubectl's: 0 no differences, 1 differences, more than 1 an error.
 """
 
@@ -104,6 +105,22 @@ def external_command(env: dict[str, str]) -> list[str] | None:
     return None
 
 
+def without_record(patch: Obj) -> Obj:
+    """Apply's patch without its update of the last-applied annotation: kubectl's diff
+    leaves the annotation as the live object has it, so that only the manifest's own
+    changes show."""
+    meta = patch.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not isinstance(annotations, dict):
+        return patch
+    annotations.pop(apply.LAST_APPLIED, None)
+    if not annotations:
+        del meta["annotations"]
+    if not meta:
+        del patch["metadata"]
+    return patch
+
+
 async def merged_of(client: Any, m: manifests.Manifest) -> tuple[Obj | None, Obj]:
     """The live object (None when there is none) and what applying `m` would make it."""
     try:
@@ -116,10 +133,9 @@ async def merged_of(client: Any, m: manifests.Manifest) -> tuple[Obj | None, Obj
         live = None
     try:
         if live is None:
-            merged: Obj = await client.create(m.kind, m.namespace,
-                                              apply.with_last_applied(m.obj), dry_run=True)
+            merged: Obj = await client.create(m.kind, m.namespace, m.obj, dry_run=True)
             return None, merged
-        patch = apply.apply_patch(manifest=m.obj, live=live)
+        patch = without_record(apply.apply_patch(manifest=m.obj, live=live))
         if not patch:
             return live, live
         patch.setdefault("metadata", {})["resourceVersion"] = \

@@ -52,6 +52,10 @@ Obj = dict[str, Any]
 DRY_RUN_SUFFIX = {"none": "", "client": " (dry run)", "server": " (server dry run)"}
 OUTPUTS = ["name", "yaml", "json"]
 EDITORS = ("RK_EDITOR", "KUBE_EDITOR", "EDITOR")
+# kubectl's generators word a refusal each their own way (a namespace's is the Status).
+FAILED_TO_CREATE = {"Deployment": "failed to create deployment: ",
+                    "ConfigMap": "failed to create configmap: ",
+                    "Secret": "failed to create secret "}
 HEADER = ("# Please edit the object below. Lines beginning with a '#' will be ignored,\n"
           "# and an empty file will abort the edit. If an error occurs while saving this "
           "file will be\n"
@@ -119,6 +123,9 @@ def _create_generated(make: Callable[[], Obj], namespace: str | None, dry_run: s
             try:
                 result = await session.client.create(kind, ns, obj,
                                                      dry_run=dry_run == "server")
+            except errors.ApiError as e:
+                prefix = FAILED_TO_CREATE.get(kind.kind)
+                fail(e if prefix is None else f"{prefix}{e.message}")
             except errors.ClientError as e:
                 fail(e)
             show_warnings(session.client)

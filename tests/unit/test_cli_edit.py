@@ -299,6 +299,10 @@ def test_diff_names_cleans_and_masks() -> None:
     assert diff.unified("x", "a: 1\n", "a: 1\n") == ""
     assert diff.unified("x", "a: 1\n", "a: 2\n") == (
         "diff -u -N LIVE/x MERGED/x\n--- LIVE/x\n+++ MERGED/x\n@@ -1 +1 @@\n-a: 1\n+a: 2\n")
+    assert diff.without_record({"metadata": {"annotations": {LAST: "{}"}},
+                                "spec": {"a": 1}}) == {"spec": {"a": 1}}
+    assert diff.without_record({"metadata": {"annotations": {LAST: "{}", "b": "c"}}}) == {
+        "metadata": {"annotations": {"b": "c"}}}
     assert diff.external_command({}) is None
     assert diff.external_command({"KUBECTL_EXTERNAL_DIFF": "meld"}) == ["meld"]
     assert diff.external_command({"RK_EXTERNAL_DIFF": "diff -u --x=$(rm) -N",
@@ -356,8 +360,11 @@ def test_create_generators_send_the_object(rk: Cli) -> None:
     assert "invalid literal source pw, expected key=value" in fails(
         rk("create", "secret", "generic", "s2", "--from-literal=pw"))
     assert 'required flag(s) "image" not set' in fails(rk("create", "deployment", "x"))
-    assert "namespaces \"team-b\" already exists" in fails(rk("create", "namespace", "team-b"))
-    assert len(rk.api.writes()) == before + 1  # only the namespace's refused POST
+    assert fails(rk("create", "namespace", "team-b")) == (
+        'Error from server (AlreadyExists): namespaces "team-b" already exists\n')
+    assert fails(rk("create", "configmap", "settings", "-n", "team-a")) == (
+        'error: failed to create configmap: configmaps "settings" already exists\n')
+    assert len(rk.api.writes()) == before + 2  # only the refused POSTs
 
 
 def test_create_client_dry_run_needs_no_cluster(tmp_path: Path,
@@ -650,7 +657,7 @@ def test_diff_exit_codes_and_output(rk: Cli, monkeypatch: pytest.MonkeyPatch) ->
                          "--- LIVE/apps.v1.Deployment.default.front",
                          "+++ MERGED/apps.v1.Deployment.default.front"]
     assert "+  replicas: 2" in lines
-    assert any(line.startswith(f"+    {LAST}: ") for line in lines)
+    assert not any(LAST in line for line in lines)  # diff leaves the record as it is
     assert all(s.query.get("dryRun") == "All" for s in rk.api.seen if s.method != "GET")
 
     assert ok(rk("apply", "-f", f)) == "deployment.apps/front created\n"
@@ -660,6 +667,8 @@ def test_diff_exit_codes_and_output(rk: Cli, monkeypatch: pytest.MonkeyPatch) ->
     result = rk("diff", "-f", changed)
     assert result.exit_code == 1
     assert "-  replicas: 2\n+  replicas: 3\n" in result.stdout
+    assert not [line for line in result.stdout.splitlines()
+                if LAST in line and line[0] in "+-"]
     assert "resourceVersion" not in result.stdout and "generation" not in result.stdout
     assert live(rk)["spec"]["replicas"] == 2
 
