@@ -1,9 +1,5 @@
-"""`rk create`, `rk replace` and `rk edit`: whole objects written as the user gives them.
+"""`rk replace` and `rk edit`: whole objects written as the user gives them.
 
-- `create -f` POSTs each object and goes on past one that fails (AlreadyExists...), as
-  kubectl does; `create namespace|deployment|configmap|secret generic` make the object
-  with kubectl's generators (`generators`) first. `--dry-run=client` prints without
-  sending, `--dry-run=server` has the server check it and store nothing.
 - `replace -f` PUTs each object with the live resourceVersion (unless the manifest
   carries one: then that is the precondition), or with `--force` deletes it, waits until
   it is gone, and creates it again.
@@ -33,7 +29,7 @@ from typing import Any
 import click
 
 from raftkube.api import kinds, merge, printers, yamltext
-from raftkube.cli import generators, manifests
+from raftkube.cli import manifests, writes
 from raftkube.cli.session import (
     OperationError,
     Session,
@@ -44,202 +40,16 @@ from raftkube.cli.session import (
     read_stdin,
     run,
     show_warnings,
-    utcnow,
 )
 from raftkube.client import errors
 
 Obj = dict[str, Any]
-DRY_RUN_SUFFIX = {"none": "", "client": " (dry run)", "server": " (server dry run)"}
-OUTPUTS = ["name", "yaml", "json"]
 EDITORS = ("RK_EDITOR", "KUBE_EDITOR", "EDITOR")
-# kubectl's generators word a refusal each their own way (a namespace's is the Status).
-FAILED_TO_CREATE = {"Deployment": "failed to create deployment: ",
-                    "ConfigMap": "failed to create configmap: ",
-                    "Secret": "failed to create secret "}
 HEADER = ("# Please edit the object below. Lines beginning with a '#' will be ignored,\n"
           "# and an empty file will abort the edit. If an error occurs while saving this "
           "file will be\n"
           "# reopened with the relevant failures.\n"
           "#\n")
-
-
-def dry_run_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--dry-run", type=click.Choice(list(DRY_RUN_SUFFIX)), default="none",
-        is_flag=False, flag_value="client",
-        help="client: only print what would be sent; server: the server checks it and "
-             "stores nothing (write --dry-run=server).")(f)
-
-
-def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("-o", "--output", type=click.Choice(OUTPUTS),
-                        help="Print the object(s) (yaml, json) or their names.")(f)
-
-
-def announce(kind: kinds.Kind, obj: Obj, verb: str, *, dry_run: str = "none",
-             output: str | None = None) -> None:
-    """What kubectl prints after a write: `deployment.apps/front created (dry run)`, or
-    the object itself with -o."""
-    if output == "name":
-        click.echo(printers.object_ref(kind, obj))
-    elif output in ("yaml", "json"):
-        text = printers.render([(kind, [obj])], now=utcnow(),
-                               options=printers.Options(output=output), single=True)
-        click.echo(text, nl=False)
-    else:
-        click.echo(f"{printers.object_ref(kind, obj)} {verb}{DRY_RUN_SUFFIX[dry_run]}")
-
-
-def session_for(namespace: str | None, dry_run: str) -> Session | None:
-    """The configured session; a client-side dry run needs none (kubectl prints
-    generated objects without a cluster), so a missing config is fine then."""
-    try:
-        return connect(namespace)
-    except errors.ClientError as e:
-        if dry_run == "client":
-            return None
-        fail(e)
-
-
-# ---- create ---------------------------------------------------------------------------
-
-
-def _create_generated(make: Callable[[], Obj], namespace: str | None, dry_run: str,
-                      output: str | None) -> None:
-    try:
-        obj = make()
-    except errors.ClientError as e:
-        fail(e)
-    kind = kinds.by_kind(obj["apiVersion"], obj["kind"])
-    assert kind is not None
-    session = session_for(namespace, dry_run)
-    if kind.namespaced and namespace:  # else the session's, on the URL (portable output)
-        obj["metadata"]["namespace"] = namespace
-
-    async def body() -> None:
-        result = obj
-        if dry_run != "client" and session is not None:
-            ns = session.namespace if kind.namespaced else ""
-            try:
-                result = await session.client.create(kind, ns, obj,
-                                                     dry_run=dry_run == "server")
-            except errors.ApiError as e:
-                prefix = FAILED_TO_CREATE.get(kind.kind)
-                fail(e if prefix is None else f"{prefix}{e.message}")
-            except errors.ClientError as e:
-                fail(e)
-            show_warnings(session.client)
-        announce(kind, result, "created", dry_run=dry_run, output=output)
-
-    run(body, session)
-
-
-def _generated_command(name: str, help_text: str) -> Callable[[Callable[..., Any]],
-                                                              click.Command]:
-    def wrap(f: Callable[..., Any]) -> click.Command:
-        f = output_option(dry_run_option(click.option(
-            "-n", "--namespace", help="Namespace of the new object.")(f)))
-        return click.command(name, help=help_text)(f)
-    return wrap
-
-
-def create_group() -> click.Group:
-    @click.group("create", invoke_without_command=True)
-    @click.option("-f", "--filename", "filenames", multiple=True, metavar="FILE|DIR|-",
-                  help="Manifest(s) of the objects to create.")
-    @click.option("-n", "--namespace", help="Namespace for objects that do not name one.")
-    @dry_run_option
-    @output_option
-    @click.pass_context
-    def create(ctx: click.Context, filenames: tuple[str, ...], namespace: str | None,
-               dry_run: str, output: str | None) -> None:
-        """Create objects from manifests, or with a generator: `rk create deployment ...`."""
-        if ctx.invoked_subcommand is not None:
-            if filenames:
-                fail("give either -f or a generator (namespace, deployment, configmap, "
-                     "secret), not both")
-            return
-        if not filenames:
-            fail("must specify one of -f and -k")
-        session = session_for(namespace, dry_run)
-        try:
-            loaded = manifests.load_manifests(
-                list(filenames), read_stdin=read_stdin,
-                namespace=session.namespace if session else namespace or "default",
-                explicit_namespace=namespace is not None, verb="create")
-        except errors.ClientError as e:
-            fail(e)
-
-        async def create_one(m: manifests.Manifest) -> None:
-            obj = m.obj
-            if dry_run != "client" and session is not None:
-                try:
-                    obj = await session.client.create(m.kind, m.namespace, m.obj,
-                                                      dry_run=dry_run == "server")
-                except errors.ApiError as e:
-                    raise OperationError(errors.format_error(
-                        e, context=f'error when creating "{m.source}"')) from None
-                show_warnings(session.client)
-            announce(m.kind, obj, "created", dry_run=dry_run, output=output)
-
-        async def body() -> None:
-            if await each(manifests.apply_order(loaded), create_one):
-                sys.exit(1)
-
-        run(body, session)
-
-    @_generated_command("namespace", "Create a namespace: `rk create namespace NAME`.")
-    @click.argument("name")
-    def namespace_(name: str, namespace: str | None, dry_run: str,
-                   output: str | None) -> None:
-        _create_generated(lambda: generators.namespace(name), None, dry_run, output)
-
-    @_generated_command("deployment", "Create a deployment: `rk create deployment NAME "
-                                      "--image=IMAGE [--replicas N] [--port P]`.")
-    @click.argument("name")
-    @click.option("--image", "images", multiple=True, help="Image of a container; repeat "
-                                                           "for more containers.")
-    @click.option("-r", "--replicas", type=int, default=1, show_default=True)
-    @click.option("--port", type=int, help="The port the (first) container exposes.")
-    def deployment(name: str, images: tuple[str, ...], replicas: int, port: int | None,
-                   namespace: str | None, dry_run: str, output: str | None) -> None:
-        _create_generated(lambda: generators.deployment(name, images=images,
-                                                        replicas=replicas, port=port),
-                          namespace, dry_run, output)
-
-    @_generated_command("configmap", "Create a configmap from literals and files: `rk "
-                                     "create configmap NAME --from-literal=k=v "
-                                     "--from-file=[key=]PATH`.")
-    @click.argument("name")
-    @click.option("--from-literal", "literals", multiple=True, metavar="KEY=VALUE")
-    @click.option("--from-file", "files", multiple=True, metavar="[KEY=]PATH",
-                  help="A file (its name is the key), or a directory (each of its files).")
-    def configmap(name: str, literals: tuple[str, ...], files: tuple[str, ...],
-                  namespace: str | None, dry_run: str, output: str | None) -> None:
-        _create_generated(lambda: generators.configmap(name, literals=literals, files=files),
-                          namespace, dry_run, output)
-
-    @click.group("secret")
-    def secret() -> None:
-        """Create a secret: `rk create secret generic NAME --from-literal=k=v ...`."""
-
-    @_generated_command("generic", "Create a secret from literals and files (values "
-                                   "base64-encoded).")
-    @click.argument("name")
-    @click.option("--from-literal", "literals", multiple=True, metavar="KEY=VALUE")
-    @click.option("--from-file", "files", multiple=True, metavar="[KEY=]PATH")
-    @click.option("--type", "secret_type", default="", help="The secret's type (Opaque).")
-    def generic(name: str, literals: tuple[str, ...], files: tuple[str, ...],
-                secret_type: str, namespace: str | None, dry_run: str,
-                output: str | None) -> None:
-        _create_generated(lambda: generators.secret(name, literals=literals, files=files,
-                                                    secret_type=secret_type),
-                          namespace, dry_run, output)
-
-    secret.add_command(generic)
-    for command in (namespace_, deployment, configmap, secret):
-        create.add_command(command)
-    return create
 
 
 # ---- replace --------------------------------------------------------------------------
@@ -270,8 +80,8 @@ def replace_command() -> click.Command:
                                                 "and create it again.")
     @click.option("--timeout", type=float, default=60.0, show_default=True,
                   help="Seconds --force waits for a deletion.")
-    @dry_run_option
-    @output_option
+    @writes.dry_run_option
+    @writes.output_option
     def replace(filenames: tuple[str, ...], namespace: str | None, force: bool,
                 timeout: float, dry_run: str, output: str | None) -> None:
         """Replace objects with the manifests' versions (a PUT of the whole object)."""
@@ -317,7 +127,7 @@ def replace_command() -> click.Command:
             except errors.ApiError as e:
                 raise refused(e, m) from None
             show_warnings(client)
-            announce(m.kind, obj, "replaced", dry_run=dry_run, output=output)
+            writes.announce(m.kind, obj, "replaced", dry_run=dry_run, output=output)
 
         async def body() -> None:
             if await each(loaded, replace_one):
@@ -488,4 +298,4 @@ def edit_command() -> click.Command:
 
 
 def commands(clock: Callable[[], datetime]) -> list[click.Command]:
-    return [create_group(), replace_command(), edit_command()]
+    return [replace_command(), edit_command()]

@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from raftkube.cli import apply, delete, diff, edit, get, patch
+from raftkube.cli import apply, create, delete, diff, edit, get, labels, patch
 from raftkube.cli.session import utcnow
 
-MODULES = (apply, get, delete, edit, patch, diff)
+MODULES = (apply, get, delete, create, edit, patch, labels, diff)
 
 
 def register(group: click.Group, *, clock: Callable[[], datetime] = utcnow) -> None:

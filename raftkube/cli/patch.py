@@ -1,40 +1,34 @@
-"""`rk patch`, `rk label`, `rk annotate`, `rk scale` and `rk set image`: partial writes.
+"""`rk patch`, `rk scale` and `rk set image`: partial writes of existing objects.
 
 Each reads the live object, works out the change, and sends only that, as kubectl does:
 - `patch` sends the user's patch as it is (strategic merge by default, as kubectl; merge
   or JSON patch with --type) and says `patched`, or `patched (no change)` when the object
   came back as it was.
-- `label`/`annotate` send a merge patch of `metadata.labels`/`annotations` carrying the
-  resourceVersion that was read, so `--overwrite`'s check and the write see the same
-  object (read again on a Conflict).
 - `scale` writes the `scale` subresource; `--current-replicas` is checked against the
   Scale it read, whose resourceVersion the write then carries.
 - `set image` sends a strategic merge patch of the named containers (merged by name,
   so nothing else in the pod template is touched).
 A client-side dry run applies the change locally with the server's own patch code
-(`api.merge`, `api.strategic`, `api.jsonpatch`) and sends nothing.
+(`api.merge`, `api.strategic`, `api.jsonpatch`) and sends nothing. (`label` and
+`annotate` are in `labels`.)
 """
 
 from __future__ import annotations
 
 import copy
-import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import click
 
-from raftkube.api import jsonpatch, kinds, merge, names, printers, strategic, yamltext
-from raftkube.cli import edit
+from raftkube.api import jsonpatch, kinds, merge, printers, strategic, yamltext
+from raftkube.cli import writes
 from raftkube.cli.session import (
     OperationError,
-    Session,
     connect,
-    each,
     fail,
     parse_targets,
-    run,
     show_warnings,
 )
 from raftkube.client import errors, rest
@@ -44,7 +38,6 @@ STRATEGIC = "application/strategic-merge-patch+json"
 CONTENT_TYPES = {"strategic": STRATEGIC, "merge": rest.MERGE_PATCH, "json": rest.JSON_PATCH}
 SCALABLE = ("Deployment", "ReplicaSet", "StatefulSet")
 WITH_TEMPLATE = ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job")
-RETRIES = 5
 
 
 # ---- pure parts -------------------------------------------------------------------------
@@ -89,61 +82,6 @@ def unchanged(before: Obj, after: Obj) -> bool:
     return merge.same(bare(before), bare(after))
 
 
-def split_changes(args: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
-    """`label`/`annotate`/`set image` arguments: the objects, then the changes (those
-    with `=`, or ending in `-`)."""
-    changes = [a for a in args if "=" in a or a.endswith("-")]
-    objects = tuple(a for a in args if a not in changes)
-    return objects, changes
-
-
-def parse_map_changes(changes: list[str], *, what: str) -> tuple[dict[str, str], list[str]]:
-    """`k=v` and `k-`: what to set and what to remove; kubectl's words for bad ones.
-    `what` is "label" (values checked as label values) or "annotation"."""
-    adds: dict[str, str] = {}
-    removes: list[str] = []
-    for change in changes:
-        if "=" in change:
-            key, _, value = change.partition("=")
-            problems = names.qualified_name_errors(key) if key else ["key must be non-empty"]
-            if problems:
-                raise errors.ClientError(f'invalid {what} spec: {change}: '
-                                         f'{"; ".join(problems)}')
-            if what == "label":
-                problems = names.label_value_errors(value)
-                if problems:
-                    raise errors.ClientError(f'invalid label value: "{change}": '
-                                             f'{"; ".join(problems)}')
-            adds[key] = value
-        else:
-            key = change[:-1]
-            problems = names.qualified_name_errors(key) if key else ["key must be non-empty"]
-            if problems:
-                raise errors.ClientError(f'invalid {what} spec: {change}: '
-                                         f'{"; ".join(problems)}')
-            removes.append(key)
-    if set(adds) & set(removes):
-        article = "a label" if what == "label" else "an annotation"
-        raise errors.ClientError(f"can not both modify and remove {article} in the same "
-                                 "command")
-    if not adds and not removes:
-        raise errors.ClientError(f"at least one {what} update is required")
-    return adds, removes
-
-
-def overwrite_problems(current: dict[str, str], adds: dict[str, str], *, what: str
-                       ) -> str | None:
-    """kubectl's refusal to change a value without --overwrite; None when nothing would."""
-    clashes = [f"'{k}' already has a value ({current[k]})" for k, v in adds.items()
-               if k in current and current[k] != v]
-    if not clashes:
-        return None
-    if what == "label":
-        return "\n".join(f"error: {c}, and --overwrite is false" for c in clashes)
-    return ("error: --overwrite is false but found the following declared annotation(s): "
-            + "; ".join(clashes))
-
-
 def image_patch(kind: kinds.Kind, obj: Obj, images: dict[str, str]) -> Obj | None:
     """The strategic merge patch that sets containers' images (`*` is every container);
     None when they already are; ClientError naming a container that is not there."""
@@ -175,64 +113,6 @@ def image_patch(kind: kinds.Kind, obj: Obj, images: dict[str, str]) -> Obj | Non
     return {"spec": out}
 
 
-# ---- shared by the commands -----------------------------------------------------------
-
-
-def selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--all", "all_", is_flag=True,
-                     help="Every object of the kind in the namespace.")(f)
-    f = click.option("-l", "--selector", default="", help="Objects with these labels.")(f)
-    return click.option("-n", "--namespace", help="Namespace of the objects.")(f)
-
-
-def check_targets(targets: list[tuple[kinds.Kind, list[str]]], selector: str, all_: bool
-                  ) -> None:
-    for _kind, names_ in targets:
-        if names_ and (selector or all_):
-            raise errors.ClientError("name cannot be provided when a selector or --all is "
-                                     "specified")
-        if not names_ and not (selector or all_):
-            raise errors.ClientError("resource(s) were provided, but no name was specified")
-
-
-async def expand(session: Session, targets: list[tuple[kinds.Kind, list[str]]],
-                 selector: str) -> list[tuple[kinds.Kind, str]]:
-    """(kind, name) for every object meant, listing those a selector or --all means."""
-    out: list[tuple[kinds.Kind, str]] = []
-    for kind, names_ in targets:
-        if not names_:
-            listed, _ = await session.client.list_all(kind, session.namespace,
-                                                      label_selector=selector)
-            names_ = [printers.name_of(o) for o in listed]
-        out += [(kind, n) for n in names_]
-    return out
-
-
-def namespace_of(session: Session, kind: kinds.Kind) -> str:
-    return session.namespace if kind.namespaced else ""
-
-
-def refused(e: errors.ApiError) -> OperationError:
-    return OperationError(errors.format_error(e))
-
-
-def each_object(session: Session, targets: list[tuple[kinds.Kind, list[str]]],
-                selector: str, step: Callable[[tuple[kinds.Kind, str]], Awaitable[None]]
-                ) -> None:
-    async def body() -> None:
-        try:
-            items = await expand(session, targets, selector)
-        except errors.ClientError as e:
-            fail(e)
-        if not items:
-            click.echo("error: no objects passed to the command", err=True)
-            sys.exit(1)
-        if await each(items, step):
-            sys.exit(1)
-
-    run(body, session)
-
-
 # ---- patch ----------------------------------------------------------------------------
 
 
@@ -245,8 +125,8 @@ def patch_command() -> click.Command:
     @click.option("--type", "patch_type", type=click.Choice(list(CONTENT_TYPES)),
                   default="strategic", show_default=True, help="The kind of patch.")
     @click.option("-n", "--namespace", help="Namespace of the object.")
-    @edit.dry_run_option
-    @edit.output_option
+    @writes.dry_run_option
+    @writes.output_option
     def patch(args: tuple[str, ...], patch_text: str | None, patch_file: str | None,
               patch_type: str, namespace: str | None, dry_run: str,
               output: str | None) -> None:
@@ -266,14 +146,14 @@ def patch_command() -> click.Command:
                                          "the contents of the patch")
             body = parse_patch(patch_text)
             targets = parse_targets(args)
-            check_targets(targets, "", False)
+            writes.check_targets(targets, "", False)
             session = connect(namespace)
         except errors.ClientError as e:
             fail(e)
 
         async def patch_one(item: tuple[kinds.Kind, str]) -> None:
             kind, name = item
-            ns = namespace_of(session, kind)
+            ns = writes.namespace_of(session, kind)
             try:
                 live = await session.client.get(kind, ns, name)
                 if dry_run == "client":
@@ -283,97 +163,18 @@ def patch_command() -> click.Command:
                         kind, ns, name, body, content_type=CONTENT_TYPES[patch_type],
                         dry_run=dry_run == "server")
             except errors.ApiError as e:
-                raise refused(e) from None
+                raise writes.refused(e) from None
             except errors.ClientError as e:
                 raise OperationError(f"error: {e}") from None
             show_warnings(session.client)
             same = isinstance(patched, dict) and unchanged(live, patched)
-            edit.announce(kind, patched if isinstance(patched, dict) else live,
+            writes.announce(kind, patched if isinstance(patched, dict) else live,
                           "patched (no change)" if same else "patched", dry_run=dry_run,
                           output=output)
 
-        each_object(session, targets, "", patch_one)
+        writes.each_object(session, targets, "", patch_one)
 
     return patch
-
-
-# ---- label and annotate ---------------------------------------------------------------
-
-
-def metadata_map_command(what: str) -> click.Command:
-    """`label` or `annotate`: set (`k=v`) and remove (`k-`) entries of a metadata map."""
-    field = "labels" if what == "label" else "annotations"
-    verb = "labeled" if what == "label" else "annotated"
-
-    @click.command("label" if what == "label" else "annotate")
-    @click.argument("args", nargs=-1, required=True)
-    @click.option("--overwrite", is_flag=True, help=f"Change {field} that have a value.")
-    @selection_options
-    @edit.dry_run_option
-    @edit.output_option
-    def command(args: tuple[str, ...], overwrite: bool, namespace: str | None,
-                selector: str, all_: bool, dry_run: str, output: str | None) -> None:
-        try:
-            objects, changes = split_changes(args)
-            if not objects:
-                raise errors.ClientError("one or more resources must be specified as "
-                                         "<resource> <name> or <resource>/<name>")
-            adds, removes = parse_map_changes(changes, what=what)
-            targets = parse_targets(objects)
-            check_targets(targets, selector, all_)
-            session = connect(namespace)
-        except errors.ClientError as e:
-            fail(e)
-
-        async def change_one(item: tuple[kinds.Kind, str]) -> None:
-            kind, name = item
-            ns = namespace_of(session, kind)
-            for attempt in range(RETRIES):
-                try:
-                    live = await session.client.get(kind, ns, name)
-                except errors.ApiError as e:
-                    raise refused(e) from None
-                meta = live.get("metadata") or {}
-                current = dict(meta.get(field) or {})
-                if not overwrite:
-                    problem = overwrite_problems(current, adds, what=what)
-                    if problem:
-                        raise OperationError(problem)
-                if what == "label":
-                    for key in removes:
-                        if key not in current:
-                            click.echo(f'label "{key}" not found.', err=True)
-                wanted = {**current, **adds}
-                for key in removes:
-                    wanted.pop(key, None)
-                if wanted == current:
-                    word = "not labeled" if what == "label" else verb
-                    edit.announce(kind, live, word, dry_run=dry_run, output=output)
-                    return
-                change: Obj = {**adds, **{k: None for k in removes if k in current}}
-                body = {"metadata": {field: change,
-                                     "resourceVersion": meta.get("resourceVersion")}}
-                result = live
-                try:
-                    if dry_run == "client":
-                        result = merge.merge_patch(live, body)
-                    else:
-                        result = await session.client.patch(kind, ns, name, body,
-                                                            dry_run=dry_run == "server")
-                except errors.ApiError as e:
-                    if e.reason == "Conflict" and attempt < RETRIES - 1:
-                        continue  # changed since it was read: check again
-                    raise refused(e) from None
-                show_warnings(session.client)
-                word = "unlabeled" if what == "label" and not adds else verb
-                edit.announce(kind, result, word, dry_run=dry_run, output=output)
-                return
-
-        each_object(session, targets, selector, change_one)
-
-    command.help = (f"Update the {field} of objects: `rk {command.name} KIND NAME "
-                    f"key=value key2-` (KIND/NAME, -l SEL or --all).")
-    return command
 
 
 # ---- scale ----------------------------------------------------------------------------
@@ -387,8 +188,8 @@ def scale_command() -> click.Command:
                   help="Only if the number of replicas is this now.")
     @click.option("--resource-version", default="",
                   help="Only if the object's resourceVersion is this now.")
-    @selection_options
-    @edit.dry_run_option
+    @writes.selection_options
+    @writes.dry_run_option
     def scale(args: tuple[str, ...], replicas: int | None, current_replicas: int | None,
               resource_version: str, namespace: str | None, selector: str, all_: bool,
               dry_run: str) -> None:
@@ -398,7 +199,7 @@ def scale_command() -> click.Command:
                 raise errors.ClientError("The --replicas=COUNT flag is required, and COUNT "
                                          "must be greater than or equal to 0")
             targets = parse_targets(args)
-            check_targets(targets, selector, all_)
+            writes.check_targets(targets, selector, all_)
             for kind, _ in targets:
                 if kind.kind not in SCALABLE:
                     raise errors.ClientError(
@@ -410,7 +211,7 @@ def scale_command() -> click.Command:
 
         async def scale_one(item: tuple[kinds.Kind, str]) -> None:
             kind, name = item
-            ns = namespace_of(session, kind)
+            ns = writes.namespace_of(session, kind)
             path = rest.path_of(kind, ns, name, "scale")
             try:
                 precondition = resource_version
@@ -429,12 +230,12 @@ def scale_command() -> click.Command:
                     await session.client.patch(kind, ns, name, body, subresource="scale",
                                                dry_run=dry_run == "server")
             except errors.ApiError as e:
-                raise refused(e) from None
+                raise writes.refused(e) from None
             show_warnings(session.client)
-            suffix = edit.DRY_RUN_SUFFIX[dry_run]
+            suffix = writes.DRY_RUN_SUFFIX[dry_run]
             click.echo(f"{printers.qualified(kind)}/{name} scaled{suffix}")
 
-        each_object(session, targets, selector, scale_one)
+        writes.each_object(session, targets, selector, scale_one)
 
     return scale
 
@@ -449,15 +250,15 @@ def set_group() -> click.Group:
 
     @set_.command("image")
     @click.argument("args", nargs=-1, required=True)
-    @selection_options
-    @edit.dry_run_option
-    @edit.output_option
+    @writes.selection_options
+    @writes.dry_run_option
+    @writes.output_option
     def image(args: tuple[str, ...], namespace: str | None, selector: str, all_: bool,
               dry_run: str, output: str | None) -> None:
         """Set containers' images: `rk set image deployment/NAME CONTAINER=IMAGE ...`
         (`*=IMAGE`: every container)."""
         try:
-            objects, changes = split_changes(args)
+            objects, changes = writes.split_changes(args)
             images: dict[str, str] = {}
             for change in changes:
                 container, _, img = change.partition("=")
@@ -471,14 +272,14 @@ def set_group() -> click.Group:
                 raise errors.ClientError("one or more resources must be specified as "
                                          "<resource> <name> or <resource>/<name>")
             targets = parse_targets(objects)
-            check_targets(targets, selector, all_)
+            writes.check_targets(targets, selector, all_)
             session = connect(namespace)
         except errors.ClientError as e:
             fail(e)
 
         async def set_one(item: tuple[kinds.Kind, str]) -> None:
             kind, name = item
-            ns = namespace_of(session, kind)
+            ns = writes.namespace_of(session, kind)
             try:
                 live = await session.client.get(kind, ns, name)
                 body = image_patch(kind, live, images)
@@ -492,17 +293,16 @@ def set_group() -> click.Group:
                                                         content_type=STRATEGIC,
                                                         dry_run=dry_run == "server")
             except errors.ApiError as e:
-                raise refused(e) from None
+                raise writes.refused(e) from None
             except errors.ClientError as e:
                 raise OperationError(f"error: {e}") from None
             show_warnings(session.client)
-            edit.announce(kind, result, "image updated", dry_run=dry_run, output=output)
+            writes.announce(kind, result, "image updated", dry_run=dry_run, output=output)
 
-        each_object(session, targets, selector, set_one)
+        writes.each_object(session, targets, selector, set_one)
 
     return set_
 
 
 def commands(clock: Callable[[], datetime]) -> list[click.Command]:
-    return [patch_command(), metadata_map_command("label"),
-            metadata_map_command("annotate"), scale_command(), set_group()]
+    return [patch_command(), scale_command(), set_group()]

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from raftkube.api import jsonpatch, kinds, merge, strategic
-from raftkube.cli import diff, edit, generators, patch
+from raftkube.cli import diff, edit, generators, labels, patch, writes
 from raftkube.client import errors
 from tests.unit.test_cli_kubectl import (  # noqa: F401  (serve is a fixture)
     CONFIGMAP_YAML,
@@ -233,26 +233,26 @@ def test_editor_is_rk_editor_then_kube_editor_then_editor_then_vi() -> None:
 
 
 def test_label_changes_are_parsed_and_checked() -> None:
-    assert patch.split_changes(("deploy", "front", "a=1", "b-")) == (
+    assert writes.split_changes(("deploy", "front", "a=1", "b-")) == (
         ("deploy", "front"), ["a=1", "b-"])
-    assert patch.parse_map_changes(["a=1", "example.com/b=", "c-"], what="label") == (
+    assert labels.parse_map_changes(["a=1", "example.com/b=", "c-"], what="label") == (
         {"a": "1", "example.com/b": ""}, ["c"])
     for changes, words in ((["a=-x"], 'invalid label value: "a=-x"'),
                            (["a b=1"], "invalid label spec: a b=1"),
                            (["a=1", "a-"], "can not both modify and remove a label"),
                            ([], "at least one label update is required")):
         with pytest.raises(errors.ClientError, match=words):
-            patch.parse_map_changes(changes, what="label")
+            labels.parse_map_changes(changes, what="label")
     # any text is an annotation value
-    assert patch.parse_map_changes(["note=a b -c"], what="annotation") == (
+    assert labels.parse_map_changes(["note=a b -c"], what="annotation") == (
         {"note": "a b -c"}, [])
 
 
 def test_overwrite_problems_read_like_kubectl() -> None:
-    assert patch.overwrite_problems({"app": "web"}, {"app": "web"}, what="label") is None
-    assert patch.overwrite_problems({"app": "web"}, {"app": "db"}, what="label") == (
+    assert labels.overwrite_problems({"app": "web"}, {"app": "web"}, what="label") is None
+    assert labels.overwrite_problems({"app": "web"}, {"app": "db"}, what="label") == (
         "error: 'app' already has a value (web), and --overwrite is false")
-    assert patch.overwrite_problems({"a": "1"}, {"a": "2"}, what="annotation") == (
+    assert labels.overwrite_problems({"a": "1"}, {"a": "2"}, what="annotation") == (
         "error: --overwrite is false but found the following declared annotation(s): "
         "'a' already has a value (1)")
 
@@ -339,6 +339,8 @@ def test_create_from_files_goes_on_past_one_that_exists(rk: Cli) -> None:
 
 def test_create_needs_files_and_names_bad_ones(rk: Cli) -> None:
     assert "must specify one of -f and -k" in fails(rk("create"))
+    assert fails(rk("create", "pods", "x")) == (
+        "error: Unexpected args: [pods x]\nSee 'rk create -h' for help and examples\n")
     assert 'the path "nope.yaml" does not exist' in fails(rk("create", "-f", "nope.yaml"))
     assert rk.api.writes() == []
 
@@ -591,6 +593,8 @@ def test_label_by_selector_and_annotate(rk: Cli) -> None:
         "deployment.apps/back labeled (server dry run)\n"
         "deployment.apps/front labeled (server dry run)\n")
     assert "team" not in live(rk)["metadata"]["labels"]
+    assert fails(rk("label", "deploy", "-l", "app=none", "a=b")) == (
+        "error: no objects passed to label\n")
     assert ok(rk("annotate", "deploy/front", "note=hello world")) == (
         "deployment.apps/front annotated\n")
     assert fails(rk("annotate", "deploy/front", "note=other")) == (
