@@ -27,6 +27,7 @@ from raftkube.client import errors
 Obj = dict[str, Any]
 DRY_RUN_SUFFIX = {"none": "", "client": " (dry run)", "server": " (server dry run)"}
 OUTPUTS = ["name", "yaml", "json"]
+PRINTED = "raftkube.cli.writes.printed"  # in click's context: an object was printed
 
 
 def dry_run_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,6 +50,11 @@ def announce(kind: kinds.Kind, obj: Obj, verb: str, *, dry_run: str = "none",
     if output == "name":
         click.echo(printers.object_ref(kind, obj))
     elif output in ("yaml", "json"):
+        context = click.get_current_context(silent=True)
+        if context is not None:  # several objects: YAML documents, kubectl's separator
+            if output == "yaml" and context.meta.get(PRINTED):
+                click.echo("---")
+            context.meta[PRINTED] = True
         text = printers.render([(kind, [obj])], now=utcnow(),
                                options=printers.Options(output=output), single=True)
         click.echo(text, nl=False)

@@ -335,6 +335,10 @@ def test_create_from_files_goes_on_past_one_that_exists(rk: Cli) -> None:
     assert len(rk.api.writes()) == before
     out = ok(rk("create", "-f", "-", "-o", "yaml", input=CONFIGMAP_YAML))
     assert yaml.safe_load(out)["metadata"]["uid"] == "uid-game-demo"
+    two = CONFIGMAP_YAML.replace("game-demo", "a") + "---\n" + \
+        CONFIGMAP_YAML.replace("game-demo", "b")
+    out = ok(rk("create", "-f", "-", "-o", "yaml", "--dry-run=client", input=two))
+    assert [d["metadata"]["name"] for d in yaml.safe_load_all(out)] == ["a", "b"]
 
 
 def test_create_needs_files_and_names_bad_ones(rk: Cli) -> None:
