@@ -468,6 +468,14 @@ def test_edit_sends_the_change_as_a_patch_with_the_version_read(
     assert live(rk)["spec"]["replicas"] == 5
 
 
+def test_edit_in_json(rk: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_front(rk)
+    log = editor(rk, monkeypatch, '"replicas": 2>"replicas": 4')
+    assert ok(rk("edit", "deploy/front", "-o", "json")) == "deployment.apps/front edited\n"
+    assert json.loads(edit.strip_comments(opened(log)[0]))["kind"] == "Deployment"
+    assert live(rk)["spec"]["replicas"] == 4
+
+
 def test_edit_unchanged_or_emptied_is_cancelled(rk: Cli,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     seed_front(rk)
