@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from raftkube.cli import apply, delete, describe, discovery, get
+from raftkube.cli import apply, create, delete, describe, diff, discovery, edit, get, labels, patch
 from raftkube.cli.session import utcnow
 
-MODULES = (apply, get, delete, describe, discovery)
+MODULES = (apply, get, delete, describe, discovery, create, edit, patch, labels, diff)
 
 
 def register(group: click.Group, *, clock: Callable[[], datetime] = utcnow) -> None:
