@@ -64,11 +64,30 @@ class EtcdError(ClientError):
 
 
 def format_error(error: ApiError, *, context: str = "") -> str:
-    """kubectl's wording: `Error from server (NotFound): [context: ]pods "x" not found`."""
+    """kubectl's wording: `Error from server (NotFound): [context: ]pods "x" not found`.
+
+    An Invalid answer reads as kubectl prints it, from the Status's details: `The
+    Deployment "front" is invalid: spec.replicas: ...`, one `* field: problem` line each
+    when there are several (kubectl drops the context there too)."""
+    if error.reason == "Invalid" and error.code == 422:
+        return _invalid(error.details)
     message = f"{context}: {error.message}" if context else error.message
     if error.reason:
         return f"Error from server ({error.reason}): {message}"
     return f"Error from server: {message}"
+
+
+def _invalid(details: dict[str, Any]) -> str:
+    kind, name = details.get("kind") or "", details.get("name") or ""
+    head = f'The {kind} "{name}" is invalid' if kind or name else "The request is invalid"
+    problems = [f"{c['field']}: {c.get('message', '')}" if c.get("field")
+                else str(c.get("message", ""))
+                for c in details.get("causes") or [] if isinstance(c, dict)]
+    if not problems:
+        return head
+    if len(problems) == 1:
+        return f"{head}: {problems[0]}"
+    return f"{head}: \n" + "\n".join(f"* {p}" for p in problems)
 
 
 def is_reason(error: BaseException, *reasons: str) -> bool:

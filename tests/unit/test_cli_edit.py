@@ -499,7 +499,8 @@ def test_a_refused_edit_reopens_with_the_reasons_and_can_be_fixed(
     assert result.stdout == "deployment.apps/front edited\n"
     first, second = opened(log)
     assert second.startswith(edit.HEADER + '# deployments.apps "front" was not valid:\n'
-                             "# * spec.replicas: must be greater than or equal to 0\n#\n")
+                             "# * spec.replicas: Invalid value: -1: must be greater than or "
+                             "equal to 0\n#\n")
     assert "replicas: -1" in edit.strip_comments(second)
     assert live(rk)["spec"]["replicas"] == 3
 
@@ -703,7 +704,7 @@ def test_diff_errors_exit_above_one(rk: Cli) -> None:
                                                        'exist\n'
     bad = rk.file("bad.yaml", DEPLOY_YAML.replace("replicas: 2", "replicas: -2"))
     stderr = fails(rk("diff", "-f", bad), 2)
-    assert "Error from server (Invalid)" in stderr and "spec.replicas" in stderr
+    assert 'The Deployment "front" is invalid: spec.replicas' in stderr
     assert rk.api.writes() == []
 
 

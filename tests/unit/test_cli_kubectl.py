@@ -707,7 +707,8 @@ class FakeApi:
                           f"value: {replicas}: must be greater than or equal to 0",
                           name=name, group="apps", kind="Deployment",
                           causes=[{"reason": "FieldValueInvalid", "field": "spec.replicas",
-                                   "message": "must be greater than or equal to 0"}])
+                                   "message": f"Invalid value: {replicas}: must be greater "
+                                              "than or equal to 0"}])
         return None
 
 
@@ -888,9 +889,10 @@ def test_a_refusal_by_the_server_anywhere_applies_nothing(rk: Cli) -> None:
     f = rk.file("app.yaml", f"{CONFIGMAP_YAML}---\n{bad}")
     result = rk("apply", "-f", f)
     assert result.exit_code == 1
+    # kubectl's words for Invalid: from the Status's details, without the file's name.
     assert result.stderr == (
-        f'Error from server (Invalid): error when creating "{f}": Deployment.apps "front" is '
-        "invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0\n")
+        'The Deployment "front" is invalid: spec.replicas: Invalid value: -1: must be '
+        "greater than or equal to 0\n")
     assert result.stdout == ""  # the good ConfigMap before it was not applied either
     assert rk.api.writes() == []
     assert [s.query for s in rk.api.seen if s.method == "POST"] == [
