@@ -1,10 +1,12 @@
 """The cloud node controller over seeded caches and a fake provider: Nodes initialised
 from their machines (providerID, instance type, zone), a Node whose machine is gone
 deleted only once it is not Ready and the provider confirms, an unreachable machine
-left to node lifecycle, and a provider error as an Event and a retry."""
+left to node lifecycle, a provider error as an Event and a retry; and the pod GC that
+then removes a deleted Node's pods at once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from raftkube.api import kinds
 from raftkube.cloud import node as cnode
 from raftkube.cloud import provider as pv
+from raftkube.controllers import podgc
 from tests.unit.cloud_support import FakeProvider, cloud_context, node
 from tests.unit.controller_fixture import Fixture
 
@@ -116,3 +119,31 @@ async def test_a_deleted_node_is_not_deleted_again() -> None:
     provider = FakeProvider(gone={"n1"})
     assert await f.run(make(f, provider), "n1") == []
     assert provider.calls == []
+
+
+async def test_the_pod_gc_sweeps_at_once_when_a_node_is_deleted() -> None:
+    f = Fixture()
+    f.seed(kinds.NODE, node("n3"))
+    f.seed(kinds.POD, {"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "p", "namespace": "ns", "uid": "u-p"},
+                       "spec": {"nodeName": "n3", "containers": [{"name": "c", "image": "i"}]},
+                       "status": {"phase": "Running"}})
+    gc = podgc.PodGC(f.ctx, period=600.0)
+    task = asyncio.ensure_future(gc.run())
+    try:
+        await asyncio.sleep(0.05)  # the first sweep: nothing to collect
+        assert f.client.actions == []
+        informer = f.informers.informer(kinds.NODE)
+        gone = informer.cache.remove("n3")
+        del f.client.live[("nodes", "", "n3")]
+        assert gone is not None
+        informer._notify("delete", gone)  # as the watch tells the Node's deletion
+        for _ in range(100):
+            if f.client.actions:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    (action,) = f.client.actions
+    assert (action.verb, action.name, action.body["grace"]) == ("delete", "p", 0)
