@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from raftkube.cli import apply, delete, get
+from raftkube.cli import apply, delete, describe, discovery, get
 from raftkube.cli.session import utcnow
 
-MODULES = (apply, get, delete)
+MODULES = (apply, get, delete, describe, discovery)
 
 
 def register(group: click.Group, *, clock: Callable[[], datetime] = utcnow) -> None:

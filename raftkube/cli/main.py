@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import kubectl, local, podio, session
+from raftkube.cli import cluster, kubectl, local, podio, session, shellconfig
 from raftkube.client import config as cfg
 from raftkube.client import errors, etcd, transport
 
@@ -494,33 +494,6 @@ def kv_get(key: str, prefix: bool) -> None:
         click.echo(v.decode(errors="replace"))
 
 
-@main.command()
-def members() -> None:
-    """List the masters, their addresses, and which one leads."""
-
-    async def table(store: etcd.EtcdClient) -> list[tuple[str, ...]]:
-        rows: list[tuple[str, ...]] = []
-        for m in await store.members():
-            url = (m.get("clientURLs") or [""])[0]
-            st: dict[str, Any] | None
-            try:
-                st = await store.status(url) if url else None
-            except errors.ClientError:
-                st = None
-            role = "unreachable"
-            if st is not None:
-                role = "leader" if st.get("leader") == m["ID"] else "follower"
-                term = st["header"]["raft_term"]
-                role += f" (term {term}, revision {st['header']['revision']})"
-            rows.append((m.get("name", ""), url, m["peerURLs"][0], role))
-        return rows
-
-    rows = with_store(table)
-    click.echo(f"{'NAME':6} {'API':24} {'RAFT':26} ROLE")
-    for name, url, peer, role in rows:
-        click.echo(f"{name:6} {url:24} {peer:26} {role}")
-
-
 @main.group()
 def member() -> None:
     """Change the cluster's membership (etcdctl member add/remove): to replace a member
@@ -573,3 +546,5 @@ def member_add(raft_addr: str) -> None:
 
 kubectl.register(main)
 podio.register(main)
+cluster.register(main)  # `rk cluster status`, and `rk members`, its old name
+shellconfig.register(main)  # `rk completion`, `rk config view`

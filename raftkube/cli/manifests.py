@@ -1,10 +1,17 @@
 """Manifests: what `rk apply` and `rk delete -f` read, checked before any request.
 
-Files, directories (their .yaml/.yml/.json files, sorted) and stdin are read, split into
-YAML or JSON documents, `kind: List`s are unpacked, and every object is checked
-(apiVersion, kind, name, a known kind, its namespace) before the first request, so a bad
-document anywhere makes an invocation change nothing. Every problem is reported, each
-with its file and document number, as kubectl reports them.
+Files, directories (their .yaml/.yml/.json files, sorted; with `recursive` their
+subdirectories' too, as kubectl's -R), http(s) URLs and stdin are read, split into YAML or
+JSON documents, `kind: List`s are unpacked, and every object is checked (apiVersion, kind,
+name, a known kind, its namespace) before the first request. Every problem is reported,
+each with its source and document number, as kubectl reports them.
+
+`load_manifests` refuses the whole input on any problem, so a bad document anywhere makes
+an apply change nothing; `read_manifests` hands back what could be read beside the
+problems, for `rk delete -f`, which deletes what it can and reports the rest.
+
+A URL is fetched once, with a time limit and a size bound, so a slow or endless server
+cannot hang the command or fill its memory.
 """
 
 from __future__ import annotations
@@ -12,16 +19,21 @@ from __future__ import annotations
 import copy
 import json
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from raftkube.api import causes, kinds, nesting, printers, yamltext
+from raftkube.api import causes, kinds, nesting, printers, selectors, yamltext
 from raftkube.client import errors
 
 Obj = dict[str, Any]
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN = "STDIN"
+URL_SCHEMES = ("http://", "https://")
+URL_TIMEOUT = 30.0  # seconds for the whole fetch of one URL
+URL_MAX_BYTES = 16 * 1024 * 1024  # far above any manifest; a bound, not a quota
 
 
 class ManifestError(errors.ClientError):
@@ -59,21 +71,61 @@ def _where(source: str, document: int, item: int | None = None) -> str:
     return f'"{source}" (document {document}{inside})'
 
 
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files to read: a directory stands for its manifest files, sorted by name."""
+def is_url(path: str) -> bool:
+    return path.startswith(URL_SCHEMES)
+
+
+def expand_paths(paths: list[str], *, recursive: bool = False) -> list[str]:
+    """Sources to read: a directory stands for its manifest files, sorted by name, and
+    with `recursive` for those of its subdirectories too; URLs and `-` stand as given."""
     files = []
     for path in paths:
-        if path == "-":
+        if path == "-" or is_url(path):
             files.append(path)
         elif os.path.isdir(path):
-            files += sorted(os.path.join(path, f) for f in os.listdir(path)
-                            if f.endswith(MANIFEST_SUFFIXES)
-                            and os.path.isfile(os.path.join(path, f)))
+            files += _directory(path, recursive)
         elif os.path.exists(path):
             files.append(path)
         else:
             raise ManifestError([f'the path "{path}" does not exist'])
     return files
+
+
+def _directory(path: str, recursive: bool) -> list[str]:
+    found = []
+    for entry in sorted(os.listdir(path)):
+        full = os.path.join(path, entry)
+        if os.path.isdir(full):
+            if recursive:
+                found += _directory(full, recursive)
+        elif entry.endswith(MANIFEST_SUFFIXES) and os.path.isfile(full):
+            found.append(full)
+    return found
+
+
+def fetch_url(url: str, *, timeout: float = URL_TIMEOUT,
+              max_bytes: int = URL_MAX_BYTES) -> str:
+    """The text at `url`; ManifestError naming the URL and what went wrong (the HTTP
+    status, a refused connection, a timeout, a body over `max_bytes`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body: bytes = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        e.close()  # it holds the answer's connection
+        raise ManifestError([f'unable to read URL "{url}", server reported {e.code} '
+                             f"{e.reason}, status code={e.code}"]) from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        reason = getattr(reason, "strerror", None) or reason
+        raise ManifestError([f'unable to read URL "{url}": {reason}']) from None
+    if len(body) > max_bytes:
+        raise ManifestError([f'unable to read URL "{url}": the document is larger than '
+                             f"{max_bytes} bytes"])
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError([f'unable to read URL "{url}": the document is not UTF-8 '
+                             "text"]) from None
 
 
 def parse_documents(source: str, text: str) -> list[Any]:
@@ -146,23 +198,48 @@ def _is_list(doc: Any) -> bool:
 
 
 def load_manifests(paths: list[str], *, read_stdin: Callable[[], str], namespace: str,
-                   explicit_namespace: bool, verb: str = "apply") -> list[Manifest]:
+                   explicit_namespace: bool, verb: str = "apply",
+                   recursive: bool = False) -> list[Manifest]:
     """Every object of every source, checked; ManifestError lists all that is wrong.
 
     `namespace` fills in a namespaced object's missing namespace; when the user gave it
     with -n (`explicit_namespace`) an object in another namespace is an error, as in
     kubectl, rather than something silently sent elsewhere.
     """
+    out, problems = read_manifests(paths, read_stdin=read_stdin, namespace=namespace,
+                                   explicit_namespace=explicit_namespace,
+                                   recursive=recursive)
+    if problems:
+        raise ManifestError(problems)
+    if not out:
+        raise ManifestError([f"no objects passed to {verb}"])
+    return out
+
+
+def read_manifests(paths: list[str], *, read_stdin: Callable[[], str], namespace: str,
+                   explicit_namespace: bool, recursive: bool = False
+                   ) -> tuple[list[Manifest], list[str]]:
+    """The objects that could be read and checked, and a problem for each document (or
+    source) that could not: one bad document does not hide the others."""
     problems: list[str] = []
     out: list[Manifest] = []
-    for path in expand_paths(paths):
+    try:
+        sources = expand_paths(paths, recursive=recursive)
+    except ManifestError as e:
+        return [], e.problems
+    for path in sources:
         source = STDIN if path == "-" else path
         try:
             if path == "-":
                 text = read_stdin()
+            elif is_url(path):
+                text = fetch_url(path)
             else:
                 with open(path, encoding="utf-8") as f:
                     text = f.read()
+        except ManifestError as e:
+            problems += e.problems
+            continue
         except (OSError, UnicodeDecodeError) as e:
             problems.append(f'cannot read "{source}": {getattr(e, "strerror", None) or e}')
             continue
@@ -192,11 +269,7 @@ def load_manifests(paths: list[str], *, read_stdin: Callable[[], str], namespace
                     problems.append(problem)
                 elif manifest is not None:
                     out.append(manifest)
-    if problems:
-        raise ManifestError(problems)
-    if not out:
-        raise ManifestError([f"no objects passed to {verb}"])
-    return out
+    return out, problems
 
 
 def _resolve(obj: Obj, *, source: str, document: int, item: int | None, namespace: str,
@@ -217,6 +290,19 @@ def _resolve(obj: Obj, *, source: str, document: int, item: int | None, namespac
                           f"You must pass '--namespace={ns}' to perform this operation.")
         obj["metadata"]["namespace"] = ns
     return Manifest(source, document, item, obj, kind, ns), ""
+
+
+def select(loaded: list[Manifest], selector: str) -> list[Manifest]:
+    """The manifests whose labels match a `-l` selector, as kubectl's apply and delete -f
+    keep only those; a selector that does not parse is an error naming it."""
+    if not selector:
+        return loaded
+    try:
+        parsed = selectors.parse_label_selector(selector)
+    except selectors.SelectorError as e:
+        raise errors.ClientError(f'invalid label selector "{selector}": {e}') from None
+    return [m for m in loaded
+            if parsed.matches((m.obj.get("metadata") or {}).get("labels") or {})]
 
 
 def apply_order(manifests: list[Manifest]) -> list[Manifest]:

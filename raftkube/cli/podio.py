@@ -1,7 +1,9 @@
 """`rk logs`, `rk exec` and `rk top`: what a pod's node answers, through any master.
 
 They read like kubectl's: `rk logs [-f] [--tail N] [-p] [-c C] POD`, `rk exec [-i] [-t]
-[-c C] POD -- COMMAND...` (whose exit code is the command's), `rk top nodes|pods`.
+[-c C] POD -- COMMAND...` (whose exit code is the command's), `rk top nodes|pods`. Where a
+pod is asked for, `KIND/NAME` of a Deployment, ReplicaSet, StatefulSet, DaemonSet, Job or
+Service stands for one of its pods, chosen as kubectl chooses.
 """
 
 from __future__ import annotations
@@ -16,19 +18,76 @@ from typing import Any
 import aiohttp
 import click
 
-from raftkube.api import channels
+from raftkube.api import channels, kinds, printers, selectors
 from raftkube.api.quantity import parse_quantity
-from raftkube.cli.session import connect, fail, run
-from raftkube.client import errors
+from raftkube.cli.session import connect, fail, resolve_kind, run
+from raftkube.client import errors, rest
+
+Obj = dict[str, Any]
 
 
-def pod_name(arg: str) -> str:
-    kind, slash, name = arg.partition("/")
+POD_OWNERS = ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "Service",
+              "ReplicationController")
+
+
+def pod_selector(obj: Obj) -> selectors.LabelSelector:
+    """The pods a workload or a Service selects: `spec.selector`, a LabelSelector object
+    for workloads, a plain map for Services (and ReplicationControllers)."""
+    sel = (obj.get("spec") or {}).get("selector")
+    if obj.get("kind") in ("Service", "ReplicationController"):
+        if not isinstance(sel, dict) or not sel:
+            raise errors.ClientError(f"{obj.get('kind', '').lower()} "
+                                     f"\"{printers.name_of(obj)}\" has no selector")
+        return selectors.selector_from_object({"matchLabels": sel})
+    if obj.get("kind") == "Job" and isinstance(sel, dict):
+        return selectors.selector_from_object(sel)
+    if not isinstance(sel, dict) or not sel:
+        raise errors.ClientError(f"{obj.get('kind', '').lower()} "
+                                 f"\"{printers.name_of(obj)}\" has no selector")
+    return selectors.selector_from_object(sel)
+
+
+def _logging_order(pod: Obj) -> tuple[bool, bool, bool, int, str]:
+    """kubectl's preference when one pod stands for many: scheduled, running, ready,
+    most restarted, then oldest."""
+    status = pod.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [])
+    restarts = sum(int(c.get("restartCount") or 0)
+                   for c in status.get("containerStatuses") or [])
+    return (not (pod.get("spec") or {}).get("nodeName"), status.get("phase") != "Running",
+            not ready, -restarts, str((pod.get("metadata") or {}).get("creationTimestamp")))
+
+
+async def resolve_pod(client: rest.RestClient, namespace: str, arg: str) -> str:
+    """The pod `arg` names: `NAME`, `pod/NAME`, or `KIND/NAME` of a workload or Service,
+    which stands for one of its pods, chosen as kubectl does (and said on stderr when
+    there were several)."""
+    word, slash, name = arg.partition("/")
     if not slash:
         return arg
-    if kind not in ("pod", "pods", "po"):
-        raise errors.ClientError(f"only pods have logs and exec here, not {kind!r}")
-    return name
+    if not name:
+        raise errors.ClientError(f"arguments in resource/name form must have a single "
+                                 f"resource and name: {arg!r}")
+    kind = resolve_kind(word)
+    if kind.kind == "Pod":
+        return name
+    if kind.kind not in POD_OWNERS:
+        raise errors.ClientError(f"cannot attach to {printers.qualified(kind)}: it has no "
+                                 f"pods (use a pod, or one of: "
+                                 f"{', '.join(k.lower() for k in POD_OWNERS)})")
+    owner = await client.get(kind, namespace, name)
+    wanted = pod_selector(owner)
+    listed, _ = await client.list_all(kinds.known("v1", "Pod"), namespace)
+    pods = sorted((p for p in listed
+                   if wanted.matches((p.get("metadata") or {}).get("labels") or {})),
+                  key=_logging_order)
+    if not pods:
+        raise errors.ClientError(f"no pods found for {printers.qualified(kind)} {name!r}")
+    chosen = printers.name_of(pods[0])
+    if len(pods) > 1:
+        click.echo(f"Found {len(pods)} pods, using pod/{chosen}", err=True)
+    return chosen
 
 
 def register(group: click.Group) -> None:
@@ -37,7 +96,7 @@ def register(group: click.Group) -> None:
 
 
 @click.command("logs")
-@click.argument("pod")
+@click.argument("pod", metavar="POD|KIND/NAME")
 @click.option("-c", "--container", default="", help="The container (if the pod has more).")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the container writes.")
 @click.option("--tail", type=click.IntRange(min=-1), default=-1,
@@ -63,8 +122,9 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
 
     async def body() -> None:
         out = sys.stdout.buffer
+        name = await resolve_pod(session.client, session.namespace, pod)
         async for chunk in session.client.logs(
-                session.namespace, pod_name(pod), container=container, follow=follow,
+                session.namespace, name, container=container, follow=follow,
                 tail=None if tail < 0 else tail, previous=previous, timestamps=timestamps,
                 since_seconds=since_seconds, limit_bytes=limit_bytes):
             out.write(chunk)
@@ -77,7 +137,7 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
-@click.argument("pod")
+@click.argument("pod", metavar="POD|KIND/NAME")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("-c", "--container", default="", help="The container (if the pod has more).")
 @click.option("-i", "--stdin", "stdin", is_flag=True, help="Pass standard input on.")
@@ -90,7 +150,8 @@ def exec_(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: 
     code: list[int] = []
 
     async def body() -> None:
-        async with session.client.exec(session.namespace, pod_name(pod), list(command),
+        name = await resolve_pod(session.client, session.namespace, pod)
+        async with session.client.exec(session.namespace, name, list(command),
                                        container=container, stdin=stdin, tty=tty) as ws:
             code.append(await _session(ws, stdin=stdin))
 

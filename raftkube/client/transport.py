@@ -17,7 +17,8 @@ that answered last first:
 
 When a whole round finds no server, the client waits a little and tries again, until
 `wait` seconds have passed since the request began: an election (a fraction of a second
-here) or a master restart is waited out rather than reported.
+here) or a master restart is waited out rather than reported. Then `NoServer` names every
+server of the last round and why it did not answer (`connection refused`...).
 
 This is the package's only aiohttp module.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import time
 import urllib.parse
@@ -265,7 +267,7 @@ class Transport:
                 raise ErrorAnswer(self._judge(answer, "GET", path, True, frozenset({504}),
                                               is_json)) from None
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
-                raise _TryNext(f"cannot connect ({_reason(e)})") from None
+                raise _TryNext(_unreachable(e)) from None
             except (aiohttp.ClientError, TimeoutError) as e:
                 raise _TryNext(f"no answer ({_reason(e)})") from None
 
@@ -286,14 +288,14 @@ class Transport:
                 try:
                     await attempt(server)
                 except _TryNext as e:
-                    errors.append(f"{server}: {e}")
+                    errors.append(f"{server} ({e})")
                     continue
                 self._prefer(server)
                 return
             left = deadline - time.monotonic()
             if left <= 0:
                 raise NoServer(f"no server answered {method} {path.split('?')[0]}: "
-                               + "; ".join(errors))
+                               + ", ".join(errors))
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 1.0)
 
@@ -313,7 +315,7 @@ class Transport:
                 warnings = tuple(_warning_text(w) for w in resp.headers.getall("Warning", []))
                 answer = Answer(resp.status, raw, server, warnings)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
-            raise _TryNext(f"cannot connect ({_reason(e)})") from None
+            raise _TryNext(_unreachable(e)) from None
         except (aiohttp.ClientError, TimeoutError) as e:
             if safe:
                 raise _TryNext(f"no answer ({_reason(e)})") from None
@@ -349,6 +351,8 @@ class Transport:
         try:
             resp = await self._http().request(method, self._url(server, path, query),
                                               data=body, headers=headers, timeout=limits)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
+            raise _TryNext(_unreachable(e)) from None
         except (aiohttp.ClientError, TimeoutError) as e:
             raise _TryNext(f"cannot open a stream ({_reason(e)})") from None
         if resp.status == 200:
@@ -378,6 +382,19 @@ def tls_context(ca: str | None, *, pinned: bool = False) -> ssl.SSLContext:
     if pinned:
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
+
+
+def _unreachable(e: aiohttp.ClientError) -> str:
+    """Why no connection was made, in the system's words: `connection refused`, `no
+    route to host`, `connect timed out`, or the TLS check that failed."""
+    if isinstance(e, aiohttp.ClientConnectorCertificateError):
+        return f"TLS: {_reason(e.certificate_error)}"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        number = e.os_error.errno
+        if number:
+            return os.strerror(number).lower()
+        return _reason(e.os_error)
+    return "connect timed out"
 
 
 def _reason(e: BaseException) -> str:

@@ -78,6 +78,37 @@ async def test_logs_exec_and_top_through_every_master(cluster: Cluster,
     assert nodes.returncode == 0 and "n1" in nodes.stdout, nodes.stderr
 
 
+async def test_a_workload_stands_for_one_of_its_pods(cluster: Cluster,
+                                                     api: rest.RestClient) -> None:
+    """`rk logs deploy/NAME` and `rk exec svc/NAME`, as kubectl: one of the pods, named."""
+    labels = {"app": "relayed"}
+    await api.create(kinds.known("apps/v1", "Deployment"), "default", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "relayed"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels}, "spec": {"containers": [
+                     {"name": "c", "image": "busybox:1.36"}]}}}})
+    await api.create(kinds.known("v1", "Service"), "default", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "relayed"},
+        "spec": {"selector": labels, "ports": [{"port": 80}]}})
+
+    async def both_running() -> bool:
+        pods, _ = await api.list_all(kinds.POD, "default", label_selector="app=relayed")
+        return len(pods) == 2 and all((p.get("status") or {}).get("phase") == "Running"
+                                      for p in pods)
+
+    await wait_for(both_running, timeout=30, what="the Deployment's pods Running")
+    out = rk(cluster, "logs", "deploy/relayed")
+    assert out.returncode == 0, out.stderr
+    assert "simulated container c (attempt 0) started" in out.stdout
+    assert "Found 2 pods, using pod/relayed-" in out.stderr
+    echo = rk(cluster, "exec", "svc/relayed", "--", "echo", "hi")
+    assert (echo.returncode, echo.stdout) == (0, "hi\n"), echo.stderr
+    gone = rk(cluster, "logs", "deploy/nothing")
+    assert gone.returncode == 1
+    assert gone.stderr.startswith('Error from server (NotFound): deployments.apps "nothing"'), \
+        gone.stderr
+
+
 async def test_the_v4_protocol_and_the_exit_status(cluster: Cluster,
                                                    api: rest.RestClient) -> None:
     """kubectl older than 1.30 speaks v4 only: the same channels, no close message."""

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from raftkube.api import kinds, yamltext
-from raftkube.cli import kubectl, manifests
+from raftkube.cli import apply, manifests
 from raftkube.client import rest, transport
 from tests.unit.conftest import Served
 from tests.unit.loops import converge
@@ -193,13 +193,13 @@ async def test_rk_apply_is_not_refused_for_a_field_someone_else_wrote(served: Se
     tp = transport.Transport([str(served.client.make_url("")).rstrip("/")], served.token)
     client = rest.RestClient(tp)
     d = deployment("d")
-    await kubectl.apply_one(client, manifest(copy.deepcopy(d)))
+    await apply.apply_one(client, manifest(copy.deepcopy(d)))
     # someone else (curl/kubectl default fieldValidation=Warn) adds a field to the container
     live = await ok(served, "GET", DEPLOY + "/d")
     live["spec"]["template"]["spec"]["containers"][0]["someNewField"] = "x"
     await ok(served, "PUT", DEPLOY + "/d", live)
     d["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
-    outcome = await kubectl.apply_one(client, manifest(d))
+    outcome = await apply.apply_one(client, manifest(d))
     assert outcome == "configured"
     await tp.close()
 
@@ -225,7 +225,7 @@ async def test_rk_apply_does_not_overwrite_a_write_that_landed_after_its_read(
     client = rest.RestClient(tp)
     other = rest.RestClient(tp)
     d = deployment("d")
-    await kubectl.apply_one(client, manifest(copy.deepcopy(d)))
+    await apply.apply_one(client, manifest(copy.deepcopy(d)))
     real_get, raced = client.get, []
 
     async def get_then_someone_writes(*args: Any) -> dict[str, Any]:
@@ -240,7 +240,7 @@ async def test_rk_apply_does_not_overwrite_a_write_that_landed_after_its_read(
 
     client.get = get_then_someone_writes  # type: ignore[method-assign]
     d["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:2"
-    assert await kubectl.apply_one(client, manifest(d)) == "configured"
+    assert await apply.apply_one(client, manifest(d)) == "configured"
     await tp.close()
     container = (await ok(served, "GET", DEPLOY + "/d"))["spec"]["template"]["spec"][
         "containers"][0]
