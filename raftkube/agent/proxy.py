@@ -7,7 +7,18 @@ For every frontend of the service map (servicemap.py) the proxy holds listeners:
   every agent on a machine has its own address, agents never clash over a port;
 - a ClusterIP listener on the proxy address (the Docker bridge's gateway, which every
   pod can reach) at a port the kernel picks; the packet rules (netrules.py) send a pod's
-  packets for `clusterIP:port` there. `cluster_ports()` says which port is which.
+  packets for `clusterIP:port` there. `cluster_ports()` says which port is which;
+- a load balancer listener on the node's address at the Service's own `port`, for a
+  LoadBalancer Service whose `status.loadBalancer.ingress` lists that address (the
+  cloud controller's `local` provider lists every Ready node's, as k3s's ServiceLB
+  serves one). It admits only clients in the Service's `loadBalancerSourceRanges`
+  (when it has any); two such Services on one port: the first by namespace/name is
+  served (the cloud controller gives the second no ingress, so it never gets here).
+
+With `externalTrafficPolicy: Local`, the NodePort and load balancer listeners send
+connections only to endpoints on this node (`node_name`), and reset them when there is
+none, as kube-proxy drops them: the client (or a load balancer's health check) tries
+another node.
 
 A connection is given to the frontend's backends in turn (round robin from a random
 start), and to the next one if a backend refuses or does not answer within
@@ -185,7 +196,7 @@ class Listener:
             await self.server.wait_closed()
 
     def _order(self) -> list[sm.Backend]:
-        backends = list(self.frontend.backends)
+        backends = self.proxy.eligible(self.kind, self.frontend)
         if not backends:
             return []
         start = self.next % len(backends)
@@ -197,6 +208,12 @@ class Listener:
         assert task is not None
         metrics = self.proxy.metrics
         key = self.frontend.key
+        if self.kind == "lb" and self.frontend.source_ranges:
+            peer = writer.get_extra_info("peername")
+            if not peer or not sm.admits(self.frontend.source_ranges, str(peer[0])):
+                metrics.connections.labels(key, self.kind, "source_refused").inc()
+                reset(writer)
+                return
         candidates = self._order()[:self.proxy.max_tries]
         if not candidates:
             metrics.connections.labels(key, self.kind, "no_endpoints").inc()
@@ -233,8 +250,9 @@ class Proxy:
     def __init__(self, *, node_address: str, cluster_address: str | None,
                  metrics: ProxyMetrics, route: Callable[[sm.Backend], Route] = direct,
                  rng: random.Random | None = None, connect_timeout: float = 2.0,
-                 max_tries: int = 3) -> None:
+                 max_tries: int = 3, node_name: str = "") -> None:
         self.node_address = node_address
+        self.node_name = node_name  # this node's name: its endpoints are the local ones
         self.cluster_address = cluster_address  # None: no ClusterIP listeners
         self.metrics = metrics
         self.route = route
@@ -244,6 +262,7 @@ class Proxy:
         # (clusterIP, port, protocol) and (nodePort, protocol) -> listener
         self.cluster: dict[tuple[str, int, str], AnyListener] = {}
         self.node: dict[tuple[int, str], AnyListener] = {}
+        self.lb: dict[tuple[int, str], AnyListener] = {}  # (port, protocol), node address
         self.bind_errors: dict[str, str] = {}  # frontend key -> why it has no listener
 
     def cluster_ports(self, protocol: str = "TCP") -> dict[tuple[str, int], tuple[str, int]]:
@@ -251,10 +270,19 @@ class Proxy:
         return {(ip, port): li.address for (ip, port, proto), li in self.cluster.items()
                 if proto == protocol}
 
+    def eligible(self, kind: str, frontend: sm.Frontend) -> list[sm.Backend]:
+        """The backends a new connection to `frontend` through a `kind` listener may
+        go to: with externalTrafficPolicy Local, from outside, only this node's."""
+        if kind in ("node", "lb") and frontend.external_local:
+            return [b for b in frontend.backends if b.node == self.node_name]
+        return list(frontend.backends)
+
     async def apply(self, smap: sm.ServiceMap) -> None:
         """Listen for exactly the map's TCP and UDP frontends; idempotent."""
         want_cluster: dict[tuple[str, int, str], sm.Frontend] = {}
         want_node: dict[tuple[int, str], sm.Frontend] = {}
+        want_lb: dict[tuple[int, str], sm.Frontend] = {}
+        self.bind_errors = {}
         for f in smap.frontends:
             if f.protocol not in ("TCP", "UDP"):
                 continue  # SCTP is not proxied (docs/networking.md)
@@ -262,16 +290,24 @@ class Proxy:
                 want_cluster[(f.cluster_ip, f.port, f.protocol)] = f
             if f.node_port is not None:
                 want_node[(f.node_port, f.protocol)] = f
+            if self.node_address in f.load_balancer_ips:
+                first = want_lb.setdefault((f.port, f.protocol), f)
+                if first is not f:
+                    self.bind_errors[f.key] = (f"{self.node_address}:{f.port}: the load "
+                                               f"balancer of {first.key} has the port")
         for key_c in [k for k in self.cluster if k not in want_cluster]:
             await self.cluster.pop(key_c).close()
         for key_n in [k for k in self.node if k not in want_node]:
             await self.node.pop(key_n).close()
-        self.bind_errors = {}
+        for key_l in [k for k in self.lb if k not in want_lb]:
+            await self.lb.pop(key_l).close()
         for key_c, f in want_cluster.items():
             await self._ensure(self.cluster, key_c, f, "cluster", self.cluster_address or "", 0)
         for key_n, f in want_node.items():
             await self._ensure(self.node, key_n, f, "node", self.node_address, key_n[0])
-        self.metrics.listeners.set(len(self.cluster) + len(self.node))
+        for key_l, f in want_lb.items():
+            await self._ensure(self.lb, key_l, f, "lb", self.node_address, key_l[0])
+        self.metrics.listeners.set(len(self.cluster) + len(self.node) + len(self.lb))
 
     async def _ensure(self, table: dict[_K, AnyListener], key: _K, frontend: sm.Frontend,
                       kind: str, host: str, port: int) -> None:
@@ -280,7 +316,8 @@ class Proxy:
             listener.update(frontend)
             return
         if frontend.protocol == "UDP":
-            listener = udp.UdpListener(frontend=frontend, pick=self._pick_udp(kind))
+            listener = udp.UdpListener(frontend=frontend, pick=self._pick_udp(kind),
+                                       admit=self._admit_udp(kind))
         else:
             listener = Listener(kind=kind, frontend=frontend, proxy=self)
         try:
@@ -296,7 +333,8 @@ class Proxy:
     def _pick_udp(self, kind: str) -> Callable[[udp.UdpListener], sm.Backend | None]:
         def pick(li: udp.UdpListener) -> sm.Backend | None:
             """The next backend on this machine (UDP is not relayed), in turn."""
-            backends = [b for b in li.frontend.backends if not self.route(b).preamble]
+            backends = [b for b in self.eligible(kind, li.frontend)
+                        if not self.route(b).preamble]
             if not backends:
                 self.metrics.connections.labels(li.frontend.key, kind, "no_endpoints").inc()
                 return None
@@ -305,11 +343,23 @@ class Proxy:
             return backends[li.next % len(backends)]
         return pick
 
+    def _admit_udp(self, kind: str) -> Callable[[udp.UdpListener, str], bool] | None:
+        if kind != "lb":
+            return None
+
+        def admit(li: udp.UdpListener, client_ip: str) -> bool:
+            if sm.admits(li.frontend.source_ranges, client_ip):
+                return True
+            self.metrics.connections.labels(li.frontend.key, kind, "source_refused").inc()
+            return False
+        return admit
+
     async def close(self) -> None:
-        for li in [*self.cluster.values(), *self.node.values()]:
+        for li in [*self.cluster.values(), *self.node.values(), *self.lb.values()]:
             await li.close()
         self.cluster.clear()
         self.node.clear()
+        self.lb.clear()
         self.metrics.listeners.set(0)
 
 

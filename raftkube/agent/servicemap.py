@@ -18,6 +18,13 @@ Each backend carries the InternalIP of the node it runs on, so that the proxy ca
 a pod on this machine's Docker bridge (dialled at its pod IP) from a pod on another
 machine (reached through that node's address; docs/networking.md).
 
+A LoadBalancer Service's frontends also carry its load balancer: the IPs of its
+`status.loadBalancer.ingress` (an agent whose address is listed there answers at the
+Service's own `port` on it, as k3s's ServiceLB does; raftkube/cloud/nodelb.py chooses
+them), its `loadBalancerSourceRanges` (the clients it admits there; none listed: all),
+and for NodePort and LoadBalancer Services whether `externalTrafficPolicy` is `Local`
+(traffic from outside goes only to endpoints on the node it came to).
+
 Names, for DNS: `NAME.NAMESPACE` maps to the Service's ClusterIP, or for a headless
 Service (clusterIP None) to its ready endpoints' addresses, or for an ExternalName
 Service to its externalName (an alias).
@@ -58,6 +65,9 @@ class Frontend:
     node_port: int | None
     backends: tuple[Backend, ...]  # those that take new connections
     present: frozenset[Backend] = frozenset()  # every endpoint, ready or not
+    load_balancer_ips: tuple[str, ...] = ()  # status.loadBalancer.ingress[*].ip
+    source_ranges: tuple[str, ...] = ()  # loadBalancerSourceRanges ("": any client)
+    external_local: bool = False  # externalTrafficPolicy: Local (NodePort, LoadBalancer)
 
     def has(self, backend: Backend) -> bool:
         """Whether `backend` is still an endpoint of this port at all (an unready one
@@ -112,6 +122,37 @@ def _valid_ip(text: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def load_balancer_ips(svc: Obj) -> tuple[str, ...]:
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    return tuple(sorted({str(i["ip"]) for i in ingress
+                         if isinstance(i, dict) and _valid_ip(i.get("ip"))}))
+
+
+def source_ranges(spec: Obj) -> tuple[str, ...]:
+    """The Service's loadBalancerSourceRanges that are CIDRs (the API refuses others)."""
+    out = []
+    for text in spec.get("loadBalancerSourceRanges") or []:
+        try:
+            out.append(str(ipaddress.ip_network(str(text).strip(), strict=False)))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+def admits(ranges: tuple[str, ...], client_ip: str) -> bool:
+    """Whether a client at `client_ip` may use a load balancer limited to `ranges`."""
+    if not ranges:
+        return True
+    try:
+        ip = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(r) for r in ranges
+               if ipaddress.ip_network(r).version == ip.version)
 
 
 def _port_number(value: Any) -> int | None:
@@ -200,6 +241,10 @@ def build(services: Iterable[Obj], slices: Iterable[Obj], nodes: Iterable[Obj]) 
             continue
         headless = spec.get("clusterIP") == "None"
         cluster_ip = str(spec["clusterIP"]) if _valid_ip(spec.get("clusterIP")) else ""
+        lb_ips = load_balancer_ips(svc) if kind == "LoadBalancer" else ()
+        ranges = source_ranges(spec) if lb_ips else ()
+        external_local = kind in NODE_PORT_TYPES and \
+            spec.get("externalTrafficPolicy") == "Local"
         endpoints = endpoints_by_port(by_service.get((namespace, name), []), node_ips)
         for sp in spec.get("ports") or []:
             if not isinstance(sp, dict):
@@ -216,7 +261,9 @@ def build(services: Iterable[Obj], slices: Iterable[Obj], nodes: Iterable[Obj]) 
                 namespace=namespace, service=name, port_name=port_name, protocol=protocol,
                 cluster_ip=cluster_ip, port=port, node_port=node_port,
                 backends=tuple(sorted(set(chosen))),
-                present=frozenset(ready + fallback + others)))
+                present=frozenset(ready + fallback + others),
+                load_balancer_ips=lb_ips, source_ranges=ranges,
+                external_local=external_local))
         if headless:
             names[f"{name}.{namespace}".lower()] = ready_addresses(by_service.get((namespace, name),
                                                                           []))

@@ -3,7 +3,8 @@ agent process: informers on Services, EndpointSlices and Nodes feed the service 
 (servicemap.py), and every change is made true in
 
 - the proxy (proxy.py): NodePort listeners on the node's address, ClusterIP listeners
-  on the proxy address;
+  on the proxy address, and a LoadBalancer Service's listener on the node's address at
+  its own port when its ingress lists that address;
 - the DNS server (dns.py), which answers from the newest map;
 - the packet rules (netrules.py): this agent's pods' packets for a ClusterIP port, or
   for the cluster DNS address, go to this agent's listeners;
@@ -116,7 +117,8 @@ class ServiceNetwork:
         self.map = sm.ServiceMap()
         self.proxy = px.Proxy(node_address=options.node_address,
                               cluster_address=options.proxy_address,
-                              metrics=px.ProxyMetrics(registry), route=self.route, rng=rng)
+                              metrics=px.ProxyMetrics(registry), route=self.route, rng=rng,
+                              node_name=node)
         self.resolver = dns.Resolver(lookup=self.lookup, alias=self.alias,
                                      domain=options.cluster_domain,
                                      upstreams=options.dns_upstreams)

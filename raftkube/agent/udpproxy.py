@@ -78,9 +78,11 @@ class _Session:
 class UdpListener:
     def __init__(self, *, frontend: sm.Frontend, pick: Callable[[UdpListener],
                                                                  sm.Backend | None],
-                 idle: float = 30.0, max_sessions: int = 1024) -> None:
+                 idle: float = 30.0, max_sessions: int = 1024,
+                 admit: Callable[[UdpListener, str], bool] | None = None) -> None:
         self.frontend = frontend
         self.pick = pick
+        self.admit = admit  # whether a new client's address may open a session
         self.idle = idle
         self.max_sessions = max_sessions
         self.next = 0
@@ -113,6 +115,8 @@ class UdpListener:
         if session is None:
             if len(self.sessions) >= self.max_sessions:
                 return
+            if self.admit is not None and not self.admit(self, str(client[0])):
+                return  # not in the load balancer's source ranges: dropped
             backend = self.pick(self)
             if backend is None:
                 return  # no endpoint: dropped (the client times out, as with a REJECT)

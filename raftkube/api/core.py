@@ -51,6 +51,7 @@ def validate_service(spec: dict[str, Any], *, errs: causes.Causes) -> None:
     for i, ip in enumerate(schema.get_list(spec, "externalIPs") or []):
         if isinstance(ip, str) and not _is_ip(ip):
             errs.invalid(f"spec.externalIPs[{i}]", ip, f"must be a valid IP address, {IP_EXAMPLES}")
+    _source_ranges(spec, kind, errs=errs)
     ports = schema.maps(spec.get("ports"))
     if not ports and cluster_ip != "None" and not _wrong_type(spec.get("ports"), list):
         errs.required("spec.ports")
@@ -62,6 +63,26 @@ def validate_service(spec: dict[str, Any], *, errs: causes.Causes) -> None:
         value = schema.get_str(spec, field)
         if value is not None and value not in supported:
             errs.not_supported(f"spec.{field}", value, supported)
+
+
+def _source_ranges(spec: dict[str, Any], kind: str, *, errs: causes.Causes) -> None:
+    """`loadBalancerSourceRanges`: CIDRs, and only on a LoadBalancer Service (the agents
+    admit only those clients at its load balancer; Kubernetes' rules)."""
+    ranges = schema.get_list(spec, "loadBalancerSourceRanges") or []
+    if ranges and kind != "LoadBalancer":
+        errs.forbidden("spec.loadBalancerSourceRanges",
+                       "may only be used when `type` is 'LoadBalancer'")
+        return
+    for i, text in enumerate(ranges):
+        try:
+            ipaddress.ip_network(str(text).strip(), strict=False)
+            ok = isinstance(text, str) and "/" in text
+        except ValueError:
+            ok = False
+        if not ok:
+            errs.invalid(f"spec.loadBalancerSourceRanges[{i}]", text,
+                         "must be a list of IP ranges. For example, 10.240.0.0/24,"
+                         "10.250.0.0/24")
 
 
 def _ip_families(spec: dict[str, Any], cluster_ip: str, *, errs: causes.Causes) -> None:

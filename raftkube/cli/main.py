@@ -127,6 +127,10 @@ def main(request_timeout: float) -> None:
 @click.option("--insecure-http", is_flag=True,
               help="Serve the API over plain HTTP, on a loopback --api address only "
                    "(development; kubectl sends no token over HTTP).")
+@click.option("--cloud-provider", default="local", show_default=True,
+              help="The machine provider of the cloud controller: local, vagrant, one "
+                   "registered in the entry point group raftkube.cloud_providers, or none "
+                   "(docs/cloud.md).")
 def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, node_token_file: str | None,
            etcd_users_file: str | None, service_cluster_ip_range: str,
@@ -140,9 +144,10 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
            large_cluster_size_threshold: int,
            max_connections: int | None, switch_interval: float,
            tls_cert_file: str | None, tls_private_key_file: str | None,
-           insecure_http: bool) -> None:
+           insecure_http: bool, cloud_provider: str) -> None:
     """Run one master: a store replica and its API server."""
     from raftkube.cli import master as m
+    from raftkube.cloud import provider as cloud
     from raftkube.store.journal import DataDirError
     from raftkube.store.replica import Timing
 
@@ -157,6 +162,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         etcd_users = m.read_etcd_users(etcd_users_file) if etcd_users_file else {}
         m.check_cidr(service_cluster_ip_range)
         tls = m.tls_options(tls_cert_file, tls_private_key_file, insecure_http, api)
+        provider = cloud.load(cloud_provider)
         loop_options = m.loop_options(
             node_grace=node_monitor_grace_period, node_monitor_period=node_monitor_period,
             eviction_timeout=default_unreachable_toleration_seconds,
@@ -175,7 +181,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
                      log_compaction_entries=log_compaction_entries,
                      join=initial_cluster_state == "existing", sync=not unsafe_no_fsync,
                      max_connections=max_connections, switch_interval=switch_interval,
-                     tls=tls)
+                     tls=tls, cloud=provider)
     except ValueError as e:
         fail(str(e))
     except DataDirError as e:

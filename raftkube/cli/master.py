@@ -24,7 +24,11 @@ from dataclasses import dataclass
 from raftkube.apiserver import etcdauth, serving
 from raftkube.apiserver.app import make_app
 from raftkube.cli import certs, logfilter
+from raftkube.cloud import context as cloud_context
+from raftkube.cloud import manager as cloud_manager
+from raftkube.cloud import provider as cloud_provider
 from raftkube.controllers import base as controllers
+from raftkube.controllers import manager
 from raftkube.controllers.manager import LeaderLoops
 from raftkube.store import recovery
 from raftkube.store.replica import Replica, Timing
@@ -175,6 +179,21 @@ def loop_options(**values: float) -> controllers.Options:
     return controllers.Options(**values)  # type: ignore[arg-type]
 
 
+def make_leader_loops(provider: cloud_provider.Provider | None) -> manager.MakeLoops:
+    """The leader's loops: the scheduler and controllers, and the cloud controller's
+    loops with `provider` (none for `--cloud-provider none`). They are made here because
+    `controllers` may not import `cloud` (DESIGN.md's layers): only `rk master` sees both."""
+    if provider is None:
+        return manager.default_loops
+
+    def make(ctx: controllers.Context) -> list[manager.Loop]:
+        cloud = cloud_context.Context(provider=provider, client=ctx.client,
+                                      informers=ctx.informers, events=ctx.events,
+                                      clock=ctx.clock)
+        return [*manager.default_loops(ctx), *cloud_manager.loops(cloud)]
+    return make
+
+
 def read_secret(path: str, what: str) -> str:
     try:
         with open(path) as f:
@@ -207,6 +226,7 @@ async def serve(
     loop_options: controllers.Options | None = None,
     max_connections: int | None = None,
     tls: Tls | None = None,
+    cloud: cloud_provider.Provider | None = None,
 ) -> int:
     """Serve until stopped; return the process's exit code."""
     api_host, api_port = split_hostport(api, "--api")
@@ -244,7 +264,8 @@ async def serve(
                                token=token,
                                ca=own_cert,
                                member_id=str(replica.member_id),
-                               options=loop_options or controllers.Options())
+                               options=loop_options or controllers.Options(),
+                               make_loops=make_leader_loops(cloud))
     loops = loop.create_task(leader_loops.run())
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
