@@ -11,10 +11,10 @@ from datetime import datetime
 
 import click
 
-from raftkube.cli import apply, delete, get
+from raftkube.cli import apply, delete, get, nodes, rollout, wait
 from raftkube.cli.session import utcnow
 
-MODULES = (apply, get, delete)
+MODULES = (apply, get, delete, rollout, wait, nodes)
 
 
 def register(group: click.Group, *, clock: Callable[[], datetime] = utcnow) -> None:
