@@ -270,24 +270,20 @@ def _status(namespace: str | None, args: tuple[str, ...], timeout: str, watch: b
     run(body, session)
 
 
-def _history(session: Session, kind: kinds.Kind, name: str, revision: int
-             ) -> Callable[[], Any]:
-    async def show() -> None:
-        d = await _get(session, kind, name)
-        listed, _ = await session.client.list_all(kinds.REPLICASET, session.namespace)
-        history = revisions.history(d, listed)
-        if not revision:
-            click.echo(history_table(kind, name, history), nl=False)
-            return
-        rs = next((rs for v, rs in history if v == revision), None)
-        if rs is None:
-            raise OperationError("error: unable to find the specified revision")
-        # the template as the ReplicaSet has it, hash label included, as kubectl shows it
-        template = (rs.get("spec") or {}).get("template") or {}
-        click.echo(f"{_ref(kind, name)} with revision #{revision}")
-        click.echo(describe_template(template))
-
-    return show
+async def _history(session: Session, kind: kinds.Kind, name: str, revision: int) -> None:
+    d = await _get(session, kind, name)
+    listed, _ = await session.client.list_all(kinds.REPLICASET, session.namespace)
+    history = revisions.history(d, listed)
+    if not revision:
+        click.echo(history_table(kind, name, history), nl=False)
+        return
+    rs = next((rs for v, rs in history if v == revision), None)
+    if rs is None:
+        raise OperationError("error: unable to find the specified revision")
+    # the template as the ReplicaSet has it, hash label included, as kubectl shows it
+    template = (rs.get("spec") or {}).get("template") or {}
+    click.echo(f"{_ref(kind, name)} with revision #{revision}")
+    click.echo(describe_template(template))
 
 
 async def _undo(session: Session, kind: kinds.Kind, name: str, to_revision: int) -> None:
@@ -365,7 +361,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
         if revision < 0:
             fail("--revision: must be 0 (every revision) or more")
         each_target(args, namespace, (kinds.DEPLOYMENT,), _no_history,
-                    lambda s, k, n: _history(s, k, n, revision)())
+                    lambda s, k, n: _history(s, k, n, revision))
 
     @rollout.command("undo")
     @click.argument("args", nargs=-1)

@@ -55,8 +55,8 @@ def parse_duration(text: str, *, option: str = "--timeout") -> float:
 
 @dataclass(frozen=True)
 class Wanted:
-    """One `--for`: `delete`, `condition` (name, value) or `jsonpath` (path, value;
-    value None means the field only has to exist)."""
+    """One `--for`: `delete`, `create`, `condition` (name, value) or `jsonpath` (path,
+    value; value None means the field only has to exist)."""
 
     what: str
     name: str = ""
@@ -70,8 +70,8 @@ class Wanted:
 def parse_for(text: str) -> Wanted:
     """`delete`, `condition=NAME[=VALUE]`, `jsonpath={PATH}[=VALUE]`; a ClientError in
     kubectl's words otherwise."""
-    if text.lower() == "delete":
-        return Wanted("delete")
+    if text.lower() in ("delete", "create"):
+        return Wanted(text.lower())
     word, eq, rest_ = text.partition("=")
     if word.lower() == "condition" and eq:
         name, eq2, value = rest_.partition("=")
@@ -83,7 +83,7 @@ def parse_for(text: str) -> Wanted:
             _path_steps(path)  # the syntax, checked now
             return Wanted("jsonpath", path, jvalue)
     raise errors.ClientError(f'unrecognized condition: "{text}" (--for takes delete, '
-                             "condition=NAME[=VALUE] or jsonpath='{.FIELD}'[=VALUE])")
+                             "create, condition=NAME[=VALUE] or jsonpath='{.FIELD}'[=VALUE])")
 
 
 def _split_jsonpath(text: str) -> tuple[str, str | None]:
@@ -143,9 +143,16 @@ def met(wanted: Wanted, obj: Obj | None) -> bool:
         return obj is None
     if obj is None:
         return False
+    if wanted.what == "create":
+        return True
     if wanted.what == "condition":
         for c in (obj.get("status") or {}).get("conditions") or []:
             if isinstance(c, dict) and str(c.get("type", "")).lower() == wanted.name.lower():
+                # a condition written for an older spec says nothing of this one (kubectl)
+                seen = c.get("observedGeneration")
+                generation = (obj.get("metadata") or {}).get("generation")
+                if isinstance(seen, int) and isinstance(generation, int) and seen < generation:
+                    return False
                 return str(c.get("status", "")).lower() == (wanted.value or "").lower()
         return False
     found, value = field(obj, wanted.name)
@@ -228,7 +235,7 @@ async def _targets(session: Session, args: tuple[str, ...], selector: str, all_:
         listed, _ = await session.client.list_all(kind, session.namespace,
                                                   label_selector=selector)
         out.extend((kind, printers.name_of(o)) for o in listed)
-    if not out and wanted.what != "delete":
+    if not out and wanted.what not in ("delete", "create"):
         raise errors.ClientError("no matching resources found")
     return out
 
@@ -237,8 +244,8 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
     @click.command("wait")
     @click.argument("args", nargs=-1)
     @click.option("--for", "for_", required=True, metavar="CONDITION",
-                  help="delete, condition=NAME[=VALUE] (VALUE defaults to true), or "
-                       "jsonpath='{.FIELD}'=VALUE.")
+                  help="delete, create, condition=NAME[=VALUE] (VALUE defaults to "
+                       "true), or jsonpath='{.FIELD}'=VALUE.")
     @click.option("-n", "--namespace", help="Namespace of the objects.")
     @click.option("-l", "--selector", default="", help="Wait for the objects with these labels.")
     @click.option("--all", "all_", is_flag=True, help="Wait for every object of the kind.")
@@ -257,24 +264,24 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
             fail(e)
         if seconds < 0:
             seconds = 7 * 24 * 3600.0
-        problems: list[str] = []
+        problems: list[tuple[int, str]] = []  # in the order of the targets, as kubectl's
 
-        async def one(kind: kinds.Kind, name: str) -> None:
+        async def one(index: int, kind: kinds.Kind, name: str) -> None:
             where = f"{kind.resource}/{name}"
             try:
                 if seconds == 0:  # look once
                     if not met(wanted, await current(session, kind, name)):
-                        problems.append(f"condition not met for {where}")
+                        problems.append((index, f"condition not met for {where}"))
                         return
                 else:
                     async with asyncio.timeout(seconds):
                         await until(session.client, kind, session.namespace, name,
                                     lambda obj: met(wanted, obj))
             except TimeoutError:
-                problems.append(f"timed out waiting for the condition on {where}")
+                problems.append((index, f"timed out waiting for the condition on {where}"))
                 return
             except errors.ClientError as e:
-                problems.append(str(e))
+                problems.append((index, str(e)))
                 return
             click.echo(f"{printers.qualified(kind)}/{name} {wanted.verb}")
 
@@ -284,20 +291,21 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                 present = []
                 for kind, name in targets:
                     # a missing object: kubectl's NotFound, or nothing to wait for
-                    if wanted.what != "delete":
+                    if wanted.what == "condition" or wanted.what == "jsonpath":
                         await session.client.get(kind, session.namespace, name)
-                    elif await current(session, kind, name) is None:
+                    elif wanted.what == "delete" and await current(session, kind,
+                                                                   name) is None:
                         continue
                     present.append((kind, name))
             except errors.ClientError as e:
                 fail(e)
-            await asyncio.gather(*(one(kind, name) for kind, name in present))
+            await asyncio.gather(*(one(i, kind, name) for i, (kind, name) in enumerate(present)))
 
         run(body, session)
         # kubectl's words: one error says `error:`, several are listed bare
         if len(problems) == 1:
-            fail(problems[0])
-        for problem in problems:
+            fail(problems[0][1])
+        for _, problem in sorted(problems):
             click.echo(problem, err=True)
         if problems:
             sys.exit(1)

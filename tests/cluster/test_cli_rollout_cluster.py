@@ -34,7 +34,7 @@ def container(image: str) -> Obj:
             "readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": delay}}
 
 
-def deployment(name: str, image: str, *, replicas: int = 3, deadline: int = 600) -> Obj:
+def deployment(name: str, image: str, *, replicas: int = 2, deadline: int = 600) -> Obj:
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": NS},
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
@@ -76,6 +76,23 @@ def refused(c: Cluster, *args: str) -> str:
     return done.stderr
 
 
+Case = tuple[tuple[str, ...], int, str | None, str | None]
+
+
+def expect(c: Cluster, *cases: Case) -> None:
+    """Run the cases' rk commands side by side (they are independent; rk's start-up is
+    most of their time); each must exit with its code and print exactly its stdout and
+    stderr (None: not checked)."""
+    env = {**os.environ, "RK_CONFIG": os.path.join(c.state_dir, "config.yaml")}
+    running = [subprocess.Popen([RK, *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for args, *_ in cases]
+    for (args, code, out, err), process in zip(cases, running, strict=True):
+        got_out, got_err = process.communicate(timeout=90)
+        got = (process.returncode, got_out if out is not None else None,
+               got_err if err is not None else None)
+        assert got == (code, out, err), args
+
+
 def apply(c: Cluster, *objs: Obj) -> None:
     ok(c, "apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
 
@@ -95,26 +112,28 @@ async def test_rollout_status_history_undo_restart_pause(cluster: Cluster,
     assert lines[-1] == 'deployment "front" successfully rolled out'
     assert all(line.startswith(WAITING) or "spec update to be observed" in line
                for line in lines[:-1]), lines
+    expect(c, (("rollout", "status", "deploy", "front", "--watch=false"), 0,
+               'deployment "front" successfully rolled out\n', ""),
+           (("rollout", "status", "deploy/nosuch"), 1, "",
+            'Error from server (NotFound): deployments.apps "nosuch" not found\n'))
     assert ok(c, "rollout", "status", "ds/agentd", "--timeout", "60s").splitlines()[-1] == \
         'daemon set "agentd" successfully rolled out'
-    assert ok(c, "rollout", "status", "deploy", "front", "--watch=false") == \
-        'deployment "front" successfully rolled out\n'
 
     # a new image through a patch (with a change-cause), then the history
     await api.patch(kinds.DEPLOYMENT, NS, "front", {
         "metadata": {"annotations": {"kubernetes.io/change-cause": "image to 2"}},
         "spec": {"template": {"spec": {"containers": [container("web:slow-2")]}}}})
     ok(c, "rollout", "status", "deployment/front", "--timeout", "60s")
-    assert ok(c, "rollout", "history", "deployment/front") == (
-        "deployment.apps/front \nREVISION  CHANGE-CAUSE\n1         <none>\n"
-        "2         image to 2\n\n")
+    expect(c, (("rollout", "history", "deployment/front"), 0,
+               "deployment.apps/front \nREVISION  CHANGE-CAUSE\n1         <none>\n"
+               "2         image to 2\n\n", ""),
+           (("rollout", "history", "deploy/front", "--revision", "9"), 1, "",
+            "error: unable to find the specified revision\n"),
+           (("rollout", "undo", "deploy/front", "--to-revision", "9"), 1, "",
+            "error: unable to find specified revision 9 in history\n"))
     one = ok(c, "rollout", "history", "deployment/front", "--revision", "1")
     assert one.startswith("deployment.apps/front with revision #1\nPod Template:\n")
     assert "    Image:\tweb:slow-1\n" in one and "\tpod-template-hash=" in one
-    assert refused(c, "rollout", "history", "deploy/front", "--revision", "9") == \
-        "error: unable to find the specified revision\n"
-    assert refused(c, "rollout", "undo", "deploy/front", "--to-revision", "9") == \
-        "error: unable to find specified revision 9 in history\n"
 
     # undo: back to revision 1's template, which becomes revision 3
     assert ok(c, "rollout", "undo", "deployment/front") == "deployment.apps/front rolled back\n"
@@ -123,26 +142,28 @@ async def test_rollout_status_history_undo_restart_pause(cluster: Cluster,
     assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "web:slow-1"
     images = {p["spec"]["containers"][0]["image"] for p in await pods(api, "front")}
     assert images == {"web:slow-1"}
-    history = ok(c, "rollout", "history", "deploy/front").splitlines()
-    assert [line.split()[0] for line in history[2:] if line] == ["2", "3"]
-    assert refused(c, "rollout", "status", "deploy/front", "--revision", "2") == \
-        "error: desired revision (2) is different from the running revision (3)\n"
+    expect(c, (("rollout", "history", "deploy/front"), 0,
+               "deployment.apps/front \nREVISION  CHANGE-CAUSE\n2         image to 2\n"
+               "3         <none>\n\n", ""),
+           (("rollout", "status", "deploy/front", "--revision", "2"), 1, "",
+            "error: desired revision (2) is different from the running revision (3)\n"))
 
     # pause and resume, with kubectl's errors when already so
     assert ok(c, "rollout", "pause", "deployment/front") == "deployment.apps/front paused\n"
     assert (await api.get(kinds.DEPLOYMENT, NS, "front"))["spec"]["paused"] is True
-    assert refused(c, "rollout", "pause", "deployment/front") == \
-        'error: deployments.apps "front" is already paused\n'
-    assert refused(c, "rollout", "restart", "deployment/front") == \
-        ('error: deployments.apps "front" can\'t restart paused deployment (run rollout '
-         "resume first)\n")
-    assert refused(c, "rollout", "undo", "deployment/front").startswith(
-        "error: you cannot rollback a paused deployment")
+    expect(c, (("rollout", "pause", "deployment/front"), 1, "",
+               'error: deployments.apps "front" is already paused\n'),
+           (("rollout", "restart", "deployment/front"), 1, "",
+            'error: deployments.apps "front" can\'t restart paused deployment (run rollout '
+            "resume first)\n"),
+           (("rollout", "undo", "deployment/front"), 1, "",
+            "error: you cannot rollback a paused deployment; resume it first with "
+            "'rk rollout resume deployment/front' and try again\n"),
+           (("rollout", "pause", "ds/agentd"), 1, "",
+            'error: daemonsets.apps "agentd" pausing is not supported\n'))
     assert ok(c, "rollout", "resume", "deployment/front") == "deployment.apps/front resumed\n"
     assert refused(c, "rollout", "resume", "deployment/front") == \
         'error: deployments.apps "front" is not paused\n'
-    assert refused(c, "rollout", "pause", "ds/agentd") == \
-        'error: daemonsets.apps "agentd" pausing is not supported\n'
 
     # restart: a new template annotation, so a rollout of new pods
     before = {p["metadata"]["name"] for p in (await pods(api, "front"))}
@@ -158,18 +179,13 @@ async def test_rollout_status_history_undo_restart_pause(cluster: Cluster,
     # never ready: a timeout; past its progress deadline: kubectl's error
     apply(c, deployment("stuck", "web:stuck", replicas=1),
           deployment("late", "web:stuck", replicas=1, deadline=1))
-    done = rk(c, "rollout", "status", "deploy/stuck", "--timeout", "1s")
-    assert done.returncode == 1
-    assert done.stderr == "error: timed out waiting for the condition\n"
-    assert done.stdout.startswith("Waiting for ")
-    done = rk(c, "rollout", "status", "deploy/late", "--timeout", "60s")
-    assert (done.returncode, done.stderr) == (
-        1, 'error: deployment "late" exceeded its progress deadline\n')
-    assert refused(c, "rollout", "status", "deploy/nosuch") == \
-        'Error from server (NotFound): deployments.apps "nosuch" not found\n'
+    expect(c, (("rollout", "status", "deploy/stuck", "--timeout", "1s"), 1, None,
+               "error: timed out waiting for the condition\n"),
+           (("rollout", "status", "deploy/late", "--timeout", "60s"), 1, None,
+            'error: deployment "late" exceeded its progress deadline\n'))
     ok(c, "delete", "deployment", "stuck", "late")
-    for app in ("stuck", "late"):
-        ok(c, "wait", "--for=delete", "pod", "-l", f"app={app}", "--timeout", "60s")
+    expect(c, *((("wait", "--for=delete", "pod", "-l", f"app={app}", "--timeout", "60s"),
+                 0, None, "") for app in ("stuck", "late")))
 
 
 async def test_wait(cluster: Cluster, api: rest.RestClient) -> None:
@@ -179,18 +195,20 @@ async def test_wait(cluster: Cluster, api: rest.RestClient) -> None:
     names = sorted(p["metadata"]["name"] for p in (await pods(api, "front")))
     out = ok(c, "wait", "--for=condition=Ready", "pod", "-l", "app=front", "--timeout", "30s")
     assert sorted(out.splitlines()) == [f"pod/{n} condition met" for n in names]
-    assert ok(c, "wait", "--for=jsonpath={.status.phase}=Running", f"pod/{names[0]}") == \
-        f"pod/{names[0]} condition met\n"
-    assert ok(c, "wait", "--for=condition=Available", "deploy/front") == \
-        "deployment.apps/front condition met\n"
-    assert refused(c, "wait", "--for=condition=Ready=false", f"pod/{names[0]}",
-                   "--timeout", "1s") == \
-        f"error: timed out waiting for the condition on pods/{names[0]}\n"
-    assert refused(c, "wait", "--for=condition=Ready", "pod/nosuch") == \
-        'Error from server (NotFound): pods "nosuch" not found\n'
-    assert refused(c, "wait", "--for=condition=Ready", "pod", "-l", "app=nosuch") == \
-        "error: no matching resources found\n"
-    assert ok(c, "wait", "--for=delete", "pod/nosuch") == ""
+    first = names[0]
+    expect(c, (("wait", "--for=jsonpath={.status.phase}=Running", f"pod/{first}"), 0,
+               f"pod/{first} condition met\n", ""),
+           (("wait", "--for=condition=Available", "deploy/front"), 0,
+            "deployment.apps/front condition met\n", ""),
+           (("wait", "--for=condition=Ready=false", f"pod/{first}", "--timeout", "1s"), 1, "",
+            f"error: timed out waiting for the condition on pods/{first}\n"),
+           (("wait", "--for=condition=Ready=false", "pod", "-l", "app=front", "--timeout",
+             "0"), 1, "", "".join(f"condition not met for pods/{n}\n" for n in names)),
+           (("wait", "--for=condition=Ready", "pod/nosuch"), 1, "",
+            'Error from server (NotFound): pods "nosuch" not found\n'),
+           (("wait", "--for=condition=Ready", "pod", "-l", "app=nosuch"), 1, "",
+            "error: no matching resources found\n"),
+           (("wait", "--for=delete", "pod/nosuch"), 0, "", ""))
 
     # a pod deleted while rk waits for it: a finalizer holds it until rk is watching
     hold = "raftkube.test/hold"
@@ -229,7 +247,7 @@ async def _more(c: Cluster, before: int) -> bool:
 
 async def test_cordon_drain_uncordon(cluster: Cluster, api: rest.RestClient) -> None:
     c = cluster
-    apply(c, deployment("front", "web:slow-1", replicas=4), DAEMONSET,
+    apply(c, deployment("front", "web:slow-1", replicas=3), DAEMONSET,
           {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned", "namespace": NS},
            "spec": {"nodeName": "n1", "containers": [{"name": "a", "image": "x:1"}]}})
     ok(c, "rollout", "status", "deployment/front", "--timeout", "60s")

@@ -5,6 +5,7 @@ so a request would fail differently)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +104,7 @@ def test_bad_durations_name_the_flag(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "wanted"), [
     ("delete", wait.Wanted("delete")),
+    ("create", wait.Wanted("create")),
     ("condition=Ready", wait.Wanted("condition", "Ready", "true")),
     ("condition=Ready=false", wait.Wanted("condition", "Ready", "false")),
     ("jsonpath={.status.phase}=Running", wait.Wanted("jsonpath", ".status.phase", "Running")),
@@ -138,6 +140,13 @@ POD = {"metadata": {"name": "web-1", "labels": {"app": "web"}},
                                                            "status": "False"}]}}, True),
     ("condition=Initialized", POD, False),
     ("condition=Ready", None, False),
+    ("create", None, False),
+    ("create", POD, True),
+    # a condition of an older generation does not count yet
+    ("condition=Ready", {"metadata": {"generation": 3}, "status": {"conditions": [
+        {"type": "Ready", "status": "True", "observedGeneration": 2}]}}, False),
+    ("condition=Ready", {"metadata": {"generation": 3}, "status": {"conditions": [
+        {"type": "Ready", "status": "True", "observedGeneration": 3}]}}, True),
     ("jsonpath={.status.phase}=Running", POD, True),
     ("jsonpath={.status.phase}=Pending", POD, False),
     ("jsonpath={.status.ready}=true", POD, True),
@@ -271,3 +280,93 @@ def test_the_commands_are_registered() -> None:
     assert set(group.commands["rollout"].commands) == {"status", "history", "undo",
                                                        "restart", "pause", "resume"}
     assert rollout.RESTARTED_AT == "kubectl.kubernetes.io/restartedAt"
+
+
+# ---- drain's requests, on a fake client ---------------------------------------------------
+
+
+class FakeClient:
+    """Just enough of RestClient for `_drain`: a node, its pods, evictions refused by a
+    disruption budget `busy` times, and a record of every write."""
+
+    def __init__(self, pods: list[Obj], *, busy: int = 0) -> None:
+        self.node: Obj = {"metadata": {"name": "n1", "resourceVersion": "7"}, "spec": {}}
+        self.pods = {p["metadata"]["name"]: p for p in pods}
+        self.busy = busy
+        self.writes: list[tuple[str, ...] | tuple[Any, ...]] = []
+
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:
+        assert kind == kinds.NODE
+        return self.node
+
+    async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Obj) -> Obj:
+        self.writes.append(("patch", kind.plural, name, patch))
+        return self.node
+
+    async def list_all(self, kind: kinds.Kind, namespace: str | None, *,
+                       label_selector: str = "", field_selector: str = "") -> Any:
+        wanted = field_selector.removeprefix("metadata.name=")
+        if field_selector.startswith("spec.nodeName="):
+            return list(self.pods.values()), "9"
+        return [p for n, p in self.pods.items() if n == wanted], "9"
+
+    async def request(self, method: str, path: str, *, body: Any = None) -> Obj:
+        if self.busy:
+            self.busy -= 1
+            raise errors.ApiError({"code": 429, "reason": "TooManyRequests",
+                                   "message": "Cannot evict pod as it would violate the "
+                                              "pod's disruption budget."})
+        self.writes.append((method, path, body))
+        self.pods.pop(body["metadata"]["name"], None)
+        return {"kind": "Status", "status": "Success"}
+
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
+                     grace: int | None = None, uid: str = "") -> Obj:
+        self.writes.append(("DELETE", name, grace, uid))
+        self.pods.pop(name, None)
+        return {}
+
+
+def drain(client: FakeClient, **flags: Any) -> bool:
+    from raftkube.cli.session import Session
+    options = {"ignore_daemonsets": True, "delete_emptydir_data": False, "force": False,
+               "grace": -1, "disable_eviction": False, **flags}
+    return asyncio.run(nodes._drain(Session(client, "default"),  # type: ignore[arg-type]
+                                    "n1", **options))
+
+
+def test_drain_cordons_evicts_retries_a_budget_and_waits(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(nodes, "EVICT_RETRY", 0.0)
+    client = FakeClient([pod("web-1"), pod("ds-1", owner="DaemonSet")], busy=2)
+    assert drain(client, grace=5)
+    out, err = capsys.readouterr()
+    assert out == ("node/n1 cordoned\nevicting pod default/web-1\npod/web-1 evicted\n"
+                   "node/n1 drained\n")
+    assert err.splitlines() == [
+        "Warning: ignoring DaemonSet-managed Pods: default/ds-1",
+        *['error when evicting pods/"web-1" -n "default" (will retry after 0s): Cannot '
+          "evict pod as it would violate the pod's disruption budget."] * 2]
+    assert client.writes == [
+        ("patch", "nodes", "n1", {"metadata": {"resourceVersion": "7"},
+                                  "spec": {"unschedulable": True}}),
+        ("POST", "/api/v1/namespaces/default/pods/web-1/eviction",
+         {"apiVersion": "policy/v1", "kind": "Eviction",
+          "metadata": {"name": "web-1", "namespace": "default"},
+          "deleteOptions": {"gracePeriodSeconds": 5}})]
+
+
+def test_drain_without_eviction_deletes(capsys: pytest.CaptureFixture[str]) -> None:
+    client = FakeClient([pod("web-1")])
+    client.node["spec"]["unschedulable"] = True
+    assert drain(client, disable_eviction=True)
+    assert capsys.readouterr().out == ("node/n1 already cordoned\npod/web-1 deleted\n"
+                                       "node/n1 drained\n")
+    assert client.writes == [("DELETE", "web-1", None, "")]
+
+
+def test_a_refused_drain_evicts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    client = FakeClient([pod("web-1"), pod("solo", owner=None)])
+    assert not drain(client)
+    assert [w[0] for w in client.writes] == ["patch"]  # cordoned, as kubectl does
+    assert "cannot delete Pods that declare no controller" in capsys.readouterr().err
