@@ -11,10 +11,25 @@ from datetime import datetime
 
 import click
 
-from raftkube.cli import apply, create, delete, describe, diff, discovery, edit, get, labels, patch
+from raftkube.cli import (
+    apply,
+    create,
+    delete,
+    describe,
+    diff,
+    discovery,
+    edit,
+    get,
+    labels,
+    nodes,
+    patch,
+    rollout,
+    wait,
+)
 from raftkube.cli.session import utcnow
 
-MODULES = (apply, get, delete, describe, discovery, create, edit, patch, labels, diff)
+MODULES = (apply, get, delete, describe, discovery, create, edit, patch, labels, diff,
+           rollout, wait, nodes)
 
 
 def register(group: click.Group, *, clock: Callable[[], datetime] = utcnow) -> None:
