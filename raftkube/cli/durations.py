@@ -1,12 +1,15 @@
-"""kubectl's durations for `--timeout`: Go's `time.ParseDuration` syntax (`90s`, `5m`,
-`1m30s`, `1.5h`, `500ms`), and a bare `0`. Kept apart so every command that takes a
-duration reads it the same way and names the flag when it cannot."""
+"""kubectl's durations (`--timeout`, `--since`; `--request-timeout` also takes bare
+seconds): Go's `time.ParseDuration` syntax (`90s`, `5m`, `1m30s`, `1.5h`, `500ms`); a bare
+number other than `0` has no unit and is refused, as Go refuses it. Kept apart so every
+command that takes a duration reads it the same way and names the flag when it cannot."""
 
 from __future__ import annotations
 
 import re
 
 import click
+
+from raftkube.client import errors
 
 UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -41,3 +44,13 @@ def option(flag: str, value: str) -> float:
     if seconds < 0:
         raise click.BadParameter("must not be negative", param_hint=f"'{flag}'")
     return seconds
+
+
+def argument(flag: str, value: str) -> float:
+    """A flag's duration, or kubectl's error for it as a ClientError: `invalid argument
+    "x" for "--timeout" flag: time: invalid duration "x"`."""
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise errors.ClientError(f'invalid argument "{value}" for "{flag}" flag: {e}'
+                                 ) from None

@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import cluster, kubectl, local, podio, session, shellconfig
+from raftkube.cli import cluster, durations, kubectl, local, podio, session, shellconfig
 from raftkube.client import config as cfg
 from raftkube.client import errors, etcd, transport
 
@@ -39,16 +39,22 @@ def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
 
 
 def parse_duration(value: str) -> float:
-    """`30s`, `2m`, `1h` or plain seconds, as kubectl's --request-timeout."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    text = value.strip()
-    factor = units.get(text[-1:], 0)
-    number = text[:-1] if factor else text
+    """`30s`, `2m`, `1m30s` or plain seconds, as kubectl's --request-timeout."""
     try:
-        seconds = float(number) * (factor or 1)
+        seconds = float(value)  # kubectl takes bare seconds here
+    except ValueError:
+        pass
+    else:
+        return _positive(seconds)
+    try:
+        seconds = durations.parse(value)
     except ValueError:
         raise click.BadParameter(f"expected a duration such as 30s or 2m, got {value!r}"
                                  ) from None
+    return _positive(seconds)
+
+
+def _positive(seconds: float) -> float:
     if seconds <= 0:
         raise click.BadParameter("must be more than zero")
     return seconds

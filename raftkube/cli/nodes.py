@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from raftkube.api import kinds
-from raftkube.cli import wait
+from raftkube.cli import durations, wait
 from raftkube.cli.session import Session, connect, fail, report, run
 from raftkube.client import errors, rest
 
@@ -237,7 +237,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
               grace_period: int, timeout: str, disable_eviction: bool) -> None:
         """Cordon a node, then evict its pods, for maintenance."""
         try:
-            seconds = wait.parse_duration(timeout)
+            seconds = durations.argument("--timeout", timeout)
             session = connect(None)
         except errors.ClientError as e:
             fail(e)

@@ -20,6 +20,7 @@ import click
 
 from raftkube.api import channels, kinds, printers, selectors
 from raftkube.api.quantity import parse_quantity
+from raftkube.cli import durations
 from raftkube.cli.session import connect, fail, resolve_kind, run
 from raftkube.client import errors, rest
 
@@ -112,12 +113,10 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
          timestamps: bool, since: str, limit_bytes: int | None, namespace: str | None
          ) -> None:
     """Print a container's output."""
-    from raftkube.cli.main import parse_duration  # main imports this module
-
     try:
-        since_seconds = max(1, int(parse_duration(since))) if since else None
-    except click.BadParameter as e:
-        fail(f"--since: {e.message}")
+        since_seconds = max(1, int(durations.argument("--since", since))) if since else None
+    except errors.ClientError as e:
+        fail(e)
     session = connect(namespace)
 
     async def body() -> None:

@@ -28,7 +28,7 @@ import click
 
 from raftkube.api import kinds, printers
 from raftkube.api import rollout as revisions
-from raftkube.cli import readiness, wait
+from raftkube.cli import durations, readiness, wait
 from raftkube.cli.session import (
     OperationError,
     Session,
@@ -216,7 +216,7 @@ async def _patch(session: Session, kind: kinds.Kind, name: str, patch: Obj) -> O
 def _status(namespace: str | None, args: tuple[str, ...], timeout: str, watch: bool,
             revision: int) -> None:
     try:
-        seconds = wait.parse_duration(timeout)
+        seconds = durations.argument("--timeout", timeout)
         kind, name = _one_target(args)
         if kind not in STATUS_KINDS:
             raise errors.ClientError(f"no status viewer has been implemented for {kind.kind}")

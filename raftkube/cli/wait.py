@@ -23,31 +23,13 @@ import aiohttp
 import click
 
 from raftkube.api import kinds, printers
+from raftkube.cli import durations
 from raftkube.cli.session import Session, connect, fail, parse_targets, run
 from raftkube.client import errors, rest
 
 Obj = dict[str, Any]
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 RESUME_PAUSE = 0.5  # seconds before a broken watch is resumed
-
-
-def parse_duration(text: str, *, option: str = "--timeout") -> float:
-    """Go's durations as kubectl's flags take them (`30s`, `1m30s`, `0`), or plain
-    seconds; a ClientError in kubectl's words naming `option` otherwise."""
-    value = text.strip()
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    sign = -1.0 if value.startswith("-") else 1.0
-    body = value.lstrip("+-")
-    parts = _PART.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body:
-        raise errors.ClientError(f'invalid argument "{text}" for "{option}" flag: time: '
-                                 f'invalid duration "{text}"')
-    return sign * sum(float(n) * _UNITS[u] for n, u in parts)
 
 
 # ---- what --for asks ------------------------------------------------------------------
@@ -256,7 +238,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
         """Wait until objects meet a condition: `rk wait --for=condition=Ready pod/web-1`."""
         try:
             wanted = parse_for(for_)
-            seconds = parse_duration(timeout)
+            seconds = durations.argument("--timeout", timeout)
             if not args:
                 raise errors.ClientError("You must provide one or more resources by argument.")
             session = connect(namespace)

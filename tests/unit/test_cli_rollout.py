@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from raftkube.api import kinds
-from raftkube.cli import kubectl, nodes, rollout, wait
+from raftkube.cli import durations, kubectl, nodes, rollout, wait
 from raftkube.client import errors
 
 pytestmark = pytest.mark.unit
@@ -90,16 +90,16 @@ def test_a_revisions_template_as_kubectl_describes_it() -> None:
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("30s", 30), ("0", 0), ("0s", 0), ("1m30s", 90), ("1.5h", 5400), ("250ms", 0.25),
-    ("45", 45), ("-1s", -1),
+    ("-1s", -1),
 ])
 def test_durations(text: str, seconds: float) -> None:
-    assert wait.parse_duration(text) == pytest.approx(seconds)
+    assert durations.argument("--timeout", text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "x", "s", "1x", "1m 2s", "m1"])
+@pytest.mark.parametrize("text", ["", "x", "s", "1x", "1m 2s", "m1", "45"])
 def test_bad_durations_name_the_flag(text: str) -> None:
     with pytest.raises(errors.ClientError, match=f'invalid argument "{text}" for "--timeout"'):
-        wait.parse_duration(text)
+        durations.argument("--timeout", text)
 
 
 @pytest.mark.parametrize(("text", "wanted"), [
