@@ -12,7 +12,6 @@ What a `--for` means (`Wanted`, `met`) is pure and tested on its own.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import aiohttp
 import click
 
 from raftkube.api import kinds, printers
-from raftkube.cli import durations
+from raftkube.cli import durations, jsonpath
 from raftkube.cli.session import Session, connect, fail, parse_targets, run
 from raftkube.client import errors, rest
 
@@ -62,7 +61,7 @@ def parse_for(text: str) -> Wanted:
     if word.lower() == "jsonpath" and eq:
         path, jvalue = _split_jsonpath(rest_)
         if path:
-            _path_steps(path)  # the syntax, checked now
+            _template(path)  # the syntax, checked now
             return Wanted("jsonpath", path, jvalue)
     raise errors.ClientError(f'unrecognized condition: "{text}" (--for takes delete, '
                              "create, condition=NAME[=VALUE] or jsonpath='{.FIELD}'[=VALUE])")
@@ -81,36 +80,24 @@ def _split_jsonpath(text: str) -> tuple[str, str | None]:
     return path, (value if eq else None)
 
 
-_STEP = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
-
-
-def _path_steps(path: str) -> list[str | int]:
-    """`.status.phase`, `.status.conditions[0].type`, `.metadata.labels['app']`."""
-    text = path if path.startswith((".", "[")) else "." + path
-    steps: list[str | int] = []
-    at = 0
-    while at < len(text):
-        m = _STEP.match(text, at)
-        if m is None:
-            raise errors.ClientError(f'--for: jsonpath "{path}" is not a field path such '
-                                     "as {.status.phase}")
-        field, index, quoted, dquoted = m.groups()
-        steps.append(int(index) if index is not None else
-                     next(s for s in (field, quoted, dquoted) if s is not None))
-        at = m.end()
-    return steps
+def _template(path: str) -> jsonpath.Template:
+    """`.status.phase`, `{.status.conditions[?(@.type=="Ready")].status}`: kubectl's
+    JSONPath (cli/jsonpath.py), one path."""
+    try:
+        return jsonpath.parse(jsonpath.relaxed(path))
+    except jsonpath.JsonPathError as e:
+        raise errors.ClientError(f'--for: jsonpath "{path}": {e}') from None
 
 
 def field(obj: Any, path: str) -> tuple[bool, Any]:
-    """(found, value) of a field path in `obj`."""
-    for step in _path_steps(path):
-        if isinstance(step, int) and isinstance(obj, list) and step < len(obj):
-            obj = obj[step]
-        elif isinstance(step, str) and isinstance(obj, dict) and step in obj:
-            obj = obj[step]
-        else:
-            return False, None
-    return True, obj
+    """(found, value) of a JSONPath in `obj`; several results are a list."""
+    try:
+        values = [v for action in _template(path).results(obj) for v in action]
+    except jsonpath.JsonPathError:
+        return False, None  # an index past the end: not there (yet)
+    if not values:
+        return False, None
+    return True, values[0] if len(values) == 1 else values
 
 
 def _text(value: Any) -> str:

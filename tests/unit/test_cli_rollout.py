@@ -117,7 +117,7 @@ def test_for(text: str, wanted: wait.Wanted) -> None:
 
 @pytest.mark.parametrize("text", ["foo", "condition", "condition=", "condition=Ready=",
                                   "jsonpath=", "jsonpath={.a", "jsonpath={.a}x",
-                                  "jsonpath={.a..b}=1"])
+                                  "jsonpath={.a[}=1"])
 def test_bad_for(text: str) -> None:
     with pytest.raises(errors.ClientError, match="unrecognized condition|--for"):
         wait.parse_for(text)
@@ -370,3 +370,15 @@ def test_a_refused_drain_evicts_nothing(capsys: pytest.CaptureFixture[str]) -> N
     assert not drain(client)
     assert [w[0] for w in client.writes] == ["patch"]  # cordoned, as kubectl does
     assert "cannot delete Pods that declare no controller" in capsys.readouterr().err
+
+
+def test_wait_reads_kubectls_jsonpath() -> None:
+    """Filters and indexes as `-o jsonpath` reads them (one parser, cli/jsonpath.py)."""
+    pod = {"status": {"phase": "Running", "conditions": [
+        {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}]}}
+    ready = wait.parse_for('jsonpath={.status.conditions[?(@.type=="Ready")].status}=False')
+    assert wait.met(ready, pod)
+    pod["status"]["conditions"][1]["status"] = "True"
+    assert not wait.met(ready, pod)
+    assert wait.met(wait.parse_for("jsonpath={.status.conditions[1].status}=True"), pod)
+    assert not wait.met(wait.parse_for("jsonpath={.status.conditions[5].status}"), pod)
