@@ -146,8 +146,10 @@ def test_wait_for_a_deployment_while_the_leader_dies(cluster: Cluster) -> None:
                        "  selector: {app: front}\n  ports: [{port: 80}]\n")
     proc.stdin.close()
     proc.stdin = None  # written and closed: communicate() leaves it alone
-    first = proc.stdout.readline()
-    assert first == "deployment.apps/front created\n"
+    first = proc.stdout.readline() + proc.stdout.readline()
+    # Both written, so the kill lands in the wait: a write cut off by it would have an
+    # unknown outcome, which rk reports and never resends.
+    assert first == "deployment.apps/front created\nservice/front created\n"
     leader = asyncio.run(leader_of(c))
     try:
         c.kill(leader)  # during the wait: its reads go to the other masters
