@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,65 @@ def check_demo(state: Path, code: int, out: str, err: str) -> None:
     assert docker_lines("network", "ls", "-q", "--filter", label) == []
     assert docker_lines("volume", "ls", "-q", "--filter", label) == []
     assert not (state / "pids").exists() or os.listdir(state / "pids") == []
+
+
+POD = """apiVersion: v1
+kind: Pod
+metadata: {name: sleeper}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - {name: c, image: "busybox:1.36", command: [sleep, "3600"]}
+"""
+
+
+def rk(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "raftkube.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_up_again_restarts_and_down_leaves_nothing(tmp_path: Path) -> None:
+    """`rk up` with its defaults but the state dir (2 Docker agents), found by `rk`
+    through the ~/.raftkube/config.yaml link; a killed master restarted by `rk up`
+    with its data; `rk down` waits for every process and removes every container."""
+    state = tmp_path / "s"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("RK_CONFIG", None)
+    try:
+        up = rk("up", "--state-dir", str(state), env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert re.search(r"leader elected: m\d \(term \d+\)", up.stdout), up.stdout
+        assert "nodes Ready: 2/2" in up.stdout
+        assert f"links to {state}/config.yaml" in up.stdout
+        assert os.readlink(tmp_path / ".raftkube" / "config.yaml") == f"{state}/config.yaml"
+        (tmp_path / "pod.yaml").write_text(POD)
+        applied = rk("apply", "-f", str(tmp_path / "pod.yaml"), env=env)
+        assert applied.returncode == 0, applied.stderr
+        cid = yaml.safe_load((state / "cluster.yaml").read_text())["cluster_id"]
+        label = f"label={ds.CLUSTER}={cid}"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(docker_lines("ps", "-q", "--filter",
+                                                               label)) < 2:
+            time.sleep(0.5)
+        assert len(docker_lines("ps", "-q", "--filter", label)) >= 2  # sandbox + c
+
+        m1 = int((state / "pids" / "m1.pid").read_text())
+        os.kill(m1, signal.SIGKILL)
+        again = rk("up", "--state-dir", str(state), env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "(started m1)" in again.stdout
+        got = rk("get", "pod", "sleeper", "-o", "name", env=env)
+        assert got.returncode == 0 and got.stdout.strip() == "pod/sleeper", got
+
+        down = rk("down", "--state-dir", str(state), env=env)
+        assert down.returncode == 0, down.stdout + down.stderr
+        stopped = re.findall(r"^stopped (\S+): (exited after SIGTERM|killed with SIGKILL)",
+                             down.stdout, re.M)
+        assert sorted(name for name, _ in stopped) == ["m1", "m2", "m3", "n1", "n2"], down
+        assert processes_mentioning(str(state)) == []
+        assert docker_lines("ps", "-aq", "--filter", label) == []
+        assert docker_lines("network", "ls", "-q", "--filter", label) == []
+        assert docker_lines("volume", "ls", "-q", "--filter", label) == []
+    finally:
+        if (state / "cluster.yaml").exists():
+            rk("down", "--state-dir", str(state), env=env)
