@@ -1,5 +1,5 @@
 .PHONY: demo test check setup bench
-demo:     ## a local HA cluster: write, kill the leader, show nothing was lost
+demo:     ## 3 masters + 2 Docker nodes, a web app, the leader killed, a rollout and undo
 	bash scripts/demo.sh
 test:     ## everything CI runs: set-up, ruff, mypy, unit, cluster and chaos tiers
 	bash scripts/test.sh

@@ -1,93 +1,115 @@
 #!/usr/bin/env bash
-# The demo: a local HA cluster of three masters and one node on the local Docker engine;
-# write, kill the leader with SIGKILL, and show that the data is still there and a new
-# leader was elected; then a pod whose two containers talk on localhost.
-# KEEP=1 leaves the cluster running afterwards (stop it with `rk down --state-dir .state/demo`).
+# The demo (`make demo`): a local HA cluster of 3 masters and 2 agents on the local
+# Docker engine, a 3-replica web app (examples/hello-web.yaml) answering from different
+# pods, the leader master killed with SIGKILL while a loop keeps asking the app (the
+# longest gap and any failed request are reported), the new leader, a rolling update
+# and its undo. Every wait is bounded; the script exits non-zero as soon as anything it
+# shows fails, and removes the cluster (processes, containers) at the end unless KEEP=1
+# (then: `rk down --state-dir .state/demo`). STATE=DIR puts the cluster elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/setup.sh)
 export PATH="$(dirname "$PY"):$PATH"
-bash scripts/docker-setup.sh >/dev/null  # the engine and the local images
-STATE=${STATE:-.state/demo}
-export RK_CONFIG="$PWD/$STATE/config.yaml"
+bash scripts/docker-setup.sh >/dev/null  # the engine (started if it is not) and local images
+STATE=$(mkdir -p "${STATE:-.state/demo}" && cd "${STATE:-.state/demo}" && pwd)
+export RK_CONFIG="$STATE/config.yaml"
+TOOLS=(python scripts/demo_tools.py)
+POLLER=""
+
+cleanup() {
+  local rc=$?
+  [ -z "$POLLER" ] || kill "$POLLER" 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "KEEP=1: the cluster runs on; RK_CONFIG=$RK_CONFIG; stop it with: rk down --state-dir $STATE"
+  else
+    rk down --state-dir "$STATE" >/dev/null || { echo "demo: rk down failed" >&2; rc=1; }
+  fi
+  [ "$rc" = 0 ] && echo "demo: all shown steps passed" || echo "demo: FAILED (exit $rc)" >&2
+  exit "$rc"
+}
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B="" N=""; fi  # bold on a terminal
+step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N"; "$@"; }
+say() { printf '\n%s# %s%s\n' "$B" "$*" "$N"; }
+die() { echo "demo: $*" >&2; exit 1; }
+image_is() {  # image_is IMAGE: the Deployment's pod template runs IMAGE
+  local found
+  found=$(rk get deployment hello-web -o json \
+    | python -c 'import json,sys; print(json.load(sys.stdin)["spec"]["template"]["spec"]["containers"][0]["image"])')
+  echo "deployment hello-web runs image $found"
+  [ "$found" = "$1" ] || die "expected image $1, found $found"
+}
+
 rk down --state-dir "$STATE" >/dev/null 2>&1 || true
 rm -rf "$STATE"  # the demo's own directory: start from nothing each time
-[ "${KEEP:-0}" = 1 ] || trap 'rk down --state-dir "$STATE" >/dev/null' EXIT
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+mkdir -p "$STATE"
+trap cleanup EXIT
 
-step rk up --masters 3 --agents 1 --state-dir "$STATE"
-step rk members
-for app in front back cache; do step rk kv put "/demo/apps/$app" "replicas=3"; done
-step rk kv get /demo/apps/ --prefix
-leader=$(rk members | awk '/ leader/ {print $1}')
-printf '\n\033[1m# SIGKILL the leader, %s (pid %s)\033[0m\n' "$leader" "$(cat "$STATE/pids/$leader.pid")"
-kill -9 "$(cat "$STATE/pids/$leader.pid")"
-python - <<'PY'
-import subprocess, time
-start = time.monotonic()
-while subprocess.run(["rk", "kv", "put", "/demo/after-failover", "ok"],
-                     capture_output=True).returncode != 0:
-    time.sleep(0.05)
-print(f"first write acknowledged {time.monotonic() - start:.2f}s after the kill")
-PY
-step rk members
-step rk kv get /demo/ --prefix
-step rk up --state-dir "$STATE"
-step rk members
+say "a local HA cluster: 3 masters (Raft) and 2 agents running pods on Docker"
+step rk up --masters 3 --agents 2 --runtime docker --state-dir "$STATE"
+step rk get nodes -o wide
 
-printf '\n\033[1m# Kubernetes manifests, applied once and served by every master\033[0m\n'
-step rk apply -f examples/
-step rk apply -f examples/   # unchanged: nothing is written
-python - "$STATE" <<'PY'
-import sys, yaml
-state = sys.argv[1]
-cfg = yaml.safe_load(open(f"{state}/config.yaml"))
-for i, server in enumerate(cfg["servers"], 1):
-    with open(f"{state}/only-m{i}.yaml", "w") as f:
-        yaml.safe_dump({"servers": [server], "token": cfg["token"], "ca": cfg.get("ca")}, f)
-PY
-for i in 1 2 3; do
-  printf '\n\033[1m# from m%s\033[0m\n' "$i"
-  RK_CONFIG="$PWD/$STATE/only-m$i.yaml" rk get deployments
-  RK_CONFIG="$PWD/$STATE/only-m$i.yaml" rk get services
+say "a 3-replica web app and a NodePort Service, applied; --wait shows the rollout"
+step timeout 180 rk apply -f examples/hello-web.yaml --wait
+found=$("${TOOLS[@]}" app-urls) || die "could not read the Service's NodePort"
+mapfile -t URLS <<<"$found"
+[ "${#URLS[@]}" -ge 1 ] || die "no node address for the app"
+
+say "every node answers on the NodePort, balanced over the pods (each replies its name)"
+"${TOOLS[@]}" ask 30 "${URLS[@]}" >/dev/null || die "the app does not answer"
+replies=()
+for i in 1 2 3 4 5 6; do
+  url=${URLS[$(( i % ${#URLS[@]} ))]}
+  printf '$ curl %s\n' "$url"
+  reply=$(if command -v curl >/dev/null; then curl -fsS -m 3 "$url"
+          else python -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())' "$url"; fi) \
+    || die "request $i to $url failed"
+  echo "$reply"
+  replies+=("$reply")
 done
-step rk get configmap web-config -o yaml
-if command -v kubectl >/dev/null 2>&1; then
-  printf '\n\033[1m# kubectl, over HTTPS with the kubeconfig rk up wrote\033[0m\n'
-  step env KUBECONFIG="$PWD/$STATE/kubeconfig" kubectl get nodes,deployments -o wide
-fi
+pods=$(printf '%s\n' "${replies[@]}" | sort -u)
+count=$(printf '%s\n' "$pods" | wc -l)
+echo "replies from $count different pods: $(echo $pods)"
+[ "$count" -ge 2 ] || die "every reply came from one pod"
 
-printf '\n\033[1m# A pod on Docker: an httpd, and a client that asks it on localhost\033[0m\n'
-cat > "$STATE/hello.yaml" <<'EOF'
-apiVersion: v1
-kind: Pod
-metadata: {name: hello}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-    - {name: httpd, image: "busybox:1.36", command: [httpd, -f, -p, "8080", -h, /etc]}
-    - name: client
-      image: "busybox:1.36"
-      command: [sh, -c, "until timeout 5 wget -qO- localhost:8080/hostname; do sleep 1; done; exec sleep 3600"]
-EOF
-step rk apply -f "$STATE/hello.yaml"
-python - <<'PY'
-import json, subprocess, time
-deadline = time.monotonic() + 90
-while time.monotonic() < deadline:
-    out = subprocess.run(["rk", "get", "pod", "hello", "-o", "json"], capture_output=True)
-    conds = json.loads(out.stdout or "{}").get("status", {}).get("conditions", [])
-    if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
-        break
-    time.sleep(0.5)
-PY
-step rk get pods -o wide
-step docker ps --filter label=io.raftkube.pod.name=hello --format 'table {{.Names}}\t{{.Status}}'
-client=$(docker ps -q --filter label=io.raftkube.pod.name=hello \
-  --filter label=io.raftkube.container.name=client)
+say "which master leads"
+step rk cluster status
+found=$("${TOOLS[@]}" leader "$STATE") || die "no leader"
+read -r leader pid term <<<"$found"
+[ "$pid" != - ] || die "the leader $leader has no running process"
+
+say "SIGKILL the leader, $leader (pid $pid, term $term), while a loop asks the app every 0.1 s"
+rm -f "$STATE/poll.stop" "$STATE/poll.json"
+"${TOOLS[@]}" poll "$STATE/poll.json" "$STATE/poll.stop" "${URLS[@]}" &
+POLLER=$!
+sleep 1
+kill -9 "$pid"
+found=$("${TOOLS[@]}" new-leader "$STATE" "$leader" 30) || die "no new leader within 30 s"
+read -r newleader newterm <<<"$found"
+echo "new leader: $newleader (term $newterm), elected after $leader was killed"
+step rk cluster status
+step rk get pods -o wide  # served by the masters left: the API answers throughout
 sleep 2
-printf '\n\033[1m# what the client heard from localhost:8080: %s\033[0m\n' \
-  "$(docker logs "$client" 2>&1 | head -1)"
-ip=$(rk get pod hello -o json | python -c 'import json,sys; print(json.load(sys.stdin)["status"]["podIP"])')
-printf '\n\033[1m# and the host, at the pod IP %s:\033[0m\n' "$ip"
-python -c "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode().strip())" "http://$ip:8080/hostname"
+touch "$STATE/poll.stop"
+wait "$POLLER" || true
+POLLER=""
+"${TOOLS[@]}" report "$STATE/poll.json" || die "the app missed requests while the leader died"
+
+say "rk up again: it restarts what is not running ($leader), with its data"
+step rk up --state-dir "$STATE"
+
+say "a rolling update, one pod at a time (maxUnavailable 0)"
+step rk set image deployment/hello-web web=busybox:latest
+step timeout 180 rk rollout status deployment/hello-web --timeout 150s
+image_is busybox:latest
+step rk get pods -o wide
+
+say "and back: rollout undo"
+step rk rollout undo deployment/hello-web
+step timeout 180 rk rollout status deployment/hello-web --timeout 150s
+image_is busybox:1.36
+"${TOOLS[@]}" ask 30 "${URLS[@]}" | sed 's/^/the app answers from /' || die "the app does not answer"
+
+if command -v kubectl >/dev/null 2>&1; then
+  say "kubectl, unchanged, over HTTPS with the kubeconfig rk up wrote"
+  step env KUBECONFIG="$STATE/kubeconfig" kubectl get nodes,deployments,pods -o wide
+fi

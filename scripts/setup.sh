@@ -27,6 +27,17 @@ if ! command -v kubectl >/dev/null 2>&1; then
   fi
 fi
 PY=${PYTHON:-python3}
+# Debian's python3 makes no virtualenv without python3-venv (ensurepip).
+if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq python3-venv >/dev/null 2>&1; } \
+      || echo "setup: could not install python3-venv" >&2
+  else
+    echo "setup: $PY cannot make a virtualenv (apt-get install python3-venv)" >&2
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv >&2
 fi

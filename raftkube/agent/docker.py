@@ -611,3 +611,34 @@ def remove_cluster(cluster: str, *, base_url: str | None = None) -> tuple[int, l
             shutil.rmtree(d, ignore_errors=True)
     api.close()
     return removed, sorted(pod_dirs)
+
+
+def remove_cluster_networks_volumes(cluster: str, *, base_url: str | None = None
+                                    ) -> tuple[int, int]:
+    """Remove the networks and named volumes labelled with `cluster` (none today: pods
+    share the engine's default bridge and their volumes are directories or anonymous
+    volumes, which go with their containers; this keeps `rk down`'s promise should an
+    agent ever make them); (networks removed, volumes removed). Run after
+    remove_cluster, as an engine refuses to remove what a container still uses."""
+    try:
+        api = connect(base_url, pool=4)
+    except rt.RuntimeFailure:
+        return 0, 0
+    label = {"label": [f"{ds.CLUSTER}={cluster}"]}
+    networks = volumes = 0
+    try:
+        for net in api.networks(filters=label):
+            try:
+                api.remove_network(net["Id"])
+                networks += 1
+            except docker.errors.NotFound:
+                pass
+        for vol in (api.volumes(filters=label) or {}).get("Volumes") or []:
+            try:
+                api.remove_volume(vol["Name"], force=True)
+                volumes += 1
+            except docker.errors.NotFound:
+                pass
+    finally:
+        api.close()
+    return networks, volumes

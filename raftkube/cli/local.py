@@ -1,5 +1,12 @@
 """`rk up` / `rk down`: a whole HA cluster as background processes on 127.0.0.1.
 
+`rk up` refuses Docker agents before starting anything when no engine answers (saying
+how to get one), and tells a `progress` callback each stage it waits for (masters
+running, leader elected, nodes Ready k/N). `rk down` returns only once every process
+of every member's process group has exited (SIGTERM, then SIGKILL after a bound, each
+reported). Without RK_CONFIG, `link_home_config` points ~/.raftkube/config.yaml at the
+state dir's config.yaml, never over a file of the user's own.
+
 The state dir holds everything: `cluster.yaml` (ports chosen on the first run and kept),
 `token` and `secret`, `config.yaml` for clients, `pids/NAME.pid`, `logs/NAME.log`,
 `data/NAME/` and `agents/NAME/` (an agent's pods' volumes, removed by `rk down`).
@@ -206,6 +213,45 @@ def write_client_configs(state_dir: str, config: Config) -> None:
     _write(os.path.join(state_dir, "kubeconfig"), kubeconfig.render(config), 0o600)
 
 
+DEFAULT_STATE_DIR = "~/.raftkube/local"  # rk up/down without --state-dir (or RK_STATE_DIR)
+HOME_CONFIG = "~/.raftkube/config.yaml"  # where rk looks without RK_CONFIG
+
+
+def link_home_config(state_dir: str, *, home_config: str = HOME_CONFIG) -> str:
+    """Make `rk` find this cluster without RK_CONFIG: ~/.raftkube/config.yaml becomes a
+    symlink to DIR/config.yaml when it is missing or is such a link already (to this
+    state dir or to another `rk up` cluster's, which it then no longer names). A file
+    of the user's own, or a link to anything else, is never replaced. What happened,
+    as a sentence for the user."""
+    target = os.path.join(os.path.abspath(state_dir), "config.yaml")
+    home = os.path.expanduser(home_config)
+    if os.path.islink(home):
+        current = os.path.join(os.path.dirname(home), os.readlink(home))
+        if os.path.abspath(current) == target:
+            return f"rk uses it: {home_config} links to {target}"
+        if not _is_state_config(current):
+            return (f"kept {home_config} (a link to {current}, not to an rk up cluster); "
+                    f"to use this cluster: export RK_CONFIG={target}")
+        os.unlink(home)
+        os.symlink(target, home)
+        return (f"rk uses it: {home_config} now links to {target} "
+                f"(it linked to {current} before)")
+    if os.path.exists(home):
+        return (f"kept your own {home_config}; to use this cluster: "
+                f"export RK_CONFIG={target}")
+    os.makedirs(os.path.dirname(home), exist_ok=True)
+    os.symlink(target, home)
+    return f"rk uses it: {home_config} links to {target}"
+
+
+def _is_state_config(path: str) -> bool:
+    """Whether `path` is (or was: its directory may be gone) an `rk up` state dir's
+    config.yaml: named so, beside a cluster.yaml, or in a directory no longer there."""
+    d = os.path.dirname(os.path.abspath(path))
+    return os.path.basename(path) == "config.yaml" and (
+        os.path.exists(os.path.join(d, "cluster.yaml")) or not os.path.exists(d))
+
+
 def tls_context(ca: str | None) -> ssl.SSLContext | None:
     return ssl.create_default_context(cadata=ca) if ca else None
 
@@ -388,23 +434,44 @@ def _spawn(state_dir: str, name: str, argv: list[str], *,
     return proc.pid
 
 
+Progress = Callable[[str, str], None]
+"""`progress(stage, line)`: what `rk up` is waiting for; a line with the stage of the
+line before it replaces that line (on a terminal it is rewritten in place)."""
+
+
 def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = None,
        master_args: list[str] | None = None, runtime: str = "simulated", count: int = 1,
-       agent_args: list[str] | None = None, insecure_http: bool | None = None) -> list[str]:
+       agent_args: list[str] | None = None, insecure_http: bool | None = None,
+       progress: Progress | None = None) -> list[str]:
     """Start whichever of the masters and of agents n1..n`agents` is not running; wait
     for a leader, and for every agent's nodes to be Ready: within `timeout` seconds, by
     default a minute and a tenth of a second per node (1,000 hollow nodes register a
     few at a time, as kubelets come up, and take longer than a minute on a busy
-    machine)."""
+    machine). Docker agents are refused, before anything starts, when no engine
+    answers. `progress` hears each stage (masters running, leader, nodes Ready)."""
     if masters not in (1, 3, 5):
         raise ClientError("--masters: must be 1, 3 or 5")
     if agents < 0 or count < 1:
         raise ClientError("--agents must be 0 or more and --count 1 or more")
     state_dir = os.path.abspath(state_dir)
+    if runtime == "docker" and agents > 0:
+        problem = docker_problem()
+        if problem is not None:
+            raise ClientError(problem)
+    say = progress or (lambda _stage, _line: None)
+    existing = masters_in(state_dir)
+    if existing is not None and existing != masters:
+        raise ClientError(
+            f"--masters {masters}: the cluster in {state_dir} has {existing} masters, "
+            f"and keeps them (`rk up --masters {existing}`, or `rk down` and a new "
+            "--state-dir for another size)")
     layout = load_layout(state_dir, masters)
     changed = False
     if master_args is not None:
         layout["master_args"] = master_args
+        changed = True
+    if runtime == "docker" and agents > 0 and not layout.get("docker"):
+        layout["docker"] = True  # `rk down` then insists on removing its containers
         changed = True
     if insecure_http is not None and insecure_http != insecure(layout):
         layout["insecure_http"] = insecure_http
@@ -432,21 +499,85 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
         if pid_alive(os.path.join(pids, f"{m['name']}.pid")) is None:
             start_member(state_dir, m["name"])
             started.append(m["name"])
+    names_m = [m["name"] for m in layout["masters"]]
+    kept = [n for n in names_m if n not in started]
+    say("masters", f"masters running: {', '.join(names_m)}"
+        + (f" (started {', '.join(started)})" if started and kept else ""))
     config = client_config(state_dir, layout)
     write_client_configs(state_dir, config)
     servers, token = config.servers, config.token
     deadline = time.monotonic() + timeout
-    names_m = [m["name"] for m in layout["masters"]]
-    wait_for_leader(servers, token, timeout=timeout, ca=config.ca,
-                    check_members=lambda: dead_members(state_dir, names_m))
+    leader = wait_for_leader(servers, token, timeout=timeout, ca=config.ca,
+                             check_members=lambda: dead_members(state_dir, names_m))
+    name, term = leader_of(layout, servers, token, leader, ca=config.ca)
+    say("leader", f"leader elected: {name} (term {term})")
     for index, name in enumerate(names, 1):
         if pid_alive(os.path.join(pids, f"{name}.pid")) is None:
             start_agent(state_dir, name, index, spec, servers)
             started.append(name)
     if nodes:
         wait_for_nodes(servers, token, nodes, timeout=max(1.0, deadline - time.monotonic()),
-                       ca=config.ca, check_agents=lambda: dead_members(state_dir, names))
+                       ca=config.ca, check_agents=lambda: dead_members(state_dir, names),
+                       progress=lambda ready: say(
+                           "nodes", f"nodes Ready: {ready}/{len(nodes)}"))
     return started
+
+
+def masters_in(state_dir: str) -> int | None:
+    """How many masters the cluster in `state_dir` has; None before its first `rk up`."""
+    try:
+        with open(os.path.join(state_dir, "cluster.yaml")) as f:
+            layout = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    found = layout.get("masters") if isinstance(layout, dict) else None
+    return len(found) if isinstance(found, list) and found else None
+
+
+def leader_of(layout: dict[str, Any], servers: list[str], token: str, leader: str, *,
+              ca: str | None = None) -> tuple[str, str]:
+    """(name, term) of the master whose member ID is `leader`, from each master's own
+    status (its header names it); the ID itself and "?" when that master is silent now."""
+    for m, server in zip(layout["masters"], servers, strict=True):
+        found = status_of(server, token, ca)
+        header = (found or {}).get("header") or {}
+        if str(header.get("member_id")) == leader:
+            return str(m["name"]), str(header.get("raft_term", "?"))
+    return leader, "?"
+
+
+DOCKER_HELP = ("install it (Debian: `apt-get install docker.io`), start it (`dockerd &`, "
+               "or `bash scripts/docker-setup.sh` in raftkube's checkout, which also makes "
+               "the local images), or run without Docker: `rk up --runtime simulated`")
+
+
+def docker_problem(*, socket_path: str = "/var/run/docker.sock",
+                   timeout: float = 3.0) -> str | None:
+    """Why Docker agents cannot run here (no engine installed, its socket missing or
+    silent), with how to fix it; None when the engine answers a ping. DOCKER_HOST, if
+    set, is the agents' business: only the local socket is checked."""
+    if os.environ.get("DOCKER_HOST"):
+        return None
+    if not os.path.exists(socket_path):
+        installed = shutil.which("dockerd") is not None
+        what = ("the Docker engine is installed but not running (no " + socket_path + ")"
+                if installed else "the Docker engine is not installed")
+        return f"--runtime docker: {what}; {DOCKER_HELP}"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_path)
+        s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        answer = s.recv(64)
+    except OSError as e:
+        return (f"--runtime docker: the Docker engine at {socket_path} does not answer "
+                f"({e.strerror or e}); {DOCKER_HELP}")
+    finally:
+        s.close()
+    if not answer.startswith(b"HTTP/1.") or b" 200 " not in answer.split(b"\r\n")[0] + b" ":
+        return (f"--runtime docker: the Docker engine at {socket_path} answered "
+                f"{answer[:40]!r}; {DOCKER_HELP}")
+    return None
 
 
 def ready_nodes(server: str, token: str, *, timeout: float = 2.0,
@@ -462,11 +593,14 @@ def ready_nodes(server: str, token: str, *, timeout: float = 2.0,
 
 def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
                    timeout: float, ca: str | None = None,
-                   check_agents: Callable[[], str | None] | None = None) -> None:
+                   check_agents: Callable[[], str | None] | None = None,
+                   progress: Callable[[int], None] | None = None) -> None:
     """Wait until every one of `nodes` is registered and Ready; `check_agents` says
-    what is wrong when an agent has died, and waiting then stops."""
+    what is wrong when an agent has died, and waiting then stops; `progress` hears
+    how many are Ready whenever that changes."""
     deadline = time.monotonic() + timeout
     missing = set(nodes)
+    told = -1
     while time.monotonic() < deadline:
         problem = check_agents() if check_agents is not None else None
         if problem is not None:
@@ -480,6 +614,9 @@ def wait_for_nodes(servers: list[str], token: str, nodes: list[str], *,
             if ready is not None:
                 missing = set(nodes) - ready
                 break
+        if progress is not None and len(nodes) - len(missing) != told:
+            told = len(nodes) - len(missing)
+            progress(told)
         if not missing:
             return
         # That list is work for a master: ask again after a pause that grows with what
@@ -572,7 +709,16 @@ def wait_for_leader(servers: list[str], token: str, *, timeout: float, ca: str |
                       " see the logs/ directory")
 
 
-def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
+KILL_WAIT = 10.0  # seconds a member may take to vanish after SIGKILL (a D-state write)
+
+
+def down(*, state_dir: str, timeout: float = 10.0,
+         report: Callable[[str, str], None] | None = None) -> list[str]:
+    """Stop every member `rk up` started (those in pids/) and return their names, only
+    once every process of theirs has exited: SIGTERM to each member's process group,
+    then SIGKILL to a group that still has a process after `timeout` seconds.
+    `report(name, how)` hears how each one ended. A process that outlives even
+    SIGKILL by KILL_WAIT seconds is reported as such (its pid file is kept)."""
     pids_dir = os.path.join(os.path.abspath(state_dir), "pids")
     if not os.path.isdir(pids_dir):
         return []
@@ -583,22 +729,36 @@ def down(*, state_dir: str, timeout: float = 10.0) -> list[str]:
             continue
         pid = pid_alive(os.path.join(pids_dir, name))
         if pid is not None:
-            os.killpg(pid, signal.SIGTERM)
+            _signal_group(pid, signal.SIGTERM)
             procs[name[:-4]] = pid
     deadline = time.monotonic() + timeout
+    survivors = []
     for name, pid in procs.items():
-        while time.monotonic() < deadline and _running(pid):
+        while time.monotonic() < deadline and _group_running(pid):
             time.sleep(0.05)
-        if _running(pid):
-            os.killpg(pid, signal.SIGKILL)
-            killed = time.monotonic() + 10
-            while _running(pid) and time.monotonic() < killed:  # until it has exited
+        how = "exited after SIGTERM"
+        if _group_running(pid):
+            _signal_group(pid, signal.SIGKILL)
+            how = f"killed with SIGKILL (still running {timeout:g}s after SIGTERM)"
+            killed = time.monotonic() + KILL_WAIT
+            while _group_running(pid) and time.monotonic() < killed:  # until it has exited
                 time.sleep(0.02)
+            if _group_running(pid):
+                how = f"still running {KILL_WAIT:g}s after SIGKILL (pid {pid})"
+                survivors.append(name)
+        if report is not None:
+            report(name, how)
         stopped.append(name)
     members = []
     for name in os.listdir(pids_dir):
+        member = name.removesuffix(".pid").removesuffix(".scheme")
+        if member in survivors:
+            continue
         members.append(name.removesuffix(".pid"))
         os.unlink(os.path.join(pids_dir, name))
+    if survivors:
+        raise ClientError(f"{', '.join(survivors)} did not exit even after SIGKILL; their "
+                          f"pid files are kept in {pids_dir}")
     # The agents' pod directories (volumes, ConfigMap and Secret files), now that nothing
     # runs that uses them: their tmpfs emptyDirs unmounted first (an agent killed before
     # it removed them leaves them mounted), or removing would only empty them.
@@ -636,6 +796,54 @@ def remove_containers(*, state_dir: str) -> tuple[int, list[str]]:
     from raftkube.agent import docker  # the docker SDK only when it is needed
 
     return docker.remove_cluster(cid)
+
+
+def used_docker(state_dir: str) -> bool:
+    """Whether the cluster in `state_dir` ever ran Docker agents (recorded by `rk up`)."""
+    try:
+        with open(os.path.join(state_dir, "cluster.yaml")) as f:
+            layout = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(layout, dict) and bool(layout.get("docker"))
+
+
+def remove_networks_volumes(*, state_dir: str) -> tuple[int, int]:
+    """The cluster's Docker networks and volumes, after its containers: (removed each)."""
+    cid = cluster_id(os.path.abspath(state_dir))
+    if cid is None:
+        return 0, 0
+    from raftkube.agent import docker
+
+    return docker.remove_cluster_networks_volumes(cid)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether any process of process group `pgid` (a member and whatever it started:
+    each member leads a session of its own) is still running; zombies do not count."""
+    reap()
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _running(pid: int) -> bool:

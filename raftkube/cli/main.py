@@ -350,10 +350,20 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, ca_file: str | N
         fail(str(e))
 
 
+def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--state-dir", default=local.DEFAULT_STATE_DIR, show_default=True,
+        envvar="RK_STATE_DIR", type=click.Path(file_okay=False),
+        callback=lambda _c, _p, v: os.path.expanduser(v),
+        help="The cluster's directory: data, logs, pids, config.yaml (env RK_STATE_DIR).")(f)
+
+
 @main.command()
-@click.option("--masters", default=3, show_default=True, type=int)
-@click.option("--agents", default=0, show_default=True, type=int)
-@click.option("--state-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--masters", default=None, type=int,
+              help="1, 3 or 5 (default: 3, or what the state dir's cluster has).")
+@click.option("--agents", default=2, show_default=True, type=int,
+              help="Agents (nodes) n1 ... nN.")
+@state_dir_option
 @click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
               help="Extra argument for every `rk master` (kept for later `rk up` runs).")
 @click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
@@ -365,22 +375,39 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, ca_file: str | N
 @click.option("--insecure-http/--tls", default=None,
               help="Serve the masters' APIs over plain HTTP on loopback (development), or "
                    "over HTTPS (the default); kept for later `rk up` runs.")
-def up(masters: int, agents: int, state_dir: str, master_args: tuple[str, ...],
+def up(masters: int | None, agents: int, state_dir: str, master_args: tuple[str, ...],
        runtime: str, count: int, agent_args: tuple[str, ...],
        insecure_http: bool | None) -> None:
-    """Start a local HA cluster (or the members of it that are not running)."""
-    try:
-        started = local.up(state_dir=state_dir, masters=masters, agents=agents,
-                           master_args=list(master_args) or None, runtime=runtime,
-                           count=count, agent_args=list(agent_args),
-                           insecure_http=insecure_http)
-    except errors.ClientError as e:
-        fail(str(e))
-    for name in started:
-        click.echo(f"started {name}")
+    """Start a local HA cluster (or the members of it that are not running), and wait
+    until a leader is elected and every node is Ready. Run again, it starts whatever is
+    not running and keeps the data. Without RK_CONFIG, ~/.raftkube/config.yaml is made
+    a link to the cluster's config.yaml unless it is a file of your own (kept)."""
+    from raftkube.cli import liveline
+
     where = os.path.abspath(state_dir)
-    click.echo(f"cluster is up; export RK_CONFIG={where}/config.yaml "
-               f"(kubectl: KUBECONFIG={where}/kubeconfig)")
+    lines = liveline.LiveLines()
+    try:
+        started = local.up(state_dir=where, masters=masters or local.masters_in(where) or 3,
+                           agents=agents, master_args=list(master_args) or None,
+                           runtime=runtime, count=count, agent_args=list(agent_args),
+                           insecure_http=insecure_http, progress=lines.show)
+    except errors.ClientError as e:
+        lines.close()
+        fail(str(e))
+    lines.close()
+    click.echo(f"cluster is up{' (started ' + ', '.join(started) + ')' if started else ''}")
+    config = os.path.join(where, "config.yaml")
+    if os.environ.get("RK_CONFIG"):
+        if os.path.abspath(os.environ["RK_CONFIG"]) != config:
+            click.echo(f"RK_CONFIG names another file; for this cluster: "
+                       f"export RK_CONFIG={config}")
+    else:
+        try:
+            click.echo(local.link_home_config(where))
+        except OSError as e:
+            click.echo(f"could not link {local.HOME_CONFIG} ({e.strerror}); "
+                       f"export RK_CONFIG={config}")
+    click.echo(f"kubectl: export KUBECONFIG={where}/kubeconfig")
 
 
 @main.command()
@@ -423,14 +450,35 @@ def config_kubeconfig(name: str) -> None:
 
 
 @main.command()
-@click.option("--state-dir", required=True, type=click.Path(file_okay=False))
-def down(state_dir: str) -> None:
-    """Stop everything `rk up` started, and remove the cluster's containers."""
-    for name in local.down(state_dir=state_dir):
-        click.echo(f"stopped {name}")
-    removed, dirs = local.remove_containers(state_dir=state_dir)
-    if removed or dirs:
-        click.echo(f"removed {removed} container(s) and {len(dirs)} pod volume dir(s)")
+@state_dir_option
+@click.option("--timeout", default="10s", show_default=True,
+              callback=lambda _c, _p, v: parse_duration(v),
+              help="How long a member has to exit after SIGTERM before SIGKILL.")
+def down(state_dir: str, timeout: float) -> None:
+    """Stop everything `rk up` started and remove the cluster's containers, networks and
+    volumes; return once every process has exited (SIGTERM, then SIGKILL after
+    --timeout). Data, tokens and certificates are kept for the next `rk up`."""
+    where = os.path.abspath(state_dir)
+    if not os.path.exists(os.path.join(where, "cluster.yaml")):
+        click.echo(f"no cluster in {where}: nothing to stop")
+        return
+    try:
+        local.down(state_dir=where, timeout=timeout,
+                   report=lambda name, how: click.echo(f"stopped {name}: {how}"))
+    except errors.ClientError as e:
+        fail(str(e))
+    problem = local.docker_problem()
+    if problem is not None:
+        if local.used_docker(where):
+            fail(f"the processes are stopped, but the cluster's containers could not be "
+                 f"removed: {problem.removeprefix('--runtime docker: ')}; then run "
+                 "`rk down` again")
+        return
+    removed, dirs = local.remove_containers(state_dir=where)
+    networks, volumes = local.remove_networks_volumes(state_dir=where)
+    if removed or dirs or networks or volumes:
+        click.echo(f"removed {removed} container(s), {networks} network(s), {volumes} "
+                   f"volume(s) and {len(dirs)} pod volume dir(s)")
 
 
 @main.group()
