@@ -43,6 +43,11 @@ class ProviderError(Exception):
     """A provider could not answer (its message says what failed and what to do)."""
 
 
+class Unavailable(ProviderError):
+    """The load balancer cannot be there now (e.g. its port is taken), as opposed to a
+    provider that could not be reached: the Service keeps no ingress meanwhile."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """One machine as its provider sees it."""

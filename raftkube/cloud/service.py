@@ -17,8 +17,9 @@ names it) and a retry with back-off (1 s doubling to 5 min); it blocks only that
 Service's key. The load balancer depends on the nodes (which addresses serve it) and,
 with `externalTrafficPolicy: Local`, on where its endpoints are, so a Node's change in
 readiness or address enqueues every LoadBalancer Service, and an EndpointSlice change
-its own Service; the deletion of a LoadBalancer Service enqueues the others (one may
-have waited for its port).
+its own Service; the deletion of a LoadBalancer Service, or a change of its ports,
+enqueues the others (one may have waited for its port). A provider's `Unavailable`
+(such as the port taken) also clears the Service's ingress while it waits.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def _node_facts(node: Obj) -> tuple[Any, ...]:
             (node.get("status") or {}).get("addresses"))
 
 
+def _ports(service: Obj) -> list[tuple[str, str]]:
+    return sorted((str(p.get("port")), str(p.get("protocol") or "TCP"))
+                  for p in (service.get("spec") or {}).get("ports") or []
+                  if isinstance(p, dict))
+
+
 class ServiceController:
     name = "cloud-service-controller"
 
@@ -93,8 +100,9 @@ class ServiceController:
 
     def _service_changed(self, old: Obj, new: Obj) -> None:
         self._service_seen(new)
-        if pv.wants_load_balancer(old) and not pv.wants_load_balancer(new):
-            self._all()
+        if pv.wants_load_balancer(old) and (not pv.wants_load_balancer(new) or
+                                            _ports(old) != _ports(new)):
+            self._all()  # a port it held may be free now, for one waiting for it
 
     def _service_gone(self, svc: Obj) -> None:
         if holds_load_balancer(svc) or pv.wants_load_balancer(svc):
@@ -148,6 +156,10 @@ class ServiceController:
         except pv.ProviderError as e:
             self.ctx.events.event(svc, "Warning", "SyncLoadBalancerFailed",
                                   f"Error syncing load balancer: {e}")
+            if isinstance(e, pv.Unavailable) and ingress_of(svc):
+                # Not there now: an ingress left behind would have the agents serve it
+                # (and refuse the Service that holds its port) while it waits.
+                await self._set_ingress(svc, [])
             raise
         wanted = [{"ip": ip} for ip in ips]
         if wanted == ingress_of(svc):

@@ -201,3 +201,38 @@ def test_good_source_ranges_pass() -> None:
            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}],
                     "loadBalancerSourceRanges": ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]}}
     assert validation.validate(obj) == []
+
+
+async def test_a_service_whose_port_becomes_taken_loses_its_stale_ingress() -> None:
+    """`second` had its load balancer on port 81; changed to port 80, which the older
+    `first` holds, it may not keep an ingress the agents cannot serve (they would pick
+    one of the two by name, not by age, and `first` could lose its port)."""
+    from raftkube.cloud import local
+    from tests.unit.cloud_support import node
+    from tests.unit.controller_fixture import T0
+
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1", ip="192.0.2.1"))
+    f.seed(kinds.SERVICE,
+           service("first", created=T0 - 60, finalizers=[svcs.FINALIZER],
+                   ingress=["192.0.2.1"]),
+           service("second", created=T0, finalizers=[svcs.FINALIZER], ingress=["192.0.2.1"]))
+    c = make(f, local.LocalProvider())
+    with pytest.raises(pv.ProviderError, match="default/first"):
+        await f.run(c, "default/second")
+    assert [(a.verb, a.name) for a in f.client.actions] == [("update_status", "second")]
+    assert f.client.actions[0].body["status"]["loadBalancer"] == {}
+    assert [e[1] for e in f.recorded_events()] == ["SyncLoadBalancerFailed"]
+
+
+async def test_a_port_freed_by_a_port_change_wakes_the_services_waiting_for_it() -> None:
+    f = Fixture()
+    first = service("first", finalizers=[svcs.FINALIZER], ingress=["192.0.2.1"])
+    f.seed(kinds.SERVICE, first, service("second", finalizers=[svcs.FINALIZER]))
+    c = make(f, FakeProvider())
+    while len(c.queue):
+        c.queue.done(await c.queue.get())
+    moved = copy.deepcopy(first)
+    moved["spec"]["ports"][0]["port"] = 81
+    c.services._notify("update", first, moved)
+    assert sorted(c.queue._queue) == ["default/first", "default/second"]
