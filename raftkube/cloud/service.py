@@ -131,9 +131,11 @@ class ServiceController:
     async def reconcile(self, key: str) -> None:
         svc = self.services.cache.get(key)
         if svc is None:
-            gone = self.deleted.pop(key, None)
+            gone = self.deleted.get(key)
             if gone is not None:  # deleted without our finalizer (it was never added)
-                await self._provider_delete(gone)
+                await self._provider_delete(gone)  # kept for the retry if this fails
+                if self.deleted.get(key) is gone:
+                    del self.deleted[key]
             return
         self.deleted.pop(key, None)
         if pv.wants_load_balancer(svc):

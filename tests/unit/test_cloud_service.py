@@ -236,3 +236,17 @@ async def test_a_port_freed_by_a_port_change_wakes_the_services_waiting_for_it()
     moved["spec"]["ports"][0]["port"] = 81
     c.services._notify("update", first, moved)
     assert sorted(c.queue._queue) == ["default/first", "default/second"]
+
+
+async def test_a_failed_delete_of_a_service_gone_without_the_finalizer_is_retried() -> None:
+    f = Fixture()
+    provider = FakeProvider(fail=pv.ProviderError("api down"))
+    c = make(f, provider)
+    c._service_gone(service("web", ingress=["192.0.2.10"]))
+    with pytest.raises(pv.ProviderError):
+        await f.run(c, KEY)
+    provider.fail = None
+    await f.run(c, KEY)  # the retry the workers make after the back-off
+    assert provider.calls == ["delete web", "delete web"]
+    await f.run(c, KEY)
+    assert provider.calls == ["delete web", "delete web"], "done once it succeeded"
