@@ -155,3 +155,18 @@ def test_a_port_another_load_balancer_holds_is_an_error_naming_it() -> None:
                                                "by the load balancer of Service "
                                                "default/first"):
         nodelb.addresses(second, view)
+
+
+async def test_the_vagrant_provider_says_gone_only_of_its_own_destroyed_vms(
+        tmp_path: object) -> None:
+    """A Node that is not one of the Vagrantfile's VMs (an agent on another machine,
+    or `vagrant status` run in the wrong directory) is not reported gone: the node
+    controller would delete it, and its pods with it, at its first NotReady."""
+    recorded = f"{tmp_path}/status.txt"
+    with open(recorded, "w") as f:
+        f.write(RECORDED)
+    p = vagrant.VagrantProvider(command=("cat", recorded))
+    view = pv.View(nodes=[node("laptop", "Unknown")])
+    assert await p.exists(node("laptop", "Unknown"), view) is True
+    assert await p.exists(node("n3", "Unknown", provider_id="local://n3"), view) is True
+    assert await p.exists(node("n3", "Unknown"), view) is False  # destroyed: gone
