@@ -14,6 +14,9 @@ For every frontend of the service map (servicemap.py) the proxy holds listeners:
   serves one). It admits only clients in the Service's `loadBalancerSourceRanges`
   (when it has any); two such Services on one port: the first by namespace/name is
   served (the cloud controller gives the second no ingress, so it never gets here).
+  A NodePort equal to that port (the Service's own, or another's) is not listened for
+  on this node: the load balancer holds the port, as kube-proxy matches a load
+  balancer's rule first.
 
 With `externalTrafficPolicy: Local`, the NodePort and load balancer listeners send
 connections only to endpoints on this node (`node_name`), and reset them when there is
@@ -295,6 +298,14 @@ class Proxy:
                 if first is not f:
                     self.bind_errors[f.key] = (f"{self.node_address}:{f.port}: the load "
                                                f"balancer of {first.key} has the port")
+        for key_l, f in want_lb.items():
+            # Both want the node's address at this port: the load balancer has it, as
+            # kube-proxy matches a load balancer's rule before the NodePorts' (its source
+            # ranges are not to be bypassed through a NodePort listener).
+            shadowed = want_node.pop(key_l, None)
+            if shadowed is not None and shadowed.key != f.key:
+                self.bind_errors[shadowed.key] = (f"{self.node_address}:{key_l[0]}: the load "
+                                                  f"balancer of {f.key} has the port")
         for key_c in [k for k in self.cluster if k not in want_cluster]:
             await self.cluster.pop(key_c).close()
         for key_n in [k for k in self.node if k not in want_node]:
