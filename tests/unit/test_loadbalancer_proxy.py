@@ -190,3 +190,22 @@ async def test_a_load_balancer_port_that_is_also_a_node_port_keeps_its_source_ra
             assert "default/web:http" not in p.bind_errors
         assert "the load balancer of default/web:http has the port" in \
             p.bind_errors["default/other:http"]
+
+
+async def test_local_traffic_policy_leaves_the_nodes_own_traffic_to_every_endpoint() -> None:
+    """kube-proxy applies externalTrafficPolicy Local to outside clients only: the
+    node's own connections (from its address) and its pods' go to every endpoint, so a
+    NodePort Service with Local still answers there when this node runs none of it."""
+    port = free_port()
+    async with backends("a", "b") as bs, proxies("127.0.0.4") as (p,):
+        own_address = p.internal
+        p.internal = lambda ip: ip == "127.0.0.9" or own_address(ip)  # .9: as a pod of it
+        f = frontend(bs, ["n2", "n3"], port=port, local=True, ingress=("127.0.0.4",))
+        f = sm.Frontend(**{**f.__dict__, "node_port": free_port()})
+        await p.apply(sm.ServiceMap(frontends=(f,)))
+        assert f.node_port is not None
+        for listen in (port, f.node_port):
+            assert await ask_from("127.0.0.4", listen, "127.0.0.1") == ""  # outside: none here
+            for inside in ("127.0.0.4", "127.0.0.9"):
+                got = {await ask_from("127.0.0.4", listen, inside) for _ in range(6)}
+                assert got == {"a", "b"}, (listen, inside)
