@@ -170,3 +170,19 @@ async def test_the_vagrant_provider_says_gone_only_of_its_own_destroyed_vms(
     assert await p.exists(node("laptop", "Unknown"), view) is True
     assert await p.exists(node("n3", "Unknown", provider_id="local://n3"), view) is True
     assert await p.exists(node("n3", "Unknown"), view) is False  # destroyed: gone
+
+
+def _needs_a_token() -> object:
+    raise KeyError("EXAMPLE_CLOUD_TOKEN")
+
+
+def test_a_plugin_that_fails_to_start_is_a_clear_error_naming_the_flag(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin's constructor may fail in any way (a missing credential, an SDK's own
+    error): `rk master` says which provider and why, not a traceback."""
+    entry = importlib.metadata.EntryPoint(
+        "example", "tests.unit.test_cloud_providers:_needs_a_token", pv.GROUP)
+    monkeypatch.setattr(pv, "_entry_points", lambda: {"example": entry})
+    with pytest.raises(ValueError, match="--cloud-provider: provider 'example' cannot be "
+                                         "made: KeyError: 'EXAMPLE_CLOUD_TOKEN'"):
+        pv.load("example")
