@@ -17,8 +17,9 @@ names it) and a retry with back-off (1 s doubling to 5 min); it blocks only that
 Service's key. The load balancer depends on the nodes (which addresses serve it) and,
 with `externalTrafficPolicy: Local`, on where its endpoints are, so a Node's change in
 readiness or address enqueues every LoadBalancer Service, and an EndpointSlice change
-its own Service; the deletion of a LoadBalancer Service, or a change of its ports,
-enqueues the others (one may have waited for its port). A provider's `Unavailable`
+its own Service; the deletion of a LoadBalancer Service, a change of its ports, or a
+Service becoming one, enqueues the others (one may have waited for its port, or hold a
+port an older Service now takes). A provider's `Unavailable`
 (such as the port taken) also clears the Service's ingress while it waits.
 """
 
@@ -100,9 +101,11 @@ class ServiceController:
 
     def _service_changed(self, old: Obj, new: Obj) -> None:
         self._service_seen(new)
-        if pv.wants_load_balancer(old) and (not pv.wants_load_balancer(new) or
-                                            _ports(old) != _ports(new)):
-            self._all()  # a port it held may be free now, for one waiting for it
+        before, after = pv.wants_load_balancer(old), pv.wants_load_balancer(new)
+        if (before or after) and (before, _ports(old)) != (after, _ports(new)):
+            # A port it held may be free now, for one waiting for it; or it takes one
+            # (an older Service wins it) from one that must give up its ingress.
+            self._all()
 
     def _service_gone(self, svc: Obj) -> None:
         if holds_load_balancer(svc) or pv.wants_load_balancer(svc):

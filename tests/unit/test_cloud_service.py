@@ -250,3 +250,21 @@ async def test_a_failed_delete_of_a_service_gone_without_the_finalizer_is_retrie
     assert provider.calls == ["delete web", "delete web"]
     await f.run(c, KEY)
     assert provider.calls == ["delete web", "delete web"], "done once it succeeded"
+
+
+async def test_an_older_service_that_becomes_a_load_balancer_wakes_the_others() -> None:
+    """`first` (older) turns into a LoadBalancer on the port `second` serves: it wins
+    the port, so `second` must be looked at again to give up its ingress."""
+    from tests.unit.controller_fixture import T0
+
+    f = Fixture()
+    first = service("first", type_="ClusterIP", created=T0 - 60)
+    f.seed(kinds.SERVICE, first,
+           service("second", finalizers=[svcs.FINALIZER], ingress=["192.0.2.1"]))
+    c = make(f, FakeProvider())
+    while len(c.queue):
+        c.queue.done(await c.queue.get())
+    now_lb = copy.deepcopy(first)
+    now_lb["spec"]["type"] = "LoadBalancer"
+    c.services._notify("update", first, now_lb)
+    assert sorted(c.queue._queue) == ["default/first", "default/second"]
