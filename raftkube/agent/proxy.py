@@ -14,11 +14,16 @@ For every frontend of the service map (servicemap.py) the proxy holds listeners:
   serves one). It admits only clients in the Service's `loadBalancerSourceRanges`
   (when it has any); two such Services on one port: the first by namespace/name is
   served (the cloud controller gives the second no ingress, so it never gets here).
+  A NodePort equal to that port (the Service's own, or another's) is not listened for
+  on this node: the load balancer holds the port, as kube-proxy matches a load
+  balancer's rule first.
 
 With `externalTrafficPolicy: Local`, the NodePort and load balancer listeners send
-connections only to endpoints on this node (`node_name`), and reset them when there is
-none, as kube-proxy drops them: the client (or a load balancer's health check) tries
-another node.
+connections from outside only to endpoints on this node (`node_name`), and reset them
+when there is none, as kube-proxy drops them: the client (or a load balancer's health
+check) tries another node. A connection from inside the node (`internal`: its own
+address, or one of its pods) goes to every endpoint, as kube-proxy sends a node's own
+and its pods' traffic for a NodePort or load balancer to the cluster-wide chain.
 
 A connection is given to the frontend's backends in turn (round robin from a random
 start), and to the next one if a backend refuses or does not answer within
@@ -195,8 +200,8 @@ class Listener:
         if self.server is not None:
             await self.server.wait_closed()
 
-    def _order(self) -> list[sm.Backend]:
-        backends = self.proxy.eligible(self.kind, self.frontend)
+    def _order(self, client_ip: str) -> list[sm.Backend]:
+        backends = self.proxy.eligible(self.kind, self.frontend, client_ip)
         if not backends:
             return []
         start = self.next % len(backends)
@@ -208,13 +213,14 @@ class Listener:
         assert task is not None
         metrics = self.proxy.metrics
         key = self.frontend.key
+        peer = writer.get_extra_info("peername")
+        client_ip = str(peer[0]) if peer else ""
         if self.kind == "lb" and self.frontend.source_ranges:
-            peer = writer.get_extra_info("peername")
-            if not peer or not sm.admits(self.frontend.source_ranges, str(peer[0])):
+            if not peer or not sm.admits(self.frontend.source_ranges, client_ip):
                 metrics.connections.labels(key, self.kind, "source_refused").inc()
                 reset(writer)
                 return
-        candidates = self._order()[:self.proxy.max_tries]
+        candidates = self._order(client_ip)[:self.proxy.max_tries]
         if not candidates:
             metrics.connections.labels(key, self.kind, "no_endpoints").inc()
             reset(writer)
@@ -250,9 +256,13 @@ class Proxy:
     def __init__(self, *, node_address: str, cluster_address: str | None,
                  metrics: ProxyMetrics, route: Callable[[sm.Backend], Route] = direct,
                  rng: random.Random | None = None, connect_timeout: float = 2.0,
-                 max_tries: int = 3, node_name: str = "") -> None:
+                 max_tries: int = 3, node_name: str = "",
+                 internal: Callable[[str], bool] | None = None) -> None:
         self.node_address = node_address
         self.node_name = node_name  # this node's name: its endpoints are the local ones
+        # Whether a client address is inside this node (externalTrafficPolicy Local is
+        # for the others); by default this node's own address.
+        self.internal = internal or (lambda ip: ip == node_address)
         self.cluster_address = cluster_address  # None: no ClusterIP listeners
         self.metrics = metrics
         self.route = route
@@ -270,10 +280,12 @@ class Proxy:
         return {(ip, port): li.address for (ip, port, proto), li in self.cluster.items()
                 if proto == protocol}
 
-    def eligible(self, kind: str, frontend: sm.Frontend) -> list[sm.Backend]:
-        """The backends a new connection to `frontend` through a `kind` listener may
-        go to: with externalTrafficPolicy Local, from outside, only this node's."""
-        if kind in ("node", "lb") and frontend.external_local:
+    def eligible(self, kind: str, frontend: sm.Frontend, client_ip: str) -> list[sm.Backend]:
+        """The backends a new connection to `frontend` from `client_ip` through a `kind`
+        listener may go to: with externalTrafficPolicy Local, from outside this node,
+        only this node's."""
+        if kind in ("node", "lb") and frontend.external_local and \
+                not self.internal(client_ip):
             return [b for b in frontend.backends if b.node == self.node_name]
         return list(frontend.backends)
 
@@ -295,6 +307,14 @@ class Proxy:
                 if first is not f:
                     self.bind_errors[f.key] = (f"{self.node_address}:{f.port}: the load "
                                                f"balancer of {first.key} has the port")
+        for key_l, f in want_lb.items():
+            # Both want the node's address at this port: the load balancer has it, as
+            # kube-proxy matches a load balancer's rule before the NodePorts' (its source
+            # ranges are not to be bypassed through a NodePort listener).
+            shadowed = want_node.pop(key_l, None)
+            if shadowed is not None and shadowed.key != f.key:
+                self.bind_errors[shadowed.key] = (f"{self.node_address}:{key_l[0]}: the load "
+                                                  f"balancer of {f.key} has the port")
         for key_c in [k for k in self.cluster if k not in want_cluster]:
             await self.cluster.pop(key_c).close()
         for key_n in [k for k in self.node if k not in want_node]:
@@ -330,10 +350,10 @@ class Proxy:
             return
         table[key] = listener
 
-    def _pick_udp(self, kind: str) -> Callable[[udp.UdpListener], sm.Backend | None]:
-        def pick(li: udp.UdpListener) -> sm.Backend | None:
+    def _pick_udp(self, kind: str) -> Callable[[udp.UdpListener, str], sm.Backend | None]:
+        def pick(li: udp.UdpListener, client_ip: str) -> sm.Backend | None:
             """The next backend on this machine (UDP is not relayed), in turn."""
-            backends = [b for b in self.eligible(kind, li.frontend)
+            backends = [b for b in self.eligible(kind, li.frontend, client_ip)
                         if not self.route(b).preamble]
             if not backends:
                 self.metrics.connections.labels(li.frontend.key, kind, "no_endpoints").inc()

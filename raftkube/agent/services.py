@@ -118,7 +118,7 @@ class ServiceNetwork:
         self.proxy = px.Proxy(node_address=options.node_address,
                               cluster_address=options.proxy_address,
                               metrics=px.ProxyMetrics(registry), route=self.route, rng=rng,
-                              node_name=node)
+                              node_name=node, internal=self._is_internal)
         self.resolver = dns.Resolver(lookup=self.lookup, alias=self.alias,
                                      domain=options.cluster_domain,
                                      upstreams=options.dns_upstreams)
@@ -193,6 +193,11 @@ class ServiceNetwork:
 
     def _is_pod(self, ip: str) -> bool:
         return ip in self._known_pods
+
+    def _is_internal(self, ip: str) -> bool:
+        """A client inside this node (its own address, or one of its pods):
+        externalTrafficPolicy Local does not apply to it, as with kube-proxy."""
+        return ip == self.options.node_address or self._is_pod(ip)
 
     def _touch(self, _obj: Obj) -> None:
         self._changed.set()

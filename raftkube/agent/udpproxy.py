@@ -76,7 +76,7 @@ class _Session:
 
 
 class UdpListener:
-    def __init__(self, *, frontend: sm.Frontend, pick: Callable[[UdpListener],
+    def __init__(self, *, frontend: sm.Frontend, pick: Callable[[UdpListener, str],
                                                                  sm.Backend | None],
                  idle: float = 30.0, max_sessions: int = 1024,
                  admit: Callable[[UdpListener, str], bool] | None = None) -> None:
@@ -117,7 +117,7 @@ class UdpListener:
                 return
             if self.admit is not None and not self.admit(self, str(client[0])):
                 return  # not in the load balancer's source ranges: dropped
-            backend = self.pick(self)
+            backend = self.pick(self, str(client[0]))
             if backend is None:
                 return  # no endpoint: dropped (the client times out, as with a REJECT)
             session = self.sessions[client] = _Session(self, client, backend)

@@ -63,6 +63,8 @@ class Context:
         except TimeoutError:
             raise pv.ProviderError(f"cloud provider {name}: {what}: no answer in "
                                    f"{self.options.call_timeout:.0f}s") from None
+        except pv.Unavailable as e:
+            raise pv.Unavailable(f"cloud provider {name}: {what}: {e}") from None
         except pv.ProviderError as e:
             raise pv.ProviderError(f"cloud provider {name}: {what}: {e}") from None
         except Exception as e:  # noqa: BLE001 - a provider's bug is its error, not ours

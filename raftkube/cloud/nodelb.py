@@ -14,8 +14,8 @@ choosing those addresses, from what the cluster knows:
   balancer learns the same through its health checks);
 - one address answers one Service on a port: when another LoadBalancer Service that came
   first (older, then by namespace/name) already has the same port and protocol, this one
-  gets an error that says which, and stays pending until that one goes, as a second
-  ServiceLB on a taken host port does.
+  gets an error that says which (`Unavailable`: it keeps no ingress), and stays pending
+  until that one goes, as a second ServiceLB on a taken host port does.
 
 Pure: the View in, the addresses (or a ProviderError) out.
 """
@@ -104,7 +104,7 @@ def addresses(service: Obj, view: pv.View) -> list[str]:
     """The ingress IPs of `service`'s load balancer (a ProviderError if its port is taken)."""
     why = conflict(service, view.services)
     if why:
-        raise pv.ProviderError(why)
+        raise pv.Unavailable(why)
     nodes = serving_nodes(view.nodes)
     if (service.get("spec") or {}).get("externalTrafficPolicy") == "Local":
         local = endpoint_nodes(service, view.slices)

@@ -43,6 +43,11 @@ class ProviderError(Exception):
     """A provider could not answer (its message says what failed and what to do)."""
 
 
+class Unavailable(ProviderError):
+    """The load balancer cannot be there now (e.g. its port is taken), as opposed to a
+    provider that could not be reached: the Service keeps no ingress meanwhile."""
+
+
 @dataclass(frozen=True)
 class Machine:
     """One machine as its provider sees it."""
@@ -110,11 +115,15 @@ def load(name: str) -> Provider | None:
                          f"point group {GROUP!r} (docs/cloud.md)")
     try:
         factory: Callable[[], Any] = entry.load()
-        made = factory()
     except (ImportError, AttributeError) as e:
         raise ValueError(f"--cloud-provider: provider {name!r} cannot be loaded: {e}") from None
+    try:
+        made = factory()
     except ProviderError as e:
         raise ValueError(f"--cloud-provider: provider {name!r}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a plugin's own failure, said as such
+        raise ValueError(f"--cloud-provider: provider {name!r} cannot be made: "
+                         f"{type(e).__name__}: {e}") from None
     if not isinstance(made, Provider):
         raise ValueError(f"--cloud-provider: {name!r} did not make a provider (it needs "
                          "name, machines, exists, ensure_load_balancer, delete_load_balancer)")

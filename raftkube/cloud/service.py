@@ -17,8 +17,10 @@ names it) and a retry with back-off (1 s doubling to 5 min); it blocks only that
 Service's key. The load balancer depends on the nodes (which addresses serve it) and,
 with `externalTrafficPolicy: Local`, on where its endpoints are, so a Node's change in
 readiness or address enqueues every LoadBalancer Service, and an EndpointSlice change
-its own Service; the deletion of a LoadBalancer Service enqueues the others (one may
-have waited for its port).
+its own Service; the deletion of a LoadBalancer Service, a change of its ports, or a
+Service becoming one, enqueues the others (one may have waited for its port, or hold a
+port an older Service now takes). A provider's `Unavailable`
+(such as the port taken) also clears the Service's ingress while it waits.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ def _node_facts(node: Obj) -> tuple[Any, ...]:
             (node.get("status") or {}).get("addresses"))
 
 
+def _ports(service: Obj) -> list[tuple[str, str]]:
+    return sorted((str(p.get("port")), str(p.get("protocol") or "TCP"))
+                  for p in (service.get("spec") or {}).get("ports") or []
+                  if isinstance(p, dict))
+
+
 class ServiceController:
     name = "cloud-service-controller"
 
@@ -93,7 +101,10 @@ class ServiceController:
 
     def _service_changed(self, old: Obj, new: Obj) -> None:
         self._service_seen(new)
-        if pv.wants_load_balancer(old) and not pv.wants_load_balancer(new):
+        before, after = pv.wants_load_balancer(old), pv.wants_load_balancer(new)
+        if (before or after) and (before, _ports(old)) != (after, _ports(new)):
+            # A port it held may be free now, for one waiting for it; or it takes one
+            # (an older Service wins it) from one that must give up its ingress.
             self._all()
 
     def _service_gone(self, svc: Obj) -> None:
@@ -123,9 +134,11 @@ class ServiceController:
     async def reconcile(self, key: str) -> None:
         svc = self.services.cache.get(key)
         if svc is None:
-            gone = self.deleted.pop(key, None)
+            gone = self.deleted.get(key)
             if gone is not None:  # deleted without our finalizer (it was never added)
-                await self._provider_delete(gone)
+                await self._provider_delete(gone)  # kept for the retry if this fails
+                if self.deleted.get(key) is gone:
+                    del self.deleted[key]
             return
         self.deleted.pop(key, None)
         if pv.wants_load_balancer(svc):
@@ -148,6 +161,10 @@ class ServiceController:
         except pv.ProviderError as e:
             self.ctx.events.event(svc, "Warning", "SyncLoadBalancerFailed",
                                   f"Error syncing load balancer: {e}")
+            if isinstance(e, pv.Unavailable) and ingress_of(svc):
+                # Not there now: an ingress left behind would have the agents serve it
+                # (and refuse the Service that holds its port) while it waits.
+                await self._set_ingress(svc, [])
             raise
         wanted = [{"ip": ip} for ip in ips]
         if wanted == ingress_of(svc):

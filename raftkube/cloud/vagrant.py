@@ -4,9 +4,11 @@ It reads `vagrant status --machine-readable` (run where the masters run, in the 
 directory or the one `VAGRANT_CWD` names, as vagrant itself looks for its Vagrantfile),
 whose lines are `timestamp,target,type,data...` with commas in data written
 `%!(VAGRANT_COMMA)` and newlines `\\n` (vagrant's machine-readable format). A VM is a
-machine unless its state is `not_created` (never made, or destroyed); a VM that is
-halted, suspended or aborted still exists (its Node is left to the node lifecycle
-controller, which sees its agent silent). The Node of a VM carries the VM's name (the
+machine unless its state is `not_created` (never made, or destroyed), and only such a
+VM is reported gone: a Node whose name is no VM of the Vagrantfile is not this
+provider's. Its Node is left to the node lifecycle controller (which sees its agent
+silent), as is that of a VM that is halted, suspended or aborted (it still exists) or
+removed from the Vagrantfile. The Node of a VM carries the VM's name (the
 agent's `--name` is the name the Vagrantfile gives the machine); its providerID is
 `vagrant://PROVIDER/NAME` and its instance type the vagrant provider (`virtualbox`,
 `libvirt`, ...).
@@ -108,8 +110,15 @@ class VagrantProvider:
                 for vm in await self.status() if vm.state != GONE]
 
     async def exists(self, node: Obj, view: pv.View) -> bool:
+        """False only for a VM of this Vagrantfile that is `not_created` (destroyed); a
+        Node that is no VM of it (another provider's, an agent elsewhere, a status read
+        in the wrong directory) is not this provider's to call gone."""
+        provider_id = str((node.get("spec") or {}).get("providerID") or "")
+        if provider_id and not provider_id.startswith("vagrant://"):
+            return True
         name = machine_name(node)
-        return any(vm.name == name and vm.state != GONE for vm in await self.status())
+        vm = next((vm for vm in await self.status() if vm.name == name), None)
+        return vm is None or vm.state != GONE
 
     async def ensure_load_balancer(self, service: Obj, view: pv.View) -> list[str]:
         return nodelb.addresses(service, view)

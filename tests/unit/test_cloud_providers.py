@@ -155,3 +155,34 @@ def test_a_port_another_load_balancer_holds_is_an_error_naming_it() -> None:
                                                "by the load balancer of Service "
                                                "default/first"):
         nodelb.addresses(second, view)
+
+
+async def test_the_vagrant_provider_says_gone_only_of_its_own_destroyed_vms(
+        tmp_path: object) -> None:
+    """A Node that is not one of the Vagrantfile's VMs (an agent on another machine,
+    or `vagrant status` run in the wrong directory) is not reported gone: the node
+    controller would delete it, and its pods with it, at its first NotReady."""
+    recorded = f"{tmp_path}/status.txt"
+    with open(recorded, "w") as f:
+        f.write(RECORDED)
+    p = vagrant.VagrantProvider(command=("cat", recorded))
+    view = pv.View(nodes=[node("laptop", "Unknown")])
+    assert await p.exists(node("laptop", "Unknown"), view) is True
+    assert await p.exists(node("n3", "Unknown", provider_id="local://n3"), view) is True
+    assert await p.exists(node("n3", "Unknown"), view) is False  # destroyed: gone
+
+
+def _needs_a_token() -> object:
+    raise KeyError("EXAMPLE_CLOUD_TOKEN")
+
+
+def test_a_plugin_that_fails_to_start_is_a_clear_error_naming_the_flag(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin's constructor may fail in any way (a missing credential, an SDK's own
+    error): `rk master` says which provider and why, not a traceback."""
+    entry = importlib.metadata.EntryPoint(
+        "example", "tests.unit.test_cloud_providers:_needs_a_token", pv.GROUP)
+    monkeypatch.setattr(pv, "_entry_points", lambda: {"example": entry})
+    with pytest.raises(ValueError, match="--cloud-provider: provider 'example' cannot be "
+                                         "made: KeyError: 'EXAMPLE_CLOUD_TOKEN'"):
+        pv.load("example")

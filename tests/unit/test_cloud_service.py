@@ -201,3 +201,70 @@ def test_good_source_ranges_pass() -> None:
            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}],
                     "loadBalancerSourceRanges": ["10.0.0.0/8", "192.0.2.7/32", "::1/128"]}}
     assert validation.validate(obj) == []
+
+
+async def test_a_service_whose_port_becomes_taken_loses_its_stale_ingress() -> None:
+    """`second` had its load balancer on port 81; changed to port 80, which the older
+    `first` holds, it may not keep an ingress the agents cannot serve (they would pick
+    one of the two by name, not by age, and `first` could lose its port)."""
+    from raftkube.cloud import local
+    from tests.unit.cloud_support import node
+    from tests.unit.controller_fixture import T0
+
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1", ip="192.0.2.1"))
+    f.seed(kinds.SERVICE,
+           service("first", created=T0 - 60, finalizers=[svcs.FINALIZER],
+                   ingress=["192.0.2.1"]),
+           service("second", created=T0, finalizers=[svcs.FINALIZER], ingress=["192.0.2.1"]))
+    c = make(f, local.LocalProvider())
+    with pytest.raises(pv.ProviderError, match="default/first"):
+        await f.run(c, "default/second")
+    assert [(a.verb, a.name) for a in f.client.actions] == [("update_status", "second")]
+    assert f.client.actions[0].body["status"]["loadBalancer"] == {}
+    assert [e[1] for e in f.recorded_events()] == ["SyncLoadBalancerFailed"]
+
+
+async def test_a_port_freed_by_a_port_change_wakes_the_services_waiting_for_it() -> None:
+    f = Fixture()
+    first = service("first", finalizers=[svcs.FINALIZER], ingress=["192.0.2.1"])
+    f.seed(kinds.SERVICE, first, service("second", finalizers=[svcs.FINALIZER]))
+    c = make(f, FakeProvider())
+    while len(c.queue):
+        c.queue.done(await c.queue.get())
+    moved = copy.deepcopy(first)
+    moved["spec"]["ports"][0]["port"] = 81
+    c.services._notify("update", first, moved)
+    assert sorted(c.queue._queue) == ["default/first", "default/second"]
+
+
+async def test_a_failed_delete_of_a_service_gone_without_the_finalizer_is_retried() -> None:
+    f = Fixture()
+    provider = FakeProvider(fail=pv.ProviderError("api down"))
+    c = make(f, provider)
+    c._service_gone(service("web", ingress=["192.0.2.10"]))
+    with pytest.raises(pv.ProviderError):
+        await f.run(c, KEY)
+    provider.fail = None
+    await f.run(c, KEY)  # the retry the workers make after the back-off
+    assert provider.calls == ["delete web", "delete web"]
+    await f.run(c, KEY)
+    assert provider.calls == ["delete web", "delete web"], "done once it succeeded"
+
+
+async def test_an_older_service_that_becomes_a_load_balancer_wakes_the_others() -> None:
+    """`first` (older) turns into a LoadBalancer on the port `second` serves: it wins
+    the port, so `second` must be looked at again to give up its ingress."""
+    from tests.unit.controller_fixture import T0
+
+    f = Fixture()
+    first = service("first", type_="ClusterIP", created=T0 - 60)
+    f.seed(kinds.SERVICE, first,
+           service("second", finalizers=[svcs.FINALIZER], ingress=["192.0.2.1"]))
+    c = make(f, FakeProvider())
+    while len(c.queue):
+        c.queue.done(await c.queue.get())
+    now_lb = copy.deepcopy(first)
+    now_lb["spec"]["type"] = "LoadBalancer"
+    c.services._notify("update", first, now_lb)
+    assert sorted(c.queue._queue) == ["default/first", "default/second"]

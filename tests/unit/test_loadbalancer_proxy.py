@@ -166,3 +166,46 @@ async def test_two_load_balancers_on_one_port_serve_the_first() -> None:
         assert await ask_from("127.0.0.2", port, "127.0.0.1") == "a"
         assert "the load balancer of default/web:http has the port" in \
             p.bind_errors["default/zzz:http"]
+
+
+async def test_a_load_balancer_port_that_is_also_a_node_port_keeps_its_source_ranges(
+        ) -> None:
+    """The load balancer's port on the node's address is also a NodePort (its own, as
+    manifests that set `port` and `nodePort` alike have, or another Service's): the
+    load balancer holds it, as kube-proxy matches the load balancer's rule before the
+    NodePorts', so its source ranges are not bypassed through the NodePort listener."""
+    port = free_port()
+    async with backends("a", "b") as bs, proxies("127.0.0.2") as (p,):
+        f = frontend(bs[:1], ["n1"], port=port, ingress=("127.0.0.2",),
+                     ranges=("127.0.0.5/32",))
+        own = sm.Frontend(**{**f.__dict__, "node_port": port})
+        other = sm.Frontend(**{**f.__dict__, "service": "other", "port": 81,
+                               "node_port": port, "load_balancer_ips": (),
+                               "source_ranges": (),
+                               "backends": (sm.Backend(bs[1].host, bs[1].port, "n1"),)})
+        for frontends in [(own,), (other, f)]:
+            await p.apply(sm.ServiceMap(frontends=frontends))
+            assert await ask_from("127.0.0.2", port, "127.0.0.6") == ""
+            assert await ask_from("127.0.0.2", port, "127.0.0.5") == "a"
+            assert "default/web:http" not in p.bind_errors
+        assert "the load balancer of default/web:http has the port" in \
+            p.bind_errors["default/other:http"]
+
+
+async def test_local_traffic_policy_leaves_the_nodes_own_traffic_to_every_endpoint() -> None:
+    """kube-proxy applies externalTrafficPolicy Local to outside clients only: the
+    node's own connections (from its address) and its pods' go to every endpoint, so a
+    NodePort Service with Local still answers there when this node runs none of it."""
+    port = free_port()
+    async with backends("a", "b") as bs, proxies("127.0.0.4") as (p,):
+        own_address = p.internal
+        p.internal = lambda ip: ip == "127.0.0.9" or own_address(ip)  # .9: as a pod of it
+        f = frontend(bs, ["n2", "n3"], port=port, local=True, ingress=("127.0.0.4",))
+        f = sm.Frontend(**{**f.__dict__, "node_port": free_port()})
+        await p.apply(sm.ServiceMap(frontends=(f,)))
+        assert f.node_port is not None
+        for listen in (port, f.node_port):
+            assert await ask_from("127.0.0.4", listen, "127.0.0.1") == ""  # outside: none here
+            for inside in ("127.0.0.4", "127.0.0.9"):
+                got = {await ask_from("127.0.0.4", listen, inside) for _ in range(6)}
+                assert got == {"a", "b"}, (listen, inside)
