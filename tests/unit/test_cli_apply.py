@@ -540,3 +540,15 @@ def test_apply_wait_reports_progress_then_done_or_the_timeout(rk: Cli) -> None: 
         1, 'error: deployment "front" exceeded its progress deadline\n')
     result = rk("apply", "-f", f, "--wait", "--timeout", "soon")
     assert result.exit_code == 2 and "'--timeout'" in result.stderr
+
+
+def test_apply_wait_follows_objects_of_one_name_in_two_namespaces(rk: Cli) -> None:  # noqa: F811
+    docs = [f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n" for ns in "ab"]
+    docs += [cm_yaml("same").replace("  name: same\n", f"  name: same\n  namespace: {ns}\n")
+             for ns in "ab"]
+    f = rk.file("two.yaml", "---\n".join(docs))
+    result = rk("apply", "-f", f, "--wait", "--timeout", "2s")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-2:] == [
+        'configmap/same (namespace a): configmap "same" exists',
+        'configmap/same (namespace b): configmap "same" exists']
