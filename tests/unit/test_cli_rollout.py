@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from raftkube.api import kinds
 from raftkube.cli import durations, kubectl, nodes, rollout, wait
-from raftkube.client import errors
+from raftkube.client import errors, rest, transport
 
 pytestmark = pytest.mark.unit
 
@@ -382,3 +382,35 @@ def test_wait_reads_kubectls_jsonpath() -> None:
     assert not wait.met(ready, pod)
     assert wait.met(wait.parse_for("jsonpath={.status.conditions[1].status}=True"), pod)
     assert not wait.met(wait.parse_for("jsonpath={.status.conditions[5].status}"), pod)
+
+
+class BrokenOnce:
+    """A client whose first watch breaks (a master killed mid-stream), as the transport
+    reports it; the next watch, resumed from the version seen, brings the change."""
+
+    def __init__(self) -> None:
+        self.watched: list[str] = []
+
+    async def list_all(self, kind: kinds.Kind, namespace: str | None, *,
+                       label_selector: str = "", field_selector: str = "") -> Any:
+        return [{"metadata": {"name": "web", "resourceVersion": "5"}, "ready": False}], "5"
+
+    async def watch(self, kind: kinds.Kind, namespace: str | None, *,
+                    resource_version: str = "", label_selector: str = "",
+                    field_selector: str = "") -> Any:
+        self.watched.append(resource_version)
+        if len(self.watched) == 1:
+            raise transport.StreamBroken("http://m1: the stream broke (Connection lost)")
+        yield rest.WatchEvent("MODIFIED", {"metadata": {"name": "web",
+                                                        "resourceVersion": "6"},
+                                           "ready": True})
+
+
+def test_a_broken_watch_is_resumed_not_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wait, "RESUME_PAUSE", 0.0)
+    client = BrokenOnce()
+    found = asyncio.run(asyncio.wait_for(wait.until(
+        client, kinds.DEPLOYMENT, "default", "web",  # type: ignore[arg-type]
+        lambda o: bool(o and o["ready"])), 5))
+    assert found is not None and found["ready"]
+    assert client.watched == ["5", "5"]
