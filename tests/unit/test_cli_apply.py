@@ -552,3 +552,11 @@ def test_apply_wait_follows_objects_of_one_name_in_two_namespaces(rk: Cli) -> No
     assert result.stdout.splitlines()[-2:] == [
         'configmap/same (namespace a): configmap "same" exists',
         'configmap/same (namespace b): configmap "same" exists']
+
+
+def test_delete_finding_nothing_says_so_on_stdout_as_kubectl(rkd: Cli) -> None:
+    # kubectl's delete prints "No resources found" to its output stream (get, to stderr)
+    for args in (("cm", "-l", "app=none"), ("cm", "--all", "-n", "team-a")):
+        result = rkd("delete", *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            0, "No resources found\n", ""), args
