@@ -50,6 +50,23 @@ async def each(items: Iterable[T], step: Callable[[T], Awaitable[None]]) -> bool
 
 
 
+CONFLICT_TRIES = 5  # a read-then-write that keeps meeting newer objects is reported
+
+
+async def retry_conflicts(attempt: Callable[[], Awaitable[T]], *,
+                          tries: int = CONFLICT_TRIES) -> T:
+    """`attempt()`, a read then a write carrying the resourceVersion it read, again while
+    the write answers Conflict: the object changed in between (a controller's status
+    update), so it is read, and the write decided, again. The last Conflict is raised."""
+    for _ in range(tries - 1):
+        try:
+            return await attempt()
+        except errors.ApiError as e:
+            if not (e.code == 409 and e.reason == "Conflict"):
+                raise
+    return await attempt()
+
+
 @dataclass
 class Session:
     client: rest.RestClient

@@ -414,3 +414,52 @@ def test_a_broken_watch_is_resumed_not_reported(monkeypatch: pytest.MonkeyPatch)
         lambda o: bool(o and o["ready"])), 5))
     assert found is not None and found["ready"]
     assert client.watched == ["5", "5"]
+
+
+class BusyObject:
+    """One object that a controller keeps writing: the first `busy` writes that carry a
+    resourceVersion meet a newer one (409 Conflict), as while a rollout updates status."""
+
+    def __init__(self, obj: Obj, *, busy: int) -> None:
+        self.obj, self.busy = obj, busy
+        self.patches: list[Obj] = []
+
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:
+        return self.obj
+
+    async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Obj) -> Obj:
+        self.patches.append(patch)
+        if self.busy:
+            self.busy -= 1
+            version = int(self.obj["metadata"]["resourceVersion"]) + 1
+            self.obj["metadata"]["resourceVersion"] = str(version)
+            raise errors.ApiError({"code": 409, "reason": "Conflict", "message":
+                                   "Operation cannot be fulfilled: the object has been "
+                                   "modified; please apply your changes to the latest "
+                                   "version and try again"})
+        return self.obj
+
+
+def test_cordon_reads_again_when_the_node_changed_meanwhile(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    client = BusyObject({"metadata": {"name": "n1", "resourceVersion": "7"}, "spec": {}},
+                        busy=1)
+    asyncio.run(nodes._cordon(client, "n1", True))  # type: ignore[arg-type]
+    assert capsys.readouterr().out == "node/n1 cordoned\n"
+    assert [p["metadata"]["resourceVersion"] for p in client.patches] == ["7", "8"]
+
+
+def test_pause_reads_again_when_the_deployment_changed_meanwhile(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from raftkube.cli.session import Session
+    client = BusyObject({"metadata": {"name": "front", "resourceVersion": "7"},
+                         "spec": {}}, busy=2)
+    asyncio.run(rollout._pause(Session(client, "default"),  # type: ignore[arg-type]
+                               kinds.DEPLOYMENT, "front", paused=True))
+    assert capsys.readouterr().out == "deployment.apps/front paused\n"
+    assert [p["metadata"]["resourceVersion"] for p in client.patches] == ["7", "8", "9"]
+    client = BusyObject({"metadata": {"name": "front", "resourceVersion": "7"},
+                         "spec": {}}, busy=99)  # a write that never lands is reported
+    with pytest.raises(errors.ClientError, match=r"\(Conflict\)"):
+        asyncio.run(rollout._pause(Session(client, "default"),  # type: ignore[arg-type]
+                                   kinds.DEPLOYMENT, "front", paused=True))
