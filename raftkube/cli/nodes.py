@@ -140,8 +140,14 @@ async def _evict(client: rest.RestClient, pod: Obj, *, grace: int, disable_evict
     meta = pod["metadata"]
     ns, name = meta.get("namespace", ""), meta["name"]
     if disable_eviction:
-        await client.delete(kinds.POD, ns, name, grace=None if grace < 0 else grace,
-                            uid=meta.get("uid", ""))
+        try:
+            await client.delete(kinds.POD, ns, name, grace=None if grace < 0 else grace,
+                                uid=meta.get("uid", ""))
+        except errors.ApiError as e:
+            # gone already (404), or replaced by a new pod of its name: the uid
+            # precondition fails (409); either way the pod listed is gone, as kubectl sees it
+            if e.code not in (404, 409):
+                raise
         return
     body: Obj = {"apiVersion": "policy/v1", "kind": "Eviction",
                  "metadata": {"name": name, "namespace": ns}}

@@ -463,3 +463,32 @@ def test_pause_reads_again_when_the_deployment_changed_meanwhile(
     with pytest.raises(errors.ClientError, match=r"\(Conflict\)"):
         asyncio.run(rollout._pause(Session(client, "default"),  # type: ignore[arg-type]
                                    kinds.DEPLOYMENT, "front", paused=True))
+
+
+class GoneMeanwhile(FakeClient):
+    """Pods that went away between the drain's listing and its delete: one deleted
+    (404), one replaced by a new pod of its name (the uid precondition fails, 409)."""
+
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
+                     grace: int | None = None, uid: str = "") -> Obj:
+        self.writes.append(("DELETE", name, grace, uid))
+        if name == "web-1":
+            self.pods.pop(name, None)
+            raise errors.ApiError({"code": 404, "reason": "NotFound",
+                                   "message": f'pods "{name}" not found'})
+        self.pods[name] = pod(name) | {"metadata": {"name": name, "namespace": "default",
+                                                    "uid": "new"}}
+        raise errors.ApiError({"code": 409, "reason": "Conflict", "message":
+                               f'Operation cannot be fulfilled on pods "{name}": '
+                               "Precondition failed: UID in precondition: uid-web-2, UID "
+                               "in object meta: new"})
+
+
+def test_drain_without_eviction_goes_past_pods_gone_meanwhile(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    web2 = pod("web-2")
+    web2["metadata"]["uid"] = "uid-web-2"
+    client = GoneMeanwhile([pod("web-1"), web2])
+    assert drain(client, disable_eviction=True)
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "pod/web-1 deleted", "pod/web-2 deleted", "node/n1 drained"]
