@@ -12,6 +12,7 @@ import asyncio
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,44 @@ def test_a_url_is_fetched_and_its_failures_name_it(
     pages["/big.yaml"] = b"#" * 2048
     with pytest.raises(manifests.ManifestError, match="larger than 1024 bytes"):
         manifests.fetch_url(f"{base}/big.yaml", max_bytes=1024)
+
+
+class Drip(http.server.BaseHTTPRequestHandler):
+    """A server that answers at once, then sends its body one byte every 0.1 s."""
+
+    def do_GET(self) -> None:
+        body = CONFIGMAP_YAML.encode()[:40]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_slow_url_is_given_up_after_the_time_limit_for_the_whole_fetch() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/slow.yaml"
+    try:
+        # each byte comes well within the limit; the whole body (4 s) does not
+        with pytest.raises(manifests.ManifestError, match=f'unable to read URL "{url}": '
+                                                          "no answer within 1s"):
+            manifests.fetch_url(url, timeout=1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_apply_reads_a_url(rk: Cli, files: tuple[str, dict[str, bytes]]) -> None:  # noqa: F811
