@@ -141,11 +141,15 @@ def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
         groups: dict[kinds.Kind, list[str]] = {}
         for arg in args:
             word, slash, name = arg.partition("/")
-            if not slash or not name:
+            if not slash:
                 raise errors.ClientError(
                     "there is no need to specify a resource type as a separate argument when "
                     "passing arguments in resource/name form (e.g. 'rk get resource/<name>' "
                     "instead of 'rk get resource resource/<name>')")
+            if not word or not name or "/" in name:
+                # `pods/`, `/x`, `pods/a/b`: kubectl's words, as `rk get` says them
+                raise errors.ClientError("arguments in resource/name form must have a single "
+                                         "resource and name")
             groups.setdefault(resolve_kind(word), []).append(name)
         return list(groups.items())
     words = [w for w in args[0].split(",") if w]

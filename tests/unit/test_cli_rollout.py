@@ -263,6 +263,15 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     (["drain", "n1", "--timeout", "x"], 'invalid argument "x" for "--timeout" flag'),
     (["drain"], "Missing argument 'NODE'"),
     (["cordon"], "Missing argument 'NODES...'"),
+    # kubectl's words for a slip in KIND/NAME, as `rk get` says them
+    (["rollout", "status", "deploy/"],
+     "error: arguments in resource/name form must have a single resource and name"),
+    (["wait", "--for=delete", "pod/a/b"],
+     "error: arguments in resource/name form must have a single resource and name"),
+    (["delete", "pods/"],
+     "error: arguments in resource/name form must have a single resource and name"),
+    (["delete", "/a"],
+     "error: arguments in resource/name form must have a single resource and name"),
 ])
 def test_bad_input_is_refused_before_any_request(cli: Any, args: list[str],
                                                   message: str) -> None:
