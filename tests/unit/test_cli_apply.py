@@ -541,6 +541,18 @@ def test_an_unreachable_cluster_names_every_server_tried(
         f"{first} (connection refused), {second} (connection refused)\n")
 
 
+def test_https_to_a_plain_http_port_says_tls_not_a_system_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> None:  # noqa: F811
+    plain = serve(FakeApi()).replace("http://", "https://")  # a scheme slip in the config
+    configure(tmp_path, monkeypatch, [plain])
+    result = Cli(FakeApi(), tmp_path)("get", "cm")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: no server answered GET /api/v1/namespaces/default/configmaps: {plain} "
+        "(TLS: "), result.stderr
+    assert "operation not permitted" not in result.stderr
+
+
 def test_the_client_goes_past_a_dead_master_within_the_request_timeout(
         serve: Any) -> None:  # noqa: F811
     good = FakeApi()
