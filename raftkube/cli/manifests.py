@@ -97,7 +97,9 @@ def _directory(path: str, recursive: bool) -> list[str]:
     for entry in sorted(os.listdir(path)):
         full = os.path.join(path, entry)
         if os.path.isdir(full):
-            if recursive:
+            # as kubectl's -R (Go's filepath.Walk): a link to a directory is not followed,
+            # so a link back up cannot read the same manifests again and again
+            if recursive and not os.path.islink(full):
                 found += _directory(full, recursive)
         elif entry.endswith(MANIFEST_SUFFIXES) and os.path.isfile(full):
             found.append(full)

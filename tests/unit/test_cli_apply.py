@@ -148,6 +148,17 @@ def test_directories_are_read_recursively_only_with_r(tmp_path: Path) -> None:
     assert names(True) == ["a", "b", "c"]
 
 
+def test_r_does_not_follow_a_symlinked_directory_round_a_loop(tmp_path: Path) -> None:
+    """As kubectl's -R (Go's filepath.Walk): a link to a directory is not descended into,
+    so a link back up reads each manifest once, not once per path round the loop."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.yaml").write_text(cm_yaml("a"))
+    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "sub" / "b.yaml").symlink_to("../a.yaml")  # a linked file is read
+    assert manifests.expand_paths([str(tmp_path)], recursive=True) == [
+        str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yaml")]
+
+
 class Files(http.server.BaseHTTPRequestHandler):
     """Serves `pages` by path; anything else is a 404."""
 
