@@ -340,7 +340,9 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                                       selector=selector, dry_run=dry_run,
                                       namespace=namespace)
                 if wait:
-                    await wait_for(session.client, ordered, timeout=seconds)
+                    # with -o, stdout is the objects (for jq, for a file): progress aside
+                    await wait_for(session.client, ordered, timeout=seconds,
+                                   err=output is not None)
             except errors.ClientError as e:
                 fail(e)
 
@@ -378,13 +380,14 @@ def progress_targets(applied: list[manifests.Manifest]) -> list[progress.Target]
 
 
 async def wait_for(client: rest.RestClient, applied: list[manifests.Manifest], *,
-                   timeout: float) -> None:
-    """--wait: progress until every applied object is ready; exit 1 naming what was not
-    when `timeout` passes."""
+                   timeout: float, err: bool = False) -> None:
+    """--wait: progress (on stderr with `err`) until every applied object is ready; exit
+    1 naming what was not when `timeout` passes."""
     targets = progress_targets(applied)
-    tty = sys.stdout.isatty()
+    tty = (sys.stderr if err else sys.stdout).isatty()
     left = await progress.wait_ready(client, targets, timeout=timeout, check=readiness_check,
-                                     write=lambda text: click.echo(text, nl=False), tty=tty)
+                                     write=lambda text: click.echo(text, nl=False, err=err),
+                                     tty=tty)
     if left:
         for line in left:
             report(f"timed out waiting for the condition on {line.ref}: {line.message}")

@@ -622,3 +622,14 @@ def test_delete_finding_nothing_says_so_on_stdout_as_kubectl(rkd: Cli) -> None:
         result = rkd("delete", *args)
         assert (result.exit_code, result.stdout, result.stderr) == (
             0, "No resources found\n", ""), args
+
+
+def test_apply_wait_with_o_keeps_stdout_to_the_objects(rk: Cli) -> None:  # noqa: F811
+    # `rk apply -o json --wait | jq` must get JSON only: the progress goes to stderr
+    result = rk("apply", "-f", "-", "-o", "json", "--wait", input=CONFIGMAP_YAML)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metadata"]["name"] == "game-demo"
+    assert result.stderr == 'configmap/game-demo: configmap "game-demo" exists\n'
+    result = rk("apply", "-f", "-", "-o", "name", "--wait", input=CONFIGMAP_YAML)
+    assert (result.stdout, result.stderr) == (
+        "configmap/game-demo\n", 'configmap/game-demo: configmap "game-demo" exists\n')
