@@ -340,7 +340,9 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                                       selector=selector, dry_run=dry_run,
                                       namespace=namespace)
                 if wait:
-                    await wait_for(session.client, ordered, timeout=seconds)
+                    # with -o, stdout is the objects (for jq, for a file): progress aside
+                    await wait_for(session.client, ordered, timeout=seconds,
+                                   err=output is not None)
             except errors.ClientError as e:
                 fail(e)
 
@@ -363,14 +365,29 @@ async def prune_after(client: rest.RestClient, applied: list[manifests.Manifest]
                       say=click.echo)
 
 
+def progress_targets(applied: list[manifests.Manifest]) -> list[progress.Target]:
+    """One target per object (one applied twice is followed once). Refs leave out the
+    namespace, as apply's own lines do, except where one ref stands for objects of
+    several namespaces: there each line says which it follows."""
+    unique = list({(m.kind, m.namespace, m.name): m for m in applied}.values())
+    spaces: dict[str, set[str]] = {}
+    for m in unique:
+        spaces.setdefault(m.ref, set()).add(m.namespace)
+    return [progress.Target(m.kind, m.namespace, m.name,
+                            m.ref if len(spaces[m.ref]) == 1
+                            else f"{m.ref} (namespace {m.namespace})")
+            for m in unique]
+
+
 async def wait_for(client: rest.RestClient, applied: list[manifests.Manifest], *,
-                   timeout: float) -> None:
-    """--wait: progress until every applied object is ready; exit 1 naming what was not
-    when `timeout` passes."""
-    targets = [progress.Target(m.kind, m.namespace, m.name, m.ref) for m in applied]
-    tty = sys.stdout.isatty()
+                   timeout: float, err: bool = False) -> None:
+    """--wait: progress (on stderr with `err`) until every applied object is ready; exit
+    1 naming what was not when `timeout` passes."""
+    targets = progress_targets(applied)
+    tty = (sys.stderr if err else sys.stdout).isatty()
     left = await progress.wait_ready(client, targets, timeout=timeout, check=readiness_check,
-                                     write=lambda text: click.echo(text, nl=False), tty=tty)
+                                     write=lambda text: click.echo(text, nl=False, err=err),
+                                     tty=tty)
     if left:
         for line in left:
             report(f"timed out waiting for the condition on {line.ref}: {line.message}")

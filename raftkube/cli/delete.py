@@ -215,7 +215,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                 except errors.ClientError as e:
                     fail(e)
             if not plan and (selector or all_):
-                click.echo("No resources found", err=True)
+                click.echo("No resources found")  # kubectl: stdout (get: stderr)
             failed = await each(plan, delete_and_say) or failed
             if wait and dry_run == "none" and deleted:
                 try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -96,7 +97,9 @@ def _directory(path: str, recursive: bool) -> list[str]:
     for entry in sorted(os.listdir(path)):
         full = os.path.join(path, entry)
         if os.path.isdir(full):
-            if recursive:
+            # as kubectl's -R (Go's filepath.Walk): a link to a directory is not followed,
+            # so a link back up cannot read the same manifests again and again
+            if recursive and not os.path.islink(full):
                 found += _directory(full, recursive)
         elif entry.endswith(MANIFEST_SUFFIXES) and os.path.isfile(full):
             found.append(full)
@@ -107,9 +110,21 @@ def fetch_url(url: str, *, timeout: float = URL_TIMEOUT,
               max_bytes: int = URL_MAX_BYTES) -> str:
     """The text at `url`; ManifestError naming the URL and what went wrong (the HTTP
     status, a refused connection, a timeout, a body over `max_bytes`)."""
+    # urlopen's timeout bounds each wait for the socket, not the fetch: a server that
+    # sends a byte now and then would hold the command for as long as it likes
+    deadline = time.monotonic() + timeout
+    body = bytearray()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            body: bytes = response.read(max_bytes + 1)
+            read = getattr(response, "read1", response.read)
+            while len(body) <= max_bytes:
+                if time.monotonic() > deadline:
+                    raise ManifestError([f'unable to read URL "{url}": no answer within '
+                                         f"{timeout:g}s"])
+                chunk = read(min(64 * 1024, max_bytes + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
     except urllib.error.HTTPError as e:
         e.close()  # it holds the answer's connection
         raise ManifestError([f'unable to read URL "{url}", server reported {e.code} '
@@ -122,7 +137,7 @@ def fetch_url(url: str, *, timeout: float = URL_TIMEOUT,
         raise ManifestError([f'unable to read URL "{url}": the document is larger than '
                              f"{max_bytes} bytes"])
     try:
-        return body.decode("utf-8")
+        return bytes(body).decode("utf-8")
     except UnicodeDecodeError:
         raise ManifestError([f'unable to read URL "{url}": the document is not UTF-8 '
                              "text"]) from None

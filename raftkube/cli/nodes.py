@@ -24,7 +24,7 @@ import click
 
 from raftkube.api import kinds
 from raftkube.cli import durations, wait
-from raftkube.cli.session import Session, connect, fail, report, run
+from raftkube.cli.session import Session, connect, fail, report, retry_conflicts, run
 from raftkube.client import errors, rest
 
 Obj = dict[str, Any]
@@ -116,17 +116,23 @@ def drain_failure(node: str, problems: Sequence[str]) -> str:
 
 
 async def _cordon(client: rest.RestClient, node: str, on: bool) -> None:
-    """Set spec.unschedulable and say so, as kubectl does (already so is no error)."""
-    obj = await client.get(kinds.NODE, "", node)
+    """Set spec.unschedulable and say so, as kubectl does (already so is no error). The
+    patch carries the version read; a Node changed meanwhile is read again."""
     word = "cordoned" if on else "uncordoned"
-    if bool((obj.get("spec") or {}).get("unschedulable")) == on:
-        click.echo(f"node/{node} already {word}")
-        return
-    version = (obj.get("metadata") or {}).get("resourceVersion", "")
-    # null removes the field, as kubectl's patch does when uncordoning
-    await client.patch(kinds.NODE, "", node, {"metadata": {"resourceVersion": version},
-                                              "spec": {"unschedulable": True if on else None}})
-    click.echo(f"node/{node} {word}")
+
+    async def attempt() -> bool:
+        obj = await client.get(kinds.NODE, "", node)
+        if bool((obj.get("spec") or {}).get("unschedulable")) == on:
+            return False
+        version = (obj.get("metadata") or {}).get("resourceVersion", "")
+        # null removes the field, as kubectl's patch does when uncordoning
+        await client.patch(kinds.NODE, "", node, {
+            "metadata": {"resourceVersion": version},
+            "spec": {"unschedulable": True if on else None}})
+        return True
+
+    changed = await retry_conflicts(attempt)
+    click.echo(f"node/{node} {word}" if changed else f"node/{node} already {word}")
 
 
 async def _evict(client: rest.RestClient, pod: Obj, *, grace: int, disable_eviction: bool
@@ -134,8 +140,14 @@ async def _evict(client: rest.RestClient, pod: Obj, *, grace: int, disable_evict
     meta = pod["metadata"]
     ns, name = meta.get("namespace", ""), meta["name"]
     if disable_eviction:
-        await client.delete(kinds.POD, ns, name, grace=None if grace < 0 else grace,
-                            uid=meta.get("uid", ""))
+        try:
+            await client.delete(kinds.POD, ns, name, grace=None if grace < 0 else grace,
+                                uid=meta.get("uid", ""))
+        except errors.ApiError as e:
+            # gone already (404), or replaced by a new pod of its name: the uid
+            # precondition fails (409); either way the pod listed is gone, as kubectl sees it
+            if e.code not in (404, 409):
+                raise
         return
     body: Obj = {"apiVersion": "policy/v1", "kind": "Eviction",
                  "metadata": {"name": name, "namespace": ns}}

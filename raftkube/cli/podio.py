@@ -21,7 +21,7 @@ import click
 from raftkube.api import channels, kinds, printers, selectors
 from raftkube.api.quantity import parse_quantity
 from raftkube.cli import durations
-from raftkube.cli.session import connect, fail, resolve_kind, run
+from raftkube.cli.session import Session, connect, fail, resolve_kind, run
 from raftkube.client import errors, rest
 
 Obj = dict[str, Any]
@@ -91,6 +91,14 @@ async def resolve_pod(client: rest.RestClient, namespace: str, arg: str) -> str:
     return chosen
 
 
+def _connect(namespace: str | None) -> Session:
+    """The session, or the config's problem said as every command says it (no traceback)."""
+    try:
+        return connect(namespace)
+    except errors.ClientError as e:
+        fail(e)
+
+
 def register(group: click.Group) -> None:
     for command in (logs, exec_, top):
         group.add_command(command)
@@ -117,7 +125,7 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
         since_seconds = max(1, int(durations.argument("--since", since))) if since else None
     except errors.ClientError as e:
         fail(e)
-    session = connect(namespace)
+    session = _connect(namespace)
 
     async def body() -> None:
         out = sys.stdout.buffer
@@ -145,7 +153,7 @@ def logs(pod: str, container: str, follow: bool, tail: int, previous: bool,
 def exec_(pod: str, command: tuple[str, ...], container: str, stdin: bool, tty: bool,
           namespace: str | None) -> None:
     """Run a command in a pod's container: `rk exec POD -- COMMAND [ARGS...]`."""
-    session = connect(namespace)
+    session = _connect(namespace)
     code: list[int] = []
 
     async def body() -> None:
@@ -272,7 +280,7 @@ def _mebibytes(quantity: str) -> str:
 @click.option("-A", "--all-namespaces", is_flag=True, help="Pods of every namespace.")
 def top(what: str, name: str, namespace: str | None, all_namespaces: bool) -> None:
     """CPU and memory in use, per node or per pod (from the agents, now)."""
-    session = connect(namespace)
+    session = _connect(namespace)
     base = "/apis/metrics.k8s.io/v1beta1"
 
     async def body() -> None:

@@ -98,13 +98,14 @@ async def wait_ready(client: rest.RestClient, targets: Sequence[Target], *, time
     board = Board(tty=tty)
     for t in targets:
         board.add(t.ref)
-    by_ref = {t.ref: t for t in targets}
     deadline = clock() + timeout
     first = True
     while True:
         changed = []
-        for line in board.pending():
-            t = by_ref[line.ref]
+        # by position, not by ref: each target has its own line even where refs repeat
+        for t, line in zip(targets, board.lines, strict=True):
+            if line.done:
+                continue
             try:
                 obj = await client.get(t.kind, t.namespace, t.name)
             except errors.ApiError as e:
@@ -113,7 +114,8 @@ async def wait_ready(client: rest.RestClient, targets: Sequence[Target], *, time
                 done, message = False, "not found (yet)"
             else:
                 done, message = check(t.kind, obj)
-            if board.update(line.ref, message=message, done=done):
+            if (line.message, line.done) != (message, done):
+                line.message, line.done = message, done
                 changed.append(line.ref)
         if first or changed:
             write(board.draw(None if first else changed))

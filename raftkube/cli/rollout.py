@@ -36,6 +36,7 @@ from raftkube.cli.session import (
     each,
     fail,
     parse_targets,
+    retry_conflicts,
     run,
 )
 from raftkube.client import errors
@@ -309,6 +310,26 @@ async def _undo(session: Session, kind: kinds.Kind, name: str, to_revision: int)
                          "try again")
 
 
+async def _pause(session: Session, kind: kinds.Kind, name: str, *, paused: bool) -> None:
+    """Set spec.paused with the version read; a Deployment changed meanwhile (its status,
+    mid-rollout) is read again rather than reported as a Conflict."""
+
+    async def attempt() -> None:
+        obj = await _get(session, kind, name)
+        if bool((obj.get("spec") or {}).get("paused")) == paused:
+            state = "already paused" if paused else "not paused"
+            raise OperationError(f"error: {_quoted(kind, name)} is {state}")
+        version = (obj.get("metadata") or {}).get("resourceVersion", "")
+        await session.client.patch(kind, session.namespace, name, {
+            "metadata": {"resourceVersion": version}, "spec": {"paused": paused}})
+
+    try:
+        await retry_conflicts(attempt)
+    except errors.ApiError as e:
+        raise OperationError(str(e)) from None
+    click.echo(f"{_ref(kind, name)} {'paused' if paused else 'resumed'}")
+
+
 def commands(clock: Callable[[], datetime]) -> list[click.Command]:
     namespace_option = click.option("-n", "--namespace", help="Namespace of the object.")
 
@@ -395,19 +416,9 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
 
     def pauser(verb: str, paused: bool) -> click.Command:
         def command(args: tuple[str, ...], namespace: str | None) -> None:
-            async def step(session: Session, kind: kinds.Kind, name: str) -> None:
-                obj = await _get(session, kind, name)
-                if bool((obj.get("spec") or {}).get("paused")) == paused:
-                    state = "already paused" if paused else "not paused"
-                    raise OperationError(f"error: {_quoted(kind, name)} is {state}")
-                version = (obj.get("metadata") or {}).get("resourceVersion", "")
-                await _patch(session, kind, name, {"metadata": {"resourceVersion": version},
-                                                   "spec": {"paused": paused}})
-                click.echo(f"{_ref(kind, name)} {verb}")
-
             each_target(args, namespace, (kinds.DEPLOYMENT,),
                         lambda k, n: f"{_quoted(k, n)} {verb[:-2]}ing is not supported",
-                        step)
+                        lambda s, k, n: _pause(s, k, n, paused=paused))
 
         command.__doc__ = ("Pause a Deployment: template changes wait until it is resumed."
                            if paused else "Resume a paused Deployment.")

@@ -50,6 +50,23 @@ async def each(items: Iterable[T], step: Callable[[T], Awaitable[None]]) -> bool
 
 
 
+CONFLICT_TRIES = 5  # a read-then-write that keeps meeting newer objects is reported
+
+
+async def retry_conflicts(attempt: Callable[[], Awaitable[T]], *,
+                          tries: int = CONFLICT_TRIES) -> T:
+    """`attempt()`, a read then a write carrying the resourceVersion it read, again while
+    the write answers Conflict: the object changed in between (a controller's status
+    update), so it is read, and the write decided, again. The last Conflict is raised."""
+    for _ in range(tries - 1):
+        try:
+            return await attempt()
+        except errors.ApiError as e:
+            if not (e.code == 409 and e.reason == "Conflict"):
+                raise
+    return await attempt()
+
+
 @dataclass
 class Session:
     client: rest.RestClient
@@ -124,11 +141,15 @@ def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
         groups: dict[kinds.Kind, list[str]] = {}
         for arg in args:
             word, slash, name = arg.partition("/")
-            if not slash or not name:
+            if not slash:
                 raise errors.ClientError(
                     "there is no need to specify a resource type as a separate argument when "
                     "passing arguments in resource/name form (e.g. 'rk get resource/<name>' "
                     "instead of 'rk get resource resource/<name>')")
+            if not word or not name or "/" in name:
+                # `pods/`, `/x`, `pods/a/b`: kubectl's words, as `rk get` says them
+                raise errors.ClientError("arguments in resource/name form must have a single "
+                                         "resource and name")
             groups.setdefault(resolve_kind(word), []).append(name)
         return list(groups.items())
     words = [w for w in args[0].split(",") if w]

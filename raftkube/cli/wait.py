@@ -24,7 +24,7 @@ import click
 from raftkube.api import kinds, printers
 from raftkube.cli import durations, jsonpath
 from raftkube.cli.session import Session, connect, fail, parse_targets, run
-from raftkube.client import errors, rest
+from raftkube.client import errors, rest, transport
 
 Obj = dict[str, Any]
 
@@ -162,8 +162,11 @@ async def states(client: rest.RestClient, kind: kinds.Kind, namespace: str, *,
                 if e.code == 410:
                     break  # too old: list again
                 raise
-            except (aiohttp.ClientError, TimeoutError, ConnectionError):
-                await asyncio.sleep(RESUME_PAUSE)  # resume from the last version seen
+            except (transport.StreamBroken, aiohttp.ClientError, TimeoutError,
+                    ConnectionError):
+                # the transport reports a dropped stream (a master killed, a read that
+                # timed out) as StreamBroken: resume from the last version seen
+                await asyncio.sleep(RESUME_PAUSE)
 
 
 async def until(client: rest.RestClient, kind: kinds.Kind, namespace: str, name: str,

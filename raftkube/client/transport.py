@@ -390,6 +390,10 @@ def _unreachable(e: aiohttp.ClientError) -> str:
     if isinstance(e, aiohttp.ClientConnectorCertificateError):
         return f"TLS: {_reason(e.certificate_error)}"
     if isinstance(e, aiohttp.ClientConnectorError):
+        if isinstance(e.os_error, ssl.SSLError):
+            # a failed handshake (https to a plain HTTP port...): its errno is OpenSSL's
+            # error class, which strerror would misread as `operation not permitted`
+            return f"TLS: {_reason(e.os_error)}"
         number = e.os_error.errno
         if number:
             return os.strerror(number).lower()

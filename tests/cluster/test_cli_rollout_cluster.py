@@ -292,3 +292,31 @@ async def test_cordon_drain_uncordon(cluster: Cluster, api: rest.RestClient) -> 
     assert not (await api.get(kinds.NODE, "", "n1"))["spec"].get("unschedulable")
     assert refused(c, "cordon", "nosuch") == \
         'Error from server (NotFound): nodes "nosuch" not found\n'
+
+
+async def test_rollout_status_follows_on_when_its_master_is_killed(
+        cluster: Cluster, api: rest.RestClient) -> None:
+    """The master serving the watch dies mid-rollout: status resumes the watch on another
+    master and still sees the rollout finish (a broken stream is not the command's end)."""
+    c = cluster
+    apply(c, deployment("watched", "web:stuck-1", replicas=1))
+    with open(os.path.join(c.state_dir, "config.yaml")) as f:
+        first = yaml.safe_load(f)["servers"][0]
+    serving = next(name for name, url in c.url.items() if url == first)
+    proc = subprocess.Popen([RK, "rollout", "status", "deployment/watched", "--timeout",
+                             "90s"], env={**os.environ, "RK_CONFIG": os.path.join(
+                                 c.state_dir, "config.yaml")},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # watching now, on the first server
+        assert line.startswith("Waiting for deployment"), line
+        await c.kill_async(serving)
+        await api.patch(kinds.DEPLOYMENT, NS, "watched", {"spec": {"template": {"spec": {
+            "containers": [container("web:slow-1")]}}}})
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        await c.up_async()
+    assert (proc.returncode, err) == (0, ""), (out, err)
+    assert out.splitlines()[-1] == 'deployment "watched" successfully rolled out'

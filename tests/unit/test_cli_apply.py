@@ -12,6 +12,7 @@ import asyncio
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,17 @@ def test_directories_are_read_recursively_only_with_r(tmp_path: Path) -> None:
     assert names(True) == ["a", "b", "c"]
 
 
+def test_r_does_not_follow_a_symlinked_directory_round_a_loop(tmp_path: Path) -> None:
+    """As kubectl's -R (Go's filepath.Walk): a link to a directory is not descended into,
+    so a link back up reads each manifest once, not once per path round the loop."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.yaml").write_text(cm_yaml("a"))
+    (tmp_path / "sub" / "up").symlink_to("..")
+    (tmp_path / "sub" / "b.yaml").symlink_to("../a.yaml")  # a linked file is read
+    assert manifests.expand_paths([str(tmp_path)], recursive=True) == [
+        str(tmp_path / "a.yaml"), str(tmp_path / "sub" / "b.yaml")]
+
+
 class Files(http.server.BaseHTTPRequestHandler):
     """Serves `pages` by path; anything else is a 404."""
 
@@ -204,6 +216,44 @@ def test_a_url_is_fetched_and_its_failures_name_it(
     pages["/big.yaml"] = b"#" * 2048
     with pytest.raises(manifests.ManifestError, match="larger than 1024 bytes"):
         manifests.fetch_url(f"{base}/big.yaml", max_bytes=1024)
+
+
+class Drip(http.server.BaseHTTPRequestHandler):
+    """A server that answers at once, then sends its body one byte every 0.1 s."""
+
+    def do_GET(self) -> None:
+        body = CONFIGMAP_YAML.encode()[:40]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_slow_url_is_given_up_after_the_time_limit_for_the_whole_fetch() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/slow.yaml"
+    try:
+        # each byte comes well within the limit; the whole body (4 s) does not
+        with pytest.raises(manifests.ManifestError, match=f'unable to read URL "{url}": '
+                                                          "no answer within 1s"):
+            manifests.fetch_url(url, timeout=1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_apply_reads_a_url(rk: Cli, files: tuple[str, dict[str, bytes]]) -> None:  # noqa: F811
@@ -502,6 +552,18 @@ def test_an_unreachable_cluster_names_every_server_tried(
         f"{first} (connection refused), {second} (connection refused)\n")
 
 
+def test_https_to_a_plain_http_port_says_tls_not_a_system_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve: Any) -> None:  # noqa: F811
+    plain = serve(FakeApi()).replace("http://", "https://")  # a scheme slip in the config
+    configure(tmp_path, monkeypatch, [plain])
+    result = Cli(FakeApi(), tmp_path)("get", "cm")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: no server answered GET /api/v1/namespaces/default/configmaps: {plain} "
+        "(TLS: "), result.stderr
+    assert "operation not permitted" not in result.stderr
+
+
 def test_the_client_goes_past_a_dead_master_within_the_request_timeout(
         serve: Any) -> None:  # noqa: F811
     good = FakeApi()
@@ -540,3 +602,34 @@ def test_apply_wait_reports_progress_then_done_or_the_timeout(rk: Cli) -> None: 
         1, 'error: deployment "front" exceeded its progress deadline\n')
     result = rk("apply", "-f", f, "--wait", "--timeout", "soon")
     assert result.exit_code == 2 and "'--timeout'" in result.stderr
+
+
+def test_apply_wait_follows_objects_of_one_name_in_two_namespaces(rk: Cli) -> None:  # noqa: F811
+    docs = [f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n" for ns in "ab"]
+    docs += [cm_yaml("same").replace("  name: same\n", f"  name: same\n  namespace: {ns}\n")
+             for ns in "ab"]
+    f = rk.file("two.yaml", "---\n".join(docs))
+    result = rk("apply", "-f", f, "--wait", "--timeout", "2s")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout.splitlines()[-2:] == [
+        'configmap/same (namespace a): configmap "same" exists',
+        'configmap/same (namespace b): configmap "same" exists']
+
+
+def test_delete_finding_nothing_says_so_on_stdout_as_kubectl(rkd: Cli) -> None:
+    # kubectl's delete prints "No resources found" to its output stream (get, to stderr)
+    for args in (("cm", "-l", "app=none"), ("cm", "--all", "-n", "team-a")):
+        result = rkd("delete", *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            0, "No resources found\n", ""), args
+
+
+def test_apply_wait_with_o_keeps_stdout_to_the_objects(rk: Cli) -> None:  # noqa: F811
+    # `rk apply -o json --wait | jq` must get JSON only: the progress goes to stderr
+    result = rk("apply", "-f", "-", "-o", "json", "--wait", input=CONFIGMAP_YAML)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["metadata"]["name"] == "game-demo"
+    assert result.stderr == 'configmap/game-demo: configmap "game-demo" exists\n'
+    result = rk("apply", "-f", "-", "-o", "name", "--wait", input=CONFIGMAP_YAML)
+    assert (result.stdout, result.stderr) == (
+        "configmap/game-demo\n", 'configmap/game-demo: configmap "game-demo" exists\n')

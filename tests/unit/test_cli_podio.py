@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from raftkube.api import kinds
 from raftkube.cli import podio
@@ -80,3 +83,16 @@ async def test_what_cannot_stand_for_a_pod_is_named() -> None:
         await podio.resolve_pod(client, "default", "deploy/")
     with pytest.raises(errors.ClientError, match="doesn't have a resource type"):
         await podio.resolve_pod(client, "default", "widgets/x")
+
+
+@pytest.mark.parametrize("args", [["logs", "web-1"], ["exec", "web-1", "--", "true"],
+                                  ["top", "pods"]])
+def test_a_missing_config_is_an_error_not_a_traceback(
+        args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RK_CONFIG", str(tmp_path / "nope.yaml"))
+    group = click.Group("rk")
+    podio.register(group)
+    result = CliRunner().invoke(group, args)
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith(f"error: cannot read config {tmp_path}/nope.yaml")

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from raftkube.api import kinds
 from raftkube.cli import durations, kubectl, nodes, rollout, wait
-from raftkube.client import errors
+from raftkube.client import errors, rest, transport
 
 pytestmark = pytest.mark.unit
 
@@ -263,6 +263,15 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     (["drain", "n1", "--timeout", "x"], 'invalid argument "x" for "--timeout" flag'),
     (["drain"], "Missing argument 'NODE'"),
     (["cordon"], "Missing argument 'NODES...'"),
+    # kubectl's words for a slip in KIND/NAME, as `rk get` says them
+    (["rollout", "status", "deploy/"],
+     "error: arguments in resource/name form must have a single resource and name"),
+    (["wait", "--for=delete", "pod/a/b"],
+     "error: arguments in resource/name form must have a single resource and name"),
+    (["delete", "pods/"],
+     "error: arguments in resource/name form must have a single resource and name"),
+    (["delete", "/a"],
+     "error: arguments in resource/name form must have a single resource and name"),
 ])
 def test_bad_input_is_refused_before_any_request(cli: Any, args: list[str],
                                                   message: str) -> None:
@@ -382,3 +391,113 @@ def test_wait_reads_kubectls_jsonpath() -> None:
     assert not wait.met(ready, pod)
     assert wait.met(wait.parse_for("jsonpath={.status.conditions[1].status}=True"), pod)
     assert not wait.met(wait.parse_for("jsonpath={.status.conditions[5].status}"), pod)
+
+
+class BrokenOnce:
+    """A client whose first watch breaks (a master killed mid-stream), as the transport
+    reports it; the next watch, resumed from the version seen, brings the change."""
+
+    def __init__(self) -> None:
+        self.watched: list[str] = []
+
+    async def list_all(self, kind: kinds.Kind, namespace: str | None, *,
+                       label_selector: str = "", field_selector: str = "") -> Any:
+        return [{"metadata": {"name": "web", "resourceVersion": "5"}, "ready": False}], "5"
+
+    async def watch(self, kind: kinds.Kind, namespace: str | None, *,
+                    resource_version: str = "", label_selector: str = "",
+                    field_selector: str = "") -> Any:
+        self.watched.append(resource_version)
+        if len(self.watched) == 1:
+            raise transport.StreamBroken("http://m1: the stream broke (Connection lost)")
+        yield rest.WatchEvent("MODIFIED", {"metadata": {"name": "web",
+                                                        "resourceVersion": "6"},
+                                           "ready": True})
+
+
+def test_a_broken_watch_is_resumed_not_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wait, "RESUME_PAUSE", 0.0)
+    client = BrokenOnce()
+    found = asyncio.run(asyncio.wait_for(wait.until(
+        client, kinds.DEPLOYMENT, "default", "web",  # type: ignore[arg-type]
+        lambda o: bool(o and o["ready"])), 5))
+    assert found is not None and found["ready"]
+    assert client.watched == ["5", "5"]
+
+
+class BusyObject:
+    """One object that a controller keeps writing: the first `busy` writes that carry a
+    resourceVersion meet a newer one (409 Conflict), as while a rollout updates status."""
+
+    def __init__(self, obj: Obj, *, busy: int) -> None:
+        self.obj, self.busy = obj, busy
+        self.patches: list[Obj] = []
+
+    async def get(self, kind: kinds.Kind, namespace: str, name: str) -> Obj:
+        return self.obj
+
+    async def patch(self, kind: kinds.Kind, namespace: str, name: str, patch: Obj) -> Obj:
+        self.patches.append(patch)
+        if self.busy:
+            self.busy -= 1
+            version = int(self.obj["metadata"]["resourceVersion"]) + 1
+            self.obj["metadata"]["resourceVersion"] = str(version)
+            raise errors.ApiError({"code": 409, "reason": "Conflict", "message":
+                                   "Operation cannot be fulfilled: the object has been "
+                                   "modified; please apply your changes to the latest "
+                                   "version and try again"})
+        return self.obj
+
+
+def test_cordon_reads_again_when_the_node_changed_meanwhile(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    client = BusyObject({"metadata": {"name": "n1", "resourceVersion": "7"}, "spec": {}},
+                        busy=1)
+    asyncio.run(nodes._cordon(client, "n1", True))  # type: ignore[arg-type]
+    assert capsys.readouterr().out == "node/n1 cordoned\n"
+    assert [p["metadata"]["resourceVersion"] for p in client.patches] == ["7", "8"]
+
+
+def test_pause_reads_again_when_the_deployment_changed_meanwhile(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from raftkube.cli.session import Session
+    client = BusyObject({"metadata": {"name": "front", "resourceVersion": "7"},
+                         "spec": {}}, busy=2)
+    asyncio.run(rollout._pause(Session(client, "default"),  # type: ignore[arg-type]
+                               kinds.DEPLOYMENT, "front", paused=True))
+    assert capsys.readouterr().out == "deployment.apps/front paused\n"
+    assert [p["metadata"]["resourceVersion"] for p in client.patches] == ["7", "8", "9"]
+    client = BusyObject({"metadata": {"name": "front", "resourceVersion": "7"},
+                         "spec": {}}, busy=99)  # a write that never lands is reported
+    with pytest.raises(errors.ClientError, match=r"\(Conflict\)"):
+        asyncio.run(rollout._pause(Session(client, "default"),  # type: ignore[arg-type]
+                                   kinds.DEPLOYMENT, "front", paused=True))
+
+
+class GoneMeanwhile(FakeClient):
+    """Pods that went away between the drain's listing and its delete: one deleted
+    (404), one replaced by a new pod of its name (the uid precondition fails, 409)."""
+
+    async def delete(self, kind: kinds.Kind, namespace: str, name: str, *,
+                     grace: int | None = None, uid: str = "") -> Obj:
+        self.writes.append(("DELETE", name, grace, uid))
+        if name == "web-1":
+            self.pods.pop(name, None)
+            raise errors.ApiError({"code": 404, "reason": "NotFound",
+                                   "message": f'pods "{name}" not found'})
+        self.pods[name] = pod(name) | {"metadata": {"name": name, "namespace": "default",
+                                                    "uid": "new"}}
+        raise errors.ApiError({"code": 409, "reason": "Conflict", "message":
+                               f'Operation cannot be fulfilled on pods "{name}": '
+                               "Precondition failed: UID in precondition: uid-web-2, UID "
+                               "in object meta: new"})
+
+
+def test_drain_without_eviction_goes_past_pods_gone_meanwhile(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    web2 = pod("web-2")
+    web2["metadata"]["uid"] = "uid-web-2"
+    client = GoneMeanwhile([pod("web-1"), web2])
+    assert drain(client, disable_eviction=True)
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "pod/web-1 deleted", "pod/web-2 deleted", "node/n1 drained"]
