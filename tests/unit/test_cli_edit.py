@@ -373,6 +373,23 @@ def test_create_generators_send_the_object(rk: Cli) -> None:
     assert len(rk.api.writes()) == before + 2  # only the refused POSTs
 
 
+def test_create_flags_before_the_generator_are_honoured(rk: Cli) -> None:
+    # `kubectl create --dry-run=client deployment web ...` is a dry run: the flags may
+    # come before the generator's name, and must not be dropped there.
+    assert ok(rk("create", "--dry-run=client", "deployment", "web", "--image=x")) == (
+        "deployment.apps/web created (dry run)\n")
+    assert ok(rk("create", "--dry-run=server", "secret", "generic", "s",
+                 "--from-literal=a=b")) == "secret/s created (server dry run)\n"
+    assert rk.api.writes() == []
+    assert ok(rk("create", "-n", "team-a", "configmap", "c1", "--from-literal=a=b"))
+    assert ("configmaps", "team-a", "c1") in rk.api.objects
+    assert ok(rk("create", "-o", "name", "namespace", "n2")) == "namespace/n2\n"
+    # The generator's own flag, given after its name, wins (the later one, as in kubectl).
+    assert ok(rk("create", "-n", "team-a", "configmap", "c2", "-n", "default",
+                 "--from-literal=a=b"))
+    assert ("configmaps", "default", "c2") in rk.api.objects
+
+
 def test_create_client_dry_run_needs_no_cluster(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RK_CONFIG", str(tmp_path / "none.yaml"))
