@@ -586,6 +586,29 @@ def test_patch_errors(rk: Cli) -> None:
     assert live(rk)["spec"]["replicas"] == 2
 
 
+def test_patch_and_set_image_say_an_outcome_is_unknown_and_stop_there(rk: Cli) -> None:
+    # As label, scale and replace do (session.each): a write that may have been applied
+    # says so, and the command stops; a refused token is the command's failure, once.
+    seed_front(rk)
+    other = yaml.safe_load(DEPLOY_YAML)
+    other["metadata"].update(name="back", namespace="default")
+    rk.api.put(kinds.DEPLOYMENT, other)
+    path = "/apis/apps/v1/namespaces/default/deployments/front"
+    rk.api.inject[("PATCH", path)] = (504, status(504, "Timeout", "may still be applied"))
+    for args in (("patch", "deploy/front", "deploy/back", "-p", '{"spec":{"replicas":3}}'),
+                 ("set", "image", "deploy/front", "deploy/back", "web=busybox:3")):
+        result = rk(*args)
+        assert fails(result).startswith("error: the outcome is unknown: "), args
+        assert result.stdout == ""
+    assert [s.path for s in rk.api.writes()] == [path, path]  # back was left alone
+    rk.api.inject.clear()
+    rk.api.token = "another"
+    for args in (("patch", "deploy/front", "deploy/back", "-p", '{"spec":{"replicas":3}}'),
+                 ("set", "image", "deploy/front", "deploy/back", "web=busybox:3")):
+        assert fails(rk(*args)) == "error: You must be logged in to the server " \
+                                   "(Unauthorized)\n"
+
+
 # ---- label and annotate -------------------------------------------------------------------
 
 
