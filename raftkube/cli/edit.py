@@ -232,8 +232,12 @@ def edit_command() -> click.Command:
             if code != 0:
                 raise errors.ClientError(f'there was a problem with the editor '
                                          f'"{" ".join(editor)}"')
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return f.read()
+            except UnicodeDecodeError as e:
+                raise errors.ClientError(f"the edited file is not UTF-8 text (byte {e.start})"
+                                         ) from None
 
         def keep(path: str, message: str) -> None:
             click.echo(f'A copy of your changes has been stored to "{path}"', err=True)

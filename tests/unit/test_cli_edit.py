@@ -548,6 +548,23 @@ def test_bad_yaml_reopens_and_a_changed_name_is_refused(
     assert ("deployments.apps", "default", "back") not in rk.api.objects
 
 
+def test_an_edit_saved_in_another_encoding_keeps_a_copy_and_says_why(
+        rk: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_front(rk)
+    script = rk.dir / "latin1.py"
+    script.write_text("import sys\n"
+                      "text = open(sys.argv[1], encoding='utf-8').read()\n"
+                      "text = text.replace('replicas: 2', 'replicas: 3  # caf\\u00e9')\n"
+                      "open(sys.argv[1], 'wb').write(text.encode('latin-1'))\n")
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
+    stderr = fails(rk("edit", "deploy/front"))
+    assert "error: the edited file is not UTF-8 text" in stderr
+    copy_path = stderr.split('A copy of your changes has been stored to "')[1].split('"')[0]
+    assert b"caf\xe9" in Path(copy_path).read_bytes()
+    os.remove(copy_path)
+    assert rk.api.writes() == [] and live(rk)["spec"]["replicas"] == 2
+
+
 # ---- patch --------------------------------------------------------------------------------
 
 

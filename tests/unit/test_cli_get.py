@@ -147,6 +147,17 @@ def test_output_formats_and_kubectls_refusal() -> None:
         assert message in str(caught.value), spec
 
 
+def test_a_template_file_that_is_not_text_is_a_clear_error(tmp_path: Any) -> None:
+    binary = tmp_path / "t.bin"
+    binary.write_bytes(b"\xff\xfe{.kind}")
+    for spec in (f"jsonpath-file={binary}", f"custom-columns-file={binary}"):
+        with pytest.raises(errors.ClientError) as caught:
+            outputs.parse(spec)
+        assert str(caught.value).startswith(f"error reading template {binary}: "), spec
+    with pytest.raises(errors.ClientError, match="(?i)no such file or directory"):
+        outputs.parse(f"jsonpath-file={tmp_path / 'nope'}")
+
+
 def test_custom_columns_values_like_kubectl() -> None:
     out = outputs.parse("custom-columns=NAME:.metadata.name,LABELS:.metadata.labels,"
                         "TYPES:.conds[*].type,NONE:.nope,ANN:{.metadata.annotations.z}")
