@@ -296,6 +296,8 @@ class _Parser:
         return Filter(left, match.group(1), right), close + 2
 
     def operand(self, text: str) -> tuple[Path | Literal, str]:
+        if not text:
+            raise self.fail("a filter operand is missing")
         if text[:1] in ("'", '"'):
             value, rest = self.quoted(text)
             return Literal(value), rest
