@@ -92,6 +92,8 @@ def test_jsonpath_prints_like_kubectl(template: str, expected: str) -> None:
     ("{.metadata[?(@.a)]}", "is not array or slice and cannot be filtered"),
     ('{.conds[?(@.i<"a")]}', "incompatible types for comparison"),
     ("{.kind[0]}", 'error executing jsonpath "{.kind[0]}": string is not array or slice'),
+    ("{.conds[-]}", 'error parsing jsonpath {.conds[-]}, invalid array index "-"'),
+    ("{.conds[1:-]}", 'error parsing jsonpath {.conds[1:-]}, invalid array index "-"'),
     ("{.conds[?()]}", "error parsing jsonpath {.conds[?()]}, a filter operand is missing"),
     ("{.conds[?( )].i}", "jsonpath {.conds[?( )].i}, a filter operand is missing"),
     ("{.conds[?(@.i==)]}", "jsonpath {.conds[?(@.i==)]}, a filter operand is missing"),
