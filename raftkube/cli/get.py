@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from raftkube.api import kinds, printers
-from raftkube.cli import outputs
+from raftkube.cli import outputs, session
 from raftkube.cli.session import Session, connect, fail, report, resolve_kind, run
 from raftkube.client import errors, informer
 
@@ -60,19 +60,8 @@ def parse_targets(args: Sequence[str]) -> tuple[Targets, bool]:
     """`KIND[,KIND] [NAME...]` or `KIND/NAME...` as (kind, names) in the order given, and
     whether several kinds are shown (names then carry their kind)."""
     if any("/" in a for a in args):
-        groups: dict[kinds.Kind, list[str]] = {}
-        for arg in args:
-            word, slash, name = arg.partition("/")
-            if not slash:
-                raise errors.ClientError(
-                    "there is no need to specify a resource type as a separate argument when "
-                    "passing arguments in resource/name form (e.g. 'rk get resource/"
-                    "<resource_name>' instead of 'rk get resource resource/<resource_name>'")
-            if not word or not name or "/" in name:
-                raise errors.ClientError("arguments in resource/name form must have a single "
-                                         "resource and name")
-            groups.setdefault(resolve_kind(word), []).append(name)
-        return list(groups.items()), len(groups) > 1
+        groups = session.parse_targets(tuple(args))
+        return groups, len(groups) > 1
     found = _kinds_of(args[0])
     several = len(found) > 1 or "all" in args[0].lower().split(",")
     return [(k, list(args[1:])) for k in found], several

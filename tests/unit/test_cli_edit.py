@@ -626,6 +626,19 @@ def test_patch_and_set_image_say_an_outcome_is_unknown_and_stop_there(rk: Cli) -
                                    "(Unauthorized)\n"
 
 
+@pytest.mark.parametrize("args", [("describe", "deploy/"), ("delete", "deploy/"),
+                                  ("label", "deploy/", "a=b"), ("edit", "deploy/front/x"),
+                                  ("describe", "deploy/front/x"), ("delete", "/front"),
+                                  ("patch", "deploy/front/x", "-p", "{}")])
+def test_a_slip_in_the_resource_name_form_gets_kubectls_words(rk: Cli, args: Any) -> None:
+    # As `rk get` says it: not the advice about a separate resource type, nor a NotFound
+    # for a name with a slash (no name has one).
+    seed_front(rk)
+    assert fails(rk(*args)) == ("error: arguments in resource/name form must have a single "
+                                "resource and name\n")
+    assert rk.api.writes() == []
+
+
 # ---- label and annotate -------------------------------------------------------------------
 
 
