@@ -134,7 +134,7 @@ def test_formats_sorting_all_and_slips(cluster: Cluster) -> None:
         assert ref in every, (ref, every)
     assert "configmap" not in every
     job = next(line.split() for line in every.splitlines() if "job.batch/once" in line)
-    assert job[:2] == ["job.batch/once", "1/1"]  # COMPLETIONS
+    assert job[:3] == ["job.batch/once", "Complete", "1/1"]  # STATUS, COMPLETIONS
     assert next(line.split() for line in every.splitlines() if "pod/broken" in line)[
         1:3] == ["0/1", "Error"]
 
