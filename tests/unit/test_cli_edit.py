@@ -434,6 +434,22 @@ def test_replace_force_deletes_and_creates(rk: Cli) -> None:
     assert live(rk)["spec"]["replicas"] == 1
 
 
+def test_replace_force_waits_for_the_deleted_object_only(rk: Cli) -> None:
+    # replace --force waits as delete --wait does (one wait_gone): a new object under the
+    # name is not the one deleted, so the create goes ahead (and is refused) at once
+    # rather than waiting out --timeout.
+    seed_front(rk)
+    path = "/apis/apps/v1/namespaces/default/deployments/front"
+    rk.api.inject[("DELETE", path)] = (200, copy.deepcopy(live(rk)))
+    live(rk)["metadata"]["uid"] = "uid-someone-elses"
+    f = rk.file("d.yaml", DEPLOY_YAML)
+    stderr = fails(rk("replace", "--force", "--timeout", "30", "-f", f))
+    assert "Error from server (AlreadyExists)" in stderr, stderr
+    live(rk)["metadata"]["uid"] = "uid-front"  # the deleted one, never going
+    stderr = fails(rk("replace", "--force", "--timeout", "0.3", "-f", f))
+    assert stderr == 'timed out waiting for deployment.apps "front" to be deleted\n'
+
+
 # ---- edit ---------------------------------------------------------------------------------
 
 
