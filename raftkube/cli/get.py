@@ -27,6 +27,7 @@ from raftkube.client import errors, informer
 
 Obj = dict[str, Any]
 Targets = list[tuple[kinds.Kind, list[str]]]
+SYNCED = "SYNCED"  # in a watch's queue: the informer has listed
 
 NO_RESOURCE = (
     'You must specify the type of resource to get. Use "rk api-resources" for a complete '
@@ -276,7 +277,7 @@ class Watcher:
         self.field_selector = ",".join(
             s for s in (field_selector, f"metadata.name={name}" if name else "") if s)
         self.only = only
-        self.shown: dict[str, str] = {}  # key -> resourceVersion last printed
+        self.shown: dict[str, Obj] = {}  # key -> the object as last printed (or listed)
 
     async def run(self) -> None:
         client = self.session.client
@@ -290,7 +291,7 @@ class Watcher:
         except errors.ClientError as e:
             fail(e)
         for obj in current:
-            self.shown[informer.key_of(obj)] = informer.resource_version(obj)
+            self.shown[informer.key_of(obj)] = obj
         if not self.only and current:
             click.echo(self.show.listed(self.kind, current), nl=False)
         events: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue()
@@ -301,23 +302,41 @@ class Watcher:
             add=lambda o: events.put_nowait(("ADDED", o)),
             update=lambda old, new: events.put_nowait(("MODIFIED", new)),
             delete=lambda o: events.put_nowait(("DELETED", o))))
-        task = asyncio.create_task(watch.run())
+        async def mark_synced() -> None:  # queued after the informer's first list
+            await watch.synced.wait()
+            events.put_nowait((SYNCED, {}))
+
+        tasks = [asyncio.create_task(watch.run()), asyncio.create_task(mark_synced())]
         try:
             while True:
                 what, obj = await events.get()
+                if what == SYNCED:
+                    # Listed here but not in the informer's own list: deleted between
+                    # the two, and no watch event will say so.
+                    for key in sorted(set(self.shown) - set(watch.cache.keys())):
+                        self.print(self.shown.pop(key), "DELETED")
+                    continue
                 if self.name and printers.name_of(obj) != self.name:
                     continue
                 key, version = informer.key_of(obj), informer.resource_version(obj)
+                before = self.shown.get(key)
                 if what == "DELETED":
-                    self.shown.pop(key, None)
-                elif self.shown.get(key) == version:
+                    if self.shown.pop(key, None) is None:
+                        continue  # told when the informer listed
+                elif before is not None and informer.resource_version(before) == version:
                     continue  # the informer's first list: printed already
                 else:
-                    self.shown[key] = version
-                try:
-                    click.echo(self.show.one(self.kind, obj, what), nl=False)
-                except errors.ClientError as e:
-                    fail(e)
+                    if what == "ADDED" and before is not None:
+                        what = "MODIFIED"  # changed since it was listed here
+                    self.shown[key] = obj
+                self.print(obj, what)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def print(self, obj: Obj, event: str) -> None:
+        try:
+            click.echo(self.show.one(self.kind, obj, event), nl=False)
+        except errors.ClientError as e:
+            fail(e)
