@@ -274,6 +274,22 @@ def job_completions(job: Obj, now: datetime) -> str:
     return f"{succeeded}/1 of {parallelism}" if parallelism > 1 else f"{succeeded}/1"
 
 
+def job_status(job: Obj, now: datetime) -> str:
+    """What the job came to (Kubernetes 1.28's printJob): a true condition, in this order,
+    or Terminating once deleted, else Running."""
+    true = {c.get("type") for c in _get(job, "status", "conditions") or []
+            if isinstance(c, dict) and c.get("status") == "True"}
+    for condition in ("Complete", "Failed"):
+        if condition in true:
+            return condition
+    if _get(job, "metadata", "deletionTimestamp"):
+        return "Terminating"
+    for condition in ("Suspended", "FailureTarget", "SuccessCriteriaMet"):
+        if condition in true:
+            return condition
+    return "Running"
+
+
 def job_duration(job: Obj, now: datetime) -> str:
     start = parse_time(_get(job, "status", "startTime"))
     if start is None:
@@ -525,6 +541,7 @@ COLUMNS: dict[str, list[Column]] = {
                   _c("Node Selector", _node_selector, "The template's node selector."),
                   AGE, *WORKLOAD_WIDE],
     "Job": [NAME,
+            _c("Status", job_status, "Status of the job."),
             _c("Completions", job_completions, "Succeeded pods out of those wanted."),
             _c("Duration", job_duration, "How long the job ran (or has been running)."),
             AGE, *WORKLOAD_WIDE],

@@ -35,6 +35,7 @@ Obj = dict[str, Any]
 FAILED_TO_CREATE = {"Deployment": "failed to create deployment: ",
                     "ConfigMap": "failed to create configmap: ",
                     "Secret": "failed to create secret "}
+GROUP_FLAGS = "raftkube.cli.create.flags"  # in click's context: `create`'s own flags
 
 
 class CreateGroup(click.Group):
@@ -50,6 +51,12 @@ class CreateGroup(click.Group):
 
 def _create_generated(make: Callable[[], Obj], namespace: str | None, dry_run: str,
                       output: str | None) -> None:
+    # `rk create --dry-run=client deployment ...`: flags given before the generator's
+    # name count as well (kubectl takes them anywhere); the generator's own win.
+    before = click.get_current_context().meta.get(GROUP_FLAGS) or {}
+    namespace = namespace or before.get("namespace")
+    dry_run = dry_run if dry_run != "none" else before.get("dry_run") or "none"
+    output = output or before.get("output")
     try:
         obj = make()
     except errors.ClientError as e:
@@ -102,6 +109,8 @@ def create_group() -> click.Group:
             if filenames:
                 fail("give either -f or a generator (namespace, deployment, configmap, "
                      "secret), not both")
+            ctx.meta[GROUP_FLAGS] = {"namespace": namespace, "dry_run": dry_run,
+                                     "output": output}
             return
         if not filenames:
             fail("must specify one of -f and -k")

@@ -21,7 +21,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -29,10 +28,9 @@ from typing import Any
 import click
 
 from raftkube.api import kinds, merge, printers, yamltext
-from raftkube.cli import manifests, writes
+from raftkube.cli import delete, manifests, writes
 from raftkube.cli.session import (
     OperationError,
-    Session,
     connect,
     each,
     fail,
@@ -53,22 +51,6 @@ HEADER = ("# Please edit the object below. Lines beginning with a '#' will be ig
 
 
 # ---- replace --------------------------------------------------------------------------
-
-
-async def wait_gone(session: Session, kind: kinds.Kind, namespace: str, name: str, *,
-                    timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            await session.client.get(kind, namespace, name)
-        except errors.ApiError as e:
-            if e.code == 404:
-                return
-            raise
-        if time.monotonic() > deadline:
-            raise OperationError(f'timed out waiting for {printers.qualified(kind)} '
-                                 f'"{name}" to be deleted')
-        await asyncio.sleep(0.2)
 
 
 def replace_command() -> click.Command:
@@ -106,13 +88,21 @@ def replace_command() -> click.Command:
             try:
                 if force:
                     try:
-                        await client.delete(m.kind, m.namespace, m.name)
-                        click.echo(f'{printers.qualified(m.kind)} "{m.name}" deleted')
-                        await wait_gone(session, m.kind, m.namespace, m.name,
-                                        timeout=timeout)
+                        answer = await client.delete(m.kind, m.namespace, m.name)
                     except errors.ApiError as e:
                         if e.code != 404:
                             raise
+                    else:
+                        click.echo(f'{printers.qualified(m.kind)} "{m.name}" deleted')
+                        # Gone: not found, or another object under its name (uid).
+                        uid = str((answer.get("metadata") or {}).get("uid")
+                                  or (answer.get("details") or {}).get("uid") or "")
+                        target = delete.Target(m.kind, m.namespace, m.name, m.source)
+                        if await delete.wait_gone(client, [delete.Deleted(target, uid)],
+                                                  timeout=timeout):
+                            raise OperationError(
+                                f'timed out waiting for {printers.qualified(m.kind)} '
+                                f'"{m.name}" to be deleted')
                     obj["metadata"].pop("resourceVersion", None)
                     obj["metadata"].pop("uid", None)
                     obj = await client.create(m.kind, m.namespace, obj)
@@ -232,8 +222,12 @@ def edit_command() -> click.Command:
             if code != 0:
                 raise errors.ClientError(f'there was a problem with the editor '
                                          f'"{" ".join(editor)}"')
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return f.read()
+            except UnicodeDecodeError as e:
+                raise errors.ClientError(f"the edited file is not UTF-8 text (byte {e.start})"
+                                         ) from None
 
         def keep(path: str, message: str) -> None:
             click.echo(f'A copy of your changes has been stored to "{path}"', err=True)

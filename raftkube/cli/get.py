@@ -21,12 +21,13 @@ from typing import Any
 import click
 
 from raftkube.api import kinds, printers
-from raftkube.cli import outputs
+from raftkube.cli import outputs, session
 from raftkube.cli.session import Session, connect, fail, report, resolve_kind, run
 from raftkube.client import errors, informer
 
 Obj = dict[str, Any]
 Targets = list[tuple[kinds.Kind, list[str]]]
+SYNCED = "SYNCED"  # in a watch's queue: the informer has listed
 
 NO_RESOURCE = (
     'You must specify the type of resource to get. Use "rk api-resources" for a complete '
@@ -60,19 +61,8 @@ def parse_targets(args: Sequence[str]) -> tuple[Targets, bool]:
     """`KIND[,KIND] [NAME...]` or `KIND/NAME...` as (kind, names) in the order given, and
     whether several kinds are shown (names then carry their kind)."""
     if any("/" in a for a in args):
-        groups: dict[kinds.Kind, list[str]] = {}
-        for arg in args:
-            word, slash, name = arg.partition("/")
-            if not slash:
-                raise errors.ClientError(
-                    "there is no need to specify a resource type as a separate argument when "
-                    "passing arguments in resource/name form (e.g. 'rk get resource/"
-                    "<resource_name>' instead of 'rk get resource resource/<resource_name>'")
-            if not word or not name or "/" in name:
-                raise errors.ClientError("arguments in resource/name form must have a single "
-                                         "resource and name")
-            groups.setdefault(resolve_kind(word), []).append(name)
-        return list(groups.items()), len(groups) > 1
+        groups = session.parse_targets(tuple(args))
+        return groups, len(groups) > 1
     found = _kinds_of(args[0])
     several = len(found) > 1 or "all" in args[0].lower().split(",")
     return [(k, list(args[1:])) for k in found], several
@@ -287,7 +277,7 @@ class Watcher:
         self.field_selector = ",".join(
             s for s in (field_selector, f"metadata.name={name}" if name else "") if s)
         self.only = only
-        self.shown: dict[str, str] = {}  # key -> resourceVersion last printed
+        self.shown: dict[str, Obj] = {}  # key -> the object as last printed (or listed)
 
     async def run(self) -> None:
         client = self.session.client
@@ -301,7 +291,7 @@ class Watcher:
         except errors.ClientError as e:
             fail(e)
         for obj in current:
-            self.shown[informer.key_of(obj)] = informer.resource_version(obj)
+            self.shown[informer.key_of(obj)] = obj
         if not self.only and current:
             click.echo(self.show.listed(self.kind, current), nl=False)
         events: asyncio.Queue[tuple[str, Obj]] = asyncio.Queue()
@@ -312,23 +302,41 @@ class Watcher:
             add=lambda o: events.put_nowait(("ADDED", o)),
             update=lambda old, new: events.put_nowait(("MODIFIED", new)),
             delete=lambda o: events.put_nowait(("DELETED", o))))
-        task = asyncio.create_task(watch.run())
+        async def mark_synced() -> None:  # queued after the informer's first list
+            await watch.synced.wait()
+            events.put_nowait((SYNCED, {}))
+
+        tasks = [asyncio.create_task(watch.run()), asyncio.create_task(mark_synced())]
         try:
             while True:
                 what, obj = await events.get()
+                if what == SYNCED:
+                    # Listed here but not in the informer's own list: deleted between
+                    # the two, and no watch event will say so.
+                    for key in sorted(set(self.shown) - set(watch.cache.keys())):
+                        self.print(self.shown.pop(key), "DELETED")
+                    continue
                 if self.name and printers.name_of(obj) != self.name:
                     continue
                 key, version = informer.key_of(obj), informer.resource_version(obj)
+                before = self.shown.get(key)
                 if what == "DELETED":
-                    self.shown.pop(key, None)
-                elif self.shown.get(key) == version:
+                    if self.shown.pop(key, None) is None:
+                        continue  # told when the informer listed
+                elif before is not None and informer.resource_version(before) == version:
                     continue  # the informer's first list: printed already
                 else:
-                    self.shown[key] = version
-                try:
-                    click.echo(self.show.one(self.kind, obj, what), nl=False)
-                except errors.ClientError as e:
-                    fail(e)
+                    if what == "ADDED" and before is not None:
+                        what = "MODIFIED"  # changed since it was listed here
+                    self.shown[key] = obj
+                self.print(obj, what)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def print(self, obj: Obj, event: str) -> None:
+        try:
+            click.echo(self.show.one(self.kind, obj, event), nl=False)
+        except errors.ClientError as e:
+            fail(e)

@@ -268,7 +268,7 @@ class _Parser:
         try:
             numbers = [int(p) if p.strip() else None for p in parts]
         except ValueError:
-            word = next(p for p in parts if not re.fullmatch(r"\s*-?\d*\s*", p))
+            word = next(p for p in parts if p.strip() and not re.fullmatch(r"\s*-?\d+\s*", p))
             raise self.fail(f'invalid array index "{word}"') from None
         if len(parts) == 1:
             return Slice(numbers[0], None, None, single=True), end
@@ -296,6 +296,8 @@ class _Parser:
         return Filter(left, match.group(1), right), close + 2
 
     def operand(self, text: str) -> tuple[Path | Literal, str]:
+        if not text:
+            raise self.fail("a filter operand is missing")
         if text[:1] in ("'", '"'):
             value, rest = self.quoted(text)
             return Literal(value), rest

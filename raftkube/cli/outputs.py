@@ -42,6 +42,9 @@ def _read_file(path: str) -> str:
             return f.read()
     except OSError as e:
         raise errors.ClientError(f"error reading template {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise errors.ClientError(f"error reading template {path}: not UTF-8 text "
+                                 f"(byte {e.start})") from None
 
 
 def parse(spec: str | None, *, read: Callable[[str], str] = _read_file) -> Output:

@@ -43,6 +43,11 @@ WITH_TEMPLATE = ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet", "Job")
 # ---- pure parts -------------------------------------------------------------------------
 
 
+class PatchError(errors.ClientError):
+    """The change cannot be made on this object (a client-side patch that does not apply,
+    a container that is not there): that object's failure; nothing was sent for it."""
+
+
 def parse_patch(text: str) -> Any:
     """The patch given with -p or --patch-file: JSON or YAML, one document."""
     try:
@@ -62,12 +67,12 @@ def apply_locally(obj: Obj, patch: Any, patch_type: str, kind: kinds.Kind) -> An
         if patch_type == "json":
             return jsonpatch.apply(obj, patch)
         if not isinstance(patch, dict):
-            raise errors.ClientError(f"a {patch_type} merge patch must be a JSON object")
+            raise PatchError(f"a {patch_type} merge patch must be a JSON object")
         if patch_type == "strategic":
             return strategic.apply(obj, patch, kind.kind)
         return merge.merge_patch(obj, patch)
     except jsonpatch.PatchError as e:
-        raise errors.ClientError(f"unable to apply the patch: {e.message}") from None
+        raise PatchError(f"unable to apply the patch: {e.message}") from None
 
 
 def unchanged(before: Obj, after: Obj) -> bool:
@@ -84,14 +89,14 @@ def unchanged(before: Obj, after: Obj) -> bool:
 
 def image_patch(kind: kinds.Kind, obj: Obj, images: dict[str, str]) -> Obj | None:
     """The strategic merge patch that sets containers' images (`*` is every container);
-    None when they already are; ClientError naming a container that is not there."""
+    None when they already are; PatchError naming a container that is not there."""
     spec = obj.get("spec") or {}
     prefix: list[str] = []
     if kind.kind in WITH_TEMPLATE:
         spec = (spec.get("template") or {}).get("spec") or {}
         prefix = ["template", "spec"]
     elif kind.kind != "Pod":
-        raise errors.ClientError(f"{printers.qualified(kind)}/{printers.name_of(obj)} has "
+        raise PatchError(f"{printers.qualified(kind)}/{printers.name_of(obj)} has "
                                  "no containers whose image could be set")
     patch: Obj = {}
     for name, image in images.items():
@@ -104,7 +109,7 @@ def image_patch(kind: kinds.Kind, obj: Obj, images: dict[str, str]) -> Obj | Non
                         patch.setdefault(field, []).append({"name": c["name"],
                                                             "image": image})
         if not found and name != "*":
-            raise errors.ClientError(f'unable to find container named "{name}"')
+            raise PatchError(f'unable to find container named "{name}"')
     if not patch:
         return None
     out: Obj = patch
@@ -164,7 +169,7 @@ def patch_command() -> click.Command:
                         dry_run=dry_run == "server")
             except errors.ApiError as e:
                 raise writes.refused(e) from None
-            except errors.ClientError as e:
+            except PatchError as e:
                 raise OperationError(f"error: {e}") from None
             show_warnings(session.client)
             same = isinstance(patched, dict) and unchanged(live, patched)
@@ -294,7 +299,7 @@ def set_group() -> click.Group:
                                                         dry_run=dry_run == "server")
             except errors.ApiError as e:
                 raise writes.refused(e) from None
-            except errors.ClientError as e:
+            except PatchError as e:
                 raise OperationError(f"error: {e}") from None
             show_warnings(session.client)
             writes.announce(kind, result, "image updated", dry_run=dry_run, output=output)

@@ -136,7 +136,8 @@ def resolve_kind(word: str) -> kinds.Kind:
 
 
 def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
-    """`KIND[,KIND] [NAME...]` or `KIND/NAME...` as (kind, names) in the order given."""
+    """`KIND[,KIND] [NAME...]` or `KIND/NAME...` as (kind, names) in the order given.
+    (`rk get` reads the first form with categories as well, the second with this.)"""
     if any("/" in a for a in args):
         groups: dict[kinds.Kind, list[str]] = {}
         for arg in args:
@@ -144,10 +145,9 @@ def parse_targets(args: tuple[str, ...]) -> list[tuple[kinds.Kind, list[str]]]:
             if not slash:
                 raise errors.ClientError(
                     "there is no need to specify a resource type as a separate argument when "
-                    "passing arguments in resource/name form (e.g. 'rk get resource/<name>' "
-                    "instead of 'rk get resource resource/<name>')")
+                    "passing arguments in resource/name form (e.g. 'rk get resource/"
+                    "<resource_name>' instead of 'rk get resource resource/<resource_name>'")
             if not word or not name or "/" in name:
-                # `pods/`, `/x`, `pods/a/b`: kubectl's words, as `rk get` says them
                 raise errors.ClientError("arguments in resource/name form must have a single "
                                          "resource and name")
             groups.setdefault(resolve_kind(word), []).append(name)

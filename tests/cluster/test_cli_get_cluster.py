@@ -76,16 +76,19 @@ def out(c: Cluster, *args: str, stdin: str | None = None) -> str:
 
 
 def settled(c: Cluster) -> None:
-    """Until the Deployment's two pods are ready, the Job's pod has completed and the
-    broken pod has failed (read through the API: quicker than polling with `rk`)."""
+    """Until the Deployment's two pods are ready, the Job has completed and the broken
+    pod has failed (read through the API: quicker than polling with `rk`)."""
     def phase(pods: list[Obj], prefix: str) -> set[str]:
         return {str((p.get("status") or {}).get("phase")) for p in pods
                 if p["metadata"]["name"].startswith(prefix)}
 
     async def check() -> bool:
         deployment = await api.get(kinds.DEPLOYMENT, "default", "web")
+        job = await api.get(kinds.JOB, "default", "once")
         pods, _ = await api.list_all(kinds.POD, "default")
-        return ((deployment.get("status") or {}).get("readyReplicas") == 2
+        complete = any(c.get("type") == "Complete" and c.get("status") == "True"
+                       for c in (job.get("status") or {}).get("conditions") or [])
+        return ((deployment.get("status") or {}).get("readyReplicas") == 2 and complete
                 and phase(pods, "once-") == {"Succeeded"} and phase(pods, "broken") == {
                     "Failed"})
 
@@ -134,7 +137,7 @@ def test_formats_sorting_all_and_slips(cluster: Cluster) -> None:
         assert ref in every, (ref, every)
     assert "configmap" not in every
     job = next(line.split() for line in every.splitlines() if "job.batch/once" in line)
-    assert job[:2] == ["job.batch/once", "1/1"]  # COMPLETIONS
+    assert job[:3] == ["job.batch/once", "Complete", "1/1"]  # STATUS, COMPLETIONS
     assert next(line.split() for line in every.splitlines() if "pod/broken" in line)[
         1:3] == ["0/1", "Error"]
 

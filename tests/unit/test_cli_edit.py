@@ -373,6 +373,23 @@ def test_create_generators_send_the_object(rk: Cli) -> None:
     assert len(rk.api.writes()) == before + 2  # only the refused POSTs
 
 
+def test_create_flags_before_the_generator_are_honoured(rk: Cli) -> None:
+    # `kubectl create --dry-run=client deployment web ...` is a dry run: the flags may
+    # come before the generator's name, and must not be dropped there.
+    assert ok(rk("create", "--dry-run=client", "deployment", "web", "--image=x")) == (
+        "deployment.apps/web created (dry run)\n")
+    assert ok(rk("create", "--dry-run=server", "secret", "generic", "s",
+                 "--from-literal=a=b")) == "secret/s created (server dry run)\n"
+    assert rk.api.writes() == []
+    assert ok(rk("create", "-n", "team-a", "configmap", "c1", "--from-literal=a=b"))
+    assert ("configmaps", "team-a", "c1") in rk.api.objects
+    assert ok(rk("create", "-o", "name", "namespace", "n2")) == "namespace/n2\n"
+    # The generator's own flag, given after its name, wins (the later one, as in kubectl).
+    assert ok(rk("create", "-n", "team-a", "configmap", "c2", "-n", "default",
+                 "--from-literal=a=b"))
+    assert ("configmaps", "default", "c2") in rk.api.objects
+
+
 def test_create_client_dry_run_needs_no_cluster(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RK_CONFIG", str(tmp_path / "none.yaml"))
@@ -415,6 +432,22 @@ def test_replace_force_deletes_and_creates(rk: Cli) -> None:
         'deployment.apps "front" deleted\ndeployment.apps/front replaced\n')
     assert [s.method for s in rk.api.writes()] == ["DELETE", "POST"]
     assert live(rk)["spec"]["replicas"] == 1
+
+
+def test_replace_force_waits_for_the_deleted_object_only(rk: Cli) -> None:
+    # replace --force waits as delete --wait does (one wait_gone): a new object under the
+    # name is not the one deleted, so the create goes ahead (and is refused) at once
+    # rather than waiting out --timeout.
+    seed_front(rk)
+    path = "/apis/apps/v1/namespaces/default/deployments/front"
+    rk.api.inject[("DELETE", path)] = (200, copy.deepcopy(live(rk)))
+    live(rk)["metadata"]["uid"] = "uid-someone-elses"
+    f = rk.file("d.yaml", DEPLOY_YAML)
+    stderr = fails(rk("replace", "--force", "--timeout", "30", "-f", f))
+    assert "Error from server (AlreadyExists)" in stderr, stderr
+    live(rk)["metadata"]["uid"] = "uid-front"  # the deleted one, never going
+    stderr = fails(rk("replace", "--force", "--timeout", "0.3", "-f", f))
+    assert stderr == 'timed out waiting for deployment.apps "front" to be deleted\n'
 
 
 # ---- edit ---------------------------------------------------------------------------------
@@ -531,6 +564,23 @@ def test_bad_yaml_reopens_and_a_changed_name_is_refused(
     assert ("deployments.apps", "default", "back") not in rk.api.objects
 
 
+def test_an_edit_saved_in_another_encoding_keeps_a_copy_and_says_why(
+        rk: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_front(rk)
+    script = rk.dir / "latin1.py"
+    script.write_text("import sys\n"
+                      "text = open(sys.argv[1], encoding='utf-8').read()\n"
+                      "text = text.replace('replicas: 2', 'replicas: 3  # caf\\u00e9')\n"
+                      "open(sys.argv[1], 'wb').write(text.encode('latin-1'))\n")
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {script}")
+    stderr = fails(rk("edit", "deploy/front"))
+    assert "error: the edited file is not UTF-8 text" in stderr
+    copy_path = stderr.split('A copy of your changes has been stored to "')[1].split('"')[0]
+    assert b"caf\xe9" in Path(copy_path).read_bytes()
+    os.remove(copy_path)
+    assert rk.api.writes() == [] and live(rk)["spec"]["replicas"] == 2
+
+
 # ---- patch --------------------------------------------------------------------------------
 
 
@@ -567,6 +617,42 @@ def test_patch_errors(rk: Cli) -> None:
         rk("patch", "nope/x", "-p", "{}"))
     assert rk.api.writes()[-1].body == {"spec": {"replicas": -1}}  # refused, nothing stored
     assert live(rk)["spec"]["replicas"] == 2
+
+
+def test_patch_and_set_image_say_an_outcome_is_unknown_and_stop_there(rk: Cli) -> None:
+    # As label, scale and replace do (session.each): a write that may have been applied
+    # says so, and the command stops; a refused token is the command's failure, once.
+    seed_front(rk)
+    other = yaml.safe_load(DEPLOY_YAML)
+    other["metadata"].update(name="back", namespace="default")
+    rk.api.put(kinds.DEPLOYMENT, other)
+    path = "/apis/apps/v1/namespaces/default/deployments/front"
+    rk.api.inject[("PATCH", path)] = (504, status(504, "Timeout", "may still be applied"))
+    for args in (("patch", "deploy/front", "deploy/back", "-p", '{"spec":{"replicas":3}}'),
+                 ("set", "image", "deploy/front", "deploy/back", "web=busybox:3")):
+        result = rk(*args)
+        assert fails(result).startswith("error: the outcome is unknown: "), args
+        assert result.stdout == ""
+    assert [s.path for s in rk.api.writes()] == [path, path]  # back was left alone
+    rk.api.inject.clear()
+    rk.api.token = "another"
+    for args in (("patch", "deploy/front", "deploy/back", "-p", '{"spec":{"replicas":3}}'),
+                 ("set", "image", "deploy/front", "deploy/back", "web=busybox:3")):
+        assert fails(rk(*args)) == "error: You must be logged in to the server " \
+                                   "(Unauthorized)\n"
+
+
+@pytest.mark.parametrize("args", [("describe", "deploy/"), ("delete", "deploy/"),
+                                  ("label", "deploy/", "a=b"), ("edit", "deploy/front/x"),
+                                  ("describe", "deploy/front/x"), ("delete", "/front"),
+                                  ("patch", "deploy/front/x", "-p", "{}")])
+def test_a_slip_in_the_resource_name_form_gets_kubectls_words(rk: Cli, args: Any) -> None:
+    # As `rk get` says it: not the advice about a separate resource type, nor a NotFound
+    # for a name with a slash (no name has one).
+    seed_front(rk)
+    assert fails(rk(*args)) == ("error: arguments in resource/name form must have a single "
+                                "resource and name\n")
+    assert rk.api.writes() == []
 
 
 # ---- label and annotate -------------------------------------------------------------------

@@ -92,6 +92,11 @@ def test_jsonpath_prints_like_kubectl(template: str, expected: str) -> None:
     ("{.metadata[?(@.a)]}", "is not array or slice and cannot be filtered"),
     ('{.conds[?(@.i<"a")]}', "incompatible types for comparison"),
     ("{.kind[0]}", 'error executing jsonpath "{.kind[0]}": string is not array or slice'),
+    ("{.conds[-]}", 'error parsing jsonpath {.conds[-]}, invalid array index "-"'),
+    ("{.conds[1:-]}", 'error parsing jsonpath {.conds[1:-]}, invalid array index "-"'),
+    ("{.conds[?()]}", "error parsing jsonpath {.conds[?()]}, a filter operand is missing"),
+    ("{.conds[?( )].i}", "jsonpath {.conds[?( )].i}, a filter operand is missing"),
+    ("{.conds[?(@.i==)]}", "jsonpath {.conds[?(@.i==)]}, a filter operand is missing"),
 ])
 def test_jsonpath_errors_name_the_template_and_the_problem(template: str,
                                                            message: str) -> None:
@@ -145,6 +150,17 @@ def test_output_formats_and_kubectls_refusal() -> None:
         with pytest.raises(errors.ClientError, match=None) as caught:
             outputs.parse(spec)
         assert message in str(caught.value), spec
+
+
+def test_a_template_file_that_is_not_text_is_a_clear_error(tmp_path: Any) -> None:
+    binary = tmp_path / "t.bin"
+    binary.write_bytes(b"\xff\xfe{.kind}")
+    for spec in (f"jsonpath-file={binary}", f"custom-columns-file={binary}"):
+        with pytest.raises(errors.ClientError) as caught:
+            outputs.parse(spec)
+        assert str(caught.value).startswith(f"error reading template {binary}: "), spec
+    with pytest.raises(errors.ClientError, match="(?i)no such file or directory"):
+        outputs.parse(f"jsonpath-file={tmp_path / 'nope'}")
 
 
 def test_custom_columns_values_like_kubectl() -> None:
@@ -399,6 +415,50 @@ def test_watch_prints_the_table_then_a_row_per_change_across_a_broken_stream(
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert lines == [["NAME", "DATA", "AGE"], ["a", "0", "60s"],  # the list, aligned
                      ["b", "0", "60s"], ["a", "1", "60s"], ["b", "0", "60s"]]
+
+
+class ChangingClient(ScriptedClient):
+    """The first list (the command's own) sees `first`; every later one (the informer's)
+    sees `then`: what changed between the two lists."""
+
+    def __init__(self, first: list[Obj], then: list[Obj]) -> None:
+        super().__init__(first, [])
+        self.then = then
+
+    async def list_all(self, kind: kinds.Kind, namespace: str | None = None,
+                       **_: Any) -> tuple[list[Obj], str]:
+        listed = await super().list_all(kind, namespace)
+        self.objects = self.then
+        return listed
+
+
+def test_watch_reports_what_changed_between_its_list_and_the_informers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # b deleted and a changed in the moment between `rk get -w`'s own list and the
+    # informer's: b is shown DELETED (it would otherwise stay on screen as if there), a as
+    # MODIFIED (not ADDED again).
+    client = ChangingClient([cm("a", "5"), cm("b", "6")], [cm("a", "7", k="v")])
+    shower = get.Shower(outputs.parse(None), printers.Options(), lambda: NOW)
+    shower.events = True
+    watcher = get.Watcher(Session(client, "default"), kinds.CONFIGMAP, "",  # type: ignore[arg-type]
+                          shower, namespace="default", label_selector="",
+                          field_selector="", only=False)
+
+    async def main() -> None:
+        task = asyncio.create_task(watcher.run())
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if client.watches:  # the informer listed and watches
+                break
+        await asyncio.sleep(0.1)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[:3] == [["EVENT", "NAME", "DATA", "AGE"], ["ADDED", "a", "0", "60s"],
+                         ["ADDED", "b", "0", "60s"]]
+    assert sorted(lines[3:]) == [["DELETED", "b", "0", "60s"], ["MODIFIED", "a", "1", "60s"]]
 
 
 def test_watch_output_one_object_at_a_time() -> None:
