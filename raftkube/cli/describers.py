@@ -35,6 +35,12 @@ class Related:
 Describer = Callable[[Obj, Related, datetime], str]
 
 
+def _labels_and_annotations(w: Writer, meta: Obj) -> None:
+    """The Labels: and Annotations: blocks every kind's description has."""
+    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
+    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+
+
 def pod(p: Obj, rel: Related, now: datetime) -> str:
     w = Writer()
     meta = p.get("metadata") or {}
@@ -53,8 +59,7 @@ def pod(p: Obj, rel: Related, now: datetime) -> str:
     w.write(0, f"Node:\t{node}")
     if status.get("startTime"):
         w.write(0, f"Start Time:\t{dt.timestamp(status['startTime'])}")
-    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
-    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+    _labels_and_annotations(w, meta)
     phase = str(status.get("phase") or "")
     if meta.get("deletionTimestamp"):
         grace = meta.get("deletionGracePeriodSeconds")
@@ -165,8 +170,7 @@ def replicaset(rs: Obj, rel: Related, now: datetime) -> str:
     w.write(0, f"Name:\t{meta.get('name', '')}")
     w.write(0, f"Namespace:\t{meta.get('namespace', '')}")
     w.write(0, f"Selector:\t{dt.selector_text(spec.get('selector'))}")
-    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
-    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+    _labels_and_annotations(w, meta)
     controller = dt.controller_of(rs)
     if controller:
         w.write(0, f"Controlled By:\t{controller}")
@@ -189,8 +193,7 @@ def daemonset(ds: Obj, rel: Related, now: datetime) -> str:
     w.write(0, f"Selector:\t{dt.selector_text(spec.get('selector'))}")
     node_selector = dt.label_pairs(get(spec, "template", "spec", "nodeSelector"))
     w.write(0, f"Node-Selector:\t{dt.or_none(','.join(node_selector))}")
-    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
-    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+    _labels_and_annotations(w, meta)
     for title, key in (("Desired Number of Nodes Scheduled", "desiredNumberScheduled"),
                        ("Current Number of Nodes Scheduled", "currentNumberScheduled"),
                        ("Number of Nodes Scheduled with Up-to-date Pods",
@@ -212,8 +215,7 @@ def job(j: Obj, rel: Related, now: datetime) -> str:
     w.write(0, f"Name:\t{meta.get('name', '')}")
     w.write(0, f"Namespace:\t{meta.get('namespace', '')}")
     w.write(0, f"Selector:\t{dt.selector_text(spec.get('selector'))}")
-    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
-    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+    _labels_and_annotations(w, meta)
     controller = dt.controller_of(j)
     if controller:
         w.write(0, f"Controlled By:\t{controller}")
@@ -338,8 +340,7 @@ def node(n: Obj, rel: Related, now: datetime) -> str:
     status = n.get("status") or {}
     w.write(0, f"Name:\t{meta.get('name', '')}")
     w.write(0, f"Roles:\t{printers.node_roles(n, now)}")
-    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
-    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+    _labels_and_annotations(w, meta)
     w.write(0, f"CreationTimestamp:\t{dt.timestamp(meta.get('creationTimestamp'))}")
     dt.multiline(w, 0, "Taints", [dt.taint_text(t) for t in maps(spec.get("taints"))])
     w.write(0, f"Unschedulable:\t{dt.plain(bool(spec.get('unschedulable')))}")
@@ -489,8 +490,7 @@ def generic(obj: Obj, rel: Related, now: datetime) -> str:
     w.write(0, f"Name:\t{meta.get('name', '')}")
     if meta.get("namespace"):
         w.write(0, f"Namespace:\t{meta['namespace']}")
-    dt.multiline(w, 0, "Labels", dt.label_pairs(meta.get("labels")))
-    dt.multiline(w, 0, "Annotations", dt.annotation_pairs(meta.get("annotations")))
+    _labels_and_annotations(w, meta)
     for key, value in obj.items():
         if key == "metadata":
             rest = {k: v for k, v in value.items()
