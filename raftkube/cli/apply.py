@@ -37,7 +37,7 @@ from typing import Any
 import click
 
 from raftkube.api import kinds, merge, printers
-from raftkube.cli import durations, manifests, progress, prune, readiness
+from raftkube.cli import durations, manifests, progress, prune, readiness, writes
 from raftkube.cli.session import (
     OperationError,
     connect,
@@ -51,10 +51,9 @@ from raftkube.cli.session import (
 from raftkube.client import errors, rest
 
 Obj = dict[str, Any]
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+LAST_APPLIED = writes.LAST_APPLIED
 FIELD_VALIDATION = {"strict": "Strict", "true": "Strict", "warn": "Warn", "ignore": "Ignore",
                     "false": "Ignore"}
-DRY_RUN_SUFFIX = {"none": "", "client": " (dry run)", "server": " (server dry run)"}
 
 
 def compact(obj: Obj) -> str:
@@ -306,7 +305,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
                 raise errors.ClientError("no objects passed to apply")
         except errors.ClientError as e:
             fail(e)
-        suffix = DRY_RUN_SUFFIX[dry_run]
+        suffix = writes.DRY_RUN_SUFFIX[dry_run]
         outcomes: list[Outcome] = []
 
         def say(outcome: Outcome) -> None:

@@ -24,7 +24,7 @@ from datetime import datetime
 import click
 
 from raftkube.api import kinds, printers
-from raftkube.cli import durations, manifests, progress
+from raftkube.cli import durations, manifests, progress, writes
 from raftkube.cli.session import (
     OperationError,
     connect,
@@ -43,7 +43,6 @@ FORCE_WARNING = ("Warning: Immediate deletion does not wait for confirmation tha
                  "running resource has been terminated. The resource may continue to run "
                  "on the cluster indefinitely.")
 A_WEEK = 168 * 3600.0  # kubectl's wait when --timeout is 0: as good as forever
-DRY_RUN_SUFFIX = {"none": "", "client": " (dry run)", "server": " (server dry run)"}
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ def commands(clock: Callable[[], datetime]) -> list[click.Command]:
         if warning:
             click.echo(warning, err=True)
         word = "force deleted" if grace == 0 else "deleted"
-        suffix = DRY_RUN_SUFFIX[dry_run]
+        suffix = writes.DRY_RUN_SUFFIX[dry_run]
         deleted: list[Deleted] = []
 
         async def delete_and_say(t: Target) -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkube.api import kinds, printers
+from raftkube.cli import writes
 from raftkube.client import errors, rest
 
 Obj = dict[str, Any]
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 # kubectl's default prune allowlist, as group/version/Kind ("core" is the empty group),
 # restricted to the kinds raftkube serves (no Endpoints, PersistentVolume(Claim)s,
@@ -68,7 +68,7 @@ def chosen(listed: Iterable[Obj], kind: kinds.Kind, applied: set[Key]) -> list[O
     out = []
     for obj in listed:
         meta = obj.get("metadata") or {}
-        if LAST_APPLIED not in (meta.get("annotations") or {}):
+        if writes.LAST_APPLIED not in (meta.get("annotations") or {}):
             continue
         if meta.get("deletionTimestamp"):
             continue
@@ -90,7 +90,7 @@ async def prune(client: rest.RestClient, plan: Plan, *, dry_run: str, propagatio
                 say: Callable[[str], None]) -> None:
     """Delete what `plan` chooses, saying `KIND/NAME pruned` for each. `dry_run`:
     "none", "client" (nothing is sent) or "server" (sent with dryRun=All)."""
-    suffix = {"client": " (dry run)", "server": " (server dry run)"}.get(dry_run, "")
+    suffix = writes.DRY_RUN_SUFFIX.get(dry_run, "")
     for kind in plan.kinds:
         scopes = sorted(plan.namespaces) if kind.namespaced else [""]
         for namespace in scopes:

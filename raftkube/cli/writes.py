@@ -26,6 +26,8 @@ from raftkube.client import errors
 
 Obj = dict[str, Any]
 DRY_RUN_SUFFIX = {"none": "", "client": " (dry run)", "server": " (server dry run)"}
+# What `rk apply` records on an object (kubectl's client-side apply); prune reads it.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 OUTPUTS = ["name", "yaml", "json"]
 PRINTED = "raftkube.cli.writes.printed"  # in click's context: an object was printed
 
