@@ -1,0 +1,57 @@
+"""`python -m chaos`: run chaos scenarios against local clusters and write a report.
+
+    python -m chaos --scenario kill-leader --rounds 5 --out /tmp/chaos
+    python -m chaos --scenario all --rounds 1 --out /tmp/chaos --seed 42
+
+Exit status 0 when every scenario passed its checks, 1 when one did not, 2 on bad
+arguments. The seed (random unless given) is printed and recorded in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+
+from chaos import runner
+from chaos.scenarios import SCENARIOS
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.split("\n")[0])
+    p.add_argument("--scenario", required=True, metavar="NAME|all",
+                   help="all, or one or more (comma-separated) of: " + ", ".join(SCENARIOS))
+    p.add_argument("--rounds", type=int, default=1, help="faults per scenario (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="where report.json, summary.txt and availability.png go")
+    p.add_argument("--seed", type=int, help="random seed (default: a random one, recorded)")
+    p.add_argument("--topology", choices=["loopback", "netns"], default="loopback",
+                   help="masters on loopback ports, or each in its own network namespace")
+    p.add_argument("--masters", type=int, choices=[3, 5], default=3)
+    p.add_argument("--keep", action="store_true",
+                   help="leave the clusters running (to look at them); `rk down` them later")
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds: must be 1 or more")
+    try:
+        runner.names(args.scenario)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    seed = args.seed if args.seed is not None else random.randrange(1 << 31)
+    print(f"chaos: seed {seed}", flush=True)
+    options = runner.Options(rounds=args.rounds, seed=seed, topology=args.topology,
+                             masters=args.masters, out=args.out, keep=args.keep)
+    result = asyncio.run(runner.run(args.scenario, options))
+    print(f"chaos: {'PASSED' if result['passed'] else 'FAILED'}; report in {options.out}",
+          flush=True)
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
