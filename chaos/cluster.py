@@ -178,6 +178,21 @@ class Cluster:
                 raise TimeoutError(f"no leader agreed among {among} within {timeout:g}s")
             await asyncio.sleep(0.05)
 
+    async def caught_up(self, timeout: float = 30.0) -> None:
+        """Wait until every master has applied what the leader had applied when this
+        was called (under load their revisions are never equal at one instant)."""
+        leader = await self.leader(timeout=timeout)
+        st = await self.status(leader)
+        target = int(st["header"]["revision"]) if st else 0
+        deadline = time.monotonic() + timeout
+        while True:
+            statuses = await asyncio.gather(*(self.status(n) for n in self.names))
+            if all(s and int(s["header"]["revision"]) >= target for s in statuses):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"members did not reach revision {target} in {timeout:g}s")
+            await asyncio.sleep(0.05)
+
     async def term(self, name: str) -> int | None:
         st = await self.status(name)
         return int(st["header"]["raft_term"]) if st else None

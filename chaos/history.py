@@ -35,6 +35,7 @@ class Fault:
     began: float
     healed_at: float | None = None
     note: str = ""
+    converged: float | None = None  # seconds from the fault until every member caught up
 
     def healed(self, note: str = "") -> None:
         self.healed_at = time.monotonic()

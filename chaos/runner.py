@@ -153,11 +153,14 @@ async def run_one(scenario: Scenario, options: Options, seed: int
     result["faults"] = [{"kind": f.kind, "target": f.target,
                          "began": history.relative(f.began),
                          "healed": None if f.healed_at is None
-                         else history.relative(f.healed_at), "note": f.note}
+                         else history.relative(f.healed_at), "note": f.note,
+                         "converged_seconds": f.converged}
                         for f in faults.items]
     failover = checks.failover_seconds(faults.items, history.samples)
     result["failover_seconds"] = failover
     result["failover"] = checks.summary([s for s in failover if s is not None])
+    result["fault_convergence"] = checks.summary(
+        [f.converged for f in faults.items if f.converged is not None])
     result.update(ctx.report)
     problems += [str(p) for p in ctx.report.get("violations", [])]
     defaults = {"acked_writes": 0, "lost_writes": 0, "linearizable": None,

@@ -1,9 +1,10 @@
 """The scenarios: which faults a run injects, round after round, while the workload runs.
 
 A scenario is a coroutine over a `Context`: it injects `ctx.rounds` rounds of its fault,
-records each with `ctx.faults.begin(kind, target)` and `.healed()`, and leaves the cluster
-whole at the end (every member running), so that the runner's checks compare all of
-them. Figures of its own go into `ctx.report`. The scenarios of the masters are here;
+records each with `ctx.faults.begin(kind, target)` and `.healed()` (or
+`ctx.converged(fault)`: healed once every master has caught up with the leader), and
+leaves the cluster whole at the end (every member running), so that the runner's checks
+compare all of them. Figures of its own go into `ctx.report`. The scenarios of the masters are here;
 those that need more than the masters register themselves from their own modules
 (imported at the bottom).
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.cluster import Cluster
-from chaos.history import Faults
+from chaos.history import Fault, Faults
 from chaos.workload import Workload
 
 
@@ -30,6 +32,13 @@ class Context:
     faults: Faults
     workload: Workload | None = None  # None when the scenario runs without the KV workload
     report: dict[str, Any] = field(default_factory=dict)
+
+    async def converged(self, fault: Fault) -> None:
+        """Heal `fault` once every master has caught up with the leader, and record
+        how long after the fault that was."""
+        await self.cluster.caught_up()
+        fault.healed()
+        fault.converged = round(time.monotonic() - fault.began, 3)
 
     async def pause_between(self) -> None:
         """Quiet time between rounds: the workload runs on a healthy cluster."""
@@ -65,7 +74,7 @@ async def _kill_and_restart(ctx: Context, victim: str) -> None:
     await c.leader(among=survivors)
     await asyncio.sleep(ctx.rng.uniform(0.5, 1.5))
     await c.start(victim)
-    fault.healed()
+    await ctx.converged(fault)
 
 
 async def kill_leader(ctx: Context) -> None:
@@ -90,7 +99,7 @@ async def kill_all(ctx: Context) -> None:
         await c.kill(*c.names)
         await asyncio.sleep(ctx.rng.uniform(0.5, 1.5))
         await c.up()
-        fault.healed()
+        await ctx.converged(fault)
 
 
 async def pause_leader(ctx: Context) -> None:
@@ -111,7 +120,7 @@ async def pause_leader(ctx: Context) -> None:
         if ctx.workload is not None and old_term:
             # What a deposed leader's loops do the moment they wake: write in their term.
             await ctx.workload.stale_writes(victim, old_term)
-        fault.healed()
+        await ctx.converged(fault)
 
 
 async def quorum_loss(ctx: Context) -> None:
@@ -134,7 +143,7 @@ async def quorum_loss(ctx: Context) -> None:
         for name in lost:
             await c.start(name, ["--initial-cluster-state", "existing"])
         await c.leader()
-        fault.healed()
+        await ctx.converged(fault)
 
 
 register(Scenario("kill-leader", kill_leader, "kill -9 the leader, restart it; repeat"))
