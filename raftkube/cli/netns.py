@@ -163,8 +163,9 @@ def grow(plan: Plan, members: Sequence[str]) -> Plan:
 
 def require_root() -> None:
     if os.geteuid() != 0:
-        raise NetnsError("--topology netns: making network namespaces, veths and a bridge "
-                         "needs root (run rk up as root, or use --topology loopback)")
+        raise NetnsError("--topology netns: making or removing network namespaces, veths "
+                         "and a bridge needs root (run rk up / rk down as root; a new "
+                         "cluster can use --topology loopback instead)")
 
 
 def exec_prefix(namespace: str) -> list[str]:

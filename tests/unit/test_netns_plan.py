@@ -222,3 +222,93 @@ def test_heal_removes_hooks_and_chains_in_every_namespace_even_with_nothing_made
 def test_an_empty_layout_is_refused() -> None:
     with pytest.raises(netfaults.NetFaultError, match="members"):
         netfaults.NetFaults({})
+
+
+# ---- create / remove, with the kernel faked ----------------------------------------------------
+
+class FakeIp:
+    """Just enough of `ip` and `iptables` over sets: namespaces, links (name -> netns or
+    None for the root one), forward rules."""
+
+    def __init__(self) -> None:
+        self.spaces: set[str] = set()
+        self.links: dict[str, str | None] = {}  # "NS/name" inside a namespace
+        self.forward: list[str] = []
+        self.calls: list[list[str]] = []
+
+    def __call__(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        a = list(argv)
+        self.calls.append(a)
+        ok = subprocess.CompletedProcess(a, 0, "", "")
+        no = subprocess.CompletedProcess(a, 1, "", "no")
+        ns = None
+        if a[:2] == ["ip", "-n"]:
+            ns, a = a[2], ["ip", *a[3:]]
+        if a[0] == "iptables":
+            rule = " ".join(a[3:])
+            if a[2] == "-C":
+                return ok if rule in self.forward else no
+            if a[2] == "-I":
+                self.forward.append(" ".join([a[3], *a[5:]]))
+            if a[2] == "-D":
+                if rule not in self.forward:
+                    return no
+                self.forward.remove(rule)
+            return ok
+        if a[1:3] == ["netns", "list"]:
+            return subprocess.CompletedProcess(a, 0, "".join(f"{s}\n" for s in self.spaces),
+                                               "")
+        if a[1:3] == ["netns", "add"]:
+            self.spaces.add(a[3])
+        if a[1:3] == ["netns", "delete"]:
+            self.spaces.discard(a[3])
+            for name, where in list(self.links.items()):
+                if where == a[3]:
+                    del self.links[name]
+        if a[1:3] == ["netns", "pids"]:
+            return ok
+        if a[1:3] == ["link", "show"] and len(a) == 4:
+            key = f"{ns}/{a[3]}" if ns else a[3]
+            return ok if key in self.links else no
+        if a[1:3] == ["-o", "link"]:
+            names = [n for n in self.links if "/" not in n]
+            return subprocess.CompletedProcess(
+                a, 0, "".join(f"{i}: {n}: <UP>\n" for i, n in enumerate(names, 1)), "")
+        if a[1:3] == ["link", "add"]:
+            self.links[a[3]] = None
+            if "peer" in a:
+                self.links[f"{a[-1]}/{a[a.index('peer') + 2]}"] = a[-1]
+        if a[1:3] == ["link", "set"] and "name" in a and ns:
+            where = self.links.pop(f"{ns}/{a[3]}")
+            self.links[f"{ns}/{a[-1]}"] = where
+        if a[1:3] == ["link", "delete"]:
+            self.links.pop(a[3], None)
+            # A veth's peer goes with it: eth0 in the namespace of the same member.
+            member = a[3].removeprefix("rkv012345")
+            self.links.pop(f"rk-012345-{member}/eth0", None)
+        return ok
+
+
+def test_create_is_idempotent_and_remove_leaves_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    ip = FakeIp()
+    plan = netns.make_plan(CID, ["m1", "n1"], "10.201.7.0/24")
+    netns.create(plan, run=ip)
+    assert ip.spaces == {"rk-012345-m1", "rk-012345-n1"}
+    assert {"rkb01234567", "rkv012345m1", "rk-012345-m1/eth0"} <= set(ip.links)
+    assert ip.forward == ["FORWARD -i rkb01234567 -o rkb01234567 -j ACCEPT"]
+    made = len(ip.calls)
+    netns.create(plan, run=ip)  # again: nothing new is added
+    assert not [c for c in ip.calls[made:] if c[1:3] in (["netns", "add"], ["link", "add"])]
+    assert len(ip.forward) == 1
+    del ip.links["rk-012345-m1/eth0"]  # half made: a crash before the peer's rename
+    again = len(ip.calls)
+    netns.create(plan, run=ip)
+    assert ["ip", "link", "delete", "rkv012345m1"] in ip.calls[again:]
+    assert "rk-012345-m1/eth0" in ip.links
+    ip.spaces.add("rk-012345-n9")  # a leftover of a crash, in no plan
+    removed = netns.remove(CID, plan, run=ip)
+    assert set(removed) >= {"rk-012345-m1", "rk-012345-n1", "rk-012345-n9", "rkb01234567"}
+    assert netns.leftovers(CID, run=ip) == []
+    assert netns.remove(CID, plan, run=ip) == []  # idempotent
