@@ -54,6 +54,12 @@ class NetnsCluster:
     def call(self, name: str, path: str, body: dict[str, Any], *,
              timeout: float = 3.0) -> dict[str, Any] | None:
         """One etcd-JSON request to master `name`; None unless it answered 200."""
+        status, found = self.ask(name, path, body, timeout=timeout)
+        return found if status == 200 else None
+
+    def ask(self, name: str, path: str, body: dict[str, Any], *,
+            timeout: float) -> tuple[int | None, dict[str, Any] | None]:
+        """(HTTP status or None without an answer, JSON body) of one request."""
         req = urllib.request.Request(
             self.urls[name] + path, data=json.dumps(body).encode(), method="POST",
             headers={"Authorization": f"Bearer {self.token}",
@@ -61,10 +67,14 @@ class NetnsCluster:
         try:
             with urllib.request.urlopen(req, timeout=timeout,
                                         context=local.tls_context(self.ca)) as resp:
-                found: dict[str, Any] = json.loads(resp.read())
-                return found
-        except (OSError, ValueError, urllib.error.HTTPError):
-            return None
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            try:
+                return e.code, json.loads(e.read())
+            except ValueError:
+                return e.code, None
+        except (OSError, ValueError):
+            return None, None
 
     def put(self, name: str, key: str, value: str, *, timeout: float = 3.0) -> bool:
         return self.call(name, "/v3/kv/put", {"key": b64(key), "value": b64(value)},
@@ -167,14 +177,18 @@ def test_a_netns_cluster_survives_real_partitions_and_leaves_nothing_behind(
     assert got.returncode == 0 and "n1" in got.stdout and "Ready" in got.stdout, got.stderr
 
     # The leader, isolated from the other masters: they elect another; the old one
-    # acknowledges no write (the client here still reaches it); after healing it
-    # rejoins and all three agree.
+    # acknowledges no write (the client here still reaches it, and hears it refuse);
+    # after healing it rejoins and all three agree.
     old = c.agreed_leader(masters)
     c.faults.isolate(old, from_=[m for m in masters if m != old])
     rest = [m for m in masters if m != old]
     new = c.agreed_leader(rest, not_=old)
     assert wait_for(lambda: c.put(new, "during-isolation", "1"), 10, "a write via " + new)
-    assert not c.put(old, "to-the-isolated", "x", timeout=4.0)
+    # It refuses a write (etcd's "request timed out", 503, after its proposal timeout)
+    # rather than acknowledge one it cannot commit.
+    status, answer = c.ask(old, "/v3/kv/put", {"key": b64("to-the-isolated"),
+                                               "value": b64("x")}, timeout=20.0)
+    assert status == 503, (status, answer)
     c.faults.heal()
     assert c.faults.rules(old) == {}
     c.agreed_leader(masters)
