@@ -153,3 +153,6 @@ register(Scenario("pause-leader", pause_leader,
                   "SIGSTOP the leader past the election timeout, then SIGCONT"))
 register(Scenario("quorum-loss", quorum_loss,
                   "lose two of three masters for good, recover with --force-new-cluster"))
+
+# The scenarios of other modules register themselves (after SCENARIOS exists).
+from chaos import scenarios_net  # noqa: E402, F401, I001
