@@ -189,7 +189,15 @@ class Model:
 # ---- the FUSE side (in the daemon process) ---------------------------------------------
 
 
+def _use_libfuse3() -> None:
+    """Make mfusepy load libfuse3: left alone it asks for `fuse` first, which is libfuse2
+    wherever something (Debian's vagrant, through guestmount) has installed that, and
+    libfuse2 refuses the options FaultFS mounts with."""
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+
 def _operations_class() -> type:
+    _use_libfuse3()
     import mfusepy
 
     class Operations(mfusepy.Operations):  # type: ignore[misc]
@@ -391,6 +399,7 @@ def serve(backing: str, mountpoint: str) -> None:
     """The daemon: mount, answer commands on stdin, exit when unmounted."""
     import ctypes
 
+    _use_libfuse3()
     import mfusepy
 
     libc = ctypes.CDLL(None, use_errno=True)
