@@ -272,6 +272,7 @@ def _as_value(result: str | bool | None) -> str | None:
 # whose outcome is unknown (which never block the search, so need no return event).
 HEAD, TAIL, UNKNOWN_HEAD, UNKNOWN_TAIL = 0, 1, 2, 3
 CHECK_CLOCK_EVERY = 1024
+MEMO_LIMIT = 2_000_000
 
 
 def _search(prepared: _Prepared, deadline: float) -> tuple[bool | None, int]:
@@ -327,14 +328,23 @@ def _search(prepared: _Prepared, deadline: float) -> tuple[bool | None, int]:
     link(HEAD, TAIL, events, 4)
     link(UNKNOWN_HEAD, UNKNOWN_TAIL, unknown, 4 + len(events))
 
-    # Memo keys pack (linearized bitset, state, blind writes used) into one int.
+    # Memo keys pack (linearized bitset, state, blind writes used) into one int. Ops are
+    # numbered in invocation order, so the linearized set is mostly a prefix: storing the
+    # prefix's length and the bits above it keeps keys a few words long, not n bits.
     state_bits = prepared.states.bit_length()
     used_bits = len(blind).bit_length()
+    prefix_bits = count.bit_length()
+
+    def pack(bits: int, state: int, used: int) -> int:
+        prefix = ((bits + 1) & ~bits).bit_length() - 1
+        return (((((bits >> prefix) << state_bits) | state) << used_bits | used)
+                << prefix_bits) | prefix
+
     remaining = len(events) // 2   # completed ops not yet linearized
     state = ABSENT
     linearized = 0
     used = 0
-    memo: set[int] = set()
+    memo: set[int] = set()   # configurations explored: all failed, or are on the stack
     # Frames: (call event or -1 for a blind write, state before, phase, limit, blocked op).
     stack: list[tuple[int, int, int, float, int]] = []
     entry = nxt[HEAD]
@@ -345,11 +355,15 @@ def _search(prepared: _Prepared, deadline: float) -> tuple[bool | None, int]:
     steps = 0
     while remaining:
         steps += 1
-        if not steps % CHECK_CLOCK_EVERY and time.monotonic() > deadline:
-            return None, prepared.index[blame] if count else 0
+        if not steps % CHECK_CLOCK_EVERY:
+            if time.monotonic() > deadline:
+                return None, prepared.index[blame] if count else 0
+            if len(memo) > MEMO_LIMIT:
+                # Forgetting is safe (the memo only saves repeated work) and bounds memory.
+                memo.clear()
         if phase == 3:
             if used < len(blind) and blind[used] <= limit and state != UNSEEN:
-                key = (((linearized << state_bits) | UNSEEN) << used_bits) | (used + 1)
+                key = pack(linearized, UNSEEN, used + 1)
                 if key not in memo:
                     memo.add(key)
                     stack.append((-1, state, 3, limit, blocked))
@@ -407,7 +421,7 @@ def _search(prepared: _Prepared, deadline: float) -> tuple[bool | None, int]:
             entry = nxt[entry]
             continue
         bits = linearized | (1 << op)
-        key = (((bits << state_bits) | after) << used_bits) | used
+        key = pack(bits, after, used)
         if key in memo:
             # Phase 0's move was forced, so a configuration it leads to that has been
             # explored already (and failed) condemns this one too.

@@ -215,6 +215,17 @@ def test_the_time_budget_gives_none() -> None:
     assert len(verdict.history) <= lin.WINDOW_MAX
 
 
+def test_forgetting_the_memo_changes_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The memo is bounded by clearing it; that may repeat work but must not change answers.
+    monkeypatch.setattr(lin, "MEMO_LIMIT", 0)
+    puts = [put(c, f"v{c}", 0, 100) for c in range(7)]
+    assert lin.check(puts + [get(99, "nope", 200, 201)]).linearizable is False
+    assert lin.check(puts + [get(99, "v3", 200, 201)]).linearizable is True
+    history = simulate(random.Random(5), clients=8, ops=600, registers=1, unique_every=0,
+                       unknown=0.05)
+    assert lin.check(history).linearizable is True
+
+
 def test_a_large_random_atomic_history_is_linearizable() -> None:
     rng = random.Random(11)
     history = simulate(rng, clients=20, ops=3000, registers=8, unique_every=3, unknown=0.03)
