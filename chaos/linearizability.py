@@ -12,18 +12,23 @@ the one porcupine (Athalye) uses, written afresh in stdlib Python:
   a doubly linked list; repeatedly linearize an op whose call comes before every pending
   return (lifting both events out of the list), and backtrack when a pending return is reached
   with its op not linearized. A configuration (set of linearized ops as an int bitset, register
-  value) already explored is never explored again. The loop is iterative, with an explicit
-  stack, so history length is not bounded by Python's recursion limit.
+  value) already explored is never explored again. A get or failed cas that fits the current
+  value is linearized at once without branching (partial-order reduction, see `_search`), so
+  only writes are ordered by trial and error. The loop is iterative, with an explicit stack,
+  so history length is not bounded by Python's recursion limit.
 * **Unknown outcomes** (a put or cas whose reply never came: timed out, connection lost) are
   ops with no return event: they may take effect at any point after their call, or never
   (porcupine and Knossos model them with a return time of +infinity and an unconstrained
   result). "Never" is the same as being linearized after everything, so the search is done as
   soon as every *completed* op is linearized; a cas with unknown outcome is only ever
   linearized as a swap, since not swapping is indistinguishable from not happening. Unknown
-  gets carry no information and are dropped. Two exact reductions keep unknown ops from
-  multiplying the search: an unknown write whose value nobody could have observed is dropped,
-  and one whose value is unique and was observed must precede its first observer's return,
-  which gives it a finite return time (see `_prepare`).
+  gets carry no information and are dropped. Exact reductions keep unknown ops from
+  multiplying the search (see `_prepare`): an unknown write whose value nobody could have
+  observed is dropped or becomes one of a count of interchangeable "blind" writes, and one
+  whose value is unique and was observed must precede its first observer's return, which
+  gives it a finite return time. What remains (unknown writes of values that are written
+  more than once, or that only failed cas compare against) is searched as porcupine does;
+  many of them on one key can still make a wrong history slow to refute, hence the budget.
 
 The register semantics: every key starts absent (None); put sets the value; get returns it;
 cas(expected, value) swaps iff the current value equals `expected` (None = absent) and its
