@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import sys
 
 from chaos import runner
@@ -29,6 +30,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--topology", choices=["loopback", "netns"], default="loopback",
                    help="masters on loopback ports, or each in its own network namespace")
     p.add_argument("--masters", type=int, choices=[3, 5], default=3)
+    p.add_argument("--serializable-reads", action="store_true",
+                   help="serve the workload's reads from each master's own copy (stale on "
+                        "a cut-off member): to see the checker catch what that breaks")
     p.add_argument("--keep", action="store_true",
                    help="leave the clusters running (to look at them); `rk down` them later")
     args = p.parse_args(argv)
@@ -43,11 +47,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    # SIGTERM as Ctrl-C: the scenario is cancelled and its cluster stopped and removed
+    # (processes, namespaces, containers) before the runner exits.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     print(f"chaos: seed {seed}", flush=True)
     options = runner.Options(rounds=args.rounds, seed=seed, topology=args.topology,
-                             masters=args.masters, out=args.out, keep=args.keep)
-    result = asyncio.run(runner.run(args.scenario, options))
+                             masters=args.masters, out=args.out, keep=args.keep,
+                             serializable_reads=args.serializable_reads)
+    try:
+        result = asyncio.run(runner.run(args.scenario, options))
+    except KeyboardInterrupt:
+        print("chaos: interrupted; the cluster of the scenario under way was stopped",
+              file=sys.stderr)
+        return 130
     print(f"chaos: {'PASSED' if result['passed'] else 'FAILED'}; report in {options.out}",
           flush=True)
     return 0 if result["passed"] else 1

@@ -32,13 +32,18 @@ CALM_SECONDS = 1.0
 
 class Options:
     def __init__(self, *, rounds: int, seed: int, topology: str, masters: int, out: str,
-                 keep: bool = False, check_timeout: float = 60.0) -> None:
+                 keep: bool = False, check_timeout: float = 60.0,
+                 serializable_reads: bool = False) -> None:
         self.rounds = rounds
         self.seed = seed
         self.topology = topology
         self.masters = masters
         self.out = os.path.abspath(out)
         self.keep = keep
+        # The register reads served from each member's own copy, which a member cut off
+        # from the others keeps serving stale: the checker must then say "not
+        # linearizable" (how the chaos tier shows that it can fail).
+        self.serializable_reads = serializable_reads
         self.check_timeout = check_timeout
 
 
@@ -120,7 +125,8 @@ async def run_one(scenario: Scenario, options: Options, seed: int
         async with cluster:
             history.start = time.monotonic()
             if scenario.kv_workload:
-                workload = Workload(cluster, history, rng)
+                workload = Workload(cluster, history, rng,
+                                    serializable_reads=options.serializable_reads)
                 await workload.start()
                 ctx.workload = workload
             try:

@@ -33,6 +33,7 @@ from chaos.history import History, Outcome
 from chaos.linearizability import Op
 
 TIMEOUT = 2.0  # per request: an answer later than this is an unknown outcome
+SHUN = 2.0  # seconds the clients keep off a master that timed out or refused them
 REGISTERS = 6
 
 
@@ -65,9 +66,11 @@ class Answer:
 class Kv:
     """The etcd JSON API of one cluster, with Jepsen's outcomes."""
 
-    def __init__(self, cluster: Cluster, history: History) -> None:
+    def __init__(self, cluster: Cluster, history: History, *,
+                 serializable: bool = False) -> None:
         self.cluster = cluster
         self.history = history
+        self.serializable = serializable  # reads from the member's own copy: may be stale
 
     async def call(self, kind: str, server: str, path: str, body: dict[str, Any],
                    headers: dict[str, str] | None = None) -> Answer:
@@ -106,7 +109,8 @@ class Kv:
                                {"key": b64(key), "value": b64(value)}, headers)
 
     async def get(self, server: str, key: str) -> tuple[Answer, str | None]:
-        answer = await self.call("get", server, "/v3/kv/range", {"key": b64(key)})
+        answer = await self.call("get", server, "/v3/kv/range",
+                                 {"key": b64(key), "serializable": self.serializable})
         kvs = answer.body.get("kvs") or []
         return answer, (unb64(kvs[0].get("value")) if kvs else None)
 
@@ -120,8 +124,8 @@ class Kv:
             "success": [{"request_put": {"key": b64(key), "value": b64(value)}}]})
 
     async def range_prefix(self, server: str, prefix: str) -> dict[str, tuple[str, int]]:
-        """Every key under `prefix` as (value, mod_revision), read linearizably; raises
-        RuntimeError when the member does not answer."""
+        """Every key under `prefix` as (value, mod_revision), read linearizably (always);
+        raises RuntimeError when the member does not answer."""
         answer = await self.call("get", server, "/v3/kv/range", {
             "key": b64(prefix), "range_end": b64(prefix_end(prefix.encode()))})
         if answer.outcome != "ok":
@@ -140,9 +144,10 @@ class Workload:
     """Every client of a run; `start()`, let the faults happen, `await stop()`."""
 
     def __init__(self, cluster: Cluster, history: History, rng: random.Random, *,
-                 writers: int = 3, registers: int = 3) -> None:
+                 writers: int = 3, registers: int = 3,
+                 serializable_reads: bool = False) -> None:
         self.cluster = cluster
-        self.kv = Kv(cluster, history)
+        self.kv = Kv(cluster, history, serializable=serializable_reads)
         self.history = history
         self.rng = rng
         self.n_writers = writers
@@ -162,13 +167,24 @@ class Workload:
         self._tasks: list[asyncio.Task[None]] = []
         self._watch: asyncio.Task[None] | None = None
         self._client = 0
+        self._shunned: dict[str, float] = {}  # master -> until when clients keep off it
 
     def _next_client(self) -> int:
         self._client += 1
         return self._client
 
     def _server(self) -> str:
-        return self.rng.choice(self.cluster.names)
+        """A master at random among those not shunned: like an etcd client's balancer,
+        the clients share which masters just timed out or refused them, and keep off
+        those for SHUN seconds (else, with a member cut off, every client soon waits
+        out a timeout on it and the run shows the clients stuck, not the cluster)."""
+        now = time.monotonic()
+        healthy = [n for n in self.cluster.names if self._shunned.get(n, 0.0) <= now]
+        return self.rng.choice(healthy or self.cluster.names)
+
+    def _heard(self, server: str, answer: Answer) -> None:
+        if answer.outcome == "info" or answer.error.startswith("unreachable"):
+            self._shunned[server] = time.monotonic() + SHUN
 
     async def start(self) -> None:
         leader = await self.cluster.leader()
@@ -209,7 +225,9 @@ class Workload:
             n += 1
             key, value = f"w/{index}/{n:06d}", f"v{n}"
             invoked = time.monotonic()
-            answer = await self.kv.put(self._server(), key, value)
+            server = self._server()
+            answer = await self.kv.put(server, key, value)
+            self._heard(server, answer)
             self._op(client, key, "put", invoked, answer.outcome, value=value)
             if answer.outcome == "ok":
                 self.acked[key] = Acked(value, int(answer.body["header"]["revision"]))
@@ -247,6 +265,7 @@ class Workload:
                          expected=expected, result=swapped)
                 if swapped:
                     seen[key] = value
+            self._heard(server, answer)
             if answer.outcome == "info":
                 client = self._next_client()
             elif answer.outcome == "fail":
@@ -260,9 +279,10 @@ class Workload:
                 continue
             n += 1
             stamp = self.term
-            answer = await self.kv.put(self._server(), f"f/{n:06d}", str(stamp),
-                                       kind="fenced-put",
+            server = self._server()
+            answer = await self.kv.put(server, f"f/{n:06d}", str(stamp), kind="fenced-put",
                                        headers={"X-Raftkube-Term": str(stamp)})
+            self._heard(server, answer)
             if answer.outcome == "ok":
                 self.fenced.append((stamp, int(answer.body["header"]["revision"])))
             elif "stale term" in answer.error:
