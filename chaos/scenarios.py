@@ -153,3 +153,6 @@ register(Scenario("pause-leader", pause_leader,
                   "SIGSTOP the leader past the election timeout, then SIGCONT"))
 register(Scenario("quorum-loss", quorum_loss,
                   "lose two of three masters for good, recover with --force-new-cluster"))
+
+# Scenarios that need more than the masters, in modules of their own.
+from chaos import scenarios_app  # noqa: E402,F401
