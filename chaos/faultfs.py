@@ -417,8 +417,10 @@ def serve(backing: str, mountpoint: str) -> None:
     threading.Thread(target=control, name="faultfs-control", daemon=True).start()
     # The page cache is what mmap needs (no direct_io). The kernel caches attributes
     # for a second; every change passes through this mount, so they stay right.
+    # No max_threads: mfusepy 3.1.1 passes unknown keywords to libfuse as mount options,
+    # and libfuse 3.14 refuses `-o max_threads` (its multithreaded loop's default is 10).
     mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=False, fsname="faultfs",
-                 subtype="faultfs", max_threads=16)
+                 subtype="faultfs")
 
 
 # ---- the controller (in the test process) ----------------------------------------------

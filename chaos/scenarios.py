@@ -155,4 +155,4 @@ register(Scenario("quorum-loss", quorum_loss,
                   "lose two of three masters for good, recover with --force-new-cluster"))
 
 # Scenarios that need more than the masters, in modules of their own.
-from chaos import scenarios_app, scenarios_clock  # noqa: E402,F401
+from chaos import scenarios_app, scenarios_clock, scenarios_disk  # noqa: E402,F401
