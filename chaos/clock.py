@@ -36,7 +36,10 @@ from chaos.cluster import Cluster
 from raftkube.cli import local
 
 SHIM = '''"""The wall clock of this process, shifted by the seconds in $RK_CLOCK_OFFSET_FILE
-(chaos/clock.py): injected before anything else is imported."""
+(chaos/clock.py): injected before anything else is imported. The replacements are
+`functools.partial` objects, which, like the built-ins they replace, do not bind as
+methods (logging keeps `time.localtime` as a class attribute and calls it on self)."""
+import functools
 import os
 import time
 
@@ -67,19 +70,20 @@ def _time_ns():
     return _real["time_ns"]() + int(_offset() * 1e9)
 
 
-def _now_or(fn):
-    def wrapped(seconds=None):
-        return _real[fn](_time() if seconds is None else seconds)
-    return wrapped
+def _now_or(fn, seconds=None):
+    return _real[fn](_time() if seconds is None else seconds)
 
 
 def _strftime(fmt, t=None):
     return _real["strftime"](fmt, _real["localtime"](_time()) if t is None else t)
 
 
-time.time, time.time_ns, time.strftime = _time, _time_ns, _strftime
-time.gmtime, time.localtime, time.ctime = (_now_or("gmtime"), _now_or("localtime"),
-                                           _now_or("ctime"))
+time.time = functools.partial(_time)
+time.time_ns = functools.partial(_time_ns)
+time.strftime = functools.partial(_strftime)
+time.gmtime = functools.partial(_now_or, "gmtime")
+time.localtime = functools.partial(_now_or, "localtime")
+time.ctime = functools.partial(_now_or, "ctime")
 '''
 
 

@@ -6,7 +6,9 @@ clock, and a controller's countdowns on its own observed time. Each round:
 1. every master is restarted with its wall clock shiftable (`chaos.clock`), still right;
 2. a lease is granted with a key on it (`/v3/lease/grant`, a put with `lease`), and a
    second lease kept alive through the jumping member;
-3. the leader's wall clock jumps +1 h; for a while longer than the node grace period,
+3. the leader's wall clock jumps +1 h, and every Node is changed at once (a label), so
+   that the node lifecycle controller looks at each before its next lease renewal; for
+   a while longer than the node grace period,
    every master must agree on a leader, every Node must stay Ready, and the first lease
    and its key must live on; a follower's clock jumps too, same checks;
 4. the first lease must still expire, about when its TTL says; the kept-alive one lives;
@@ -29,10 +31,11 @@ from chaos.cluster import Cluster
 from chaos.scenarios import Context, Scenario, register
 from chaos.workload import b64
 from raftkube.api import conditions, kinds
+from raftkube.client import informer as inf
 
 JUMP = 3600.0
 GRACE = 4.0  # --node-monitor-grace-period
-LEASE_TTL = 12  # the lease left to expire: longer than the watch of the leader's jump
+LEASE_TTL = 20  # the lease left to expire: longer than both jumps are watched
 WATCH = GRACE * 2.5  # seconds of checks after each jump
 
 
@@ -69,29 +72,51 @@ async def ttl_left(c: Cluster, name: str, lease: str) -> int | None:
         return None
 
 
-async def not_ready_nodes(c: Cluster) -> list[str]:
-    nodes = await c.rest().list(kinds.NODE)
-    out = []
-    for node in nodes["items"]:
-        ready = conditions.get(node, "Ready") or {}
-        if ready.get("status") != "True":
-            out.append(f"{node['metadata']['name']}: Ready={ready.get('status')} "
-                       f"({ready.get('reason', '')})")
-    return out
+async def poke_nodes(c: Cluster, value: str) -> None:
+    client = c.rest()
+    for node in (await client.list(kinds.NODE))["items"]:
+        await client.patch(kinds.NODE, "", node["metadata"]["name"],
+                           {"metadata": {"labels": {"chaos/clock-jump": value}}})
 
 
 class Checks:
-    """What must hold while clocks are wrong, checked every 0.5 s; findings collected."""
+    """What must hold while clocks are wrong: a leader and the leased keys, checked every
+    0.5 s; the Nodes through an informer, which hears every state they pass through (an
+    agent re-posts Ready within a second: a poll would miss most of a false alarm)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.violations: list[str] = ctx.report.setdefault("violations", [])
         self.leaderless: list[str] = []
         self.terms: set[int] = set()
+        self.armed = ""  # what is being watched; Node states are judged while set
+        self.nodes = inf.Informer(ctx.cluster.rest(), kinds.NODE)
+        self.nodes.add_handler(inf.Handler(add=self._node, update=lambda _o, n: self._node(n)))
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.nodes.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _node(self, node: dict[str, Any]) -> None:
+        if not self.armed:
+            return
+        ready = conditions.get(node, "Ready") or {}
+        tainted = [t.get("key") for t in (node.get("spec") or {}).get("taints") or []
+                   if str(t.get("key", "")).startswith("node.kubernetes.io/")]
+        if ready.get("status") != "True" or tainted:
+            self.violations.append(
+                f"{self.armed}: node {node['metadata']['name']} Ready="
+                f"{ready.get('status')} ({ready.get('reason', '')}), taints {tainted}")
 
     async def watch(self, seconds: float, lease_key: str, lease_deadline: float,
                     kept_key: str, what: str) -> None:
         c = self.ctx.cluster
+        self.armed = what
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
@@ -103,8 +128,6 @@ class Checks:
                 self.leaderless.append(f"{what}: {e}")
                 self.violations.append(f"{what}: no leader for 3s")
                 continue
-            for bad in await not_ready_nodes(c):
-                self.violations.append(f"{what}: node {bad}")
             # Early expiry would show on any member: read through each (linearizable).
             if time.monotonic() < lease_deadline - 1.0:
                 for name in c.names:
@@ -121,6 +144,7 @@ class Checks:
             except RuntimeError:
                 pass
             await asyncio.sleep(0.5)
+        self.armed = ""
 
 
 async def keep_alive(c: Cluster, via: str, lease: str, stop: asyncio.Event) -> list[str]:
@@ -141,6 +165,7 @@ async def clock_jump(ctx: Context) -> None:
     c = ctx.cluster
     clocks = {n: clock.FakeClock(c, n) for n in c.names}
     checks = Checks(ctx)
+    checks.start()
     expiries: list[float] = []
     try:
         for r in range(ctx.rounds):
@@ -160,7 +185,11 @@ async def clock_jump(ctx: Context) -> None:
             keeper = asyncio.create_task(keep_alive(c, follower, kept_lease, stop))
 
             fault = ctx.faults.begin("clock-jump", leader, note=f"+{JUMP:g}s (the leader)")
+            checks.armed = f"{leader}'s clock +1h (leader)"
             clocks[leader].jump(JUMP)
+            # Something about every Node at once, before their next lease renewal: the
+            # node lifecycle controller looks at each right after the jump.
+            await poke_nodes(c, f"{r}")
             await asyncio.sleep(0.5)
             ctx.report.setdefault("lease_ttl_left_after_jump", []).append(
                 {n: await ttl_left(c, n, lease) for n in c.names})
@@ -168,6 +197,7 @@ async def clock_jump(ctx: Context) -> None:
                                f"{leader}'s clock +1h (leader)")
             fault.healed()
             fault = ctx.faults.begin("clock-jump", follower, note=f"+{JUMP:g}s (a follower)")
+            checks.armed = f"{follower}'s clock +1h (follower)"
             clocks[follower].jump(JUMP)
             await checks.watch(WATCH / 2, key, granted + LEASE_TTL, kept,
                                f"{follower}'s clock +1h (follower)")
@@ -193,6 +223,7 @@ async def clock_jump(ctx: Context) -> None:
                 await c.leader()
                 await ctx.converged(fault)
     finally:
+        await checks.stop()
         for name, fake in clocks.items():  # whatever broke: every member on the real clock
             if c.pid(name) is None or _faked(c, name):
                 await fake.restore()
