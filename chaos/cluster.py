@@ -21,7 +21,6 @@ import yaml
 
 from raftkube.cli import local
 from raftkube.client import rest, transport
-from raftkube.store.replica import member_id
 
 STATUS = "/v3/maintenance/status"
 
@@ -68,12 +67,32 @@ class Cluster:
         layout = local.load_layout(self.state_dir, self.masters)
         names = [m["name"] for m in layout["masters"]]
         self.urls = dict(zip(names, local.server_urls(layout), strict=True))
-        self.by_id = {str(member_id(m["raft"])): m["name"] for m in layout["masters"]}
-        self.layout = layout
 
     async def up(self) -> None:
         """Start whatever is not running; wait for a leader and every agent's Nodes."""
         await asyncio.get_running_loop().run_in_executor(None, self._up)
+        if len(self.by_id) < len(self.names):
+            await self._learn_ids()
+
+    async def _learn_ids(self) -> None:
+        """Each master's Raft member id, from its own status (`leader` names an id)."""
+        opened = self._session is None
+        if opened:
+            await self.__aenter__()
+        try:
+            deadline = time.monotonic() + 30
+            while len(self.by_id) < len(self.names) and time.monotonic() < deadline:
+                for name in self.names:
+                    st = await self.status(name)
+                    if st is not None:
+                        self.by_id[str(st["header"]["member_id"])] = name
+                await asyncio.sleep(0.05)
+        finally:
+            if opened:
+                await self.__aexit__()
+                self._session = None
+        if len(self.by_id) < len(self.names):
+            raise TimeoutError("not every master answered its status within 30s")
 
     def _down(self) -> None:
         local.down(state_dir=self.state_dir)

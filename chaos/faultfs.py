@@ -189,7 +189,15 @@ class Model:
 # ---- the FUSE side (in the daemon process) ---------------------------------------------
 
 
+def _use_libfuse3() -> None:
+    """Make mfusepy load libfuse3: left alone it asks for `fuse` first, which is libfuse2
+    wherever something (Debian's vagrant, through guestmount) has installed that, and
+    libfuse2 refuses the options FaultFS mounts with."""
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+
 def _operations_class() -> type:
+    _use_libfuse3()
     import mfusepy
 
     class Operations(mfusepy.Operations):  # type: ignore[misc]
@@ -391,6 +399,7 @@ def serve(backing: str, mountpoint: str) -> None:
     """The daemon: mount, answer commands on stdin, exit when unmounted."""
     import ctypes
 
+    _use_libfuse3()
     import mfusepy
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -417,10 +426,8 @@ def serve(backing: str, mountpoint: str) -> None:
     threading.Thread(target=control, name="faultfs-control", daemon=True).start()
     # The page cache is what mmap needs (no direct_io). The kernel caches attributes
     # for a second; every change passes through this mount, so they stay right.
-    # No max_threads: mfusepy 3.1.1 passes unknown keywords to libfuse as mount options,
-    # and libfuse 3.14 refuses `-o max_threads` (its multithreaded loop's default is 10).
     mfusepy.FUSE(ops, mountpoint, foreground=True, nothreads=False, fsname="faultfs",
-                 subtype="faultfs")
+                 subtype="faultfs", max_threads=16)
 
 
 # ---- the controller (in the test process) ----------------------------------------------

@@ -154,5 +154,6 @@ register(Scenario("pause-leader", pause_leader,
 register(Scenario("quorum-loss", quorum_loss,
                   "lose two of three masters for good, recover with --force-new-cluster"))
 
-# Scenarios that need more than the masters, in modules of their own.
-from chaos import scenarios_app, scenarios_clock, scenarios_disk  # noqa: E402,F401
+# The scenarios of other modules register themselves (after SCENARIOS exists).
+from chaos import (  # noqa: E402, F401, I001
+    scenarios_app, scenarios_clock, scenarios_disk, scenarios_net)

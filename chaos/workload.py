@@ -31,10 +31,20 @@ import aiohttp
 from chaos.cluster import Cluster
 from chaos.history import History, Outcome
 from chaos.linearizability import Op
-from raftkube.store.state import prefix_end
 
 TIMEOUT = 2.0  # per request: an answer later than this is an unknown outcome
 REGISTERS = 6
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's range end for "every key that starts with `prefix`"."""
+    end = bytearray(prefix)
+    while end and end[-1] == 0xFF:
+        end.pop()
+    if not end:
+        return b"\0"
+    end[-1] += 1
+    return bytes(end)
 
 
 def b64(s: str | bytes) -> str:

@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=$(bash scripts/setup.sh)
-export PATH="$(dirname "$PY"):$PATH"
+PATH="$(dirname "$PY"):$PATH"
+export PATH
 bash scripts/docker-setup.sh >/dev/null  # the engine (started if it is not) and local images
 STATE=$(mkdir -p "${STATE:-.state/demo}" && cd "${STATE:-.state/demo}" && pwd)
 export RK_CONFIG="$STATE/config.yaml"
@@ -68,7 +69,7 @@ for i in 1 2 3 4 5 6; do
 done
 pods=$(printf '%s\n' "${replies[@]}" | sort -u)
 count=$(printf '%s\n' "$pods" | wc -l)
-echo "replies from $count different pods: $(echo $pods)"
+echo "replies from $count different pods: $(paste -sd' ' <<<"$pods")"
 [ "$count" -ge 2 ] || die "every reply came from one pod"
 
 say "which master leads"

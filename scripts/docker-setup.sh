@@ -39,7 +39,8 @@ else
 fi
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
-  apt_install $(printf '%s\n' "${need[@]}" | sort -u)
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+  apt_install "${need[@]}"
 fi
 
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }

@@ -26,6 +26,19 @@ if ! command -v kubectl >/dev/null 2>&1; then
     echo "setup: kubectl is missing (apt-get install kubernetes-client); the kubectl tests will fail" >&2
   fi
 fi
+# The Vagrant path is checked without VMs (tests/unit/test_deploy_files.py): Debian's
+# vagrant validates the Vagrantfile, shellcheck checks deploy/*.sh and scripts/*.sh.
+for tool in vagrant shellcheck; do
+  command -v "$tool" >/dev/null 2>&1 && continue
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "$tool" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$tool" >/dev/null 2>&1; } \
+      || echo "setup: could not install $tool; the deploy tests will fail" >&2
+  else
+    echo "setup: $tool is missing (apt-get install $tool); the deploy tests will fail" >&2
+  fi
+done
 PY=${PYTHON:-python3}
 # Debian's python3 makes no virtualenv without python3-venv (ensurepip).
 if [ ! -x .venv/bin/python ] && ! "$PY" -c 'import ensurepip' >/dev/null 2>&1; then

@@ -33,6 +33,15 @@ in cluster.yaml) serves plain HTTP on loopback instead, for development.
 Each state dir is one cluster with its own id (`cluster_id` in cluster.yaml, made on
 the first run), which its agents put on their Docker containers: `rk down` removes the
 containers of that id, and only those, even if the agents were killed before.
+
+`rk up --topology netns` (root only; recorded in cluster.yaml, kept like --masters) gives
+every master and agent a network namespace and an address of its own on a bridge
+(`netns`, the address plan under `netns:` in cluster.yaml): masters serve on
+ADDRESS:6443 and speak Raft on ADDRESS:2380, members are started as `ip netns exec NS
+python -m raftkube.cli ...` (which execs: the pid files name the members themselves),
+and `rk down` removes the namespaces and the bridge after the processes. Plain HTTP is
+loopback-only and Docker agents stay on the loopback topology (their containers sit on
+docker0 in the root namespace, out of reach of an agent's own namespace).
 """
 
 from __future__ import annotations
@@ -57,7 +66,7 @@ from typing import Any
 import yaml
 
 from raftkube.agent import mounts, netrules, network
-from raftkube.cli import certs, kubeconfig
+from raftkube.cli import certs, kubeconfig, netns
 from raftkube.client.config import Config
 from raftkube.client.errors import ClientError
 
@@ -108,7 +117,9 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def load_layout(state_dir: str, masters: int) -> dict[str, Any]:
+def load_layout(state_dir: str, masters: int, topology: str = "loopback") -> dict[str, Any]:
+    """The cluster.yaml of `state_dir`, made on the first call (with `masters` masters
+    on `topology`), as it is on later ones."""
     path = os.path.join(state_dir, "cluster.yaml")
     if os.path.exists(path):
         with open(path) as f:
@@ -118,14 +129,45 @@ def load_layout(state_dir: str, masters: int) -> dict[str, Any]:
             _write(path, yaml.safe_dump(layout))
         return layout
     os.makedirs(state_dir, exist_ok=True)
-    ports = free_ports(2 * masters)
-    layout = {"cluster_id": new_cluster_id(), "masters": [
-        {"name": f"m{i + 1}", "api": f"127.0.0.1:{ports[2 * i]}",
-         "raft": f"127.0.0.1:{ports[2 * i + 1]}"} for i in range(masters)]}
+    cid = new_cluster_id()
+    if topology == "netns":
+        names = [f"m{i + 1}" for i in range(masters)]
+        plan = netns.make_plan(cid, names, netns.choose_subnet(cid, netns.routes_in_use()))
+        layout = {"cluster_id": cid, "topology": "netns", "netns": plan.to_dict(),
+                  "masters": [{"name": n, "api": f"{plan.members[n].address}:{netns.API_PORT}",
+                               "raft": f"{plan.members[n].address}:{netns.RAFT_PORT}"}
+                              for n in names]}
+    else:
+        ports = free_ports(2 * masters)
+        layout = {"cluster_id": cid, "masters": [
+            {"name": f"m{i + 1}", "api": f"127.0.0.1:{ports[2 * i]}",
+             "raft": f"127.0.0.1:{ports[2 * i + 1]}"} for i in range(masters)]}
     _write(os.path.join(state_dir, "token"), secrets.token_urlsafe(24) + "\n", 0o600)
     _write(os.path.join(state_dir, "secret"), secrets.token_urlsafe(32) + "\n", 0o600)
     _write(path, yaml.safe_dump(layout))
     return layout
+
+
+def topology_of(layout: dict[str, Any]) -> str:
+    return str(layout.get("topology") or "loopback")
+
+
+def netns_plan(state_dir: str) -> netns.Plan | None:
+    """The namespaces' address plan of the cluster in `state_dir` (None: loopback)."""
+    try:
+        with open(os.path.join(state_dir, "cluster.yaml")) as f:
+            layout = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return netns.plan_from_layout(layout) if isinstance(layout, dict) else None
+
+
+def _in_namespace(state_dir: str, name: str, argv: list[str]) -> list[str]:
+    """`argv` run inside member `name`'s namespace on a netns cluster, else as it is."""
+    plan = netns_plan(state_dir)
+    if plan is None or name not in plan.members:
+        return argv
+    return netns.exec_prefix(plan.members[name].namespace) + argv
 
 
 def new_cluster_id() -> str:
@@ -307,7 +349,7 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
             "--runtime", spec.get("runtime", "simulated"),
             "--pod-cidr", f"{start}/{first.prefixlen}",
             "--root-dir", os.path.join(state_dir, AGENTS_DIR, name),
-            "--address", network.local_node_address(state_dir, index),
+            "--address", _agent_address(state_dir, name, index),
             "--agent-port", "0"]  # any free port: the Node tells the masters which
     cid = cluster_id(state_dir)
     if cid:
@@ -322,6 +364,13 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     return argv + list(spec.get("args", []))
 
 
+def _agent_address(state_dir: str, name: str, index: int) -> str:
+    plan = netns_plan(state_dir)
+    if plan is not None and name in plan.members:
+        return plan.members[name].address
+    return network.local_node_address(state_dir, index)
+
+
 def start_agent(state_dir: str, name: str, index: int, spec: dict[str, Any],
                 servers: list[str]) -> int:
     tokens = read_node_tokens(state_dir)
@@ -329,7 +378,8 @@ def start_agent(state_dir: str, name: str, index: int, spec: dict[str, Any],
     _write(os.path.join(state_dir, "tokens", name),
            "".join(f"{tokens[n]},{n}\n" for n in agent_nodes(name, int(spec.get("count", 1)))),
            0o600)
-    return _spawn(state_dir, name, agent_argv(state_dir, name, index, spec, servers))
+    return _spawn(state_dir, name, _in_namespace(
+        state_dir, name, agent_argv(state_dir, name, index, spec, servers)))
 
 
 # Members started by this process. `rk up` exits right after starting them, but a
@@ -377,8 +427,8 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
             certs.ensure_serving(pki_dir(state_dir), name, [host])
         except certs.CertError as e:
             raise ClientError(f"master {name}: {e}") from None
-    return _spawn(state_dir, name, master_argv(m, layout, state_dir, extra or []),
-                  preexec=preexec)
+    return _spawn(state_dir, name, _in_namespace(
+        state_dir, name, master_argv(m, layout, state_dir, extra or [])), preexec=preexec)
 
 
 SCHEME = "{name}.scheme"  # in pids/: how a running member serves or reaches the API
@@ -442,18 +492,21 @@ line before it replaces that line (on a terminal it is rewritten in place)."""
 def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = None,
        master_args: list[str] | None = None, runtime: str = "simulated", count: int = 1,
        agent_args: list[str] | None = None, insecure_http: bool | None = None,
-       progress: Progress | None = None) -> list[str]:
+       topology: str | None = None, progress: Progress | None = None) -> list[str]:
     """Start whichever of the masters and of agents n1..n`agents` is not running; wait
     for a leader, and for every agent's nodes to be Ready: within `timeout` seconds, by
     default a minute and a tenth of a second per node (1,000 hollow nodes register a
     few at a time, as kubelets come up, and take longer than a minute on a busy
     machine). Docker agents are refused, before anything starts, when no engine
-    answers. `progress` hears each stage (masters running, leader, nodes Ready)."""
+    answers. `progress` hears each stage (masters running, leader, nodes Ready).
+    `topology` (None: the cluster's own, loopback for a new one) is checked here."""
     if masters not in (1, 3, 5):
         raise ClientError("--masters: must be 1, 3 or 5")
     if agents < 0 or count < 1:
         raise ClientError("--agents must be 0 or more and --count 1 or more")
     state_dir = os.path.abspath(state_dir)
+    topology = check_topology(state_dir, topology, runtime=runtime, agents=agents,
+                              insecure_http=insecure_http)
     if runtime == "docker" and agents > 0:
         problem = docker_problem()
         if problem is not None:
@@ -465,8 +518,14 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
             f"--masters {masters}: the cluster in {state_dir} has {existing} masters, "
             f"and keeps them (`rk up --masters {existing}`, or `rk down` and a new "
             "--state-dir for another size)")
-    layout = load_layout(state_dir, masters)
+    layout = load_layout(state_dir, masters, topology)
     changed = False
+    plan = netns.plan_from_layout(layout)
+    if plan is not None:
+        plan = netns.grow(plan, [f"n{i}" for i in range(1, agents + 1)])
+        if plan.to_dict() != layout["netns"]:
+            layout["netns"] = plan.to_dict()
+            changed = True
     if master_args is not None:
         layout["master_args"] = master_args
         changed = True
@@ -480,6 +539,11 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
         _running_agents(state_dir)), "http" if insecure(layout) else "https")
     if changed:
         _write(os.path.join(state_dir, "cluster.yaml"), yaml.safe_dump(layout))
+    if plan is not None:
+        try:
+            netns.create(plan)
+        except netns.NetnsError as e:
+            raise ClientError(str(e)) from None
     if not insecure(layout):
         try:
             certs.ensure_ca(pki_dir(state_dir))
@@ -521,6 +585,46 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
                        progress=lambda ready: say(
                            "nodes", f"nodes Ready: {ready}/{len(nodes)}"))
     return started
+
+
+def check_topology(state_dir: str, wanted: str | None, *, runtime: str, agents: int,
+                   insecure_http: bool | None) -> str:
+    """The topology this `rk up` runs the cluster on: `wanted`, which must be the one
+    the cluster was made with, else that one (loopback for a new cluster); a netns
+    cluster needs root, TLS and simulated agents."""
+    if wanted is not None and wanted not in netns.TOPOLOGIES:
+        raise ClientError(f"--topology: {wanted!r} is not one of "
+                          f"{', '.join(netns.TOPOLOGIES)}")
+    try:
+        with open(os.path.join(state_dir, "cluster.yaml")) as f:
+            layout = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        layout = None
+    except (OSError, yaml.YAMLError) as e:
+        raise ClientError(f"{state_dir}/cluster.yaml: {e}") from None
+    existing = topology_of(layout) if isinstance(layout, dict) else None
+    if wanted is not None and existing is not None and wanted != existing:
+        raise ClientError(
+            f"--topology {wanted}: the cluster in {state_dir} was made with --topology "
+            f"{existing} and keeps it (`rk down` and a new --state-dir for another)")
+    topology = wanted or existing or "loopback"
+    if topology == "netns":
+        if insecure_http or (isinstance(layout, dict) and insecure(layout)
+                             and insecure_http is None):
+            raise ClientError("--insecure-http: plain HTTP is for loopback addresses only, "
+                              "and --topology netns serves on the namespaces' addresses: "
+                              "leave it out (HTTPS) or use --topology loopback")
+        if runtime == "docker" and agents > 0:
+            raise ClientError(
+                "--runtime docker: not with --topology netns (Docker's containers sit on "
+                "docker0 in the root namespace, where an agent in a namespace of its own "
+                "cannot reach or proxy them): use --runtime simulated, or --topology "
+                "loopback for Docker agents")
+        try:
+            netns.require_root()
+        except netns.NetnsError as e:
+            raise ClientError(str(e)) from None
+    return topology
 
 
 def masters_in(state_dir: str) -> int | None:
@@ -721,6 +825,7 @@ def down(*, state_dir: str, timeout: float = 10.0,
     SIGKILL by KILL_WAIT seconds is reported as such (its pid file is kept)."""
     pids_dir = os.path.join(os.path.abspath(state_dir), "pids")
     if not os.path.isdir(pids_dir):
+        remove_namespaces(os.path.abspath(state_dir))
         return []
     stopped = []
     procs: dict[str, int] = {}
@@ -769,7 +874,20 @@ def down(*, state_dir: str, timeout: float = 10.0,
     else:
         shutil.rmtree(agents, ignore_errors=True)
     remove_agent_rules(os.path.abspath(state_dir), members)  # the dead ones' too
+    remove_namespaces(os.path.abspath(state_dir))
     return stopped
+
+
+def remove_namespaces(state_dir: str) -> list[str]:
+    """The namespaces, veths and bridge of a netns cluster (after its processes, or
+    their leftovers after a crash); nothing for a loopback cluster."""
+    plan = netns_plan(state_dir)
+    if plan is None:
+        return []
+    try:
+        return netns.remove(plan.cluster_id, plan)
+    except netns.NetnsError as e:
+        raise ClientError(f"the processes are stopped, but {e}") from None
 
 
 def remove_agent_rules(state_dir: str, names: list[str]) -> None:

@@ -375,9 +375,13 @@ def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--insecure-http/--tls", default=None,
               help="Serve the masters' APIs over plain HTTP on loopback (development), or "
                    "over HTTPS (the default); kept for later `rk up` runs.")
+@click.option("--topology", type=click.Choice(["loopback", "netns"]), default=None,
+              help="loopback: every member on 127.0.0.1 (the default); netns: each "
+                   "master and agent in a network namespace of its own, with its own "
+                   "address on a bridge (root only; simulated agents). Kept by the cluster.")
 def up(masters: int | None, agents: int, state_dir: str, master_args: tuple[str, ...],
        runtime: str, count: int, agent_args: tuple[str, ...],
-       insecure_http: bool | None) -> None:
+       insecure_http: bool | None, topology: str | None) -> None:
     """Start a local HA cluster (or the members of it that are not running), and wait
     until a leader is elected and every node is Ready. Run again, it starts whatever is
     not running and keeps the data. Without RK_CONFIG, ~/.raftkube/config.yaml is made
@@ -390,7 +394,8 @@ def up(masters: int | None, agents: int, state_dir: str, master_args: tuple[str,
         started = local.up(state_dir=where, masters=masters or local.masters_in(where) or 3,
                            agents=agents, master_args=list(master_args) or None,
                            runtime=runtime, count=count, agent_args=list(agent_args),
-                           insecure_http=insecure_http, progress=lines.show)
+                           insecure_http=insecure_http, topology=topology,
+                           progress=lines.show)
     except errors.ClientError as e:
         lines.close()
         fail(str(e))

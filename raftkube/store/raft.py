@@ -147,9 +147,14 @@ def make_conf(
     deserializer: Callable[[str], Any],
     on_state_changed: Callable[[int, int], None],
     log_compaction_entries: int,
+    bind_address: str | None = None,
 ) -> SyncObjConf:
     return SyncObjConf(
         password=secret,
+        # The member's own Raft address, not pysyncobj's default of every interface
+        # (0.0.0.0): a member in a network namespace of its own, or on a machine with a
+        # private network, listens where its peers are told to reach it.
+        bindAddress=bind_address,
         autoTick=False,
         # Batch mode, but RaftNode.flush_appends sends at the end of every tick that
         # appended or committed something: one message per follower per tick instead of

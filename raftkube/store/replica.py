@@ -270,6 +270,7 @@ class Replica:
             deserializer=self._load_dump,
             on_state_changed=lambda _old, _new: None,
             log_compaction_entries=log_compaction_entries,
+            bind_address=raft_addr,
         )
         try:
             self.node = raft.RaftNode(

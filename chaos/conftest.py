@@ -1,3 +1,0 @@
-from tests.cluster.conftest import cluster
-
-__all__ = ["cluster"]
