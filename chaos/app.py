@@ -22,7 +22,6 @@ annotation of the pod template, so a rolling update needs no second image.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,15 +182,19 @@ def service(name: str) -> Obj:
                      "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
 
 
-async def retry(attempt: Any, *, timeout: float = 30.0) -> Any:
-    """An object-API request retried through elections and conflicts, within `timeout`."""
+UNAVAILABLE = (429, 500, 503, 504)
+
+
+async def retry(attempt: Any, *, timeout: float = 30.0,
+                codes: tuple[int, ...] = (409, *UNAVAILABLE)) -> Any:
+    """An object-API request retried through elections (and, by default, conflicts)
+    within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await attempt()
         except ClientError as e:
-            if time.monotonic() > deadline or (
-                    isinstance(e, ApiError) and e.code not in (409, 429, 500, 503, 504)):
+            if time.monotonic() > deadline or (isinstance(e, ApiError) and e.code not in codes):
                 raise
             await asyncio.sleep(0.2)
 
@@ -225,8 +228,12 @@ class App:
         for kind, obj in ((kinds.DEPLOYMENT, deployment(self.name, self.replicas,
                                                         self.max_surge)),
                           (kinds.SERVICE, service(self.name))):
-            with contextlib.suppress(ApiError):
-                await retry(lambda k=kind, o=obj: self.client.create(k, NAMESPACE, o))
+            try:
+                await retry(lambda k=kind, o=obj: self.client.create(k, NAMESPACE, o),
+                            codes=UNAVAILABLE)
+            except ApiError as e:
+                if e.code != 409:  # already there (a retried create that had worked)
+                    raise
         svc = await retry(lambda: self.client.get(kinds.SERVICE, NAMESPACE, self.name))
         port = svc["spec"]["ports"][0]["nodePort"]
         nodes = await retry(lambda: self.client.list(kinds.NODE))
