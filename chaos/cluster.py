@@ -94,9 +94,15 @@ class Cluster:
         if len(self.by_id) < len(self.names):
             raise TimeoutError("not every master answered its status within 30s")
 
+    def _down(self) -> None:
+        local.down(state_dir=self.state_dir)
+        # What `rk down` also does: the containers, networks and volumes of its agents.
+        if local.used_docker(self.state_dir) and local.docker_problem() is None:
+            local.remove_containers(state_dir=self.state_dir)
+            local.remove_networks_volumes(state_dir=self.state_dir)
+
     async def down(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: local.down(state_dir=self.state_dir))
+        await asyncio.get_running_loop().run_in_executor(None, self._down)
 
     def pid(self, name: str) -> int | None:
         return local.pid_alive(os.path.join(self.state_dir, "pids", f"{name}.pid"))

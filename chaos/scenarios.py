@@ -155,4 +155,5 @@ register(Scenario("quorum-loss", quorum_loss,
                   "lose two of three masters for good, recover with --force-new-cluster"))
 
 # The scenarios of other modules register themselves (after SCENARIOS exists).
-from chaos import scenarios_net  # noqa: E402, F401, I001
+from chaos import (  # noqa: E402, F401, I001
+    scenarios_app, scenarios_clock, scenarios_disk, scenarios_net)

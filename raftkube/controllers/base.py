@@ -12,8 +12,9 @@ elected in, so once a newer leader has written, a late write of this one is refu
 Writes that depend on what was read are compare-and-swap on resourceVersion (an update
 carries the version it read), so a write never undoes one it did not see.
 
-Time comes from `ctx.clock` (wall-clock seconds, as Kubernetes' timestamps are) so that
-tests can set it.
+Time comes from `ctx.clock` (wall-clock seconds, as Kubernetes' timestamps are) for what
+is written, and from `ctx.monotonic` for how long something took or has been silent, so
+that a step of the wall clock neither fires nor stalls a countdown; tests set both.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ class Context:
     events: events.EventRecorder
     clock: Callable[[], float] = time.time
     options: Options = field(default_factory=Options)
+    # Countdowns (how long since a node was heard from, rate limits) run on this one: a
+    # step of the wall clock (NTP, a restored VM) must not make time seem to pass.
+    monotonic: Callable[[], float] = time.monotonic
 
 
 class Controller:

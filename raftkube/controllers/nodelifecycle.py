@@ -2,7 +2,9 @@
 
 Every agent renews its Lease (`raftkube-system/NODE`) every 2 s. This loop remembers,
 per node, when *it* last saw that lease change (or the node's Ready heartbeat), on its
-own clock: the lease's renewTime is the agent's clock and is never compared with ours,
+own monotonic clock: the lease's renewTime is the agent's clock and is never compared
+with ours, a step of this master's wall clock (NTP) moves no countdown (Kubernetes'
+controller compares Go times, whose monotonic readings a step does not move either),
 and a new leader starts every countdown afresh, as Kubernetes' controller does. A node
 unseen for `node_grace` seconds (10 s by default) gets `Ready=Unknown` (and its other
 conditions Unknown), reason `NodeStatusUnknown`, and a `NodeNotReady` event; its pods
@@ -52,7 +54,7 @@ NODE_CONTROLLER_TAINTS = (taints.NOT_READY, taints.UNREACHABLE)
 class Health:
     """What this leader knows of a node's agent: when it last heard from it."""
 
-    probe_at: float  # this leader's clock
+    probe_at: float  # this leader's monotonic clock
     lease_version: str = ""
     heartbeat: str = ""
 
@@ -142,7 +144,7 @@ class NodeLifecycle:
     def _health(self, name: str) -> Health:
         found = self.health.get(name)
         if found is None:  # first seen by this leader: its countdown starts now
-            found = self.health[name] = Health(probe_at=self.ctx.clock())
+            found = self.health[name] = Health(probe_at=self.ctx.monotonic())
         return found
 
     def _lease_seen(self, lease: Obj) -> None:
@@ -157,7 +159,7 @@ class NodeLifecycle:
         h = self._health(name)
         version = inf.resource_version(lease)
         if version != h.lease_version:
-            h.lease_version, h.probe_at = version, self.ctx.clock()
+            h.lease_version, h.probe_at = version, self.ctx.monotonic()
             self.queue.add(name)
 
     def _node_seen(self, node: Obj) -> None:
@@ -166,7 +168,7 @@ class NodeLifecycle:
         ready = conditions.get(node, "Ready") or {}
         beat = str(ready.get("lastHeartbeatTime") or "")
         if beat and beat != h.heartbeat:
-            h.heartbeat, h.probe_at = beat, self.ctx.clock()
+            h.heartbeat, h.probe_at = beat, self.ctx.monotonic()
         self.queue.add(name)
 
     def _node_gone(self, node: Obj) -> None:
@@ -187,7 +189,7 @@ class NodeLifecycle:
         node = self.nodes.cache.get(name)
         if node is None:
             return
-        now = self.ctx.clock()
+        now = self.ctx.monotonic()
         h = self._health(name)
         status = ready_status(node)
         due = h.probe_at + self.options.node_grace
@@ -198,7 +200,7 @@ class NodeLifecycle:
         elif status != "Unknown":
             if self.store_lost is not None or await self._renewed(name, h, now):
                 return
-            await self._mark_unknown(node, now)
+            await self._mark_unknown(node, now - h.probe_at)
             return  # the update comes back through the informer: tainted then
         await self._taint(node, status, now)
         if status != "True":
@@ -220,17 +222,18 @@ class NodeLifecycle:
         self.queue.add_after(name, self.options.node_grace)
         return True
 
-    async def _mark_unknown(self, node: Obj, now: float) -> None:
+    async def _mark_unknown(self, node: Obj, silent: float) -> None:
         name = node["metadata"]["name"]
         updated = copy.deepcopy(node)
-        updated["status"] = unknown_status(node, now)
-        log.warning("node %s: no lease renewal for %.0fs: Ready=Unknown", name,
-                    now - self.health[name].probe_at)
+        updated["status"] = unknown_status(node, self.ctx.clock())
+        log.warning("node %s: no lease renewal for %.0fs: Ready=Unknown", name, silent)
         await self.client.update_status(kinds.NODE, updated)
         self.ctx.events.event(node, "Normal", "NodeNotReady",
                               f"Node {name} status is now: NodeNotReady")
 
     async def _taint(self, node: Obj, status: str | None, now: float) -> None:
+        """`now` is the monotonic clock (rate limits); taints are stamped on the wall's."""
+        stamp = self.ctx.clock()
         name = node["metadata"]["name"]
         zone = disruption.zone_of(node)
         current = [t for t in (node.get("spec") or {}).get("taints") or [] if isinstance(t, dict)]
@@ -239,18 +242,18 @@ class NodeLifecycle:
         self.waiting.discard(name)  # added back below if it still waits for a token
         if self.disruption.master_mode:
             # Nothing waits for a token: leaving the mode looks at every node again.
-            wanted = [t for t in wanted_taints(node, status, no_execute=False, now=now)
+            wanted = [t for t in wanted_taints(node, status, no_execute=False, now=stamp)
                       if not (t.get("key") in NODE_CONTROLLER_TAINTS
                               and t.get("effect") == taints.NO_EXECUTE)]
         else:
             # Swapping not-ready for unreachable (or back) is not a new eviction.
-            wanted = wanted_taints(node, status, no_execute=had_no_execute, now=now)
+            wanted = wanted_taints(node, status, no_execute=had_no_execute, now=stamp)
             missing = status != "True" and not any(
                 t.get("effect") == taints.NO_EXECUTE and t.get("key") in NODE_CONTROLLER_TAINTS
                 for t in wanted)
             if missing:
                 if self.disruption.may_taint(zone, now):
-                    wanted = wanted_taints(node, status, no_execute=True, now=now)
+                    wanted = wanted_taints(node, status, no_execute=True, now=stamp)
                 else:
                     self.waiting.add(name)  # the monitor brings it back, or its bucket:
                     wait = self.disruption.wait(zone, now)
@@ -287,7 +290,7 @@ class NodeLifecycle:
 
     def monitor(self) -> None:
         """Zone states and master disruption mode, from every node's Ready condition."""
-        now = self.ctx.clock()
+        now = self.ctx.monotonic()
         zones: dict[str, list[bool]] = {}
         for node in self.nodes.cache.list():
             zones.setdefault(disruption.zone_of(node), []).append(ready_status(node) == "True")
@@ -311,7 +314,7 @@ class NodeLifecycle:
         """One read through Raft. If it fails, or takes longer than an agent's renewal
         may, the store was out of reach for the agents too: when it answers again,
         every node's countdown restarts from then."""
-        started = self.ctx.clock()
+        started = self.ctx.monotonic()
         slow = min(2.0, self.options.node_grace / 2)
         try:
             await asyncio.wait_for(self.client.get(kinds.NAMESPACE, "", LEASE_NAMESPACE),
@@ -324,7 +327,7 @@ class NodeLifecycle:
             self.store_lost = self.store_lost or started
             return
         if self.store_lost is not None:
-            now = self.ctx.clock()
+            now = self.ctx.monotonic()
             log.warning("the store answers again after %.1fs: every node's grace period "
                         "restarts", now - self.store_lost)
             for h in self.health.values():

@@ -129,14 +129,17 @@ class FakeClient:
 
 class Fixture:
     def __init__(self, *, now: float = T0, options: base.Options | None = None) -> None:
-        self.now = now
+        self.now = now  # both clocks advance with it
+        self.wall_jump = 0.0  # how far the wall clock was stepped (NTP) on top of `now`
         self.client = FakeClient()
         self.informers = inf.InformerFactory(self.client)  # type: ignore[arg-type]
         self.events = ev.EventRecorder(self.client, "test",  # type: ignore[arg-type]
-                                       clock=lambda: self.now)
+                                       clock=lambda: self.now + self.wall_jump)
         self.ctx = base.Context(client=self.client,  # type: ignore[arg-type]
                                 informers=self.informers, events=self.events,
-                                clock=lambda: self.now, options=options or base.Options())
+                                clock=lambda: self.now + self.wall_jump,
+                                monotonic=lambda: self.now,
+                                options=options or base.Options())
 
     def seed(self, kind: kinds.Kind, *objs: Obj) -> None:
         """Put objects in the kind's cache as a list would, without telling handlers."""

@@ -330,3 +330,24 @@ def test_a_zone_that_is_gone_takes_its_bucket_with_it() -> None:
     d.may_taint("z2", 1.0)  # a node of a zone not observed yet
     d.observe({"z1": [True]}, 2.0)
     assert set(d.buckets) == {"z1"} and set(d.states) == {"z1"}
+
+
+async def test_a_jump_of_the_leaders_wall_clock_marks_no_node() -> None:
+    """Countdowns run on the leader's monotonic clock (Kubernetes' controller compares
+    Go times, whose monotonic readings a wall-clock step does not move): an NTP step of
+    an hour, then an event about the node before its next lease renewal, marks nothing.
+    Timestamps it writes still come from the wall clock."""
+    f = Fixture()
+    f.seed(kinds.NODE, node("n1"))
+    f.seed(kinds.LEASE, lease("n1"))
+    c = make(f, "n1")
+    f.now = T0 + 1
+    f.wall_jump = 3600.0
+    c._node_seen(node("n1"))  # a status update, heartbeat unchanged: a reconcile
+    assert await f.run(c, "n1") == []
+    assert f.client.reads == []
+    f.now = T0 + 10.5  # truly silent for the grace period: marked, stamped on the wall clock
+    actions = await f.run(c, "n1")
+    assert [a.verb for a in actions] == ["update_status"]
+    conds = {x["type"]: x for x in actions[0].body["status"]["conditions"]}
+    assert conds["Ready"]["lastTransitionTime"] == rfc3339(T0 + 10.5 + 3600)
