@@ -72,7 +72,11 @@ def main(request_timeout: float) -> None:
 @click.option("--name", required=True, help="Member name, e.g. m1.")
 @click.option("--api", required=True, metavar="HOST:PORT", help="API server address.")
 @click.option("--raft", "raft_addr", required=True, metavar="HOST:PORT",
-              help="Raft address (bind it to the cluster network only).")
+              help="Raft address: the one the peers reach (their --peer), listened on "
+                   "unless --raft-listen says otherwise; on the cluster network only.")
+@click.option("--raft-listen", metavar="HOST:PORT",
+              help="The address Raft listens on when --raft is not one of this machine's "
+                   "(a master behind NAT), e.g. 0.0.0.0:2380. Default: --raft.")
 @click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
               help="Another member's Raft address; repeat for each.")
 @click.option("--data-dir", required=True, type=click.Path(file_okay=False))
@@ -137,7 +141,8 @@ def main(request_timeout: float) -> None:
               help="The machine provider of the cloud controller: local, vagrant, one "
                    "registered in the entry point group raftkube.cloud_providers, or none "
                    "(docs/cloud.md).")
-def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir: str,
+def master(name: str, api: str, raft_addr: str, raft_listen: str | None,
+           peers: tuple[str, ...], data_dir: str,
            token_file: str, secret_file: str | None, node_token_file: str | None,
            etcd_users_file: str | None, service_cluster_ip_range: str,
            election_timeout: str, heartbeat: float,
@@ -167,6 +172,7 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
         etcd_users = m.read_etcd_users(etcd_users_file) if etcd_users_file else {}
         m.check_cidr(service_cluster_ip_range)
+        listen = m.raft_listen(raft_addr, raft_listen)
         tls = m.tls_options(tls_cert_file, tls_private_key_file, insecure_http, api)
         provider = cloud.load(cloud_provider)
         loop_options = m.loop_options(
@@ -178,7 +184,8 @@ def master(name: str, api: str, raft_addr: str, peers: tuple[str, ...], data_dir
             unhealthy_zone_threshold=unhealthy_zone_threshold,
             large_cluster_size=large_cluster_size_threshold)
         code = m.run(loop_options=loop_options,
-                     name=name, api=api, raft_addr=raft_addr, peers=list(peers),
+                     name=name, api=api, raft_addr=raft_addr, raft_listen=listen,
+                     peers=list(peers),
                      node_tokens=node_tokens, etcd_users=etcd_users,
                      service_cidr=service_cluster_ip_range,
                      data_dir=data_dir, token=token, secret=secret, timing=timing,

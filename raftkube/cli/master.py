@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import errno
 import ipaddress
 import logging
 import os
 import signal
+import socket
 import ssl
 import sys
 from dataclasses import dataclass
@@ -47,6 +49,39 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{what}: expected HOST:PORT, got {value!r}")
     return host, int(port)
+
+
+def raft_listen(raft_addr: str, listen: str | None) -> str:
+    """The address Raft listens on: `--raft-listen`, else the `--raft` address (the one
+    the peers are told), which must then be one of this machine's: a master behind NAT
+    advertises an address it does not have, and binding it would fail for ever (pysyncobj
+    retries every second and the master hangs without a word)."""
+    split_hostport(raft_addr, "--raft")
+    if listen is not None:
+        _check_local(listen, "--raft-listen", "")
+        return listen
+    _check_local(raft_addr, "--raft", f" (behind NAT?): give the address to listen on with "
+                 f"--raft-listen, e.g. --raft-listen 0.0.0.0:{raft_addr.rpartition(':')[2]}")
+    return raft_addr
+
+
+def _check_local(addr: str, what: str, hint: str) -> None:
+    """Refuse `addr` if its host resolves only to addresses this machine does not have
+    (EADDRNOTAVAIL); a name that does not resolve now is left to pysyncobj's retries."""
+    host, _port = split_hostport(addr, what)
+    try:
+        found = socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return
+    for family, kind, proto, _name, sockaddr in found:
+        with socket.socket(family, kind, proto) as s:
+            try:
+                s.bind((sockaddr[0], 0, *sockaddr[2:]))
+                return
+            except OSError as e:
+                if e.errno != errno.EADDRNOTAVAIL:
+                    return  # not a missing address: let the real bind say what it is
+    raise ValueError(f"{what}: {host} is not an address of this machine{hint}")
 
 
 def read_etcd_users(path: str) -> dict[str, str]:
@@ -213,6 +248,7 @@ async def serve(
     peers: list[str],
     data_dir: str,
     token: str,
+    raft_listen: str | None = None,
     secret: str,
     timing: Timing,
     history_revisions: int,
@@ -241,6 +277,7 @@ async def serve(
     scheme = "https" if tls is not None else "http"
     replica = Replica(
         name=name, raft_addr=raft_addr, peers=peers, api_url=f"{scheme}://{api}",
+        raft_listen=raft_listen,
         data_dir=data_dir, secret=secret, timing=timing, history_revisions=history_revisions,
         solo=force_new_cluster or recovery.is_solo(data_dir),
         join=join and not recovery.has_data(data_dir), sync=sync,

@@ -151,9 +151,11 @@ def make_conf(
 ) -> SyncObjConf:
     return SyncObjConf(
         password=secret,
-        # The member's own Raft address, not pysyncobj's default of every interface
-        # (0.0.0.0): a member in a network namespace of its own, or on a machine with a
-        # private network, listens where its peers are told to reach it.
+        # The member's own Raft address (or its --raft-listen), not pysyncobj's default
+        # of every interface (0.0.0.0): a member in a network namespace of its own, or
+        # on a machine with a private network, listens where its peers are told to reach
+        # it. `rk master` refuses an address this machine does not have (binding it
+        # would be retried for ever, silently).
         bindAddress=bind_address,
         autoTick=False,
         # Batch mode, but RaftNode.flush_appends sends at the end of every tick that

@@ -194,6 +194,7 @@ class Replica:
         raft_addr: str,
         peers: list[str],
         api_url: str,
+        raft_listen: str | None = None,
         data_dir: str,
         secret: str,
         timing: Timing = Timing(),
@@ -270,7 +271,7 @@ class Replica:
             deserializer=self._load_dump,
             on_state_changed=lambda _old, _new: None,
             log_compaction_entries=log_compaction_entries,
-            bind_address=raft_addr,
+            bind_address=raft_listen or raft_addr,
         )
         try:
             self.node = raft.RaftNode(

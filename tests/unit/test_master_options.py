@@ -86,3 +86,38 @@ def test_rk_master_hands_the_node_lifecycle_flags_to_the_leader_loops(
         master.loop_options(unhealthy_zone_threshold=1.5)
     with pytest.raises(ValueError, match="--node-eviction-rate: must not be negative"):
         master.loop_options(eviction_rate=-1)
+
+
+def test_raft_listens_on_its_own_address_or_says_to_give_one() -> None:
+    # A loopback cluster, and 0.0.0.0 given on purpose: listened on as they are.
+    assert master.raft_listen("127.0.0.1:2380", None) == "127.0.0.1:2380"
+    assert master.raft_listen("0.0.0.0:2380", None) == "0.0.0.0:2380"
+    # A master behind NAT advertises an address this machine does not have: binding it
+    # would fail (pysyncobj retries forever, and the master hangs without a word).
+    with pytest.raises(ValueError, match="--raft: 192.0.2.10 is not an address of this "
+                                         "machine") as e:
+        master.raft_listen("192.0.2.10:2380", None)
+    assert "--raft-listen 0.0.0.0:2380" in str(e.value)
+    assert master.raft_listen("192.0.2.10:2380", "0.0.0.0:2380") == "0.0.0.0:2380"
+    with pytest.raises(ValueError, match="--raft-listen: 192.0.2.10 is not an address"):
+        master.raft_listen("127.0.0.1:2380", "192.0.2.10:2380")
+    with pytest.raises(ValueError, match="--raft-listen: expected HOST:PORT"):
+        master.raft_listen("127.0.0.1:2380", "2380")
+
+
+def test_rk_master_behind_nat_is_refused_with_the_flag_named_or_listens_where_told(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "token"
+    token.write_text("t" * 24)
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(master, "run", lambda **kw: seen.update(kw))
+    argv = ["master", "--name", "m1", "--api", "127.0.0.1:1", "--raft", "192.0.2.10:2",
+            "--data-dir", str(tmp_path / "d"), "--token-file", str(token), "--insecure-http"]
+    result = CliRunner().invoke(cli_main.main, argv)
+    assert result.exit_code != 0
+    assert "--raft: 192.0.2.10 is not an address of this machine" in result.output + (
+        result.stderr or "")
+    assert not seen
+    result = CliRunner().invoke(cli_main.main, argv + ["--raft-listen", "0.0.0.0:2"])
+    assert result.exit_code == 0, result.output
+    assert (seen["raft_addr"], seen["raft_listen"]) == ("192.0.2.10:2", "0.0.0.0:2")
