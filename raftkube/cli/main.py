@@ -172,7 +172,7 @@ def master(name: str, api: str, raft_addr: str, raft_listen: str | None,
         node_tokens = m.read_node_tokens(node_token_file) if node_token_file else {}
         etcd_users = m.read_etcd_users(etcd_users_file) if etcd_users_file else {}
         m.check_cidr(service_cluster_ip_range)
-        listen = m.raft_listen(raft_addr, raft_listen)
+        listen = m.raft_listen(raft_addr, raft_listen, peers)
         tls = m.tls_options(tls_cert_file, tls_private_key_file, insecure_http, api)
         provider = cloud.load(cloud_provider)
         loop_options = m.loop_options(

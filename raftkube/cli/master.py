@@ -21,6 +21,7 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from raftkube.apiserver import etcdauth, serving
@@ -51,37 +52,57 @@ def split_hostport(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def raft_listen(raft_addr: str, listen: str | None) -> str:
+def raft_listen(raft_addr: str, listen: str | None, peers: Sequence[str] = ()) -> str:
     """The address Raft listens on: `--raft-listen`, else the `--raft` address (the one
-    the peers are told), which must then be one of this machine's: a master behind NAT
-    advertises an address it does not have, and binding it would fail for ever (pysyncobj
-    retries every second and the master hangs without a word)."""
+    the peers are told), which must then be one of this machine's, and not a loopback
+    one while a peer is elsewhere (Debian's /etc/hosts maps the machine's own name to
+    127.0.1.1). A master behind NAT advertises an address it does not have: binding it
+    would fail for ever (pysyncobj retries every second and the master hangs without a
+    word)."""
     split_hostport(raft_addr, "--raft")
     if listen is not None:
-        _check_local(listen, "--raft-listen", "")
+        _local_addresses(listen, "--raft-listen", "")
         return listen
-    _check_local(raft_addr, "--raft", f" (behind NAT?): give the address to listen on with "
-                 f"--raft-listen, e.g. --raft-listen 0.0.0.0:{raft_addr.rpartition(':')[2]}")
+    hint = ("give the address to listen on with --raft-listen, e.g. --raft-listen "
+            f"0.0.0.0:{raft_addr.rpartition(':')[2]}")
+    own = _local_addresses(raft_addr, "--raft", f" (behind NAT?): {hint}")
+    if own and all(ipaddress.ip_address(a).is_loopback for a in own):
+        host = split_hostport(raft_addr, "--raft")[0]
+        for peer in peers:
+            found = _resolve(split_hostport(peer, "--peer")[0])
+            if found and not any(ipaddress.ip_address(a).is_loopback for a in found):
+                what = "" if host.strip("[]") == own[0] else f" {own[0]},"
+                raise ValueError(f"--raft: {host} is{what} a loopback address out of the "
+                                 f"reach of peer {peer}: {hint}")
     return raft_addr
 
 
-def _check_local(addr: str, what: str, hint: str) -> None:
-    """Refuse `addr` if its host resolves only to addresses this machine does not have
-    (EADDRNOTAVAIL); a name that does not resolve now is left to pysyncobj's retries."""
-    host, _port = split_hostport(addr, what)
+def _resolve(host: str) -> list[str]:
+    """The addresses of `host` (none if it does not resolve now)."""
     try:
         found = socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        return
-    for family, kind, proto, _name, sockaddr in found:
-        with socket.socket(family, kind, proto) as s:
+        return []
+    return [str(sockaddr[0]).partition("%")[0] for *_rest, sockaddr in found]
+
+
+def _local_addresses(addr: str, what: str, hint: str) -> list[str]:
+    """The addresses of `addr`'s host, refused if this machine has none of them
+    (EADDRNOTAVAIL); a name that does not resolve now is left to pysyncobj's retries."""
+    host, _port = split_hostport(addr, what)
+    found = _resolve(host)
+    for a in found:
+        family = socket.AF_INET6 if ":" in a else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
-                s.bind((sockaddr[0], 0, *sockaddr[2:]))
-                return
+                s.bind((a, 0))
+                return found
             except OSError as e:
                 if e.errno != errno.EADDRNOTAVAIL:
-                    return  # not a missing address: let the real bind say what it is
-    raise ValueError(f"{what}: {host} is not an address of this machine{hint}")
+                    return found  # not a missing address: the real bind says what it is
+    if found:
+        raise ValueError(f"{what}: {host} is not an address of this machine{hint}")
+    return found
 
 
 def read_etcd_users(path: str) -> dict[str, str]:

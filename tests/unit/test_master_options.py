@@ -121,3 +121,29 @@ def test_rk_master_behind_nat_is_refused_with_the_flag_named_or_listens_where_to
     result = CliRunner().invoke(cli_main.main, argv + ["--raft-listen", "0.0.0.0:2"])
     assert result.exit_code == 0, result.output
     assert (seen["raft_addr"], seen["raft_listen"]) == ("192.0.2.10:2", "0.0.0.0:2")
+
+
+def test_raft_on_a_loopback_address_with_peers_elsewhere_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian's /etc/hosts maps the machine's own name to 127.0.1.1: `--raft $(hostname):
+    # 2380` listened on every interface before, and would now listen where no peer
+    # reaches it.
+    import socket
+    real = socket.getaddrinfo
+
+    def fake(host: str, *a: object, **k: object) -> object:
+        if host == "gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real("127.0.1.1" if host == "m1.example" else host, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with pytest.raises(ValueError, match="--raft: m1.example is 127.0.1.1, a loopback "
+                                         "address out of the reach of peer 10.1.2.3:2380"):
+        master.raft_listen("m1.example:2380", None, ["10.1.2.3:2380"])
+    # Every member on loopback, or a listen address given on purpose: as asked.
+    assert master.raft_listen("m1.example:2380", None, ["127.0.0.1:2381"]) == (
+        "m1.example:2380")
+    assert master.raft_listen("m1.example:2380", "0.0.0.0:2380", ["10.1.2.3:2380"]) == (
+        "0.0.0.0:2380")
+    assert master.raft_listen("127.0.0.1:2380", None, ["gone.example:2380"]) == (
+        "127.0.0.1:2380")
