@@ -591,7 +591,7 @@ def check_topology(state_dir: str, wanted: str | None, *, runtime: str, agents: 
                    insecure_http: bool | None) -> str:
     """The topology this `rk up` runs the cluster on: `wanted`, which must be the one
     the cluster was made with, else that one (loopback for a new cluster); a netns
-    cluster needs root, TLS and simulated agents."""
+    cluster needs root, TLS and simulated agents, at most netns.MAX_AGENTS of them."""
     if wanted is not None and wanted not in netns.TOPOLOGIES:
         raise ClientError(f"--topology: {wanted!r} is not one of "
                           f"{', '.join(netns.TOPOLOGIES)}")
@@ -620,6 +620,11 @@ def check_topology(state_dir: str, wanted: str | None, *, runtime: str, agents: 
                 "docker0 in the root namespace, where an agent in a namespace of its own "
                 "cannot reach or proxy them): use --runtime simulated, or --topology "
                 "loopback for Docker agents")
+        if agents > netns.MAX_AGENTS:
+            raise ClientError(
+                f"--agents {agents}: a netns cluster has at most {netns.MAX_AGENTS} agents "
+                f"(n1..n{netns.MAX_AGENTS}, one address each in the cluster's /24; "
+                "--count gives an agent more nodes)")
         try:
             netns.require_root()
         except netns.NetnsError as e:

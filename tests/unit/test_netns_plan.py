@@ -115,6 +115,17 @@ def test_netns_refuses_plain_http_and_docker_agents(tmp_path: Path) -> None:
                              insecure_http=None)
 
 
+def test_more_agents_than_a_netns_plan_holds_are_refused_by_name_before_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)  # the check comes before any ip
+    state = tmp_path / "new"
+    with pytest.raises(ClientError, match="--agents 151: a netns cluster has at most 150 "
+                                          "agents"):
+        local.up(state_dir=str(state), masters=1, agents=151, topology="netns",
+                 runtime="simulated")
+    assert not (state / "cluster.yaml").exists()
+
+
 def test_netns_needs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
     with pytest.raises(ClientError, match="needs root"):
