@@ -83,6 +83,13 @@ def totals(selection: str, options: Options, results: dict[str, dict[str, Any]]
             if r.get("app_unavailable_seconds") is not None]
     failovers = [s for r in every for s in r["failover_seconds"] if s is not None]
     lin = [r["linearizable"] for r in every]
+    # The first scenario whose history is not linearizable, with its offending key's
+    # sub-history: what the issue asks of `linearizable: false`, at the top for `all` too.
+    offending = next(({"scenario": name, "key": r["linearizability"].get("key"),
+                       "history": r["linearizability"].get("history"),
+                       "explanation": r["linearizability"].get("explanation")}
+                      for name, r in results.items()
+                      if r["linearizable"] is False and r.get("linearizability")), None)
     return {
         "scenario": selection, "seed": options.seed, "rounds": options.rounds,
         "topology": options.topology, "masters": options.masters,
@@ -90,6 +97,7 @@ def totals(selection: str, options: Options, results: dict[str, dict[str, Any]]
         "acked_writes": sum(r["acked_writes"] for r in every),
         "lost_writes": sum(r["lost_writes"] for r in every),
         "linearizable": (False if False in lin else None if None in lin else True),
+        **({"linearizability": offending} if offending else {}),
         "failover_seconds": failovers,
         "failover": checks.summary(failovers),
         "stale_term_writes_applied": sum(r["stale_term_writes_applied"] for r in every),

@@ -106,3 +106,25 @@ def test_report_files_for_several_scenarios(tmp_path: str) -> None:
     assert "FAILED" in text and "1 acknowledged writes missing" in text
     with open(os.path.join(tmp_path, "availability.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_all_names_the_offending_sub_history_at_the_top() -> None:
+    """`linearizable: false` comes with the sub-history that is not, for `all` too."""
+    def result(name: str, linearizable: bool) -> dict[str, object]:
+        lin: dict[str, object] = {"keys": 2, "ops": 9, "explanation": "fine"}
+        if not linearizable:
+            lin.update(key="r/1", history=[{"client": 3, "kind": "get"}],
+                       explanation="key 'r/1' is not linearizable")
+        return {"scenario": name, "passed": linearizable, "acked_writes": 3,
+                "lost_writes": 0, "linearizable": linearizable, "linearizability": lin,
+                "stale_term_writes_applied": 0, "max_leaders_per_term": 1,
+                "watch_gaps": 0, "failover_seconds": [0.3],
+                "app_unavailable_seconds": None}
+    results = {"kill-leader": result("kill-leader", True),
+               "partition-minority": result("partition-minority", False)}
+    top = runner.totals("all", runner.Options(rounds=1, seed=1, topology="loopback",
+                                              masters=3, out="/tmp"), results)
+    assert top["linearizable"] is False
+    assert top["linearizability"] == {"scenario": "partition-minority", "key": "r/1",
+                                      "history": [{"client": 3, "kind": "get"}],
+                                      "explanation": "key 'r/1' is not linearizable"}
