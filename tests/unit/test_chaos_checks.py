@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from chaos import checks, report, runner
+from chaos import checks, linearizability, report, runner
 from chaos.__main__ import main
 from chaos.history import Fault, Sample
+from chaos.linearizability import Op
 
 pytestmark = pytest.mark.unit
 
@@ -128,3 +129,21 @@ def test_all_names_the_offending_sub_history_at_the_top() -> None:
     assert top["linearizability"] == {"scenario": "partition-minority", "key": "r/1",
                                       "history": [{"client": 3, "kind": "get"}],
                                       "explanation": "key 'r/1' is not linearizable"}
+
+
+def test_final_reads_catch_a_write_wrongly_classified_as_failed() -> None:
+    """A unique write answered with a refusal (left out of the history as certainly
+    failed) that the member holds all the same: the final reads show it, and the history
+    is then not linearizable."""
+    acked = Op(client=1, key="w/0/000001", kind="put", value="v1", invoked=0.0,
+               completed=0.1)
+    held = {"w/0/000001": ("v1", 5), "w/0/000002": ("v2", 6)}  # 000002: "failed"
+    reads = runner.final_reads([acked], held, invoked=1.0, completed=1.1, first_client=-1)
+    assert [(r.key, r.result, r.client) for r in reads] == [
+        ("w/0/000001", "v1", -1), ("w/0/000002", "v2", -2)]
+    verdict = linearizability.check([acked, *reads])
+    assert verdict.linearizable is False and verdict.key == "w/0/000002"
+    # Nothing held beyond the history: linearizable.
+    assert linearizability.check(
+        [acked, *runner.final_reads([acked], {"w/0/000001": ("v1", 5)}, invoked=1.0,
+                                    completed=1.1, first_client=-1)]).linearizable
