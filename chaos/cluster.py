@@ -30,6 +30,8 @@ class Cluster:
     """`masters` masters and `agents` agents (n1..) in `state_dir`. `master_args` are extra
     `rk master` flags for every start; `agent_args` the same for agents."""
 
+    STOP_SECONDS = 10.0  # for a signalled process to exit (then SIGKILL, once)
+
     def __init__(self, state_dir: str, *, masters: int = 3, agents: int = 0,
                  runtime: str = "simulated", topology: str = "loopback",
                  master_args: list[str] | None = None,
@@ -133,10 +135,29 @@ class Cluster:
                 raise RuntimeError(f"{name} is not running")
             os.kill(pid, sig)
             pids.append(pid)
-        deadline = time.monotonic() + 10
-        while any(local._running(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if not self._exited(pids) and sig != signal.SIGKILL:
+            # A member that does not stop when asked must not run on beside the copy
+            # started next on its data dir: that one's pid file would hide it from
+            # `down`, and it outlived the run.
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._exited(pids)
         local.reap()
+        alive = [p for p in pids if local._running(p)]
+        if alive:
+            raise RuntimeError(f"{', '.join(names)}: pids {alive} still running "
+                               f"{2 * self.STOP_SECONDS:g}s after signal {sig} and SIGKILL")
+
+    def _exited(self, pids: list[int]) -> bool:
+        deadline = time.monotonic() + self.STOP_SECONDS
+        while any(local._running(p) for p in pids):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     async def kill(self, *names: str, sig: int = signal.SIGKILL) -> None:
         """Signal the members (or agents) at once; return when every one has exited."""

@@ -42,3 +42,34 @@ async def test_down_waits_for_an_interrupted_up(monkeypatch: pytest.MonkeyPatch,
     threading.Timer(0.2, release.set).start()
     await c.down()
     assert order == ["up begins", "up starts the last master", "down"]
+
+
+async def test_a_member_that_ignores_sigterm_is_killed_not_left_running(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: str) -> None:
+    """A graceful stop (slow-disk, clock-jump restarts) that does not end in time: the
+    member must not run on beside the copy started next on its data dir (whose pid
+    file then hides it from `down`)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import signal, time  # raftkube master stand-in\n"
+                             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                             "print('ready', flush=True)\n"
+                             "time.sleep(60)\n"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        os.makedirs(os.path.join(tmp_path, "pids"))
+        with open(os.path.join(tmp_path, "pids", "m1.pid"), "w") as f:
+            f.write(str(proc.pid))
+        c = cl.Cluster(str(tmp_path))
+        monkeypatch.setattr(cl.Cluster, "STOP_SECONDS", 0.5)
+        await c.kill("m1", sig=signal.SIGTERM)
+        assert proc.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
