@@ -147,3 +147,14 @@ def test_final_reads_catch_a_write_wrongly_classified_as_failed() -> None:
     assert linearizability.check(
         [acked, *runner.final_reads([acked], {"w/0/000001": ("v1", 5)}, invoked=1.0,
                                     completed=1.1, first_client=-1)]).linearizable
+
+
+def test_an_out_that_is_a_file_is_refused_by_name(
+        capsys: pytest.CaptureFixture[str], tmp_path: str) -> None:
+    path = os.path.join(tmp_path, "a-file")
+    with open(path, "w") as f:
+        f.write("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--scenario", "kill-leader", "--out", path])
+    assert exit_info.value.code == 2
+    assert "--out: " in capsys.readouterr().err
