@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -28,6 +29,8 @@ STATUS = "/v3/maintenance/status"
 class Cluster:
     """`masters` masters and `agents` agents (n1..) in `state_dir`. `master_args` are extra
     `rk master` flags for every start; `agent_args` the same for agents."""
+
+    STOP_SECONDS = 10.0  # for a signalled process to exit (then SIGKILL, once)
 
     def __init__(self, state_dir: str, *, masters: int = 3, agents: int = 0,
                  runtime: str = "simulated", topology: str = "loopback",
@@ -49,10 +52,19 @@ class Cluster:
         self.ssl: ssl.SSLContext | None = None
         self._session: aiohttp.ClientSession | None = None
         self._transport: transport.Transport | None = None
+        # Held by every blocking step on processes (up, kill, start, down), each run in a
+        # thread: a cancelled await does not stop its thread, so without it `down` (run
+        # on cancellation, SIGTERM, a scenario's error) could stop the masters while an
+        # interrupted `up` was still starting more, which then outlived the run.
+        self._processes = threading.Lock()
 
     # ---- processes ----------------------------------------------------------------------
 
     def _up(self) -> None:
+        with self._processes:
+            self._up_locked()
+
+    def _up_locked(self) -> None:
         options: dict[str, Any] = {}
         if self.topology != "loopback":
             options["topology"] = self.topology
@@ -95,6 +107,10 @@ class Cluster:
             raise TimeoutError("not every master answered its status within 30s")
 
     def _down(self) -> None:
+        with self._processes:  # after whatever an interrupted step is still doing
+            self._down_locked()
+
+    def _down_locked(self) -> None:
         local.down(state_dir=self.state_dir)
         # What `rk down` also does: the containers, networks and volumes of its agents.
         if local.used_docker(self.state_dir) and local.docker_problem() is None:
@@ -108,6 +124,10 @@ class Cluster:
         return local.pid_alive(os.path.join(self.state_dir, "pids", f"{name}.pid"))
 
     def _kill(self, names: tuple[str, ...], sig: int) -> None:
+        with self._processes:
+            self._kill_locked(names, sig)
+
+    def _kill_locked(self, names: tuple[str, ...], sig: int) -> None:
         pids = []
         for name in names:
             pid = self.pid(name)
@@ -115,10 +135,29 @@ class Cluster:
                 raise RuntimeError(f"{name} is not running")
             os.kill(pid, sig)
             pids.append(pid)
-        deadline = time.monotonic() + 10
-        while any(local._running(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if not self._exited(pids) and sig != signal.SIGKILL:
+            # A member that does not stop when asked must not run on beside the copy
+            # started next on its data dir: that one's pid file would hide it from
+            # `down`, and it outlived the run.
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._exited(pids)
         local.reap()
+        alive = [p for p in pids if local._running(p)]
+        if alive:
+            raise RuntimeError(f"{', '.join(names)}: pids {alive} still running "
+                               f"{2 * self.STOP_SECONDS:g}s after signal {sig} and SIGKILL")
+
+    def _exited(self, pids: list[int]) -> bool:
+        deadline = time.monotonic() + self.STOP_SECONDS
+        while any(local._running(p) for p in pids):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     async def kill(self, *names: str, sig: int = signal.SIGKILL) -> None:
         """Signal the members (or agents) at once; return when every one has exited."""
@@ -128,10 +167,13 @@ class Cluster:
         """Start one master with `extra` flags (once), or whatever else is not running."""
         if extra and name in self.names:
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: local.start_member(self.state_dir, name,
-                                                 self.master_args + extra))
+                None, self._start_member, name, self.master_args + extra)
             return
         await self.up()
+
+    def _start_member(self, name: str, args: list[str]) -> None:
+        with self._processes:
+            local.start_member(self.state_dir, name, args)
 
     def pause(self, name: str) -> None:
         pid = self.pid(name)

@@ -83,6 +83,13 @@ def totals(selection: str, options: Options, results: dict[str, dict[str, Any]]
             if r.get("app_unavailable_seconds") is not None]
     failovers = [s for r in every for s in r["failover_seconds"] if s is not None]
     lin = [r["linearizable"] for r in every]
+    # The first scenario whose history is not linearizable, with its offending key's
+    # sub-history: what the issue asks of `linearizable: false`, at the top for `all` too.
+    offending = next(({"scenario": name, "key": r["linearizability"].get("key"),
+                       "history": r["linearizability"].get("history"),
+                       "explanation": r["linearizability"].get("explanation")}
+                      for name, r in results.items()
+                      if r["linearizable"] is False and r.get("linearizability")), None)
     return {
         "scenario": selection, "seed": options.seed, "rounds": options.rounds,
         "topology": options.topology, "masters": options.masters,
@@ -90,6 +97,7 @@ def totals(selection: str, options: Options, results: dict[str, dict[str, Any]]
         "acked_writes": sum(r["acked_writes"] for r in every),
         "lost_writes": sum(r["lost_writes"] for r in every),
         "linearizable": (False if False in lin else None if None in lin else True),
+        **({"linearizability": offending} if offending else {}),
         "failover_seconds": failovers,
         "failover": checks.summary(failovers),
         "stale_term_writes_applied": sum(r["stale_term_writes_applied"] for r in every),
@@ -184,6 +192,21 @@ async def run_one(scenario: Scenario, options: Options, seed: int
     return result, rows
 
 
+def final_reads(ops: list[linearizability.Op], held: dict[str, tuple[str, int]], *,
+                invoked: float, completed: float, first_client: int
+                ) -> list[linearizability.Op]:
+    """What one member holds, as gets after everything (clients `first_client`,
+    `first_client - 1`, ...): the checker then also proves the final state is one the
+    history allows. Every key the history touched, and every key the member holds: a
+    key that only writes classified as certainly failed (left out of the history) put
+    there is read with no write to explain it, so a wrong `fail` cannot go unseen."""
+    keys = sorted({op.key for op in ops} | set(held))
+    return [linearizability.Op(client=first_client - i, key=key, kind="get",
+                               result=held[key][0] if key in held else None,
+                               invoked=invoked, completed=completed)
+            for i, key in enumerate(keys)]
+
+
 async def judge(cluster: Cluster, workload: Workload, options: Options,
                 result: dict[str, Any], problems: list[str]) -> None:
     """The checks after the faults, on a whole cluster."""
@@ -217,14 +240,8 @@ async def judge(cluster: Cluster, workload: Workload, options: Options,
             continue
         completed = time.monotonic()
         stored[name] = keys
-        # What each member holds, as reads after everything: the checker then also
-        # proves the final state is one that the history allows.
-        touched = {op.key for op in workload.ops}
-        for key in touched:
-            value = keys.get(key)
-            final_ops.append(linearizability.Op(
-                client=-1 - len(final_ops), key=key, kind="get",
-                result=value[0] if value else None, invoked=invoked, completed=completed))
+        final_ops += final_reads(workload.ops, keys, invoked=invoked, completed=completed,
+                                 first_client=-1 - len(final_ops))
 
     lost = checks.lost_writes(acked, stored)
     result["acked_writes"] = len(acked)

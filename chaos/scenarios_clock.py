@@ -167,6 +167,8 @@ async def clock_jump(ctx: Context) -> None:
     checks = Checks(ctx)
     checks.start()
     expiries: list[float] = []
+    stop = asyncio.Event()
+    keeper: asyncio.Task[list[str]] | None = None
     try:
         for r in range(ctx.rounds):
             await ctx.pause_between()
@@ -223,6 +225,9 @@ async def clock_jump(ctx: Context) -> None:
                 await c.leader()
                 await ctx.converged(fault)
     finally:
+        if keeper is not None and not keeper.done():  # a round broke off: it would run on
+            stop.set()
+            await asyncio.gather(keeper, return_exceptions=True)
         await checks.stop()
         for name, fake in clocks.items():  # whatever broke: every member on the real clock
             if c.pid(name) is None or _faked(c, name):

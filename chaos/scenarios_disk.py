@@ -53,6 +53,7 @@ async def slow_disk(ctx: Context) -> None:
     c = ctx.cluster
     disks = {n: slowdisk.SlowDisk(c, n) for n in c.names}
     windows: list[dict[str, Any]] = ctx.report.setdefault("slow_disk", [])
+    finished = False
     try:
         for name in c.names:  # one at a time: a majority runs throughout
             fault = ctx.faults.begin("restart", name, note="onto FaultFS")
@@ -81,14 +82,25 @@ async def slow_disk(ctx: Context) -> None:
                                 else None,
                                 "baseline": latencies(ctx, before, began),
                                 "slowed": latencies(ctx, began, ended)})
+        finished = True
     finally:
-        for name, disk in disks.items():  # back on the real disk, one at a time
+        # Back on the real disk, one at a time; a member that does not come back (or
+        # an unmount that fails) must not leave the others' FaultFS mounts behind.
+        failed: list[Exception] = []
+        for name, disk in disks.items():
             if disk.fs is None:
                 continue
             fault = ctx.faults.begin("restart", name, note="off FaultFS")
-            await disk.unmount()
-            await c.leader()
-            await ctx.converged(fault)
+            try:
+                await disk.unmount()
+                await c.leader()
+                await ctx.converged(fault)
+            except Exception as e:  # noqa: BLE001 - reported, after every unmount
+                failed.append(e)
+                ctx.report.setdefault("violations", []).append(
+                    f"{name} back off FaultFS: {e!r}")
+        if failed and finished:  # else the error that broke the scenario goes on
+            raise failed[0]
 
 
 register(Scenario("slow-disk", slow_disk,

@@ -6,8 +6,9 @@ Clients, each one operation at a time, through a master picked at random per ope
 - register clients read, put and compare-and-swap a few shared keys `r/<i>` (the
   linearizability checker's food: many clients, every master, reads included);
 - a fenced writer stamps each put with the newest Raft term it has seen a leader hold
-  (`X-Raftkube-Term`, as leader-only loops do): the store must refuse a stamp older than
-  a term that has already written;
+  (`X-Raftkube-Term`, as leader-only loops do), and now and then with the term before it
+  (a deposed leader's loop that has not noticed yet): the store must refuse a stamp older
+  than a term that has already written;
 - a watch on `w/` that resumes on another master whenever its stream breaks, from the
   revision after the last event it saw (as etcd clients do);
 - an observer that asks every master who leads, every 50 ms: at most one leader per term.
@@ -278,7 +279,7 @@ class Workload:
                 await asyncio.sleep(0.05)
                 continue
             n += 1
-            stamp = self.term
+            stamp = self._stamp()
             server = self._server()
             answer = await self.kv.put(server, f"f/{n:06d}", str(stamp), kind="fenced-put",
                                        headers={"X-Raftkube-Term": str(stamp)})
@@ -289,6 +290,16 @@ class Workload:
                 self.fenced_refused += 1
             else:
                 await asyncio.sleep(0.02)
+
+    def _stamp(self) -> int:
+        """The fenced writer's stamp: the newest term a leader has held, or, one time in
+        four, the newest before it. Without the older stamps the stale-term check could
+        not fail: one client's newest-term stamps only ever go up, in time and so in
+        revision order, whether or not the store fences."""
+        older = [t for t in self.claims if t < self.term]
+        if older and self.rng.random() < 0.25:
+            return max(older)
+        return self.term
 
     async def stale_writes(self, server: str, term: int, count: int = 20) -> int:
         """Writes stamped with a deposed leader's `term`, through `server` (the deposed

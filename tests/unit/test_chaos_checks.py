@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from chaos import checks, report, runner
+from chaos import checks, linearizability, report, runner
 from chaos.__main__ import main
 from chaos.history import Fault, Sample
+from chaos.linearizability import Op
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +107,54 @@ def test_report_files_for_several_scenarios(tmp_path: str) -> None:
     assert "FAILED" in text and "1 acknowledged writes missing" in text
     with open(os.path.join(tmp_path, "availability.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_all_names_the_offending_sub_history_at_the_top() -> None:
+    """`linearizable: false` comes with the sub-history that is not, for `all` too."""
+    def result(name: str, linearizable: bool) -> dict[str, object]:
+        lin: dict[str, object] = {"keys": 2, "ops": 9, "explanation": "fine"}
+        if not linearizable:
+            lin.update(key="r/1", history=[{"client": 3, "kind": "get"}],
+                       explanation="key 'r/1' is not linearizable")
+        return {"scenario": name, "passed": linearizable, "acked_writes": 3,
+                "lost_writes": 0, "linearizable": linearizable, "linearizability": lin,
+                "stale_term_writes_applied": 0, "max_leaders_per_term": 1,
+                "watch_gaps": 0, "failover_seconds": [0.3],
+                "app_unavailable_seconds": None}
+    results = {"kill-leader": result("kill-leader", True),
+               "partition-minority": result("partition-minority", False)}
+    top = runner.totals("all", runner.Options(rounds=1, seed=1, topology="loopback",
+                                              masters=3, out="/tmp"), results)
+    assert top["linearizable"] is False
+    assert top["linearizability"] == {"scenario": "partition-minority", "key": "r/1",
+                                      "history": [{"client": 3, "kind": "get"}],
+                                      "explanation": "key 'r/1' is not linearizable"}
+
+
+def test_final_reads_catch_a_write_wrongly_classified_as_failed() -> None:
+    """A unique write answered with a refusal (left out of the history as certainly
+    failed) that the member holds all the same: the final reads show it, and the history
+    is then not linearizable."""
+    acked = Op(client=1, key="w/0/000001", kind="put", value="v1", invoked=0.0,
+               completed=0.1)
+    held = {"w/0/000001": ("v1", 5), "w/0/000002": ("v2", 6)}  # 000002: "failed"
+    reads = runner.final_reads([acked], held, invoked=1.0, completed=1.1, first_client=-1)
+    assert [(r.key, r.result, r.client) for r in reads] == [
+        ("w/0/000001", "v1", -1), ("w/0/000002", "v2", -2)]
+    verdict = linearizability.check([acked, *reads])
+    assert verdict.linearizable is False and verdict.key == "w/0/000002"
+    # Nothing held beyond the history: linearizable.
+    assert linearizability.check(
+        [acked, *runner.final_reads([acked], {"w/0/000001": ("v1", 5)}, invoked=1.0,
+                                    completed=1.1, first_client=-1)]).linearizable
+
+
+def test_an_out_that_is_a_file_is_refused_by_name(
+        capsys: pytest.CaptureFixture[str], tmp_path: str) -> None:
+    path = os.path.join(tmp_path, "a-file")
+    with open(path, "w") as f:
+        f.write("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--scenario", "kill-leader", "--out", path])
+    assert exit_info.value.code == 2
+    assert "--out: " in capsys.readouterr().err
