@@ -24,7 +24,6 @@ The loops hold no store internals and would run the same out of process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -136,10 +135,17 @@ class LeaderLoops:
 
     async def _stop(self, group: asyncio.Task[None]) -> None:
         group.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await group
-        log.warning("leader loops stopped (term %d)", self.term)
-        self.term = 0
+        except asyncio.CancelledError:
+            # The group's own cancel ends here; one of run() itself (the master
+            # stopping) must go on up, or run() would poll on and never end.
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise
+        finally:
+            log.warning("leader loops stopped (term %d)", self.term)
+            self.term = 0
 
     async def _lead(self, term: int) -> None:
         self.term = term

@@ -126,3 +126,44 @@ async def test_reads_failing_past_the_grace_stop_the_loops() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class SlowToStop:
+    """A loop that takes a moment to wind down once cancelled."""
+
+    name = "slow"
+
+    def __init__(self, stopping: asyncio.Event) -> None:
+        self.stopping = stopping
+
+    async def run(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stopping.set()
+            await asyncio.sleep(0.5)
+
+
+async def test_cancelled_while_stopping_the_loops_it_ends_instead_of_going_on() -> None:
+    """`rk master` stops by cancelling run(). If that cancel lands while run() waits for
+    the loops of a lost leadership to wind down, it must end there: it used to swallow
+    the cancel as the loops' own, poll on, start the loops again for the next term, and
+    the master never exited on SIGTERM."""
+    status = Status()
+    stopping = asyncio.Event()
+    async with serving(status) as url:
+        loops = LeaderLoops(api_url=url, token="t", member_id=ME, poll=0.02, role_grace=5.0,
+                            make_loops=lambda ctx: [SlowToStop(stopping)])
+        task = asyncio.ensure_future(loops.run())
+        try:
+            await until(lambda: loops.term == 3, "the loops to start")
+            status.answer = "follow"
+            await asyncio.wait_for(stopping.wait(), 5)  # run() is in _stop now
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+            assert loops.term == 0
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
