@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from chaos.netfaults import NetFaults
 from chaos.scenarios import Context, Scenario, register
@@ -83,9 +84,10 @@ async def partition_minority(ctx: Context) -> None:
         await asyncio.to_thread(net.heal)
 
 
-async def flaky_link(ctx: Context) -> None:
-    """One master (the leader half of the time) drops 30% of its packets to and from
-    the others for a few seconds."""
+async def _degrade_one(ctx: Context, kind: str, note: str,
+                       degrade: Callable[[NetFaults, str], None]) -> None:
+    """Each round, `degrade` one master's links (the leader's half of the time) for a
+    few seconds, then heal them."""
     c = ctx.cluster
     net = NetFaults.from_state_dir(c.state_dir)
     try:
@@ -93,32 +95,24 @@ async def flaky_link(ctx: Context) -> None:
             await ctx.pause_between()
             leader = await c.leader()
             victim = leader if ctx.rng.random() < 0.5 else ctx.rng.choice(c.names)
-            await asyncio.to_thread(net.flaky, victim, 0.3)
-            fault = ctx.faults.begin("flaky", victim, note="30% packet loss")
+            await asyncio.to_thread(degrade, net, victim)
+            fault = ctx.faults.begin(kind, victim, note=note)
             await asyncio.sleep(ctx.rng.uniform(*HOLD))
             await asyncio.to_thread(net.heal)
             await ctx.converged(fault)
     finally:
         await asyncio.to_thread(net.heal)
+
+
+async def flaky_link(ctx: Context) -> None:
+    """30% of one master's packets to and from the others dropped."""
+    await _degrade_one(ctx, "flaky", "30% packet loss", lambda net, n: net.flaky(n, 0.3))
 
 
 async def slow_network(ctx: Context) -> None:
     """One master's traffic with the others delayed by 100 ms each way (a userspace
-    proxy), the leader half of the time: writes slow down, nothing breaks."""
-    c = ctx.cluster
-    net = NetFaults.from_state_dir(c.state_dir)
-    try:
-        for _ in range(ctx.rounds):
-            await ctx.pause_between()
-            leader = await c.leader()
-            victim = leader if ctx.rng.random() < 0.5 else ctx.rng.choice(c.names)
-            await asyncio.to_thread(net.slow, victim, 0.1)
-            fault = ctx.faults.begin("slow", victim, note="100 ms each way")
-            await asyncio.sleep(ctx.rng.uniform(*HOLD))
-            await asyncio.to_thread(net.heal)
-            await ctx.converged(fault)
-    finally:
-        await asyncio.to_thread(net.heal)
+    proxy): writes slow down, nothing breaks."""
+    await _degrade_one(ctx, "slow", "100 ms each way", lambda net, n: net.slow(n, 0.1))
 
 
 register(Scenario("partition-leader", partition_leader,
