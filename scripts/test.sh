@@ -19,7 +19,7 @@ stop_dockerd() {
 trap stop_dockerd EXIT
 
 echo "== ruff"; "$BIN/ruff" check raftkube tests chaos bench
-echo "== mypy (strict on raftkube/)"; "$BIN/mypy"
+echo "== mypy (strict on raftkube/ and chaos/)"; "$BIN/mypy"
 echo "== layer contracts (DESIGN.md)"; "$BIN/lint-imports"
 
 tier() {  # tier NAME PYTEST-ARGS...: run one tier; "no tests ran" (exit 5) is a failure
