@@ -329,6 +329,7 @@ class App:
         return {"app_unavailable_seconds": u.total,
                 "app_longest_unavailable_seconds": u.longest,
                 "app_unavailable_windows": len(u.windows),
+                "app_unavailable_window_seconds": [round(b - a, 3) for a, b in u.windows],
                 "app_ticks": len(self.ticks),
                 "app_answers_by_url": dict(self.answers),
                 "app_max_pods": self.tracker.peak,
