@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -23,15 +24,32 @@ KEYS = ("scenario", "seed", "rounds", "acked_writes", "lost_writes", "linearizab
         "watch_gaps", "app_unavailable_seconds")
 
 
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+
+
 def run_chaos(tmp: str, *argv: str, timeout: float, passes: bool = True
               ) -> dict[str, object]:
     out = os.path.join(tmp, "out")
     seed = os.environ.get("CHAOS_SEED", str(random.randrange(1 << 30)))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"  # no rk here
-    done = subprocess.run([sys.executable, "-m", "chaos", *argv, "--rounds", "1",
-                           "--seed", seed, "--out", out], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "chaos", *argv, "--rounds", "1",
+                             "--seed", seed, "--out", out], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        # A timeout (ours or pytest's): SIGTERM, on which the runner stops the cluster
+        # of its scenario (SIGKILL, as subprocess.run sends, would leave it running).
+        stop(proc)
+        raise
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     summary = ""
     if os.path.exists(os.path.join(out, "summary.txt")):
         with open(os.path.join(out, "summary.txt")) as f:
