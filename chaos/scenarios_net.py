@@ -62,57 +62,63 @@ async def partition_leader(ctx: Context) -> None:
         await asyncio.to_thread(net.heal)
 
 
+Inject = Callable[[NetFaults, str], tuple[str, str, str]]
+"""`inject(net, leader)` puts a fault in place and says what it was: (kind, target, note)."""
+
+
+async def _rounds(ctx: Context, inject: Inject) -> None:
+    """Each round: `inject` a fault, hold it a few seconds, heal, wait for every master
+    to catch up. The fault is recorded once its rules are in place."""
+    net = NetFaults.from_state_dir(ctx.cluster.state_dir)
+    try:
+        for _ in range(ctx.rounds):
+            await ctx.pause_between()
+            leader = await ctx.cluster.leader()
+            kind, target, note = await asyncio.to_thread(inject, net, leader)
+            fault = ctx.faults.begin(kind, target, note=note)
+            await asyncio.sleep(ctx.rng.uniform(*HOLD))
+            await asyncio.to_thread(net.heal)
+            await ctx.converged(fault)
+    finally:
+        await asyncio.to_thread(net.heal)
+
+
 async def partition_minority(ctx: Context) -> None:
     """Cut a minority of followers (one of three, two of five) off from the rest: the
     majority goes on taking writes; the minority catches up after the heal."""
-    c = ctx.cluster
-    net = NetFaults.from_state_dir(c.state_dir)
-    try:
-        for _ in range(ctx.rounds):
-            await ctx.pause_between()
-            leader = await c.leader()
-            followers = [n for n in c.names if n != leader]
-            minority = ctx.rng.sample(followers, (len(c.names) - 1) // 2)
-            majority = [n for n in c.names if n not in minority]
-            await asyncio.to_thread(net.partition, [minority, majority])
-            fault = ctx.faults.begin("partition", ",".join(minority),
-                                     note=f"cut off from {','.join(majority)}")
-            await asyncio.sleep(ctx.rng.uniform(*HOLD))
-            await asyncio.to_thread(net.heal)
-            await ctx.converged(fault)
-    finally:
-        await asyncio.to_thread(net.heal)
+    names = ctx.cluster.names
+
+    def cut(net: NetFaults, leader: str) -> tuple[str, str, str]:
+        followers = [n for n in names if n != leader]
+        minority = ctx.rng.sample(followers, (len(names) - 1) // 2)
+        majority = [n for n in names if n not in minority]
+        net.partition([minority, majority])
+        return "partition", ",".join(minority), f"cut off from {','.join(majority)}"
+
+    await _rounds(ctx, cut)
 
 
-async def _degrade_one(ctx: Context, kind: str, note: str,
-                       degrade: Callable[[NetFaults, str], None]) -> None:
-    """Each round, `degrade` one master's links (the leader's half of the time) for a
-    few seconds, then heal them."""
-    c = ctx.cluster
-    net = NetFaults.from_state_dir(c.state_dir)
-    try:
-        for _ in range(ctx.rounds):
-            await ctx.pause_between()
-            leader = await c.leader()
-            victim = leader if ctx.rng.random() < 0.5 else ctx.rng.choice(c.names)
-            await asyncio.to_thread(degrade, net, victim)
-            fault = ctx.faults.begin(kind, victim, note=note)
-            await asyncio.sleep(ctx.rng.uniform(*HOLD))
-            await asyncio.to_thread(net.heal)
-            await ctx.converged(fault)
-    finally:
-        await asyncio.to_thread(net.heal)
+def _one_master(ctx: Context, kind: str, note: str,
+                degrade: Callable[[NetFaults, str], None]) -> Inject:
+    """`degrade` one master's links: the leader's half of the time, any one's else."""
+    def inject(net: NetFaults, leader: str) -> tuple[str, str, str]:
+        victim = leader if ctx.rng.random() < 0.5 else ctx.rng.choice(ctx.cluster.names)
+        degrade(net, victim)
+        return kind, victim, note
+    return inject
 
 
 async def flaky_link(ctx: Context) -> None:
     """30% of one master's packets to and from the others dropped."""
-    await _degrade_one(ctx, "flaky", "30% packet loss", lambda net, n: net.flaky(n, 0.3))
+    await _rounds(ctx, _one_master(ctx, "flaky", "30% packet loss",
+                                   lambda net, n: net.flaky(n, 0.3)))
 
 
 async def slow_network(ctx: Context) -> None:
     """One master's traffic with the others delayed by 100 ms each way (a userspace
     proxy): writes slow down, nothing breaks."""
-    await _degrade_one(ctx, "slow", "100 ms each way", lambda net, n: net.slow(n, 0.1))
+    await _rounds(ctx, _one_master(ctx, "slow", "100 ms each way",
+                                   lambda net, n: net.slow(n, 0.1)))
 
 
 register(Scenario("partition-leader", partition_leader,
