@@ -151,7 +151,7 @@ async def one_config(name: str, flags: list[str], *, rounds: int, pods: int,
     writes = 0
     try:
         async with transport.Transport(list(cluster.url.values()), cluster.token,
-                                       wait=30) as tp:
+                                       ca=cluster.ca, wait=30) as tp:
             client = rest.RestClient(tp)
             async with replicaset_running(client, "web", pods) as web:
                 w = Watch(web.informer, inf.Informer(client, kinds.NODE))
