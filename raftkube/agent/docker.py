@@ -91,7 +91,7 @@ class DockerRuntime:
 
     def __init__(self, *, node_name: str, cluster: str, host_ip: str,
                  pause_image: str = ds.PAUSE_IMAGE, client: Any = None,
-                 workers: int = 16, clock: Callable[[], float] = time.time) -> None:
+                 workers: int = 8, clock: Callable[[], float] = time.time) -> None:
         self.node_name = node_name
         self.cluster = cluster
         self.host_ip = host_ip

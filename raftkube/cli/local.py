@@ -66,7 +66,10 @@ from typing import Any
 import yaml
 
 from raftkube.agent import mounts, netrules, network
-from raftkube.cli import certs, kubeconfig, netns
+from raftkube.cli import kubeconfig, netns
+
+# `certs` (cryptography: about 8 MB mapped) is imported where certificates are made or
+# read: `rk agent` and `rk master` load this module with the rest of the CLI.
 from raftkube.client.config import Config
 from raftkube.client.errors import ClientError
 
@@ -242,8 +245,11 @@ def client_config(state_dir: str, layout: dict[str, Any]) -> Config:
     """How clients reach this cluster: what config.yaml and kubeconfig hold."""
     with open(os.path.join(state_dir, "token")) as f:
         token = f.read().strip()
-    ca = None if insecure(layout) else certs.ca_pem(pki_dir(state_dir))
-    return Config(server_urls(layout), token, ca=ca)
+    if insecure(layout):
+        return Config(server_urls(layout), token, ca=None)
+    from raftkube.cli import certs
+
+    return Config(server_urls(layout), token, ca=certs.ca_pem(pki_dir(state_dir)))
 
 
 def write_client_configs(state_dir: str, config: Config) -> None:
@@ -301,6 +307,8 @@ def tls_context(ca: str | None) -> ssl.SSLContext | None:
 NODE_TOKENS = "node-tokens"
 FIRST_POD_RANGE = "10.244.0.0/24"  # node K (from 1) gets the K-th /24 after this one
 AGENTS_DIR = "agents"  # agents/NAME: each agent's --root-dir (its pods' volumes)
+CA_CERT = "ca.crt"  # certs.CA_CERT, named here without loading cryptography
+AGENT_CERT_SUFFIX = "-agent"  # pki/NAME-agent.crt and .key: agent NAME's serving pair
 
 
 def agent_nodes(name: str, count: int) -> list[str]:
@@ -354,14 +362,24 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     cid = cluster_id(state_dir)
     if cid:
         argv += ["--cluster-id", cid]
-    ca_file = os.path.join(pki_dir(state_dir), certs.CA_CERT)
+    ca_file = os.path.join(pki_dir(state_dir), CA_CERT)
     if any(s.startswith("https://") for s in servers) and os.path.exists(ca_file):
         argv += ["--ca-file", ca_file]
+    cert, key = agent_cert_files(state_dir, name)
+    if os.path.exists(cert) and os.path.exists(key):
+        argv += ["--tls-cert-file", cert, "--tls-private-key-file", key]
     for server in servers:
         argv += ["--server", server]
     if count > 1:
         argv += ["--count", str(count)]
     return argv + list(spec.get("args", []))
+
+
+def agent_cert_files(state_dir: str, name: str) -> tuple[str, str]:
+    """Where the serving certificate and key of agent `name`'s API are (issued by the
+    cluster's CA at start; the masters pin them by the fingerprint the Node publishes)."""
+    stem = os.path.join(pki_dir(state_dir), f"{name}{AGENT_CERT_SUFFIX}")
+    return f"{stem}.crt", f"{stem}.key"
 
 
 def _agent_address(state_dir: str, name: str, index: int) -> str:
@@ -378,6 +396,14 @@ def start_agent(state_dir: str, name: str, index: int, spec: dict[str, Any],
     _write(os.path.join(state_dir, "tokens", name),
            "".join(f"{tokens[n]},{n}\n" for n in agent_nodes(name, int(spec.get("count", 1)))),
            0o600)
+    if os.path.exists(os.path.join(pki_dir(state_dir), CA_CERT)):
+        from raftkube.cli import certs
+
+        try:  # issued again when the agent's address changed since (or the CA did)
+            certs.ensure_serving(pki_dir(state_dir), f"{name}{AGENT_CERT_SUFFIX}",
+                                 [_agent_address(state_dir, name, index)])
+        except certs.CertError as e:
+            raise ClientError(f"agent {name}: {e}") from None
     return _spawn(state_dir, name, _in_namespace(
         state_dir, name, agent_argv(state_dir, name, index, spec, servers)))
 
@@ -421,6 +447,8 @@ def start_member(state_dir: str, name: str, extra: list[str] | None = None, *,
     layout = load_layout(state_dir, 3)
     m = next(x for x in layout["masters"] if x["name"] == name)
     if not insecure(layout):
+        from raftkube.cli import certs
+
         # Issued again when the master's address changed since (or the CA did).
         host = m["api"].rpartition(":")[0]
         try:
@@ -545,6 +573,8 @@ def up(*, state_dir: str, masters: int, agents: int, timeout: float | None = Non
         except netns.NetnsError as e:
             raise ClientError(str(e)) from None
     if not insecure(layout):
+        from raftkube.cli import certs
+
         try:
             certs.ensure_ca(pki_dir(state_dir))
         except certs.CertError as e:

@@ -11,7 +11,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from raftkube.cli import cluster, durations, kubectl, local, podio, session, shellconfig
+from raftkube.cli import durations
+from raftkube.cli.lazy import LazyGroup
 from raftkube.client import config as cfg
 from raftkube.client import errors, etcd, transport
 
@@ -26,6 +27,8 @@ def fail(message: str) -> NoReturn:
 def with_store(call: Callable[[etcd.EtcdClient], Awaitable[T]]) -> T:
     """Run `call` with a client of the configured cluster's store API; a ClientError
     ends the command with its message."""
+    from raftkube.cli import session
+
     async def body() -> T:
         config = cfg.load_config()
         async with transport.Transport(config.servers, config.token, ca=config.ca,
@@ -60,7 +63,20 @@ def _positive(seconds: float) -> float:
     return seconds
 
 
-@click.group()
+# The commands that live in other modules, loaded when asked for (cli/lazy.py).
+LAZY = {
+    "raftkube.cli.kubectl": ("annotate", "api-resources", "apply", "cordon", "create",
+                             "delete", "describe", "diff", "drain", "edit", "explain",
+                             "get", "label", "patch", "replace", "rollout", "scale", "set",
+                             "uncordon", "version", "wait"),
+    "raftkube.cli.podio": ("logs", "exec", "top"),
+    "raftkube.cli.cluster": ("cluster", "members"),
+    "raftkube.cli.shellconfig": ("completion", "config"),  # and `rk config view`
+    "raftkube.cli.localcmds": ("up", "down"),
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY)
 @click.option("--request-timeout", default="20s", show_default=True,
               callback=lambda _c, _p, v: parse_duration(v),
               help="How long a request waits for a master to answer (elections, restarts).")
@@ -215,6 +231,11 @@ def master(name: str, api: str, raft_addr: str, raft_listen: str | None,
                    "[default: the system's trust store].")
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="The node's address (its InternalIP and its pods' hostIP).")
+@click.option("--tls-cert-file", type=click.Path(dir_okay=False),
+              help="The certificate (PEM) of the agent's API for the masters "
+                   "[default: a self-signed one made at start].")
+@click.option("--tls-private-key-file", type=click.Path(dir_okay=False),
+              help="The key (PEM) of --tls-cert-file.")
 @click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
               show_default=True, help="What runs the containers.")
 @click.option("--cluster-id", default="default", show_default=True,
@@ -275,7 +296,8 @@ def master(name: str, api: str, raft_addr: str, raft_listen: str | None,
               help="The port of this node's pod relay on --address, for nodes on other "
                    "machines [default: 10263 for real pods; 0: none].")
 def agent(name: str, servers: tuple[str, ...], token_file: str, ca_file: str | None,
-          address: str, runtime: str,
+          address: str, tls_cert_file: str | None, tls_private_key_file: str | None,
+          runtime: str,
           cluster_id: str, pause_image: str, count: int, cpu: str | None,
           memory: str | None, max_pods: int, labels: tuple[str, ...], pod_cidr: str,
           lease_interval: float, node_status_update_frequency: float,
@@ -352,74 +374,10 @@ def agent(name: str, servers: tuple[str, ...], token_file: str, ca_file: str | N
             agent_name=name, proxy_address=proxy_address, iptables=iptables,
             cluster_domain=cluster_domain.strip("."), cluster_dns=cluster_dns,
             dns_port=dns_port, dns_upstreams=upstreams, relay_port=relay_port)
-        a.run(names=ag.node_names(name, count), token_file=token_file, options=options)
+        a.run(names=ag.node_names(name, count), token_file=token_file, options=options,
+              tls_cert_file=tls_cert_file, tls_key_file=tls_private_key_file)
     except (ValueError, rt.RuntimeFailure, ag.AgentError) as e:
         fail(str(e))
-
-
-def state_dir_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--state-dir", default=local.DEFAULT_STATE_DIR, show_default=True,
-        envvar="RK_STATE_DIR", type=click.Path(file_okay=False),
-        callback=lambda _c, _p, v: os.path.expanduser(v),
-        help="The cluster's directory: data, logs, pids, config.yaml (env RK_STATE_DIR).")(f)
-
-
-@main.command()
-@click.option("--masters", default=None, type=int,
-              help="1, 3 or 5 (default: 3, or what the state dir's cluster has).")
-@click.option("--agents", default=2, show_default=True, type=int,
-              help="Agents (nodes) n1 ... nN.")
-@state_dir_option
-@click.option("--master-arg", "master_args", multiple=True, metavar="ARG",
-              help="Extra argument for every `rk master` (kept for later `rk up` runs).")
-@click.option("--runtime", type=click.Choice(["docker", "simulated"]), default="docker",
-              show_default=True, help="The agents' container runtime.")
-@click.option("--count", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Simulated nodes per agent (nI-1 ... nI-C).")
-@click.option("--agent-arg", "agent_args", multiple=True, metavar="ARG",
-              help="Extra argument for every `rk agent` this run starts.")
-@click.option("--insecure-http/--tls", default=None,
-              help="Serve the masters' APIs over plain HTTP on loopback (development), or "
-                   "over HTTPS (the default); kept for later `rk up` runs.")
-@click.option("--topology", type=click.Choice(["loopback", "netns"]), default=None,
-              help="loopback: every member on 127.0.0.1 (the default); netns: each "
-                   "master and agent in a network namespace of its own, with its own "
-                   "address on a bridge (root only; simulated agents). Kept by the cluster.")
-def up(masters: int | None, agents: int, state_dir: str, master_args: tuple[str, ...],
-       runtime: str, count: int, agent_args: tuple[str, ...],
-       insecure_http: bool | None, topology: str | None) -> None:
-    """Start a local HA cluster (or the members of it that are not running), and wait
-    until a leader is elected and every node is Ready. Run again, it starts whatever is
-    not running and keeps the data. Without RK_CONFIG, ~/.raftkube/config.yaml is made
-    a link to the cluster's config.yaml unless it is a file of your own (kept)."""
-    from raftkube.cli import liveline
-
-    where = os.path.abspath(state_dir)
-    lines = liveline.LiveLines()
-    try:
-        started = local.up(state_dir=where, masters=masters or local.masters_in(where) or 3,
-                           agents=agents, master_args=list(master_args) or None,
-                           runtime=runtime, count=count, agent_args=list(agent_args),
-                           insecure_http=insecure_http, topology=topology,
-                           progress=lines.show)
-    except errors.ClientError as e:
-        lines.close()
-        fail(str(e))
-    lines.close()
-    click.echo(f"cluster is up{' (started ' + ', '.join(started) + ')' if started else ''}")
-    config = os.path.join(where, "config.yaml")
-    if os.environ.get("RK_CONFIG"):
-        if os.path.abspath(os.environ["RK_CONFIG"]) != config:
-            click.echo(f"RK_CONFIG names another file; for this cluster: "
-                       f"export RK_CONFIG={config}")
-    else:
-        try:
-            click.echo(local.link_home_config(where))
-        except OSError as e:
-            click.echo(f"could not link {local.HOME_CONFIG} ({e.strerror}); "
-                       f"export RK_CONFIG={config}")
-    click.echo(f"kubectl: export KUBECONFIG={where}/kubeconfig")
 
 
 @main.command()
@@ -459,38 +417,6 @@ def config_kubeconfig(name: str) -> None:
     except errors.ClientError as e:
         fail(str(e))
     click.echo(kubeconfig.render(config, name=name), nl=False)
-
-
-@main.command()
-@state_dir_option
-@click.option("--timeout", default="10s", show_default=True,
-              callback=lambda _c, _p, v: parse_duration(v),
-              help="How long a member has to exit after SIGTERM before SIGKILL.")
-def down(state_dir: str, timeout: float) -> None:
-    """Stop everything `rk up` started and remove the cluster's containers, networks and
-    volumes; return once every process has exited (SIGTERM, then SIGKILL after
-    --timeout). Data, tokens and certificates are kept for the next `rk up`."""
-    where = os.path.abspath(state_dir)
-    if not os.path.exists(os.path.join(where, "cluster.yaml")):
-        click.echo(f"no cluster in {where}: nothing to stop")
-        return
-    try:
-        local.down(state_dir=where, timeout=timeout,
-                   report=lambda name, how: click.echo(f"stopped {name}: {how}"))
-    except errors.ClientError as e:
-        fail(str(e))
-    problem = local.docker_problem()
-    if problem is not None:
-        if local.used_docker(where):
-            fail(f"the processes are stopped, but the cluster's containers could not be "
-                 f"removed: {problem.removeprefix('--runtime docker: ')}; then run "
-                 "`rk down` again")
-        return
-    removed, dirs = local.remove_containers(state_dir=where)
-    networks, volumes = local.remove_networks_volumes(state_dir=where)
-    if removed or dirs or networks or volumes:
-        click.echo(f"removed {removed} container(s), {networks} network(s), {volumes} "
-                   f"volume(s) and {len(dirs)} pod volume dir(s)")
 
 
 @main.group()
@@ -608,9 +534,3 @@ def member_add(raft_addr: str) -> None:
                                                {"peerURLs": [f"http://{raft_addr}"]}))
     click.echo(f"added member {resp['member']['ID']} ({raft_addr}); start it with an empty "
                "data dir and --initial-cluster-state existing")
-
-
-kubectl.register(main)
-podio.register(main)
-cluster.register(main)  # `rk cluster status`, and `rk members`, its old name
-shellconfig.register(main)  # `rk completion`, `rk config view`

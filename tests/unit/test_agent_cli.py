@@ -89,3 +89,67 @@ def test_local_node_addresses_are_per_state_dir_and_per_agent(tmp_path: Path) ->
     assert network.is_local(a[0]) and not network.is_local("192.0.2.200")
     argv = local.agent_argv(str(tmp_path / "a"), "n2", 2, {}, ["http://127.0.0.1:1"])
     assert argv[argv.index("--address") + 1] == a[1]
+
+
+def test_an_agent_given_its_certificate_serves_it_and_publishes_its_fingerprint(
+        tmp_path: Path) -> None:
+    import hashlib
+    import ssl
+
+    from raftkube.cli import certs
+
+    pki = str(tmp_path / "pki")
+    served = certs.ensure_serving(pki, "n1-agent", ["127.0.0.9"])
+    context, fingerprint = cli_agent.serving_tls("n1", "127.0.0.9", served.cert,
+                                                 served.key)
+    with open(served.cert) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    assert fingerprint == hashlib.sha256(der).hexdigest()
+    assert isinstance(context, ssl.SSLContext)
+    # Without them, one made for the run, with a fingerprint of its own.
+    _, own = cli_agent.serving_tls("n1", "127.0.0.9")
+    assert len(own) == 64 and own != fingerprint
+
+
+def test_bad_agent_certificate_flags_are_refused_by_name(tmp_path: Path) -> None:
+    from raftkube.cli import certs
+
+    pki = str(tmp_path / "pki")
+    one = certs.ensure_serving(pki, "n1-agent", ["127.0.0.9"])
+    two = certs.ensure_serving(pki, "n2-agent", ["127.0.0.9"])
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    for cert, key, flag in [(one.cert, None, "--tls-cert-file and --tls-private-key-file"),
+                            (str(tmp_path / "nope.crt"), one.key, "--tls-cert-file: cannot"),
+                            (str(junk), one.key, "--tls-cert-file: .* holds no PEM"),
+                            (one.cert, two.key, "--tls-private-key-file: .* is not the key")]:
+        with pytest.raises(ValueError, match=flag):
+            cli_agent.serving_tls("n1", "127.0.0.9", cert, key)
+
+
+def test_rk_up_gives_each_agent_a_certificate_of_the_clusters_ca(tmp_path: Path) -> None:
+    from raftkube.cli import certs
+
+    state = str(tmp_path)
+    certs.ensure_ca(local.pki_dir(state))
+    cert, key = local.agent_cert_files(state, "n1")
+    assert local.CA_CERT == certs.CA_CERT
+    argv = local.agent_argv(state, "n1", 1, {}, ["https://127.0.0.1:1"])
+    assert "--tls-cert-file" not in argv  # none issued yet: the agent would make its own
+    certs.ensure_serving(local.pki_dir(state), "n1-agent", ["127.0.0.9"])
+    argv = local.agent_argv(state, "n1", 1, {}, ["https://127.0.0.1:1"])
+    assert argv[argv.index("--tls-cert-file") + 1] == cert
+    assert argv[argv.index("--tls-private-key-file") + 1] == key
+    assert argv[argv.index("--ca-file") + 1] == os.path.join(local.pki_dir(state), "ca.crt")
+
+
+def test_the_agent_command_does_not_load_cryptography() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import raftkube.cli.main, raftkube.cli.agent, "
+            "raftkube.agent.agent; print(sorted(m for m in sys.modules "
+            "if m.startswith('cryptography')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
