@@ -80,6 +80,9 @@ PULL_TOLD = -2  # the attempt under which a pull back-off's event is remembered 
 TERMINATE_RETRY = 5.0  # seconds before a pod whose containers could not be stopped is retried
 
 
+RELIST_GAP = 0.2  # seconds at least between two relists of the runtime
+
+
 def _rv(obj: Obj) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -244,6 +247,10 @@ class Kubelet:
                 await self.relist()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
+            # A pod's start is a burst of events (each container created, connected,
+            # started): one relist a RELIST_GAP takes them all, where one per event
+            # listed every container of the node a dozen times per pod started.
+            await asyncio.sleep(RELIST_GAP)
 
     async def _changes_forever(self) -> None:
         """Follow the runtime's change events, subscribing again after a failure; the
@@ -313,7 +320,9 @@ class Kubelet:
         return cached
 
     async def _states(self, key: str) -> list[rt.PodState]:
-        return [s for s in await self.runtime.pods() if _key(s.sandbox) == key]
+        namespace, _, name = key.partition("/")
+        return [s for s in await self.runtime.pods(namespace=namespace, name=name)
+                if _key(s.sandbox) == key]
 
     async def reconcile(self, key: str) -> None:
         pod = self._current(key)

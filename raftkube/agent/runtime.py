@@ -221,8 +221,11 @@ class ContainerRuntime(Protocol):
         until `remove_pod`. A stopped sandbox reads as not ready in `pods()` and is not
         taken for one that died: nothing of the pod is killed or restarted for it."""
 
-    async def pods(self) -> list[PodState]:
-        """Every pod this runtime holds, as it is now."""
+    async def pods(self, *, namespace: str | None = None, name: str | None = None
+                   ) -> list[PodState]:
+        """Every pod this runtime holds, as it is now; with `namespace` and `name`, only
+        those of that name (one, or an old one beside the pod that replaced it), which
+        is what one pod's sync reads: the engine need not list every container."""
 
     async def exec_sync(self, pod_uid: str, name: str, command: Sequence[str], *,
                         timeout: float) -> ExecResult:

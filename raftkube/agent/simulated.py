@@ -112,8 +112,11 @@ class SimulatedRuntime:
         return rt.PodState(sandbox, tuple(self._view(r, now)
                                           for runs in self._runs[uid].values() for r in runs))
 
-    async def pods(self) -> list[rt.PodState]:
-        return [s for s in map(self.pod_state, list(self._sandboxes)) if s is not None]
+    async def pods(self, *, namespace: str | None = None, name: str | None = None
+                   ) -> list[rt.PodState]:
+        return [s for s in map(self.pod_state, list(self._sandboxes)) if s is not None
+                and (name is None or (s.sandbox.namespace, s.sandbox.name) == (namespace,
+                                                                                name))]
 
     # ---- doing ------------------------------------------------------------------------
 
