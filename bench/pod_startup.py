@@ -303,8 +303,8 @@ def record(path: Path, body: str, argv: list[str]) -> None:
         SECTION_BEGIN, "## Pod start-up on Docker (bench/pod_startup.py)", "",
         f"Recorded {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python "
         f"bench/pod_startup.py {' '.join(argv)}`: Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end (the machine is "
-        "shared), the Docker engine on this machine.", "", body, SECTION_END, ""])
+        f"{os.cpu_count()} CPUs, load average {load[0]:.1f} at the end, the Docker engine "
+        "on this machine.", "", body, SECTION_END, ""])
     text = path.read_text() if path.exists() else ""
     pattern = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END) + r"\n?",
                          re.S)

@@ -180,7 +180,7 @@ async def run(args: argparse.Namespace, state: str) -> dict[str, Any]:
     # Every other process of the cluster (the simulated agents): their CPU is part of
     # what one pod costs this machine.
     others = {f[:-4]: int(open(f"{state}/pids/{f}").read())
-              for f in os.listdir(f"{state}/pids") if f[:-4] not in pids}
+              for f in os.listdir(f"{state}/pids") if f.endswith(".pid") and f[:-4] not in pids}
     timeline = Timeline()
     stop = asyncio.Event()
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"},
