@@ -27,7 +27,8 @@ state from the runtime and converges them:
 
 What changes without an API event is found by listing the runtime's pods, as Kubernetes'
 PLEG does, and a pod whose containers changed (an exit) is enqueued: at once when the
-runtime tells of a change (the engine's events, as the evented PLEG), else every
+runtime tells of a change (the engine's events, as the evented PLEG; a burst of them is
+one relist, at most every `RELIST_GAP`), else every
 `relist_period`, and every `evented_relist_period` as a safety net; every
 `config_refresh` the ConfigMaps and Secrets in use are read again, and the pods using
 one that changed are enqueued (their volumes follow it); a pod waiting for one is
@@ -247,10 +248,11 @@ class Kubelet:
                 await self.relist()
             except rt.RuntimeFailure as e:
                 log.warning("%s: listing the runtime's pods failed: %s", self.node_name, e)
-            # A pod's start is a burst of events (each container created, connected,
-            # started): one relist a RELIST_GAP takes them all, where one per event
-            # listed every container of the node a dozen times per pod started.
-            await asyncio.sleep(RELIST_GAP)
+            if self._evented:
+                # A pod's start is a burst of events (each container created,
+                # connected, started): one relist a RELIST_GAP takes them all, where one
+                # per event listed every container of the node a dozen times per pod.
+                await asyncio.sleep(RELIST_GAP)
 
     async def _changes_forever(self) -> None:
         """Follow the runtime's change events, subscribing again after a failure; the

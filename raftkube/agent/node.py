@@ -163,8 +163,9 @@ def node_annotations(config: NodeConfig) -> dict[str, str]:
 
 def metadata_patch(node: Obj, config: NodeConfig) -> Obj:
     """The merge patch of the Node's metadata that puts back what this agent publishes:
-    its labels, and its certificate's fingerprint (a new one each run; a null removes
-    it for a run without TLS). Empty when all is as it should be."""
+    its labels, and its certificate's fingerprint (a new one each run unless it was
+    given one with --tls-cert-file; a null removes it for a run without TLS). Empty
+    when all is as it should be."""
     meta = node.get("metadata") or {}
     labels = meta.get("labels") or {}
     missing = {k: v for k, v in node_labels(config).items() if labels.get(k) != v}

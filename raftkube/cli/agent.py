@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import logging
 import os
+import re
 import signal
 import ssl
 import tempfile
@@ -60,6 +61,10 @@ def read_ca(path: str) -> str:
     return text
 
 
+PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.S)
+
+
 def serving_tls(name: str, address: str, cert_file: str | None = None,
                 key_file: str | None = None) -> tuple[ssl.SSLContext, str]:
     """The agent's API over TLS (the masters pin its certificate by the fingerprint its
@@ -74,13 +79,20 @@ def serving_tls(name: str, address: str, cert_file: str | None = None,
     if cert_file is not None and key_file is not None:
         try:
             with open(cert_file) as f:
-                der = ssl.PEM_cert_to_DER_cert(f.read())
+                text = f.read()
         except OSError as e:
             raise ValueError(f"--tls-cert-file: cannot read {cert_file}: {e.strerror}"
                              ) from None
+        # The first certificate is the one served (a file may go on with its chain, or
+        # begin with text, as openssl's "Bag Attributes").
+        first = PEM_CERTIFICATE.search(text)
+        if first is None:
+            raise ValueError(f"--tls-cert-file: {cert_file} holds no PEM certificate")
+        try:
+            der = ssl.PEM_cert_to_DER_cert(first.group(0))
         except ValueError:
-            raise ValueError(f"--tls-cert-file: {cert_file} holds no PEM certificate"
-                             ) from None
+            raise ValueError(f"--tls-cert-file: {cert_file}: its first certificate is "
+                             "not valid PEM") from None
         try:
             context.load_cert_chain(cert_file, key_file)
         except OSError as e:  # ssl.SSLError is one

@@ -31,7 +31,10 @@ class LazyGroup(click.Group):
         for module, names in self.lazy.items():
             if cmd_name in names:
                 self.load(module)
-        return super().get_command(ctx, cmd_name)
+        found = super().get_command(ctx, cmd_name)
+        if found is None:  # a typo: click's "Did you mean" looks at every command
+            self.list_commands(ctx)
+        return found
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         for module in self.lazy:

@@ -153,3 +153,21 @@ def test_the_agent_command_does_not_load_cryptography() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_fingerprint_is_the_served_certificates_in_a_chain_file(tmp_path: Path) -> None:
+    import hashlib
+    import ssl
+
+    from raftkube.cli import certs
+
+    pki = str(tmp_path / "pki")
+    served = certs.ensure_serving(pki, "n1-agent", ["127.0.0.9"])
+    with open(served.cert) as f:
+        leaf = f.read()
+    with open(os.path.join(pki, "ca.crt")) as f:
+        ca = f.read()
+    chain = tmp_path / "chain.pem"  # text before it, then the leaf, then its CA
+    chain.write_text("Bag Attributes\n    friendlyName: n1\n" + leaf + ca)
+    _, fingerprint = cli_agent.serving_tls("n1", "127.0.0.9", str(chain), served.key)
+    assert fingerprint == hashlib.sha256(ssl.PEM_cert_to_DER_cert(leaf)).hexdigest()

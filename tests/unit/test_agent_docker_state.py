@@ -51,8 +51,16 @@ class FakeAPI:
 
     def containers(self, all: bool, filters: Obj) -> list[Obj]:
         self.filters.append(filters)
+
+        def selected(lab: dict[str, str]) -> bool:  # the engine ANDs its label filters
+            for k, sep, v in (f.partition("=") for f in filters.get("label", [])):
+                if (lab.get(k) != v) if sep else (k not in lab):
+                    return False
+            return True
+
         return [{"Id": i["Id"], "State": i["State"]["Status"],
-                 "Labels": i["Config"]["Labels"]} for i in self.infos.values()]
+                 "Labels": i["Config"]["Labels"]} for i in self.infos.values()
+                if selected(i["Config"]["Labels"])]
 
     def inspect_container(self, cid: str) -> Obj:
         self.inspects += 1
@@ -232,3 +240,25 @@ async def test_pull_policies() -> None:
     await r.ensure_image("busybox:latest", "Always")
     assert api.pulls == pulls + 2
     r.close()
+
+
+async def test_one_pods_containers_are_listed_by_its_labels_and_inspected_once() -> None:
+    other = {**labels("app", uid="u2"), ds.POD_NAME: "q"}
+    api = FakeAPI(container("s1", labels("POD", kind=ds.SANDBOX), "running", ip="10.0.0.5"),
+                  container("c1", labels("app"), "running"),
+                  container("s2", {**other, ds.KIND: ds.SANDBOX}, "running", ip="10.0.0.6"),
+                  container("c2", other, "running"))
+    r = runtime(api)
+    states = await r.pods(namespace="ns", name="p")
+    assert [s.sandbox.uid for s in states] == ["u1"]
+    assert f"{ds.POD_NAMESPACE}=ns" in api.filters[-1]["label"]
+    assert f"{ds.POD_NAME}=p" in api.filters[-1]["label"]
+    assert api.inspects == 2  # that pod's two containers, not the node's four
+    assert {s.sandbox.uid for s in await r.pods()} == {"u1", "u2"}
+    assert api.inspects == 4  # what was inspected stays cached while its state is the same
+    await r.pods(namespace="ns", name="q")  # a one-pod list drops nobody else's cache
+    await r.pods()
+    assert api.inspects == 4
+    api.infos["c1"]["State"]["Status"] = "exited"
+    await r.pods()
+    assert api.inspects == 5  # a changed state is inspected again

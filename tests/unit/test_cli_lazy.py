@@ -49,3 +49,10 @@ def test_the_daemons_load_no_kubectl_command() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_a_mistyped_command_is_answered_with_the_commands_it_is_near() -> None:
+    out = CliRunner().invoke(cli_main.main, ["gett"])
+    assert out.exit_code == 2 and "'get'" in out.output
+    out = CliRunner().invoke(cli_main.main, ["dwn"])
+    assert "'down'" in out.output
