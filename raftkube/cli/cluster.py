@@ -97,13 +97,16 @@ def from_answers(member: dict[str, Any], status: dict[str, Any] | None,
 
 def summarize(masters: list[Master]) -> Summary:
     """The quorum, the margin, and the leader that the answering masters of the newest
-    term name."""
+    term name, if it answers too: for an election timeout after a leader dies, the
+    others still name it, and it takes no writes."""
     quorum = len(masters) // 2 + 1
     answering = [m for m in masters if m.answered]
     leader = ""
     if answering:
         newest = max(m.term or 0 for m in answering)
-        named = [m.leader for m in answering if m.term == newest and m.leader]
+        alive = {m.id for m in answering}
+        named = [m.leader for m in answering
+                 if m.term == newest and m.leader and m.leader in alive]
         if named:
             chosen = max(set(named), key=named.count)
             leader = next((m.name or m.id for m in masters if m.id == chosen), chosen)

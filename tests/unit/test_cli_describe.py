@@ -488,6 +488,16 @@ def test_cluster_status_with_one_down_and_with_no_quorum() -> None:
         "1 of 3 masters answer; a quorum is 2: no writes until 1 more master answers.")
 
 
+def test_a_dead_leader_that_the_others_still_name_is_no_leader() -> None:
+    # Within an election timeout of the leader's death, the survivors still name it.
+    masters = [cluster.from_answers(member("m1", "1"), status(4, "2"), "ok"),
+               cluster.from_answers(member("m2", "2"), None, None),
+               cluster.from_answers(member("m3", "3"), status(4, "2"), "ok")]
+    summary = cluster.summarize(masters)
+    assert (summary.margin, summary.leader, summary.code) == (0, "", cluster.EXIT_NO_QUORUM)
+    assert "No master knows a leader" in cluster.render(masters, summary)
+
+
 def test_cluster_status_warns_on_an_even_count() -> None:
     masters = [cluster.from_answers(member(f"m{i}", str(i)), status(1, "1"), "ok")
                for i in range(1, 5)]
