@@ -51,6 +51,9 @@ CONTAINER = "container"
 
 # As the kubelet rotates container logs: 10 MiB a file, a few files kept.
 LOG_CONFIG = {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
+# The pause container writes nothing: no log file, and no copier in the engine for it
+# (30 pods made by hand, 4 at once: 7.36 s against 7.68 s with json-file, median of 4).
+SANDBOX_LOG_CONFIG = {"type": "none"}
 
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
@@ -111,7 +114,7 @@ def sandbox_spec(pod: Obj, config: rt.SandboxConfig, *, cluster: str, node: str,
     labels = {**pod_labels(pod, cluster=cluster, node=node), KIND: SANDBOX,
               CONTAINER_NAME: "POD", ATTEMPT: "0"}
     create: Obj = {"image": image, "labels": labels, "detach": True}
-    host: Obj = {"ipc_mode": "shareable", "log_config": LOG_CONFIG,
+    host: Obj = {"ipc_mode": "shareable", "log_config": SANDBOX_LOG_CONFIG,
                  "restart_policy": {"Name": "no"}}
     if host_network(pod):
         labels[HOST_NETWORK] = "true"

@@ -121,6 +121,7 @@ def test_a_sandbox_publishes_host_ports_and_takes_dns_and_hostname() -> None:
     assert (s.host["dns"], s.host["dns_search"], s.host["dns_opt"]) == (
         ["10.96.0.10"], ["ns.svc"], ["ndots:5"])
     assert s.host["network_mode"] == "bridge" and s.host["ipc_mode"] == "shareable"
+    assert s.host["log_config"] == {"type": "none"}  # the pause container writes nothing
 
 
 def test_a_host_network_sandbox_is_on_the_host() -> None:
