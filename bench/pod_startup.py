@@ -214,7 +214,7 @@ async def deployment_ready(api: rest.RestClient, clock: ReadyClock, name: str,
         await asyncio.wait_for(clock.changed.wait(), 300)
     took = time.monotonic() - start
     await api.delete(kinds.DEPLOYMENT, "default", name, propagation="Background")
-    await clock.gone(name, 120)
+    await clock.gone(f"{name}-", 120)
     await asyncio.sleep(3)
     return took
 

@@ -127,6 +127,9 @@ def check_capacity(cpu: str, memory: str, pods: int) -> dict[str, str]:
     return {"cpu": cpu, "memory": memory, "pods": str(pods)}
 
 
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
 def fewer_malloc_arenas() -> None:
     """Two malloc arenas for the agent's threads (as MALLOC_ARENA_MAX=2 would give):
     glibc makes one per thread that allocates, up to eight per core, and memory freed in
@@ -138,9 +141,6 @@ def fewer_malloc_arenas() -> None:
         libc.mallopt(M_ARENA_MAX, 2)
     except (OSError, AttributeError):
         pass
-
-
-M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 def run(*, names: list[str], token_file: str, options: ag.AgentOptions,

@@ -67,11 +67,11 @@ import yaml
 
 from raftkube.agent import mounts, netrules, network
 from raftkube.cli import kubeconfig, netns
+from raftkube.client.config import Config
+from raftkube.client.errors import ClientError
 
 # `certs` (cryptography: about 8 MB mapped) is imported where certificates are made or
 # read: `rk agent` and `rk master` load this module with the rest of the CLI.
-from raftkube.client.config import Config
-from raftkube.client.errors import ClientError
 
 
 def _ephemeral_low() -> int:
@@ -362,7 +362,7 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     cid = cluster_id(state_dir)
     if cid:
         argv += ["--cluster-id", cid]
-    ca_file = os.path.join(pki_dir(state_dir), CA_CERT)
+    ca_file = ca_cert_file(state_dir)
     if any(s.startswith("https://") for s in servers) and os.path.exists(ca_file):
         argv += ["--ca-file", ca_file]
     cert, key = agent_cert_files(state_dir, name)
@@ -373,6 +373,10 @@ def agent_argv(state_dir: str, name: str, index: int, spec: dict[str, Any],
     if count > 1:
         argv += ["--count", str(count)]
     return argv + list(spec.get("args", []))
+
+
+def ca_cert_file(state_dir: str) -> str:
+    return os.path.join(pki_dir(state_dir), CA_CERT)
 
 
 def agent_cert_files(state_dir: str, name: str) -> tuple[str, str]:
@@ -396,7 +400,7 @@ def start_agent(state_dir: str, name: str, index: int, spec: dict[str, Any],
     _write(os.path.join(state_dir, "tokens", name),
            "".join(f"{tokens[n]},{n}\n" for n in agent_nodes(name, int(spec.get("count", 1)))),
            0o600)
-    if os.path.exists(os.path.join(pki_dir(state_dir), CA_CERT)):
+    if os.path.exists(ca_cert_file(state_dir)):
         from raftkube.cli import certs
 
         try:  # issued again when the agent's address changed since (or the CA did)
