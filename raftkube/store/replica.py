@@ -482,9 +482,13 @@ class Replica:
         self.journal.flush_if_dirty()  # while the followers write their copies
         leader = raft.leader_address(node)
         view = self.view
+        term = node.raftCurrentTerm
         if leader != view.leader:
             view.leader_changes += 1
-        view.term = node.raftCurrentTerm
+        if leader != view.leader or term != view.term:  # etcd's "elected leader at term"
+            log.info("raft term %d: %s", term, "this member leads" if leader == self.raft_addr
+                     else f"leader {leader}" if leader else "no leader")
+        view.term = term
         view.commit_index = node.raftCommitIndex
         view.last_applied = node.raftLastApplied
         view.is_leader = bool(node._isLeader())
