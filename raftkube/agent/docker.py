@@ -528,7 +528,8 @@ class DockerRuntime:
             # Its own pool: an exec that outlives its timeout keeps its thread until the
             # command ends (the engine cannot cancel it) or the client's read times out,
             # and must not take the threads that start and stop containers.
-            return await asyncio.wait_for(loop.run_in_executor(self._exec_pool, run), timeout)
+            async with asyncio.timeout(timeout):
+                return await loop.run_in_executor(self._exec_pool, run)
         except TimeoutError:
             raise rt.RuntimeFailure(f"command {list(command)!r} timed out after "
                                     f"{timeout:g}s") from None

@@ -33,8 +33,8 @@ class HookFailure(Exception):
 async def run(hook: Obj, *, exec_: Exec, pod_ip: str, timeout: float) -> None:
     """Run `hook` (a `lifecycle.postStart` or `.preStop` value) to its end."""
     try:
-        await asyncio.wait_for(_run(hook, exec_=exec_, pod_ip=pod_ip, timeout=timeout),
-                               max(timeout, 0.1))
+        async with asyncio.timeout(max(timeout, 0.1)):
+            await _run(hook, exec_=exec_, pod_ip=pod_ip, timeout=timeout)
     except TimeoutError:
         raise HookFailure(f"did not finish within {timeout:g}s") from None
     except (OSError, rt.RuntimeFailure) as e:

@@ -242,7 +242,8 @@ class Kubelet:
             # evented PLEG); without them, every `relist_period` finds the changes.
             period = self.evented_relist_period if self._evented else self.relist_period
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._runtime_changed.wait(), period)
+                async with asyncio.timeout(period):
+                    await self._runtime_changed.wait()
             self._runtime_changed.clear()
             try:
                 await self.relist()

@@ -350,7 +350,8 @@ class NodeHeartbeat:
     async def _status_forever(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._changed.wait(), self.config.status_interval)
+                async with asyncio.timeout(self.config.status_interval):
+                    await self._changed.wait()
             except TimeoutError:
                 pass
             self._changed.clear()

@@ -294,9 +294,9 @@ class Prober:
         try:
             async with self._execs:
                 # The runtime keeps the timeout; this one stops a runtime that does not.
-                done = await asyncio.wait_for(
-                    self.runtime.exec_sync(item.instance.pod_uid, item.instance.name,
-                                           h.command, timeout=timeout), timeout + 5)
+                async with asyncio.timeout(timeout + 5):
+                    done = await self.runtime.exec_sync(
+                        item.instance.pod_uid, item.instance.name, h.command, timeout=timeout)
         except (rt.RuntimeFailure, TimeoutError) as e:
             return Outcome(probes.Result.FAILURE,
                            _cut(str(e) or f"command {list(h.command)} timed out"))
@@ -352,7 +352,8 @@ async def tcp_probe(host: str, port: int, timeout: float) -> Outcome:
     """A connection opened within `timeout` passes; it is closed at once."""
     address = _host_port(host, port)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
         return Outcome(probes.Result.FAILURE, f"dial tcp {address}: i/o timeout")
     except OSError as e:

@@ -242,7 +242,8 @@ class ServiceNetwork:
             except (netrules.RulesError, rt.RuntimeFailure) as e:
                 log.warning("%s: service sync failed (retried): %s", self.node, e)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.options.resync_period)
+                async with asyncio.timeout(self.options.resync_period):
+                    await self._changed.wait()
             await asyncio.sleep(self.options.debounce)
 
     async def sync(self) -> None:

@@ -174,7 +174,8 @@ class Informer:
                 self._call(handler.add, obj)
 
     async def wait_synced(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self.synced.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.synced.wait()
 
     async def run(self) -> None:
         """List and watch until cancelled."""

@@ -57,7 +57,8 @@ class Context:
         """The provider's answer to `made`, or a ProviderError saying what failed."""
         name = getattr(self.provider, "name", "?")
         try:
-            return await asyncio.wait_for(made, self.options.call_timeout)
+            async with asyncio.timeout(self.options.call_timeout):
+                return await made
         except asyncio.CancelledError:
             raise
         except TimeoutError:

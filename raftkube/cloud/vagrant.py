@@ -90,7 +90,8 @@ class VagrantProvider:
             *self.command, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                out, err = await proc.communicate()
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

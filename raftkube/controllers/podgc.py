@@ -113,4 +113,5 @@ class PodGC:
             except ClientError as e:  # the next sweep tries again
                 log.info("pod GC: %s; trying again in %.0fs", e, self.period)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._node_deleted.wait(), self.period)
+                async with asyncio.timeout(self.period):
+                    await self._node_deleted.wait()

@@ -122,10 +122,12 @@ class Timing:
     election_max: float = 0.5
     heartbeat: float = 0.05
     tick: float = 0.01
-    # A member that (re)starts among peers waits this long, on top of its election
+    # A member that restarts among peers waits this long, on top of its election
     # timeout, for the leader to reach it before it campaigns. Without it a restarted
     # follower could time out before the leader's reconnect (up to 0.3 s apart) and
-    # handshake, and its campaign deposed a healthy leader: term +2 for nothing.
+    # handshake, and its campaign deposed a healthy leader: term +2 for nothing. A new
+    # member (term 0) does not wait: its first campaign, at term 1, cannot depose a
+    # leader, who holds term 1 or more.
     startup_grace: float = 1.0
 
 
@@ -289,7 +291,7 @@ class Replica:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._failed = loop.create_future()
-        if self.peers and not self.solo:
+        if self.peers and not self.solo and self.node.raftCurrentTerm > 0:
             raft.delay_elections(self.node, self.timing.startup_grace)
         self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
         self._thread.start()
@@ -763,7 +765,8 @@ class Replica:
 
         raft.change_membership(self.node, add=add, addr=raft_addr, done=done)
         try:
-            reason = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                reason = await fut
         except TimeoutError:
             raise OutcomeUnknown("etcdserver: request timed out (the membership change may "
                               "still take effect)") from None
@@ -850,7 +853,8 @@ class Replica:
                 continue
             host, _, port = peer.rpartition(":")
             try:
-                _r, w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 0.5)
+                async with asyncio.timeout(0.5):
+                    _r, w = await asyncio.open_connection(host, int(port))
                 w.close()
             except (OSError, TimeoutError):
                 return
@@ -864,7 +868,8 @@ class Replica:
                 loop.call_soon_threadsafe(settle)
 
             raft.add_member(self.node, peer, done)
-            err = await asyncio.wait_for(added, 10)
+            async with asyncio.timeout(10):
+                err = await added
             log.warning("solo cluster: adding member %s: %s", peer, err)
             return  # one membership change at a time
         self.solo = False

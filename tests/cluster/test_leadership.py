@@ -171,3 +171,33 @@ async def test_a_paused_leader_changes_nothing_once_it_resumes(
 
 async def _count(api: rest.RestClient, app: str, n: int) -> bool:
     return len(await running(api, app)) == n
+
+
+def test_masters_stopped_as_the_leaders_loops_start_exit_at_once(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGTERM to every master just as the leader's loops go to work: each exits within
+    a few seconds. A loop's timed wait (3.11's asyncio.wait_for) once swallowed the
+    cancel there, and the leader then hung until `rk down` killed it 10 s later."""
+    from raftkube.cli import local
+
+    for _ in range(4):
+        c = Cluster(str(tmp_path_factory.mktemp("stopping")))
+        try:
+            c.up()
+            deadline = time.monotonic() + 20
+            while not any(AT_WORK.search(c.log(n)) for n in c.names):
+                assert time.monotonic() < deadline, "the leader's loops never went to work"
+                time.sleep(0.01)
+            pids = {n: c.pid(n) for n in c.names}
+            for pid in pids.values():
+                assert pid is not None
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while any(local._running(p) for p in pids.values() if p is not None) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+            stuck = [n for n, p in pids.items() if p is not None and local._running(p)]
+            assert not stuck, f"{stuck} still running 5 s after SIGTERM: " + "".join(
+                c.log(n)[-1500:] for n in stuck)
+        finally:
+            c.down()
