@@ -29,6 +29,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.monotonic import monotonic as raft_clock
 from pysyncobj.node import TCPNode
 from pysyncobj.pipe_notifier import PipeNotifier
+from pysyncobj.syncobj import _RAFT_STATE
 
 from raftkube.store.disk import SnapshotReceiver
 from raftkube.store.journal import Journal
@@ -83,6 +84,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
         self._sent_log_index = 0
         self._sent_commit_index = 0
+        self.second_campaign_grace = 0.0  # hold_second_campaign
         # Cleared when the poller drains the pipe, before the tick that takes the queued
         # commands, so a command submitted after that always sends a new wake-up.
         self._wake_pending = False
@@ -129,15 +131,31 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__connectedToAnyone(self) -> bool:  # noqa: N802 - pysyncobj's name
         """Asked only once the election deadline has passed, just before the member
-        campaigns. pysyncobj reads its sockets at the end of a tick, after this check: a
-        tick held up past the election timeout (the GIL taken by a busy event loop or the
-        collector, a slow fsync) campaigned with the leader's heartbeats waiting unread,
-        and deposed a healthy leader. So what the peers sent is read first, without
-        waiting; an append among it moves the deadline on and the member stays put."""
+        campaigns; True campaigns. Three things are settled here first:
+
+        - pysyncobj reads its sockets at the end of a tick, after this check: a tick held
+          up past the election timeout (the GIL taken by a busy event loop or the
+          collector, a slow fsync) campaigned with the leader's heartbeats waiting
+          unread, and deposed a healthy leader. So what the peers sent is read first,
+          without waiting; an append among it moves the deadline on and the member
+          stays put, and a candidate that a vote just read made leader stays leader.
+        - A new member's first campaign (term 0 to 1) cannot depose a leader, who holds
+          term 1 or more; its second could. If no leader has reached it by then, it
+          waits `second_campaign_grace` once more (`hold_second_campaign`)."""
         self._poller.poll(0)
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            return False
         if self._SyncObj__raftElectionDeadline >= raft_clock():
             return False
-        return bool(super()._SyncObj__connectedToAnyone())
+        if not super()._SyncObj__connectedToAnyone():
+            return False
+        if self._SyncObj__raftLeader is not None:
+            self.second_campaign_grace = 0.0  # it has heard a leader: campaigns as any
+        elif self.second_campaign_grace and self._SyncObj__raftCurrentTerm > 0:
+            delay_elections(self, self.second_campaign_grace)
+            self.second_campaign_grace = 0.0
+            return False
+        return True
 
     def flush_appends(self) -> None:
         """On the leader, at the end of a tick: replicate new entries and commit index."""
@@ -272,6 +290,12 @@ def delay_elections(node: RaftNode, seconds: float) -> None:
     randomized, so members started together still do not campaign together)."""
     deadline = node._SyncObj__raftElectionDeadline
     node._SyncObj__raftElectionDeadline = max(deadline, raft_clock()) + seconds
+
+
+def hold_second_campaign(node: RaftNode, seconds: float) -> None:
+    """A new member campaigns once when its timeout passes (at term 1, which deposes
+    nobody); if no leader has reached it by its second, that one waits `seconds` more."""
+    node.second_campaign_grace = seconds
 
 
 def hold_off_elections(node: RaftNode, seconds: float) -> None:

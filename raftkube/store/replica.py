@@ -126,8 +126,8 @@ class Timing:
     # timeout, for the leader to reach it before it campaigns. Without it a restarted
     # follower could time out before the leader's reconnect (up to 0.3 s apart) and
     # handshake, and its campaign deposed a healthy leader: term +2 for nothing. A new
-    # member (term 0) does not wait: its first campaign, at term 1, cannot depose a
-    # leader, who holds term 1 or more.
+    # member (term 0) waits before its second campaign instead: its first, at term 1,
+    # cannot depose a leader, who holds term 1 or more.
     startup_grace: float = 1.0
 
 
@@ -291,8 +291,11 @@ class Replica:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._failed = loop.create_future()
-        if self.peers and not self.solo and self.node.raftCurrentTerm > 0:
-            raft.delay_elections(self.node, self.timing.startup_grace)
+        if self.peers and not self.solo:
+            if self.node.raftCurrentTerm > 0:
+                raft.delay_elections(self.node, self.timing.startup_grace)
+            else:
+                raft.hold_second_campaign(self.node, self.timing.startup_grace)
         self._thread = threading.Thread(target=self._tick_forever, name="raft-tick", daemon=True)
         self._thread.start()
         self._duties = loop.create_task(self._leader_duties())
