@@ -131,7 +131,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__connectedToAnyone(self) -> bool:  # noqa: N802 - pysyncobj's name
         """Asked only once the election deadline has passed, just before the member
-        campaigns; True campaigns. Three things are settled here first:
+        campaigns; True campaigns. Two things are settled here first:
 
         - pysyncobj reads its sockets at the end of a tick, after this check: a tick held
           up past the election timeout (the GIL taken by a busy event loop or the
