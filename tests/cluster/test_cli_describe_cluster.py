@@ -187,7 +187,10 @@ def test_cluster_status_all_three_then_the_leader_killed(cluster: Cluster) -> No
         healthy.stdout.splitlines()[0]
 
     cluster.kill(leader)
-    after = until(cluster, ["cluster", "status"], lambda r: r.returncode == 0)
+    # Both survivors ready: the one that voted has heard the new leader's first append
+    # (for a heartbeat after the election it says "no leader", and the status is 0).
+    after = until(cluster, ["cluster", "status"],
+                  lambda r: r.returncode == 0 and r.stdout.count(" ok\n") == 2)
     rows = {line.split()[0]: line.split() for line in after.stdout.splitlines()[1:4]}
     assert rows[leader][3:] == ["unreachable", "-", "-", "-", "-", "unreachable"]
     alive = [r for name, r in rows.items() if name != leader]
